@@ -10,6 +10,8 @@ Layout (``FORMAT`` = 1), all plain files::
       noise_mask.npy         bool (N,): True where the training label was changed (when known)
       scores/alignment_0001.npy   float32 (N,): epoch 1's alignment per sample id, NaN where unseen
       scores/<signal>_0001.npy    optional further per-sample signals (loss, margin, p_gold, el2n, correct)
+      previews.npy, preview_ids.npy   optional inputs of some samples for the report's thumbnails:
+                             (K, H, W), (K, H, W, 3) images or (K, L) 1-D signals, and their sample ids (K,)
       summary.json           {"format": 1, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
       checkpoints/           framework checkpoints (last, best_<criterion>); never read by the analysis side
 
@@ -155,6 +157,16 @@ class RunWriter:
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(_jsonable(metrics)) + "\n")
 
+    def write_previews(self, sample_ids, inputs) -> None:
+        """Store inputs of some samples (images (K, H, W[, 3]) or 1-D signals (K, L)) for thumbnails."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        inputs = np.asarray(inputs)
+        if ids.ndim != 1 or inputs.shape[:1] != ids.shape or inputs.ndim not in (2, 3, 4):
+            raise ValueError(f"Expected `sample_ids` (K,) and `inputs` (K, L), (K, H, W) or (K, H, W, 3); "
+                             f"got {ids.shape} and {inputs.shape}.")
+        _save_npy_atomic(self.path / "preview_ids.npy", ids)
+        _save_npy_atomic(self.path / "previews.npy", inputs)
+
     def write_summary(self, summary: dict) -> None:
         _write_json_atomic(self.path / "summary.json", {"format": FORMAT, **summary})
 
@@ -162,6 +174,14 @@ class RunWriter:
         """Mark the run complete."""
         self.config["status"] = "complete"
         _write_json_atomic(self.path / "config.json", self.config)
+
+
+def epoch_metrics(summary) -> dict:
+    """The run directory's alignment keys for one :class:`gwa.EpochSummary` (JSON-safe)."""
+    return _jsonable({"align_mean": summary.mean, "align_std": summary.std,
+                      "align_excess_kurtosis": summary.excess_kurtosis, "gwa": summary.gwa,
+                      "gwa_flagged": summary.flagged, "gwa_guard": summary.guard, "n_scores": summary.n,
+                      "n_undefined": summary.n_undefined})
 
 
 def read_config(path) -> dict:
@@ -204,6 +224,8 @@ class Run:
     labels: np.ndarray | None
     clean_labels: np.ndarray | None
     noise_mask: np.ndarray | None
+    preview_ids: np.ndarray | None = None
+    previews: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -254,4 +276,5 @@ def load_run(path) -> Run:
         return np.load(f) if f.exists() else None
 
     return Run(path=path, config=config, metrics=read_metrics(path), summary=summary, labels=opt("labels"),
-               clean_labels=opt("clean_labels"), noise_mask=opt("noise_mask"))
+               clean_labels=opt("clean_labels"), noise_mask=opt("noise_mask"), preview_ids=opt("preview_ids"),
+               previews=opt("previews"))
