@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install gwa with every extra and the test tools.
+# torch is pinned on purpose: an unpinned `torch` can pull a different multi-GB build. 2.14.1 with
+# torchvision 0.29.1 is a pair that imports together; on a CPU-only machine you may instead install a
+# CPU wheel of torch first (see README), and this script keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+if ! python -c "import torch, torchvision" 2>/dev/null; then
+  python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+fi
+python -m pip install --quiet -e ".[all,test]"
+python -c "import gwa, torch, jax, lightning, transformers, timm; print('gwa', gwa.__version__, '| torch', torch.__version__, '| jax', jax.__version__)"
