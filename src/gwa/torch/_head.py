@@ -1,0 +1,78 @@
+"""Find the classifier head (the last ``nn.Linear`` producing the logits) of a torch model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+# Attribute paths of Hugging Face sequence-classification heads, in the order they are tried.
+_HF_HEAD_PATHS = ("score", "classifier", "classifier.out_proj")
+
+
+def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[str, nn.Linear]:
+    """Return ``(name, module)`` of the classifier head of ``model``.
+
+    Order: ``head`` when given (a module of the model or its dotted name); timm's
+    ``model.get_classifier()`` when it is an ``nn.Linear``; the Hugging Face heads ``score``,
+    ``classifier`` and ``classifier.out_proj``; else the last ``nn.Linear`` registered in the model.
+
+    Args:
+        model: the network.
+        head: optional override, an ``nn.Linear`` or the dotted name of one inside ``model``.
+
+    Returns:
+        The head's dotted name in ``model`` (``""`` for the model itself, ``"<given>"`` for a module
+        outside it) and the ``nn.Linear``.
+
+    Raises:
+        TypeError: when ``model`` is not an ``nn.Module``.
+        ValueError: when no head is found or the found one is not an ``nn.Linear``; the message lists the
+            model's ``nn.Linear`` layers with their shapes.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected `model` to be a torch.nn.Module; got {type(model).__name__}.")
+    names = {id(m): name for name, m in model.named_modules()}
+    if head is not None:
+        if isinstance(head, str):
+            try:
+                module = model.get_submodule(head)
+            except AttributeError:
+                raise ValueError(f"Expected `head` to name a submodule of the model; got {head!r}. "
+                                 f"{_candidates(model)}") from None
+            return _checked(head, module, model, "`head`")
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"Expected `head` to be an nn.Linear or its name in the model; got {type(head).__name__}.")
+        return _checked(names.get(id(head), "<given>"), head, model, "`head`")
+
+    get_classifier = getattr(model, "get_classifier", None)  # timm
+    if callable(get_classifier):
+        try:
+            found = get_classifier()
+        except Exception:  # noqa: BLE001 - foreign models may define it differently; fall through
+            found = None
+        if isinstance(found, nn.Linear):
+            return names.get(id(found), "<given>"), found
+    for path in _HF_HEAD_PATHS:
+        try:
+            found = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(found, nn.Linear):
+            return path, found
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"Could not find a classifier head: the model has no nn.Linear layer. "
+                         f"Pass `head=` the layer that produces the logits. {_candidates(model)}")
+    return linears[-1]
+
+
+def _checked(name: str, module: nn.Module, model: nn.Module, what: str) -> tuple[str, nn.Linear]:
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"Expected {what} to be an nn.Linear (the layer producing the logits); got "
+                         f"{type(module).__name__} at {name!r}. {_candidates(model)}")
+    return name, module
+
+
+def _candidates(model: nn.Module) -> str:
+    rows = [f"{name or '<model>'} {tuple(m.weight.shape)}" for name, m in model.named_modules()
+            if isinstance(m, nn.Linear)]
+    return "nn.Linear layers in the model (name (C, D)): " + (", ".join(rows) if rows else "none") + "."

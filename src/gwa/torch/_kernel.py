@@ -1,0 +1,199 @@
+r"""The closed-form alignment kernel in torch: same math and checks as the numpy reference :mod:`gwa._kernel`.
+
+The kernel is split in two halves so that the tracker can take the head's half at forward time, with the
+weights of that forward pass, and the loss's half later from the logits alone:
+
+* :func:`head_terms` — from embeddings ``x`` and the head ``(W, b)``: ``W x`` (rows rescaled), ``||x||^2``
+  and ``||W||_F^2`` (plus the bias terms).
+* :func:`scores_from_head_terms` — from logits and targets: ``d = softmax(z) - y`` and the cosine.
+
+Both halves run on the inputs' device without a host synchronisation. The public :func:`alignment`
+validates eagerly (it may synchronise); the tracker calls the unchecked halves.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from gwa._kernel import UNDEFINED_SCORE
+from gwa._validation import check_shapes, describe
+
+
+class HeadTerms(NamedTuple):
+    """What the cosine needs from the head, captured with the weights of one forward pass.
+
+    Attributes:
+        head_out: ``(N, C)`` ``W x / s`` (plus ``b / s`` with bias), ``s`` the max-abs of each row of ``x``.
+        emb_norm_sq: ``(N,)`` ``||x / s||^2`` (plus ``1 / s^2`` with bias).
+        weight_norm_sq: ``()`` ``||W||_F^2`` (plus ``||b||^2`` with bias).
+        finite: ``(N,)`` True where the row of ``x`` and the head are finite.
+    """
+
+    head_out: torch.Tensor
+    emb_norm_sq: torch.Tensor
+    weight_norm_sq: torch.Tensor
+    finite: torch.Tensor
+
+
+def compute_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.dtype:
+    """float64 if ``dtype`` says so or any input is float64, else float32 (bf16/fp16 are upcast)."""
+    if dtype is not None:
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"Expected `dtype` to be torch.float32 or torch.float64; got {dtype}.")
+        return dtype
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def alignment(logits, targets, embeddings, weight, bias=None, *, dtype=None) -> torch.Tensor:
+    """Per-sample alignment of the negative loss gradient on the head with the head's weights.
+
+    Args:
+        logits: ``(N, C)`` pre-softmax outputs of the head.
+        targets: ``(N,)`` integer class ids, or ``(N, C)`` probabilities (label smoothing, mixup).
+        embeddings: ``(N, D)`` inputs of the head from the same forward pass.
+        weight: ``(C, D)`` head weight used in that forward pass.
+        bias: optional ``(C,)`` head bias; when given it joins the cosine.
+        dtype: compute dtype; default float64 if any input is float64, else float32.
+
+    Returns:
+        ``(N,)`` scores in ``[-1, 1]`` on the inputs' device, in the compute dtype; undefined cosines are
+        :data:`gwa.UNDEFINED_SCORE`.
+
+    Raises:
+        TypeError: on non-tensor or non-floating inputs, or non-integer class ids.
+        ValueError: on mismatched shapes, class ids out of range, soft targets that are not probabilities,
+            NaN/Inf inputs, or inputs on different devices.
+
+    Example:
+        >>> import torch, gwa.torch
+        >>> W = torch.eye(2); x = torch.tensor([[1.0, 0.0]])
+        >>> round(float(gwa.torch.alignment(x @ W.T, torch.tensor([0]), x, W)[0]), 4)
+        0.5
+    """
+    scores, _ = alignment_with_mask(logits, targets, embeddings, weight, bias, dtype=dtype)
+    return scores
+
+
+def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, dtype=None):
+    """Like :func:`alignment`, and also return the ``(N,)`` boolean mask of defined cosines."""
+    soft = check_tensor_inputs(logits, targets, embeddings, weight, bias)
+    dtype = compute_dtype(logits, embeddings, weight, bias, dtype=dtype)
+    terms = head_terms(embeddings, weight, bias, dtype=dtype)
+    return scores_from_head_terms(logits, targets, terms, soft=soft)
+
+
+def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+               dtype: torch.dtype) -> HeadTerms:
+    """The head's half of the cosine (no checks, no host sync, no autograd graph)."""
+    with torch.no_grad():
+        x = embeddings.detach().to(dtype)
+        w = weight.detach().to(dtype)
+        scale = _row_scale(x)
+        # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
+        x = x / scale
+        head_out = x @ w.T
+        emb_norm_sq = torch.linalg.vecdot(x, x)
+        flat = w.reshape(-1)
+        weight_norm_sq = torch.dot(flat, flat)
+        if bias is not None:
+            b = bias.detach().to(dtype)
+            inv_scale = scale.reciprocal()
+            # [W b] . [d x^T, d] = d . (W x + b); rescaling x by 1/s rescales the bias slot by 1/s too.
+            head_out = torch.addcmul(head_out, inv_scale, b[None, :])
+            emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
+            weight_norm_sq = weight_norm_sq + torch.dot(b, b)
+        # A non-finite x gives a non-finite row; a non-finite head poisons every row.
+        finite = torch.isfinite(emb_norm_sq) & torch.isfinite(weight_norm_sq)
+    return HeadTerms(head_out, emb_norm_sq, weight_norm_sq, finite)
+
+
+def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, soft: bool) -> torch.Tensor:
+    """``softmax(logits) - targets``; for class ids the target entry is ``-sum`` of the others (no cancellation)."""
+    probs = torch.softmax(logits, dim=1)
+    if soft:
+        return probs - targets.to(probs.dtype)
+    index = targets.long()[:, None]
+    diff = probs.scatter(1, index, 0.0)
+    # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
+    return diff.scatter_(1, index, -diff.sum(dim=1, keepdim=True))
+
+
+def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: HeadTerms, *, soft: bool):
+    """The loss's half of the cosine: ``(scores, defined)``, both ``(N,)`` (no checks, no host sync)."""
+    with torch.no_grad():
+        dtype = terms.head_out.dtype
+        diff = loss_gradient_wrt_logits(logits.detach().to(dtype), targets.detach(), soft=soft)
+        # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
+        diff = diff / _row_scale(diff)
+        numerator = -torch.linalg.vecdot(diff, terms.head_out)
+        denominator = torch.sqrt(torch.linalg.vecdot(diff, diff) * terms.emb_norm_sq * terms.weight_norm_sq)
+        defined = denominator > 0
+        ratio = numerator / torch.where(defined, denominator, torch.ones_like(denominator))
+        scores = torch.where(defined, ratio.clamp(-1.0, 1.0), torch.full_like(ratio, UNDEFINED_SCORE))
+    return scores, defined
+
+
+def _row_scale(a: torch.Tensor) -> torch.Tensor:
+    """Max-abs of each row (1 for all-zero rows), shape (N, 1)."""
+    scale = a.abs().amax(dim=1, keepdim=True)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
+    """Eager validation of one :func:`alignment` call (may synchronise); returns True for soft targets."""
+    named = (("logits", logits), ("targets", targets), ("embeddings", embeddings), ("weight", weight),
+             ("bias", bias))
+    for name, t in named:
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"Expected `{name}` to be a torch.Tensor; got {type(t).__name__}.")
+    for name, t in (("logits", logits), ("embeddings", embeddings), ("weight", weight), ("bias", bias)):
+        if t is not None and not t.is_floating_point():
+            raise TypeError(f"Expected `{name}` to be a floating-point tensor; got {describe(t)}.")
+    devices = {t.device for _, t in named if t is not None}
+    if len(devices) > 1:
+        where = ", ".join(f"{name}: {t.device}" for name, t in named if t is not None)
+        raise ValueError(f"Expected all inputs on one device; got {where}.")
+    soft = check_shapes(logits.shape, targets.shape, embeddings.shape, weight.shape,
+                        None if bias is None else bias.shape)
+    if soft:
+        check_soft_target_tensor(targets)
+    else:
+        check_class_id_tensor(targets, logits.shape[1])
+    for name, t in (("logits", logits), ("embeddings", embeddings), ("weight", weight), ("bias", bias)):
+        if t is not None:
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise ValueError(f"Expected finite `{name}`; got {bad} NaN/Inf value(s) in {describe(t)}.")
+    return soft
+
+
+def check_class_id_tensor(targets: torch.Tensor, num_classes: int) -> None:
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}.")
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); "
+            f"got values in [{lo}, {hi}]."
+        )
+
+
+def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
+    if not targets.is_floating_point():
+        raise TypeError(f"Expected soft `targets` of shape (N, C) to be floating point; got {describe(targets)}.")
+    t = targets.detach().double()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"Expected finite soft `targets`; got NaN/Inf in {describe(targets)}.")
+    if float(t.min()) < -atol:
+        raise ValueError(f"Expected soft `targets` to be probabilities (>= 0); got minimum {float(t.min()):.6g}.")
+    sums = t.sum(dim=1)
+    worst = int((sums - 1.0).abs().argmax())
+    if abs(float(sums[worst]) - 1.0) > atol:
+        raise ValueError(
+            "Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); "
+            f"got a row summing to {float(sums[worst]):.6g}."
+        )
