@@ -1,0 +1,258 @@
+"""Figures of a run directory (matplotlib, Agg backend, imported on first use).
+
+Each ``plot_*`` function takes analysis arrays (never a model) and returns a matplotlib ``Figure``; callers save
+it with :func:`save_png` or :func:`png_bytes`. Colours are shared by every figure: clean samples blue,
+mislabeled samples orange, GWA black, test accuracy green, validation accuracy purple, guarded epochs red.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+COLORS = {
+    "clean": "#4C72B0", "noisy": "#DD8452", "all": "#4C72B0", "gwa": "#222222", "align": "#4C72B0",
+    "test_acc": "#55A868", "val_acc": "#8172B3", "guard": "#C44E52", "zero": "#999999",
+}
+#: Stop criteria's markers: the GWA criterion in GWA's colour, the others in colours no curve uses.
+CRITERION_COLORS = ["#CCB974", "#64B5CD", "#DA8BC3", "#937860", "#8C8C8C"]
+DPI = 130
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, with a clear error when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:  # pragma: no cover - matplotlib is installed in the test env
+        raise ModuleNotFoundError("gwa's report figures need matplotlib: pip install 'gwa[plot]'",
+                                  name="matplotlib") from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+                         "axes.spines.top": False, "figure.dpi": DPI})
+    return plt
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes; closes it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def save_png(fig, path) -> bytes:
+    """Write the figure to ``path`` as PNG and return the bytes (for embedding); closes it."""
+    data = png_bytes(fig)
+    Path(path).write_bytes(data)
+    return data
+
+
+def _limits(values: np.ndarray, *, pad: float = 0.12) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return -1.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    span = hi - lo or max(abs(hi), 1e-3)
+    return lo - pad * span, hi + pad * span
+
+
+def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray]):
+    """A right-hand twin axis with the accuracy curves; returns (twin, handles)."""
+    twin = ax.twinx()
+    handles = []
+    for key, label in (("test_acc", "test accuracy"), ("val_acc", "validation accuracy")):
+        values = accuracies.get(key)
+        if values is not None and np.isfinite(values).any():
+            (h,) = twin.plot(epochs, values, color=COLORS[key], lw=1.6, ls="--" if key == "val_acc" else "-",
+                             marker="s", ms=3, label=label)
+            handles.append(h)
+    twin.set_ylabel("accuracy")
+    twin.spines["top"].set_visible(False)
+    return twin, handles
+
+
+def _mark_criteria(axes, choices) -> list:
+    handles = []
+    others = iter(CRITERION_COLORS * 4)
+    for choice in choices:
+        color = COLORS["gwa"] if choice.criterion == "gwa" else next(others)
+        acc = "" if math.isnan(choice.test_acc) else f", test {choice.test_acc:.3f}"
+        for ax in axes:
+            h = ax.axvline(choice.epoch, color=color, lw=1.3, ls=(0, (4, 2)), alpha=0.9, zorder=1,
+                           label=f"{choice.criterion}: epoch {choice.epoch}{acc}")
+        handles.append(h)
+    return handles
+
+
+def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarray], choices):
+    """GWA (verbatim) and mean alignment over epochs, against accuracy, with each criterion's epoch marked.
+
+    Args:
+        epochs: ``(E,)`` epoch numbers.
+        gwa: ``(E,)`` the paper's GWA as logged (may be huge or infinite at guarded epochs).
+        guarded: ``(E,)`` bool, True where the GWA value is not to be trusted (kurtosis pole).
+        align_mean: ``(E,)`` mean per-sample alignment.
+        accuracies: ``{"test_acc": (E,), "val_acc": (E,)}``; missing or all-NaN curves are left out.
+        choices: :class:`gwa.report._analysis.Choice` objects to mark as vertical lines.
+    """
+    plt = pyplot()
+    epochs = np.asarray(epochs)
+    gwa, guarded = np.asarray(gwa, dtype=np.float64), np.asarray(guarded, dtype=bool)
+    fig, (ax_gwa, ax_mean) = plt.subplots(2, 1, figsize=(9, 7.2), sharex=True, layout="constrained")
+
+    trusted = np.where(guarded, np.nan, gwa)
+    (h_gwa,) = ax_gwa.plot(epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=4,
+                           label="GWA (trusted epochs)")
+    lo, hi = _gwa_limits(trusted, gwa[guarded])
+    handles = [h_gwa]
+    if guarded.any():
+        # Guarded values can sit anywhere near the pole: far ones are drawn at the edge, with their value.
+        g_epochs, g_values = epochs[guarded], gwa[guarded]
+        shown = np.clip(np.nan_to_num(g_values, nan=0.0, posinf=hi, neginf=lo), lo, hi)
+        handles.append(ax_gwa.scatter(g_epochs, shown, marker="X", s=55, color=COLORS["guard"], zorder=4, clip_on=False,
+                                      label="GWA at guarded epochs (kurtosis pole; far values at the edge)"))
+        span = hi - lo
+        for e, v, y in zip(g_epochs, g_values, shown):
+            if not (lo <= v <= hi):
+                ax_gwa.annotate(f"{v:.3g}", (e, y - 0.07 * span if y >= hi else y + 0.04 * span), ha="center",
+                                fontsize=7, color=COLORS["guard"])
+            ax_gwa.axvspan(e - 0.5, e + 0.5, color=COLORS["guard"], alpha=0.08, lw=0)
+    ax_gwa.set_ylim(lo, hi)
+    ax_gwa.axhline(0, color=COLORS["zero"], lw=0.8)
+    ax_gwa.set_ylabel("GWA = mean / (excess kurtosis + 1.2)")
+    ax_gwa.set_title("Gradient-weight alignment and accuracy over training")
+    _, acc_handles = _accuracy_axis(ax_gwa, epochs, accuracies)
+
+    (h_mean,) = ax_mean.plot(epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=4,
+                             label="mean alignment")
+    ax_mean.axhline(0, color=COLORS["zero"], lw=0.8)
+    ax_mean.set_ylabel("mean per-sample alignment")
+    ax_mean.set_xlabel("epoch")
+    _accuracy_axis(ax_mean, epochs, accuracies)
+    crit_handles = _mark_criteria([ax_gwa, ax_mean], choices)
+    handles += [h_mean] + acc_handles + crit_handles
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
+    return fig
+
+
+def _gwa_limits(trusted: np.ndarray, guarded_values: np.ndarray) -> tuple[float, float]:
+    """Axis limits from the trusted GWA values, widened for guarded ones that are not far out."""
+    if not np.isfinite(trusted).any():
+        trusted = guarded_values[np.isfinite(guarded_values)]
+        trusted = np.clip(trusted, *np.percentile(trusted, [10, 90])) if trusted.size else trusted
+    lo, hi = _limits(np.append(trusted, 0.0))
+    span = hi - lo
+    near = guarded_values[np.isfinite(guarded_values) & (guarded_values > lo - span) & (guarded_values < hi + span)]
+    return _limits(np.concatenate([trusted, near, [0.0]]))
+
+
+def pick_epochs(epochs, *, max_rows: int = 7, extra=()) -> list[int]:
+    """Up to ``max_rows`` epochs evenly spread from first to last, plus ``extra`` ones (e.g. chosen epochs)."""
+    epochs = list(epochs)
+    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, min(max_rows, len(epochs)))).astype(int))
+    picked = {epochs[i] for i in idx} | {e for e in extra if e in epochs}
+    return sorted(picked)
+
+
+def plot_alignment_distribution(epochs, matrix, noise_mask=None, *, show_epochs=None, marks=None, bins: int = 50):
+    """Per-epoch distribution of per-sample alignment as a ridge plot (the paper's Figure 1 view).
+
+    Args:
+        epochs: ``(E,)`` epoch numbers of the matrix rows.
+        matrix: ``(E, N)`` alignment per epoch and sample, NaN where unseen.
+        noise_mask: optional ``(N,)`` bool; mislabeled samples are drawn apart from clean ones.
+        show_epochs: the epochs to draw (default: :func:`pick_epochs`).
+        marks: optional ``{epoch: text}`` shown under an epoch's label (e.g. the criteria that chose it).
+    """
+    plt = pyplot()
+    epochs = list(epochs)
+    show = list(show_epochs) if show_epochs is not None else pick_epochs(epochs)
+    finite = matrix[np.isfinite(matrix)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    lo, hi = min(lo, -0.05), max(hi, 0.05)
+    edges = np.linspace(lo, hi, bins + 1)
+    groups = [("all samples", None, COLORS["all"])] if noise_mask is None else [
+        ("clean label", ~noise_mask, COLORS["clean"]), ("flipped label (noise mask)", noise_mask, COLORS["noisy"])]
+    fig, ax = plt.subplots(figsize=(8.5, 1.0 + 0.85 * len(show)))
+    for row, epoch in enumerate(reversed(show)):
+        scores = matrix[epochs.index(epoch)]
+        counts = [np.histogram(scores[np.isfinite(scores) & (True if m is None else m)], edges)[0]
+                  for _, m, _ in groups]
+        top = max(max(c.max() for c in counts), 1)
+        for (label, _, color), c in zip(groups, counts):
+            ax.stairs(row + 0.92 * c / top, edges, baseline=row, fill=True, color=color, alpha=0.6, lw=0,
+                      label=label if row == 0 else None)
+        ax.axhline(row, color="#cccccc", lw=0.6, zorder=0)
+    ax.axvline(0, color=COLORS["zero"], lw=1, ls="--")
+    marks = marks or {}
+    ax.set_yticks(range(len(show)), [f"epoch {e}" + (f"\n({marks[e]})" if e in marks else "")
+                                     for e in reversed(show)])
+    ax.set_ylim(-0.1, len(show) + 0.1)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("per-sample alignment  cos(−∇W ℓ, W)")
+    ax.set_title("Distribution of per-sample alignment by epoch (counts, each row scaled to its peak)")
+    for side in ("left", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+    ax.legend(loc="upper left", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_data_map(mean, std, noise_mask=None):
+    """Data map: per-sample mean against standard deviation of alignment over epochs (Swayamdipta et al.).
+
+    Args:
+        mean, std: ``(N,)`` per-sample mean and std over epochs (NaN for samples never seen).
+        noise_mask: optional ``(N,)`` bool colouring mislabeled samples apart.
+    """
+    plt = pyplot()
+    seen = np.isfinite(mean)
+    n = int(seen.sum())
+    size = 14 if n <= 2000 else 4 if n <= 20000 else 1
+    fig, ax = plt.subplots(figsize=(7, 5.2))
+    groups = [("all samples", seen, COLORS["all"])] if noise_mask is None else [
+        ("clean label", seen & ~noise_mask, COLORS["clean"]), ("flipped label", seen & noise_mask, COLORS["noisy"])]
+    for label, m, color in groups:
+        ax.scatter(std[m], mean[m], s=size, color=color, alpha=0.55, lw=0, rasterized=True,
+                   label=f"{label} ({int(m.sum())})")
+    ax.axhline(0, color=COLORS["zero"], lw=1, ls="--")
+    ax.set_xlabel("variability: std of alignment over epochs")
+    ax.set_ylabel("mean alignment over epochs")
+    ax.set_title("Data map of training samples (below the dashed line: opposes the weights)")
+    ax.legend(loc="best", frameon=False, markerscale=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_compare(names, x_values, y_values, *, x_label: str, y_label: str, title: str):
+    """Scatter of one run statistic against test accuracy, one labelled point per run."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    ax.scatter(x_values, y_values, s=40, color=COLORS["align"], zorder=3)
+    for name, x, y in zip(names, x_values, y_values):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def image_thumbnail(image) -> bytes:
+    """A preview image ``(H, W)`` or ``(H, W, 3)`` as PNG bytes, min-max scaled to the full grey/colour range."""
+    import matplotlib.image
+
+    img = np.asarray(image, dtype=np.float64)
+    lo, hi = np.nanmin(img), np.nanmax(img)
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, img, cmap="gray" if img.ndim == 2 else None, format="png")
+    return buf.getvalue()

@@ -1,0 +1,203 @@
+"""``gwa report RUN [--out DIR]``: figures (PNG) and one self-contained HTML page for a run directory.
+
+The page has a header (run config, each stop criterion's epoch and test accuracy, the GWA guard explained when
+it fired), the GWA and mean-alignment curves against accuracy, the per-epoch distribution of per-sample
+alignment, a data map (per-sample mean vs. std of alignment over epochs) and the most negatively aligned
+samples with thumbnails of their inputs. Images are embedded as base64 data URIs; the page loads nothing.
+Interrupted runs are reported as far as they got, with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TOP_SAMPLES = 20
+HEADER_KEYS = ("dataset", "model", "noise")
+HIDDEN_KEYS = {"format", "gwa_version", "status", "name"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="the run directory (written by `gwa train` or an integration)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where to write report.html and the PNG figures (default: RUN/report)")
+    parser.add_argument("--top-samples", type=int, default=DEFAULT_TOP_SAMPLES, metavar="K",
+                        help=f"rows in the table of most negatively aligned samples (default {DEFAULT_TOP_SAMPLES})")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = write_report(args.run, args.out, top_samples=args.top_samples)
+    print(f"report written to {path}")
+    return 0
+
+
+def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -> Path:
+    """Write the figures and ``report.html`` for a run directory.
+
+    Args:
+        run_dir: the run directory (or a loaded :class:`gwa.rundir.Run`).
+        out: output directory (default ``RUN/report``); created if needed.
+        top_samples: rows in the table of most negatively aligned samples.
+
+    Returns:
+        The path of the HTML page.
+
+    Raises:
+        gwa.rundir.RunDirError: not a run directory, another format version, no finished epoch, or per-sample
+            scores missing for a logged epoch.
+    """
+    from gwa.report import _analysis as A
+    from gwa.report import html as H
+    from gwa.report import plots
+
+    if not (isinstance(top_samples, int) and top_samples >= 0):
+        raise ValueError(f"Expected `top_samples` to be an integer >= 0; got {top_samples!r}.")
+    run = A.open_run(run_dir)
+    A.require_epochs(run)
+    out = Path(out) if out is not None else run.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    choices = list(A.chosen_epochs(run).values())
+    notes = A.run_notes(run)
+    epochs = np.asarray(run.epochs)
+    gwa, guarded = A.gwa_curve(run)
+
+    parts = [f"<h1>gwa report: {H.esc(run.name)}</h1>",
+             f'<p class="muted">{H.esc(run.path.resolve())} · {len(epochs)} epoch(s) · '
+             f"{int(run.config.get('num_samples', 0))} training samples · gwa {H.esc(run.config.get('gwa_version'))}</p>"]
+    parts += [f'<div class="note">{H.esc(n)}</div>' for n in notes]
+    parts.append(H.section("config", "Run", _config_table(run.config)))
+    parts.append(H.section("summary", "Stop criteria", _summary_block(run, choices, guarded, A)))
+
+    curves = plots.plot_curves(epochs, gwa, guarded, A.mean_alignment_curve(run),
+                               {k: run.series(k) for k in ("test_acc", "val_acc")}, choices)
+    png = plots.save_png(curves, out / "curves.png")
+    parts.append(H.section("curves", "GWA and mean alignment against accuracy", H.img(png, alt="GWA curves") +
+                           "<p class='muted'>Dashed vertical lines: each criterion's chosen epoch. Red crosses and "
+                           "shading: epochs whose GWA is guarded (see above).</p>"))
+
+    if A.has_scores(run):
+        parts += _sample_sections(run, out, choices, top_samples, A, H, plots)
+    else:
+        parts.append('<div class="note">This run stored no per-sample alignment scores, so the distribution, '
+                     "the data map and the sample table are left out.</div>")
+    page = H.page(f"gwa report: {run.name}", "\n".join(parts))
+    html_path = out / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    return html_path
+
+
+def _config_value(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_config_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _config_table(config: dict) -> str:
+    from gwa.report import html as H
+
+    keys = [k for k in HEADER_KEYS if k in config]
+    keys += [k for k in config if k not in HEADER_KEYS and k not in HIDDEN_KEYS]
+    return H.table(["setting", "value"], [[k, _config_value(config[k])] for k in keys])
+
+
+def _ranges(values: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1–3, 5'."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(f"{start}" if start == v else f"{start}–{v}")
+            start = None
+    return ", ".join(out)
+
+
+def _summary_block(run, choices, guarded, A) -> str:
+    from gwa.report import html as H
+
+    source = "summary.json" if choices and choices[0].source == "summary" else "recomputed from metrics.jsonl"
+    rows = [[c.criterion, c.epoch, H.fmt(c.test_acc), H.fmt(A.metric_at(run, "val_acc", c.epoch)),
+             H.fmt(A.metric_at(run, "gwa", c.epoch)), H.fmt(A.metric_at(run, "align_mean", c.epoch))]
+            for c in choices]
+    body = H.table(["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows,
+                   numeric={1, 2, 3, 4, 5})
+    body += f"<p class='muted'>Chosen epochs from {source}.</p>"
+    if guarded.any():
+        flagged = [int(e) for e in np.asarray(run.epochs)[guarded]]
+        body += ('<div class="guard"><b>GWA guard.</b> At epoch(s) ' + H.esc(_ranges(flagged)) +
+                 f" ({len(flagged)} of {len(run.epochs)}) the alignment scores were so flat or bimodal that their "
+                 "excess kurtosis + 1.2 fell to 0.1 or below, where the paper's formula divides by almost zero or "
+                 "flips sign; those values are drawn but never chosen by the GWA criterion.</div>")
+    return body
+
+
+def _thumbnail(run, sample_id: int, index: dict, H, plots) -> str:
+    k = index.get(int(sample_id))
+    if k is None:
+        return ""
+    x = run.previews[k]
+    if x.ndim == 1:
+        return H.sparkline_svg(x)
+    return H.img(plots.image_thumbnail(x), alt=f"sample {sample_id}", cls="thumb")
+
+
+def _sample_sections(run, out: Path, choices, top_samples: int, A, H, plots) -> list[str]:
+    matrix = A.alignment_matrix(run)
+    stats = A.sample_stats(matrix)
+    mask = run.noise_mask.astype(bool) if run.noise_mask is not None else None
+    parts = []
+
+    marks: dict[int, str] = {}
+    for c in choices:
+        marks[c.epoch] = f"{marks[c.epoch]}, {c.criterion}" if c.epoch in marks else c.criterion
+    show = plots.pick_epochs(run.epochs, extra=[c.epoch for c in choices if c.criterion == "gwa"])
+    png = plots.save_png(plots.plot_alignment_distribution(run.epochs, matrix, mask, show_epochs=show, marks=marks),
+                         out / "alignment_distribution.png")
+    parts.append(H.section("distribution", "Per-sample alignment by epoch",
+                           H.img(png, alt="alignment distribution") + _separation_note(stats, mask, H)))
+
+    png = plots.save_png(plots.plot_data_map(stats.mean, stats.std, mask), out / "data_map.png")
+    parts.append(H.section("datamap", "Data map", H.img(png, alt="data map") +
+                           "<p class='muted'>Each point is a training sample: its mean alignment over the epochs "
+                           "where it was seen against how much that alignment varied. Samples that stay below "
+                           "zero pull the head's weights the other way: often mislabeled or atypical.</p>"))
+
+    seen_ids = np.flatnonzero(stats.seen)
+    order = seen_ids[np.argsort(stats.mean[seen_ids], kind="stable")][:top_samples]
+    index = {int(i): k for k, i in enumerate(run.preview_ids)} if run.previews is not None else {}
+    headers = ["rank", "sample id", "label"]
+    if run.clean_labels is not None:
+        headers.append("clean label")
+    headers += ["mean alignment", "last alignment", "epochs < 0", "mislabeled?", "input"]
+    rows = []
+    for rank, i in enumerate(order, 1):
+        row = [rank, int(i), "–" if run.labels is None else int(run.labels[i])]
+        if run.clean_labels is not None:
+            row.append(int(run.clean_labels[i]))
+        noisy = "–" if mask is None else ('<span class="noisy">yes</span>' if mask[i] else "no")
+        row += [H.fmt(stats.mean[i]), H.fmt(stats.last[i]), f"{stats.frac_negative[i]:.0%}", noisy,
+                _thumbnail(run, i, index, H, plots)]
+        rows.append(row)
+    n_cols = len(headers)
+    table = H.table(headers, rows, numeric={0, 1, n_cols - 5, n_cols - 4, n_cols - 3}, raw={n_cols - 2, n_cols - 1})
+    parts.append(H.section("negative", f"The {len(order)} most negatively aligned samples",
+                           "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen. "
+                           "Export a ranked list with <code>gwa flag</code>.</p>" + table))
+    return parts
+
+
+def _separation_note(stats, mask, H) -> str:
+    if mask is None or not mask.any() or mask.all():
+        return ""
+    seen = stats.seen
+    from sklearn.metrics import roc_auc_score
+
+    auroc = roc_auc_score(mask[seen], -stats.mean[seen])
+    return (f"<p class='muted'>Mean alignment over epochs separates flipped from clean labels with AUROC "
+            f"{auroc:.3f} ({int(mask[seen].sum())} flipped of {int(seen.sum())} samples seen).</p>")
