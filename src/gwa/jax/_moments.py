@@ -125,8 +125,12 @@ def moments_allgather_merge(state: MomentsState, axis_name) -> MomentsState:
         state: this device's :class:`MomentsState`.
         axis_name: the mapped axis name (as given to ``shard_map``'s mesh or ``pmap``).
     """
-    gathered = jax.lax.all_gather(state, axis_name)
-    parts = [jax.tree.map(lambda v, i=i: v[i], gathered) for i in range(gathered.n.shape[0])]
+    size = jax.lax.psum(1, axis_name)  # a static int for a named axis
+    own_slot = jnp.arange(size) == jax.lax.axis_index(axis_name)
+    # An all-gather written as a psum of one-hot slots (adding zeros is exact): its result is replicated,
+    # so shard_map accepts out_specs=P() for it, and it works the same under pmap.
+    gathered = jax.tree.map(lambda v: jax.lax.psum(jnp.where(own_slot, v, jnp.zeros_like(v)), axis_name), state)
+    parts = [jax.tree.map(lambda v, i=i: v[i], gathered) for i in range(size)]
     # Pairwise tree of adjacent parts: device order is kept and rounding grows with log(devices).
     while len(parts) > 1:
         parts = [moments_merge(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
