@@ -230,19 +230,25 @@ def plot_data_map(mean, std, noise_mask=None):
     return fig
 
 
-def plot_compare(names, x_values, y_values, *, x_label: str, y_label: str, title: str):
-    """Scatter of one run statistic against test accuracy, one labelled point per run."""
+def plot_compare(names, panels):
+    """Run statistics against test accuracy, one labelled point per run and one panel per statistic.
+
+    Args:
+        names: ``(R,)`` run names.
+        panels: ``[(x, y, x_label, y_label, title), ...]`` with ``x`` and ``y`` of shape ``(R,)``.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    ax.scatter(x_values, y_values, s=40, color=COLORS["align"], zorder=3)
-    for name, x, y in zip(names, x_values, y_values):
-        if np.isfinite(x) and np.isfinite(y):
-            ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), layout="constrained", squeeze=False)
+    for ax, (x, y, x_label, y_label, title) in zip(axes[0], panels):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        ax.scatter(x, y, s=42, color=COLORS["align"], zorder=3)
+        for name, a, b in zip(names, x, y):
+            if np.isfinite(a) and np.isfinite(b):
+                ax.annotate(str(name), (a, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
     return fig
 
 

@@ -1,0 +1,192 @@
+"""``gwa compare RUN [RUN ...]``: rank runs by alignment statistics next to their test accuracy.
+
+Two train-time statistics, neither needing held-out data:
+
+- **max mean alignment**: the highest per-epoch mean alignment over training, ``max_T E[gamma_T]`` (the paper's
+  model-comparison statistic, Sec. 6; comparable across runs of one architecture, since its scale depends on the
+  embedding dimension);
+- **GWA**: the GWA at the epoch the ``gwa`` stop criterion chose (from summary.json, else the paper's rule
+  recomputed: the highest unguarded GWA after the first 10% of epochs).
+
+Each is shown next to the test accuracy at its epoch and the run's best test accuracy. With three or more runs,
+Spearman's rho and Kendall's tau (scipy.stats) measure how well each statistic ranks the runs by test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MIN_RUNS_FOR_CORRELATION = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories to compare")
+    parser.add_argument("--out", metavar="MD", default=None, help="also write the markdown tables to this file")
+    parser.add_argument("--plot", metavar="PNG", default=None,
+                        help="also draw each statistic against test accuracy into this PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = compare_runs(args.runs)
+    text = result.to_markdown()
+    print(text)
+    if args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        print(f"tables written to {args.out}")
+    if args.plot is not None:
+        result.plot(args.plot)
+        print(f"figure written to {args.plot}")
+    return 0
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run's statistics; epochs are 1-based, NaN (and epoch None) where a value is not available."""
+
+    name: str
+    epochs: int
+    complete: bool
+    max_align: float
+    align_epoch: int | None
+    test_at_align: float
+    gwa: float
+    gwa_epoch: int | None
+    gwa_source: str
+    test_at_gwa: float
+    best_test: float
+    best_test_epoch: int | None
+
+
+@dataclass(frozen=True)
+class Correlation:
+    statistic: str
+    target: str
+    n: int
+    spearman: float
+    spearman_p: float
+    kendall: float
+    kendall_p: float
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    rows: list[RunRow]
+    correlations: list[Correlation]
+
+    def to_markdown(self) -> str:
+        return _markdown(self)
+
+    def plot(self, path) -> Path:
+        from gwa.report import plots
+
+        names = [r.name for r in self.rows]
+        col = lambda attr: np.array([getattr(r, attr) for r in self.rows], dtype=np.float64)  # noqa: E731
+        fig = plots.plot_compare(names, [
+            (col("max_align"), col("best_test"), "max mean alignment over epochs", "best test accuracy",
+             "Max mean alignment vs. test accuracy"),
+            (col("gwa"), col("test_at_gwa"), "GWA at the gwa criterion's epoch", "test accuracy at that epoch",
+             "GWA vs. test accuracy")])
+        plots.save_png(fig, path)
+        return Path(path)
+
+
+def _nanargmax(values: np.ndarray) -> int | None:
+    return int(np.nanargmax(values)) if np.isfinite(values).any() else None
+
+
+def run_row(run) -> RunRow:
+    """The comparison statistics of one run (a path or a loaded :class:`gwa.rundir.Run`)."""
+    from gwa.report import _analysis as A
+
+    run = A.open_run(run)
+    A.require_epochs(run)
+    epochs = run.epochs
+    align = A.mean_alignment_curve(run)
+    i = _nanargmax(align)
+    align_epoch = None if i is None else epochs[i]
+    choice = A.chosen_epochs(run).get("gwa") or A.recompute_choices(run).get("gwa")
+    gwa_epoch = None if choice is None else choice.epoch
+    test = run.series("test_acc")
+    j = _nanargmax(test)
+    return RunRow(name=run.name, epochs=len(epochs), complete=run.complete,
+                  max_align=math.nan if i is None else float(align[i]), align_epoch=align_epoch,
+                  test_at_align=A.metric_at(run, "test_acc", align_epoch), gwa=A.metric_at(run, "gwa", gwa_epoch),
+                  gwa_epoch=gwa_epoch, gwa_source="none" if choice is None else choice.source,
+                  test_at_gwa=A.metric_at(run, "test_acc", gwa_epoch),
+                  best_test=math.nan if j is None else float(test[j]), best_test_epoch=None if j is None else epochs[j])
+
+
+def rank_correlation(x, y, *, statistic: str, target: str) -> Correlation | None:
+    """Spearman and Kendall correlations over the runs where both values are finite (None if fewer than 3)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < MIN_RUNS_FOR_CORRELATION:
+        return None
+    rho = stats.spearmanr(x[ok], y[ok])
+    tau = stats.kendalltau(x[ok], y[ok])
+    return Correlation(statistic, target, int(ok.sum()), float(rho.statistic), float(rho.pvalue),
+                       float(tau.statistic), float(tau.pvalue))
+
+
+def compare_runs(runs) -> CompareResult:
+    """Statistics of every run, sorted by max mean alignment (highest first), and their rank correlations.
+
+    Raises:
+        ValueError: when ``runs`` is empty; gwa.rundir.RunDirError for a run that cannot be read.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("Expected at least one run directory in `runs`; got none.")
+    rows = [run_row(r) for r in runs]
+    rows.sort(key=lambda r: (-r.max_align if math.isfinite(r.max_align) else math.inf, r.name))
+    col = lambda attr: [getattr(r, attr) for r in rows]  # noqa: E731
+    pairs = [("max mean alignment", "max_align", "best test acc", "best_test"),
+             ("max mean alignment", "max_align", "test acc at its epoch", "test_at_align"),
+             ("GWA", "gwa", "best test acc", "best_test"),
+             ("GWA", "gwa", "test acc at its epoch", "test_at_gwa")]
+    correlations = [c for s, sa, t, ta in pairs
+                    if (c := rank_correlation(col(sa), col(ta), statistic=s, target=t)) is not None]
+    return CompareResult(rows, correlations)
+
+
+def _ranks(values: list[float]) -> list[str]:
+    """1 = highest; '–' for NaN."""
+    order = sorted((v, i) for i, v in enumerate(values) if math.isfinite(v))
+    out = ["–"] * len(values)
+    for rank, (_, i) in enumerate(reversed(order), 1):
+        out[i] = str(rank)
+    return out
+
+
+def _markdown(result: CompareResult) -> str:
+    from gwa.report.html import fmt
+
+    at = lambda v, e: f"{fmt(v)} (ep {e})" if e is not None else fmt(v)  # noqa: E731
+    gwa_ranks = _ranks([r.gwa for r in result.rows])
+    lines = ["| align rank | run | epochs | max mean alignment | test acc there | GWA rank | GWA | "
+             "test acc there | best test acc |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    align_ranks = _ranks([r.max_align for r in result.rows])
+    for r, a_rank, g_rank in zip(result.rows, align_ranks, gwa_ranks):
+        name = r.name if r.complete else f"{r.name} (incomplete)"
+        lines.append(f"| {a_rank} | {name} | {r.epochs} | {at(r.max_align, r.align_epoch)} | {fmt(r.test_at_align)} "
+                     f"| {g_rank} | {at(r.gwa, r.gwa_epoch)} | {fmt(r.test_at_gwa)} "
+                     f"| {at(r.best_test, r.best_test_epoch)} |")
+    lines.append("")
+    if not result.correlations:
+        lines.append(f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with the statistic and a "
+                     f"test accuracy; got {len(result.rows)} run(s).")
+        return "\n".join(lines)
+    lines += ["| statistic | against | runs | Spearman rho (p) | Kendall tau (p) |", "|---|---|---:|---:|---:|"]
+    for c in result.correlations:
+        lines.append(f"| {c.statistic} | {c.target} | {c.n} | {fmt(c.spearman)} ({c.spearman_p:.2g}) "
+                     f"| {fmt(c.kendall)} ({c.kendall_p:.2g}) |")
+    return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""``gwa flag RUN``: training samples ranked as likely mislabeled, exported as CSV.
+
+A sample whose loss gradient points against the head's weights (alignment < 0) is one the model fits only by
+memorising it; the paper finds that such samples are almost all mislabeled. Rules (each sample is judged on the
+logged epochs in which it was seen; samples never seen are left out):
+
+- ``lastk`` (default): flagged when its alignment is below the threshold (default 0) in **each** of the last
+  ``k`` epochs in which it was seen (all of them if it was seen fewer than ``k`` times). Score: its mean
+  alignment over those epochs; ranked ascending (most negative first).
+- ``mean``: flagged when its mean alignment over all epochs is below the threshold (default 0). Score: that
+  mean; ranked ascending.
+- ``frac``: flagged when the fraction of epochs with alignment < 0 is at least the threshold (default 0.5).
+  Score: that fraction; ranked descending (ties: lower mean alignment first).
+
+``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
+``rank, sample_id, label, score, flagged`` (and ``is_noisy`` when the run's noise mask is known), one row per
+seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
+and the AUROC / AUPRC of the ranking score (scikit-learn), against the mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RULES = ("lastk", "mean", "frac")
+DEFAULT_THRESHOLDS = {"lastk": 0.0, "mean": 0.0, "frac": 0.5}
+DEFAULT_LAST_K = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (f"{parser.description}. Rules: 'lastk' (default): alignment below T (default 0) in each "
+                          "of the last k epochs where the sample was seen, ranked by its mean over those epochs; "
+                          "'mean': mean alignment over all epochs below T (default 0); 'frac': fraction of epochs "
+                          "with alignment < 0 at least T (default 0.5). --top K flags the first K of the ranking "
+                          "instead.")
+    parser.add_argument("run", metavar="RUN", help="the run directory")
+    parser.add_argument("--rule", choices=RULES, default="lastk", help="flagging rule (default lastk; see above)")
+    parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, metavar="K",
+                        help=f"epochs the lastk rule looks at (default {DEFAULT_LAST_K})")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=None, metavar="K", help="flag the K highest-ranked samples")
+    which.add_argument("--threshold", type=float, default=None, metavar="T",
+                       help="the rule's threshold (defaults: lastk 0, mean 0, frac 0.5)")
+    parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN/flagged.csv)")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = flag_samples(args.run, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold)
+    out = Path(args.out) if args.out is not None else Path(args.run) / "flagged.csv"
+    result.to_csv(out)
+    print(result.summary())
+    print(f"ranking written to {out}")
+    return 0
+
+
+@dataclass(frozen=True)
+class FlagResult:
+    """Seen samples in rank order (arrays of shape ``(M,)``), which of them are flagged, and quality numbers.
+
+    ``precision``, ``recall``, ``auroc`` and ``auprc`` are measured against the run's noise mask; they are
+    ``None`` when the mask is unknown or the number is undefined (nothing flagged, or one class only).
+    """
+
+    rule: str
+    description: str
+    sample_ids: np.ndarray
+    scores: np.ndarray
+    flagged: np.ndarray
+    labels: np.ndarray | None
+    is_noisy: np.ndarray | None
+    n_unseen: int
+    precision: float | None
+    recall: float | None
+    auroc: float | None
+    auprc: float | None
+
+    @property
+    def flagged_ids(self) -> np.ndarray:
+        """Sample ids of the flagged samples, in rank order."""
+        return self.sample_ids[self.flagged]
+
+    def to_csv(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["rank", "sample_id", "label", "score", "flagged"] +
+                            (["is_noisy"] if self.is_noisy is not None else []))
+            for rank, i in enumerate(range(self.sample_ids.size), 1):
+                row = [rank, int(self.sample_ids[i]), "" if self.labels is None else int(self.labels[i]),
+                       f"{self.scores[i]:.6g}", int(self.flagged[i])]
+                if self.is_noisy is not None:
+                    row.append(int(self.is_noisy[i]))
+                writer.writerow(row)
+        return path
+
+    def summary(self) -> str:
+        """A few lines for the terminal: what was flagged and, when the mask is known, how well."""
+        n = self.sample_ids.size
+        lines = [f"rule {self.description}: flagged {int(self.flagged.sum())} of {n} samples"
+                 + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")]
+        if self.is_noisy is None:
+            lines.append("no noise mask in the run: precision and recall cannot be measured")
+            return "\n".join(lines)
+        show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"against the noise mask ({int(self.is_noisy.sum())} flipped labels): precision "
+                     f"{show(self.precision)}, recall {show(self.recall)}; ranking score AUROC {show(self.auroc)}, "
+                     f"AUPRC {show(self.auprc)} (chance {self.is_noisy.mean():.3f})")
+        return "\n".join(lines)
+
+
+def _check_options(rule, last_k, threshold, top) -> float:
+    from gwa._validation import check_choice
+
+    check_choice("rule", rule, RULES)
+    if not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
+        raise ValueError(f"Expected `last_k` to be an integer >= 1; got {last_k!r}.")
+    if top is not None and threshold is not None:
+        raise ValueError(f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}.")
+    if top is not None and not (isinstance(top, (int, np.integer)) and top >= 1):
+        raise ValueError(f"Expected `top` to be an integer >= 1; got {top!r}.")
+    threshold = DEFAULT_THRESHOLDS[rule] if threshold is None else float(threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"Expected `threshold` to be a finite number; got {threshold!r}.")
+    if rule == "frac" and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"Expected `threshold` in [0, 1] for rule 'frac' (a fraction of epochs); got {threshold!r}.")
+    return threshold
+
+
+def rule_scores(matrix: np.ndarray, *, rule: str, last_k: int, threshold: float):
+    """Score and rule decision per sample of an ``(E, N)`` alignment matrix (NaN = unseen).
+
+    Returns:
+        ``(score, decision, order_key)``, each ``(N,)``: the rule's score, whether the threshold rule flags the
+        sample, and a key that sorts the most suspicious first (NaN for samples never seen).
+    """
+    seen = np.isfinite(matrix)
+    values = np.where(seen, matrix, 0.0)
+    n_seen = seen.sum(axis=0)
+    ok = n_seen > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_all = np.where(ok, values.sum(axis=0) / n_seen, np.nan)
+        if rule == "lastk":
+            # Seen entries counted from the end: an entry is among a sample's last k seen epochs iff <= k.
+            from_end = np.cumsum(seen[::-1], axis=0)[::-1]
+            window = seen & (from_end <= last_k)
+            size = window.sum(axis=0)
+            score = np.where(ok, np.where(window, values, 0.0).sum(axis=0) / size, np.nan)
+            decision = ok & ((window & (values < threshold)).sum(axis=0) == size)
+            return score, decision, score
+        if rule == "mean":
+            return mean_all, ok & (mean_all < threshold), mean_all
+        frac = np.where(ok, (seen & (values < 0)).sum(axis=0) / n_seen, np.nan)
+        return frac, ok & (frac >= threshold), -frac
+
+
+def flag_samples(run, *, rule: str = "lastk", last_k: int = DEFAULT_LAST_K, threshold: float | None = None,
+                 top: int | None = None) -> FlagResult:
+    """Rank a run's training samples as likely mislabeled and flag the most suspicious ones.
+
+    Args:
+        run: a run directory path or a loaded :class:`gwa.rundir.Run`.
+        rule: ``"lastk"``, ``"mean"`` or ``"frac"`` (see the module docstring).
+        last_k: epochs the ``lastk`` rule looks at.
+        threshold: the rule's threshold (default 0 for ``lastk``/``mean``, 0.5 for ``frac``).
+        top: flag the first ``top`` samples of the ranking instead of applying the threshold.
+
+    Returns:
+        A :class:`FlagResult`; ``result.flagged_ids`` are the flagged sample ids, most suspicious first.
+
+    Raises:
+        gwa.rundir.RunDirError: not a run directory, no finished epoch, or missing per-sample scores.
+        ValueError: for a bad option.
+
+    Example:
+        >>> res = flag_samples("runs/digits-noise0.2")  # doctest: +SKIP
+        >>> res.flagged_ids[:5], res.precision, res.recall  # doctest: +SKIP
+    """
+    from gwa.report import _analysis as A
+
+    threshold = _check_options(rule, last_k, threshold, top)
+    run = A.open_run(run)
+    matrix = A.alignment_matrix(run)
+    score, decision, key = rule_scores(matrix, rule=rule, last_k=int(last_k), threshold=threshold)
+    ids = np.flatnonzero(np.isfinite(key))
+    # Sort by the suspicion key; frac ties go to the lower mean alignment; remaining ties by sample id.
+    tiebreak = A.sample_stats(matrix).mean[ids] if rule == "frac" else np.zeros(ids.size)
+    ids = ids[np.lexsort((ids, tiebreak, key[ids]))]
+    flagged = decision[ids] if top is None else np.arange(ids.size) < top
+    mask = None if run.noise_mask is None else run.noise_mask.astype(bool)[ids]
+    desc = {"lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
+            "mean": f"mean (mean alignment over epochs < {threshold:g})",
+            "frac": f"frac (fraction of epochs with alignment < 0 >= {threshold:g})"}[rule]
+    if top is not None:
+        desc = f"{rule} ranking, top {top}"
+    quality = _quality(mask, flagged, -key[ids]) if mask is not None else (None,) * 4
+    return FlagResult(rule, desc, ids, score[ids], flagged, None if run.labels is None else run.labels[ids], mask,
+                      int(matrix.shape[1] - ids.size), *quality)
+
+
+def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
+    """Precision, recall of the flagged set and AUROC, AUPRC of the suspicion score against the mask."""
+    try:
+        from sklearn.metrics import average_precision_score
+        from sklearn.metrics import roc_auc_score
+    except ModuleNotFoundError as exc:  # pragma: no cover - scikit-learn is installed with gwa[cli]
+        raise ModuleNotFoundError("`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa[cli]'",
+                                  name="sklearn") from exc
+    tp = int((flagged & mask).sum())
+    precision = tp / int(flagged.sum()) if flagged.any() else None
+    recall = tp / int(mask.sum()) if mask.any() else None
+    both = mask.any() and not mask.all()
+    auroc = float(roc_auc_score(mask, suspicion)) if both else None
+    auprc = float(average_precision_score(mask, suspicion)) if both else None
+    return precision, recall, auroc, auprc
