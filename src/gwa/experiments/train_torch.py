@@ -1,0 +1,257 @@
+"""The torch backend of ``gwa train``: the training loop, evaluation, checkpoints and resume.
+
+Interface: :func:`train` (see :mod:`gwa.experiments.train`). Deterministic for a seed: model init from
+``torch.manual_seed(seed)``, the epoch's order from (seed, epoch), no other randomness in the loop; a run
+resumed from ``checkpoints/last.pt`` logs the same metrics as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gwa.experiments import checkpoint
+from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
+
+log = logging.getLogger(__name__)
+
+BACKEND = "torch"
+LAST = "last.pt"
+#: Batches between progress-bar refreshes of the live loss (each refresh reads the loss from the device).
+REFRESH_EVERY = 10
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: cuda > mps > cpu; an explicit device that is not available is an error."""
+    cuda, mps = torch.cuda.is_available(), hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise ValueError(f"Expected an available `device`; got {name!r}, which this machine does not have "
+                         f"(use --device auto or cpu).")
+    return torch.device(name)
+
+
+def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (0-based), per batch."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "warmup_cosine" and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    start = warmup_steps if schedule == "warmup_cosine" else 0
+    progress = min(1.0, (step - start) / max(1, total_steps - start))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(config, params):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def load_init_checkpoint(model: torch.nn.Module, path) -> None:
+    """Load a state_dict, skipping tensors whose shape differs (a new head for another number of classes)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--init-checkpoint {path} does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ValueError(f"--init-checkpoint {path} shares no tensor (name and shape) with the model.")
+    skipped = sorted(set(own) - set(matching))
+    if skipped:
+        log.warning("init checkpoint: %d tensor(s) not loaded (kept at init): %s", len(skipped), skipped[:8])
+    model.load_state_dict(matching, strict=False)
+
+
+def to_model_input(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last images ``(B, H, W, C)`` -> ``(B, C, H, W)``; 1-D signals unchanged."""
+    return x.permute(0, 3, 1, 2).contiguous() if x.ndim == 4 else x
+
+
+class _Evaluator:
+    """Batched accuracy on a fixed set, in eval mode, without gradients."""
+
+    def __init__(self, device, amp: bool, batch_size: int):
+        self.device, self.amp, self.batch_size = device, amp, batch_size
+
+    def predict(self, model, x: np.ndarray) -> np.ndarray:
+        model.eval()
+        preds = []
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            for i in range(0, len(x), self.batch_size):
+                xb = to_model_input(torch.from_numpy(x[i:i + self.batch_size]).to(self.device))
+                preds.append(model(xb).argmax(dim=1))
+        return torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
+
+
+def _gradient_disparity(model, data, config, epoch: int, device) -> float:
+    """Gradient Disparity (Forouzesh & Thiran 2021) on 5 batches drawn with a (seed, epoch) generator."""
+    from gwa.baselines.disparity import gradient_disparity
+
+    rng = np.random.default_rng([config.seed, epoch, 1])
+    ids = rng.permutation(data.num_samples)
+    size = min(config.batch_size, max(1, data.num_samples // 5))
+    batches = [(to_model_input(torch.from_numpy(data.x_train[ids[k * size:(k + 1) * size]]).to(device)),
+                torch.from_numpy(data.y_train[ids[k * size:(k + 1) * size]]).to(device)) for k in range(5)]
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics update, and the tracker's hook stays quiet
+    try:
+        return float(gradient_disparity(model, F.cross_entropy, batches))
+    finally:
+        model.train(was_training)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) -> None:
+    """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.experiments.train` for the contract."""
+    from gwa import EarlyStopper
+    from gwa.experiments.models import build_model, classifier_head
+    from gwa.rundir import epoch_metrics, read_metrics
+    from gwa.torch import GWATracker
+
+    device = resolve_device(config.device)
+    amp = bool(config.amp and device.type == "cuda")
+    if config.amp and not amp:
+        log.warning("--amp needs a CUDA device; training in float32 on %s.", device)
+    torch.manual_seed(config.seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                        hidden=config.hidden, width=config.width, pretrained=config.pretrained,
+                        allow_download=config.download)
+    if config.init_checkpoint:
+        load_init_checkpoint(model, config.init_checkpoint)
+    model.to(device)
+    n = data.num_samples
+    steps_per_epoch = len(epoch_batches(n, config.batch_size, config.seed, 1))
+    optimizer = build_optimizer(config, model.parameters())
+    factor = lambda step: lr_factor(step, schedule=config.schedule,  # noqa: E731
+                                    total_steps=config.epochs * steps_per_epoch,
+                                    warmup_steps=config.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    tracker = GWATracker(model, head=classifier_head(model), num_samples=n, bias=config.align_bias,
+                         signals=tuple(dict.fromkeys((*config.signals, "pred"))))
+    stopper = None if config.early_stop is None else EarlyStopper(
+        "max", patience=config.early_stop, warmup=warmup_epochs_for_stopping(config))
+    run_dir = writer.path
+    ckpt_dir = checkpoint.checkpoint_dir(run_dir)
+    wall_time = 0.0
+    prev_pred = None
+    if start_epoch > 0:
+        state = torch.load(ckpt_dir / LAST, map_location=device, weights_only=False)  # our own file
+        if int(state["epoch"]) != start_epoch:
+            raise ValueError(f"{ckpt_dir / LAST} holds epoch {state['epoch']}, but last.json says {start_epoch}.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        tracker.load_state_dict(state["tracker"])
+        if stopper is not None and state.get("stopper") is not None:
+            stopper.load_state_dict(state["stopper"])
+        _set_rng_state(state["rng"])
+        wall_time = float(state["wall_time"])
+        prev_pred = state.get("pred")
+        if stopper is not None and stopper.should_stop:
+            return
+    evaluator = _Evaluator(device, amp, max(256, 2 * config.batch_size))
+    x_train = torch.from_numpy(data.x_train)
+    y_train = torch.from_numpy(data.y_train)
+    step = start_epoch * steps_per_epoch
+    last_gwa = float("nan")
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        batches = epoch_batches(n, config.batch_size, config.seed, epoch)
+        with progress_bar(len(batches), desc=f"epoch {epoch}/{config.epochs}", enabled=progress) as bar:
+            for b, ids in enumerate(batches):
+                ids_t = torch.from_numpy(ids)
+                xb = to_model_input(x_train[ids_t].to(device, non_blocking=True))
+                yb = y_train[ids_t].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                tracker.update(logits, yb, sample_ids=ids_t)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                loss_sum += loss.detach().double() * len(ids)
+                correct += (logits.detach().argmax(dim=1) == yb).sum()
+                bar.update(1)
+                if not bar.disable and (b % REFRESH_EVERY == 0 or b == len(batches) - 1):
+                    bar.set_postfix(loss=f"{loss.item():.4f}", gwa=f"{last_gwa:.4g}")
+        result = tracker.end_epoch()
+        summary = result.summary
+        last_gwa = summary.gwa
+        metrics = {"epoch": epoch, "step": step, "lr": lr, "train_loss": float(loss_sum) / n,
+                   "train_acc": int(correct) / n, **epoch_metrics(summary)}
+        if data.x_val is not None:
+            pred = evaluator.predict(model, data.x_val)
+            metrics["val_acc"] = float((pred == data.y_val).mean())
+            metrics["val_acc_clean"] = float((pred == data.y_val_clean).mean())
+        metrics["test_acc"] = float((evaluator.predict(model, data.x_test) == data.y_test).mean())
+        for name, (xe, ye) in data.eval_sets.items():
+            metrics[f"eval_{name}_acc"] = float((evaluator.predict(model, xe) == ye).mean())
+        pred_now = result.signals["pred"]
+        if prev_pred is not None:
+            both = np.isfinite(pred_now) & np.isfinite(prev_pred)
+            metrics["prediction_changes"] = int((pred_now[both] != prev_pred[both]).sum())
+        else:
+            metrics["prediction_changes"] = None
+        prev_pred = pred_now
+        if config.gradient_disparity:
+            metrics["grad_disparity"] = _gradient_disparity(model, data, config, epoch, device)
+        metrics["n_duplicates"], metrics["n_non_finite"] = result.n_duplicates, result.n_non_finite
+        wall_time += time.perf_counter() - t0
+        metrics["wall_time"] = wall_time
+        scores = {"alignment": result.scores, **{s: result.signals[s] for s in config.signals}}
+        writer.log_epoch(metrics, scores)
+        stop = stopper.step(summary.gwa_or_nan) if stopper is not None else False
+        _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
+                          wall_time, prev_pred, read_metrics(run_dir))
+        if stop:
+            log.warning("early stop at epoch %d: %s", epoch, stopper.reason)
+            break
+
+
+def _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
+                      wall_time, pred, rows) -> None:
+    from gwa.experiments.train import default_criterion
+
+    if running_choice(rows, config) == epoch:
+        tag = f"best_{default_criterion()}"
+        checkpoint.save_torch_atomic({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / f"{tag}.pt")
+        checkpoint.mark(run_dir, tag, epoch=epoch, backend=BACKEND, file=f"{tag}.pt")
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "tracker": tracker.state_dict(),
+             "stopper": None if stopper is None else stopper.state_dict(), "rng": _rng_state(),
+             "wall_time": wall_time, "pred": pred}
+    checkpoint.save_torch_atomic(state, ckpt_dir / LAST)
+    checkpoint.mark(run_dir, "last", epoch=epoch, backend=BACKEND, file=LAST)
