@@ -10,7 +10,7 @@ from gwa.rundir import RunWriter
 from gwa.rundir import epoch_metrics
 
 
-def simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", complete=True, summary=True,
+def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", complete=True, summary=True,
                  seed=0, config=None, quality=0.0):
     """Write a run directory: clean samples' alignment rises positive, flipped ones drift negative.
 
@@ -27,10 +27,13 @@ def simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", co
     writer = RunWriter(path, {**cfg, **(config or {})}, n, labels=labels, clean_labels=clean_labels,
                        noise_mask=noise)
     offset = rng.normal(0.0, 0.04, n)  # per-sample difficulty, constant over epochs
+    hard = ~noise & (rng.random(n) < 0.08)  # atypical clean samples: negative early, learned later
+    memorised = noise & (rng.random(n) < 0.15)  # flipped samples the network ends up memorising
     gwa_values, test_accs = [], []
     for e in range(1, epochs + 1):
         rise = 1 - np.exp(-e / 3)
         mu = np.where(noise, 0.04 - 0.6 * (1 - np.exp(-e / 6)), 0.05 + 0.35 * rise + quality)
+        mu = mu - 0.5 * np.exp(-e / 5) * hard + 0.8 * (1 - np.exp(-max(0, e - 6) / 3)) * memorised
         scores = np.clip(mu + offset + rng.normal(0, 0.05, n), -1, 1)
         scores[rng.choice(n, 3, replace=False)] = np.nan  # a few samples unseen this epoch (drop_last)
         s = gwa.summarize(scores[np.isfinite(scores)])
@@ -62,7 +65,7 @@ def simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", co
 @pytest.fixture
 def run_dir(tmp_path):
     path = tmp_path / "run"
-    simulate_run(path)
+    _simulate_run(path)
     return path
 
 
@@ -73,3 +76,38 @@ def commands(monkeypatch):
 
     monkeypatch.setattr(gwa.cli, "COMMANDS", {k: gwa.cli.COMMANDS[k] for k in ("report", "flag", "compare")})
     return gwa.cli.main
+
+
+def _write_run(path, matrix=None, *, metrics=None, noise_mask=None, labels=None, summary=None, complete=True,
+              num_samples=None):
+    """A hand-built run: per-epoch alignment ``matrix`` (E, N) and/or explicit metric rows (one per epoch).
+
+    Metric rows default to :func:`gwa.rundir.epoch_metrics` of the matrix's finite scores.
+    """
+    matrix = None if matrix is None else np.asarray(matrix, dtype=np.float64)
+    n = num_samples or (matrix.shape[1] if matrix is not None else 4)
+    writer = RunWriter(path, {"dataset": "hand-built"}, n, labels=labels, noise_mask=noise_mask)
+    epochs = len(metrics) if metrics is not None else matrix.shape[0]
+    for e in range(1, epochs + 1):
+        row = {"epoch": e}
+        if matrix is not None:
+            row.update(epoch_metrics(gwa.summarize(matrix[e - 1][np.isfinite(matrix[e - 1])])))
+        row.update(metrics[e - 1] if metrics is not None else {})
+        writer.log_epoch(row, None if matrix is None else {"alignment": matrix[e - 1]})
+    if summary is not None:
+        writer.write_summary(summary)
+    if complete:
+        writer.finish()
+    return path
+
+
+@pytest.fixture
+def simulate_run():
+    """The realistic-run writer, :func:`_simulate_run`."""
+    return _simulate_run
+
+
+@pytest.fixture
+def write_run():
+    """The hand-built-run writer, :func:`_write_run`."""
+    return _write_run

@@ -123,13 +123,18 @@ def run_row(run) -> RunRow:
 
 
 def rank_correlation(x, y, *, statistic: str, target: str) -> Correlation | None:
-    """Spearman and Kendall correlations over the runs where both values are finite (None if fewer than 3)."""
+    """Spearman and Kendall correlations over the runs where both values are finite.
+
+    Returns None with fewer than 3 such runs; NaN correlations (shown as undefined) when either column is constant.
+    """
     from scipy import stats
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < MIN_RUNS_FOR_CORRELATION:
         return None
+    if np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:  # a constant column has no ranking: undefined, said so
+        return Correlation(statistic, target, int(ok.sum()), math.nan, math.nan, math.nan, math.nan)
     rho = stats.spearmanr(x[ok], y[ok])
     tau = stats.kendalltau(x[ok], y[ok])
     return Correlation(statistic, target, int(ok.sum()), float(rho.statistic), float(rho.pvalue),
@@ -187,6 +192,9 @@ def _markdown(result: CompareResult) -> str:
         return "\n".join(lines)
     lines += ["| statistic | against | runs | Spearman rho (p) | Kendall tau (p) |", "|---|---|---:|---:|---:|"]
     for c in result.correlations:
+        if math.isnan(c.spearman):
+            lines.append(f"| {c.statistic} | {c.target} | {c.n} | undefined (constant values) | undefined |")
+            continue
         lines.append(f"| {c.statistic} | {c.target} | {c.n} | {fmt(c.spearman)} ({c.spearman_p:.2g}) "
                      f"| {fmt(c.kendall)} ({c.kendall_p:.2g}) |")
     return "\n".join(lines)

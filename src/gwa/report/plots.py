@@ -79,11 +79,16 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray]):
 def _mark_criteria(axes, choices) -> list:
     handles = []
     others = iter(CRITERION_COLORS * 4)
-    for choice in choices:
+    sharing = [sum(c.epoch == choice.epoch for c in choices) for choice in choices]
+    drawn: dict[int, int] = {}
+    for choice, m in zip(choices, sharing):
         color = COLORS["gwa"] if choice.criterion == "gwa" else next(others)
         acc = "" if math.isnan(choice.test_acc) else f", test {choice.test_acc:.3f}"
+        # Criteria that chose the same epoch get interleaved dashes, so every colour stays visible.
+        n = drawn[choice.epoch] = drawn.get(choice.epoch, -1) + 1
+        style = (4 * n, (4, 4 * (m - 1))) if m > 1 else (0, (4, 2))
         for ax in axes:
-            h = ax.axvline(choice.epoch, color=color, lw=1.3, ls=(0, (4, 2)), alpha=0.9, zorder=1,
+            h = ax.axvline(choice.epoch, color=color, lw=1.5, ls=style, alpha=0.95, zorder=1,
                            label=f"{choice.criterion}: epoch {choice.epoch}{acc}")
         handles.append(h)
     return handles

@@ -1,0 +1,97 @@
+"""gwa compare: statistics per run, rankings and rank correlations on hand-built runs with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gwa.report.compare import compare_runs
+from gwa.report.compare import run_row
+
+# name: (max mean alignment at epoch 3, best test acc at epoch 2, GWA at the gwa epoch 4, test acc at epoch 4)
+RUNS = {"A": (0.1, 0.5, 1.0, 0.40), "B": (0.2, 0.7, 0.5, 0.45), "C": (0.3, 0.6, 2.0, 0.55), "D": (0.4, 0.8, 1.5, 0.50)}
+
+
+def _metrics(align, best, gwa, test_at_gwa):
+    rows = []
+    for e in range(1, 6):
+        rows.append({"align_mean": align if e == 3 else align / 2, "gwa": gwa if e == 4 else gwa / 4,
+                     "gwa_flagged": False, "test_acc": best if e == 2 else (test_at_gwa if e == 4 else 0.3)})
+    return rows
+
+
+@pytest.fixture
+def four_runs(tmp_path, write_run):
+    paths = []
+    for name, values in RUNS.items():
+        paths.append(write_run(tmp_path / name, metrics=_metrics(*values),
+                               summary={"criteria": {"gwa": {"epoch": 4, "test_acc": values[3]}}}))
+    return paths
+
+
+def test_rows_and_order(four_runs):
+    res = compare_runs(four_runs)
+    assert [r.name for r in res.rows] == ["D", "C", "B", "A"]  # by max mean alignment, highest first
+    d = res.rows[0]
+    assert (d.max_align, d.align_epoch, d.test_at_align) == (0.4, 3, 0.3)
+    assert (d.gwa, d.gwa_epoch, d.gwa_source, d.test_at_gwa) == (1.5, 4, "summary", 0.5)
+    assert (d.best_test, d.best_test_epoch) == (0.8, 2)
+
+
+def test_rank_correlations_known(four_runs):
+    corr = {(c.statistic, c.target): c for c in compare_runs(four_runs).correlations}
+    # Max alignment ranks A<B<C<D, best test ranks A<C<B<D: one swap -> rho = 1 - 6*2/(4*15), tau = (5-1)/6.
+    c = corr[("max mean alignment", "best test acc")]
+    assert c.n == 4 and c.spearman == pytest.approx(0.8) and c.kendall == pytest.approx(2 / 3)
+    # GWA ranks B<A<D<C, test acc at the GWA epoch A<B<D<C: one swap.
+    c = corr[("GWA", "test acc at its epoch")]
+    assert c.spearman == pytest.approx(0.8) and c.kendall == pytest.approx(2 / 3)
+    # Test acc at the max-alignment epoch is 0.3 for all runs: a constant has no rank correlation.
+    assert math.isnan(corr[("max mean alignment", "test acc at its epoch")].spearman)
+
+
+def test_gwa_recomputed_skips_guarded_epochs(tmp_path, write_run):
+    rows = _metrics(0.2, 0.7, 0.9, 0.6)
+    rows[1].update(gwa=50.0, gwa_flagged=True)  # a pole value: never chosen
+    row = run_row(write_run(tmp_path / "r", metrics=rows))
+    assert (row.gwa, row.gwa_epoch, row.gwa_source) == (0.9, 4, "recomputed")
+
+
+def test_markdown_and_cli(four_runs, tmp_path, commands, capsys):
+    out, png = tmp_path / "t" / "table.md", tmp_path / "cmp.png"
+    assert commands(["compare", *map(str, four_runs), "--out", str(out), "--plot", str(png)]) == 0
+    printed = capsys.readouterr().out
+    text = out.read_text()
+    assert text.strip() in printed
+    lines = text.splitlines()
+    assert lines[2].startswith("| 1 | D | 5 | 0.400 (ep 3) | 0.300 | 2 | 1.500 (ep 4) | 0.500 | 0.800 (ep 2) |")
+    assert "| max mean alignment | best test acc | 4 | 0.800 (" in text
+    assert "| max mean alignment | test acc at its epoch | 4 | undefined (constant values) | undefined |" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_too_few_runs_for_correlation(four_runs):
+    res = compare_runs(four_runs[:2])
+    assert res.correlations == []
+    assert "Rank correlations need at least 3 runs" in res.to_markdown()
+
+
+def test_incomplete_run_is_marked(tmp_path, write_run):
+    path = write_run(tmp_path / "partial", metrics=_metrics(0.1, 0.5, 1.0, 0.4)[:3], complete=False)
+    assert "partial (incomplete)" in compare_runs([path]).to_markdown()
+
+
+def test_errors(tmp_path, commands, capsys):
+    with pytest.raises(ValueError, match="Expected at least one run directory"):
+        compare_runs([])
+    (tmp_path / "empty").mkdir()
+    assert commands(["compare", str(tmp_path / "empty")]) == 2
+    assert "is not a gwa run directory: no config.json" in capsys.readouterr().err
+
+
+def test_rank_helper_handles_nan():
+    from gwa.report.compare import _ranks
+
+    assert _ranks([0.1, np.nan, 0.3]) == ["2", "–", "1"]
