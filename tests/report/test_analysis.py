@@ -1,0 +1,94 @@
+"""Per-run quantities shared by report, flag and compare, against brute-force loops."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gwa.report import _analysis as A
+from gwa.rundir import load_run
+
+
+def test_sample_stats_against_loops():
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(0, 0.3, (7, 40))
+    matrix[rng.random(matrix.shape) < 0.2] = np.nan
+    matrix[:, 5] = np.nan  # never seen
+    stats = A.sample_stats(matrix)
+    for i in range(matrix.shape[1]):
+        col = matrix[:, i]
+        seen = col[np.isfinite(col)]
+        if seen.size == 0:
+            assert stats.n_seen[i] == 0 and np.isnan([stats.mean[i], stats.std[i], stats.last[i],
+                                                     stats.frac_negative[i]]).all()
+            continue
+        assert stats.n_seen[i] == seen.size
+        assert stats.mean[i] == pytest.approx(seen.mean())
+        assert stats.std[i] == pytest.approx(seen.std())
+        assert stats.last[i] == seen[-1]
+        assert stats.frac_negative[i] == pytest.approx((seen < 0).mean())
+    assert stats.seen.sum() == 39
+
+
+def test_recomputed_choices_follow_the_paper_rule(tmp_path, write_run):
+    gwa = [5.0, 0.2, 0.9, 3.0, 0.4, 0.1, 0.3, 0.2, 0.1, 0.05, 0.7]  # 11 epochs: warm-up skips 1 (floor 1.1)
+    flagged = [False, False, False, True, False, False, False, False, False, False, False]
+    test = [0.1, 0.5, 0.6, 0.9, 0.55, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4]
+    rows = [{"gwa": g, "gwa_flagged": f, "test_acc": t, "val_acc": 1 - t} for g, f, t in zip(gwa, flagged, test)]
+    run = load_run(write_run(tmp_path / "r", metrics=rows))
+    got = A.chosen_epochs(run)
+    # gwa: epoch 1 (5.0) is warm-up and epoch 4 (3.0) is guarded, so epoch 3 (0.9); val_acc best = epoch 1.
+    assert {k: (c.epoch, c.test_acc, c.source) for k, c in got.items()} == {
+        "gwa": (3, 0.6, "recomputed"), "val_acc": (1, 0.1, "recomputed"), "last": (11, 0.4, "recomputed"),
+        "oracle": (4, 0.9, "recomputed")}
+
+
+def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
+    rows = [{"test_acc": 0.1 * e} for e in range(1, 4)]
+    run = load_run(write_run(tmp_path / "r", metrics=rows, summary={"criteria": {"x": {"epoch": 2}, "y": {}}}))
+    got = A.chosen_epochs(run)
+    assert list(got) == ["x"] and got["x"].test_acc == pytest.approx(0.2) and got["x"].source == "summary"
+
+
+def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
+    rows = [{"gwa": 0.1}, {"gwa": 0.2, "gwa_guard": "kurtosis pole"}, {"gwa": None}, {"gwa": 0.3, "gwa_flagged": True}]
+    run = load_run(write_run(tmp_path / "r", metrics=rows))
+    gwa, guarded = A.gwa_curve(run)
+    assert guarded.tolist() == [False, True, True, True]
+    assert A.guard_reasons(run) == {2: "kurtosis pole", 4: "flagged by the trainer"}
+
+
+def test_mean_alignment_falls_back_to_scores(tmp_path, write_run):
+    matrix = np.array([[0.1, 0.3, np.nan], [-0.2, 0.4, 0.1]])
+    run = load_run(write_run(tmp_path / "r", matrix, metrics=[{"align_mean": None}, {"align_mean": 0.5}]))
+    np.testing.assert_allclose(A.mean_alignment_curve(run), [0.2, 0.5])
+
+
+def test_metric_at_missing_is_nan(run_dir):
+    run = load_run(run_dir)
+    assert math.isnan(A.metric_at(run, "test_acc", 99)) and math.isnan(A.metric_at(run, "nope", 1))
+    assert math.isnan(A.metric_at(run, "test_acc", None))
+
+
+def test_ranges_and_html_helpers():
+    from gwa.report.html import fmt, sparkline_svg, table
+    from gwa.report.plots import pick_epochs
+    from gwa.report.report import _ranges
+
+    assert _ranges([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7–8"
+    assert fmt(None) == fmt(float("nan")) == "–" and fmt(3) == "3" and fmt(0.12345) == "0.123"
+    assert "&lt;b&gt;" in table(["h"], [["<b>"]]) and "<b>" in table(["h"], [["<b>"]], raw={0})
+    svg = sparkline_svg(np.sin(np.linspace(0, 6, 30)))
+    assert svg.count(",") == 30 and svg.startswith("<svg")
+    assert pick_epochs(range(1, 101), max_rows=5, extra=[37]) == [1, 26, 37, 51, 75, 100]  # rows at indices round(linspace(0, 99, 5))
+    assert pick_epochs([1, 2], max_rows=7) == [1, 2]
+
+
+def test_command_modules_import_without_matplotlib():
+    code = ("import sys, gwa.report.report, gwa.report.flag, gwa.report.compare; "
+            "assert 'matplotlib' not in sys.modules and 'sklearn' not in sys.modules and 'scipy' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

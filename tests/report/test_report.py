@@ -1,0 +1,150 @@
+"""gwa report end to end on fixture runs: files, the HTML's structure, embedded PNGs, partial runs, errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gwa.report.report import write_report
+from gwa.rundir import RunDirError
+from gwa.rundir import load_run
+
+SECTIONS = ["config", "summary", "curves", "distribution", "datamap", "negative"]
+FIGURES = ["curves.png", "alignment_distribution.png", "data_map.png"]
+
+
+class PageParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images, self.tags, self.rows, self.text = [], [], [], [], []
+        self._table = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "tr" and self.sections and self.sections[-1] == "negative":
+            self.rows.append([])
+        if tag == "td" and self.sections and self.sections[-1] == "negative":
+            self.rows[-1].append("")
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self.rows and self.sections[-1] == "negative" and self.rows[-1]:
+            self.rows[-1][-1] += data
+
+
+def parse(path) -> PageParser:
+    parser = PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def decode_png(src: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix)
+    img = Image.open(io.BytesIO(base64.b64decode(src[len(prefix):], validate=True)))
+    img.load()
+    assert img.format == "PNG"
+    return img
+
+
+def test_report_end_to_end(run_dir, tmp_path, commands, capsys):
+    out = tmp_path / "out"
+    assert commands(["report", str(run_dir), "--out", str(out), "--top-samples", "12"]) == 0
+    assert f"report written to {out / 'report.html'}" in capsys.readouterr().out
+    for name in FIGURES:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = parse(out / "report.html")
+    assert page.sections == SECTIONS
+    # Self-contained: every image is an embedded PNG, nothing is fetched, no script.
+    assert not [t for t, a in page.tags if t in ("script", "link", "iframe")]
+    assert all(not str(v).startswith(("http:", "https:", "//")) for _, a in page.tags for v in a.values())
+    figures = [decode_png(a["src"]) for a in page.images if a["class"] == "figure"]
+    thumbs = [decode_png(a["src"]) for a in page.images if a["class"] == "thumb"]
+    assert len(figures) == 3 and all(min(f.size) > 300 for f in figures)
+    assert len(thumbs) == 12 and all(t.size == (8, 8) for t in thumbs)
+    # The embedded figures are the files written next to the page.
+    curves = next(a["src"] for a in page.images if a["alt"] == "GWA curves")
+    assert base64.b64decode(curves.split(",", 1)[1]) == (out / "curves.png").read_bytes()
+
+
+def test_report_content_matches_run(run_dir, tmp_path):
+    run = load_run(run_dir)
+    page = parse(write_report(run_dir, tmp_path / "o", top_samples=10))
+    text = "".join(page.text)
+    assert "digits" in text and "mlp" in text and "kind=symmetric, rate=0.3" in text
+    # Criteria from summary.json with their test accuracy.
+    for name, entry in run.summary["criteria"].items():
+        assert f"{name}{entry['epoch']}{entry['test_acc']:.3f}" in text.replace("\n", "")
+    # The guard sentence names exactly the flagged epochs of metrics.jsonl (2-6 in this fixture).
+    flagged = [r["epoch"] for r in run.metrics if r["gwa_flagged"]]
+    assert flagged == [2, 3, 4, 5, 6]
+    assert "GWA guard. At epoch(s) 2–6 (5 of 12)" in text
+    # Most negative samples: ranked by mean alignment over seen epochs, checked against a brute-force mean.
+    matrix = np.stack([np.load(run_dir / "scores" / f"alignment_{e:04d}.npy") for e in run.epochs]).astype(float)
+    means = np.array([np.mean(c[np.isfinite(c)]) for c in matrix.T])
+    expected = np.argsort(means, kind="stable")[:10]
+    rows = [r for r in page.rows if r]
+    assert [int(r[1]) for r in rows] == expected.tolist()
+    assert [float(r[4]) for r in rows] == pytest.approx(means[expected], abs=5e-4)
+    noisy = run.noise_mask[expected]
+    assert [r[7] for r in rows] == ["yes" if m else "no" for m in noisy]
+
+
+def test_signal_previews_become_sparklines(tmp_path, simulate_run):
+    path = tmp_path / "sig"
+    simulate_run(path, previews="signal", n=60, epochs=5)
+    html = write_report(path, top_samples=5).read_text()
+    assert html.count("<polyline") == 5
+    assert (path / "report" / "report.html").exists()  # default --out is RUN/report
+
+
+def test_partial_run_without_summary_or_mask(tmp_path, simulate_run):
+    path = tmp_path / "partial"
+    simulate_run(path, complete=False, summary=False, previews=None, n=60, epochs=4)
+    (path / "noise_mask.npy").unlink()
+    page = parse(write_report(path, tmp_path / "o", top_samples=3))
+    text = " ".join(page.text)
+    assert "not complete (status 'running')" in text and "4 epoch(s) logged so far" in text
+    assert "recomputed from metrics.jsonl" in text and "No noise_mask.npy" in text
+    assert page.sections == SECTIONS
+    rows = [r for r in page.rows if r]
+    assert len(rows) == 3 and all(r[7] == "–" for r in rows)
+
+
+def test_metrics_only_run_reports_curves(tmp_path, write_run):
+    path = write_run(tmp_path / "m", metrics=[{"gwa": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5}
+                                              for e in range(1, 6)])
+    page = parse(write_report(path, tmp_path / "o"))
+    assert page.sections == ["config", "summary", "curves"]
+    assert "stored no per-sample alignment scores" in "".join(page.text)
+
+
+def test_errors(tmp_path, run_dir, commands, capsys, write_run):
+    with pytest.raises(RunDirError, match=r"does not exist"):
+        write_report(tmp_path / "missing")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**cfg, "format": 2}))
+    with pytest.raises(RunDirError, match=r"has run-directory format 2; this gwa reads format 1"):
+        write_report(run_dir)
+    assert commands(["report", str(run_dir)]) == 2
+    assert "gwa report: error:" in capsys.readouterr().err
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    (run_dir / "scores" / "alignment_0003.npy").unlink()
+    with pytest.raises(RunDirError, match=r"no 'alignment' scores for epoch 3"):
+        write_report(run_dir, tmp_path / "o")
+    empty = write_run(tmp_path / "e", metrics=[], num_samples=3)
+    with pytest.raises(RunDirError, match=r"no finished epoch yet"):
+        write_report(empty)
+    with pytest.raises(ValueError, match=r"Expected `top_samples` to be an integer >= 0; got -1"):
+        write_report(run_dir, top_samples=-1)
