@@ -19,10 +19,10 @@ def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", c
     """
     rng = np.random.default_rng(seed)
     noise = np.zeros(n, bool)
-    noise[rng.choice(n, int(round(noise_frac * n)), replace=False)] = True
+    noise[rng.choice(n, round(noise_frac * n), replace=False)] = True
     clean_labels = rng.integers(0, 10, n)
     labels = np.where(noise, (clean_labels + rng.integers(1, 10, n)) % 10, clean_labels)
-    cfg = {"name": path.name, "dataset": "digits", "model": "mlp", "noise": {"kind": "symmetric", "rate": noise_frac},
+    cfg = {"name": path.name, "dataset": "digits", "model": "mlp", "noise": "symmetric", "noise_rate": noise_frac,
            "epochs": epochs, "seed": seed}
     writer = RunWriter(path, {**cfg, **(config or {})}, n, labels=labels, clean_labels=clean_labels,
                        noise_mask=noise)
@@ -54,7 +54,9 @@ def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", c
     if summary:
         g = gwa.select_epoch(gwa_values) + 1
         o = int(np.argmax(test_accs)) + 1
-        writer.write_summary({"criteria": {"gwa": {"epoch": g, "test_acc": test_accs[g - 1]},
+        writer.write_summary({"default": "gwa", "noise": {"kind": "symmetric", "rate_actual": noise.mean(),
+                                                          "num_noisy": int(noise.sum())},
+                              "criteria": {"gwa": {"epoch": g, "test_acc": test_accs[g - 1]},
                                            "oracle": {"epoch": o, "test_acc": test_accs[o - 1]},
                                            "last": {"epoch": epochs, "test_acc": test_accs[-1]}}})
     if complete:

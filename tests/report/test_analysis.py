@@ -57,7 +57,7 @@ def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
 def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
     rows = [{"gwa": 0.1}, {"gwa": 0.2, "gwa_guard": "kurtosis pole"}, {"gwa": None}, {"gwa": 0.3, "gwa_flagged": True}]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
-    gwa, guarded = A.gwa_curve(run)
+    _, guarded = A.gwa_curve(run)
     assert guarded.tolist() == [False, True, True, True]
     assert A.guard_reasons(run) == {2: "kurtosis pole", 4: "flagged by the trainer"}
 

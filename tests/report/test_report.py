@@ -82,10 +82,12 @@ def test_report_content_matches_run(run_dir, tmp_path):
     run = load_run(run_dir)
     page = parse(write_report(run_dir, tmp_path / "o", top_samples=10))
     text = "".join(page.text)
-    assert "digits" in text and "mlp" in text and "kind=symmetric, rate=0.3" in text
-    # Criteria from summary.json with their test accuracy.
+    assert "datasetdigits" in text and "modelmlp" in text and "noisesymmetric" in text and "noise_rate0.3" in text
+    assert "flipped labels72 (30.0% of the training set)" in text
+    # Criteria from summary.json with their test accuracy; the default one is marked.
     for name, entry in run.summary["criteria"].items():
-        assert f"{name}{entry['epoch']}{entry['test_acc']:.3f}" in text.replace("\n", "")
+        label = f"{name} (default)" if name == "gwa" else name
+        assert f"{label}{entry['epoch']}{entry['test_acc']:.3f}" in text
     # The guard sentence names exactly the flagged epochs of metrics.jsonl (2-6 in this fixture).
     flagged = [r["epoch"] for r in run.metrics if r["gwa_flagged"]]
     assert flagged == [2, 3, 4, 5, 6]

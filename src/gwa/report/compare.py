@@ -86,7 +86,7 @@ class CompareResult:
         from gwa.report import plots
 
         names = [r.name for r in self.rows]
-        col = lambda attr: np.array([getattr(r, attr) for r in self.rows], dtype=np.float64)  # noqa: E731
+        col = lambda attr: np.array([getattr(r, attr) for r in self.rows], dtype=np.float64)
         fig = plots.plot_compare(names, [
             (col("max_align"), col("best_test"), "max mean alignment over epochs", "best test accuracy",
              "Max mean alignment vs. test accuracy"),
@@ -152,7 +152,7 @@ def compare_runs(runs) -> CompareResult:
         raise ValueError("Expected at least one run directory in `runs`; got none.")
     rows = [run_row(r) for r in runs]
     rows.sort(key=lambda r: (-r.max_align if math.isfinite(r.max_align) else math.inf, r.name))
-    col = lambda attr: [getattr(r, attr) for r in rows]  # noqa: E731
+    col = lambda attr: [getattr(r, attr) for r in rows]
     pairs = [("max mean alignment", "max_align", "best test acc", "best_test"),
              ("max mean alignment", "max_align", "test acc at its epoch", "test_at_align"),
              ("GWA", "gwa", "best test acc", "best_test"),
@@ -174,11 +174,11 @@ def _ranks(values: list[float]) -> list[str]:
 def _markdown(result: CompareResult) -> str:
     from gwa.report.html import fmt
 
-    at = lambda v, e: f"{fmt(v)} (ep {e})" if e is not None else fmt(v)  # noqa: E731
+    at = lambda v, e: f"{fmt(v)} (ep {e})" if e is not None else fmt(v)
     gwa_ranks = _ranks([r.gwa for r in result.rows])
-    lines = ["| align rank | run | epochs | max mean alignment | test acc there | GWA rank | GWA | "
-             "test acc there | best test acc |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| align rank | run | epochs | max mean alignment | test acc there | GWA rank | GWA | test acc there "
+              "| best test acc |")
+    lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     align_ranks = _ranks([r.max_align for r in result.rows])
     for r, a_rank, g_rank in zip(result.rows, align_ranks, gwa_ranks):
         name = r.name if r.complete else f"{r.name} (incomplete)"

@@ -108,7 +108,7 @@ class FlagResult:
         if self.is_noisy is None:
             lines.append("no noise mask in the run: precision and recall cannot be measured")
             return "\n".join(lines)
-        show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        show = lambda v: "n/a" if v is None else f"{v:.3f}"
         lines.append(f"against the noise mask ({int(self.is_noisy.sum())} flipped labels): precision "
                      f"{show(self.precision)}, recall {show(self.recall)}; ranking score AUROC {show(self.auroc)}, "
                      f"AUPRC {show(self.auprc)} (chance {self.is_noisy.mean():.3f})")

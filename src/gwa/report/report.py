@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_TOP_SAMPLES = 20
-HEADER_KEYS = ("dataset", "model", "noise")
-HIDDEN_KEYS = {"format", "gwa_version", "status", "name"}
+HEADER_KEYS = ("dataset", "model", "noise", "noise_rate", "epochs", "optimizer", "lr", "batch_size", "seed", "backend")
+HIDDEN_KEYS = {"format", "gwa_version", "status"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +64,11 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
     epochs = np.asarray(run.epochs)
     gwa, guarded = A.gwa_curve(run)
 
-    parts = [f"<h1>gwa report: {H.esc(run.name)}</h1>",
-             f'<p class="muted">{H.esc(run.path.resolve())} · {len(epochs)} epoch(s) · '
-             f"{int(run.config.get('num_samples', 0))} training samples · gwa {H.esc(run.config.get('gwa_version'))}</p>"]
+    subtitle = (f"{run.path.resolve()} · {len(epochs)} epoch(s) · {int(run.config.get('num_samples', 0))} "
+                f"training samples · gwa {run.config.get('gwa_version')}")
+    parts = [f"<h1>gwa report: {H.esc(run.name)}</h1>", f'<p class="muted">{H.esc(subtitle)}</p>']
     parts += [f'<div class="note">{H.esc(n)}</div>' for n in notes]
-    parts.append(H.section("config", "Run", _config_table(run.config)))
+    parts.append(H.section("config", "Run", _config_table(run.config, run.summary)))
     parts.append(H.section("summary", "Stop criteria", _summary_block(run, choices, guarded, A)))
 
     curves = plots.plot_curves(epochs, gwa, guarded, A.mean_alignment_curve(run),
@@ -98,12 +97,19 @@ def _config_value(value) -> str:
     return str(value)
 
 
-def _config_table(config: dict) -> str:
+def _config_table(config: dict, summary: dict | None) -> str:
+    """The settings that identify a run, then every config entry in a collapsed <details> block."""
     from gwa.report import html as H
 
-    keys = [k for k in HEADER_KEYS if k in config]
-    keys += [k for k in config if k not in HEADER_KEYS and k not in HIDDEN_KEYS]
-    return H.table(["setting", "value"], [[k, _config_value(config[k])] for k in keys])
+    rows = [[k, _config_value(config[k])] for k in HEADER_KEYS if k in config and config[k] is not None]
+    noise = (summary or {}).get("noise")
+    if isinstance(noise, dict) and noise.get("rate_actual") is not None:
+        flipped = f"{noise.get('num_noisy', '?')} ({float(noise['rate_actual']):.1%} of the training set)"
+        rows.append(["flipped labels", flipped])
+    rest = [[k, _config_value(v)] for k, v in config.items() if k not in HIDDEN_KEYS]
+    return (H.table(["setting", "value"], rows) +
+            f"<details><summary>full configuration ({len(rest)} entries)</summary>"
+            f"{H.table(['key', 'value'], rest)}</details>")
 
 
 def _ranges(values: list[int]) -> str:
@@ -122,7 +128,8 @@ def _summary_block(run, choices, guarded, A) -> str:
     from gwa.report import html as H
 
     source = "summary.json" if choices and choices[0].source == "summary" else "recomputed from metrics.jsonl"
-    rows = [[c.criterion, c.epoch, H.fmt(c.test_acc), H.fmt(A.metric_at(run, "val_acc", c.epoch)),
+    default = (run.summary or {}).get("default")
+    rows = [[f"{c.criterion} (default)" if c.criterion == default else c.criterion, c.epoch, H.fmt(c.test_acc), H.fmt(A.metric_at(run, "val_acc", c.epoch)),
              H.fmt(A.metric_at(run, "gwa", c.epoch)), H.fmt(A.metric_at(run, "align_mean", c.epoch))]
             for c in choices]
     body = H.table(["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows,
@@ -196,7 +203,10 @@ def _separation_note(stats, mask, H) -> str:
     if mask is None or not mask.any() or mask.all():
         return ""
     seen = stats.seen
-    from sklearn.metrics import roc_auc_score
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ModuleNotFoundError:  # the plot extra alone has no scikit-learn; the note is optional
+        return ""
 
     auroc = roc_auc_score(mask[seen], -stats.mean[seen])
     return (f"<p class='muted'>Mean alignment over epochs separates flipped from clean labels with AUROC "
