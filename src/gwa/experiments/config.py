@@ -25,7 +25,7 @@ class RunConfig:
     # data
     dataset: str = "digits"                 # one of DATASETS
     data_dir: str | None = None             # where the dataset's files are (fashion-mnist, cifar10, imagefolder)
-    download: bool = False                  # cifar10 only: let torchvision download into data_dir
+    download: bool = False                  # allow downloads: CIFAR-10 into data_dir, timm pretrained weights
     num_train: int | None = None            # stratified, seeded subset of the training set (None = all)
     mnist1d_samples: int = 5000             # mnist1d: samples to generate (80% train, 20% test)
     val_frac: float = 0.0                   # stratified hold-out from training (same label noise); 0 = none
@@ -158,8 +158,9 @@ def validate(c: RunConfig) -> None:
     if (c.noise == "file") != (c.noise_file is not None):
         raise ValueError(f"Expected `noise_file` exactly when noise='file'; got noise={c.noise!r}, "
                          f"noise_file={c.noise_file!r}.")
-    if c.download and c.dataset != "cifar10":
-        raise ValueError(f"`download` is supported for dataset 'cifar10' only; got dataset={c.dataset!r}.")
+    if c.download and c.dataset != "cifar10" and not c.pretrained:
+        raise ValueError(f"`download` is supported for dataset 'cifar10' and timm's pretrained weights only; got "
+                         f"dataset={c.dataset!r} without --pretrained.")
     if c.dataset == "imagefolder" and not c.data_dir:
         raise ValueError("dataset 'imagefolder' needs `data_dir` (--data-dir) with train/ and test/ subfolders.")
     if c.resume and c.overwrite:
