@@ -77,6 +77,8 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray]):
 
 
 def _mark_criteria(axes, choices) -> list:
+    from matplotlib.lines import Line2D
+
     handles = []
     others = iter(CRITERION_COLORS * 4)
     sharing = [sum(c.epoch == choice.epoch for c in choices) for choice in choices]
@@ -88,9 +90,10 @@ def _mark_criteria(axes, choices) -> list:
         n = drawn[choice.epoch] = drawn.get(choice.epoch, -1) + 1
         style = (4 * n, (4, 4 * (m - 1))) if m > 1 else (0, (4, 2))
         for ax in axes:
-            h = ax.axvline(choice.epoch, color=color, lw=1.5, ls=style, alpha=0.95, zorder=1,
-                           label=f"{choice.criterion}: epoch {choice.epoch}{acc}")
-        handles.append(h)
+            ax.axvline(choice.epoch, color=color, lw=1.5, ls=style, alpha=0.95, zorder=1)
+        # A plain dashed proxy for the legend: the interleaved pattern would show mostly gaps there.
+        handles.append(Line2D([], [], color=color, lw=1.5, ls="--",
+                              label=f"{choice.criterion}: epoch {choice.epoch}{acc}"))
     return handles
 
 
@@ -106,6 +109,8 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
         choices: :class:`gwa.report._analysis.Choice` objects to mark as vertical lines.
     """
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.asarray(epochs)
     gwa, guarded = np.asarray(gwa, dtype=np.float64), np.asarray(guarded, dtype=bool)
     fig, (ax_gwa, ax_mean) = plt.subplots(2, 1, figsize=(9, 7.2), sharex=True, layout="constrained")
@@ -138,6 +143,8 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     ax_mean.axhline(0, color=COLORS["zero"], lw=0.8)
     ax_mean.set_ylabel("mean per-sample alignment")
     ax_mean.set_xlabel("epoch")
+    ax_mean.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax_mean.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
     _accuracy_axis(ax_mean, epochs, accuracies)
     crit_handles = _mark_criteria([ax_gwa, ax_mean], choices)
     handles += [h_mean] + acc_handles + crit_handles
@@ -183,7 +190,7 @@ def plot_alignment_distribution(epochs, matrix, noise_mask=None, *, show_epochs=
     edges = np.linspace(lo, hi, bins + 1)
     groups = [("all samples", None, COLORS["all"])] if noise_mask is None else [
         ("clean label", ~noise_mask, COLORS["clean"]), ("flipped label (noise mask)", noise_mask, COLORS["noisy"])]
-    fig, ax = plt.subplots(figsize=(8.5, 1.0 + 0.85 * len(show)))
+    fig, ax = plt.subplots(figsize=(8.5, max(2.8, 1.0 + 0.85 * len(show))))
     for row, epoch in enumerate(reversed(show)):
         scores = matrix[epochs.index(epoch)]
         counts = [np.histogram(scores[np.isfinite(scores) & (True if m is None else m)], edges)[0]
