@@ -1,0 +1,79 @@
+import math
+
+import numpy as np
+
+from gwa.experiments import criteria
+
+
+def _rows(**cols):
+    n = len(next(iter(cols.values())))
+    return [{"epoch": e + 1, **{k: v[e] for k, v in cols.items() if v[e] is not None}} for e in range(n)]
+
+
+# 10 epochs: warm-up skips epoch 1 (floor(0.1 * 10) = 1).
+GWA = [9.0, 0.2, 0.3, 0.25, -3.3, 0.9, 0.4, 0.35, 0.3, 0.28]
+FLAG = [False, False, False, False, True, True, False, False, False, False]
+MEAN = [0.5, 0.3, 0.4, 0.45, 0.42, 0.41, 0.40, 0.39, 0.38, 0.37]
+TEST = [0.5, 0.6, 0.7, 0.72, 0.71, 0.69, 0.68, 0.67, 0.66, 0.65]
+VAL = [0.4, 0.6, 0.65, 0.66, 0.70, 0.62, 0.6, 0.6, 0.6, 0.6]
+VALC = [0.4, 0.6, 0.75, 0.66, 0.70, 0.62, 0.6, 0.6, 0.6, 0.6]
+PC = [None, 90, 60, 40, 35, 38, 50, 70, 80, 90]
+GD = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9, 1.0, 1.0]
+
+
+def test_every_criterion_on_a_hand_built_run():
+    rows = _rows(gwa=GWA, gwa_flagged=FLAG, align_mean=MEAN, test_acc=TEST, val_acc=VAL, val_acc_clean=VALC,
+                 prediction_changes=PC, grad_disparity=GD)
+    got = criteria.select_all(rows)
+    assert list(got) == list(criteria.NAMES)
+    assert got == {
+        "gwa_paper": 6,       # verbatim: 0.9 right after the pole (epoch 1's 9.0 is in the warm-up)
+        "gwa": 7,             # guard-aware: epochs 5, 6 flagged, so 0.4 at epoch 7
+        "align_mean": 4,      # 0.45, epoch 1 skipped
+        "val": 5, "val_clean": 3,
+        "labelwave": 6,       # trailing 3-mean: 63.3, 45, 37.7, 41 -> minimum at epoch 6
+        "grad_disparity": 3,  # minimum 3.0 at epoch 3, 5 epochs without a new one -> stops at 8
+        "last": 10, "oracle": 4,
+    }
+
+
+def test_only_criteria_whose_inputs_exist():
+    rows = _rows(gwa=GWA, test_acc=TEST)
+    assert set(criteria.select_all(rows)) == {"gwa_paper", "gwa", "last", "oracle"}
+    assert criteria.select_all([]) == {}
+    nulls = _rows(gwa=GWA, val_acc=[None] * 10)
+    assert "val" not in criteria.select_all(nulls)
+
+
+def test_default_without_flags_equals_the_paper_rule():
+    rows = _rows(gwa=GWA)
+    got = criteria.select_all(rows)
+    assert got["gwa"] == got["gwa_paper"] == 6
+
+
+def test_a_criterion_that_cannot_choose_is_left_out():
+    rows = _rows(gwa=[-3.0, -1.0, -2.0], gwa_flagged=[True, True, True], test_acc=[0.1, 0.2, 0.3])
+    got = criteria.select_all(rows)
+    assert "gwa" not in got  # every epoch is at the pole
+    assert got["gwa_paper"] == 2  # floor(0.1 * 3) = 0 epochs skipped; -1 is the largest
+    assert got["oracle"] == 3
+
+
+def test_padded_rows_count_toward_the_warm_up():
+    rows = _rows(gwa=[9.0, 1.0, 2.0] + [None] * 17)  # 3 of 20 planned epochs: warm-up = 2 epochs
+    got = criteria.select_all(rows)
+    assert got["gwa"] == 3 and got["gwa_paper"] == 3
+    assert got["last"] == 20
+
+
+def test_finetune_rule_waits_for_the_first_minimum():
+    gwa = [0.9, 0.8, 0.5, 0.3, 0.4, 0.6, 0.5, 0.2, 0.1, 0.1]  # dip at epoch 4, then max 0.6 at epoch 6
+    rows = _rows(gwa=gwa, align_mean=gwa)
+    assert criteria.select_all(rows, finetune=True)["gwa_paper"] == 6
+    assert criteria.select_all(rows, finetune=True)["align_mean"] == 6
+    assert criteria.select_all(rows)["gwa_paper"] == 2
+
+
+def test_series_reads_nulls_and_booleans():
+    got = criteria.series([{"epoch": 1, "x": True}, {"epoch": 2, "x": None}, {"epoch": 3}], "x")
+    np.testing.assert_array_equal(got, [1.0, math.nan, math.nan])
