@@ -318,10 +318,16 @@ def test_constructor_and_argument_errors():
         tracker.update(model(x), y, ids[:3])
     with pytest.raises(TypeError, match="Expected integer `sample_ids`"):
         tracker.update(model(x), y, ids.float())
-    with pytest.raises(RuntimeError, match=r"`sample_ids` out of range \[0, 7\]"):
+    with pytest.raises(ValueError, match=r"`sample_ids` in \[0, 7\] \(num_samples=8\); got an id out of range"):
         tracker.update(model(x), y, ids + 100)
-    with pytest.raises(RuntimeError, match=r"class ids out of range \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"`sample_ids` in \[0, 7\]"):
+        tracker.update(model(x), y, ids - 100)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\] \(C=4 from logits\); got an id out of range"):
         tracker.update(model(x), y + 10, ids % 8)
+    # the failed calls left the epoch untouched
+    tracker.update(model(x), y, ids % 8)
+    result = tracker.end_epoch()
+    assert result.summary.n == len(set((ids % 8).tolist())) and result.n_duplicates == 8 - result.summary.n
     with pytest.raises(TypeError, match="Expected `logits` to be a torch.Tensor"):
         tracker.update(np.zeros((8, 4)), y, ids)
 

@@ -1,4 +1,4 @@
-"""Device-resident accumulation of one epoch: shifted power sums and the per-sample store.
+"""Device-resident accumulation of one epoch: shifted power sums, counters and the per-sample store.
 
 Nothing here reads a tensor value on the host during the epoch: counts, sums and masks stay tensors, so the
 training loop never waits for the device. The host sees the numbers once, at the end of the epoch.
@@ -6,15 +6,15 @@ training loop never waits for the device. The host sees the numbers once, at the
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from gwa._moments import EMPTY, MomentState
 
-# Slots of the counter tensor.
-N_UNDEFINED, N_NON_FINITE, N_DUPLICATES = 0, 1, 2
+#: Slots of :attr:`EpochSums.counts`. Duplicates are the sightings left over: total - valid - non-finite.
+N_VALID, N_UNDEFINED, N_NON_FINITE = 0, 1, 2
+# Occurrence index given to sightings that must not claim a sample (larger than any real occurrence).
+_NEVER = torch.iinfo(torch.int64).max
 
 
 def accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -22,8 +22,8 @@ def accumulation_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-class PowerSums:
-    """``n`` and ``sum (x - K)^k`` for ``k = 1..4`` about a shift ``K`` (the first batch's mean, on device).
+class EpochSums:
+    """Counts and ``sum (x - K)^k`` for ``k = 1..4`` about a shift ``K`` (the first batch's mean, on device).
 
     With ``K`` near the mean, the central moments follow from the power sums without catastrophic
     cancellation; scores are bounded in ``[-1, 1]``, so float64 sums lose nothing measurable.
@@ -31,35 +31,82 @@ class PowerSums:
 
     def __init__(self, device: torch.device):
         self.dtype = accumulation_dtype(device)
-        self.sums = torch.zeros(5, dtype=self.dtype, device=device)  # n, S1, S2, S3, S4
+        self.sums = torch.zeros(4, dtype=self.dtype, device=device)
+        self.counts = torch.zeros(3, dtype=torch.int64, device=device)  # valid, undefined, non-finite
         self.shift: torch.Tensor | None = None
 
-    def add(self, values: torch.Tensor, mask: torch.Tensor) -> None:
-        """Add the ``values`` where ``mask`` is True (both ``(N,)``, on the device)."""
-        x = values.to(self.dtype)
-        weight = mask.to(self.dtype)
+    def add(self, scores: torch.Tensor, defined: torch.Tensor, valid: torch.Tensor) -> None:
+        """Add the ``scores`` where ``valid``; count undefined valid ones and NaN (non-finite) ones."""
+        x = scores.to(self.dtype)
         if self.shift is None:
-            count = weight.sum()
-            self.shift = torch.where(mask, x, 0.0).sum() / count.clamp_min(1.0)
-        dev = torch.where(mask, x - self.shift, 0.0)
+            self.shift = torch.where(valid, x, 0.0).sum() / valid.sum().clamp_min(1)
+        dev = torch.where(valid, x - self.shift, 0.0)
         dev2 = dev * dev
-        powers = torch.stack((weight, dev, dev2, dev2 * dev, dev2 * dev2))
-        self.sums += powers.sum(dim=1)
+        self.sums += torch.stack((dev, dev2, dev2 * dev, dev2 * dev2)).sum(dim=1)
+        self.counts += torch.stack((valid, valid & ~defined, torch.isnan(scores))).sum(dim=1)
 
     def to_state(self) -> MomentState:
         """The exact central-moment state (one host sync)."""
-        n, s1, s2, s3, s4 = (float(v) for v in self.sums.double().cpu())
+        n = float(self.counts[N_VALID])
         if n == 0:
             return EMPTY
-        return power_sums_to_state(n, float(self.shift), s1, s2, s3, s4)
+        return power_sums_to_state(n, float(self.shift), *(float(v) for v in self.sums.double().cpu()))
 
     def state_dict(self) -> dict:
-        return {"sums": self.sums.detach().cpu().clone(),
+        return {"sums": self.sums.detach().cpu().clone(), "counts": self.counts.detach().cpu().clone(),
                 "shift": None if self.shift is None else self.shift.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums = state["sums"].to(self.sums.device, self.dtype).clone()
-        self.shift = None if state["shift"] is None else state["shift"].to(self.sums.device, self.dtype).clone()
+        device = self.sums.device
+        self.sums = state["sums"].to(device, self.dtype).clone()
+        self.counts = state["counts"].to(device).clone()
+        self.shift = None if state["shift"] is None else state["shift"].to(device, self.dtype).clone()
+
+
+class SampleStore:
+    """Per-sample values in ``(num_samples + 1,)`` device tensors, indexed by sample id.
+
+    The first finite sighting of an id in the epoch claims it: ``owner[id]`` keeps the smallest occurrence
+    index, so repeats within a batch and across batches are recognised by one ``scatter_reduce``. Rows that
+    must not be written go to the spare last slot, which avoids data-dependent (host-syncing) masking.
+    """
+
+    def __init__(self, num_samples: int, names, device: torch.device, dtype: torch.dtype):
+        self.num_samples = num_samples
+        self.owner = torch.full((num_samples,), _NEVER, dtype=torch.int64, device=device)
+        self.occurrences = 0  # sightings so far this epoch (host int: batch sizes are known on the host)
+        self.values = {"score": torch.full((num_samples + 1,), float("nan"), dtype=dtype, device=device),
+                       "undefined": torch.zeros(num_samples + 1, dtype=torch.bool, device=device)}
+        for name in names:
+            self.values[name] = torch.full((num_samples + 1,), float("nan"), dtype=torch.float32, device=device)
+
+    def claim(self, ids: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` True for the sightings that are the first finite one of their id this epoch."""
+        position = torch.arange(self.occurrences, self.occurrences + len(ids), device=ids.device)
+        position = torch.where(finite, position, _NEVER)
+        self.owner.scatter_reduce_(0, ids, position, reduce="amin")
+        self.occurrences += len(ids)
+        return (self.owner[ids] == position) & finite
+
+    def write(self, ids: torch.Tensor, new: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+        slot = torch.where(new, ids, self.num_samples)
+        for name, value in values.items():
+            store = self.values[name]
+            store.index_put_((slot,), value.to(store.dtype))
+
+    @property
+    def seen(self) -> torch.Tensor:
+        return self.owner != _NEVER
+
+    def state_dict(self) -> dict:
+        return {"owner": self.owner.cpu().clone(), "occurrences": self.occurrences,
+                "values": {k: v.cpu().clone() for k, v in self.values.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.owner.device
+        self.owner = state["owner"].to(device).clone()
+        self.occurrences = int(state["occurrences"])
+        self.values = {k: v.to(device).clone() for k, v in state["values"].items()}
 
 
 def power_sums_to_state(n: float, shift: float, s1: float, s2: float, s3: float, s4: float) -> MomentState:
@@ -72,10 +119,10 @@ def power_sums_to_state(n: float, shift: float, s1: float, s2: float, s3: float,
 
 
 def shifted_powers(values: np.ndarray, shift: float) -> np.ndarray:
-    """``[count, sum dev, sum dev^2, sum dev^3, sum dev^4]`` of host values about ``shift`` (float64)."""
+    """``[sum dev, sum dev^2, sum dev^3, sum dev^4]`` of host values about ``shift`` (float64)."""
     dev = np.asarray(values, dtype=np.float64) - shift
     dev2 = dev * dev
-    return np.array([dev.size, dev.sum(), dev2.sum(), (dev2 * dev).sum(), (dev2 * dev2).sum()])
+    return np.array([dev.sum(), dev2.sum(), (dev2 * dev).sum(), (dev2 * dev2).sum()])
 
 
 def first_occurrence(ids: np.ndarray) -> np.ndarray:
@@ -84,18 +131,3 @@ def first_occurrence(ids: np.ndarray) -> np.ndarray:
     mask = np.zeros(len(ids), dtype=bool)
     mask[first] = True
     return mask
-
-
-def is_new_in_batch(ids: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` True where a finite sample is the first finite occurrence of its id in the batch."""
-    # Finite rows sort before non-finite ones of the same id; the stable sort keeps batch order among them.
-    key = ids.long() * 2 + (~finite).long()
-    sorted_key, order = torch.sort(key, stable=True)
-    sorted_finite = finite[order]
-    repeat = torch.zeros_like(sorted_finite)
-    repeat[1:] = ((sorted_key[1:] // 2) == (sorted_key[:-1] // 2)) & sorted_finite[:-1]
-    return finite & ~torch.empty_like(repeat).scatter_(0, order, repeat)
-
-
-def nan_to_none(x: float) -> float | None:
-    return None if math.isnan(x) else x

@@ -51,7 +51,7 @@ def reduce_store(store: dict[str, torch.Tensor], seen: torch.Tensor, n_duplicate
     """
     device = _comm_device(group)
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    seen = seen[:-1].to(device)  # drop the spare slot
+    seen = seen.to(device)
     owner = torch.where(seen, rank, world).to(torch.int64)
     dist.all_reduce(owner, op=dist.ReduceOp.MIN, group=group)
     mine = owner == rank

@@ -28,13 +28,11 @@ class HeadTerms(NamedTuple):
         head_out: ``(N, C)`` ``W x / s`` (plus ``b / s`` with bias), ``s`` the max-abs of each row of ``x``.
         emb_norm_sq: ``(N,)`` ``||x / s||^2`` (plus ``1 / s^2`` with bias).
         weight_norm_sq: ``()`` ``||W||_F^2`` (plus ``||b||^2`` with bias).
-        finite: ``(N,)`` True where the row of ``x`` and the head are finite.
     """
 
     head_out: torch.Tensor
     emb_norm_sq: torch.Tensor
     weight_norm_sq: torch.Tensor
-    finite: torch.Tensor
 
 
 def compute_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.dtype:
@@ -93,6 +91,9 @@ def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         x = embeddings.detach().to(dtype)
         w = weight.detach().to(dtype)
         scale = _row_scale(x)
+        if bias is not None:
+            # The row is [x, 1]: its max-abs is at least 1, so that 1 / s cannot overflow for tiny x.
+            scale = scale.clamp_min(1.0)
         # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
         x = x / scale
         head_out = x @ w.T
@@ -106,9 +107,7 @@ def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
             head_out = torch.addcmul(head_out, inv_scale, b[None, :])
             emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
             weight_norm_sq = weight_norm_sq + torch.dot(b, b)
-        # A non-finite x gives a non-finite row; a non-finite head poisons every row.
-        finite = torch.isfinite(emb_norm_sq) & torch.isfinite(weight_norm_sq)
-    return HeadTerms(head_out, emb_norm_sq, weight_norm_sq, finite)
+    return HeadTerms(head_out, emb_norm_sq, weight_norm_sq)
 
 
 def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, soft: bool) -> torch.Tensor:
@@ -123,24 +122,40 @@ def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, sof
 
 
 def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: HeadTerms, *, soft: bool):
-    """The loss's half of the cosine: ``(scores, defined)``, both ``(N,)`` (no checks, no host sync)."""
+    """The loss's half of the cosine: ``(scores, defined)``, both ``(N,)`` (no checks, no host sync).
+
+    Scores are NaN where an input (logits, embeddings, head, soft targets) is NaN or Inf.
+    """
     with torch.no_grad():
         dtype = terms.head_out.dtype
-        diff = loss_gradient_wrt_logits(logits.detach().to(dtype), targets.detach(), soft=soft)
-        # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
-        diff = diff / _row_scale(diff)
-        numerator = -torch.linalg.vecdot(diff, terms.head_out)
-        denominator = torch.sqrt(torch.linalg.vecdot(diff, diff) * terms.emb_norm_sq * terms.weight_norm_sq)
+        z = logits.detach().to(dtype)
+        if soft:
+            diff = loss_gradient_wrt_logits(z, targets.detach(), soft=True)
+            # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
+            diff = diff / _row_scale(diff)
+            numerator = -torch.linalg.vecdot(diff, terms.head_out)
+            diff_norm_sq = torch.linalg.vecdot(diff, diff)
+        else:
+            # d = p - e_y has max-abs entry |p_y - 1| = sum_{k != y} p_k =: r, so d / r = q - e_y with
+            # q = p off the label / r: the numpy kernel's row rescale, in fewer operations.
+            index = targets.detach().long()[:, None]
+            others = torch.softmax(z, dim=1).scatter_(1, index, 0.0)
+            rest = others.sum(dim=1, keepdim=True)
+            q = others / torch.where(rest > 0, rest, 1.0)
+            numerator = terms.head_out.gather(1, index)[:, 0] - torch.linalg.vecdot(q, terms.head_out)
+            # ||q - e_y||^2 = ||q||^2 + 1 where d != 0, and 0 where every other probability underflowed.
+            diff_norm_sq = torch.linalg.vecdot(q, q) + (rest[:, 0] > 0).to(dtype)
+        denominator = torch.sqrt(diff_norm_sq * terms.emb_norm_sq * terms.weight_norm_sq)
         defined = denominator > 0
-        ratio = numerator / torch.where(defined, denominator, torch.ones_like(denominator))
-        scores = torch.where(defined, ratio.clamp(-1.0, 1.0), torch.full_like(ratio, UNDEFINED_SCORE))
+        scores = torch.where(defined, (numerator / denominator).clamp(-1.0, 1.0), UNDEFINED_SCORE)
+        # NaN/Inf anywhere in a row's inputs makes numerator or denominator non-finite: keep it visible as NaN.
+        scores = torch.where(torch.isfinite(numerator + denominator), scores, float("nan"))
     return scores, defined
 
 
 def _row_scale(a: torch.Tensor) -> torch.Tensor:
-    """Max-abs of each row (1 for all-zero rows), shape (N, 1)."""
-    scale = a.abs().amax(dim=1, keepdim=True)
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
+    """Max-abs of each row, shape (N, 1); all-zero rows get the smallest normal number so they stay zero."""
+    return a.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
 
 
 def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
@@ -164,7 +179,7 @@ def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
     else:
         check_class_id_tensor(targets, logits.shape[1])
     for name, t in (("logits", logits), ("embeddings", embeddings), ("weight", weight), ("bias", bias)):
-        if t is not None:
+        if t is not None and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 raise ValueError(f"Expected finite `{name}`; got {bad} NaN/Inf value(s) in {describe(t)}.")

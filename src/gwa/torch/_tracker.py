@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from gwa._moments import Moments, MomentState, batch_state
+from gwa._moments import EMPTY, Moments, MomentState, batch_state
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_positive, check_shapes, describe
 from gwa.torch import _distributed
-from gwa.torch._accumulate import (N_DUPLICATES, N_NON_FINITE, N_UNDEFINED, PowerSums, first_occurrence,
-                                   is_new_in_batch, shifted_powers)
+from gwa.torch._accumulate import (N_NON_FINITE, N_UNDEFINED, N_VALID, EpochSums, SampleStore, first_occurrence,
+                                   power_sums_to_state, shifted_powers)
 from gwa.torch._head import find_head
 from gwa.torch._kernel import HeadTerms, compute_dtype, head_terms, scores_from_head_terms
 from gwa.torch._signals import check_signal_names, compute_signals
@@ -136,16 +136,16 @@ class GWATracker:
             return
         x = inputs[0] if inputs else None
         bias = module.bias if self.bias else None
-        error = None
-        terms = None
+        error = terms = None
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
             error = ValueError(f"Expected the head {self.head_name!r} to receive embeddings of shape (N, D); got "
                                f"{describe(x)}. Flatten the sequence dimension or pass embeddings= to update().")
-        else:
-            dtype = compute_dtype(x, module.weight)
+        elif torch.is_autocast_enabled(x.device.type):
             # Autocast would run W x in half precision; the score is computed in float32/float64.
             with torch.autocast(device_type=x.device.type, enabled=False):
-                terms = head_terms(x, module.weight, bias, dtype=dtype)
+                terms = head_terms(x, module.weight, bias, dtype=compute_dtype(x, module.weight))
+        else:
+            terms = head_terms(x, module.weight, bias, dtype=compute_dtype(x, module.weight))
         if len(self._captures) >= MAX_PENDING_CAPTURES:
             self._captures.popleft()
             self._warn_once("overflow", f"{MAX_PENDING_CAPTURES} forward passes of the head in training mode were "
@@ -161,7 +161,8 @@ class GWATracker:
         """Score one batch and add it to the epoch. No host synchronisation.
 
         Call once per forward pass of the model in training mode (with gradient accumulation: once per
-        micro-batch), before or after ``optimizer.step()``: the head's weights were captured at forward time.
+        micro-batch, in order), before or after ``optimizer.step()``: the head's weights were captured at
+        forward time.
 
         Args:
             logits: ``(B, C)`` logits of that forward pass (bf16/fp16 are upcast).
@@ -173,11 +174,12 @@ class GWATracker:
             bias: ``(C,)`` head bias (explicit path with ``bias=True``).
 
         Returns:
-            ``(B,)`` detached scores on the logits' device; NaN for non-finite samples.
+            ``(B,)`` detached scores on the logits' device; NaN for samples with NaN/Inf inputs.
 
         Raises:
             RuntimeError: when no forward pass of the head in training mode is waiting to be consumed.
-            ValueError: on mismatched shapes (e.g. a batch size different from the captured forward pass).
+            ValueError: on mismatched shapes (e.g. a batch size different from the captured forward pass) or
+                class ids / sample ids out of range (on CPU at once; on accelerators as a device assert).
             TypeError: on non-tensor logits or targets of the wrong dtype.
         """
         if not isinstance(logits, torch.Tensor):
@@ -196,16 +198,19 @@ class GWATracker:
         else:
             if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
                 raise TypeError(f"Expected `targets` of shape (B,) to hold integer class ids; got {describe(targets)}.")
-            torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
-                                f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
-        scores, defined = scores_from_head_terms(logits, targets, terms, soft=soft)
-        finite = terms.finite & torch.isfinite(logits.detach()).all(dim=1)
-        if soft:
-            finite = finite & torch.isfinite(targets).all(dim=1)
-        scores = torch.where(finite, scores, torch.full_like(scores, float("nan")))
+            if device.type != "cpu":  # on CPU the gather below raises at once
+                torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
+                                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
+        try:
+            scores, defined = scores_from_head_terms(logits, targets, terms, soft=soft)
+        except (RuntimeError, IndexError) as error:
+            if "out of bounds" not in str(error):
+                raise
+            raise ValueError(f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from "
+                             f"logits); got an id out of range.") from None
         ids = self._resolve_ids(sample_ids, len(scores), device)
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
-        self._accumulate(scores, defined, finite, ids, values)
+        self._accumulate(scores, defined, ids, values)
         return scores
 
     def _head_terms_for(self, logits, targets, embeddings, weight, bias) -> HeadTerms:
@@ -236,6 +241,7 @@ class GWATracker:
         return capture.terms
 
     def _resolve_ids(self, sample_ids, batch: int, device: torch.device) -> torch.Tensor | None:
+        position = self._sightings
         if sample_ids is None:
             if not self.store_scores and self.num_samples is None:
                 return None
@@ -244,66 +250,64 @@ class GWATracker:
                                 "the epoch (the paper's behaviour). Pass sample_ids= (dataset indices) so that "
                                 "scores follow samples across shuffled epochs.")
             self._used_positions = True
-            ids = torch.arange(self._position, self._position + batch, device=device)
-        else:
-            ids = torch.as_tensor(sample_ids).to(device, non_blocking=True)
-            if ids.shape != (batch,):
-                raise ValueError(f"Expected `sample_ids` of shape (B,) = ({batch},); got shape={tuple(ids.shape)}.")
-            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-                raise TypeError(f"Expected integer `sample_ids`; got {describe(ids)}.")
-            ids = ids.long()
-        self._position += batch
-        if self.num_samples is not None:
+            return torch.arange(position, position + batch, device=device)
+        ids = torch.as_tensor(sample_ids)
+        if ids.shape != (batch,):
+            raise ValueError(f"Expected `sample_ids` of shape (B,) = ({batch},); got shape={tuple(ids.shape)}.")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"Expected integer `sample_ids`; got {describe(ids)}.")
+        ids = ids.to(device, torch.int64, non_blocking=True)
+        if self.num_samples is not None and device.type != "cpu":  # on CPU the scatter below raises at once
             torch._assert_async(((ids >= 0) & (ids < self.num_samples)).all(),
                                 f"gwa: `sample_ids` out of range [0, {self.num_samples - 1}] (num_samples)")
         return ids
 
-    def _accumulate(self, scores, defined, finite, ids, values) -> None:
-        counters = self._counters
-        if self.num_samples is not None and ids is not None:
-            new = is_new_in_batch(ids, finite) & ~self._seen[ids]
-            valid = new
-            counters[N_DUPLICATES] += (finite & ~new).sum()
-            # Rows that must not be written go to the spare slot num_samples, so that no
-            # host-side boolean indexing (a sync) is needed.
-            slot = torch.where(valid, ids, self.num_samples)
-            self._seen[slot] = True
-            self._store["score"][slot] = scores.to(self._store["score"].dtype)
-            self._store["undefined"][slot] = ~defined
-            for name, value in values.items():
-                self._store[name][slot] = value.to(self._store[name].dtype)
+    def _accumulate(self, scores, defined, ids, values) -> None:
+        finite = ~torch.isnan(scores)
+        if self._store is not None and ids is not None:
+            try:
+                valid = self._store.claim(ids, finite)
+            except (RuntimeError, IndexError) as error:
+                if "out of bounds" not in str(error):
+                    raise
+                raise ValueError(f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples="
+                                 f"{self.num_samples}); got an id out of range.") from None
+            self._store.write(ids, valid, {"score": scores, "undefined": ~defined, **values})
         else:
             valid = finite
             if ids is not None and self.store_scores:
                 self._chunks.append((ids, scores, ~defined, values))
-        counters[N_UNDEFINED] += (valid & ~defined).sum()
-        counters[N_NON_FINITE] += (~finite).sum()
-        self._sums.add(scores, valid)
+        self._sums.add(scores, defined, valid)
+        self._sightings += len(scores)
 
     # ------------------------------------------------------------------------------------------------ end epoch
     def end_epoch(self) -> EpochResult:
         """Close the epoch: summary (exact moments, merged across ranks), per-sample scores and signals.
 
-        Synchronises with the device once. Unconsumed captures are discarded.
+        Synchronises with the device once (and communicates across ranks once when distributed). Captured
+        forward passes not consumed by ``update`` are discarded.
         """
         self._captures.clear()
         unbound = self._device is None  # no update this epoch: reduce on the CPU, bind later to the logits' device
         if unbound:
             self._bind(torch.device("cpu"))
-        counts = self._counters.cpu().tolist()
-        n_undefined, n_non_finite, n_duplicates = counts[N_UNDEFINED], counts[N_NON_FINITE], counts[N_DUPLICATES]
+        n_valid, n_undefined, n_non_finite = self._sums.counts.cpu().tolist()
+        n_duplicates = self._sightings - n_valid - n_non_finite if self._store is not None else 0
         scores = ids = None
         signals: dict[str, np.ndarray] = {}
         distributed = _distributed.is_active(self.process_group)
-        if self.num_samples is not None and self._seen is not None and not (distributed and self._used_positions):
+        if distributed and self._used_positions:
+            self._warn_once("dist-positions", "update() got no sample_ids under torch.distributed: moments are "
+                            "merged across ranks, per-sample scores by position stay per rank.")
+        if self._store is not None and not (distributed and self._used_positions):
             if distributed:
                 store, n_duplicates, n_non_finite = _distributed.reduce_store(
-                    self._store, self._seen, n_duplicates, n_non_finite, self.process_group)
+                    self._store.values, self._store.seen, n_duplicates, n_non_finite, self.process_group)
                 seen = ~np.isnan(store["score"])
                 state = batch_state(store["score"][seen])
                 n_undefined = int(store["undefined"][seen].sum())
             else:
-                store = {k: v[: self.num_samples].cpu().numpy() for k, v in self._store.items()}
+                store = {k: v[:-1].cpu().numpy() for k, v in self._store.values.items()}
                 state = self._sums.to_state()
             if self.store_scores:
                 scores = store["score"].astype(np.float32)
@@ -311,15 +315,15 @@ class GWATracker:
         elif self._chunks and not (distributed and self._used_positions):
             ids, scores, undefined, signals = self._gather_chunks(distributed)
             keep = first_occurrence(ids)
-            n_duplicates += int((~keep).sum())
             if distributed:
                 state = batch_state(scores[keep])
                 n_undefined = int(undefined[keep].sum())
                 n_non_finite = _distributed.sum_ints([n_non_finite], self.process_group)[0]
             else:
-                # The device sums counted every occurrence; remove the repeats' exact contributions.
+                # The device sums counted every sighting; remove the repeats' exact contributions.
                 state = self._state_without(scores[~keep])
                 n_undefined -= int(undefined[~keep].sum())
+            n_duplicates = int((~keep).sum())
             order = np.argsort(ids[keep], kind="stable")
             ids = ids[keep][order]
             scores = scores[keep][order].astype(np.float32)
@@ -330,13 +334,13 @@ class GWATracker:
                 state = _distributed.merge_moment_states(state, self.process_group)
                 n_undefined, n_non_finite, n_duplicates = _distributed.sum_ints(
                     [n_undefined, n_non_finite, n_duplicates], self.process_group)
-            if self._used_positions and distributed:
-                self._warn_once("dist-positions", "per-sample scores by running position are kept per rank; "
-                                "pass sample_ids= to gather them across ranks.")
             if self._chunks:
                 ids, scores, _, signals = self._gather_chunks(False)
                 scores = scores.astype(np.float32)
                 signals = {k: v.astype(np.float32) for k, v in signals.items()}
+            elif self._store is not None and self.store_scores:  # distributed, by position: this rank's store
+                scores = self._store.values["score"][:-1].cpu().numpy().astype(np.float32)
+                signals = {k: self._store.values[k][:-1].cpu().numpy().astype(np.float32) for k in self.signals}
         summary = summarize(Moments(state), beta=self.beta, n_undefined=n_undefined,
                             min_denominator=self.min_denominator)
         if n_non_finite:
@@ -353,15 +357,15 @@ class GWATracker:
         return result
 
     def _state_without(self, repeated: np.ndarray) -> MomentState:
-        state = self._sums.to_state()
+        """The epoch's moments without the given (repeated) scores, removed from the power sums exactly."""
         if repeated.size == 0:
-            return state
-        from gwa.torch._accumulate import power_sums_to_state
-
-        sums = self._sums.sums.double().cpu().numpy() - shifted_powers(repeated, float(self._sums.shift))
-        if sums[0] == 0:
-            return Moments().state
-        return power_sums_to_state(float(sums[0]), float(self._sums.shift), *map(float, sums[1:]))
+            return self._sums.to_state()
+        n = float(self._sums.counts[N_VALID]) - repeated.size
+        if n == 0:
+            return EMPTY
+        shift = float(self._sums.shift)
+        sums = self._sums.sums.double().cpu().numpy() - shifted_powers(repeated, shift)
+        return power_sums_to_state(n, shift, *map(float, sums))
 
     def _gather_chunks(self, distributed: bool):
         """Concatenate the epoch's chunks on the host: ids, scores (float64), undefined mask, signals."""
@@ -374,7 +378,7 @@ class GWATracker:
         if distributed:
             ids, scores, undefined, signals = _distributed.gather_chunks(ids, scores, undefined, signals,
                                                                          self.process_group)
-        # Non-finite samples carry NaN scores: they are not occurrences of their ids.
+        # Non-finite samples carry NaN scores: they are not sightings of their ids.
         finite = ~np.isnan(scores)
         return ids[finite], scores[finite], undefined[finite], {k: v[finite] for k, v in signals.items()}
 
@@ -386,16 +390,9 @@ class GWATracker:
                 raise ValueError(f"Expected `logits` on {self._device} like the earlier batches; got {device}.")
             return
         self._device = device
-        self._sums = PowerSums(device)
-        self._counters = torch.zeros(3, dtype=torch.int64, device=device)
+        self._sums = EpochSums(device)
         if self.num_samples is not None:
-            size = self.num_samples + 1  # spare slot for rows that must not be written
-            score_dtype = self._sums.dtype
-            self._seen = torch.zeros(size, dtype=torch.bool, device=device)
-            self._store = {"score": torch.full((size,), float("nan"), dtype=score_dtype, device=device),
-                           "undefined": torch.zeros(size, dtype=torch.bool, device=device)}
-            for name in self.signals:
-                self._store[name] = torch.full((size,), float("nan"), dtype=torch.float32, device=device)
+            self._store = SampleStore(self.num_samples, self.signals, device, self._sums.dtype)
         if self._pending_state is not None:
             self._load_epoch_state(self._pending_state)
             self._pending_state = None
@@ -404,31 +401,25 @@ class GWATracker:
         device = self._device
         self._device = None
         self._sums = None
-        self._counters = None
-        self._seen = None
-        self._store = {}
+        self._store = None
         self._chunks: list = []
-        self._position = 0
+        self._sightings = 0
         self._used_positions = False
         if device is not None:
             self._bind(device)
 
     def state_dict(self) -> dict:
         """Plain values and CPU tensors: settings, epoch counter, history and the partial epoch."""
-        epoch_state = None
+        epoch_state = self._pending_state
         if self._device is not None:
             epoch_state = {
                 "sums": self._sums.state_dict(),
-                "counters": self._counters.cpu().clone(),
-                "position": self._position,
+                "sightings": self._sightings,
                 "used_positions": self._used_positions,
-                "seen": None if self._seen is None else self._seen.cpu().clone(),
-                "store": {k: v.cpu().clone() for k, v in self._store.items()},
+                "store": None if self._store is None else self._store.state_dict(),
                 "chunks": [(i.cpu(), s.cpu(), u.cpu(), {k: v.cpu() for k, v in sig.items()})
                            for i, s, u, sig in self._chunks],
             }
-        elif self._pending_state is not None:
-            epoch_state = self._pending_state
         return {"format": 1, "epoch": self.epoch, "history": [dataclasses.asdict(s) for s in self.history],
                 "num_samples": self.num_samples, "bias": self.bias, "signals": list(self.signals),
                 "beta": self.beta, "epoch_state": epoch_state}
@@ -449,12 +440,10 @@ class GWATracker:
     def _load_epoch_state(self, s: dict) -> None:
         device = self._device
         self._sums.load_state_dict(s["sums"])
-        self._counters = s["counters"].to(device).clone()
-        self._position = int(s["position"])
+        self._sightings = int(s["sightings"])
         self._used_positions = bool(s["used_positions"])
-        if s["seen"] is not None:
-            self._seen = s["seen"].to(device).clone()
-            self._store = {k: v.to(device).clone() for k, v in s["store"].items()}
+        if s["store"] is not None:
+            self._store.load_state_dict(s["store"])
         self._chunks = [(i.to(device), sc.to(device), u.to(device), {k: v.to(device) for k, v in sig.items()})
                         for i, sc, u, sig in s["chunks"]]
 
