@@ -91,7 +91,8 @@ def test_report_content_matches_run(run_dir, tmp_path):
     # The guard sentence names exactly the flagged epochs of metrics.jsonl (2-6 in this fixture).
     flagged = [r["epoch"] for r in run.metrics if r["gwa_flagged"]]
     assert flagged == [2, 3, 4, 5, 6]
-    assert "GWA guard. At epoch(s) 2–6 (5 of 12)" in text
+    assert "GWA guard. GWA is not trusted at epoch(s) 2–6 (5 of 12)" in text
+    assert "Here: kurtosis pole at 2–6." in text
     # Most negative samples: ranked by mean alignment over seen epochs, checked against a brute-force mean.
     matrix = np.stack([np.load(run_dir / "scores" / f"alignment_{e:04d}.npy") for e in run.epochs]).astype(float)
     means = np.array([np.mean(c[np.isfinite(c)]) for c in matrix.T])
@@ -124,12 +125,17 @@ def test_partial_run_without_summary_or_mask(tmp_path, simulate_run):
     assert len(rows) == 3 and all(r[7] == "–" for r in rows)
 
 
-def test_metrics_only_run_reports_curves(tmp_path, write_run):
-    path = write_run(tmp_path / "m", metrics=[{"gwa": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5}
-                                              for e in range(1, 6)])
-    page = parse(write_report(path, tmp_path / "o"))
+def test_metrics_only_run_reports_curves_and_guard_reasons(tmp_path, write_run):
+    rows = [{"gwa": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5} for e in range(1, 6)]
+    rows[1]["gwa"] = None
+    rows[2].update(gwa_guard="constant scores: kurtosis undefined", gwa_flagged=True)
+    rows[4].update(gwa=-40.0, gwa_guard="kurtosis pole: excess kurtosis -1.3 + beta 1.2 = -0.1 <= 0.1")
+    page = parse(write_report(write_run(tmp_path / "m", metrics=rows), tmp_path / "o"))
     assert page.sections == ["config", "summary", "curves"]
-    assert "stored no per-sample alignment scores" in "".join(page.text)
+    text = "".join(page.text)
+    assert "stored no per-sample alignment scores" in text
+    assert "not trusted at epoch(s) 2–3, 5 (3 of 5)" in text
+    assert "Here: no finite GWA logged at 2; constant scores at 3; kurtosis pole at 5." in text
 
 
 def test_errors(tmp_path, run_dir, commands, capsys, write_run):

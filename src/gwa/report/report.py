@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -136,12 +137,27 @@ def _summary_block(run, choices, guarded, A) -> str:
                    numeric={1, 2, 3, 4, 5})
     body += f"<p class='muted'>Chosen epochs from {source}.</p>"
     if guarded.any():
-        flagged = [int(e) for e in np.asarray(run.epochs)[guarded]]
-        body += ('<div class="guard"><b>GWA guard.</b> At epoch(s) ' + H.esc(_ranges(flagged)) +
-                 f" ({len(flagged)} of {len(run.epochs)}) the alignment scores were so flat or bimodal that their "
-                 "excess kurtosis + 1.2 fell to 0.1 or below, where the paper's formula divides by almost zero or "
-                 "flips sign; those values are drawn but never chosen by the GWA criterion.</div>")
+        body += _guard_sentence(run, guarded, A, H)
     return body
+
+
+def _guard_sentence(run, guarded, A, H) -> str:
+    """One sentence on why some epochs' GWA is not trusted, then which epochs for which reason."""
+    from gwa._summary import MIN_DENOMINATOR, PAPER_BETA
+
+    reasons = A.guard_reasons(run)
+    by_reason: dict[str, list[int]] = {}
+    for epoch, g in zip(run.epochs, guarded):
+        if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
+            why = reasons[epoch].split(":")[0] if epoch in reasons else "no finite GWA logged"
+            by_reason.setdefault(why, []).append(int(epoch))
+    flagged = sorted(e for epochs in by_reason.values() for e in epochs)
+    detail = "; ".join(f"{why} at {_ranges(epochs)}" for why, epochs in by_reason.items())
+    return ('<div class="guard"><b>GWA guard.</b> ' + H.esc(
+        f"GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of {len(run.epochs)}), so the GWA "
+        f"criterion never chooses them. The usual cause is the kurtosis pole: when the alignment scores are flat or "
+        f"bimodal (as label noise makes them), excess kurtosis + {PAPER_BETA:g} falls to {MIN_DENOMINATOR:g} or "
+        f"below and the paper's formula divides by almost zero or flips sign. Here: {detail}.") + "</div>")
 
 
 def _thumbnail(run, sample_id: int, index: dict, H, plots) -> str:
