@@ -92,3 +92,24 @@ def test_command_modules_import_without_matplotlib():
     code = ("import sys, gwa.report.report, gwa.report.flag, gwa.report.compare; "
             "assert 'matplotlib' not in sys.modules and 'sklearn' not in sys.modules and 'scipy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("shape", "size"), [((8, 6), (6, 8)), ((8, 6, 3), (6, 8)), ((3, 8, 6), (6, 8)),
+                                             ((1, 8, 6), (6, 8)), ((8, 6, 1), (6, 8))])
+def test_image_thumbnail_layouts(shape, size):
+    import io
+
+    from PIL import Image
+
+    from gwa.report.plots import image_thumbnail
+
+    img = Image.open(io.BytesIO(image_thumbnail(np.arange(np.prod(shape), dtype=float).reshape(shape))))
+    assert img.format == "PNG" and img.size == size
+
+
+def test_image_thumbnail_rejects_other_shapes():
+    from gwa.report.plots import image_thumbnail
+
+    with pytest.raises(ValueError, match=r"Expected a preview image of shape \(H, W\), \(H, W, 3\) or \(3, H, W\); "
+                                         r"got shape=\(4, 5, 6\)"):
+        image_thumbnail(np.zeros((4, 5, 6)))

@@ -112,11 +112,13 @@ def test_signal_previews_become_sparklines(tmp_path, simulate_run):
     assert (path / "report" / "report.html").exists()  # default --out is RUN/report
 
 
-def test_partial_run_without_summary_or_mask(tmp_path, simulate_run):
+def test_partial_run_without_summary_or_mask(tmp_path, simulate_run, commands, capsys):
     path = tmp_path / "partial"
     simulate_run(path, complete=False, summary=False, previews=None, n=60, epochs=4)
     (path / "noise_mask.npy").unlink()
-    page = parse(write_report(path, tmp_path / "o", top_samples=3))
+    assert commands(["report", str(path), "--out", str(tmp_path / "o"), "--top-samples", "3"]) == 0
+    assert "note: This run is not complete (status 'running')" in capsys.readouterr().out
+    page = parse(tmp_path / "o" / "report.html")
     text = " ".join(page.text)
     assert "not complete (status 'running')" in text and "4 epoch(s) logged so far" in text
     assert "recomputed from metrics.jsonl" in text and "No noise_mask.npy" in text

@@ -265,10 +265,16 @@ def plot_compare(names, panels):
 
 
 def image_thumbnail(image) -> bytes:
-    """A preview image ``(H, W)`` or ``(H, W, 3)`` as PNG bytes, min-max scaled to the full grey/colour range."""
+    """A preview image ``(H, W)``, ``(H, W, 3)`` or channel-first ``(C, H, W)`` as PNG bytes, min-max scaled."""
     import matplotlib.image
 
     img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = np.moveaxis(img, 0, -1)  # channel-first (C, H, W), as torch stores images
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
+        raise ValueError(f"Expected a preview image of shape (H, W), (H, W, 3) or (3, H, W); got shape={img.shape}.")
     lo, hi = np.nanmin(img), np.nanmax(img)
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     buf = io.BytesIO()

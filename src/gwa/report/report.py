@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_report(args.run, args.out, top_samples=args.top_samples)
+    from gwa.report import _analysis as A
+
+    run_dir = A.open_run(args.run)
+    path = write_report(run_dir, args.out, top_samples=args.top_samples)
+    for note in A.run_notes(run_dir):
+        print(f"note: {note}")
     print(f"report written to {path}")
     return 0
 
