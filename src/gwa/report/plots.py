@@ -61,7 +61,7 @@ def _limits(values: np.ndarray, *, pad: float = 0.12) -> tuple[float, float]:
     return lo - pad * span, hi + pad * span
 
 
-def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray]):
+def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray], ms: float = 3):
     """A right-hand twin axis with the accuracy curves; returns (twin, handles)."""
     twin = ax.twinx()
     handles = []
@@ -69,7 +69,7 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray]):
         values = accuracies.get(key)
         if values is not None and np.isfinite(values).any():
             (h,) = twin.plot(epochs, values, color=COLORS[key], lw=1.6, ls="--" if key == "val_acc" else "-",
-                             marker="s", ms=3, label=label)
+                             marker="s", ms=ms, label=label)
             handles.append(h)
     twin.set_ylabel("accuracy")
     twin.spines["top"].set_visible(False)
@@ -115,8 +115,10 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     gwa, guarded = np.asarray(gwa, dtype=np.float64), np.asarray(guarded, dtype=bool)
     fig, (ax_gwa, ax_mean) = plt.subplots(2, 1, figsize=(9, 7.2), sharex=True, layout="constrained")
 
+    # Markers shrink as epochs grow, so long runs stay legible.
+    ms = 4 if epochs.size <= 30 else 2 if epochs.size <= 100 else 0
     trusted = np.where(guarded, np.nan, gwa)
-    (h_gwa,) = ax_gwa.plot(epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=4,
+    (h_gwa,) = ax_gwa.plot(epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=ms,
                            label="GWA (trusted epochs)")
     lo, hi = _gwa_limits(trusted, gwa[guarded])
     handles = [h_gwa]
@@ -124,11 +126,13 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
         # Guarded values can sit anywhere near the pole: far ones are drawn at the edge, with their value.
         g_epochs, g_values = epochs[guarded], gwa[guarded]
         shown = np.clip(np.nan_to_num(g_values, nan=0.0, posinf=hi, neginf=lo), lo, hi)
-        handles.append(ax_gwa.scatter(g_epochs, shown, marker="X", s=55, color=COLORS["guard"], zorder=4, clip_on=False,
+        handles.append(ax_gwa.scatter(g_epochs, shown, marker="X", s=55 if ms == 4 else 20, color=COLORS["guard"], zorder=4, clip_on=False,
                                       label="GWA at guarded epochs (kurtosis pole; far values at the edge)"))
         span = hi - lo
+        gap, last_label = max(1.0, epochs.size / 12), {}  # labels closer than `gap` epochs would overlap
         for e, v, y in zip(g_epochs, g_values, shown):
-            if not (lo <= v <= hi):
+            if not (lo <= v <= hi) and e - last_label.get(y >= hi, -np.inf) >= gap:
+                last_label[y >= hi] = e
                 ax_gwa.annotate(f"{v:.3g}", (e, y - 0.07 * span if y >= hi else y + 0.04 * span), ha="center",
                                 fontsize=7, color=COLORS["guard"])
             ax_gwa.axvspan(e - 0.5, e + 0.5, color=COLORS["guard"], alpha=0.08, lw=0)
@@ -136,16 +140,16 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     ax_gwa.axhline(0, color=COLORS["zero"], lw=0.8)
     ax_gwa.set_ylabel("GWA = mean / (excess kurtosis + 1.2)")
     ax_gwa.set_title("Gradient-weight alignment and accuracy over training")
-    _, acc_handles = _accuracy_axis(ax_gwa, epochs, accuracies)
+    _, acc_handles = _accuracy_axis(ax_gwa, epochs, accuracies, ms=ms * 0.75)
 
-    (h_mean,) = ax_mean.plot(epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=4,
+    (h_mean,) = ax_mean.plot(epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=ms,
                              label="mean alignment")
     ax_mean.axhline(0, color=COLORS["zero"], lw=0.8)
     ax_mean.set_ylabel("mean per-sample alignment")
     ax_mean.set_xlabel("epoch")
     ax_mean.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax_mean.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
-    _accuracy_axis(ax_mean, epochs, accuracies)
+    _accuracy_axis(ax_mean, epochs, accuracies, ms=ms * 0.75)
     crit_handles = _mark_criteria([ax_gwa, ax_mean], choices)
     handles += [h_mean] + acc_handles + crit_handles
     fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
@@ -237,7 +241,10 @@ def plot_data_map(mean, std, noise_mask=None):
     ax.set_xlabel("variability: std of alignment over epochs")
     ax.set_ylabel("mean alignment over epochs")
     ax.set_title("Data map of training samples (below the dashed line: opposes the weights)")
-    ax.legend(loc="best", frameon=False, markerscale=2)
+    legend = ax.legend(loc="best", frameon=False)
+    for handle in legend.legend_handles:  # readable legend markers however small the points are
+        handle.set_sizes([30])
+        handle.set_alpha(0.9)
     fig.tight_layout()
     return fig
 
