@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gwa.report import _analysis as analysis
+from gwa.report import html as markup
+from gwa.report import plots
+
 DEFAULT_TOP_SAMPLES = 20
 HEADER_KEYS = ("dataset", "model", "noise", "noise_rate", "epochs", "optimizer", "lr", "batch_size", "seed", "backend")
 HIDDEN_KEYS = {"format", "gwa_version", "status"}
@@ -29,11 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gwa.report import _analysis as A
-
-    run_dir = A.open_run(args.run)
+    run_dir = analysis.open_run(args.run)
     path = write_report(run_dir, args.out, top_samples=args.top_samples)
-    for note in A.run_notes(run_dir):
+    for note in analysis.run_notes(run_dir):
         print(f"note: {note}")
     print(f"report written to {path}")
     return 0
@@ -54,41 +56,37 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         gwa.rundir.RunDirError: not a run directory, another format version, no finished epoch, or per-sample
             scores missing for a logged epoch.
     """
-    from gwa.report import _analysis as A
-    from gwa.report import html as H
-    from gwa.report import plots
-
     if not (isinstance(top_samples, int) and top_samples >= 0):
         raise ValueError(f"Expected `top_samples` to be an integer >= 0; got {top_samples!r}.")
-    run = A.open_run(run_dir)
-    A.require_epochs(run)
+    run = analysis.open_run(run_dir)
+    analysis.require_epochs(run)
     out = Path(out) if out is not None else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
-    choices = list(A.chosen_epochs(run).values())
-    notes = A.run_notes(run)
+    choices = list(analysis.chosen_epochs(run).values())
+    notes = analysis.run_notes(run)
     epochs = np.asarray(run.epochs)
-    gwa, guarded = A.gwa_curve(run)
+    gwa, guarded = analysis.gwa_curve(run)
 
     subtitle = (f"{run.path.resolve()} · {len(epochs)} epoch(s) · {int(run.config.get('num_samples', 0))} "
                 f"training samples · gwa {run.config.get('gwa_version')}")
-    parts = [f"<h1>gwa report: {H.esc(run.name)}</h1>", f'<p class="muted">{H.esc(subtitle)}</p>']
-    parts += [f'<div class="note">{H.esc(n)}</div>' for n in notes]
-    parts.append(H.section("config", "Run", _config_table(run.config, run.summary)))
-    parts.append(H.section("summary", "Stop criteria", _summary_block(run, choices, guarded, A)))
+    parts = [f"<h1>gwa report: {markup.esc(run.name)}</h1>", f'<p class="muted">{markup.esc(subtitle)}</p>']
+    parts += [f'<div class="note">{markup.esc(n)}</div>' for n in notes]
+    parts.append(markup.section("config", "Run", _config_table(run.config, run.summary)))
+    parts.append(markup.section("summary", "Stop criteria", _summary_block(run, choices, guarded)))
 
-    curves = plots.plot_curves(epochs, gwa, guarded, A.mean_alignment_curve(run),
+    curves = plots.plot_curves(epochs, gwa, guarded, analysis.mean_alignment_curve(run),
                                {k: run.series(k) for k in ("test_acc", "val_acc")}, choices)
     png = plots.save_png(curves, out / "curves.png")
-    parts.append(H.section("curves", "GWA and mean alignment against accuracy", H.img(png, alt="GWA curves") +
+    parts.append(markup.section("curves", "GWA and mean alignment against accuracy", markup.img(png, alt="GWA curves") +
                            "<p class='muted'>Dashed vertical lines: each criterion's chosen epoch. Red crosses and "
                            "shading: epochs whose GWA is guarded (see above).</p>"))
 
-    if A.has_scores(run):
-        parts += _sample_sections(run, out, choices, top_samples, A, H, plots)
+    if analysis.has_scores(run):
+        parts += _sample_sections(run, out, choices, top_samples)
     else:
         parts.append('<div class="note">This run stored no per-sample alignment scores, so the distribution, '
                      "the data map and the sample table are left out.</div>")
-    page = H.page(f"gwa report: {run.name}", "\n".join(parts))
+    page = markup.page(f"gwa report: {run.name}", "\n".join(parts))
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     return html_path
@@ -104,17 +102,15 @@ def _config_value(value) -> str:
 
 def _config_table(config: dict, summary: dict | None) -> str:
     """The settings that identify a run, then every config entry in a collapsed <details> block."""
-    from gwa.report import html as H
-
     rows = [[k, _config_value(config[k])] for k in HEADER_KEYS if k in config and config[k] is not None]
     noise = (summary or {}).get("noise")
     if isinstance(noise, dict) and noise.get("rate_actual") is not None:
         flipped = f"{noise.get('num_noisy', '?')} ({float(noise['rate_actual']):.1%} of the training set)"
         rows.append(["flipped labels", flipped])
     rest = [[k, _config_value(v)] for k, v in config.items() if k not in HIDDEN_KEYS]
-    return (H.table(["setting", "value"], rows) +
+    return (markup.table(["setting", "value"], rows) +
             f"<details><summary>full configuration ({len(rest)} entries)</summary>"
-            f"{H.table(['key', 'value'], rest)}</details>")
+            f"{markup.table(['key', 'value'], rest)}</details>")
 
 
 def _ranges(values: list[int]) -> str:
@@ -129,27 +125,25 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(out)
 
 
-def _summary_block(run, choices, guarded, A) -> str:
-    from gwa.report import html as H
-
+def _summary_block(run, choices, guarded) -> str:
     source = "summary.json" if choices and choices[0].source == "summary" else "recomputed from metrics.jsonl"
     default = (run.summary or {}).get("default")
-    rows = [[f"{c.criterion} (default)" if c.criterion == default else c.criterion, c.epoch, H.fmt(c.test_acc), H.fmt(A.metric_at(run, "val_acc", c.epoch)),
-             H.fmt(A.metric_at(run, "gwa", c.epoch)), H.fmt(A.metric_at(run, "align_mean", c.epoch))]
-            for c in choices]
-    body = H.table(["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows,
+    at = lambda key, c: markup.fmt(analysis.metric_at(run, key, c.epoch))
+    rows = [[f"{c.criterion} (default)" if c.criterion == default else c.criterion, c.epoch, markup.fmt(c.test_acc),
+             at("val_acc", c), at("gwa", c), at("align_mean", c)] for c in choices]
+    body = markup.table(["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows,
                    numeric={1, 2, 3, 4, 5})
     body += f"<p class='muted'>Chosen epochs from {source}.</p>"
     if guarded.any():
-        body += _guard_sentence(run, guarded, A, H)
+        body += _guard_sentence(run, guarded)
     return body
 
 
-def _guard_sentence(run, guarded, A, H) -> str:
+def _guard_sentence(run, guarded) -> str:
     """One sentence on why some epochs' GWA is not trusted, then which epochs for which reason."""
     from gwa._summary import MIN_DENOMINATOR, PAPER_BETA
 
-    reasons = A.guard_reasons(run)
+    reasons = analysis.guard_reasons(run)
     by_reason: dict[str, list[int]] = {}
     for epoch, g in zip(run.epochs, guarded):
         if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
@@ -157,26 +151,26 @@ def _guard_sentence(run, guarded, A, H) -> str:
             by_reason.setdefault(why, []).append(int(epoch))
     flagged = sorted(e for epochs in by_reason.values() for e in epochs)
     detail = "; ".join(f"{why} at {_ranges(epochs)}" for why, epochs in by_reason.items())
-    return ('<div class="guard"><b>GWA guard.</b> ' + H.esc(
+    return ('<div class="guard"><b>GWA guard.</b> ' + markup.esc(
         f"GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of {len(run.epochs)}), so the GWA "
         f"criterion never chooses them. The usual cause is the kurtosis pole: when the alignment scores are flat or "
         f"bimodal (as label noise makes them), excess kurtosis + {PAPER_BETA:g} falls to {MIN_DENOMINATOR:g} or "
         f"below and the paper's formula divides by almost zero or flips sign. Here: {detail}.") + "</div>")
 
 
-def _thumbnail(run, sample_id: int, index: dict, H, plots) -> str:
+def _thumbnail(run, sample_id: int, index: dict) -> str:
     k = index.get(int(sample_id))
     if k is None:
         return ""
     x = run.previews[k]
     if x.ndim == 1:
-        return H.sparkline_svg(x)
-    return H.img(plots.image_thumbnail(x), alt=f"sample {sample_id}", cls="thumb")
+        return markup.sparkline_svg(x)
+    return markup.img(plots.image_thumbnail(x), alt=f"sample {sample_id}", cls="thumb")
 
 
-def _sample_sections(run, out: Path, choices, top_samples: int, A, H, plots) -> list[str]:
-    matrix = A.alignment_matrix(run)
-    stats = A.sample_stats(matrix)
+def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
+    matrix = analysis.alignment_matrix(run)
+    stats = analysis.sample_stats(matrix)
     mask = run.noise_mask.astype(bool) if run.noise_mask is not None else None
     parts = []
 
@@ -186,11 +180,11 @@ def _sample_sections(run, out: Path, choices, top_samples: int, A, H, plots) -> 
     show = plots.pick_epochs(run.epochs, extra=[c.epoch for c in choices if c.criterion == "gwa"])
     png = plots.save_png(plots.plot_alignment_distribution(run.epochs, matrix, mask, show_epochs=show, marks=marks),
                          out / "alignment_distribution.png")
-    parts.append(H.section("distribution", "Per-sample alignment by epoch",
-                           H.img(png, alt="alignment distribution") + _separation_note(stats, mask, H)))
+    parts.append(markup.section("distribution", "Per-sample alignment by epoch",
+                           markup.img(png, alt="alignment distribution") + _separation_note(stats, mask)))
 
     png = plots.save_png(plots.plot_data_map(stats.mean, stats.std, mask), out / "data_map.png")
-    parts.append(H.section("datamap", "Data map", H.img(png, alt="data map") +
+    parts.append(markup.section("datamap", "Data map", markup.img(png, alt="data map") +
                            "<p class='muted'>Each point is a training sample: its mean alignment over the epochs "
                            "where it was seen against how much that alignment varied. Samples that stay below "
                            "zero pull the head's weights the other way: often mislabeled or atypical.</p>"))
@@ -208,18 +202,19 @@ def _sample_sections(run, out: Path, choices, top_samples: int, A, H, plots) -> 
         if run.clean_labels is not None:
             row.append(int(run.clean_labels[i]))
         noisy = "–" if mask is None else ('<span class="noisy">yes</span>' if mask[i] else "no")
-        row += [H.fmt(stats.mean[i]), H.fmt(stats.last[i]), f"{stats.frac_negative[i]:.0%}", noisy,
-                _thumbnail(run, i, index, H, plots)]
+        row += [markup.fmt(stats.mean[i]), markup.fmt(stats.last[i]), f"{stats.frac_negative[i]:.0%}", noisy,
+                _thumbnail(run, i, index)]
         rows.append(row)
     n_cols = len(headers)
-    table = H.table(headers, rows, numeric={0, 1, n_cols - 5, n_cols - 4, n_cols - 3}, raw={n_cols - 2, n_cols - 1})
-    parts.append(H.section("negative", f"The {len(order)} most negatively aligned samples",
+    table = markup.table(headers, rows, numeric={0, 1, n_cols - 5, n_cols - 4, n_cols - 3},
+                         raw={n_cols - 2, n_cols - 1})
+    parts.append(markup.section("negative", f"The {len(order)} most negatively aligned samples",
                            "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen. "
                            "Export a ranked list with <code>gwa flag</code>.</p>" + table))
     return parts
 
 
-def _separation_note(stats, mask, H) -> str:
+def _separation_note(stats, mask) -> str:
     if mask is None or not mask.any() or mask.all():
         return ""
     seen = stats.seen
