@@ -7,7 +7,6 @@ named ``head`` (timm: its own classifier), the layer whose weights GWA aligns wi
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import nn
@@ -119,23 +118,27 @@ def _timm_model(name: str, *, image: bool, in_channels: int, num_classes: int, p
         raise ValueError(f"timm models take images; dataset inputs are 1-D signals (model timm:{name}).")
     if name not in timm.list_models(pretrained=False) and name not in timm.list_models(pretrained=True):
         raise ValueError(f"timm has no model {name!r} (see timm.list_models()).")
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    if pretrained and not allow_download:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # weights from the local cache only
-    try:
+    if not pretrained or allow_download:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
-    except (OSError, RuntimeError) as exc:
-        if pretrained:
-            raise FileNotFoundError(f"Pretrained weights for timm:{name} are not in the local cache and downloads "
-                                    f"are off (add --download to fetch them, or use --init-checkpoint): {exc}") \
-                from None
-        raise
-    finally:
-        if pretrained and not allow_download:
-            if previous is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = previous
+    weights = _cached_timm_weights(timm, name)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights, "source": ""},
+                             num_classes=num_classes, in_chans=in_channels)
+
+
+def _cached_timm_weights(timm, name: str) -> str:
+    """The path of a timm model's pretrained weights in the local Hugging Face cache; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name.split(".")[0]) if "." not in name else None
+    cfg = timm.create_model(name, pretrained=False).pretrained_cfg if cfg is None else cfg.to_dict()
+    hub_id = cfg.get("hf_hub_id")
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        path = try_to_load_from_cache(hub_id, filename) if hub_id else None
+        if isinstance(path, str):
+            return path
+    raise FileNotFoundError(f"Pretrained weights for timm:{name} ({hub_id or 'no hub id'}) are not in the local "
+                            f"cache and downloads are off; add --download to fetch them, or pass a state_dict with "
+                            f"--init-checkpoint.")
 
 
 def classifier_head(model: nn.Module) -> nn.Linear | None:

@@ -108,7 +108,7 @@ def _gradient_disparity(model, data, config, epoch: int, device) -> float:
     was_training = model.training
     model.eval()  # no BatchNorm statistics update, and the tracker's hook stays quiet
     try:
-        return float(gradient_disparity(model, F.cross_entropy, batches))
+        return float(gradient_disparity(model, F.cross_entropy, batches, train=False))
     finally:
         model.train(was_training)
 
