@@ -13,8 +13,10 @@ from gwa._moments import EMPTY, MomentState
 
 #: Slots of :attr:`EpochSums.counts`. Duplicates are the sightings left over: total - valid - non-finite.
 N_VALID, N_UNDEFINED, N_NON_FINITE = 0, 1, 2
-# Occurrence index given to sightings that must not claim a sample (larger than any real occurrence).
+# Occurrence index of non-finite sightings, larger than any real one; unclaimed ids hold _UNCLAIMED, one less,
+# so that a non-finite sighting never equals its id's owner and never claims it.
 _NEVER = torch.iinfo(torch.int64).max
+_UNCLAIMED = _NEVER - 1
 
 
 def accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -34,16 +36,17 @@ class EpochSums:
         self.sums = torch.zeros(4, dtype=self.dtype, device=device)
         self.counts = torch.zeros(3, dtype=torch.int64, device=device)  # valid, undefined, non-finite
         self.shift: torch.Tensor | None = None
+        self._exponents = torch.arange(1, 5, dtype=self.dtype, device=device)
 
-    def add(self, scores: torch.Tensor, defined: torch.Tensor, valid: torch.Tensor) -> None:
-        """Add the ``scores`` where ``valid``; count undefined valid ones and NaN (non-finite) ones."""
+    def add(self, scores: torch.Tensor, undefined: torch.Tensor, valid: torch.Tensor,
+            nonfinite: torch.Tensor) -> None:
+        """Add the ``scores`` where ``valid``; count valid, undefined valid and non-finite sightings."""
         x = scores.to(self.dtype)
         if self.shift is None:
             self.shift = torch.where(valid, x, 0.0).sum() / valid.sum().clamp_min(1)
-        dev = torch.where(valid, x - self.shift, 0.0)
-        dev2 = dev * dev
-        self.sums += torch.stack((dev, dev2, dev2 * dev, dev2 * dev2)).sum(dim=1)
-        self.counts += torch.stack((valid, valid & ~defined, torch.isnan(scores))).sum(dim=1)
+        dev = torch.where(valid, x, self.shift).sub_(self.shift)
+        self.sums += torch.pow(dev[:, None], self._exponents).sum(dim=0)
+        self.counts += torch.stack((valid, undefined & valid, nonfinite)).sum(dim=1)
 
     def to_state(self) -> MomentState:
         """The exact central-moment state (one host sync)."""
@@ -73,30 +76,30 @@ class SampleStore:
 
     def __init__(self, num_samples: int, names, device: torch.device, dtype: torch.dtype):
         self.num_samples = num_samples
-        self.owner = torch.full((num_samples,), _NEVER, dtype=torch.int64, device=device)
+        self.owner = torch.full((num_samples,), _UNCLAIMED, dtype=torch.int64, device=device)
         self.occurrences = 0  # sightings so far this epoch (host int: batch sizes are known on the host)
         self.values = {"score": torch.full((num_samples + 1,), float("nan"), dtype=dtype, device=device),
                        "undefined": torch.zeros(num_samples + 1, dtype=torch.bool, device=device)}
         for name in names:
             self.values[name] = torch.full((num_samples + 1,), float("nan"), dtype=torch.float32, device=device)
 
-    def claim(self, ids: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    def claim(self, ids: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
         """``(B,)`` True for the sightings that are the first finite one of their id this epoch."""
         position = torch.arange(self.occurrences, self.occurrences + len(ids), device=ids.device)
-        position = torch.where(finite, position, _NEVER)
+        position.masked_fill_(nonfinite, _NEVER)
         self.owner.scatter_reduce_(0, ids, position, reduce="amin")
         self.occurrences += len(ids)
-        return (self.owner[ids] == position) & finite
+        return self.owner[ids] == position
 
     def write(self, ids: torch.Tensor, new: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
-        slot = torch.where(new, ids, self.num_samples)
+        slot = ids.masked_fill(~new, self.num_samples)
         for name, value in values.items():
             store = self.values[name]
             store.index_put_((slot,), value.to(store.dtype))
 
     @property
     def seen(self) -> torch.Tensor:
-        return self.owner != _NEVER
+        return self.owner != _UNCLAIMED
 
     def state_dict(self) -> dict:
         return {"owner": self.owner.cpu().clone(), "occurrences": self.occurrences,

@@ -24,15 +24,15 @@ from gwa._validation import check_shapes, describe
 class HeadTerms(NamedTuple):
     """What the cosine needs from the head, captured with the weights of one forward pass.
 
+    With ``s`` the max-abs of each row of ``x`` (at least 1 with bias, so that ``1 / s`` cannot overflow):
+
     Attributes:
-        head_out: ``(N, C)`` ``W x / s`` (plus ``b / s`` with bias), ``s`` the max-abs of each row of ``x``.
-        emb_norm_sq: ``(N,)`` ``||x / s||^2`` (plus ``1 / s^2`` with bias).
-        weight_norm_sq: ``()`` ``||W||_F^2`` (plus ``||b||^2`` with bias).
+        neg_head_out: ``(N, C)`` ``-W x / s`` (``-(W x + b) / s`` with bias).
+        norm_sq: ``(N,)`` ``||x / s||^2 ||W||_F^2`` (``(||x / s||^2 + 1 / s^2)(||W||_F^2 + ||b||^2)`` with bias).
     """
 
-    head_out: torch.Tensor
-    emb_norm_sq: torch.Tensor
-    weight_norm_sq: torch.Tensor
+    neg_head_out: torch.Tensor
+    norm_sq: torch.Tensor
 
 
 def compute_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.dtype:
@@ -81,7 +81,8 @@ def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, dtype
     soft = check_tensor_inputs(logits, targets, embeddings, weight, bias)
     dtype = compute_dtype(logits, embeddings, weight, bias, dtype=dtype)
     terms = head_terms(embeddings, weight, bias, dtype=dtype)
-    return scores_from_head_terms(logits, targets, terms, soft=soft)
+    scores, undefined = scores_from_head_terms(logits, targets, terms, soft=soft)
+    return scores, ~undefined
 
 
 def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -96,7 +97,7 @@ def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
             scale = scale.clamp_min(1.0)
         # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
         x = x / scale
-        head_out = x @ w.T
+        neg_head_out = (x @ w.T).neg_()
         emb_norm_sq = torch.linalg.vecdot(x, x)
         flat = w.reshape(-1)
         weight_norm_sq = torch.dot(flat, flat)
@@ -104,10 +105,10 @@ def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
             b = bias.detach().to(dtype)
             inv_scale = scale.reciprocal()
             # [W b] . [d x^T, d] = d . (W x + b); rescaling x by 1/s rescales the bias slot by 1/s too.
-            head_out = torch.addcmul(head_out, inv_scale, b[None, :])
+            neg_head_out = torch.addcmul(neg_head_out, inv_scale, b[None, :], value=-1.0)
             emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
             weight_norm_sq = weight_norm_sq + torch.dot(b, b)
-    return HeadTerms(head_out, emb_norm_sq, weight_norm_sq)
+    return HeadTerms(neg_head_out, emb_norm_sq.mul_(weight_norm_sq))
 
 
 def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, soft: bool) -> torch.Tensor:
@@ -116,46 +117,39 @@ def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, sof
     if soft:
         return probs - targets.to(probs.dtype)
     index = targets.long()[:, None]
-    diff = probs.scatter(1, index, 0.0)
+    diff = probs.scatter_(1, index, 0.0)
     # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
-    return diff.scatter_(1, index, -diff.sum(dim=1, keepdim=True))
+    return diff.scatter_(1, index, diff.sum(dim=1, keepdim=True).neg_())
 
 
 def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: HeadTerms, *, soft: bool):
-    """The loss's half of the cosine: ``(scores, defined)``, both ``(N,)`` (no checks, no host sync).
+    """The loss's half of the cosine: ``(scores, undefined)``, both ``(N,)`` (no checks, no host sync).
 
-    Scores are NaN where an input (logits, embeddings, head, soft targets) is NaN or Inf.
+    ``undefined`` marks zero gradients, embeddings or heads (score :data:`gwa.UNDEFINED_SCORE`). Scores are
+    NaN where an input (logits, embeddings, head, soft targets) holds NaN or Inf.
     """
     with torch.no_grad():
-        dtype = terms.head_out.dtype
-        z = logits.detach().to(dtype)
+        z = logits.detach().to(terms.neg_head_out.dtype)
         if soft:
             diff = loss_gradient_wrt_logits(z, targets.detach(), soft=True)
-            # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
-            diff = diff / _row_scale(diff)
-            numerator = -torch.linalg.vecdot(diff, terms.head_out)
-            diff_norm_sq = torch.linalg.vecdot(diff, diff)
+            scale = _row_scale(diff)
         else:
-            # d = p - e_y has max-abs entry |p_y - 1| = sum_{k != y} p_k =: r, so d / r = q - e_y with
-            # q = p off the label / r: the numpy kernel's row rescale, in fewer operations.
-            index = targets.detach().long()[:, None]
-            others = torch.softmax(z, dim=1).scatter_(1, index, 0.0)
-            rest = others.sum(dim=1, keepdim=True)
-            q = others / torch.where(rest > 0, rest, 1.0)
-            numerator = terms.head_out.gather(1, index)[:, 0] - torch.linalg.vecdot(q, terms.head_out)
-            # ||q - e_y||^2 = ||q||^2 + 1 where d != 0, and 0 where every other probability underflowed.
-            diff_norm_sq = torch.linalg.vecdot(q, q) + (rest[:, 0] > 0).to(dtype)
-        denominator = torch.sqrt(diff_norm_sq * terms.emb_norm_sq * terms.weight_norm_sq)
-        defined = denominator > 0
-        scores = torch.where(defined, (numerator / denominator).clamp(-1.0, 1.0), UNDEFINED_SCORE)
-        # NaN/Inf anywhere in a row's inputs makes numerator or denominator non-finite: keep it visible as NaN.
-        scores = torch.where(torch.isfinite(numerator + denominator), scores, float("nan"))
-    return scores, defined
+            diff = loss_gradient_wrt_logits(z, targets.detach(), soft=False)
+            # The max-abs entry of p - e_y is |p_y - 1| = sum_{k != y} p_k, the label entry.
+            scale = diff.gather(1, targets.detach().long()[:, None]).neg_().clamp_min_(torch.finfo(z.dtype).tiny)
+        # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
+        diff = diff.div_(scale)
+        numerator = torch.linalg.vecdot(diff, terms.neg_head_out)
+        denominator = torch.linalg.vecdot(diff, diff).mul_(terms.norm_sq).sqrt_()
+        # NaN/Inf inputs give a NaN ratio, which stays NaN; zero vectors give 0/0 and are undefined.
+        undefined = denominator == 0
+        scores = numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE)
+    return scores, undefined
 
 
 def _row_scale(a: torch.Tensor) -> torch.Tensor:
     """Max-abs of each row, shape (N, 1); all-zero rows get the smallest normal number so they stay zero."""
-    return a.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    return a.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
 
 
 def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:

@@ -189,7 +189,8 @@ class GWATracker:
         terms = self._head_terms_for(logits, targets, embeddings, weight, bias)
         device = logits.device
         self._bind(device)
-        targets = targets.to(device, non_blocking=True)
+        if targets.device != device:
+            targets = targets.to(device, non_blocking=True)
         soft = targets.dim() == 2
         num_classes = logits.shape[1]
         if soft:
@@ -202,7 +203,7 @@ class GWATracker:
                 torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
                                     f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
         try:
-            scores, defined = scores_from_head_terms(logits, targets, terms, soft=soft)
+            scores, undefined = scores_from_head_terms(logits, targets, terms, soft=soft)
         except (RuntimeError, IndexError) as error:
             if "out of bounds" not in str(error):
                 raise
@@ -210,7 +211,7 @@ class GWATracker:
                              f"logits); got an id out of range.") from None
         ids = self._resolve_ids(sample_ids, len(scores), device)
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
-        self._accumulate(scores, defined, ids, values)
+        self._accumulate(scores, undefined, ids, values)
         return scores
 
     def _head_terms_for(self, logits, targets, embeddings, weight, bias) -> HeadTerms:
@@ -251,33 +252,34 @@ class GWATracker:
                                 "scores follow samples across shuffled epochs.")
             self._used_positions = True
             return torch.arange(position, position + batch, device=device)
-        ids = torch.as_tensor(sample_ids)
+        ids = sample_ids if isinstance(sample_ids, torch.Tensor) else torch.as_tensor(sample_ids)
         if ids.shape != (batch,):
             raise ValueError(f"Expected `sample_ids` of shape (B,) = ({batch},); got shape={tuple(ids.shape)}.")
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"Expected integer `sample_ids`; got {describe(ids)}.")
-        ids = ids.to(device, torch.int64, non_blocking=True)
+        if ids.device != device or ids.dtype != torch.int64:
+            ids = ids.to(device, torch.int64, non_blocking=True)
         if self.num_samples is not None and device.type != "cpu":  # on CPU the scatter below raises at once
             torch._assert_async(((ids >= 0) & (ids < self.num_samples)).all(),
                                 f"gwa: `sample_ids` out of range [0, {self.num_samples - 1}] (num_samples)")
         return ids
 
-    def _accumulate(self, scores, defined, ids, values) -> None:
-        finite = ~torch.isnan(scores)
+    def _accumulate(self, scores, undefined, ids, values) -> None:
+        nonfinite = torch.isnan(scores)
         if self._store is not None and ids is not None:
             try:
-                valid = self._store.claim(ids, finite)
+                valid = self._store.claim(ids, nonfinite)
             except (RuntimeError, IndexError) as error:
                 if "out of bounds" not in str(error):
                     raise
                 raise ValueError(f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples="
                                  f"{self.num_samples}); got an id out of range.") from None
-            self._store.write(ids, valid, {"score": scores, "undefined": ~defined, **values})
+            self._store.write(ids, valid, {"score": scores, "undefined": undefined, **values})
         else:
-            valid = finite
+            valid = ~nonfinite
             if ids is not None and self.store_scores:
-                self._chunks.append((ids, scores, ~defined, values))
-        self._sums.add(scores, defined, valid)
+                self._chunks.append((ids, scores, undefined, values))
+        self._sums.add(scores, undefined, valid, nonfinite)
         self._sightings += len(scores)
 
     # ------------------------------------------------------------------------------------------------ end epoch
