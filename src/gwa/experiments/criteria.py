@@ -54,6 +54,27 @@ def gwa_default(rows: list[dict], *, finetune: bool = False) -> int:
     return select_epoch(values, "finetune" if finetune else "paper")
 
 
+def _pearson_gwa(rows: list[dict], *, finetune: bool = False) -> int:
+    """Mean alignment over Pearson kurtosis (excess + 3 >= 1): the paper's ratio without its pole."""
+    values = series(rows, "align_mean") / (series(rows, "align_excess_kurtosis") + 3.0)
+    return select_epoch(values, "finetune" if finetune else "paper")
+
+
+def _smoothed_mean(rows: list[dict], *, finetune: bool = False, k: int = 3) -> int:
+    """The paper's rule on the trailing ``k``-epoch mean of the mean alignment."""
+    values = labelwave.moving_average(series(rows, "align_mean"), k)
+    return select_epoch(values, "finetune" if finetune else "paper")
+
+
+#: Research candidates for the default, reported by ``gwa bench`` beside the criteria above (rows only).
+CANDIDATES = {
+    "gwa_guarded": lambda rows: gwa_default(rows),
+    "gwa_pearson": _pearson_gwa,
+    "align_mean": lambda rows: select_epoch(series(rows, "align_mean"), "paper"),
+    "align_mean_smooth3": _smoothed_mean,
+}
+
+
 def _argmax(values: np.ndarray) -> int:
     if not np.isfinite(values).any():
         raise ValueError("no finite value")
