@@ -92,12 +92,24 @@ def _alignment_unchecked(logits, targets, embeddings, weight, bias, soft):
     diff = loss_gradient_wrt_logits(logits, targets, soft)
     # Rescale rows so that tiny gradients (confident samples) do not underflow in the norm.
     diff = diff / _row_scale(diff)
-    emb = embeddings / _row_scale(embeddings)
+    # The cosine is invariant to scaling [W b] as a whole: rescale it so ||W||_F^2 neither overflows nor
+    # underflows for extreme (finite) weights.
+    head_scale = float(np.max(np.abs(weight)))
+    if bias is not None:
+        head_scale = max(head_scale, float(np.max(np.abs(bias))))
+    if head_scale > 0:
+        weight = weight / head_scale
+        bias = None if bias is None else bias / head_scale
+    scale = _row_scale(embeddings)
+    if bias is not None:
+        # The row is [x, 1]: its max-abs is at least 1, so that 1 / s cannot overflow for tiny x.
+        scale = np.maximum(scale, 1.0)
+    emb = embeddings / scale
     head_out = emb @ weight.T  # W x, up to the row scale of x
     weight_norm_sq = float(np.sum(weight * weight))
     emb_norm_sq = np.sum(emb * emb, axis=1)
     if bias is not None:
-        scale = _row_scale(embeddings)[:, 0]
+        scale = scale[:, 0]
         # [W b] . [d x^T, d] = d.(W x + b); rescaling x by s rescales the bias slot by 1/s too.
         head_out = head_out + bias[None, :] / scale[:, None]
         weight_norm_sq += float(np.sum(bias * bias))
