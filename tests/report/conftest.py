@@ -10,8 +10,19 @@ from gwa.rundir import RunWriter
 from gwa.rundir import epoch_metrics
 
 
-def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", complete=True, summary=True,
-                 seed=0, config=None, quality=0.0):
+def _simulate_run(
+    path,
+    *,
+    n=240,
+    epochs=12,
+    noise_frac=0.3,
+    previews="image",
+    complete=True,
+    summary=True,
+    seed=0,
+    config=None,
+    quality=0.0,
+):
     """Write a run directory: clean samples' alignment rises positive, flipped ones drift negative.
 
     Test accuracy rises, then falls (memorisation); ``quality`` shifts accuracy and mean alignment together
@@ -22,10 +33,18 @@ def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", c
     noise[rng.choice(n, round(noise_frac * n), replace=False)] = True
     clean_labels = rng.integers(0, 10, n)
     labels = np.where(noise, (clean_labels + rng.integers(1, 10, n)) % 10, clean_labels)
-    cfg = {"name": path.name, "dataset": "digits", "model": "mlp", "noise": "symmetric", "noise_rate": noise_frac,
-           "epochs": epochs, "seed": seed}
-    writer = RunWriter(path, {**cfg, **(config or {})}, n, labels=labels, clean_labels=clean_labels,
-                       noise_mask=noise)
+    cfg = {
+        "name": path.name,
+        "dataset": "digits",
+        "model": "mlp",
+        "noise": "symmetric",
+        "noise_rate": noise_frac,
+        "epochs": epochs,
+        "seed": seed,
+    }
+    writer = RunWriter(
+        path, {**cfg, **(config or {})}, n, labels=labels, clean_labels=clean_labels, noise_mask=noise
+    )
     offset = rng.normal(0.0, 0.04, n)  # per-sample difficulty, constant over epochs
     hard = ~noise & (rng.random(n) < 0.08)  # atypical clean samples: negative early, learned later
     memorised = noise & (rng.random(n) < 0.15)  # flipped samples the network ends up memorising
@@ -38,9 +57,17 @@ def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", c
         scores[rng.choice(n, 3, replace=False)] = np.nan  # a few samples unseen this epoch (drop_last)
         s = gwa.summarize(scores[np.isfinite(scores)])
         test_acc = 0.55 + 0.3 * rise - 0.025 * max(0, e - 7) + quality
-        row = {"epoch": e, "step": e * 10, "lr": 0.1, "train_loss": 2.0 / e, "train_acc": min(1.0, 0.5 + 0.05 * e),
-               **epoch_metrics(s), "val_acc": test_acc + rng.normal(0, 0.01), "test_acc": test_acc,
-               "wall_time": 0.5 * e}
+        row = {
+            "epoch": e,
+            "step": e * 10,
+            "lr": 0.1,
+            "train_loss": 2.0 / e,
+            "train_acc": min(1.0, 0.5 + 0.05 * e),
+            **epoch_metrics(s),
+            "val_acc": test_acc + rng.normal(0, 0.01),
+            "test_acc": test_acc,
+            "wall_time": 0.5 * e,
+        }
         writer.log_epoch(row, {"alignment": scores, "loss": -np.log(np.clip(0.5 + scores / 2, 1e-3, 1))})
         gwa_values.append(s.gwa_or_nan)
         test_accs.append(test_acc)
@@ -54,11 +81,17 @@ def _simulate_run(path, *, n=240, epochs=12, noise_frac=0.3, previews="image", c
     if summary:
         g = gwa.select_epoch(gwa_values) + 1
         o = int(np.argmax(test_accs)) + 1
-        writer.write_summary({"default": "gwa", "noise": {"kind": "symmetric", "rate_actual": noise.mean(),
-                                                          "num_noisy": int(noise.sum())},
-                              "criteria": {"gwa": {"epoch": g, "test_acc": test_accs[g - 1]},
-                                           "oracle": {"epoch": o, "test_acc": test_accs[o - 1]},
-                                           "last": {"epoch": epochs, "test_acc": test_accs[-1]}}})
+        writer.write_summary(
+            {
+                "default": "gwa",
+                "noise": {"kind": "symmetric", "rate_actual": noise.mean(), "num_noisy": int(noise.sum())},
+                "criteria": {
+                    "gwa": {"epoch": g, "test_acc": test_accs[g - 1]},
+                    "oracle": {"epoch": o, "test_acc": test_accs[o - 1]},
+                    "last": {"epoch": epochs, "test_acc": test_accs[-1]},
+                },
+            }
+        )
     if complete:
         writer.finish()
     return noise
@@ -73,15 +106,24 @@ def run_dir(tmp_path):
 
 @pytest.fixture
 def commands(monkeypatch):
-    """gwa.cli.main limited to this package's commands, so these tests do not depend on the trainer's imports."""
+    """gwa.cli.main limited to the report commands: these tests do not depend on the trainer's imports."""
     import gwa.cli
 
     monkeypatch.setattr(gwa.cli, "COMMANDS", {k: gwa.cli.COMMANDS[k] for k in ("report", "flag", "compare")})
     return gwa.cli.main
 
 
-def _write_run(path, matrix=None, *, metrics=None, noise_mask=None, labels=None, summary=None, complete=True,
-              num_samples=None):
+def _write_run(
+    path,
+    matrix=None,
+    *,
+    metrics=None,
+    noise_mask=None,
+    labels=None,
+    summary=None,
+    complete=True,
+    num_samples=None,
+):
     """A hand-built run: per-epoch alignment ``matrix`` (E, N) and/or explicit metric rows (one per epoch).
 
     Metric rows default to :func:`gwa.rundir.epoch_metrics` of the matrix's finite scores.

@@ -23,8 +23,10 @@ def test_sample_stats_against_loops():
         col = matrix[:, i]
         seen = col[np.isfinite(col)]
         if seen.size == 0:
-            assert stats.n_seen[i] == 0 and np.isnan([stats.mean[i], stats.std[i], stats.last[i],
-                                                     stats.frac_negative[i]]).all()
+            assert (
+                stats.n_seen[i] == 0
+                and np.isnan([stats.mean[i], stats.std[i], stats.last[i], stats.frac_negative[i]]).all()
+            )
             continue
         assert stats.n_seen[i] == seen.size
         assert stats.mean[i] == pytest.approx(seen.mean())
@@ -38,24 +40,37 @@ def test_recomputed_choices_follow_the_paper_rule(tmp_path, write_run):
     gwa = [5.0, 0.2, 0.9, 3.0, 0.4, 0.1, 0.3, 0.2, 0.1, 0.05, 0.7]  # 11 epochs: warm-up skips 1 (floor 1.1)
     flagged = [False, False, False, True, False, False, False, False, False, False, False]
     test = [0.1, 0.5, 0.6, 0.9, 0.55, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4]
-    rows = [{"gwa": g, "gwa_flagged": f, "test_acc": t, "val_acc": 1 - t} for g, f, t in zip(gwa, flagged, test)]
+    rows = [
+        {"gwa": g, "gwa_flagged": f, "test_acc": t, "val_acc": 1 - t}
+        for g, f, t in zip(gwa, flagged, test, strict=True)
+    ]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
     got = A.chosen_epochs(run)
     # gwa: epoch 1 (5.0) is warm-up and epoch 4 (3.0) is guarded, so epoch 3 (0.9); val_acc best = epoch 1.
     assert {k: (c.epoch, c.test_acc, c.source) for k, c in got.items()} == {
-        "gwa": (3, 0.6, "recomputed"), "val_acc": (1, 0.1, "recomputed"), "last": (11, 0.4, "recomputed"),
-        "oracle": (4, 0.9, "recomputed")}
+        "gwa": (3, 0.6, "recomputed"),
+        "val_acc": (1, 0.1, "recomputed"),
+        "last": (11, 0.4, "recomputed"),
+        "oracle": (4, 0.9, "recomputed"),
+    }
 
 
 def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
     rows = [{"test_acc": 0.1 * e} for e in range(1, 4)]
-    run = load_run(write_run(tmp_path / "r", metrics=rows, summary={"criteria": {"x": {"epoch": 2}, "y": {}}}))
+    run = load_run(
+        write_run(tmp_path / "r", metrics=rows, summary={"criteria": {"x": {"epoch": 2}, "y": {}}})
+    )
     got = A.chosen_epochs(run)
     assert list(got) == ["x"] and got["x"].test_acc == pytest.approx(0.2) and got["x"].source == "summary"
 
 
 def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
-    rows = [{"gwa": 0.1}, {"gwa": 0.2, "gwa_guard": "kurtosis pole"}, {"gwa": None}, {"gwa": 0.3, "gwa_flagged": True}]
+    rows = [
+        {"gwa": 0.1},
+        {"gwa": 0.2, "gwa_guard": "kurtosis pole"},
+        {"gwa": None},
+        {"gwa": 0.3, "gwa_flagged": True},
+    ]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
     _, guarded = A.gwa_curve(run)
     assert guarded.tolist() == [False, True, True, True]
@@ -84,18 +99,29 @@ def test_ranges_and_html_helpers():
     assert "&lt;b&gt;" in table(["h"], [["<b>"]]) and "<b>" in table(["h"], [["<b>"]], raw={0})
     svg = sparkline_svg(np.sin(np.linspace(0, 6, 30)))
     assert svg.count(",") == 30 and svg.startswith("<svg")
-    assert pick_epochs(range(1, 101), max_rows=5, extra=[37]) == [1, 26, 37, 51, 75, 100]  # rows at indices round(linspace(0, 99, 5))
+    assert pick_epochs(range(1, 101), max_rows=5, extra=[37]) == [
+        1,
+        26,
+        37,
+        51,
+        75,
+        100,
+    ]  # rows at indices round(linspace(0, 99, 5))
     assert pick_epochs([1, 2], max_rows=7) == [1, 2]
 
 
 def test_command_modules_import_without_matplotlib():
-    code = ("import sys, gwa.report.report, gwa.report.flag, gwa.report.compare; "
-            "assert 'matplotlib' not in sys.modules and 'sklearn' not in sys.modules and 'scipy' not in sys.modules")
+    code = (
+        "import sys, gwa.report.report, gwa.report.flag, gwa.report.compare; "
+        "assert not {'matplotlib', 'sklearn', 'scipy'} & set(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize(("shape", "size"), [((8, 6), (6, 8)), ((8, 6, 3), (6, 8)), ((3, 8, 6), (6, 8)),
-                                             ((1, 8, 6), (6, 8)), ((8, 6, 1), (6, 8))])
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((8, 6), (6, 8)), ((8, 6, 3), (6, 8)), ((3, 8, 6), (6, 8)), ((1, 8, 6), (6, 8)), ((8, 6, 1), (6, 8))],
+)
 def test_image_thumbnail_layouts(shape, size):
     import io
 
@@ -110,6 +136,9 @@ def test_image_thumbnail_layouts(shape, size):
 def test_image_thumbnail_rejects_other_shapes():
     from gwa.report.plots import image_thumbnail
 
-    with pytest.raises(ValueError, match=r"Expected a preview image of shape \(H, W\), \(H, W, 3\) or \(3, H, W\); "
-                                         r"got shape=\(4, 5, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a preview image of shape \(H, W\), \(H, W, 3\) or \(3, H, W\); "
+        r"got shape=\(4, 5, 6\)",
+    ):
         image_thumbnail(np.zeros((4, 5, 6)))

@@ -11,14 +11,25 @@ from gwa.report.compare import compare_runs
 from gwa.report.compare import run_row
 
 # name: (max mean alignment at epoch 3, best test acc at epoch 2, GWA at the gwa epoch 4, test acc at epoch 4)
-RUNS = {"A": (0.1, 0.5, 1.0, 0.40), "B": (0.2, 0.7, 0.5, 0.45), "C": (0.3, 0.6, 2.0, 0.55), "D": (0.4, 0.8, 1.5, 0.50)}
+RUNS = {
+    "A": (0.1, 0.5, 1.0, 0.40),
+    "B": (0.2, 0.7, 0.5, 0.45),
+    "C": (0.3, 0.6, 2.0, 0.55),
+    "D": (0.4, 0.8, 1.5, 0.50),
+}
 
 
 def _metrics(align, best, gwa, test_at_gwa):
     rows = []
     for e in range(1, 6):
-        rows.append({"align_mean": align if e == 3 else align / 2, "gwa": gwa if e == 4 else gwa / 4,
-                     "gwa_flagged": False, "test_acc": best if e == 2 else (test_at_gwa if e == 4 else 0.3)})
+        rows.append(
+            {
+                "align_mean": align if e == 3 else align / 2,
+                "gwa": gwa if e == 4 else gwa / 4,
+                "gwa_flagged": False,
+                "test_acc": best if e == 2 else (test_at_gwa if e == 4 else 0.3),
+            }
+        )
     return rows
 
 
@@ -26,8 +37,13 @@ def _metrics(align, best, gwa, test_at_gwa):
 def four_runs(tmp_path, write_run):
     paths = []
     for name, values in RUNS.items():
-        paths.append(write_run(tmp_path / name, metrics=_metrics(*values),
-                               summary={"criteria": {"gwa": {"epoch": 4, "test_acc": values[3]}}}))
+        paths.append(
+            write_run(
+                tmp_path / name,
+                metrics=_metrics(*values),
+                summary={"criteria": {"gwa": {"epoch": 4, "test_acc": values[3]}}},
+            )
+        )
     return paths
 
 
@@ -66,9 +82,13 @@ def test_markdown_and_cli(four_runs, tmp_path, commands, capsys):
     text = out.read_text()
     assert text.strip() in printed
     lines = text.splitlines()
-    assert lines[2].startswith("| 1 | D | 5 | 0.400 (ep 3) | 0.300 | 2 | 1.500 (ep 4) | 0.500 | 0.800 (ep 2) |")
+    assert lines[2].startswith(
+        "| 1 | D | 5 | 0.400 (ep 3) | 0.300 | 2 | 1.500 (ep 4) | 0.500 | 0.800 (ep 2) |"
+    )
     assert "| max mean alignment | best test acc | 4 | 0.800 (" in text
-    assert "| max mean alignment | test acc at its epoch | 4 | undefined (constant values) | undefined |" in text
+    assert (
+        "| max mean alignment | test acc at its epoch | 4 | undefined (constant values) | undefined |" in text
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -12,13 +12,15 @@ from gwa.rundir import RunDirError
 
 nan = np.nan
 # Samples (columns) over 4 epochs (rows). Sample 4 is never seen; sample 3 is unseen in epoch 3.
-MATRIX = np.array([
-    #  s0    s1    s2    s3    s4    s5     s6
-    [0.5, 0.2, -0.5, -0.2, nan, 0.1, -0.1],
-    [0.4, -0.1, -0.4, -0.2, nan, 0.1, 0.3],
-    [0.3, -0.2, 0.1, nan, nan, -0.05, 0.3],
-    [0.2, -0.3, -0.2, -0.4, nan, 0.1, -0.01],
-])
+MATRIX = np.array(
+    [
+        #  s0    s1    s2    s3    s4    s5     s6
+        [0.5, 0.2, -0.5, -0.2, nan, 0.1, -0.1],
+        [0.4, -0.1, -0.4, -0.2, nan, 0.1, 0.3],
+        [0.3, -0.2, 0.1, nan, nan, -0.05, 0.3],
+        [0.2, -0.3, -0.2, -0.4, nan, 0.1, -0.01],
+    ]
+)
 NOISY = np.array([False, True, False, True, False, True, False])
 LABELS = np.array([0, 1, 2, 3, 4, 5, 6])
 
@@ -106,14 +108,17 @@ def test_cli_top_and_threshold_are_exclusive(hand_run, commands):
         commands(["flag", str(hand_run), "--top", "1", "--threshold", "0"])
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"rule": "median"}, r"Expected `rule` to be one of \['frac', 'lastk', 'mean'\]; got 'median'"),
-    ({"last_k": 0}, r"Expected `last_k` to be an integer >= 1; got 0"),
-    ({"top": 0}, r"Expected `top` to be an integer >= 1; got 0"),
-    ({"top": 2, "threshold": 0.0}, r"Pass either `top` or `threshold`, not both"),
-    ({"rule": "frac", "threshold": 1.5}, r"Expected `threshold` in \[0, 1\] for rule 'frac'"),
-    ({"threshold": float("nan")}, r"Expected `threshold` to be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rule": "median"}, r"Expected `rule` to be one of \['frac', 'lastk', 'mean'\]; got 'median'"),
+        ({"last_k": 0}, r"Expected `last_k` to be an integer >= 1; got 0"),
+        ({"top": 0}, r"Expected `top` to be an integer >= 1; got 0"),
+        ({"top": 2, "threshold": 0.0}, r"Pass either `top` or `threshold`, not both"),
+        ({"rule": "frac", "threshold": 1.5}, r"Expected `threshold` in \[0, 1\] for rule 'frac'"),
+        ({"threshold": float("nan")}, r"Expected `threshold` to be a finite number"),
+    ],
+)
 def test_bad_options(hand_run, kwargs, match):
     with pytest.raises(ValueError, match=match):
         flag_samples(hand_run, **kwargs)

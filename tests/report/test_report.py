@@ -52,7 +52,7 @@ def parse(path) -> PageParser:
 def decode_png(src: str) -> Image.Image:
     prefix = "data:image/png;base64,"
     assert src.startswith(prefix)
-    img = Image.open(io.BytesIO(base64.b64decode(src[len(prefix):], validate=True)))
+    img = Image.open(io.BytesIO(base64.b64decode(src[len(prefix) :], validate=True)))
     img.load()
     assert img.format == "PNG"
     return img
@@ -82,7 +82,12 @@ def test_report_content_matches_run(run_dir, tmp_path):
     run = load_run(run_dir)
     page = parse(write_report(run_dir, tmp_path / "o", top_samples=10))
     text = "".join(page.text)
-    assert "datasetdigits" in text and "modelmlp" in text and "noisesymmetric" in text and "noise_rate0.3" in text
+    assert (
+        "datasetdigits" in text
+        and "modelmlp" in text
+        and "noisesymmetric" in text
+        and "noise_rate0.3" in text
+    )
     assert "flipped labels72 (30.0% of the training set)" in text
     # Criteria from summary.json with their test accuracy; the default one is marked.
     for name, entry in run.summary["criteria"].items():
@@ -94,7 +99,9 @@ def test_report_content_matches_run(run_dir, tmp_path):
     assert "GWA guard. GWA is not trusted at epoch(s) 2–6 (5 of 12)" in text
     assert "Here: kurtosis pole at 2–6." in text
     # Most negative samples: ranked by mean alignment over seen epochs, checked against a brute-force mean.
-    matrix = np.stack([np.load(run_dir / "scores" / f"alignment_{e:04d}.npy") for e in run.epochs]).astype(float)
+    matrix = np.stack([np.load(run_dir / "scores" / f"alignment_{e:04d}.npy") for e in run.epochs]).astype(
+        float
+    )
     means = np.array([np.mean(c[np.isfinite(c)]) for c in matrix.T])
     expected = np.argsort(means, kind="stable")[:10]
     rows = [r for r in page.rows if r]

@@ -25,15 +25,18 @@ def open_run(run_or_path) -> Run:
     if isinstance(run_or_path, Run):
         return run_or_path
     if not isinstance(run_or_path, (str, Path)):
-        raise TypeError(f"Expected `run` to be a gwa.rundir.Run or a path; got type {type(run_or_path).__name__}.")
+        raise TypeError(
+            f"Expected `run` to be a gwa.rundir.Run or a path; got type {type(run_or_path).__name__}."
+        )
     return load_run(run_or_path)
 
 
 def require_epochs(run: Run) -> None:
     """Raise a clear error when a run has not finished a single epoch yet."""
     if not run.metrics:
-        raise RunDirError(f"{run.path} has no finished epoch yet (metrics.jsonl is missing or empty); "
-                          f"nothing to analyse.")
+        raise RunDirError(
+            f"{run.path} has no finished epoch yet (metrics.jsonl is missing or empty); nothing to analyse."
+        )
 
 
 def has_scores(run: Run, signal: str = ALIGNMENT) -> bool:
@@ -48,8 +51,10 @@ def alignment_matrix(run: Run) -> np.ndarray:
     """
     require_epochs(run)
     if not has_scores(run):
-        raise RunDirError(f"{run.path} has no per-sample alignment scores (scores/{ALIGNMENT}_NNNN.npy); the "
-                          f"trainer must store them (it logged {len(run.metrics)} epoch(s) of metrics only).")
+        raise RunDirError(
+            f"{run.path} has no per-sample alignment scores (scores/{ALIGNMENT}_NNNN.npy); the "
+            f"trainer must store them (it logged {len(run.metrics)} epoch(s) of metrics only)."
+        )
     return np.asarray(run.score_matrix(ALIGNMENT), dtype=np.float64)
 
 
@@ -88,11 +93,18 @@ def sample_stats(matrix: np.ndarray) -> SampleStats:
     negative = (np.where(seen, matrix, 0.0) < 0).sum(axis=0)
     # Index of the last seen epoch per sample (argmax over the reversed seen mask).
     last_idx = matrix.shape[0] - 1 - np.argmax(seen[::-1], axis=0) if matrix.shape[0] else np.zeros(0, int)
-    last = matrix[last_idx, np.arange(matrix.shape[1])] if matrix.shape[0] else np.full(matrix.shape[1], np.nan)
+    last = (
+        matrix[last_idx, np.arange(matrix.shape[1])] if matrix.shape[0] else np.full(matrix.shape[1], np.nan)
+    )
     never = n_seen == 0
     nan = np.where(never, np.nan, 1.0)
-    return SampleStats(mean=mean * nan, std=np.sqrt(var) * nan, last=np.where(never, np.nan, last),
-                       frac_negative=negative / safe * nan, n_seen=n_seen)
+    return SampleStats(
+        mean=mean * nan,
+        std=np.sqrt(var) * nan,
+        last=np.where(never, np.nan, last),
+        frac_negative=negative / safe * nan,
+        n_seen=n_seen,
+    )
 
 
 def gwa_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +114,9 @@ def gwa_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     its GWA is missing or not finite.
     """
     gwa = run.series("gwa")
-    flagged = np.array([bool(r.get("gwa_flagged")) or r.get("gwa_guard") is not None for r in run.metrics],
-                       dtype=bool)
+    flagged = np.array(
+        [bool(r.get("gwa_flagged")) or r.get("gwa_guard") is not None for r in run.metrics], dtype=bool
+    )
     return gwa, flagged | ~np.isfinite(gwa)
 
 
@@ -122,8 +135,9 @@ def mean_alignment_curve(run: Run) -> np.ndarray:
     if np.isnan(mean).any() and has_scores(run):
         matrix = alignment_matrix(run)
         seen = np.isfinite(matrix).sum(axis=1)
-        from_scores = np.where(seen > 0, np.where(np.isfinite(matrix), matrix, 0.0).sum(axis=1) / np.maximum(seen, 1),
-                               np.nan)
+        from_scores = np.where(
+            seen > 0, np.where(np.isfinite(matrix), matrix, 0.0).sum(axis=1) / np.maximum(seen, 1), np.nan
+        )
         mean = np.where(np.isnan(mean), from_scores, mean)
     return mean
 
@@ -141,7 +155,7 @@ def metric_at(run: Run, key: str, epoch: int | None) -> float:
 
 @dataclass(frozen=True)
 class Choice:
-    """One stop criterion's chosen epoch and the test accuracy there; ``source`` is "summary" or "recomputed"."""
+    """One stop criterion's chosen epoch and its test accuracy; ``source``: "summary" or "recomputed"."""
 
     criterion: str
     epoch: int
@@ -157,7 +171,7 @@ def _argbest(run: Run, values: np.ndarray, rule: str) -> int | None:
 
 
 def recompute_choices(run: Run) -> dict[str, Choice]:
-    """Stop criteria recomputed from metrics.jsonl (used when summary.json is absent, e.g. an interrupted run).
+    """Stop criteria recomputed from metrics.jsonl (when summary.json is absent, e.g. an interrupted run).
 
     ``gwa``: the paper's rule (skip the first 10% of epochs, then the highest unguarded GWA); ``val_acc``: the
     best validation accuracy; ``last``: the last logged epoch; ``oracle``: the best test accuracy (not a stop
@@ -165,12 +179,17 @@ def recompute_choices(run: Run) -> dict[str, Choice]:
     """
     require_epochs(run)
     gwa, flagged = gwa_curve(run)
-    candidates = {"gwa": _argbest(run, np.where(flagged, np.nan, gwa), "paper"),
-                  "val_acc": _argbest(run, run.series("val_acc"), "max"),
-                  "last": run.epochs[-1],
-                  "oracle": _argbest(run, run.series("test_acc"), "max")}
-    return {name: Choice(name, epoch, metric_at(run, "test_acc", epoch), "recomputed")
-            for name, epoch in candidates.items() if epoch is not None}
+    candidates = {
+        "gwa": _argbest(run, np.where(flagged, np.nan, gwa), "paper"),
+        "val_acc": _argbest(run, run.series("val_acc"), "max"),
+        "last": run.epochs[-1],
+        "oracle": _argbest(run, run.series("test_acc"), "max"),
+    }
+    return {
+        name: Choice(name, epoch, metric_at(run, "test_acc", epoch), "recomputed")
+        for name, epoch in candidates.items()
+        if epoch is not None
+    }
 
 
 def chosen_epochs(run: Run) -> dict[str, Choice]:
@@ -191,8 +210,10 @@ def run_notes(run: Run) -> list[str]:
     """Plain-sentence caveats about a run: interrupted, no summary, missing optional files."""
     notes = []
     if not run.complete:
-        notes.append(f"This run is not complete (status {run.config.get('status')!r}); it shows the "
-                     f"{len(run.metrics)} epoch(s) logged so far.")
+        notes.append(
+            f"This run is not complete (status {run.config.get('status')!r}); it shows the "
+            f"{len(run.metrics)} epoch(s) logged so far."
+        )
     if run.summary is None and run.metrics:
         notes.append("No summary.json: each criterion's epoch was recomputed from metrics.jsonl.")
     if run.noise_mask is None:

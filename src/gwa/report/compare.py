@@ -2,14 +2,15 @@
 
 Two train-time statistics, neither needing held-out data:
 
-- **max mean alignment**: the highest per-epoch mean alignment over training, ``max_T E[gamma_T]`` (the paper's
-  model-comparison statistic, Sec. 6; comparable across runs of one architecture, since its scale depends on the
-  embedding dimension);
+- **max mean alignment**: the highest per-epoch mean alignment over training, ``max_T E[gamma_T]`` (the
+  paper's model-comparison statistic, Sec. 6; comparable across runs of one architecture, since its scale
+  depends on the embedding dimension);
 - **GWA**: the GWA at the epoch the ``gwa`` stop criterion chose (from summary.json, else the paper's rule
   recomputed: the highest unguarded GWA after the first 10% of epochs).
 
-Each is shown next to the test accuracy at its epoch and the run's best test accuracy. With three or more runs,
-Spearman's rho and Kendall's tau (scipy.stats) measure how well each statistic ranks the runs by test accuracy.
+Each is shown next to the test accuracy at its epoch and the run's best test accuracy. With three or more
+runs, Spearman's rho and Kendall's tau (scipy.stats) measure how well each statistic ranks the runs by test
+accuracy.
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ MIN_RUNS_FOR_CORRELATION = 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories to compare")
-    parser.add_argument("--out", metavar="MD", default=None, help="also write the markdown tables to this file")
-    parser.add_argument("--plot", metavar="PNG", default=None,
-                        help="also draw each statistic against test accuracy into this PNG")
+    parser.add_argument(
+        "--out", metavar="MD", default=None, help="also write the markdown tables to this file"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        default=None,
+        help="also draw each statistic against test accuracy into this PNG",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,12 +93,29 @@ class CompareResult:
         from gwa.report import plots
 
         names = [r.name for r in self.rows]
-        col = lambda attr: np.array([getattr(r, attr) for r in self.rows], dtype=np.float64)
-        fig = plots.plot_compare(names, [
-            (col("max_align"), col("best_test"), "max mean alignment over epochs", "best test accuracy",
-             "Max mean alignment vs. test accuracy"),
-            (col("gwa"), col("test_at_gwa"), "GWA at the gwa criterion's epoch", "test accuracy at that epoch",
-             "GWA vs. test accuracy")])
+
+        def col(attr):
+            return np.array([getattr(r, attr) for r in self.rows], dtype=np.float64)
+
+        fig = plots.plot_compare(
+            names,
+            [
+                (
+                    col("max_align"),
+                    col("best_test"),
+                    "max mean alignment over epochs",
+                    "best test accuracy",
+                    "Max mean alignment vs. test accuracy",
+                ),
+                (
+                    col("gwa"),
+                    col("test_at_gwa"),
+                    "GWA at the gwa criterion's epoch",
+                    "test accuracy at that epoch",
+                    "GWA vs. test accuracy",
+                ),
+            ],
+        )
         plots.save_png(fig, path)
         return Path(path)
 
@@ -114,18 +138,27 @@ def run_row(run) -> RunRow:
     gwa_epoch = None if choice is None else choice.epoch
     test = run.series("test_acc")
     j = _nanargmax(test)
-    return RunRow(name=run.name, epochs=len(epochs), complete=run.complete,
-                  max_align=math.nan if i is None else float(align[i]), align_epoch=align_epoch,
-                  test_at_align=A.metric_at(run, "test_acc", align_epoch), gwa=A.metric_at(run, "gwa", gwa_epoch),
-                  gwa_epoch=gwa_epoch, gwa_source="none" if choice is None else choice.source,
-                  test_at_gwa=A.metric_at(run, "test_acc", gwa_epoch),
-                  best_test=math.nan if j is None else float(test[j]), best_test_epoch=None if j is None else epochs[j])
+    return RunRow(
+        name=run.name,
+        epochs=len(epochs),
+        complete=run.complete,
+        max_align=math.nan if i is None else float(align[i]),
+        align_epoch=align_epoch,
+        test_at_align=A.metric_at(run, "test_acc", align_epoch),
+        gwa=A.metric_at(run, "gwa", gwa_epoch),
+        gwa_epoch=gwa_epoch,
+        gwa_source="none" if choice is None else choice.source,
+        test_at_gwa=A.metric_at(run, "test_acc", gwa_epoch),
+        best_test=math.nan if j is None else float(test[j]),
+        best_test_epoch=None if j is None else epochs[j],
+    )
 
 
 def rank_correlation(x, y, *, statistic: str, target: str) -> Correlation | None:
     """Spearman and Kendall correlations over the runs where both values are finite.
 
-    Returns None with fewer than 3 such runs; NaN correlations (shown as undefined) when either column is constant.
+    Returns None with fewer than 3 such runs; NaN correlations (shown as undefined) when either column is
+    constant.
     """
     from scipy import stats
 
@@ -137,8 +170,15 @@ def rank_correlation(x, y, *, statistic: str, target: str) -> Correlation | None
         return Correlation(statistic, target, int(ok.sum()), math.nan, math.nan, math.nan, math.nan)
     rho = stats.spearmanr(x[ok], y[ok])
     tau = stats.kendalltau(x[ok], y[ok])
-    return Correlation(statistic, target, int(ok.sum()), float(rho.statistic), float(rho.pvalue),
-                       float(tau.statistic), float(tau.pvalue))
+    return Correlation(
+        statistic,
+        target,
+        int(ok.sum()),
+        float(rho.statistic),
+        float(rho.pvalue),
+        float(tau.statistic),
+        float(tau.pvalue),
+    )
 
 
 def compare_runs(runs) -> CompareResult:
@@ -152,13 +192,21 @@ def compare_runs(runs) -> CompareResult:
         raise ValueError("Expected at least one run directory in `runs`; got none.")
     rows = [run_row(r) for r in runs]
     rows.sort(key=lambda r: (-r.max_align if math.isfinite(r.max_align) else math.inf, r.name))
-    col = lambda attr: [getattr(r, attr) for r in rows]
-    pairs = [("max mean alignment", "max_align", "best test acc", "best_test"),
-             ("max mean alignment", "max_align", "test acc at its epoch", "test_at_align"),
-             ("GWA", "gwa", "best test acc", "best_test"),
-             ("GWA", "gwa", "test acc at its epoch", "test_at_gwa")]
-    correlations = [c for s, sa, t, ta in pairs
-                    if (c := rank_correlation(col(sa), col(ta), statistic=s, target=t)) is not None]
+
+    def col(attr):
+        return [getattr(r, attr) for r in rows]
+
+    pairs = [
+        ("max mean alignment", "max_align", "best test acc", "best_test"),
+        ("max mean alignment", "max_align", "test acc at its epoch", "test_at_align"),
+        ("GWA", "gwa", "best test acc", "best_test"),
+        ("GWA", "gwa", "test acc at its epoch", "test_at_gwa"),
+    ]
+    correlations = [
+        c
+        for s, sa, t, ta in pairs
+        if (c := rank_correlation(col(sa), col(ta), statistic=s, target=t)) is not None
+    ]
     return CompareResult(rows, correlations)
 
 
@@ -174,27 +222,40 @@ def _ranks(values: list[float]) -> list[str]:
 def _markdown(result: CompareResult) -> str:
     from gwa.report.html import fmt
 
-    at = lambda v, e: f"{fmt(v)} (ep {e})" if e is not None else fmt(v)
+    def at(value, epoch):
+        return f"{fmt(value)} (ep {epoch})" if epoch is not None else fmt(value)
+
     gwa_ranks = _ranks([r.gwa for r in result.rows])
-    header = ("| align rank | run | epochs | max mean alignment | test acc there | GWA rank | GWA | test acc there "
-              "| best test acc |")
+    header = (
+        "| align rank | run | epochs | max mean alignment | test acc there | GWA rank | GWA | test acc there "
+        "| best test acc |"
+    )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     align_ranks = _ranks([r.max_align for r in result.rows])
-    for r, a_rank, g_rank in zip(result.rows, align_ranks, gwa_ranks):
+    for r, a_rank, g_rank in zip(result.rows, align_ranks, gwa_ranks, strict=True):
         name = r.name if r.complete else f"{r.name} (incomplete)"
-        lines.append(f"| {a_rank} | {name} | {r.epochs} | {at(r.max_align, r.align_epoch)} | {fmt(r.test_at_align)} "
-                     f"| {g_rank} | {at(r.gwa, r.gwa_epoch)} | {fmt(r.test_at_gwa)} "
-                     f"| {at(r.best_test, r.best_test_epoch)} |")
+        lines.append(
+            f"| {a_rank} | {name} | {r.epochs} | {at(r.max_align, r.align_epoch)} | {fmt(r.test_at_align)} "
+            f"| {g_rank} | {at(r.gwa, r.gwa_epoch)} | {fmt(r.test_at_gwa)} "
+            f"| {at(r.best_test, r.best_test_epoch)} |"
+        )
     lines.append("")
     if not result.correlations:
-        lines.append(f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with the statistic and a "
-                     f"test accuracy; got {len(result.rows)} run(s).")
+        lines.append(
+            f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with the statistic and a "
+            f"test accuracy; got {len(result.rows)} run(s)."
+        )
         return "\n".join(lines)
-    lines += ["| statistic | against | runs | Spearman rho (p) | Kendall tau (p) |", "|---|---|---:|---:|---:|"]
+    lines += [
+        "| statistic | against | runs | Spearman rho (p) | Kendall tau (p) |",
+        "|---|---|---:|---:|---:|",
+    ]
     for c in result.correlations:
         if math.isnan(c.spearman):
             lines.append(f"| {c.statistic} | {c.target} | {c.n} | undefined (constant values) | undefined |")
             continue
-        lines.append(f"| {c.statistic} | {c.target} | {c.n} | {fmt(c.spearman)} ({c.spearman_p:.2g}) "
-                     f"| {fmt(c.kendall)} ({c.kendall_p:.2g}) |")
+        lines.append(
+            f"| {c.statistic} | {c.target} | {c.n} | {fmt(c.spearman)} ({c.spearman_p:.2g}) "
+            f"| {fmt(c.kendall)} ({c.kendall_p:.2g}) |"
+        )
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """``gwa flag RUN``: training samples ranked as likely mislabeled, exported as CSV.
 
 A sample whose loss gradient points against the head's weights (alignment < 0) is one the model fits only by
-memorising it; the paper finds that such samples are almost all mislabeled. Rules (each sample is judged on the
+memorising it; the paper finds that such samples are almost all mislabeled. Rules (each sample is judged on
+the
 logged epochs in which it was seen; samples never seen are left out):
 
 - ``lastk`` (default): flagged when its alignment is below the threshold (default 0) in **each** of the last
@@ -12,7 +13,8 @@ logged epochs in which it was seen; samples never seen are left out):
 - ``frac``: flagged when the fraction of epochs with alignment < 0 is at least the threshold (default 0.5).
   Score: that fraction; ranked descending (ties: lower mean alignment first).
 
-``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
+``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the
+columns
 ``rank, sample_id, label, score, flagged`` (and ``is_noisy`` when the run's noise mask is known), one row per
 seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
 and the AUROC / AUPRC of the ranking score (scikit-learn), against the mask.
@@ -34,24 +36,40 @@ DEFAULT_LAST_K = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (f"{parser.description}. Rules: 'lastk' (default): alignment below T (default 0) in each "
-                          "of the last k epochs where the sample was seen, ranked by its mean over those epochs; "
-                          "'mean': mean alignment over all epochs below T (default 0); 'frac': fraction of epochs "
-                          "with alignment < 0 at least T (default 0.5). --top K flags the first K of the ranking "
-                          "instead.")
+    parser.description = (
+        f"{parser.description}. Rules: 'lastk' (default): alignment below T (default 0) in each "
+        "of the last k epochs where the sample was seen, ranked by its mean over those epochs; "
+        "'mean': mean alignment over all epochs below T (default 0); 'frac': fraction of epochs "
+        "with alignment < 0 at least T (default 0.5). --top K flags the first K of the ranking "
+        "instead."
+    )
     parser.add_argument("run", metavar="RUN", help="the run directory")
-    parser.add_argument("--rule", choices=RULES, default="lastk", help="flagging rule (default lastk; see above)")
-    parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, metavar="K",
-                        help=f"epochs the lastk rule looks at (default {DEFAULT_LAST_K})")
+    parser.add_argument(
+        "--rule", choices=RULES, default="lastk", help="flagging rule (default lastk; see above)"
+    )
+    parser.add_argument(
+        "--last-k",
+        type=int,
+        default=DEFAULT_LAST_K,
+        metavar="K",
+        help=f"epochs the lastk rule looks at (default {DEFAULT_LAST_K})",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--top", type=int, default=None, metavar="K", help="flag the K highest-ranked samples")
-    which.add_argument("--threshold", type=float, default=None, metavar="T",
-                       help="the rule's threshold (defaults: lastk 0, mean 0, frac 0.5)")
+    which.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="the rule's threshold (defaults: lastk 0, mean 0, frac 0.5)",
+    )
     parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN/flagged.csv)")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = flag_samples(args.run, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold)
+    result = flag_samples(
+        args.run, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold
+    )
     out = Path(args.out) if args.out is not None else Path(args.run) / "flagged.csv"
     result.to_csv(out)
     print(result.summary())
@@ -90,11 +108,18 @@ class FlagResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["rank", "sample_id", "label", "score", "flagged"] +
-                            (["is_noisy"] if self.is_noisy is not None else []))
+            writer.writerow(
+                ["rank", "sample_id", "label", "score", "flagged"]
+                + (["is_noisy"] if self.is_noisy is not None else [])
+            )
             for rank, i in enumerate(range(self.sample_ids.size), 1):
-                row = [rank, int(self.sample_ids[i]), "" if self.labels is None else int(self.labels[i]),
-                       f"{self.scores[i]:.6g}", int(self.flagged[i])]
+                row = [
+                    rank,
+                    int(self.sample_ids[i]),
+                    "" if self.labels is None else int(self.labels[i]),
+                    f"{self.scores[i]:.6g}",
+                    int(self.flagged[i]),
+                ]
                 if self.is_noisy is not None:
                     row.append(int(self.is_noisy[i]))
                 writer.writerow(row)
@@ -103,15 +128,22 @@ class FlagResult:
     def summary(self) -> str:
         """A few lines for the terminal: what was flagged and, when the mask is known, how well."""
         n = self.sample_ids.size
-        lines = [f"rule {self.description}: flagged {int(self.flagged.sum())} of {n} samples"
-                 + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")]
+        lines = [
+            f"rule {self.description}: flagged {int(self.flagged.sum())} of {n} samples"
+            + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")
+        ]
         if self.is_noisy is None:
             lines.append("no noise mask in the run: precision and recall cannot be measured")
             return "\n".join(lines)
-        show = lambda v: "n/a" if v is None else f"{v:.3f}"
-        lines.append(f"against the noise mask ({int(self.is_noisy.sum())} flipped labels): precision "
-                     f"{show(self.precision)}, recall {show(self.recall)}; ranking score AUROC {show(self.auroc)}, "
-                     f"AUPRC {show(self.auprc)} (chance {self.is_noisy.mean():.3f})")
+
+        def show(value):
+            return "n/a" if value is None else f"{value:.3f}"
+
+        lines.append(
+            f"against the noise mask ({int(self.is_noisy.sum())} flipped labels): precision "
+            f"{show(self.precision)}, recall {show(self.recall)}; ranking score AUROC {show(self.auroc)}, "
+            f"AUPRC {show(self.auprc)} (chance {self.is_noisy.mean():.3f})"
+        )
         return "\n".join(lines)
 
 
@@ -122,14 +154,18 @@ def _check_options(rule, last_k, threshold, top) -> float:
     if not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
         raise ValueError(f"Expected `last_k` to be an integer >= 1; got {last_k!r}.")
     if top is not None and threshold is not None:
-        raise ValueError(f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}.")
+        raise ValueError(
+            f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}."
+        )
     if top is not None and not (isinstance(top, (int, np.integer)) and top >= 1):
         raise ValueError(f"Expected `top` to be an integer >= 1; got {top!r}.")
     threshold = DEFAULT_THRESHOLDS[rule] if threshold is None else float(threshold)
     if not math.isfinite(threshold):
         raise ValueError(f"Expected `threshold` to be a finite number; got {threshold!r}.")
     if rule == "frac" and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"Expected `threshold` in [0, 1] for rule 'frac' (a fraction of epochs); got {threshold!r}.")
+        raise ValueError(
+            f"Expected `threshold` in [0, 1] for rule 'frac' (a fraction of epochs); got {threshold!r}."
+        )
     return threshold
 
 
@@ -137,8 +173,8 @@ def rule_scores(matrix: np.ndarray, *, rule: str, last_k: int, threshold: float)
     """Score and rule decision per sample of an ``(E, N)`` alignment matrix (NaN = unseen).
 
     Returns:
-        ``(score, decision, order_key)``, each ``(N,)``: the rule's score, whether the threshold rule flags the
-        sample, and a key that sorts the most suspicious first (NaN for samples never seen).
+        ``(score, decision, order_key)``, each ``(N,)``: the rule's score, whether the threshold rule flags
+        the sample, and a key that sorts the most suspicious first (NaN for samples never seen).
     """
     seen = np.isfinite(matrix)
     values = np.where(seen, matrix, 0.0)
@@ -160,8 +196,14 @@ def rule_scores(matrix: np.ndarray, *, rule: str, last_k: int, threshold: float)
         return frac, ok & (frac >= threshold), -frac
 
 
-def flag_samples(run, *, rule: str = "lastk", last_k: int = DEFAULT_LAST_K, threshold: float | None = None,
-                 top: int | None = None) -> FlagResult:
+def flag_samples(
+    run,
+    *,
+    rule: str = "lastk",
+    last_k: int = DEFAULT_LAST_K,
+    threshold: float | None = None,
+    top: int | None = None,
+) -> FlagResult:
     """Rank a run's training samples as likely mislabeled and flag the most suspicious ones.
 
     Args:
@@ -194,14 +236,25 @@ def flag_samples(run, *, rule: str = "lastk", last_k: int = DEFAULT_LAST_K, thre
     ids = ids[np.lexsort((ids, tiebreak, key[ids]))]
     flagged = decision[ids] if top is None else np.arange(ids.size) < top
     mask = None if run.noise_mask is None else run.noise_mask.astype(bool)[ids]
-    desc = {"lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
-            "mean": f"mean (mean alignment over epochs < {threshold:g})",
-            "frac": f"frac (fraction of epochs with alignment < 0 >= {threshold:g})"}[rule]
+    desc = {
+        "lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
+        "mean": f"mean (mean alignment over epochs < {threshold:g})",
+        "frac": f"frac (fraction of epochs with alignment < 0 >= {threshold:g})",
+    }[rule]
     if top is not None:
         desc = f"{rule} ranking, top {top}"
     quality = _quality(mask, flagged, -key[ids]) if mask is not None else (None,) * 4
-    return FlagResult(rule, desc, ids, score[ids], flagged, None if run.labels is None else run.labels[ids], mask,
-                      int(matrix.shape[1] - ids.size), *quality)
+    return FlagResult(
+        rule,
+        desc,
+        ids,
+        score[ids],
+        flagged,
+        None if run.labels is None else run.labels[ids],
+        mask,
+        int(matrix.shape[1] - ids.size),
+        *quality,
+    )
 
 
 def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
@@ -210,8 +263,9 @@ def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
         from sklearn.metrics import average_precision_score
         from sklearn.metrics import roc_auc_score
     except ModuleNotFoundError as exc:  # pragma: no cover - scikit-learn is installed with gwa[cli]
-        raise ModuleNotFoundError("`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa[cli]'",
-                                  name="sklearn") from exc
+        raise ModuleNotFoundError(
+            "`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa[cli]'", name="sklearn"
+        ) from exc
     tp = int((flagged & mask).sum())
     precision = tp / int(flagged.sum()) if flagged.any() else None
     recall = tp / int(mask.sum()) if mask.any() else None

@@ -16,7 +16,8 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-to
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 0.3em 0.7em; text-align: left; vertical-align: middle; }
 th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img.figure { max-width: 100%; height: auto; } img.thumb { width: 40px; height: 40px; image-rendering: pixelated; }
+img.figure { max-width: 100%; height: auto; }
+img.thumb { width: 40px; height: 40px; image-rendering: pixelated; }
 .note { background: #fff8e1; border-left: 4px solid #e0b000; padding: 0.5em 0.8em; margin: 0.6em 0; }
 .guard { background: #fdecea; border-left: 4px solid #c44e52; padding: 0.5em 0.8em; margin: 0.6em 0; }
 .noisy { color: #b3541e; font-weight: 600; } .muted { color: #777; font-size: 0.9em; }
@@ -47,7 +48,9 @@ def fmt(value, digits: int = 3) -> str:
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def table(headers: list[str], rows: list[list], *, numeric: set[int] = frozenset(), raw: set[int] = frozenset()) -> str:
+def table(
+    headers: list[str], rows: list[list], *, numeric: set[int] = frozenset(), raw: set[int] = frozenset()
+) -> str:
     """An HTML table; cells are escaped except the columns in ``raw`` (already HTML, e.g. thumbnails)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
@@ -68,10 +71,12 @@ def sparkline_svg(signal, *, width: int = 90, height: int = 24, color: str = "#4
     scaled = (y - lo) / (hi - lo) if hi > lo else np.full_like(y, 0.5)
     xs = np.linspace(1, width - 1, y.size)
     ys = (height - 2) - scaled * (height - 4)
-    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys) if np.isfinite(b))
-    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="input signal"><polyline fill="none" stroke="{color}" stroke-width="1.3" '
-            f'points="{points}"/></svg>')
+    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys, strict=True) if np.isfinite(b))
+    return (
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="input signal"><polyline fill="none" stroke="{color}" stroke-width="1.3" '
+        f'points="{points}"/></svg>'
+    )
 
 
 def section(section_id: str, title: str, body: str) -> str:
@@ -79,5 +84,7 @@ def section(section_id: str, title: str, body: str) -> str:
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )

@@ -1,6 +1,7 @@
 """Figures of a run directory (matplotlib, Agg backend, imported on first use).
 
-Each ``plot_*`` function takes analysis arrays (never a model) and returns a matplotlib ``Figure``; callers save
+Each ``plot_*`` function takes analysis arrays (never a model) and returns a matplotlib ``Figure``; callers
+save
 it with :func:`save_png` or :func:`png_bytes`. Colours are shared by every figure: clean samples blue,
 mislabeled samples orange, GWA black, test accuracy green, validation accuracy purple, guarded epochs red.
 """
@@ -14,8 +15,15 @@ from pathlib import Path
 import numpy as np
 
 COLORS = {
-    "clean": "#4C72B0", "noisy": "#DD8452", "all": "#4C72B0", "gwa": "#222222", "align": "#4C72B0",
-    "test_acc": "#55A868", "val_acc": "#8172B3", "guard": "#C44E52", "zero": "#999999",
+    "clean": "#4C72B0",
+    "noisy": "#DD8452",
+    "all": "#4C72B0",
+    "gwa": "#222222",
+    "align": "#4C72B0",
+    "test_acc": "#55A868",
+    "val_acc": "#8172B3",
+    "guard": "#C44E52",
+    "zero": "#999999",
 }
 #: Stop criteria's markers: the GWA criterion in GWA's colour, the others in colours no curve uses.
 CRITERION_COLORS = ["#CCB974", "#64B5CD", "#DA8BC3", "#937860", "#8C8C8C"]
@@ -27,13 +35,22 @@ def pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError as exc:  # pragma: no cover - matplotlib is installed in the test env
-        raise ModuleNotFoundError("gwa's report figures need matplotlib: pip install 'gwa[plot]'",
-                                  name="matplotlib") from exc
+        raise ModuleNotFoundError(
+            "gwa's report figures need matplotlib: pip install 'gwa[plot]'", name="matplotlib"
+        ) from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-                         "axes.spines.top": False, "figure.dpi": DPI})
+    plt.rcParams.update(
+        {
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "legend.fontsize": 9,
+            "axes.spines.top": False,
+            "figure.dpi": DPI,
+        }
+    )
     return plt
 
 
@@ -68,8 +85,16 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray], ms: float = 3)
     for key, label in (("test_acc", "test accuracy"), ("val_acc", "validation accuracy")):
         values = accuracies.get(key)
         if values is not None and np.isfinite(values).any():
-            (h,) = twin.plot(epochs, values, color=COLORS[key], lw=1.6, ls="--" if key == "val_acc" else "-",
-                             marker="s", ms=ms, label=label)
+            (h,) = twin.plot(
+                epochs,
+                values,
+                color=COLORS[key],
+                lw=1.6,
+                ls="--" if key == "val_acc" else "-",
+                marker="s",
+                ms=ms,
+                label=label,
+            )
             handles.append(h)
     twin.set_ylabel("accuracy")
     twin.spines["top"].set_visible(False)
@@ -83,7 +108,7 @@ def _mark_criteria(axes, choices) -> list:
     others = iter(CRITERION_COLORS * 4)
     sharing = [sum(c.epoch == choice.epoch for c in choices) for choice in choices]
     drawn: dict[int, int] = {}
-    for choice, m in zip(choices, sharing):
+    for choice, m in zip(choices, sharing, strict=True):
         color = COLORS["gwa"] if choice.criterion == "gwa" else next(others)
         acc = "" if math.isnan(choice.test_acc) else f", test {choice.test_acc:.3f}"
         # Criteria that chose the same epoch get interleaved dashes, so every colour stays visible.
@@ -92,8 +117,11 @@ def _mark_criteria(axes, choices) -> list:
         for ax in axes:
             ax.axvline(choice.epoch, color=color, lw=1.5, ls=style, alpha=0.95, zorder=1)
         # A plain dashed proxy for the legend: the interleaved pattern would show mostly gaps there.
-        handles.append(Line2D([], [], color=color, lw=1.5, ls="--",
-                              label=f"{choice.criterion}: epoch {choice.epoch}{acc}"))
+        handles.append(
+            Line2D(
+                [], [], color=color, lw=1.5, ls="--", label=f"{choice.criterion}: epoch {choice.epoch}{acc}"
+            )
+        )
     return handles
 
 
@@ -118,23 +146,39 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     # Markers shrink as epochs grow, so long runs stay legible.
     ms = 4 if epochs.size <= 30 else 2 if epochs.size <= 100 else 0
     trusted = np.where(guarded, np.nan, gwa)
-    (h_gwa,) = ax_gwa.plot(epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=ms,
-                           label="GWA (trusted epochs)")
+    (h_gwa,) = ax_gwa.plot(
+        epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=ms, label="GWA (trusted epochs)"
+    )
     lo, hi = _gwa_limits(trusted, gwa[guarded])
     handles = [h_gwa]
     if guarded.any():
         # Guarded values can sit anywhere near the pole: far ones are drawn at the edge, with their value.
         g_epochs, g_values = epochs[guarded], gwa[guarded]
         shown = np.clip(np.nan_to_num(g_values, nan=0.0, posinf=hi, neginf=lo), lo, hi)
-        handles.append(ax_gwa.scatter(g_epochs, shown, marker="X", s=55 if ms == 4 else 20, color=COLORS["guard"], zorder=4, clip_on=False,
-                                      label="GWA at guarded epochs (kurtosis pole; far values at the edge)"))
+        handles.append(
+            ax_gwa.scatter(
+                g_epochs,
+                shown,
+                marker="X",
+                s=55 if ms == 4 else 20,
+                color=COLORS["guard"],
+                zorder=4,
+                clip_on=False,
+                label="GWA at guarded epochs (kurtosis pole; far values at the edge)",
+            )
+        )
         span = hi - lo
         gap, last_label = max(1.0, epochs.size / 12), {}  # labels closer than `gap` epochs would overlap
-        for e, v, y in zip(g_epochs, g_values, shown):
+        for e, v, y in zip(g_epochs, g_values, shown, strict=True):
             if not (lo <= v <= hi) and e - last_label.get(y >= hi, -np.inf) >= gap:
                 last_label[y >= hi] = e
-                ax_gwa.annotate(f"{v:.3g}", (e, y - 0.07 * span if y >= hi else y + 0.04 * span), ha="center",
-                                fontsize=7, color=COLORS["guard"])
+                ax_gwa.annotate(
+                    f"{v:.3g}",
+                    (e, y - 0.07 * span if y >= hi else y + 0.04 * span),
+                    ha="center",
+                    fontsize=7,
+                    color=COLORS["guard"],
+                )
             ax_gwa.axvspan(e - 0.5, e + 0.5, color=COLORS["guard"], alpha=0.08, lw=0)
     ax_gwa.set_ylim(lo, hi)
     ax_gwa.axhline(0, color=COLORS["zero"], lw=0.8)
@@ -142,8 +186,9 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     ax_gwa.set_title("Gradient-weight alignment and accuracy over training")
     _, acc_handles = _accuracy_axis(ax_gwa, epochs, accuracies, ms=ms * 0.75)
 
-    (h_mean,) = ax_mean.plot(epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=ms,
-                             label="mean alignment")
+    (h_mean,) = ax_mean.plot(
+        epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=ms, label="mean alignment"
+    )
     ax_mean.axhline(0, color=COLORS["zero"], lw=0.8)
     ax_mean.set_ylabel("mean per-sample alignment")
     ax_mean.set_xlabel("epoch")
@@ -151,7 +196,7 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     ax_mean.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
     _accuracy_axis(ax_mean, epochs, accuracies, ms=ms * 0.75)
     crit_handles = _mark_criteria([ax_gwa, ax_mean], choices)
-    handles += [h_mean] + acc_handles + crit_handles
+    handles += [h_mean, *acc_handles, *crit_handles]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
     return fig
 
@@ -163,19 +208,23 @@ def _gwa_limits(trusted: np.ndarray, guarded_values: np.ndarray) -> tuple[float,
         trusted = np.clip(trusted, *np.percentile(trusted, [10, 90])) if trusted.size else trusted
     lo, hi = _limits(np.append(trusted, 0.0))
     span = hi - lo
-    near = guarded_values[np.isfinite(guarded_values) & (guarded_values > lo - span) & (guarded_values < hi + span)]
+    near = guarded_values[
+        np.isfinite(guarded_values) & (guarded_values > lo - span) & (guarded_values < hi + span)
+    ]
     return _limits(np.concatenate([trusted, near, [0.0]]))
 
 
 def pick_epochs(epochs, *, max_rows: int = 7, extra=()) -> list[int]:
-    """Up to ``max_rows`` epochs evenly spread from first to last, plus ``extra`` ones (e.g. chosen epochs)."""
+    """Up to ``max_rows`` epochs spread evenly from first to last, plus the ``extra`` (e.g. chosen) ones."""
     epochs = list(epochs)
     idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, min(max_rows, len(epochs)))).astype(int))
     picked = {epochs[i] for i in idx} | {e for e in extra if e in epochs}
     return sorted(picked)
 
 
-def plot_alignment_distribution(epochs, matrix, noise_mask=None, *, show_epochs=None, marks=None, bins: int = 50):
+def plot_alignment_distribution(
+    epochs, matrix, noise_mask=None, *, show_epochs=None, marks=None, bins: int = 50
+):
     """Per-epoch distribution of per-sample alignment as a ridge plot (the paper's Figure 1 view).
 
     Args:
@@ -192,22 +241,39 @@ def plot_alignment_distribution(epochs, matrix, noise_mask=None, *, show_epochs=
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
     lo, hi = min(lo, -0.05), max(hi, 0.05)
     edges = np.linspace(lo, hi, bins + 1)
-    groups = [("all samples", None, COLORS["all"])] if noise_mask is None else [
-        ("clean label", ~noise_mask, COLORS["clean"]), ("flipped label (noise mask)", noise_mask, COLORS["noisy"])]
+    groups = (
+        [("all samples", None, COLORS["all"])]
+        if noise_mask is None
+        else [
+            ("clean label", ~noise_mask, COLORS["clean"]),
+            ("flipped label (noise mask)", noise_mask, COLORS["noisy"]),
+        ]
+    )
     fig, ax = plt.subplots(figsize=(8.5, max(2.8, 1.0 + 0.85 * len(show))))
     for row, epoch in enumerate(reversed(show)):
         scores = matrix[epochs.index(epoch)]
-        counts = [np.histogram(scores[np.isfinite(scores) & (True if m is None else m)], edges)[0]
-                  for _, m, _ in groups]
+        counts = [
+            np.histogram(scores[np.isfinite(scores) & (True if m is None else m)], edges)[0]
+            for _, m, _ in groups
+        ]
         top = max(max(c.max() for c in counts), 1)
-        for (label, _, color), c in zip(groups, counts):
-            ax.stairs(row + 0.92 * c / top, edges, baseline=row, fill=True, color=color, alpha=0.6, lw=0,
-                      label=label if row == 0 else None)
+        for (label, _, color), c in zip(groups, counts, strict=True):
+            ax.stairs(
+                row + 0.92 * c / top,
+                edges,
+                baseline=row,
+                fill=True,
+                color=color,
+                alpha=0.6,
+                lw=0,
+                label=label if row == 0 else None,
+            )
         ax.axhline(row, color="#cccccc", lw=0.6, zorder=0)
     ax.axvline(0, color=COLORS["zero"], lw=1, ls="--")
     marks = marks or {}
-    ax.set_yticks(range(len(show)), [f"epoch {e}" + (f"\n({marks[e]})" if e in marks else "")
-                                     for e in reversed(show)])
+    ax.set_yticks(
+        range(len(show)), [f"epoch {e}" + (f"\n({marks[e]})" if e in marks else "") for e in reversed(show)]
+    )
     ax.set_ylim(-0.1, len(show) + 0.1)
     ax.set_xlim(lo, hi)
     ax.set_xlabel("per-sample alignment  cos(−∇W ℓ, W)")
@@ -232,11 +298,25 @@ def plot_data_map(mean, std, noise_mask=None):
     n = int(seen.sum())
     size = 14 if n <= 2000 else 4 if n <= 20000 else 1
     fig, ax = plt.subplots(figsize=(7, 5.2))
-    groups = [("all samples", seen, COLORS["all"])] if noise_mask is None else [
-        ("clean label", seen & ~noise_mask, COLORS["clean"]), ("flipped label", seen & noise_mask, COLORS["noisy"])]
+    groups = (
+        [("all samples", seen, COLORS["all"])]
+        if noise_mask is None
+        else [
+            ("clean label", seen & ~noise_mask, COLORS["clean"]),
+            ("flipped label", seen & noise_mask, COLORS["noisy"]),
+        ]
+    )
     for label, m, color in groups:
-        ax.scatter(std[m], mean[m], s=size, color=color, alpha=0.55, lw=0, rasterized=True,
-                   label=f"{label} ({int(m.sum())})")
+        ax.scatter(
+            std[m],
+            mean[m],
+            s=size,
+            color=color,
+            alpha=0.55,
+            lw=0,
+            rasterized=True,
+            label=f"{label} ({int(m.sum())})",
+        )
     ax.axhline(0, color=COLORS["zero"], lw=1, ls="--")
     ax.set_xlabel("variability: std of alignment over epochs")
     ax.set_ylabel("mean alignment over epochs")
@@ -257,11 +337,13 @@ def plot_compare(names, panels):
         panels: ``[(x, y, x_label, y_label, title), ...]`` with ``x`` and ``y`` of shape ``(R,)``.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), layout="constrained", squeeze=False)
-    for ax, (x, y, x_label, y_label, title) in zip(axes[0], panels):
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.4), layout="constrained", squeeze=False
+    )
+    for ax, (x, y, x_label, y_label, title) in zip(axes[0], panels, strict=True):
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         ax.scatter(x, y, s=42, color=COLORS["align"], zorder=3)
-        for name, a, b in zip(names, x, y):
+        for name, a, b in zip(names, x, y, strict=True):
             if np.isfinite(a) and np.isfinite(b):
                 ax.annotate(str(name), (a, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel(x_label)
@@ -272,7 +354,7 @@ def plot_compare(names, panels):
 
 
 def image_thumbnail(image) -> bytes:
-    """A preview image ``(H, W)``, ``(H, W, 3)`` or channel-first ``(C, H, W)`` as PNG bytes, min-max scaled."""
+    """A preview image ``(H, W)``, ``(H, W, 3)`` or ``(C, H, W)`` as min-max scaled PNG bytes."""
     import matplotlib.image
 
     img = np.asarray(image, dtype=np.float64)
@@ -281,7 +363,9 @@ def image_thumbnail(image) -> bytes:
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
-        raise ValueError(f"Expected a preview image of shape (H, W), (H, W, 3) or (3, H, W); got shape={img.shape}.")
+        raise ValueError(
+            f"Expected a preview image of shape (H, W), (H, W, 3) or (3, H, W); got shape={img.shape}."
+        )
     lo, hi = np.nanmin(img), np.nanmax(img)
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     buf = io.BytesIO()

@@ -20,16 +20,38 @@ from gwa.report import html as markup
 from gwa.report import plots
 
 DEFAULT_TOP_SAMPLES = 20
-HEADER_KEYS = ("dataset", "model", "noise", "noise_rate", "epochs", "optimizer", "lr", "batch_size", "seed", "backend")
+HEADER_KEYS = (
+    "dataset",
+    "model",
+    "noise",
+    "noise_rate",
+    "epochs",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "seed",
+    "backend",
+)
 HIDDEN_KEYS = {"format", "gwa_version", "status"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="the run directory (written by `gwa train` or an integration)")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="where to write report.html and the PNG figures (default: RUN/report)")
-    parser.add_argument("--top-samples", type=int, default=DEFAULT_TOP_SAMPLES, metavar="K",
-                        help=f"rows in the table of most negatively aligned samples (default {DEFAULT_TOP_SAMPLES})")
+    parser.add_argument(
+        "run", metavar="RUN", help="the run directory (written by `gwa train` or an integration)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="where to write report.html and the PNG figures (default: RUN/report)",
+    )
+    parser.add_argument(
+        "--top-samples",
+        type=int,
+        default=DEFAULT_TOP_SAMPLES,
+        metavar="K",
+        help=f"rows in the table of most negatively aligned samples (default {DEFAULT_TOP_SAMPLES})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,25 +89,41 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
     epochs = np.asarray(run.epochs)
     gwa, guarded = analysis.gwa_curve(run)
 
-    subtitle = (f"{run.path.resolve()} · {len(epochs)} epoch(s) · {int(run.config.get('num_samples', 0))} "
-                f"training samples · gwa {run.config.get('gwa_version')}")
+    subtitle = (
+        f"{run.path.resolve()} · {len(epochs)} epoch(s) · {int(run.config.get('num_samples', 0))} "
+        f"training samples · gwa {run.config.get('gwa_version')}"
+    )
     parts = [f"<h1>gwa report: {markup.esc(run.name)}</h1>", f'<p class="muted">{markup.esc(subtitle)}</p>']
     parts += [f'<div class="note">{markup.esc(n)}</div>' for n in notes]
     parts.append(markup.section("config", "Run", _config_table(run.config, run.summary)))
     parts.append(markup.section("summary", "Stop criteria", _summary_block(run, choices, guarded)))
 
-    curves = plots.plot_curves(epochs, gwa, guarded, analysis.mean_alignment_curve(run),
-                               {k: run.series(k) for k in ("test_acc", "val_acc")}, choices)
+    curves = plots.plot_curves(
+        epochs,
+        gwa,
+        guarded,
+        analysis.mean_alignment_curve(run),
+        {k: run.series(k) for k in ("test_acc", "val_acc")},
+        choices,
+    )
     png = plots.save_png(curves, out / "curves.png")
-    parts.append(markup.section("curves", "GWA and mean alignment against accuracy", markup.img(png, alt="GWA curves") +
-                           "<p class='muted'>Dashed vertical lines: each criterion's chosen epoch. Red crosses and "
-                           "shading: epochs whose GWA is guarded (see above).</p>"))
+    parts.append(
+        markup.section(
+            "curves",
+            "GWA and mean alignment against accuracy",
+            markup.img(png, alt="GWA curves")
+            + "<p class='muted'>Dashed vertical lines: each criterion's chosen epoch. Red crosses and "
+            "shading: epochs whose GWA is guarded (see above).</p>",
+        )
+    )
 
     if analysis.has_scores(run):
         parts += _sample_sections(run, out, choices, top_samples)
     else:
-        parts.append('<div class="note">This run stored no per-sample alignment scores, so the distribution, '
-                     "the data map and the sample table are left out.</div>")
+        parts.append(
+            '<div class="note">This run stored no per-sample alignment scores, so the distribution, '
+            "the data map and the sample table are left out.</div>"
+        )
     page = markup.page(f"gwa report: {run.name}", "\n".join(parts))
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
@@ -108,9 +146,11 @@ def _config_table(config: dict, summary: dict | None) -> str:
         flipped = f"{noise.get('num_noisy', '?')} ({float(noise['rate_actual']):.1%} of the training set)"
         rows.append(["flipped labels", flipped])
     rest = [[k, _config_value(v)] for k, v in config.items() if k not in HIDDEN_KEYS]
-    return (markup.table(["setting", "value"], rows) +
-            f"<details><summary>full configuration ({len(rest)} entries)</summary>"
-            f"{markup.table(['key', 'value'], rest)}</details>")
+    return (
+        markup.table(["setting", "value"], rows)
+        + f"<details><summary>full configuration ({len(rest)} entries)</summary>"
+        f"{markup.table(['key', 'value'], rest)}</details>"
+    )
 
 
 def _ranges(values: list[int]) -> str:
@@ -128,11 +168,24 @@ def _ranges(values: list[int]) -> str:
 def _summary_block(run, choices, guarded) -> str:
     source = "summary.json" if choices and choices[0].source == "summary" else "recomputed from metrics.jsonl"
     default = (run.summary or {}).get("default")
-    at = lambda key, c: markup.fmt(analysis.metric_at(run, key, c.epoch))
-    rows = [[f"{c.criterion} (default)" if c.criterion == default else c.criterion, c.epoch, markup.fmt(c.test_acc),
-             at("val_acc", c), at("gwa", c), at("align_mean", c)] for c in choices]
-    body = markup.table(["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows,
-                   numeric={1, 2, 3, 4, 5})
+
+    def at(key, choice):
+        return markup.fmt(analysis.metric_at(run, key, choice.epoch))
+
+    rows = [
+        [
+            f"{c.criterion} (default)" if c.criterion == default else c.criterion,
+            c.epoch,
+            markup.fmt(c.test_acc),
+            at("val_acc", c),
+            at("gwa", c),
+            at("align_mean", c),
+        ]
+        for c in choices
+    ]
+    body = markup.table(
+        ["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows, numeric={1, 2, 3, 4, 5}
+    )
     body += f"<p class='muted'>Chosen epochs from {source}.</p>"
     if guarded.any():
         body += _guard_sentence(run, guarded)
@@ -145,17 +198,23 @@ def _guard_sentence(run, guarded) -> str:
 
     reasons = analysis.guard_reasons(run)
     by_reason: dict[str, list[int]] = {}
-    for epoch, g in zip(run.epochs, guarded):
+    for epoch, g in zip(run.epochs, guarded, strict=True):
         if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
             why = reasons[epoch].split(":")[0] if epoch in reasons else "no finite GWA logged"
             by_reason.setdefault(why, []).append(int(epoch))
     flagged = sorted(e for epochs in by_reason.values() for e in epochs)
     detail = "; ".join(f"{why} at {_ranges(epochs)}" for why, epochs in by_reason.items())
-    return ('<div class="guard"><b>GWA guard.</b> ' + markup.esc(
-        f"GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of {len(run.epochs)}), so the GWA "
-        f"criterion never chooses them. The usual cause is the kurtosis pole: when the alignment scores are flat or "
-        f"bimodal (as label noise makes them), excess kurtosis + {PAPER_BETA:g} falls to {MIN_DENOMINATOR:g} or "
-        f"below and the paper's formula divides by almost zero or flips sign. Here: {detail}.") + "</div>")
+    return (
+        '<div class="guard"><b>GWA guard.</b> '
+        + markup.esc(
+            f"GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of {len(run.epochs)}), so "
+            f"the GWA criterion never chooses them. The usual cause is the kurtosis pole: when the alignment "
+            f"scores are flat or bimodal (as label noise makes them), excess kurtosis + {PAPER_BETA:g} "
+            f"falls to {MIN_DENOMINATOR:g} or below and the paper's formula divides by almost zero or flips "
+            f"sign. Here: {detail}."
+        )
+        + "</div>"
+    )
 
 
 def _thumbnail(run, sample_id: int, index: dict) -> str:
@@ -178,16 +237,29 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
     for c in choices:
         marks[c.epoch] = f"{marks[c.epoch]}, {c.criterion}" if c.epoch in marks else c.criterion
     show = plots.pick_epochs(run.epochs, extra=[c.epoch for c in choices if c.criterion == "gwa"])
-    png = plots.save_png(plots.plot_alignment_distribution(run.epochs, matrix, mask, show_epochs=show, marks=marks),
-                         out / "alignment_distribution.png")
-    parts.append(markup.section("distribution", "Per-sample alignment by epoch",
-                           markup.img(png, alt="alignment distribution") + _separation_note(stats, mask)))
+    png = plots.save_png(
+        plots.plot_alignment_distribution(run.epochs, matrix, mask, show_epochs=show, marks=marks),
+        out / "alignment_distribution.png",
+    )
+    parts.append(
+        markup.section(
+            "distribution",
+            "Per-sample alignment by epoch",
+            markup.img(png, alt="alignment distribution") + _separation_note(stats, mask),
+        )
+    )
 
     png = plots.save_png(plots.plot_data_map(stats.mean, stats.std, mask), out / "data_map.png")
-    parts.append(markup.section("datamap", "Data map", markup.img(png, alt="data map") +
-                           "<p class='muted'>Each point is a training sample: its mean alignment over the epochs "
-                           "where it was seen against how much that alignment varied. Samples that stay below "
-                           "zero pull the head's weights the other way: often mislabeled or atypical.</p>"))
+    parts.append(
+        markup.section(
+            "datamap",
+            "Data map",
+            markup.img(png, alt="data map")
+            + "<p class='muted'>Each point is a training sample: its mean alignment over the epochs "
+            "where it was seen against how much that alignment varied. Samples that stay below "
+            "zero pull the head's weights the other way: often mislabeled or atypical.</p>",
+        )
+    )
 
     seen_ids = np.flatnonzero(stats.seen)
     order = seen_ids[np.argsort(stats.mean[seen_ids], kind="stable")][:top_samples]
@@ -202,15 +274,26 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
         if run.clean_labels is not None:
             row.append(int(run.clean_labels[i]))
         noisy = "–" if mask is None else ('<span class="noisy">yes</span>' if mask[i] else "no")
-        row += [markup.fmt(stats.mean[i]), markup.fmt(stats.last[i]), f"{stats.frac_negative[i]:.0%}", noisy,
-                _thumbnail(run, i, index)]
+        row += [
+            markup.fmt(stats.mean[i]),
+            markup.fmt(stats.last[i]),
+            f"{stats.frac_negative[i]:.0%}",
+            noisy,
+            _thumbnail(run, i, index),
+        ]
         rows.append(row)
     n_cols = len(headers)
-    table = markup.table(headers, rows, numeric={0, 1, n_cols - 5, n_cols - 4, n_cols - 3},
-                         raw={n_cols - 2, n_cols - 1})
-    parts.append(markup.section("negative", f"The {len(order)} most negatively aligned samples",
-                           "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen. "
-                           "Export a ranked list with <code>gwa flag</code>.</p>" + table))
+    table = markup.table(
+        headers, rows, numeric={0, 1, n_cols - 5, n_cols - 4, n_cols - 3}, raw={n_cols - 2, n_cols - 1}
+    )
+    parts.append(
+        markup.section(
+            "negative",
+            f"The {len(order)} most negatively aligned samples",
+            "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen. "
+            "Export a ranked list with <code>gwa flag</code>.</p>" + table,
+        )
+    )
     return parts
 
 
@@ -224,5 +307,7 @@ def _separation_note(stats, mask) -> str:
         return ""
 
     auroc = roc_auc_score(mask[seen], -stats.mean[seen])
-    return (f"<p class='muted'>Mean alignment over epochs separates flipped from clean labels with AUROC "
-            f"{auroc:.3f} ({int(mask[seen].sum())} flipped of {int(seen.sum())} samples seen).</p>")
+    return (
+        f"<p class='muted'>Mean alignment over epochs separates flipped from clean labels with AUROC "
+        f"{auroc:.3f} ({int(mask[seen].sum())} flipped of {int(seen.sum())} samples seen).</p>"
+    )
