@@ -72,7 +72,9 @@ def check_numpy_inputs(logits, targets, embeddings, weight, bias=None):
         check_soft_targets(targets)
     else:
         if not np.issubdtype(targets.dtype, np.integer):
-            if targets.dtype == bool or not np.all(np.isfinite(targets)) or np.any(targets != np.round(targets)):
+            # Only integral floats pass; bool, complex, strings and objects are not class ids.
+            if (not np.issubdtype(targets.dtype, np.floating) or not np.all(np.isfinite(targets))
+                    or np.any(targets != np.round(targets))):
                 raise TypeError(
                     f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}."
                 )
