@@ -92,6 +92,12 @@ def test_markdown_and_cli(four_runs, tmp_path, commands, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_duplicate_names_show_paths(tmp_path, write_run):
+    a = write_run(tmp_path / "a" / "run", metrics=_metrics(0.1, 0.5, 1.0, 0.4))
+    b = write_run(tmp_path / "b" / "run", metrics=_metrics(0.2, 0.6, 1.0, 0.4))
+    assert [r.name for r in compare_runs([a, b]).rows] == [str(b), str(a)]
+
+
 def test_too_few_runs_for_correlation(four_runs):
     res = compare_runs(four_runs[:2])
     assert res.correlations == []

@@ -103,6 +103,15 @@ def test_cli_default_output_and_top(hand_run, commands, capsys):
     assert (hand_run / "flagged.csv").exists()
 
 
+def test_help_documents_the_rules(commands, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        commands(["flag", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'lastk' (default): alignment below T (default 0) in each of the last k epochs" in text
+    assert "'frac': fraction of epochs with alignment < 0 at least T (default 0.5)" in text
+
+
 def test_cli_top_and_threshold_are_exclusive(hand_run, commands):
     with pytest.raises(SystemExit):
         commands(["flag", str(hand_run), "--top", "1", "--threshold", "0"])
@@ -114,6 +123,8 @@ def test_cli_top_and_threshold_are_exclusive(hand_run, commands):
         ({"rule": "median"}, r"Expected `rule` to be one of \['frac', 'lastk', 'mean'\]; got 'median'"),
         ({"last_k": 0}, r"Expected `last_k` to be an integer >= 1; got 0"),
         ({"top": 0}, r"Expected `top` to be an integer >= 1; got 0"),
+        ({"top": True}, r"Expected `top` to be an integer >= 1; got True"),
+        ({"last_k": 2.0}, r"Expected `last_k` to be an integer >= 1; got 2.0"),
         ({"top": 2, "threshold": 0.0}, r"Pass either `top` or `threshold`, not both"),
         ({"rule": "frac", "threshold": 1.5}, r"Expected `threshold` in \[0, 1\] for rule 'frac'"),
         ({"threshold": float("nan")}, r"Expected `threshold` to be a finite number"),

@@ -16,6 +16,7 @@ accuracy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class RunRow:
     """One run's statistics; epochs are 1-based, NaN (and epoch None) where a value is not available."""
 
     name: str
+    path: Path
     epochs: int
     complete: bool
     max_align: float
@@ -140,6 +142,7 @@ def run_row(run) -> RunRow:
     j = _nanargmax(test)
     return RunRow(
         name=run.name,
+        path=run.path,
         epochs=len(epochs),
         complete=run.complete,
         max_align=math.nan if i is None else float(align[i]),
@@ -191,6 +194,9 @@ def compare_runs(runs) -> CompareResult:
     if not runs:
         raise ValueError("Expected at least one run directory in `runs`; got none.")
     rows = [run_row(r) for r in runs]
+    names = [r.name for r in rows]
+    if len(set(names)) < len(names):  # same run names (e.g. every run dir called "run"): show the paths
+        rows = [dataclasses.replace(r, name=str(r.path)) for r in rows]
     rows.sort(key=lambda r: (-r.max_align if math.isfinite(r.max_align) else math.inf, r.name))
 
     def col(attr):

@@ -151,13 +151,13 @@ def _check_options(rule, last_k, threshold, top) -> float:
     from gwa._validation import check_choice
 
     check_choice("rule", rule, RULES)
-    if not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
+    if isinstance(last_k, bool) or not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
         raise ValueError(f"Expected `last_k` to be an integer >= 1; got {last_k!r}.")
     if top is not None and threshold is not None:
         raise ValueError(
             f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}."
         )
-    if top is not None and not (isinstance(top, (int, np.integer)) and top >= 1):
+    if top is not None and (isinstance(top, bool) or not (isinstance(top, (int, np.integer)) and top >= 1)):
         raise ValueError(f"Expected `top` to be an integer >= 1; got {top!r}.")
     threshold = DEFAULT_THRESHOLDS[rule] if threshold is None else float(threshold)
     if not math.isfinite(threshold):

@@ -78,7 +78,7 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         gwa.rundir.RunDirError: not a run directory, another format version, no finished epoch, or per-sample
             scores missing for a logged epoch.
     """
-    if not (isinstance(top_samples, int) and top_samples >= 0):
+    if isinstance(top_samples, bool) or not (isinstance(top_samples, int) and top_samples >= 0):
         raise ValueError(f"Expected `top_samples` to be an integer >= 0; got {top_samples!r}.")
     run = analysis.open_run(run_dir)
     analysis.require_epochs(run)
