@@ -90,7 +90,10 @@ class Moments:
 
     @classmethod
     def from_values(cls, values) -> Moments:
-        return cls(batch_state(values))
+        """Moments of one batch of values (NaN/Inf rejected, as in :meth:`update`)."""
+        moments = cls()
+        moments.update(values)
+        return moments
 
     def update(self, values) -> None:
         """Add a batch of values (any shape; NaN is rejected rather than silently poisoning the moments)."""
