@@ -85,17 +85,18 @@ class SampleStore:
 
     def claim(self, ids: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
         """``(B,)`` True for the sightings that are the first finite one of their id this epoch."""
-        position = torch.arange(self.occurrences, self.occurrences + len(ids), device=ids.device)
+        batch = ids.shape[0]
+        position = torch.arange(self.occurrences, self.occurrences + batch, device=ids.device)
         position.masked_fill_(nonfinite, _NEVER)
         self.owner.scatter_reduce_(0, ids, position, reduce="amin")
-        self.occurrences += len(ids)
+        self.occurrences += batch
         return self.owner[ids] == position
 
     def write(self, ids: torch.Tensor, new: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
         slot = ids.masked_fill(~new, self.num_samples)
         for name, value in values.items():
             store = self.values[name]
-            store.index_put_((slot,), value.to(store.dtype))
+            store.index_put_((slot,), value if value.dtype == store.dtype else value.to(store.dtype))
 
     @property
     def seen(self) -> torch.Tensor:

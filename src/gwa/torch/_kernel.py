@@ -87,27 +87,26 @@ def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, dtype
 
 def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                dtype: torch.dtype) -> HeadTerms:
-    """The head's half of the cosine (no checks, no host sync, no autograd graph)."""
-    with torch.no_grad():
-        x = embeddings.detach().to(dtype)
-        w = weight.detach().to(dtype)
-        scale = _row_scale(x)
-        if bias is not None:
-            # The row is [x, 1]: its max-abs is at least 1, so that 1 / s cannot overflow for tiny x.
-            scale = scale.clamp_min(1.0)
-        # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
-        x = x / scale
-        neg_head_out = (x @ w.T).neg_()
-        emb_norm_sq = torch.linalg.vecdot(x, x)
-        flat = w.reshape(-1)
-        weight_norm_sq = torch.dot(flat, flat)
-        if bias is not None:
-            b = bias.detach().to(dtype)
-            inv_scale = scale.reciprocal()
-            # [W b] . [d x^T, d] = d . (W x + b); rescaling x by 1/s rescales the bias slot by 1/s too.
-            neg_head_out = torch.addcmul(neg_head_out, inv_scale, b[None, :], value=-1.0)
-            emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
-            weight_norm_sq = weight_norm_sq + torch.dot(b, b)
+    """The head's half of the cosine (no checks, no host sync; detached inputs, so no autograd graph)."""
+    x = _as(embeddings.detach(), dtype)
+    w = _as(weight.detach(), dtype)
+    scale = _row_scale(x)
+    if bias is not None:
+        # The row is [x, 1]: its max-abs is at least 1, so that 1 / s cannot overflow for tiny x.
+        scale = scale.clamp_min(1.0)
+    # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
+    x = x / scale
+    neg_head_out = (x @ w.T).neg_()
+    emb_norm_sq = torch.linalg.vecdot(x, x)
+    flat = w.reshape(-1)
+    weight_norm_sq = torch.dot(flat, flat)
+    if bias is not None:
+        b = _as(bias.detach(), dtype)
+        inv_scale = scale.reciprocal()
+        # [W b] . [d x^T, d] = d . (W x + b); rescaling x by 1/s rescales the bias slot by 1/s too.
+        neg_head_out = torch.addcmul(neg_head_out, inv_scale, b[None, :], value=-1.0)
+        emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
+        weight_norm_sq = weight_norm_sq + torch.dot(b, b)
     return HeadTerms(neg_head_out, emb_norm_sq.mul_(weight_norm_sq))
 
 
@@ -128,23 +127,26 @@ def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: H
     ``undefined`` marks zero gradients, embeddings or heads (score :data:`gwa.UNDEFINED_SCORE`). Scores are
     NaN where an input (logits, embeddings, head, soft targets) holds NaN or Inf.
     """
-    with torch.no_grad():
-        z = logits.detach().to(terms.neg_head_out.dtype)
-        if soft:
-            diff = loss_gradient_wrt_logits(z, targets.detach(), soft=True)
-            scale = _row_scale(diff)
-        else:
-            diff = loss_gradient_wrt_logits(z, targets.detach(), soft=False)
-            # The max-abs entry of p - e_y is |p_y - 1| = sum_{k != y} p_k, the label entry.
-            scale = diff.gather(1, targets.detach().long()[:, None]).neg_().clamp_min_(torch.finfo(z.dtype).tiny)
-        # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
-        diff = diff.div_(scale)
-        numerator = torch.linalg.vecdot(diff, terms.neg_head_out)
-        denominator = torch.linalg.vecdot(diff, diff).mul_(terms.norm_sq).sqrt_()
-        # NaN/Inf inputs give a NaN ratio, which stays NaN; zero vectors give 0/0 and are undefined.
-        undefined = denominator == 0
-        scores = numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE)
+    z = _as(logits.detach(), terms.neg_head_out.dtype)
+    if soft:
+        diff = loss_gradient_wrt_logits(z, targets.detach(), soft=True)
+        scale = _row_scale(diff)
+    else:
+        diff = loss_gradient_wrt_logits(z, targets.detach(), soft=False)
+        # The max-abs entry of p - e_y is |p_y - 1| = sum_{k != y} p_k, the label entry.
+        scale = diff.gather(1, targets.detach().long()[:, None]).neg_().clamp_min_(torch.finfo(z.dtype).tiny)
+    # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
+    diff = diff.div_(scale)
+    numerator = torch.linalg.vecdot(diff, terms.neg_head_out)
+    denominator = torch.linalg.vecdot(diff, diff).mul_(terms.norm_sq).sqrt_()
+    # NaN/Inf inputs give a NaN ratio, which stays NaN; zero vectors give 0/0 and are undefined.
+    undefined = denominator == 0
+    scores = numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE)
     return scores, undefined
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _row_scale(a: torch.Tensor) -> torch.Tensor:

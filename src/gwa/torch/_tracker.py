@@ -188,7 +188,7 @@ class GWATracker:
             raise TypeError(f"Expected `targets` to be a torch.Tensor; got {type(targets).__name__}.")
         terms = self._head_terms_for(logits, targets, embeddings, weight, bias)
         device = logits.device
-        self._bind(device)
+        self._bind(device, terms.neg_head_out.dtype)
         if targets.device != device:
             targets = targets.to(device, non_blocking=True)
         soft = targets.dim() == 2
@@ -209,7 +209,7 @@ class GWATracker:
                 raise
             raise ValueError(f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from "
                              f"logits); got an id out of range.") from None
-        ids = self._resolve_ids(sample_ids, len(scores), device)
+        ids = self._resolve_ids(sample_ids, scores.shape[0], device)
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
         self._accumulate(scores, undefined, ids, values)
         return scores
@@ -265,7 +265,7 @@ class GWATracker:
         return ids
 
     def _accumulate(self, scores, undefined, ids, values) -> None:
-        nonfinite = torch.isnan(scores)
+        nonfinite = scores.isnan()
         if self._store is not None and ids is not None:
             try:
                 valid = self._store.claim(ids, nonfinite)
@@ -280,7 +280,7 @@ class GWATracker:
             if ids is not None and self.store_scores:
                 self._chunks.append((ids, scores, undefined, values))
         self._sums.add(scores, undefined, valid, nonfinite)
-        self._sightings += len(scores)
+        self._sightings += scores.shape[0]
 
     # ------------------------------------------------------------------------------------------------ end epoch
     def end_epoch(self) -> EpochResult:
@@ -385,8 +385,8 @@ class GWATracker:
         return ids[finite], scores[finite], undefined[finite], {k: v[finite] for k, v in signals.items()}
 
     # -------------------------------------------------------------------------------------------------- state
-    def _bind(self, device: torch.device) -> None:
-        """Create the epoch's device tensors on first use (the device is that of the first logits)."""
+    def _bind(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        """Create the epoch's device tensors on first use: on the first logits' device, scores in their dtype."""
         if self._device is not None:
             if device != self._device:
                 raise ValueError(f"Expected `logits` on {self._device} like the earlier batches; got {device}.")
@@ -394,13 +394,14 @@ class GWATracker:
         self._device = device
         self._sums = EpochSums(device)
         if self.num_samples is not None:
-            self._store = SampleStore(self.num_samples, self.signals, device, self._sums.dtype)
+            self._store = SampleStore(self.num_samples, self.signals, device, dtype)
         if self._pending_state is not None:
             self._load_epoch_state(self._pending_state)
             self._pending_state = None
 
     def _reset_epoch(self) -> None:
-        device = self._device
+        store = getattr(self, "_store", None)
+        device, dtype = self._device, store.values["score"].dtype if store is not None else torch.float32
         self._device = None
         self._sums = None
         self._store = None
@@ -408,7 +409,7 @@ class GWATracker:
         self._sightings = 0
         self._used_positions = False
         if device is not None:
-            self._bind(device)
+            self._bind(device, dtype)
 
     def state_dict(self) -> dict:
         """Plain values and CPU tensors: settings, epoch counter, history and the partial epoch."""
