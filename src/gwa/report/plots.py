@@ -26,7 +26,17 @@ COLORS = {
     "zero": "#999999",
 }
 #: Stop criteria's markers: the GWA criterion in GWA's colour, the others in colours no curve uses.
-CRITERION_COLORS = ["#CCB974", "#64B5CD", "#DA8BC3", "#937860", "#8C8C8C"]
+CRITERION_COLORS = [
+    "#CCB974",
+    "#64B5CD",
+    "#DA8BC3",
+    "#937860",
+    "#8C8C8C",
+    "#2A9D8F",
+    "#B5179E",
+    "#9DA33A",
+    "#1D3557",
+]
 DPI = 130
 
 
