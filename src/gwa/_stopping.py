@@ -37,7 +37,8 @@ def select_epoch(values: Sequence[float], rule: str = "paper", warmup_frac: floa
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:
         raise ValueError(f"Expected `values` to be a non-empty 1-D sequence; got shape={v.shape}.")
-    start = int(math.floor(warmup_frac * v.size))
+    # The epsilon keeps decimal fractions exact: 0.7 * 90 is 62.999... in binary, but means 63 epochs.
+    start = int(math.floor(warmup_frac * v.size + 1e-9))
     if rule == "finetune":
         start = _first_local_minimum(v, start)
     window = v[start:]
