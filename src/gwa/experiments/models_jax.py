@@ -14,6 +14,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gwa.jax import SOWN_NAME
 
@@ -73,6 +74,23 @@ class SmallCNN(nn.Module):
         x = x.mean(axis=tuple(range(1, 1 + self.dims)))
         self.sow("intermediates", SOWN_NAME, x)
         return _dense(self.num_classes, x.shape[-1], "head")(x)
+
+
+def init_params(model: nn.Module, input_shape: tuple[int, ...], seed: int) -> dict:
+    """Parameters drawn on the host like torch's defaults: every kernel and bias ``U(-1/sqrt(fan_in), ..)``.
+
+    Shapes come from ``jax.eval_shape`` (nothing is compiled); values from ``numpy.random.default_rng(seed)`` in
+    the parameter tree's order, so they are the same on every platform. (Compiling jax's threefry initialisers
+    for a small CNN costs seconds of CPU; this costs nothing.)
+    """
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(layer):
+        bound = 1.0 / math.sqrt(math.prod(layer["kernel"].shape[:-1]))
+        return {k: jnp.asarray(rng.uniform(-bound, bound, v.shape).astype(np.float32)) for k, v in layer.items()}
+
+    return jax.tree.map(draw, shapes, is_leaf=lambda t: isinstance(t, dict) and "kernel" in t)
 
 
 def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, hidden=(256, 256),

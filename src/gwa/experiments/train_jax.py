@@ -15,10 +15,12 @@ the padding masked out of the loss, moments, counters and store.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -138,6 +140,29 @@ def make_train_step(model, optimizer, *, align_bias: bool, signals: tuple[str, .
     return jax.jit(step, donate_argnums=(2,) if donate else ())
 
 
+# Runs that differ only in seed, data or noise (a benchmark grid) share one compiled step and predictor.
+@functools.lru_cache(maxsize=8)
+def _compiled_step(model, optimizer_key: tuple, align_bias: bool, signals: tuple[str, ...], donate: bool):
+    config = types.SimpleNamespace(**dict(optimizer_key))
+    optimizer = build_optimizer(config, lr_schedule(config, config.steps_per_epoch))
+    step = make_train_step(model, optimizer, align_bias=align_bias, signals=signals, donate=donate)
+    return step, optimizer
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_predict(model):
+    return make_predict(model)
+
+
+def _optimizer_key(config, steps_per_epoch: int) -> tuple:
+    """The options the optimizer and its schedule depend on (the run length only for decaying schedules)."""
+    decays = config.schedule != "constant"
+    return (("optimizer", config.optimizer), ("lr", config.lr), ("momentum", config.momentum),
+            ("weight_decay", config.weight_decay), ("schedule", config.schedule),
+            ("epochs", config.epochs if decays else 0), ("warmup_epochs", config.warmup_epochs if decays else 0),
+            ("steps_per_epoch", steps_per_epoch if decays else 0))
+
+
 def new_carry(num_samples: int, signals: tuple[str, ...]) -> dict:
     zero_i = jnp.zeros((), jnp.int32)
     store = {k: jnp.full(num_samples, jnp.nan, jnp.float32) for k in ("alignment", *signals)}
@@ -231,7 +256,7 @@ def _load_last(path: Path, start_epoch: int, params, opt_state):
 
 def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) -> None:
     """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.experiments.train` for the contract."""
-    from gwa.experiments.models_jax import build_model
+    from gwa.experiments.models_jax import build_model, init_params
     from gwa.rundir import epoch_metrics, read_metrics
 
     if config.init_checkpoint:
@@ -244,17 +269,16 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     device = resolve_device(config.device)
     n = data.num_samples
     steps_per_epoch = len(epoch_batches(n, config.batch_size, config.seed, 1))
-    schedule = lr_schedule(config, steps_per_epoch)
     host_schedule = lr_schedule(config, steps_per_epoch, xp=np)
-    optimizer = build_optimizer(config, schedule)
     signals = tuple(dict.fromkeys((*config.signals, "pred")))
+    train_step, optimizer = _compiled_step(model, _optimizer_key(config, steps_per_epoch), config.align_bias,
+                                           signals, device.platform != "cpu")
     stopper = None if config.early_stop is None else gwa.EarlyStopper(
         "max", patience=config.early_stop, warmup=warmup_epochs_for_stopping(config))
     run_dir = writer.path
     ckpt_dir = checkpoint.checkpoint_dir(run_dir)
     with jax.default_device(device):
-        dummy = jnp.zeros((1, *data.input_shape), jnp.float32)
-        params = jax.jit(model.init)(jax.random.key(config.seed), dummy)["params"]
+        params = init_params(model, data.input_shape, config.seed)
         opt_state = optimizer.init(params)
         wall_time, prev_pred = 0.0, None
         if start_epoch > 0:
@@ -264,9 +288,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
                 stopper.load_state_dict(stopper_state)
                 if stopper.should_stop:
                     return
-        train_step = make_train_step(model, optimizer, align_bias=config.align_bias, signals=signals,
-                                     donate=device.platform != "cpu")
-        predict = make_predict(model)
+        predict = _compiled_predict(model)
         x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train.astype(np.int32))
         step = start_epoch * steps_per_epoch
         for epoch in range(start_epoch + 1, config.epochs + 1):
