@@ -252,6 +252,8 @@ def load_result(path: Path) -> RunResult | None:
     rows = run.metrics
     chosen = criteria.select_all(rows, finetune=bool(c.get("finetune")))
     chosen.update(candidate_choices(rows))
+    if variant == "full" and "alignment" in run.signals():
+        chosen.update(score_candidate_choices(run))
     test = criteria.series(rows, "test_acc")
     index = {int(r["epoch"]): i for i, r in enumerate(rows)}
     test_at = {k: float(test[index[e]]) for k, e in chosen.items()}
@@ -281,6 +283,34 @@ def candidate_choices(rows: list[dict]) -> dict[str, int]:
         try:
             out[f"cand:{name}"] = epochs[choose(rows)]
         except (ValueError, KeyError):
+            continue
+    return out
+
+
+def _median_curve(matrix: np.ndarray) -> np.ndarray:
+    out = np.full(matrix.shape[0], np.nan)
+    for e, row in enumerate(matrix):
+        seen = row[np.isfinite(row)]
+        if seen.size:
+            out[e] = float(np.median(seen))
+    return out
+
+
+#: Research candidates that need the per-sample scores (not only the metric rows): name -> (E, N) -> (E,) curve,
+#: chosen with the paper's rule. The median is the location of the majority mode when fewer than half the
+#: samples sit in the negatively aligned (mislabeled) mode.
+SCORE_CANDIDATES = {"align_median": _median_curve}
+
+
+def score_candidate_choices(run) -> dict[str, int]:
+    from gwa._stopping import select_epoch
+
+    matrix = run.score_matrix("alignment")
+    out = {}
+    for name, curve in SCORE_CANDIDATES.items():
+        try:
+            out[f"cand:{name}"] = run.epochs[select_epoch(curve(matrix), "paper")]
+        except ValueError:
             continue
     return out
 
@@ -391,7 +421,8 @@ def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
 def candidate_rows(results: list[RunResult]) -> tuple:
     from gwa.experiments import criteria
 
-    return tuple((f"candidate: {name}", "full", f"cand:{name}") for name in criteria.CANDIDATES)
+    names = [*criteria.CANDIDATES, *SCORE_CANDIDATES]
+    return tuple((f"candidate: {name}", "full", f"cand:{name}") for name in names)
 
 
 DETECTION_SCORES = (
@@ -440,6 +471,47 @@ def detection_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+#: Settings up to this count get per-epoch curves in the report (the failure-case grid).
+MAX_CURVE_SETTINGS = 4
+
+
+def curve_tables(results: list[RunResult]) -> str:
+    """Per-epoch statistics of the first seed's full run of each setting: where the paper's ratio has its pole."""
+    from gwa.rundir import load_run
+
+    firsts = {}
+    for r in sorted(results, key=lambda r: r.seed):
+        if r.variant == "full":
+            firsts.setdefault(r.setting, r)
+    if not firsts or len(firsts) > MAX_CURVE_SETTINGS:
+        return ""
+    parts = []
+    for setting, r in sorted(firsts.items()):
+        run = load_run(r.path)
+        a = run.score_matrix("alignment").astype(np.float64)
+        mask = run.noise_mask.astype(bool) if run.noise_mask is not None else np.zeros(a.shape[1], dtype=bool)
+        median = _median_curve(a)
+        header = ["epoch", "test acc", "mean γ", "median γ", "excess kurtosis", "κ + 1.2", "GWA (paper)",
+                  "flagged", "mean / (κ + 3)", "share γ < 0", "mean γ clean", "mean γ mislabeled"]
+        lines = [f"#### {_setting_label(setting)}, {setting[1]}, {setting[4]} schedule, seed {r.seed}", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for i, row in enumerate(run.metrics):
+            g = a[i]
+            seen = np.isfinite(g)
+            kurt = row.get("align_excess_kurtosis")
+            mean = row.get("align_mean")
+            gwa_text = "∞" if row.get("gwa") is None else f"{row['gwa']:.3f}"
+            noisy = f"{np.mean(g[seen & mask]):.4f}" if (seen & mask).any() else "–"
+            pearson = "–" if kurt is None or mean is None else f"{mean / (kurt + 3):.4f}"
+            lines.append(f"| {row['epoch']} | {100 * row['test_acc']:.1f} | {mean:.4f} | {median[i]:.4f} | "
+                         f"{kurt:.2f} | {kurt + 1.2:.2f} | {gwa_text} | {'yes' if row.get('gwa_flagged') else ''} | "
+                         f"{pearson} | {np.mean(g[seen] < 0):.3f} | {np.mean(g[seen & ~mask]):.4f} | {noisy} |")
+        picks = ", ".join(f"{k.removeprefix('cand:')} → {e}" for k, e in r.chosen.items())
+        lines += ["", f"Chosen epochs: {picks}.", ""]
+        parts.append("\n".join(lines))
+    return "\n".join(parts)
+
+
 def machine_description() -> str:
     import torch
 
@@ -479,6 +551,9 @@ def render(results: list[RunResult], meta: dict) -> str:
         "mean ± std over the pooled runs."), "",
         detection_table(results), "",
     ]
+    curves = curve_tables(results)
+    if curves:
+        parts += ["## Per-epoch statistics of the alignment distribution (first seed)", "", curves, ""]
     return "\n".join(parts)
 
 
