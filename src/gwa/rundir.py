@@ -113,7 +113,8 @@ class RunWriter:
             )
         (self.path / SCORES_DIR).mkdir(parents=True, exist_ok=True)
         if not resume and overwrite:
-            for stale in ("metrics.jsonl", "summary.json"):
+            for stale in ("metrics.jsonl", "summary.json", "labels.npy", "clean_labels.npy", "noise_mask.npy",
+                          "previews.npy", "preview_ids.npy"):
                 (self.path / stale).unlink(missing_ok=True)
             for stale in (self.path / SCORES_DIR).glob("*.npy"):
                 stale.unlink()
@@ -129,12 +130,16 @@ class RunWriter:
                 _save_npy_atomic(self.path / f"{name}.npy", arr)
 
     def _truncate_metrics(self, resume_epoch: int | None) -> None:
-        if resume_epoch is None:
-            return
-        rows = [r for r in read_metrics(self.path) if r["epoch"] <= resume_epoch]
+        # Always rewrite: this drops a torn last line, which new rows appended after it would otherwise hide.
+        rows = read_metrics(self.path)
+        if resume_epoch is not None:
+            rows = [r for r in rows if r["epoch"] <= resume_epoch]
         self._rewrite_metrics(rows)
         for f in (self.path / SCORES_DIR).glob("*.npy"):
-            if int(f.stem.rsplit("_", 1)[1]) > resume_epoch:
+            epoch = f.stem.rsplit("_", 1)[-1]
+            if f.name.endswith(".tmp.npy"):  # a write interrupted before its rename
+                f.unlink()
+            elif resume_epoch is not None and epoch.isdigit() and int(epoch) > resume_epoch:
                 f.unlink()
 
     def _rewrite_metrics(self, rows: list[dict]) -> None:

@@ -1,0 +1,226 @@
+"""The run-directory contract: RunWriter and load_run round trip, versioning, resume and safety."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import gwa
+from gwa.rundir import FORMAT, Run, RunDirError, RunWriter, epoch_metrics, load_run, read_config, read_metrics
+
+N = 6
+
+
+def write_run(path, epochs=3, **kwargs):
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    writer = RunWriter(path, {"name": "demo", "lr": 0.1}, N, labels=labels, clean_labels=[0, 1, 2, 0, 1, 1],
+                       noise_mask=[False] * 5 + [True], **kwargs)
+    for epoch in range(1, epochs + 1):
+        scores = np.full(N, np.nan)
+        scores[: epoch + 2] = np.linspace(-0.5, 0.5, epoch + 2)
+        writer.log_epoch({"epoch": epoch, "train_loss": 1.0 / epoch, "gwa": math.nan if epoch == 2 else 0.1 * epoch},
+                         scores={"alignment": scores, "loss": np.arange(N) * epoch})
+    return writer
+
+
+def test_round_trip(tmp_path):
+    writer = write_run(tmp_path / "run")
+    writer.write_previews([5, 1], np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4))
+    writer.write_summary({"criteria": {"paper": {"epoch": 3, "test_acc": 0.9}}})
+    writer.finish()
+    run = load_run(tmp_path / "run")
+    assert isinstance(run, Run) and run.complete and run.name == "demo"
+    assert run.config["format"] == FORMAT == 1 and run.config["gwa_version"] == gwa.__version__
+    assert run.config["num_samples"] == N and run.config["lr"] == 0.1 and run.config["status"] == "complete"
+    assert run.epochs == [1, 2, 3]
+    np.testing.assert_array_equal(run.series("train_loss"), [1.0, 0.5, 1.0 / 3])
+    np.testing.assert_array_equal(run.series("gwa"), [0.1, np.nan, 0.1 * 3])
+    assert np.isnan(run.series("absent")).all()
+    np.testing.assert_array_equal(run.labels, [0, 1, 2, 0, 1, 2])
+    assert run.labels.dtype == np.int64 and run.noise_mask.dtype == bool
+    np.testing.assert_array_equal(run.noise_mask, [False] * 5 + [True])
+    np.testing.assert_array_equal(run.clean_labels, [0, 1, 2, 0, 1, 1])
+    assert run.signals() == ["alignment", "loss"]
+    s2 = run.scores(2)
+    assert s2.dtype == np.float32
+    np.testing.assert_array_equal(s2, np.r_[np.linspace(-0.5, 0.5, 4), np.nan, np.nan].astype(np.float32))
+    np.testing.assert_array_equal(run.scores(3, "loss"), np.arange(N) * 3)
+    matrix = run.score_matrix()
+    assert matrix.shape == (3, N) and np.isnan(matrix[0, 3:]).all() and not np.isnan(matrix[2, :5]).any()
+    assert run.summary == {"format": 1, "criteria": {"paper": {"epoch": 3, "test_acc": 0.9}}}
+    np.testing.assert_array_equal(run.preview_ids, [5, 1])
+    assert run.previews.shape == (2, 4, 4) and run.previews.dtype == np.uint8
+
+
+def test_non_finite_metrics_are_written_as_null(tmp_path):
+    writer = RunWriter(tmp_path, {"note": [np.float32(np.inf), {"x": np.nan}], "k": np.int64(3)}, 2)
+    writer.log_epoch({"epoch": np.int64(1), "gwa": math.inf, "mean": np.float32("nan"), "ok": np.bool_(True),
+                      "arr": np.array([1.0, np.nan]), "path": tmp_path})
+    line = (tmp_path / "metrics.jsonl").read_text()
+    row = json.loads(line)  # strict JSON: no NaN/Infinity tokens anywhere
+    assert "NaN" not in line and "Infinity" not in line
+    assert row == {"epoch": 1, "gwa": None, "mean": None, "ok": True, "arr": [1.0, None], "path": str(tmp_path)}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["note"] == [None, {"x": None}] and config["k"] == 3
+
+
+def test_epoch_metrics_from_a_summary(tmp_path):
+    summary = gwa.summarize(np.r_[np.full(50, 0.9), np.full(50, -0.1)], n_undefined=2)
+    row = epoch_metrics(summary)
+    assert row["gwa_flagged"] is True and row["gwa_guard"].startswith("kurtosis pole")
+    assert row["n_scores"] == 100 and row["n_undefined"] == 2
+    assert row["align_mean"] == pytest.approx(0.4) and row["gwa"] == pytest.approx(-0.5)
+    empty = epoch_metrics(gwa.summarize(np.array([])))
+    assert empty["align_mean"] is None and empty["gwa"] is None and empty["gwa_guard"] == "no scores"
+    json.dumps(empty, allow_nan=False)
+
+
+def test_refuses_to_overwrite_a_non_empty_directory(tmp_path):
+    write_run(tmp_path / "run")
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirError, match=r"is not empty; pass resume=True to continue it or overwrite=True "
+                                          r"\(--resume / --overwrite on the command line\)"):
+        RunWriter(tmp_path / "run", {}, N)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # nothing lost
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="is not empty"):
+        RunWriter(tmp_path / "other", {}, N)
+    RunWriter(tmp_path / "empty_but_existing", {}, N)  # an empty or new directory is fine
+
+
+def test_overwrite_removes_the_previous_runs_results(tmp_path):
+    path = tmp_path / "run"
+    first = write_run(path)
+    first.write_previews([0], np.zeros((1, 8)))
+    first.write_summary({"criteria": {}})
+    RunWriter(path, {"name": "second"}, N, overwrite=True)
+    run = load_run(path)
+    assert run.name == "second" and run.metrics == [] and run.summary is None and run.signals() == []
+    # Labels and noise masks of the previous run must not be read as this run's.
+    assert run.labels is None and run.noise_mask is None and run.clean_labels is None and run.previews is None
+    assert run.score_matrix().shape == (0, N)
+
+
+def test_resume_truncates_later_epochs(tmp_path):
+    path = tmp_path / "run"
+    write_run(path, epochs=4)
+    writer = RunWriter(path, {"name": "demo"}, N, resume=True, resume_epoch=2)
+    run = load_run(path)
+    assert run.epochs == [1, 2] and not run.complete
+    assert sorted(f.name for f in (path / "scores").iterdir()) == [
+        "alignment_0001.npy", "alignment_0002.npy", "loss_0001.npy", "loss_0002.npy"]
+    writer.log_epoch({"epoch": 3, "train_loss": 9.0}, scores={"alignment": np.zeros(N)})
+    run = load_run(path)
+    assert run.epochs == [1, 2, 3] and run.series("train_loss")[2] == 9.0
+    np.testing.assert_array_equal(run.labels, [0, 1, 2, 0, 1, 2])  # kept from the first session
+
+
+def test_resume_without_an_epoch_keeps_everything(tmp_path):
+    path = tmp_path / "run"
+    write_run(path, epochs=3)
+    RunWriter(path, {"name": "demo"}, N, resume=True)
+    assert load_run(path).epochs == [1, 2, 3]
+
+
+def test_torn_last_metrics_line_is_ignored_and_dropped_on_resume(tmp_path):
+    path = tmp_path / "run"
+    write_run(path, epochs=2)
+    with open(path / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 3, "train_lo')  # interrupted write: no closing brace, no newline
+    assert [r["epoch"] for r in read_metrics(path)] == [1, 2]
+    assert load_run(path).epochs == [1, 2]
+    # Resuming must not append epoch 3 to the torn line (which would hide it and every later epoch).
+    writer = RunWriter(path, {"name": "demo"}, N, resume=True)
+    writer.log_epoch({"epoch": 3, "train_loss": 0.25})
+    writer.log_epoch({"epoch": 4, "train_loss": 0.2})
+    assert load_run(path).epochs == [1, 2, 3, 4]
+
+
+def test_resume_removes_an_interrupted_score_write(tmp_path):
+    path = tmp_path / "run"
+    write_run(path, epochs=2)
+    np.save(path / "scores" / "alignment_0003.npy.tmp.npy", np.zeros(N, np.float32))  # crash before the rename
+    RunWriter(path, {"name": "demo"}, N, resume=True, resume_epoch=2)
+    assert load_run(path).signals() == ["alignment", "loss"]
+    assert not list((path / "scores").glob("*.tmp.npy"))
+
+
+def test_resume_needs_a_run(tmp_path):
+    with pytest.raises(RunDirError, match=r"Cannot resume: .* holds no run \(no config.json\)"):
+        RunWriter(tmp_path / "nothing", {}, N, resume=True)
+
+
+def test_format_version_error(tmp_path):
+    write_run(tmp_path / "run", epochs=1)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["format"] = 99
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    message = (r"has run-directory format 99; this gwa reads format 1\. Re-run it with this version, or read it "
+               rf"with the gwa that wrote it \({gwa.__version__}\)")
+    with pytest.raises(RunDirError, match=message):
+        load_run(tmp_path / "run")
+    with pytest.raises(RunDirError, match=message):
+        RunWriter(tmp_path / "run", {}, N, resume=True)
+
+
+def test_missing_directory_and_config(tmp_path):
+    with pytest.raises(RunDirError, match=r"Run directory .*nope does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(RunDirError, match=r"bare is not a gwa run directory: no config.json"):
+        load_run(tmp_path / "bare")
+    with pytest.raises(RunDirError, match="no config.json"):
+        read_config(tmp_path / "bare")
+    assert issubclass(RunDirError, ValueError)
+
+
+def test_missing_scores_error(tmp_path):
+    write_run(tmp_path / "run", epochs=1)
+    with pytest.raises(RunDirError, match=r"has no 'alignment' scores for epoch 7 \(alignment_0007.npy\)"):
+        load_run(tmp_path / "run").scores(7)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"labels": np.zeros(N + 1)}, rf"`labels` of shape \({N},\); got shape=\({N + 1},\)"),
+    ({"clean_labels": np.zeros((N, 1))}, rf"`clean_labels` of shape \({N},\); got shape=\({N}, 1\)"),
+    ({"noise_mask": np.zeros(2, bool)}, rf"`noise_mask` of shape \({N},\); got shape=\(2,\)"),
+])
+def test_array_shape_errors(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RunWriter(tmp_path / "run", {}, N, **kwargs)
+
+
+def test_num_samples_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match=r"`num_samples` > 0; got 0"):
+        RunWriter(tmp_path / "run", {}, 0)
+
+
+def test_log_epoch_errors(tmp_path):
+    writer = RunWriter(tmp_path / "run", {}, N)
+    for epoch in (0, -1, 1.0, "1", None):
+        with pytest.raises(ValueError, match=rf"`metrics\['epoch'\]` to be an integer >= 1; got {epoch!r}"):
+            writer.log_epoch({"epoch": epoch})
+    with pytest.raises(ValueError, match=rf"scores\['alignment'\] of shape \({N},\) indexed by sample id; "
+                                         rf"got shape=\({N - 1},\)"):
+        writer.log_epoch({"epoch": 1}, scores={"alignment": np.zeros(N - 1)})
+    assert read_metrics(tmp_path / "run") == []  # a failed call wrote no metrics row
+
+
+@pytest.mark.parametrize("ids,inputs", [
+    ([0, 1], np.zeros((2, 5))), ([0], np.zeros((1, 3, 3))), ([0, 1], np.zeros((2, 3, 3, 3)))])
+def test_previews_accept_signals_and_images(tmp_path, ids, inputs):
+    writer = RunWriter(tmp_path / "run", {}, N)
+    writer.write_previews(ids, inputs)
+    run = load_run(tmp_path / "run")
+    assert run.previews.shape == inputs.shape and run.preview_ids.tolist() == ids
+
+
+@pytest.mark.parametrize("ids,inputs", [
+    ([0, 1], np.zeros(2)), ([0, 1], np.zeros((3, 5))), ([[0, 1]], np.zeros((1, 5))), ([0], np.zeros((1, 2, 2, 3, 1)))])
+def test_preview_shape_errors(tmp_path, ids, inputs):
+    writer = RunWriter(tmp_path / "run", {}, N)
+    with pytest.raises(ValueError, match=r"`sample_ids` \(K,\) and `inputs` \(K, L\), \(K, H, W\) or \(K, H, W, 3\); "
+                                         r"got \("):
+        writer.write_previews(ids, inputs)
