@@ -61,6 +61,9 @@ def test_rank_correlations_known(four_runs):
     # Max alignment ranks A<B<C<D, best test ranks A<C<B<D: one swap -> rho = 1 - 6*2/(4*15), tau = (5-1)/6.
     c = corr[("max mean alignment", "best test acc")]
     assert c.n == 4 and c.spearman == pytest.approx(0.8) and c.kendall == pytest.approx(2 / 3)
+    # Exact two-sided p: of the 24 orderings, 1 + 3 reach rho >= 0.8 (identity, one adjacent swap) and as many
+    # rho <= -0.8; the same 8 orderings have |tau| >= 2/3.
+    assert c.spearman_p == pytest.approx(8 / 24) and c.kendall_p == pytest.approx(8 / 24)
     # GWA ranks B<A<D<C, test acc at the GWA epoch A<B<D<C: one swap.
     c = corr[("GWA", "test acc at its epoch")]
     assert c.spearman == pytest.approx(0.8) and c.kendall == pytest.approx(2 / 3)
@@ -96,6 +99,16 @@ def test_duplicate_names_show_paths(tmp_path, write_run):
     a = write_run(tmp_path / "a" / "run", metrics=_metrics(0.1, 0.5, 1.0, 0.4))
     b = write_run(tmp_path / "b" / "run", metrics=_metrics(0.2, 0.6, 1.0, 0.4))
     assert [r.name for r in compare_runs([a, b]).rows] == [str(b), str(a)]
+
+
+def test_exact_spearman_pvalue_for_a_perfect_ranking():
+    from gwa.report.compare import rank_correlation
+
+    c = rank_correlation([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], statistic="s", target="t")
+    assert (c.spearman, c.spearman_p, c.kendall, c.kendall_p) == pytest.approx((1, 2 / 24, 1, 2 / 24))
+    # Ten runs: scipy's t-approximation, which for rho = 1 is 0.
+    c = rank_correlation(range(10), range(10), statistic="s", target="t")
+    assert c.spearman == pytest.approx(1) and c.spearman_p == pytest.approx(0, abs=1e-12)
 
 
 def test_too_few_runs_for_correlation(four_runs):
