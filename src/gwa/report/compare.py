@@ -187,7 +187,7 @@ def rank_correlation(x, y, *, statistic: str, target: str) -> Correlation | None
 
 
 def _spearman_pvalue(x: np.ndarray, y: np.ndarray, approximate: float) -> float:
-    """Two-sided p-value of Spearman's rho: exact over all pairings for up to 8 runs, else scipy's t-approximation.
+    """Two-sided p-value of Spearman's rho: exact over all pairings up to 8 runs, else scipy's t-test.
 
     The t-approximation is far off for a handful of runs (it gives p = 0 for a perfect ranking of 4 runs,
     whose exact p-value is 2/24).
