@@ -1,0 +1,108 @@
+"""The ``gwa`` dispatcher: --help, --version, unknown or missing commands, and how command errors surface.
+
+Each command's own behaviour is tested next to its module; here a fake command module exercises the dispatch.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gwa
+from gwa import cli
+
+FAKE = textwrap.dedent("""
+    from gwa.cli import CommandError
+
+    def add_arguments(parser):
+        parser.add_argument("--do", default="ok")
+
+    def run(args):
+        if args.do == "ok":
+            print("ran fake")
+            return 0
+        if args.do == "three":
+            return 3
+        if args.do == "none":
+            return None
+        raise {"value": ValueError("bad value for --do"), "command": CommandError("cannot do that"),
+               "file": FileNotFoundError("no such run"), "interrupt": KeyboardInterrupt(),
+               "bug": RuntimeError("a real bug")}[args.do]
+""")
+
+
+@pytest.fixture
+def fake_command(tmp_path, monkeypatch):
+    (tmp_path / "gwa_fake_cmd.py").write_text(FAKE)
+    (tmp_path / "gwa_needs_extra.py").write_text("import missing_extra_pkg_for_test\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    commands = dict(cli.COMMANDS, fake=("gwa_fake_cmd", "a fake command"),
+                    needy=("gwa_needs_extra", "needs an extra"))
+    monkeypatch.setattr(cli, "COMMANDS", commands)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gwa {gwa.__version__}"
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gwa")
+    for name, (_, help_text) in cli.COMMANDS.items():
+        assert name in out
+    assert set(cli.COMMANDS) == {"demo", "train", "bench", "report", "flag", "compare"}
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "usage: gwa" in capsys.readouterr().out
+
+
+def test_unknown_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "gwa.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"gwa {gwa.__version__}"
+
+
+def test_dispatch_to_a_command(fake_command, capsys):
+    assert cli.main(["fake"]) == 0
+    assert capsys.readouterr().out == "ran fake\n"
+    assert cli.main(["fake", "--do", "three"]) == 3
+    assert cli.main(["fake", "--do", "none"]) == 0
+
+
+@pytest.mark.parametrize("kind,message", [("value", "bad value for --do"), ("command", "cannot do that"),
+                                          ("file", "no such run")])
+def test_expected_errors_are_one_line_with_status_2(fake_command, capsys, kind, message):
+    assert cli.main(["fake", "--do", kind]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gwa fake: error: {message}\n"
+    with pytest.raises((ValueError, cli.CommandError, FileNotFoundError), match=message):
+        cli.main(["-v", "fake", "--do", kind])  # --verbose shows the traceback instead
+
+
+def test_interrupt_and_real_bugs(fake_command, capsys):
+    assert cli.main(["fake", "--do", "interrupt"]) == 130
+    assert "interrupted; every finished epoch is kept in the run directory" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="a real bug"):  # a bug is not disguised as a usage error
+        cli.main(["fake", "--do", "bug"])
+
+
+def test_command_missing_its_extra(fake_command, capsys):
+    assert cli.main(["needy"]) == 2
+    assert capsys.readouterr().err == ("gwa needy: error: this command needs the 'missing_extra_pkg_for_test' package: "
+                                       "pip install 'gwa[cli]'\n")
+    assert cli.main(["fake"]) == 0  # the other commands still work
