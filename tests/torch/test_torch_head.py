@@ -23,6 +23,13 @@ def test_head_override_by_module_and_name():
     assert find_head(model, "0") == ("0", model[0])
 
 
+def test_data_parallel_wrapper_is_looked_through():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    name, head = find_head(nn.DataParallel(model))
+    assert name == "fc" and head is model.fc
+
+
 def test_timm_get_classifier():
     timm = pytest.importorskip("timm")
     model = timm.create_model("resnet10t", pretrained=False, num_classes=7)

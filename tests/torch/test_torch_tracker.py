@@ -354,3 +354,45 @@ def test_empty_epoch_is_guarded_not_an_error():
     result = GWATracker(mlp(), num_samples=4).end_epoch()
     assert result.summary.n == 0 and result.summary.guard == "no scores"
     assert np.isnan(result.scores).all()
+
+
+def test_bias_through_the_hook_matches_the_kernel():
+    model = mlp()
+    tracker = GWATracker(model, bias=True)
+    x, y, ids = next(batches(1))
+    logits = model(x)
+    head = model[-1]
+    expected = alignment(logits.detach(), y, model[:-1](x).detach(), head.weight.detach(), head.bias.detach())
+    torch.testing.assert_close(tracker.update(logits, y, ids), expected)
+
+
+def test_hugging_face_model_end_to_end():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=32, num_labels=3,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(config).train()
+    tracker = GWATracker(model, num_samples=4)
+    tokens = torch.randint(0, 50, (4, 7))
+    labels = torch.tensor([0, 1, 2, 0])
+    logits = model(input_ids=tokens).logits
+    scores = tracker.update(logits, labels, torch.arange(4))
+    pooled = model.bert(input_ids=tokens).pooler_output.detach()
+    expected = alignment(logits.detach(), labels, pooled, model.classifier.weight.detach())
+    torch.testing.assert_close(scores, expected)
+    assert tracker.end_epoch().summary.n == 4
+
+
+def test_timm_model_end_to_end():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=5).train()
+    tracker = GWATracker(model, num_samples=6)
+    images = torch.randn(6, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    logits = model(images)
+    scores = tracker.update(logits, labels, torch.arange(6))
+    features = model.forward_head(model.forward_features(images), pre_logits=True).detach()  # BN in train mode
+    expected = alignment(logits.detach(), labels, features, model.fc.weight.detach())
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)

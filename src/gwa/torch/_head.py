@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 # Attribute paths of Hugging Face sequence-classification heads, in the order they are tried.
 _HF_HEAD_PATHS = ("score", "classifier", "classifier.out_proj")
 
@@ -11,7 +12,8 @@ _HF_HEAD_PATHS = ("score", "classifier", "classifier.out_proj")
 def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[str, nn.Linear]:
     """Return ``(name, module)`` of the classifier head of ``model``.
 
-    Order: ``head`` when given (a module of the model or its dotted name); timm's
+    Data-parallel wrappers (``DataParallel``, ``DistributedDataParallel``) are looked through; names are
+    relative to the wrapped module. Order: ``head`` when given (a module of the model or its dotted name); timm's
     ``model.get_classifier()`` when it is an ``nn.Linear``; the Hugging Face heads ``score``,
     ``classifier`` and ``classifier.out_proj``; else the last ``nn.Linear`` registered in the model.
 
@@ -30,6 +32,9 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module; got {type(model).__name__}.")
+    # Look inside data-parallel wrappers, whose own attributes hide timm's and Hugging Face's.
+    while isinstance(model, _WRAPPERS):
+        model = model.module
     names = {id(m): name for name, m in model.named_modules()}
     if head is not None:
         if isinstance(head, str):
