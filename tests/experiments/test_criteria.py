@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from gwa.experiments import criteria
 
@@ -77,3 +78,22 @@ def test_finetune_rule_waits_for_the_first_minimum():
 def test_series_reads_nulls_and_booleans():
     got = criteria.series([{"epoch": 1, "x": True}, {"epoch": 2, "x": None}, {"epoch": 3}], "x")
     np.testing.assert_array_equal(got, [1.0, math.nan, math.nan])
+
+
+def test_research_candidates_on_hand_built_rows():
+    # 10 epochs, warm-up skips epoch 1.
+    mean = [0.9, 0.2, 0.3, 0.25, 0.22, 0.21, 0.26, 0.24, 0.2, 0.2]
+    kurt = [0.0, 0.0, 3.0, -1.5, -1.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    rows = _rows(align_mean=mean, align_excess_kurtosis=kurt, gwa=[1.0] * 10, gwa_flagged=[True] * 10)
+    with pytest.raises(ValueError, match="finite value"):
+        criteria.CANDIDATES["gwa_guarded"](rows)
+    pick = {name: rows[f(rows)]["epoch"] for name, f in criteria.CANDIDATES.items() if name != "gwa_guarded"}
+    # Pearson ratio: 0.3/6 = 0.05 at epoch 3, 0.25/1.5 = 0.167 at epoch 4, 0.22/1.5 = 0.147 at 5
+    assert pick["gwa_pearson"] == 4 and pick["gwa_pearson_finetune"] == 4
+    assert pick["align_mean"] == 3
+    # first local minimum after the warm-up: epoch 2 (0.2 -> 0.3 rises), then the max after it: epoch 3
+    assert pick["align_mean_finetune"] == 3
+    # trailing 3-mean from epoch 3: 0.467, 0.25, 0.257, 0.227, 0.23, 0.237, 0.233, 0.213 -> epoch 3
+    assert pick["align_mean_smooth3"] == 3
+    # every GWA flagged: the guarded rule cannot choose, the fallback takes the mean alignment
+    assert pick["gwa_guarded_or_mean"] == 3

@@ -299,7 +299,17 @@ def _median_curve(matrix: np.ndarray) -> np.ndarray:
 #: Research candidates that need the per-sample scores (not only the metric rows): name -> (E, N) -> (E,) curve,
 #: chosen with the paper's rule. The median is the location of the majority mode when fewer than half the
 #: samples sit in the negatively aligned (mislabeled) mode.
-SCORE_CANDIDATES = {"align_median": _median_curve}
+def _positive_mean_curve(matrix: np.ndarray) -> np.ndarray:
+    """Mean alignment of the positively aligned samples: the mean without the negatively aligned mode."""
+    out = np.full(matrix.shape[0], np.nan)
+    for e, row in enumerate(matrix):
+        pos = row[np.isfinite(row) & (row > 0)]
+        if pos.size:
+            out[e] = float(pos.mean())
+    return out
+
+
+SCORE_CANDIDATES = {"align_median": _median_curve, "align_positive_mean": _positive_mean_curve}
 
 
 def score_candidate_choices(run) -> dict[str, int]:

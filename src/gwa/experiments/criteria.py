@@ -66,11 +66,22 @@ def _smoothed_mean(rows: list[dict], *, finetune: bool = False, k: int = 3) -> i
     return select_epoch(values, "finetune" if finetune else "paper")
 
 
+def _guarded_or_mean(rows: list[dict]) -> int:
+    """Guard-aware GWA; when every epoch after the warm-up is at the pole, the mean alignment instead."""
+    try:
+        return gwa_default(rows)
+    except ValueError:
+        return select_epoch(series(rows, "align_mean"), "paper")
+
+
 #: Research candidates for the default, reported by ``gwa bench`` beside the criteria above (rows only).
 CANDIDATES = {
     "gwa_guarded": lambda rows: gwa_default(rows),
+    "gwa_guarded_or_mean": _guarded_or_mean,
     "gwa_pearson": _pearson_gwa,
+    "gwa_pearson_finetune": lambda rows: _pearson_gwa(rows, finetune=True),
     "align_mean": lambda rows: select_epoch(series(rows, "align_mean"), "paper"),
+    "align_mean_finetune": lambda rows: select_epoch(series(rows, "align_mean"), "finetune"),
     "align_mean_smooth3": _smoothed_mean,
 }
 
