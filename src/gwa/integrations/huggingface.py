@@ -1,0 +1,193 @@
+"""Hugging Face ``Trainer`` callback: GWA of a sequence-classification model, logged, with a stop rule.
+
+No ``TrainerCallback`` event receives the logits or the labels, so the callback adds two hooks to the model when
+training begins (the ``Trainer`` is used as is, no subclass):
+
+- a forward pre-hook that reads ``labels`` and *removes* the sample-id column (``id_key``) from the model's
+  keyword arguments, so the model never sees it;
+- a forward hook that, in training mode, passes ``output.logits``, the labels and the ids to a
+  :class:`gwa.torch.GWATracker`, whose own hook on the head (``score``, ``classifier`` or
+  ``classifier.out_proj``, found by :func:`gwa.torch.find_head`) captured the head's input and weights.
+
+Sample ids: the ``Trainer`` drops dataset columns the model's ``forward`` does not name
+(``remove_unused_columns=True``). Keep an integer column ``id_key`` (default ``"sample_id"``, the dataset index)
+and set ``TrainingArguments(remove_unused_columns=False)``; a ``datasets.Dataset`` then needs only the model's
+columns plus the id (``ds = ds.add_column("sample_id", range(len(ds)))``). Without ids the scores are stored by
+position (the paper's behaviour) and ``run_dir`` is refused.
+
+State: the callback's state (tracker, stop rule, best weights) is written as ``gwa_callback_rank<k>.pt`` into
+each checkpoint folder in ``on_save`` and read back in ``on_train_begin`` of a resumed run
+(``output_dir/checkpoint-<global_step>``, or a folder given to :meth:`GWATrainerCallback.load_checkpoint`).
+``ExportableState`` is not used: on resume the ``Trainer`` replaces such a callback by a new instance built
+from JSON arguments, which would leave the user's reference stale and the old hooks on the model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from gwa.integrations._monitor import EpochMonitor, log_values
+from gwa.torch import GWATracker
+
+#: File name (per rank) of the callback's state inside a checkpoint folder.
+STATE_FILE = "gwa_callback_rank{rank}.pt"
+
+
+class GWATrainerCallback(TrainerCallback):
+    """Track gradient-weight alignment in ``Trainer.train``; log it, stop on it, pick the best epoch by it.
+
+    Args:
+        head: the classifier head (``nn.Linear`` or its dotted name in the model); default: found.
+        id_key: the batch key holding sample ids (popped before the model's forward).
+        num_samples: dataset size; default ``len(train_dataloader.dataset)``.
+        monitor, patience, min_delta, warmup, restore_best_weights, run_dir, run_config, overwrite, labels,
+            noise_mask: as in :class:`gwa.integrations.lightning.GWACallback` (``warmup="auto"``: the first 10% of
+            ``num_train_epochs``).
+        signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``).
+        bias: include the head bias in the cosine.
+
+    Logged (through ``on_log``, into ``state.log_history`` and the callbacks after this one): ``gwa``,
+    ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa/flagged``. Reporting integrations
+    (TensorBoard, W&B) run before user callbacks; to have them receive the keys, put this callback first:
+    ``trainer.callback_handler.callbacks.insert(0, callback)`` instead of ``callbacks=[callback]``.
+
+    Example:
+        >>> cb = GWATrainerCallback(patience=3, restore_best_weights=True)  # doctest: +SKIP
+        >>> Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()
+    """
+
+    def __init__(self, *, head=None, id_key: str = "sample_id", num_samples: int | None = None,
+                 monitor: str = "gwa", patience: int | None = None, min_delta: float = 0.0,
+                 warmup: int | str = "auto", restore_best_weights: bool = False, run_dir=None,
+                 run_config: dict | None = None, overwrite: bool = False, labels=None, noise_mask=None,
+                 signals=(), bias: bool = False):
+        if not isinstance(id_key, str):
+            raise TypeError(f"Expected `id_key` to be a str; got {type(id_key).__name__}.")
+        self.monitor = EpochMonitor(monitor=monitor, patience=patience, min_delta=min_delta, warmup=warmup,
+                                    restore_best_weights=restore_best_weights, run_dir=run_dir,
+                                    run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
+        self.head, self.id_key, self.num_samples, self.signals, self.bias = head, id_key, num_samples, signals, bias
+        self.tracker: GWATracker | None = None
+        self.last_result = None
+        self._handles: list = []
+        self._ids = None
+        self._to_log: dict | None = None
+        self._resume_from: Path | None = None
+
+    # ------------------------------------------------------------------------------------------------- hooks
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        self.remove()
+        num_samples = self.num_samples or _dataset_size(train_dataloader)
+        self.tracker = GWATracker(model, head=self.head, num_samples=num_samples, bias=self.bias,
+                                  signals=self.signals)
+        self._handles = [model.register_forward_pre_hook(self._take_ids, with_kwargs=True),
+                         model.register_forward_hook(self._score, with_kwargs=True)]
+        if state.global_step > 0:  # resumed from a checkpoint
+            folder = self._resume_from or Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            path = folder / STATE_FILE.format(rank=args.process_index)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"GWATrainerCallback: training resumes at step {state.global_step} but {path} does not exist, so "
+                    "the alignment state of the interrupted run is unknown. Call callback.load_checkpoint(<the "
+                    "checkpoint folder>) before trainer.train(resume_from_checkpoint=...).")
+            self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        max_epochs = math.ceil(state.num_train_epochs) if state.num_train_epochs else None
+        self.monitor.start(max_epochs=max_epochs, num_samples=num_samples, write=state.is_world_process_zero,
+                           framework="huggingface")
+
+    def _take_ids(self, module, args, kwargs):
+        self._ids = kwargs.pop(self.id_key, None)
+        return args, kwargs
+
+    def _score(self, module, args, kwargs, output):
+        if not module.training:
+            return
+        labels = kwargs.get("labels")
+        if labels is None:
+            raise RuntimeError("GWATrainerCallback found no `labels` in the model's forward arguments (a label "
+                               "smoother or compute_loss_func pops them before the forward); GWA needs them.")
+        if self._ids is None and self.monitor.run_dir is not None:
+            raise ValueError(f"GWATrainerCallback(run_dir=...) stores per-sample scores by sample id, but the batch "
+                             f"has no {self.id_key!r} column: add it to the dataset and set "
+                             "TrainingArguments(remove_unused_columns=False).")
+        logits = output["logits"] if isinstance(output, dict) or hasattr(output, "keys") else output[0]
+        self.tracker.update(logits.detach(), labels, sample_ids=self._ids)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        result = self.tracker.end_epoch()
+        self.last_result = result
+        model_state = model.state_dict if self.monitor.restore_best_weights else None
+        _, stop = self.monitor.end_epoch(result, extra={"step": int(state.global_step)}, model_state=model_state)
+        self._to_log = log_values(result.summary)
+        control.should_log = True
+        if stop:
+            control.should_training_stop = True  # our own decision, not EarlyStoppingCallback's eval-only one
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._to_log is not None and logs is not None:
+            logs.update(self._to_log)
+            # Trainer.log appended a copy of `logs` (plus "step") to the history before this event.
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(self._to_log)
+            self._to_log = None
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if folder.is_dir():
+            torch.save(self.state_dict(), folder / STATE_FILE.format(rank=args.process_index))
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.monitor.finish(model.load_state_dict)
+
+    # ------------------------------------------------------------------------------------------------- state
+    def load_checkpoint(self, folder) -> None:
+        """Read the state from this checkpoint folder when training resumes (for non-default layouts)."""
+        self._resume_from = Path(folder)
+
+    def state_dict(self) -> dict:
+        return {"tracker": None if self.tracker is None else self.tracker.state_dict(),
+                "monitor": self.monitor.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.monitor.load_state_dict(state["monitor"])
+        if state["tracker"] is not None:
+            self.tracker.load_state_dict(state["tracker"])
+
+    def remove(self) -> None:
+        """Remove the hooks from the model (done again at the next ``train()``)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self.tracker is not None:
+            self.tracker.remove()
+
+    # ----------------------------------------------------------------------------------------------- results
+    @property
+    def rows(self) -> list[dict]:
+        return self.monitor.rows
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.monitor.best_epoch
+
+    @property
+    def best_value(self) -> float:
+        return self.monitor.best_value
+
+    @property
+    def stopped_epoch(self) -> int | None:
+        return self.monitor.stopped_epoch
+
+
+def _dataset_size(loader) -> int | None:
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return None
+

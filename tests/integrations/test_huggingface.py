@@ -1,0 +1,155 @@
+"""GWATrainerCallback with tiny random BERT/RoBERTa classifiers: scores vs the numpy core, stop, resume, run dir."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    RobertaConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+import gwa
+from gwa.experiments import criteria
+from gwa.integrations.huggingface import GWATrainerCallback
+from gwa.rundir import load_run
+
+torch.set_num_threads(1)
+N, LENGTH, C, BATCH = 32, 6, 3, 8
+SMALL = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+             "num_labels": C, "max_position_embeddings": 16, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Random token sequences whose label is the first token mod 3, with the dataset index as ``sample_id``."""
+
+    def __init__(self, with_ids=True):
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(3, 100, (N, LENGTH), generator=g)
+        self.with_ids = with_ids
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        item = {"input_ids": self.ids[i], "attention_mask": torch.ones(LENGTH, dtype=torch.long),
+                "labels": int(self.ids[i, 0]) % C}
+        return {**item, "sample_id": i} if self.with_ids else item
+
+
+def model(kind="bert"):
+    torch.manual_seed(0)
+    config = BertConfig(**SMALL) if kind == "bert" else RobertaConfig(**SMALL, pad_token_id=1)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def train(callback, out, *, kind="bert", epochs=3, extra=(), resume=None, net=None, with_ids=True, **kwargs):
+    opts = {"output_dir": str(out), "per_device_train_batch_size": BATCH, "num_train_epochs": epochs, "learning_rate": 5e-3,
+                "report_to": [], "save_strategy": "no", "use_cpu": True, "remove_unused_columns": False, "seed": 0, "disable_tqdm": True,
+                "logging_strategy": "epoch"}
+    args = TrainingArguments(**{**opts, **kwargs})
+    net = net or model(kind)
+    trainer = Trainer(model=net, args=args, train_dataset=Tokens(with_ids), callbacks=[callback, *extra])
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+class Recorder(TrainerCallback):
+    """An independent record of each training forward: head input, head weight, logits, labels, ids."""
+
+    def __init__(self, net, head):
+        self.forwards, self.epoch_states = [], []
+        head.register_forward_hook(self._head)
+        net.register_forward_pre_hook(self._inputs, with_kwargs=True)  # before the callback's: sees the ids
+
+    def _inputs(self, module, args, kwargs):
+        if module.training:
+            self.forwards.append({"labels": kwargs["labels"].clone(), "ids": kwargs["sample_id"].clone()})
+
+    def _head(self, module, inputs, output):
+        if module.training:
+            self.forwards[-1].update(x=inputs[0].detach().double().numpy(), logits=output.detach().double().numpy(),
+                                     w=module.weight.detach().double().numpy().copy())
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.epoch_states.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    def epoch_scores(self, epochs):
+        per_epoch = len(self.forwards) // epochs
+        out = []
+        for e in range(epochs):
+            scores = np.full(N, np.nan)
+            for f in self.forwards[e * per_epoch:(e + 1) * per_epoch]:
+                scores[f["ids"].numpy()] = gwa.alignment(f["logits"], f["labels"].numpy(), f["x"], f["w"])
+            out.append(scores)
+        return out
+
+
+@pytest.mark.parametrize("kind,head", [("bert", "classifier"), ("roberta", "classifier.out_proj")])
+def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, head):
+    net = model(kind)
+    recorder = Recorder(net, net.get_submodule(head))
+    cb = GWATrainerCallback(run_dir=tmp_path / "run")
+    trainer = train(cb, tmp_path / "out", net=net, extra=[recorder], epochs=2)
+    assert cb.tracker.head_name == head
+    run = load_run(tmp_path / "run")
+    assert run.complete and run.epochs == [1, 2] and run.config["framework"] == "huggingface"
+    for epoch, expected in enumerate(recorder.epoch_scores(2), start=1):
+        assert not np.isnan(expected).any()
+        np.testing.assert_allclose(run.scores(epoch), expected, atol=1e-5)
+        assert run.metrics[epoch - 1]["gwa"] == pytest.approx(gwa.summarize(expected).gwa, rel=1e-4, abs=1e-6)
+        assert run.metrics[epoch - 1]["step"] == epoch * N // BATCH
+    logged = [h for h in trainer.state.log_history if "gwa" in h]
+    assert [h["gwa"] for h in logged] == pytest.approx([r["gwa"] for r in run.metrics])
+    assert {"gwa/align_mean", "gwa/align_std", "gwa/excess_kurtosis", "gwa/flagged"} <= set(logged[0])
+    assert cb.best_epoch == criteria.select_all(run.metrics)["gwa"] == run.summary["best_epoch"]
+
+
+def test_stops_itself_and_restores_the_best_weights(tmp_path):
+    net = model()
+    recorder = Recorder(net, net.classifier)
+    cb = GWATrainerCallback(monitor="align_mean", patience=1, warmup=0, restore_best_weights=True)
+    train(cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2)
+    values = [s.mean for s in cb.tracker.history]
+    stopper = gwa.EarlyStopper("max", patience=1)
+    stop = next(i for i, v in enumerate(values) if stopper.step(v))
+    assert len(values) == stop + 1 < 12 and cb.stopped_epoch == stop + 1 == len(recorder.epoch_states)
+    assert cb.best_epoch == stopper.best_epoch + 1
+    for name, value in recorder.epoch_states[cb.best_epoch - 1].items():
+        torch.testing.assert_close(net.state_dict()[name], value)
+
+
+def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
+    full = GWATrainerCallback(patience=2, restore_best_weights=True, run_dir=tmp_path / "run_full")
+    train(full, tmp_path / "a", save_strategy="steps", save_steps=6)  # step 6 = mid epoch 2 (4 steps/epoch)
+    resumed = GWATrainerCallback(patience=2, restore_best_weights=True, run_dir=tmp_path / "run_full",
+                                 overwrite=True)
+    resumed.load_checkpoint(tmp_path / "a" / "checkpoint-6")
+    train(resumed, tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint-6"))
+    assert [s.gwa for s in resumed.tracker.history] == pytest.approx([s.gwa for s in full.tracker.history],
+                                                                        rel=1e-5)
+    assert resumed.best_epoch == full.best_epoch
+    assert [r["n_scores"] for r in resumed.rows] == [N] * 3
+    for name, value in full.monitor.best_state.items():
+        torch.testing.assert_close(resumed.monitor.best_state[name], value)
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="sample_id"):
+        train(GWATrainerCallback(run_dir=tmp_path / "run"), tmp_path / "x", with_ids=False, epochs=1)
+    train(GWATrainerCallback(), tmp_path / "a", epochs=1, save_strategy="steps", save_steps=2)
+    (tmp_path / "a" / "checkpoint-2" / "gwa_callback_rank0.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="load_checkpoint"):
+        train(GWATrainerCallback(), tmp_path / "a", epochs=1, resume=str(tmp_path / "a" / "checkpoint-2"))
+    with pytest.raises(TypeError, match="id_key"):
+        GWATrainerCallback(id_key=0)
+    with pytest.raises(ValueError, match="warmup"):
+        GWATrainerCallback(warmup=-1)
