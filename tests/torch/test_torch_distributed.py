@@ -35,17 +35,25 @@ def rank_batches(rank):
     return [batch_for(rank, k, shard[i : i + BATCH]) for k, i in enumerate(range(0, len(shard), BATCH))]
 
 
+MODES = ("store", "chunks", "moments")
+DTYPES = (torch.float64, torch.float32)
+
+
 def make_trackers():
-    return {"store": GWATracker(num_samples=NUM_SAMPLES, signals=("loss", "pred")),
-            "chunks": GWATracker(signals=("loss",)),
-            "moments": GWATracker(store_scores=False)}
+    trackers = {}
+    for dtype in DTYPES:
+        trackers["store", dtype] = GWATracker(num_samples=NUM_SAMPLES, signals=("loss", "pred"))
+        trackers["chunks", dtype] = GWATracker(signals=("loss",))
+        trackers["moments", dtype] = GWATracker(store_scores=False)
+    return trackers
 
 
 def run_epoch(trackers, batch_list):
     for logits, y, ids, x, w in batch_list:
-        for name, t in trackers.items():
-            t.update(logits, y, None if name == "moments" else ids, embeddings=x, weight=w)
-    return {name: t.end_epoch() for name, t in trackers.items()}
+        for (mode, dtype), t in trackers.items():
+            t.update(logits.to(dtype), y, None if mode == "moments" else ids, embeddings=x.to(dtype),
+                     weight=w.to(dtype))
+    return {key: t.end_epoch() for key, t in trackers.items()}
 
 
 def _worker(rank, port, out_path):
@@ -53,7 +61,7 @@ def _worker(rank, port, out_path):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         results = run_epoch(make_trackers(), rank_batches(rank))
-        torch.save({name: (r.summary, r.scores, r.sample_ids, r.signals, r.n_duplicates) for name, r in results.items()},
+        torch.save({key: (r.summary, r.scores, r.sample_ids, r.signals, r.n_duplicates) for key, r in results.items()},
                    f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -68,7 +76,8 @@ def free_port():
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("dist") / "result")
-    mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
+    # fork: the children inherit the imported modules instead of importing torch again (seconds each).
+    mp.start_processes(_worker, args=(free_port(), out), nprocs=WORLD, join=True, start_method="fork")
     return [torch.load(f"{out}.{rank}", weights_only=False) for rank in range(WORLD)]
 
 
@@ -78,11 +87,12 @@ def single_process_results():
     return run_epoch(make_trackers(), rank_batches(0) + rank_batches(1))
 
 
-@pytest.mark.parametrize("name", ["store", "chunks", "moments"])
-def test_two_ranks_equal_one_process(two_rank_results, single_process_results, name):
-    ref = single_process_results[name]
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("name", MODES)
+def test_two_ranks_equal_one_process(two_rank_results, single_process_results, name, dtype):
+    ref = single_process_results[name, dtype]
     for rank_result in two_rank_results:
-        summary, scores, sample_ids, signals, n_duplicates = rank_result[name]
+        summary, scores, sample_ids, signals, n_duplicates = rank_result[name, dtype]
         assert summary.n == ref.summary.n and summary.n_undefined == ref.summary.n_undefined
         for field in ("mean", "std", "excess_kurtosis", "gwa"):
             assert math.isclose(getattr(summary, field), getattr(ref.summary, field), rel_tol=1e-12, abs_tol=1e-15)

@@ -122,6 +122,22 @@ def test_gradient_accumulation_one_update_per_forward():
     torch.testing.assert_close(s2, alignment(l2.detach(), y2, model[:-1](x2).detach(), w.detach()))
 
 
+def test_unconsumed_forwards_are_skipped_when_the_logits_are_the_heads_output():
+    model = mlp()
+    tracker = GWATracker(model)
+    (x1, _, _), (x2, y2, i2) = batches(2)
+    with torch.no_grad():
+        model(x1)  # no_grad forwards (teacher, EMA, scoring) are never captured
+    model(x1)  # a training-mode forward whose update() never comes
+    logits = model(x2)
+    with pytest.warns(UserWarning, match="1 captured forward pass\\(es\\) of the head had no update"):
+        scores = tracker.update(logits, y2, i2)
+    torch.testing.assert_close(scores, alignment(logits.detach(), y2, model[:-1](x2).detach(),
+                                                 model[-1].weight.detach()))
+    with pytest.raises(RuntimeError, match="found no captured forward pass"):
+        tracker.update(logits, y2, i2)
+
+
 def test_autocast_forward_is_scored_in_float32():
     model = mlp()
     tracker = GWATracker(model)

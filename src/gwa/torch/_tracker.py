@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -27,6 +28,10 @@ from gwa.torch._accumulate import (N_NON_FINITE, N_UNDEFINED, N_VALID, EpochSums
 from gwa.torch._head import find_head
 from gwa.torch._kernel import HeadTerms, compute_dtype, head_terms, scores_from_head_terms
 from gwa.torch._signals import check_signal_names, compute_signals
+
+def _dead_ref():
+    return None
+
 
 #: Forward passes captured but not yet consumed by ``update`` beyond which the oldest is dropped (with a warning).
 MAX_PENDING_CAPTURES = 64
@@ -57,6 +62,7 @@ class EpochResult:
 
 
 class _Capture(NamedTuple):
+    output: weakref.ref  # the head's output, to pair update(logits) with its own forward pass when it is that
     terms: HeadTerms | None
     embeddings_shape: tuple
     weight_shape: tuple
@@ -132,7 +138,8 @@ class GWATracker:
 
     # ----------------------------------------------------------------------------------------------------- hook
     def _capture(self, module: nn.Linear, inputs, output) -> None:
-        if not module.training:
+        # Training forwards run with autograd; eval-mode and no_grad forwards (teacher, EMA, scoring) are skipped.
+        if not module.training or not torch.is_grad_enabled():
             return
         x = inputs[0] if inputs else None
         bias = module.bias if self.bias else None
@@ -151,7 +158,8 @@ class GWATracker:
             self._warn_once("overflow", f"{MAX_PENDING_CAPTURES} forward passes of the head in training mode were "
                             "captured without update(); dropping the oldest. Call update() once per forward, or "
                             "put the model in eval mode for forwards that are not training steps.")
-        self._captures.append(_Capture(terms, tuple(getattr(x, "shape", ())), tuple(module.weight.shape),
+        ref = weakref.ref(output) if isinstance(output, torch.Tensor) else _dead_ref
+        self._captures.append(_Capture(ref, terms, tuple(getattr(x, "shape", ())), tuple(module.weight.shape),
                                        None if bias is None else tuple(bias.shape), error))
 
     # --------------------------------------------------------------------------------------------------- update
@@ -230,7 +238,7 @@ class GWATracker:
                     f"run the model forward with the head {self.head_name!r} in training mode (model.train()) "
                     "before each update(), once per update")
             raise RuntimeError(f"update() found no captured forward pass of the head; {hint}.")
-        capture = self._captures.popleft()
+        capture = self._pop_capture(logits)
         if capture.error is not None:
             raise capture.error
         if capture.embeddings_shape[0] != logits.shape[0]:
@@ -240,6 +248,18 @@ class GWATracker:
                 "call update() once per forward, in order.")
         check_shapes(logits.shape, targets.shape, capture.embeddings_shape, capture.weight_shape, capture.bias_shape)
         return capture.terms
+
+    def _pop_capture(self, logits: torch.Tensor) -> _Capture:
+        """The capture of the forward pass that produced ``logits`` if it is the head's output, else the oldest."""
+        for skipped, capture in enumerate(self._captures):
+            if capture.output() is logits:
+                if skipped:
+                    self._warn_once("skipped", f"{skipped} captured forward pass(es) of the head had no update() "
+                                    "before the one whose logits were given; they were dropped.")
+                for _ in range(skipped + 1):
+                    self._captures.popleft()
+                return capture
+        return self._captures.popleft()
 
     def _resolve_ids(self, sample_ids, batch: int, device: torch.device) -> torch.Tensor | None:
         position = self._sightings
