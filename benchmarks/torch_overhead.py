@@ -127,7 +127,7 @@ def step_overhead(make_model, shape, batch: int, rounds: int, steps_per_round: i
         # Alternate which variant goes first so that drift in machine load hits both alike.
         for track in ((False, True) if r % 2 == 0 else (True, False)):
             model, opt = (tracked, opt_tracked) if track else (plain, opt_plain)
-            times[track] += timed(lambda: step(model, opt, track), steps_per_round)
+            times[track] += timed(lambda m=model, o=opt, t=track: step(m, o, t), steps_per_round)
     tracker.end_epoch()
 
     # The tracker's own work, timed alone: the forward hook's capture and update().

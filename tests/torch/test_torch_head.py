@@ -83,7 +83,7 @@ def test_no_linear_lists_none():
 
 def test_override_not_linear_lists_candidates():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    with pytest.raises(ValueError, match=r"Expected `head` to be an nn.Linear.*got ReLU at '1'.*0 \(8, 4\), 2 \(3, 8\)"):
+    with pytest.raises(TypeError, match=r"Expected `head` to be an nn.Linear.*got ReLU at '1'.*0 \(8, 4\), 2 \(3, 8\)"):
         find_head(model, model[1])
     with pytest.raises(ValueError, match=r"Expected `head` to name a submodule of the model; got 'fc'"):
         find_head(model, "fc")

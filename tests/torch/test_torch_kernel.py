@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 import gwa
 from gwa._kernel import alignment_with_mask as numpy_alignment_with_mask
-from gwa.torch import _kernel
-from gwa.torch import alignment, alignment_with_mask
+from gwa.torch import _kernel, alignment, alignment_with_mask
 
 
 def brute_force(logits_fn_inputs, targets, weight, bias, with_bias):
@@ -80,7 +79,7 @@ def test_matches_numpy_core(with_bias, target_kind):
 
 
 def test_core_dispatches_torch_tensors():
-    x, w, b, y = make_problem(4, 3, 5, "hard", seed=1)
+    x, w, _, y = make_problem(4, 3, 5, "hard", seed=1)
     out = gwa.alignment(x @ w.T, y, x, w)
     assert isinstance(out, torch.Tensor)
     torch.testing.assert_close(out, alignment(x @ w.T, y, x, w))
@@ -112,7 +111,7 @@ def test_undefined_cosines_get_the_undefined_score_and_mask():
 
 
 def test_half_precision_inputs_are_upcast():
-    x, w, b, y = make_problem(8, 4, 6, "hard", seed=2)
+    x, w, _, y = make_problem(8, 4, 6, "hard", seed=2)
     ref = alignment(x @ w.T, y, x, w)
     got = alignment((x @ w.T).bfloat16(), y, x.bfloat16(), w.bfloat16())
     assert got.dtype == torch.float32
@@ -121,7 +120,7 @@ def test_half_precision_inputs_are_upcast():
 
 
 def test_dtype_option_and_device_kept():
-    x, w, b, y = make_problem(3, 4, 2, "hard", seed=4, dtype=torch.float32)
+    x, w, _, y = make_problem(3, 4, 2, "hard", seed=4, dtype=torch.float32)
     out = alignment(x @ w.T, y, x, w, dtype=torch.float64)
     assert out.dtype == torch.float64 and out.device == x.device
     with pytest.raises(ValueError, match="Expected `dtype` to be torch.float32 or torch.float64"):

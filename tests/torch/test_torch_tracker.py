@@ -216,9 +216,12 @@ def test_non_finite_samples_are_skipped_counted_and_warned(num_samples):
 def test_running_positions_without_ids_warn_once():
     model = mlp()
     tracker = GWATracker(model)
+    (x1, y1, _), (x2, y2, _) = batches(2)
     with pytest.warns(UserWarning, match="storing scores by running position"):
-        for x, y, _ in batches(2):
-            tracker.update(model(x), y)
+        tracker.update(model(x1), y1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        tracker.update(model(x2), y2)
     result = tracker.end_epoch()
     np.testing.assert_array_equal(result.sample_ids, np.arange(16))
     quiet = GWATracker(model, store_scores=False)
@@ -238,7 +241,7 @@ def _run(tracker, data, start=0, stop=None):
 @pytest.mark.parametrize("num_samples", [12, None])
 def test_resume_mid_epoch_gives_the_same_numbers(num_samples):
     data = _explicit_batches()
-    kwargs = dict(num_samples=num_samples, signals=("margin", "correct"))
+    kwargs = {"num_samples": num_samples, "signals": ("margin", "correct")}
     full = GWATracker(**kwargs)
     _run(full, data)
     full_1 = full.end_epoch()

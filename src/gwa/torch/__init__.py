@@ -9,16 +9,14 @@ Example:
 """
 
 from gwa.torch._head import find_head
-from gwa.torch._kernel import alignment
-from gwa.torch._kernel import alignment_with_mask
+from gwa.torch._kernel import alignment, alignment_with_mask
 from gwa.torch._signals import SIGNAL_NAMES
-from gwa.torch._tracker import EpochResult
-from gwa.torch._tracker import GWATracker
+from gwa.torch._tracker import EpochResult, GWATracker
 
 __all__ = [
+    "SIGNAL_NAMES",
     "EpochResult",
     "GWATracker",
-    "SIGNAL_NAMES",
     "alignment",
     "alignment_with_mask",
     "find_head",

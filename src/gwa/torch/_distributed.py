@@ -63,9 +63,9 @@ def reduce_store(store: dict[str, torch.Tensor], seen: torch.Tensor, n_duplicate
         dist.all_reduce(v, op=dist.ReduceOp.SUM, group=group)
         out[name] = v
     seen_any = owner < world
-    for name in out:
+    for name, values in out.items():
         if name != "undefined":
-            out[name] = torch.where(seen_any, out[name], torch.full_like(out[name], float("nan")))
+            out[name] = torch.where(seen_any, values, torch.full_like(values, float("nan")))
     totals = torch.tensor([int(sights), n_duplicates, n_non_finite], dtype=torch.int64, device=device)
     dist.all_reduce(totals, op=dist.ReduceOp.SUM, group=group)
     sights, n_duplicates, n_non_finite = totals.cpu().tolist()

@@ -27,8 +27,8 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
 
     Raises:
         TypeError: when ``model`` is not an ``nn.Module``.
-        ValueError: when no head is found or the found one is not an ``nn.Linear``; the message lists the
-            model's ``nn.Linear`` layers with their shapes.
+        ValueError: when no head is found (the message lists the model's ``nn.Linear`` layers and shapes).
+        TypeError: when ``head`` is not an ``nn.Linear`` (the message lists the candidates too).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module; got {type(model).__name__}.")
@@ -72,7 +72,7 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
 
 def _checked(name: str, module: nn.Module, model: nn.Module, what: str) -> tuple[str, nn.Linear]:
     if not isinstance(module, nn.Linear):
-        raise ValueError(f"Expected {what} to be an nn.Linear (the layer producing the logits); got "
+        raise TypeError(f"Expected {what} to be an nn.Linear (the layer producing the logits); got "
                          f"{type(module).__name__} at {name!r}. {_candidates(model)}")
     return name, module
 

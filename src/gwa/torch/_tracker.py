@@ -23,11 +23,18 @@ from gwa._moments import EMPTY, Moments, MomentState, batch_state
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_positive, check_shapes, describe
 from gwa.torch import _distributed
-from gwa.torch._accumulate import (N_NON_FINITE, N_UNDEFINED, N_VALID, EpochSums, SampleStore, first_occurrence,
-                                   power_sums_to_state, shifted_powers)
+from gwa.torch._accumulate import (
+    N_VALID,
+    EpochSums,
+    SampleStore,
+    first_occurrence,
+    power_sums_to_state,
+    shifted_powers,
+)
 from gwa.torch._head import find_head
 from gwa.torch._kernel import HeadTerms, compute_dtype, head_terms, scores_from_head_terms
 from gwa.torch._signals import check_signal_names, compute_signals
+
 
 def _dead_ref():
     return None
@@ -478,7 +485,7 @@ class GWATracker:
             self._handle = None
         self._captures.clear()
 
-    def __enter__(self) -> GWATracker:
+    def __enter__(self) -> GWATracker:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:
