@@ -247,6 +247,10 @@ def test_dispatches_on_the_array_type(rng):
     out = gwa.alignment(*t)
     assert isinstance(out, torch.Tensor)
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
+    jnp = pytest.importorskip("jax.numpy")
+    out = gwa.alignment(*(jnp.asarray(a) for a in (logits, labels, x, weight)))
+    assert type(out).__module__.startswith(("jax", "jaxlib"))
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-6)  # jax computes in float32 unless x64 is on
 
 
 # ---- property tests -------------------------------------------------------------------------------------
