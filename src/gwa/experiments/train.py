@@ -16,6 +16,9 @@ train one epoch, then ``writer.log_epoch(metrics, scores)`` with the metric keys
 ``best_<DEFAULT>`` when :func:`running_choice` picks the epoch just finished. With ``start_epoch > 0`` it first
 restores its ``last`` checkpoint, which holds epoch ``start_epoch``. Backends: ``gwa.experiments.train_torch``
 and ``gwa.experiments.train_jax``.
+
+Distributed (``torchrun``, torch backend): every rank runs the runner and the backend; ranks other than 0 get
+a :class:`ReadOnlyWriter` and must leave the run directory (checkpoints included) to rank 0.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import dataclasses
 import importlib
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -161,10 +165,10 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     from gwa.experiments.data import prepare
 
     out = config.out_dir
+    rank = process_rank()
     start_epoch = 0
     if config.resume:
         rundir.read_config(out)  # a run of this format is there
-        start_epoch = checkpoint.marked_epoch(out) or 0
         info = checkpoint.read_mark(out, "last")
         if info is None:
             raise rundir.RunDirError(f"Cannot resume {out}: it has no checkpoint (checkpoints/last.json); "
@@ -172,11 +176,15 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
         if info["backend"] != config.backend:
             raise ValueError(f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written by "
                              f"{info['backend']!r}.")
-    elif out.exists() and any(out.iterdir()) and not config.overwrite:
+        start_epoch = int(info["epoch"])
+    elif rank == 0 and out.exists() and any(out.iterdir()) and not config.overwrite:
         raise rundir.RunDirError(f"Run directory {out} is not empty; pass --resume to continue it or --overwrite "
                                  f"to replace it (or choose another --out).")
     backend = load_backend(config.backend)
     data = prepare(config)
+    if rank != 0:  # distributed: rank 0 alone writes the run directory
+        backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
+        return out
     if config.overwrite:
         checkpoint.clear(out)
         for stale in ("previews.npy", "preview_ids.npy"):
@@ -192,6 +200,21 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     write_previews(writer, data)
     writer.finish()
     return out
+
+
+def process_rank() -> int:
+    """This process's rank under ``torchrun`` (its ``RANK`` variable); 0 when not distributed."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class ReadOnlyWriter:
+    """The writer of ranks other than 0 in a distributed run: same ``path``, writes nothing."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def log_epoch(self, metrics: dict, scores=None) -> None:
+        pass
 
 
 def load_backend(name: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -29,14 +30,45 @@ REFRESH_EVERY = 10
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: cuda > mps > cpu; an explicit device that is not available is an error."""
+    """``auto``: cuda > mps > cpu; an explicit device that is not available is an error. Under torchrun each
+    process takes the GPU of its ``LOCAL_RANK``."""
     cuda, mps = torch.cuda.is_available(), hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+        name = "cuda" if cuda else "mps" if mps else "cpu"
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise ValueError(f"Expected an available `device`; got {name!r}, which this machine does not have "
                          f"(use --device auto or cpu).")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, bool]:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); returns (rank, world size, created)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, False
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), created
+
+
+def _all_sum(values: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+    return values
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int) -> float:
@@ -134,6 +166,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     from gwa.torch import GWATracker
 
     device = resolve_device(config.device)
+    rank, world, created_group = init_distributed(device)
     amp = bool(config.amp and device.type == "cuda")
     if config.amp and not amp:
         log.warning("--amp needs a CUDA device; training in float32 on %s.", device)
@@ -148,6 +181,12 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     model.to(device)
     n = data.num_samples
     steps_per_epoch = len(epoch_batches(n, config.batch_size, config.seed, 1))
+    if world > 1 and min(len(b) for b in epoch_batches(n, config.batch_size, config.seed, 1)) < world:
+        raise ValueError(f"Expected batches of at least {world} samples (one per process); got batch_size="
+                         f"{config.batch_size} for {n} samples.")
+    # Under torchrun, DDP averages the ranks' gradients; each rank trains on its share of the same global batch.
+    forward = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(config, model.parameters())
     factor = lambda step: lr_factor(step, schedule=config.schedule,  # noqa: E731
                                     total_steps=config.epochs * steps_per_epoch,
@@ -158,7 +197,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     stopper = None if config.early_stop is None else EarlyStopper(
         "max", patience=config.early_stop, warmup=warmup_epochs_for_stopping(config))
     run_dir = writer.path
-    ckpt_dir = checkpoint.checkpoint_dir(run_dir)
+    ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
     wall_time = 0.0
     prev_pred = None
     if start_epoch > 0:
@@ -183,31 +222,35 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     last_gwa = float("nan")
     for epoch in range(start_epoch + 1, config.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
+        forward.train()
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         batches = epoch_batches(n, config.batch_size, config.seed, epoch)
         with progress_bar(len(batches), desc=f"epoch {epoch}/{config.epochs}", enabled=progress) as bar:
-            for b, ids in enumerate(batches):
-                ids_t = torch.from_numpy(ids)
+            for b, global_ids in enumerate(batches):
+                ids_t = torch.from_numpy(global_ids[rank::world])
                 xb = to_model_input(x_train[ids_t].to(device, non_blocking=True))
                 yb = y_train[ids_t].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
+                    logits = forward(xb)
+                per_sample = F.cross_entropy(logits.float(), yb, reduction="none")
+                # The global batch's mean loss: DDP divides the summed gradients by the world size.
+                loss = per_sample.sum() * (world / len(global_ids))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 tracker.update(logits, yb, sample_ids=ids_t)
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                loss_sum += loss.detach().double() * len(ids)
+                loss_sum += per_sample.detach().double().sum()
                 correct += (logits.detach().argmax(dim=1) == yb).sum()
                 bar.update(1)
                 if not bar.disable and (b % REFRESH_EVERY == 0 or b == len(batches) - 1):
-                    bar.set_postfix(loss=f"{loss.item():.4f}", gwa=f"{last_gwa:.4g}")
-        result = tracker.end_epoch()
+                    bar.set_postfix(loss=f"{per_sample.mean().item():.4f}", gwa=f"{last_gwa:.4g}")
+        result = tracker.end_epoch()  # merged across ranks under torchrun
+        loss_sum = _all_sum(loss_sum, world)
+        correct = _all_sum(correct, world)
         summary = result.summary
         last_gwa = summary.gwa
         metrics = {"epoch": epoch, "step": step, "lr": lr, "train_loss": float(loss_sum) / n,
@@ -234,17 +277,24 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
         scores = {"alignment": result.scores, **{s: result.signals[s] for s in config.signals}}
         writer.log_epoch(metrics, scores)
         stop = stopper.step(summary.gwa_or_nan) if stopper is not None else False
-        _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
-                          wall_time, prev_pred, read_metrics(run_dir))
+        if rank == 0:
+            _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
+                              wall_time, prev_pred, read_metrics(run_dir))
+        _barrier(world)
         if stop:
             log.warning("early stop at epoch %d: %s", epoch, stopper.reason)
             break
+    if created_group:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 def _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
                       wall_time, pred, rows) -> None:
     from gwa.experiments.train import default_criterion
 
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     if running_choice(rows, config) == epoch:
         tag = f"best_{default_criterion()}"
         checkpoint.save_torch_atomic({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / f"{tag}.pt")
