@@ -122,13 +122,6 @@ def power_sums_to_state(n: float, shift: float, s1: float, s2: float, s3: float,
     return MomentState(n, shift + mu, max(m2, 0.0), m3, max(m4, 0.0))
 
 
-def shifted_powers(values: np.ndarray, shift: float) -> np.ndarray:
-    """``[sum dev, sum dev^2, sum dev^3, sum dev^4]`` of host values about ``shift`` (float64)."""
-    dev = np.asarray(values, dtype=np.float64) - shift
-    dev2 = dev * dev
-    return np.array([dev.sum(), dev2.sum(), (dev2 * dev).sum(), (dev2 * dev2).sum()])
-
-
 def first_occurrence(ids: np.ndarray) -> np.ndarray:
     """Boolean mask of the first occurrence of each id, in order."""
     _, first = np.unique(ids, return_index=True)

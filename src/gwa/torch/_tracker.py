@@ -19,18 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gwa._moments import EMPTY, Moments, MomentState, batch_state
+from gwa._moments import Moments, batch_state
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_positive, check_shapes, describe
 from gwa.torch import _distributed
-from gwa.torch._accumulate import (
-    N_VALID,
-    EpochSums,
-    SampleStore,
-    first_occurrence,
-    power_sums_to_state,
-    shifted_powers,
-)
+from gwa.torch._accumulate import EpochSums, SampleStore, first_occurrence
 from gwa.torch._head import find_head
 from gwa.torch._kernel import HeadTerms, compute_dtype, head_terms, scores_from_head_terms
 from gwa.torch._signals import check_signal_names, compute_signals
@@ -139,6 +132,8 @@ class GWATracker:
                 raise ValueError(f"Expected the head {self.head_name!r} to have a bias because bias=True; "
                                  "it has none.")
             self._handle = self.head.register_forward_hook(self._capture)
+        # store: device tensors indexed by id; chunks: (ids, scores) per batch; moments: power sums only.
+        self._mode = "store" if num_samples is not None else "chunks" if self.store_scores else "moments"
         self._device: torch.device | None = None
         self._pending_state: dict | None = None
         self._reset_epoch()
@@ -270,9 +265,9 @@ class GWATracker:
 
     def _resolve_ids(self, sample_ids, batch: int, device: torch.device) -> torch.Tensor | None:
         position = self._sightings
+        if self._mode == "moments":
+            return None
         if sample_ids is None:
-            if not self.store_scores and self.num_samples is None:
-                return None
             if self.store_scores:
                 self._warn_once("positions", "update() got no sample_ids: storing scores by running position in "
                                 "the epoch (the paper's behaviour). Pass sample_ids= (dataset indices) so that "
@@ -292,8 +287,8 @@ class GWATracker:
         return ids
 
     def _accumulate(self, scores, undefined, ids, values) -> None:
-        nonfinite = scores.isnan()
-        if self._store is not None and ids is not None:
+        if self._mode == "store":
+            nonfinite = scores.isnan()
             try:
                 valid = self._store.claim(ids, nonfinite)
             except (RuntimeError, IndexError) as error:
@@ -302,11 +297,12 @@ class GWATracker:
                 raise ValueError(f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples="
                                  f"{self.num_samples}); got an id out of range.") from None
             self._store.write(ids, valid, {"score": scores, "undefined": undefined, **values})
+            self._non_finite += nonfinite.sum()
+        elif self._mode == "chunks":
+            self._chunks.append((ids, scores, undefined, values))
         else:
-            valid = ~nonfinite
-            if ids is not None and self.store_scores:
-                self._chunks.append((ids, scores, undefined, values))
-        self._sums.add(scores, undefined, valid, nonfinite)
+            nonfinite = scores.isnan()
+            self._sums.add(scores, undefined, ~nonfinite, nonfinite)
         self._sightings += scores.shape[0]
 
     # ------------------------------------------------------------------------------------------------ end epoch
@@ -320,56 +316,22 @@ class GWATracker:
         unbound = self._device is None  # no update this epoch: reduce on the CPU, bind later to the logits' device
         if unbound:
             self._bind(torch.device("cpu"))
-        n_valid, n_undefined, n_non_finite = self._sums.counts.cpu().tolist()
-        n_duplicates = self._sightings - n_valid - n_non_finite if self._store is not None else 0
-        scores = ids = None
-        signals: dict[str, np.ndarray] = {}
         distributed = _distributed.is_active(self.process_group)
-        if distributed and self._used_positions:
+        if distributed and self._used_positions and self._mode != "moments":
             self._warn_once("dist-positions", "update() got no sample_ids under torch.distributed: moments are "
                             "merged across ranks, per-sample scores by position stay per rank.")
-        if self._store is not None and not (distributed and self._used_positions):
-            if distributed:
-                store, n_duplicates, n_non_finite = _distributed.reduce_store(
-                    self._store.values, self._store.seen, n_duplicates, n_non_finite, self.process_group)
-                seen = ~np.isnan(store["score"])
-                state = batch_state(store["score"][seen])
-                n_undefined = int(store["undefined"][seen].sum())
-            else:
-                store = {k: v[:-1].cpu().numpy() for k, v in self._store.values.items()}
-                state = self._sums.to_state()
-            if self.store_scores:
-                scores = store["score"].astype(np.float32)
-                signals = {name: store[name].astype(np.float32) for name in self.signals}
-        elif self._chunks and not (distributed and self._used_positions):
-            ids, scores, undefined, signals = self._gather_chunks(distributed)
-            keep = first_occurrence(ids)
-            if distributed:
-                state = batch_state(scores[keep])
-                n_undefined = int(undefined[keep].sum())
-                n_non_finite = _distributed.sum_ints([n_non_finite], self.process_group)[0]
-            else:
-                # The device sums counted every sighting; remove the repeats' exact contributions.
-                state = self._state_without(scores[~keep])
-                n_undefined -= int(undefined[~keep].sum())
-            n_duplicates = int((~keep).sum())
-            order = np.argsort(ids[keep], kind="stable")
-            ids = ids[keep][order]
-            scores = scores[keep][order].astype(np.float32)
-            signals = {k: v[keep][order].astype(np.float32) for k, v in signals.items()}
+        if self._mode == "store":
+            out = self._end_store(distributed)
+        elif self._mode == "chunks":
+            out = self._end_chunks(distributed)
         else:
             state = self._sums.to_state()
+            _, n_undefined, n_non_finite = self._sums.counts.cpu().tolist()
             if distributed:
                 state = _distributed.merge_moment_states(state, self.process_group)
-                n_undefined, n_non_finite, n_duplicates = _distributed.sum_ints(
-                    [n_undefined, n_non_finite, n_duplicates], self.process_group)
-            if self._chunks:
-                ids, scores, _, signals = self._gather_chunks(False)
-                scores = scores.astype(np.float32)
-                signals = {k: v.astype(np.float32) for k, v in signals.items()}
-            elif self._store is not None and self.store_scores:  # distributed, by position: this rank's store
-                scores = self._store.values["score"][:-1].cpu().numpy().astype(np.float32)
-                signals = {k: self._store.values[k][:-1].cpu().numpy().astype(np.float32) for k in self.signals}
+                n_undefined, n_non_finite = _distributed.sum_ints([n_undefined, n_non_finite], self.process_group)
+            out = state, n_undefined, n_non_finite, 0, None, None, {}
+        state, n_undefined, n_non_finite, n_duplicates, scores, ids, signals = out
         summary = summarize(Moments(state), beta=self.beta, n_undefined=n_undefined,
                             min_denominator=self.min_denominator)
         if n_non_finite:
@@ -378,26 +340,56 @@ class GWATracker:
         self.epoch += 1
         self.history.append(summary)
         result = EpochResult(epoch=self.epoch, summary=summary, scores=scores if self.store_scores else None,
-                             sample_ids=ids if self.num_samples is None else None, signals=signals,
+                             sample_ids=ids, signals=signals if self.store_scores else {},
                              n_duplicates=int(n_duplicates), n_non_finite=int(n_non_finite))
         if unbound:
             self._device = None
         self._reset_epoch()
         return result
 
-    def _state_without(self, repeated: np.ndarray) -> MomentState:
-        """The epoch's moments without the given (repeated) scores, removed from the power sums exactly."""
-        if repeated.size == 0:
-            return self._sums.to_state()
-        n = float(self._sums.counts[N_VALID]) - repeated.size
-        if n == 0:
-            return EMPTY
-        shift = float(self._sums.shift)
-        sums = self._sums.sums.double().cpu().numpy() - shifted_powers(repeated, shift)
-        return power_sums_to_state(n, shift, *map(float, sums))
+    def _end_store(self, distributed: bool):
+        """Moments, counts and per-sample arrays from the device store (deduplicated by construction)."""
+        n_non_finite = int(self._non_finite)
+        n_duplicates = self._sightings - int(self._store.seen.sum()) - n_non_finite
+        values = self._store.values
+        if distributed and not self._used_positions:
+            store, n_duplicates, n_non_finite = _distributed.reduce_store(
+                values, self._store.seen, n_duplicates, n_non_finite, self.process_group)
+        else:
+            store = {k: v[:-1].cpu().numpy() for k, v in values.items()}
+        seen = ~np.isnan(store["score"])  # claimed samples; their scores are finite
+        state = batch_state(store["score"][seen])
+        n_undefined = int(store["undefined"][seen].sum())
+        if distributed and self._used_positions:
+            state = _distributed.merge_moment_states(state, self.process_group)
+            n_undefined, n_non_finite, n_duplicates = _distributed.sum_ints(
+                [n_undefined, n_non_finite, n_duplicates], self.process_group)
+        scores = store["score"].astype(np.float32)
+        signals = {name: store[name].astype(np.float32) for name in self.signals}
+        return state, n_undefined, n_non_finite, n_duplicates, scores, None, signals
+
+    def _end_chunks(self, distributed: bool):
+        """Moments, counts and per-sample arrays from the epoch's chunks, first sighting of each id kept."""
+        ids, scores, undefined, signals = self._gather_chunks(distributed and not self._used_positions)
+        finite = ~np.isnan(scores)  # NaN marks non-finite inputs: not a sighting of the id
+        n_non_finite = int((~finite).sum())
+        ids, scores, undefined = ids[finite], scores[finite], undefined[finite]
+        signals = {k: v[finite] for k, v in signals.items()}
+        keep = first_occurrence(ids)
+        n_duplicates = int((~keep).sum())
+        state = batch_state(scores[keep])
+        n_undefined = int(undefined[keep].sum())
+        if distributed and self._used_positions:
+            state = _distributed.merge_moment_states(state, self.process_group)
+            n_undefined, n_non_finite, n_duplicates = _distributed.sum_ints(
+                [n_undefined, n_non_finite, n_duplicates], self.process_group)
+        order = np.argsort(ids[keep], kind="stable")
+        signals = {k: v[keep][order].astype(np.float32) for k, v in signals.items()}
+        return (state, n_undefined, n_non_finite, n_duplicates, scores[keep][order].astype(np.float32),
+                ids[keep][order], signals)
 
     def _gather_chunks(self, distributed: bool):
-        """Concatenate the epoch's chunks on the host: ids, scores (float64), undefined mask, signals."""
+        """Concatenate the epoch's chunks on the host (all ranks' in rank order): ids, scores, undefined, signals."""
         def cat(parts):
             return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
         ids = cat([c[0] for c in self._chunks]).astype(np.int64)
@@ -405,11 +397,8 @@ class GWATracker:
         undefined = cat([c[2] for c in self._chunks]).astype(bool)
         signals = {name: cat([c[3][name].double() for c in self._chunks]) for name in self.signals}
         if distributed:
-            ids, scores, undefined, signals = _distributed.gather_chunks(ids, scores, undefined, signals,
-                                                                         self.process_group)
-        # Non-finite samples carry NaN scores: they are not sightings of their ids.
-        finite = ~np.isnan(scores)
-        return ids[finite], scores[finite], undefined[finite], {k: v[finite] for k, v in signals.items()}
+            return _distributed.gather_chunks(ids, scores, undefined, signals, self.process_group)
+        return ids, scores, undefined, signals
 
     # -------------------------------------------------------------------------------------------------- state
     def _bind(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
@@ -419,9 +408,11 @@ class GWATracker:
                 raise ValueError(f"Expected `logits` on {self._device} like the earlier batches; got {device}.")
             return
         self._device = device
-        self._sums = EpochSums(device)
-        if self.num_samples is not None:
+        if self._mode == "store":
             self._store = SampleStore(self.num_samples, self.signals, device, dtype)
+            self._non_finite = torch.zeros((), dtype=torch.int64, device=device)
+        elif self._mode == "moments":
+            self._sums = EpochSums(device)
         if self._pending_state is not None:
             self._load_epoch_state(self._pending_state)
             self._pending_state = None
@@ -432,6 +423,7 @@ class GWATracker:
         self._device = None
         self._sums = None
         self._store = None
+        self._non_finite = None
         self._chunks: list = []
         self._sightings = 0
         self._used_positions = False
@@ -443,7 +435,8 @@ class GWATracker:
         epoch_state = self._pending_state
         if self._device is not None:
             epoch_state = {
-                "sums": self._sums.state_dict(),
+                "sums": None if self._sums is None else self._sums.state_dict(),
+                "non_finite": None if self._non_finite is None else int(self._non_finite),
                 "sightings": self._sightings,
                 "used_positions": self._used_positions,
                 "store": None if self._store is None else self._store.state_dict(),
@@ -469,7 +462,10 @@ class GWATracker:
 
     def _load_epoch_state(self, s: dict) -> None:
         device = self._device
-        self._sums.load_state_dict(s["sums"])
+        if s["sums"] is not None:
+            self._sums.load_state_dict(s["sums"])
+        if s["non_finite"] is not None:
+            self._non_finite.fill_(s["non_finite"])
         self._sightings = int(s["sightings"])
         self._used_positions = bool(s["used_positions"])
         if s["store"] is not None:
