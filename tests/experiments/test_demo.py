@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from gwa import cli  # noqa: E402
-from gwa.rundir import load_run  # noqa: E402
+from gwa import cli
+from gwa.rundir import load_run
 
 
 def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, capsys):

@@ -2,8 +2,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gwa.experiments.models import build_model, classifier_head  # noqa: E402
-from gwa.torch import find_head  # noqa: E402
+from gwa.experiments.models import build_model, classifier_head
+from gwa.torch import find_head
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])

@@ -5,16 +5,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import gwa  # noqa: E402
-from gwa import cli  # noqa: E402
-from gwa.experiments import train_torch  # noqa: E402
-from gwa.experiments.config import RunConfig  # noqa: E402
-from gwa.experiments.data import prepare  # noqa: E402
-from gwa.experiments.models import build_model  # noqa: E402
-from gwa.experiments.train import run_training  # noqa: E402
-from gwa.rundir import RunDirError, load_run  # noqa: E402
+import gwa
+from gwa import cli
+from gwa.experiments import train_torch
+from gwa.experiments.config import RunConfig
+from gwa.experiments.data import prepare
+from gwa.experiments.models import build_model
+from gwa.experiments.train import run_training
+from gwa.rundir import load_run
 
-TINY = dict(dataset="digits", num_train=240, model="mlp", hidden=(16,), batch_size=64, quiet=True)
+TINY = {"dataset": "digits", "num_train": 240, "model": "mlp", "hidden": (16,), "batch_size": 64, "quiet": True}
 
 
 def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
@@ -73,7 +73,7 @@ def test_run_directory_is_complete_and_consistent(tmp_path):
         assert r["prediction_changes"] == int((prev != now).sum())
     summary = run.summary
     assert summary["default"] == "gwa" and summary["criteria"]["last"]["epoch"] == 3
-    for name, info in summary["criteria"].items():
+    for info in summary["criteria"].values():
         assert info["test_acc"] == rows[info["epoch"] - 1]["test_acc"]
     assert summary["noise"]["num_noisy"] == int(run.noise_mask.sum())
     # The best checkpoint is the default criterion's epoch.

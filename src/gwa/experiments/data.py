@@ -274,7 +274,7 @@ class PreparedData:
 
     @property
     def num_samples(self) -> int:
-        return int(len(self.y_train))
+        return len(self.y_train)
 
     @property
     def num_classes(self) -> int:
@@ -337,7 +337,7 @@ def prepare(config) -> PreparedData:
     axes = tuple(range(x.ndim - 1)) if x.ndim == 4 else tuple(range(x.ndim))
     mean = x.mean(axis=axes, dtype=np.float64).astype(np.float32)
     std = np.maximum(x.std(axis=axes, dtype=np.float64), 1e-6).astype(np.float32)
-    norm = lambda a: None if a is None else ((a - mean) / std).astype(np.float32)  # noqa: E731
+    norm = lambda a: None if a is None else ((a - mean) / std).astype(np.float32)
     eval_sets = {name: load_eval_set(name, path, ds.input_shape) for name, path in config.eval_sets.items()}
     return PreparedData(x_train=norm(x), y_train=noisy, y_train_clean=clean, noise_mask=mask, source_index=index,
                         x_val=norm(x_val), y_val=y_val, y_val_clean=y_val_clean, x_test=norm(ds.x_test),

@@ -15,8 +15,8 @@ from pathlib import Path
 DEMO_NAME = "gwa-demo"
 #: The full demo and the --quick one (for tests and a first look).
 SETTINGS = {
-    "full": dict(mnist1d_samples=5000, epochs=30, width=16, lr=3e-3),
-    "quick": dict(mnist1d_samples=1000, epochs=6, width=8, lr=3e-3),
+    "full": {"mnist1d_samples": 5000, "epochs": 30, "width": 16, "lr": 3e-3},
+    "quick": {"mnist1d_samples": 1000, "epochs": 6, "width": 8, "lr": 3e-3},
 }
 #: The rows of the final table: criterion name -> what it is.
 ROWS = (("gwa", "GWA (gwa's default rule)"), ("gwa_paper", "GWA, paper's rule"),
@@ -89,7 +89,7 @@ def _flag_text(run) -> str:
     from gwa.report.flag import flag_samples
 
     result = flag_samples(run)  # the documented default: alignment < 0 in each of the last 3 epochs
-    show = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    show = lambda v: "n/a" if v is None else f"{v:.2f}"
     return (f"flagged as likely mislabeled (alignment < 0 in each of the last 3 epochs): "
             f"{int(result.flagged.sum())} of {result.sample_ids.size} training samples; against the "
             f"{int(run.noise_mask.sum())} flipped labels: precision {show(result.precision)}, recall "

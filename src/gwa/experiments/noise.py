@@ -41,7 +41,7 @@ def symmetric(labels, rate: float, num_classes: int, *, seed: int) -> tuple[np.n
     if num_classes < 2:
         raise ValueError(f"Expected `num_classes` >= 2; got {num_classes}.")
     rng = np.random.default_rng(seed)
-    flip = rng.choice(y.size, size=int(round(rate * y.size)), replace=False)
+    flip = rng.choice(y.size, size=round(rate * y.size), replace=False)
     noisy = y.copy()
     # An offset in 1..C-1 added modulo C is uniform over the other classes.
     noisy[flip] = (y[flip] + rng.integers(1, num_classes, size=flip.size)) % num_classes
@@ -57,7 +57,7 @@ def asymmetric(labels, rate: float, pairs: dict[int, int], *, seed: int) -> tupl
     noisy = y.copy()
     for source in sorted(pairs):
         members = np.flatnonzero(y == source)  # chosen among the clean labels: a flipped 2->7 stays 7
-        flip = rng.choice(members, size=int(round(rate * members.size)), replace=False)
+        flip = rng.choice(members, size=round(rate * members.size), replace=False)
         noisy[flip] = pairs[source]
     return noisy, noisy != y
 

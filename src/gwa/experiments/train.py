@@ -330,4 +330,4 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> l
 
 def warmup_epochs_for_stopping(config: RunConfig) -> int:
     """The paper skips the first 10% of training before choosing by GWA."""
-    return int(math.floor(0.1 * config.epochs))
+    return math.floor(0.1 * config.epochs)

@@ -188,7 +188,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     forward = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(config, model.parameters())
-    factor = lambda step: lr_factor(step, schedule=config.schedule,  # noqa: E731
+    factor = lambda step: lr_factor(step, schedule=config.schedule,
                                     total_steps=config.epochs * steps_per_epoch,
                                     warmup_steps=config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
