@@ -48,6 +48,21 @@ class NNXMLP(nnx.Module):
         return self.head(x)
 
 
+def _numpy_params(model, x, seed):
+    """Random parameters without jax's threefry initialisers (slow to compile on CPU): shapes from eval_shape."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.5, s.dtype), shapes)
+
+
+def _numpy_nnx(seed):
+    abstract = nnx.eval_shape(lambda: NNXMLP(nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    rng = np.random.default_rng(seed)
+    state = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.5, s.dtype), state)
+    return nnx.merge(graphdef, state)
+
+
 def _data(seed=0):
     rng = np.random.default_rng(seed)
     return jnp.asarray(rng.normal(size=(N, D_IN)), jnp.float32), jnp.asarray(rng.integers(0, C, size=N))
@@ -60,7 +75,7 @@ def _brute_force(params, x, y, include_bias):
         logits = LinenMLP().apply({"params": p}, xi[None])
         return optax.softmax_cross_entropy_with_integer_labels(logits, yi[None])[0]
 
-    grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)["head"]
+    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(params, x, y)["head"]
     keys = ["kernel", "bias"] if include_bias else ["kernel"]
     g = jnp.concatenate([grads[k].reshape(N, -1) for k in keys], axis=1)
     w = jnp.concatenate([params["head"][k].ravel() for k in keys])
@@ -71,7 +86,7 @@ def _brute_force(params, x, y, include_bias):
 def test_linen_capture_under_jit_matches_brute_force(include_bias):
     x, y = _data()
     model = LinenMLP()
-    params = model.init(jax.random.key(0), x)["params"]
+    params = _numpy_params(model, x, 0)["params"]
 
     @jax.jit
     def step(params, x, y):
@@ -85,7 +100,7 @@ def test_linen_capture_under_jit_matches_brute_force(include_bias):
 
 def test_head_weight_transposes_the_kernel_and_accepts_full_variables():
     x, _ = _data()
-    variables = LinenMLP().init(jax.random.key(1), x)  # also holds the init's "intermediates"
+    variables = {**_numpy_params(LinenMLP(), x, 1), "intermediates": {"gwa_embeddings": (x,)}}
     kernel = variables["params"]["head"]["kernel"]
     assert kernel.shape == (D, C)
     np.testing.assert_array_equal(gj.head_weight(variables), kernel.T)
@@ -96,7 +111,7 @@ def test_head_weight_transposes_the_kernel_and_accepts_full_variables():
 def test_nested_head_path_and_sow_inside_a_submodule():
     x, y = _data(1)
     model = NestedLinen()
-    params = model.init(jax.random.key(2), x)["params"]
+    params = _numpy_params(model, x, 2)["params"]
     logits, state = model.apply({"params": params}, x, mutable=["intermediates"])
     emb = nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
     np.testing.assert_allclose(np.asarray(gj.sown_embeddings(state)), np.asarray(emb), atol=1e-6)
@@ -109,7 +124,7 @@ def test_nested_head_path_and_sow_inside_a_submodule():
 
 def test_nnx_capture_under_nnx_jit_matches_numpy_core():
     x, y = _data(2)
-    model = NNXMLP(nnx.Rngs(0))
+    model = _numpy_nnx(0)
 
     def loss_fn(model, x, y):
         logits, intermediates = nnx.capture(model, nnx.Intermediate)(x)
@@ -143,7 +158,7 @@ def test_sown_embeddings_errors():
 
 def test_head_lookup_errors():
     x, _ = _data()
-    params = LinenMLP(head_bias=False).init(jax.random.key(3), x)["params"]
+    params = _numpy_params(LinenMLP(head_bias=False), x, 3)["params"]
     with pytest.raises(ValueError, match=r"Expected a head layer 'classifier' with a 'kernel' in `params`; "
                                          r"layers with a 'kernel': body, head\. Pass head="):
         gj.head_weight(params, "classifier")
