@@ -75,14 +75,14 @@ def main() -> None:
         labels = rng.integers(0, c, size=n)
         logits = x @ weight.T
         diff = np.max(np.abs(gwa.alignment(logits, labels, x, weight) - autograd_scores(x, weight, labels)))
-        fast = timed(lambda: gwa.alignment(logits, labels, x, weight), args.repeats)
-        slow = timed(lambda: autograd_scores(x, weight, labels), args.repeats)
+        fast = timed(lambda z=logits, y=labels, e=x, w=weight: gwa.alignment(z, y, e, w), args.repeats)
+        slow = timed(lambda e=x, w=weight, y=labels: autograd_scores(e, w, y), args.repeats)
 
         def fmt(t):
             return f"{1e3 * statistics.median(t):8.2f} [{1e3 * min(t):7.2f}, {1e3 * max(t):7.2f}]"
 
         ratio = statistics.median(slow) / statistics.median(fast)
-        print(f"{str((n, c, d)):>16} | {fmt(fast):>24} | {fmt(slow):>24} | {ratio:7.1f}x | {diff:.1e}")
+        print(f"{(n, c, d)!s:>16} | {fmt(fast):>24} | {fmt(slow):>24} | {ratio:7.1f}x | {diff:.1e}")
 
 
 if __name__ == "__main__":

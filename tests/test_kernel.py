@@ -40,7 +40,7 @@ def autograd_alignment(embeddings, weight, targets, bias=None, offset=None, stab
         params["b"] = torch.as_tensor(bias, dtype=torch.float64)
 
     def loss(p, xi, yi, oi):
-        z = p["W"] @ xi + oi + (p["b"] if "b" in p else 0.0)
+        z = p["W"] @ xi + oi + p.get("b", 0.0)
         if stable:
             others = (1.0 - yi) * torch.exp(z - (yi * z).sum())
             return torch.log1p(others.sum())
@@ -99,7 +99,7 @@ def test_matches_autograd_per_sample_gradients(rng, n, c, d, target_kind, use_bi
 
 def test_scores_are_nontrivial_across_the_batch(rng):
     # Guards against an oracle/kernel pair that agree because both are degenerate (e.g. constant).
-    x, weight, _, labels, probs = make_batch(rng, 64, 10, 32, "hard", False)
+    x, weight, _, labels, _ = make_batch(rng, 64, 10, 32, "hard", False)
     scores = gwa.alignment(x @ weight.T, labels, x, weight)
     assert scores.std() > 0.05 and scores.min() < 0 < scores.max()
 

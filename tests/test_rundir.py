@@ -176,6 +176,15 @@ def test_missing_directory_and_config(tmp_path):
     assert issubclass(RunDirError, ValueError)
 
 
+def test_config_cannot_clobber_the_contract_keys(tmp_path):
+    writer = RunWriter(tmp_path / "run", {"format": "png", "status": "mine", "num_samples": 3, "lr": 1.0}, N)
+    writer.finish()
+    run = load_run(tmp_path / "run")
+    assert list(run.config)[:4] == ["format", "gwa_version", "status", "num_samples"]
+    assert (run.config["format"], run.config["status"], run.config["num_samples"]) == (1, "complete", N)
+    assert run.config["lr"] == 1.0 and run.complete
+
+
 def test_missing_scores_error(tmp_path):
     write_run(tmp_path / "run", epochs=1)
     with pytest.raises(RunDirError, match=r"has no 'alignment' scores for epoch 7 \(alignment_0007.npy\)"):

@@ -196,8 +196,8 @@ curves = st.lists(st.one_of(st.floats(-10, 10), st.just(NAN), st.just(math.inf))
        st.sampled_from([0.0, 0.5]), st.booleans())
 def test_property_resume_from_state_dict_gives_identical_decisions(values, cut, mode, patience, warmup, min_delta,
                                                                    stop_on_non_finite):
-    kwargs = dict(mode=mode, patience=patience, warmup=warmup, min_delta=min_delta,
-                  stop_on_non_finite=stop_on_non_finite)
+    kwargs = {"mode": mode, "patience": patience, "warmup": warmup, "min_delta": min_delta,
+              "stop_on_non_finite": stop_on_non_finite}
     whole = EarlyStopper(**kwargs)
     decisions = run(whole, values)
     first = EarlyStopper(**kwargs)

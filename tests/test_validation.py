@@ -31,15 +31,15 @@ def test_valid_batch_passes(batch):
 @pytest.mark.parametrize("key,value,match", [
     ("logits", np.zeros(N), r"`logits` to have shape \(N, C\); got shape=\(4,\)"),
     ("logits", np.zeros((N, 1)), r"at least 2 classes \(N, C>=2\); got shape=\(4, 1\)"),
-    ("embeddings", np.zeros((N + 1, D)), r"`embeddings` to have shape \(N, D\) with N == logits.shape\[0\] == 4; "
-                                         r"got embeddings.shape=\(5, 5\)"),
+    ("embeddings", np.zeros((N + 1, D)), (r"`embeddings` to have shape \(N, D\) with N == logits.shape\[0\] == 4; "
+                                          r"got embeddings.shape=\(5, 5\)")),
     ("embeddings", np.zeros(N), r"`embeddings` to have shape \(N, D\).*got embeddings.shape=\(4,\)"),
-    ("weight", np.zeros((C, D + 1)), r"`weight` to have shape \(C, D\) = \(3, 5\) from logits and embeddings; "
-                                     r"got weight.shape=\(3, 6\)\.$"),
+    ("weight", np.zeros((C, D + 1)), (r"`weight` to have shape \(C, D\) = \(3, 5\) from logits and embeddings; "
+                                      r"got weight.shape=\(3, 6\)\.$")),
     ("bias", np.zeros(C + 1), r"`bias` to have shape \(C,\) = \(3,\); got bias.shape=\(4,\)"),
     ("bias", np.zeros((1, C)), r"`bias` to have shape \(C,\) = \(3,\); got bias.shape=\(1, 3\)"),
-    ("targets", np.zeros(N + 1, dtype=int), r"`targets` to be class ids of shape \(N,\) = \(4,\) or probabilities "
-                                            r"of shape \(N, C\) = \(4, 3\); got targets.shape=\(5,\)"),
+    ("targets", np.zeros(N + 1, dtype=int), (r"`targets` to be class ids of shape \(N,\) = \(4,\) or "
+                                             r"probabilities of shape \(N, C\) = \(4, 3\); got targets.shape=\(5,\)")),
     ("targets", np.zeros((N, C + 1)), r"got targets.shape=\(4, 4\)"),
     ("targets", np.zeros((N, C, 1)), r"got targets.shape=\(4, 3, 1\)"),
 ])
@@ -101,8 +101,7 @@ def soft(rows):
     (soft([[1.0, 1.0, 0.0]] * 4), ValueError, r"got a row summing to 2"),
     (soft([[1.5, -0.5, 0.0]] * 4), ValueError, r"soft `targets` to be probabilities \(>= 0\); got minimum -0.5"),
     (soft([[np.nan, 1.0, 0.0]] * 4), ValueError, r"finite soft `targets`; got NaN/Inf in shape=\(4, 3\)"),
-    (np.array([["a", "b", "c"]] * 4), TypeError, r"`targets` to be a real-valued array; got shape=\(4, 3\), "
-                                                 r"dtype=<U1"),
+    (np.array([["a", "b", "c"]] * 4), TypeError, r"`targets` to be a real-valued array; got shape=\(4, 3\), dtype=<U1"),
 ])
 def test_bad_soft_targets(batch, targets, error, match):
     with pytest.raises(error, match=match):

@@ -118,8 +118,9 @@ class RunWriter:
                 (self.path / stale).unlink(missing_ok=True)
             for stale in (self.path / SCORES_DIR).glob("*.npy"):
                 stale.unlink()
-        self.config = {"format": FORMAT, "gwa_version": __version__, "status": "running",
-                       "num_samples": self.num_samples, **config}
+        contract = {"format": FORMAT, "gwa_version": __version__, "status": "running", "num_samples": self.num_samples}
+        # The contract's keys come first and win: a user's own "format" or "status" must not make the run unreadable.
+        self.config = {**contract, **config, **contract}
         _write_json_atomic(self.path / "config.json", self.config)
         for name, arr, dtype in (("labels", labels, np.int64), ("clean_labels", clean_labels, np.int64),
                                  ("noise_mask", noise_mask, bool)):
@@ -137,9 +138,8 @@ class RunWriter:
         self._rewrite_metrics(rows)
         for f in (self.path / SCORES_DIR).glob("*.npy"):
             epoch = f.stem.rsplit("_", 1)[-1]
-            if f.name.endswith(".tmp.npy"):  # a write interrupted before its rename
-                f.unlink()
-            elif resume_epoch is not None and epoch.isdigit() and int(epoch) > resume_epoch:
+            interrupted = f.name.endswith(".tmp.npy")  # a write that crashed before its rename
+            if interrupted or (resume_epoch is not None and epoch.isdigit() and int(epoch) > resume_epoch):
                 f.unlink()
 
     def _rewrite_metrics(self, rows: list[dict]) -> None:
