@@ -32,8 +32,9 @@ def test_merged_device_moments_equal_one_device(results, dtype, rtol):
     one = np.array(res["one_device"])
     assert one[0] == 35  # the 5 padded rows are masked out
     np.testing.assert_allclose(res["shard_map"], one, rtol=rtol, atol=1e-12)
-    for state in res["pmap"]:  # every device holds the global moments
+    for state in res.get("pmap", []):  # every device holds the global moments
         np.testing.assert_allclose(state, one, rtol=rtol, atol=1e-12)
+    assert dtype == "float32" or len(res["pmap"]) == 2
 
 
 def test_merged_moments_match_the_numpy_core(results):
