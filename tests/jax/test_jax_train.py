@@ -138,3 +138,10 @@ def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     np.testing.assert_array_equal(jax_run.labels, torch_run.labels)  # same data, noise and order
     for key in ("step", "lr", "n_scores"):
         assert jax_run.series(key).tolist() == torch_run.series(key).tolist()
+    # The analysis side reads a jax run like a torch run.
+    from gwa.report.compare import compare_runs
+    from gwa.report.flag import flag_samples
+
+    assert len(compare_runs([jax_run, torch_run]).rows) == 2
+    flagged = flag_samples(jax_run, top=20)
+    assert flagged.sample_ids.size == 300 and int(flagged.flagged.sum()) == 20
