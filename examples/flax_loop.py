@@ -48,8 +48,8 @@ def make_train_step(model, optimizer):
         # Scored with the head of this forward pass, before the update (as in the paper's Algorithm 1).
         scores = gwa.jax.alignment_from_flax(logits, y, sown, params)
         moments = gwa.jax.moments_update(moments, scores, mask=valid)  # padding rows are not counted
-        # Stored per sample id, not per batch position.
-        epoch_scores = epoch_scores.at[idx].set(jnp.where(valid, scores, epoch_scores[idx]))
+        # Stored per sample id, not per batch position; padding rows get an out-of-range id and are dropped.
+        epoch_scores = epoch_scores.at[jnp.where(valid, idx, len(epoch_scores))].set(scores, mode="drop")
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, moments, epoch_scores, loss
 
