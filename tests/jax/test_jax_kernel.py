@@ -100,6 +100,26 @@ def test_tiny_embeddings_do_not_underflow_in_float32():
     assert np.all(np.asarray(gj.alignment_with_mask(args[0], jnp.asarray(targets), args[1] * 1e-30, args[2])[1]))
 
 
+@pytest.mark.parametrize("head_factor", [1e25, 1e-25])  # ||W||_F^2 would overflow / underflow in float32
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_extreme_heads_keep_their_scores_in_float32(head_factor, with_bias):
+    logits, targets, emb, weight, bias = (jnp.asarray(a, jnp.float32) for a in _batch(13))
+    targets = targets.astype(jnp.int32)
+    bias = bias if with_bias else None
+    base = gj.alignment(logits, targets, emb, weight, bias)
+    scaled = gj.alignment(logits, targets, emb, weight * head_factor, None if bias is None else bias * head_factor)
+    np.testing.assert_allclose(np.asarray(scaled), np.asarray(base), rtol=0, atol=1e-6)
+
+
+def test_tiny_embeddings_with_bias_match_the_core_in_float32():
+    logits, targets, emb, weight, bias = _batch(14)
+    args = [np.float32(a) if a.dtype.kind == "f" else a for a in (logits, targets, emb * 1e-30, weight, bias)]
+    expected, _ = numpy_alignment(*args)  # float64: no overflow of 1 / s^2 there
+    got = jax.jit(gj.alignment)(*map(jnp.asarray, args))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-5)
+    assert np.abs(expected).min() > 1e-3  # the bias carries the cosine: nothing collapses to 0
+
+
 def test_undefined_cosines_get_the_undefined_score_and_mask():
     logits, targets, emb, weight, _ = _batch(5, n=4)
     emb[2] = 0.0

@@ -2,7 +2,9 @@ r"""Per-sample gradient-weight alignment in JAX: the numpy reference kernel, pur
 
 Same closed form and the same numerical care as :mod:`gwa._kernel`: the hard-label entry of
 ``softmax(z) - y`` is ``-sum`` of the other probabilities (no cancellation when ``p_y`` rounds to 1),
-rows are rescaled by their max-abs before norms (confident samples do not underflow), and an undefined
+rows of the gradient and the embeddings are rescaled by their max-abs before norms (confident samples do not
+underflow; with a bias the row ``[x, 1]``, so ``1 / s`` cannot overflow), ``[W b]`` is rescaled as a whole
+(``||W||_F^2`` neither overflows nor underflows for extreme heads), and an undefined
 cosine (zero embedding, zero gradient or zero head) is :data:`gwa.UNDEFINED_SCORE`.
 
 Shapes and dtypes are checked at trace time. Values cannot be checked inside ``jit``; there, a class id
@@ -76,13 +78,24 @@ def _alignment_unchecked(logits, targets, embeddings, weight, bias, soft):
     diff = loss_gradient_wrt_logits(logits, targets, soft)
     # Rescale rows so that tiny gradients (confident samples) do not underflow in the norm.
     diff = diff / _row_scale(diff)
-    emb_scale = _row_scale(embeddings)
-    emb = embeddings / emb_scale
+    # The cosine is invariant to scaling [W b] as a whole: rescale it so ||W||_F^2 neither overflows nor
+    # underflows for extreme (finite) weights.
+    head_scale = jnp.max(jnp.abs(weight))
+    if bias is not None:
+        head_scale = jnp.maximum(head_scale, jnp.max(jnp.abs(bias)))
+    head_scale = jnp.where(head_scale > 0, head_scale, 1.0)
+    weight = weight / head_scale
+    scale = _row_scale(embeddings)
+    if bias is not None:
+        bias = bias / head_scale
+        # The row is [x, 1]: its max-abs is at least 1, so that 1 / s cannot overflow for tiny x.
+        scale = jnp.maximum(scale, 1.0)
+    emb = embeddings / scale
     head_out = emb @ weight.T  # W x, up to the row scale of x
     weight_norm_sq = jnp.sum(weight * weight)
     emb_norm_sq = jnp.sum(emb * emb, axis=1)
     if bias is not None:
-        scale = emb_scale[:, 0]
+        scale = scale[:, 0]
         # [W b] . [d x^T, d] = d.(W x + b); rescaling x by s rescales the bias slot by 1/s too.
         head_out = head_out + bias[None, :] / scale[:, None]
         weight_norm_sq = weight_norm_sq + jnp.sum(bias * bias)
