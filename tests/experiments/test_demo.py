@@ -38,6 +38,9 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
     assert int(flagged.group(1)) == expected.sum() and int(flagged.group(3)) == run.noise_mask.sum()
     assert float(flagged.group(5)) == pytest.approx((expected & run.noise_mask).sum() / run.noise_mask.sum(),
                                                     abs=0.006)
+    r = re.search(r"Pearson r = (-?[\d.]+)", text)
+    assert r and float(r.group(1)) == pytest.approx(np.corrcoef(run.series("align_mean"), run.series("test_acc"))[0, 1],
+                                                    abs=0.006)
     report = re.search(r"report: (\S+)", text).group(1)
     assert report.endswith("report.html") and (out / "report" / "report.html").exists()
     assert np.isfinite(run.series("test_acc")).all()

@@ -162,3 +162,17 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     code, err = _cli(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_large_inputs_preview_the_most_negatively_aligned_samples(tmp_path, monkeypatch):
+    from gwa.experiments import train
+
+    monkeypatch.setattr(train, "PREVIEW_ALL_BYTES", 1000)
+    monkeypatch.setattr(train, "PREVIEW_COUNT", 10)
+    config = RunConfig(**TINY, epochs=4, noise="symmetric", noise_rate=0.3, out=str(tmp_path / "run"))
+    run = load_run(run_training(config, progress=False))
+    recent_mean = run.score_matrix()[-3:].mean(axis=0)
+    expected = np.sort(np.argsort(recent_mean, kind="stable")[:10])
+    assert np.array_equal(run.preview_ids, expected)
+    p = prepare(config)
+    np.testing.assert_allclose(run.previews, p.raw(p.x_train[expected])[..., 0], atol=1e-5)

@@ -22,9 +22,8 @@ log = logging.getLogger(__name__)
 
 #: The train/test split of embedded datasets (digits) is fixed, so runs with different seeds share a test set.
 SPLIT_SEED = 0
-#: Where Debian's ``dataset-fashion-mnist`` package and common manual installs put the IDX files.
-FASHION_MNIST_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/fashion-mnist",
-                      "/usr/share/datasets/fashion-mnist", "~/.cache/fashion-mnist", "~/data/fashion-mnist")
+#: Where Debian's ``dataset-fashion-mnist`` package (first) and common manual installs put the IDX files.
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/fashion-mnist", "~/data/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
