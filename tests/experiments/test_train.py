@@ -176,3 +176,30 @@ def test_large_inputs_preview_the_most_negatively_aligned_samples(tmp_path, monk
     assert np.array_equal(run.preview_ids, expected)
     p = prepare(config)
     np.testing.assert_allclose(run.previews, p.raw(p.x_train[expected])[..., 0], atol=1e-5)
+
+
+def test_init_checkpoint_loads_matching_tensors_and_keeps_a_new_head(tmp_path):
+    torch.manual_seed(0)
+    source = build_model("mlp", input_shape=(8, 8, 1), num_classes=10, hidden=(16,))
+    torch.save(source.state_dict(), tmp_path / "source.pt")
+    torch.manual_seed(1)
+    target = build_model("mlp", input_shape=(8, 8, 1), num_classes=3, hidden=(16,))
+    head_before = target.head.weight.detach().clone()
+    train_torch.load_init_checkpoint(target, tmp_path / "source.pt")
+    assert torch.equal(target.body[1].weight, source.body[1].weight)
+    assert torch.equal(target.head.weight, head_before)  # 3 classes: the 10-class head is not loaded
+    torch.save({"other.weight": torch.zeros(2)}, tmp_path / "unrelated.pt")
+    with pytest.raises(ValueError, match="shares no tensor"):
+        train_torch.load_init_checkpoint(target, tmp_path / "unrelated.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train_torch.load_init_checkpoint(target, tmp_path / "missing.pt")
+
+
+def test_lr_schedules_per_step():
+    f = train_torch.lr_factor
+    assert f(7, schedule="constant", total_steps=10, warmup_steps=0) == 1.0
+    assert f(0, schedule="cosine", total_steps=10, warmup_steps=0) == 1.0
+    assert f(5, schedule="cosine", total_steps=10, warmup_steps=0) == pytest.approx(0.5)
+    assert f(1, schedule="warmup_cosine", total_steps=10, warmup_steps=4) == pytest.approx(0.5)
+    assert f(4, schedule="warmup_cosine", total_steps=10, warmup_steps=4) == 1.0
+    assert f(7, schedule="warmup_cosine", total_steps=10, warmup_steps=4) == pytest.approx(0.5)
