@@ -94,6 +94,16 @@ def test_unsupported_options_raise_clear_errors():
     with pytest.raises(ValueError, match=r"got 'mps' \(jax has no Metal backend"):
         train_jax.resolve_device("mps")
     assert train_jax.resolve_device("cpu").platform == "cpu"
+    if jax.default_backend() == "cpu":  # this machine has no GPU for jax
+        with pytest.raises(ValueError, match=r"got 'cuda', which jax does not see on this machine"):
+            train_jax.resolve_device("cuda")
+
+
+def test_torch_init_checkpoint_is_refused_before_training(tmp_path):
+    config = _tiny(tmp_path, "init", init_checkpoint=str(tmp_path / "weights.pt"))
+    with pytest.raises(ValueError, match=r"`init_checkpoint` \(a torch state_dict\) cannot initialise the jax"):
+        run_training(config, progress=False)
+    assert not (tmp_path / "init" / "metrics.jsonl").exists()
 
 
 def _tiny(tmp_path, name, **changes):
