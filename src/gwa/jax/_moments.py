@@ -41,7 +41,11 @@ class MomentsState(NamedTuple):
 
 
 def moments_init(dtype=None) -> MomentsState:
-    """The empty state. ``dtype`` defaults to jax's default float (float32, float64 with ``jax_enable_x64``)."""
+    """The empty state. ``dtype`` defaults to jax's default float (float32, float64 with ``jax_enable_x64``).
+
+    In float32 the count is exact up to 2^24 (16.7 million) scores per state, and the moments carry about
+    1e-6 relative rounding after thousands of merges; use float64 (``jax_enable_x64``) beyond that.
+    """
     dtype = jnp.result_type(float) if dtype is None else dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"Expected `dtype` to be a floating dtype; got {dtype!r}.")
