@@ -43,8 +43,9 @@ class MomentsState(NamedTuple):
 def moments_init(dtype=None) -> MomentsState:
     """The empty state. ``dtype`` defaults to jax's default float (float32, float64 with ``jax_enable_x64``).
 
-    In float32 the count is exact up to 2^24 (16.7 million) scores per state, and the moments carry about
-    1e-6 relative rounding after thousands of merges; use float64 (``jax_enable_x64``) beyond that.
+    In float32 the count is exact up to 2^24 (16.7 million) scores per state; after 2,000 batches of 128
+    scores the relative error against float64 was 5e-7 in the variance and 9e-6 in the excess kurtosis
+    (t-distributed scores, one CPU run). Use float64 (``jax_enable_x64``) for more.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
     if not jnp.issubdtype(dtype, jnp.floating):
