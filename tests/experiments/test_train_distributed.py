@@ -11,7 +11,7 @@ from gwa import cli
 from gwa.rundir import load_run
 
 ARGS = ["--dataset", "digits", "--num-train", "240", "--hidden", "16", "--batch-size", "64", "--epochs", "2",
-        "--noise", "symmetric", "--noise-rate", "0.2", "--val-frac", "0.1", "--device", "cpu", "-q"]
+        "--noise", "symmetric", "--noise-rate", "0.2", "--val-frac", "0.1", "--device", "cpu"]
 
 
 @pytest.mark.slow
@@ -19,12 +19,13 @@ ARGS = ["--dataset", "digits", "--num-train", "240", "--hidden", "16", "--batch-
 def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
     """Each rank trains on its half of the same global batches; DDP's averaged gradient is the global batch's,
     so two processes log what one does (up to float summation order), and only rank 0 writes."""
-    assert cli.main(["train", *ARGS, "--out", str(tmp_path / "single")]) == 0
+    assert cli.main(["train", *ARGS, "-q", "--out", str(tmp_path / "single")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            "-m", "gwa.cli", "train", *ARGS, "--out", str(tmp_path / "ddp")],
                           check=False, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run directory:") == 1  # rank 0 alone reports
     single, ddp = load_run(tmp_path / "single"), load_run(tmp_path / "ddp")
     assert ddp.complete and ddp.epochs == [1, 2]
     for a, b in zip(single.metrics, ddp.metrics):

@@ -150,7 +150,7 @@ def _normalise(value):
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = run_training(config, progress=not config.quiet)
-    if not config.quiet:
+    if not config.quiet and process_rank() == 0:
         print_summary(out)
     return 0
 
