@@ -303,6 +303,7 @@ def print_summary(out: Path, file=None) -> None:
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
+    print(f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)", file=file)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
