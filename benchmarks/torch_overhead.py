@@ -11,6 +11,7 @@ one run; the machine is printed first.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -30,19 +31,23 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
-
     return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} "
             f"intra-op threads), Python {platform.python_version()}, "
             f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
 
 
+#: Clock for all timings: CPU time of this thread by default, so that other processes competing for the cores
+#: of a shared machine do not count (torch runs single-threaded here, in the calling thread); --clock wall
+#: switches to wall-clock time.
+CLOCK = time.thread_time
+
+
 def timed(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        out.append(time.perf_counter() - t0)
+        out.append(CLOCK() - t0)
     return out
 
 
@@ -181,10 +186,21 @@ def main() -> None:
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--budget", type=float, default=40.0, help="seconds per training-step configuration")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
+    parser.add_argument("--clock", choices=("thread", "wall"), default="thread",
+                        help="thread: CPU time of the timing thread (needs --threads 1); wall: elapsed time")
     args = parser.parse_args()
+    global CLOCK
+    if args.clock == "wall":
+        CLOCK = time.perf_counter
+    elif args.threads != 1:
+        parser.error("--clock thread measures one thread: use --threads 1 or --clock wall")
     torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
     rounds = 3 if args.quick else args.rounds
     print("machine:", machine())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"clock: {'CPU time of the timing thread' if args.clock == 'thread' else 'wall'}; "
+          f"load average at start: {load:.1f}")
     print("\n(a) kernel vs per-sample autograd gradients, C=1000, D=2048, float32, medians")
     print(f"{'N':>4} {'autograd ms':>12} {'alignment() ms':>15} {'speedup':>8} {'unchecked ms':>13} {'speedup':>8} "
           f"{'max |diff|':>11}")

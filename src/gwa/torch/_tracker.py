@@ -87,9 +87,18 @@ class GWATracker:
         process_group: the ``torch.distributed`` group to reduce over at ``end_epoch`` (default: the world
             when ``torch.distributed`` is initialised).
 
-    Non-finite logits, embeddings or soft targets are detected on device; those samples get NaN scores, are
-    left out of the moments and the store, and are counted in :attr:`EpochResult.n_non_finite` (with a warning
-    at ``end_epoch``).
+    The forward hook captures only forward passes of the head in training mode with autograd enabled, so
+    evaluation, teacher and ``no_grad`` forwards are ignored. Each :meth:`update` consumes one capture: the one
+    whose output is the given ``logits`` if it is still pending, else the oldest.
+
+    Everything stays on the device during the epoch. The epoch's moments are exact: with ``num_samples`` they
+    are taken at ``end_epoch`` from the deduplicated per-sample store; without it, from the stored chunks (first
+    sighting of each id); with ``store_scores=False`` and no ``num_samples``, from float64 shifted power sums
+    accumulated on device (float32 on mps), where repeated ids cannot be recognised.
+
+    NaN/Inf in the logits, embeddings, head or soft targets is detected on device: those samples get NaN
+    scores, are left out of the moments and the store, and are counted in :attr:`EpochResult.n_non_finite`
+    (with a ``RuntimeWarning`` at ``end_epoch``), so they cannot poison the epoch silently.
 
     Example:
         >>> import torch, gwa.torch
