@@ -160,13 +160,25 @@ def _set_rng_state(state: dict) -> None:
 
 def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) -> None:
     """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.experiments.train` for the contract."""
+    device = resolve_device(config.device)
+    rank, world, created_group = init_distributed(device)
+    try:
+        _train(config, data, writer, start_epoch=start_epoch, progress=progress, device=device, rank=rank,
+               world=world)
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(config, data, writer, *, start_epoch: int, progress: bool, device: torch.device, rank: int,
+           world: int) -> None:
     from gwa import EarlyStopper
     from gwa.experiments.models import build_model, classifier_head
     from gwa.rundir import epoch_metrics, read_metrics
     from gwa.torch import GWATracker
 
-    device = resolve_device(config.device)
-    rank, world, created_group = init_distributed(device)
     amp = bool(config.amp and device.type == "cuda")
     if config.amp and not amp:
         log.warning("--amp needs a CUDA device; training in float32 on %s.", device)
@@ -284,10 +296,6 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
         if stop:
             log.warning("early stop at epoch %d: %s", epoch, stopper.reason)
             break
-    if created_group:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
 
 
 def _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
