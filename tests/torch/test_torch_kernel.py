@@ -174,3 +174,13 @@ def test_scores_are_cosines_in_bounds(n, c, d, seed, scale, soft, with_bias):
     assert torch.isfinite(scores).all()
     assert (scores.abs() <= 1.0).all()
     assert (scores[~defined] == gwa.UNDEFINED_SCORE).all()
+
+
+def test_finite_check_survives_an_overflowing_sum():
+    # The fast check sums the tensor; a sum that overflows must not be mistaken for NaN/Inf input.
+    big = torch.full((2, 3), 3e38)
+    scores = alignment(torch.zeros(2, 3), torch.tensor([0, 1]), big[:, :2], torch.ones(3, 2))
+    assert torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match=r"finite `embeddings`; got 1 NaN/Inf"):
+        alignment(torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([[1.0, float("inf")], [0.0, 1.0]]),
+                  torch.ones(3, 2))
