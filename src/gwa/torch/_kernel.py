@@ -132,9 +132,12 @@ def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: H
         diff = loss_gradient_wrt_logits(z, targets.detach(), soft=True)
         scale = _row_scale(diff)
     else:
-        diff = loss_gradient_wrt_logits(z, targets.detach(), soft=False)
-        # The max-abs entry of p - e_y is |p_y - 1| = sum_{k != y} p_k, the label entry.
-        scale = diff.gather(1, targets.detach().long()[:, None]).neg_().clamp_min_(torch.finfo(z.dtype).tiny)
+        # As loss_gradient_wrt_logits, keeping rest = sum_{k != y} p_k = |p_y - 1|: the max-abs entry of the row.
+        index = targets.detach().long()[:, None]
+        diff = torch.softmax(z, dim=1).scatter_(1, index, 0.0)
+        rest = diff.sum(dim=1, keepdim=True)
+        diff.scatter_(1, index, rest.neg())
+        scale = rest.clamp_min_(torch.finfo(z.dtype).tiny)
     # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
     diff = diff.div_(scale)
     numerator = torch.linalg.vecdot(diff, terms.neg_head_out)
