@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import gwa
 
@@ -40,6 +40,21 @@ class Module(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class ShardedModule(Module):
+    """Float64, with its own seeded ``DistributedSampler`` (Lightning's own would differ between 1 and 2 ranks):
+    the same permutation for any world size, rank r taking every W-th sample, global batch 16."""
+
+    def __init__(self):
+        super().__init__(torch.float64)
+
+    def train_dataloader(self):
+        x, y = data(torch.float64)
+        dataset = TensorDataset(x, y, torch.arange(N))
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=0)
+        return DataLoader(dataset, batch_size=16 // world, sampler=sampler)
 
 
 def loader(batch_size: int, dtype=torch.float32, with_ids: bool = True) -> DataLoader:

@@ -137,22 +137,23 @@ def test_default_batch_parsing():
         default_batch_to_targets_ids(torch.zeros(3))
 
 
+@pytest.mark.slow  # two processes that import Lightning: ~15 s of CPU
 def test_two_ddp_processes_give_the_numbers_of_one(tmp_path):
     script = Path(__file__).with_name("_lightning_ddp_script.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(script.parent)}
-    for devices in (1, 2):
-        done = subprocess.run([sys.executable, str(script), str(tmp_path / f"run{devices}"), str(devices)],
-                              check=False, env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run2")], check=False, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    S.trainer(3, [GWACallback(run_dir=tmp_path / "run1", patience=5)], use_distributed_sampler=False).fit(
+        S.ShardedModule())
     one, two = load_run(tmp_path / "run1"), load_run(tmp_path / "run2")
-    assert two.epochs == one.epochs == [1, 2, 3]
-    # Float64 model: the only difference is the order in which DDP sums the two ranks' gradients.
-    np.testing.assert_allclose(two.score_matrix(), one.score_matrix(), rtol=0, atol=1e-12)
+    assert two.epochs == one.epochs == [1, 2, 3] and two.config["framework"] == "lightning"
+    # Float64 model: the only difference is the order in which DDP sums the two ranks' gradients (the stored
+    # scores are float32).
+    np.testing.assert_allclose(two.score_matrix(), one.score_matrix(), rtol=0, atol=1e-7)
     assert not np.isnan(two.score_matrix()).any()
     for r1, r2 in zip(one.metrics, two.metrics):
         assert r2["n_scores"] == r1["n_scores"] == S.N and r2["n_duplicates"] == 0
-        assert r2["gwa"] == pytest.approx(r1["gwa"], rel=1e-10)
-        assert r2["align_excess_kurtosis"] == pytest.approx(r1["align_excess_kurtosis"], rel=1e-10)
-        # And both equal the numpy core on the stored scores.
-    expected, _ = S.oracle(3, 16, dtype=torch.float64)
-    np.testing.assert_allclose(two.score_matrix(), np.stack(expected), atol=1e-12)
+        assert r2["gwa"] == pytest.approx(r1["gwa"], rel=1e-9)
+        assert r2["align_excess_kurtosis"] == pytest.approx(r1["align_excess_kurtosis"], rel=1e-9)
+        assert r2["gwa"] == pytest.approx(gwa.summarize(two.scores(r2["epoch"])).gwa, rel=1e-5)
