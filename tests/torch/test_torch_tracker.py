@@ -331,8 +331,13 @@ def test_constructor_and_argument_errors():
         GWATracker(model, beta=-1.0)
     tracker = GWATracker(model, num_samples=8)
     x, y, ids = next(batches(1))
+    logits = model(x)
     with pytest.raises(TypeError, match="integer class ids"):
-        tracker.update(model(x), y.float(), ids)
+        tracker.update(logits, y.float(), ids)
+    with pytest.raises(TypeError, match=r"soft `targets` \(B, C\) to be floating point"):
+        tracker.update(logits, torch.zeros(8, 4, dtype=torch.int64), ids)
+    tracker.update(logits, y, ids % 8)  # the rejected calls left the capture in place
+    tracker.end_epoch()
     with pytest.raises(ValueError, match=r"`sample_ids` of shape \(B,\) = \(8,\); got shape=\(3,\)"):
         tracker.update(model(x), y, ids[:3])
     with pytest.raises(TypeError, match="Expected integer `sample_ids`"):

@@ -205,22 +205,21 @@ class GWATracker:
             raise TypeError(f"Expected `logits` to be a torch.Tensor; got {type(logits).__name__}.")
         if not isinstance(targets, torch.Tensor):
             raise TypeError(f"Expected `targets` to be a torch.Tensor; got {type(targets).__name__}.")
+        # Type checks first, so that a rejected call leaves its capture for the corrected call.
+        soft = targets.dim() == 2
+        if soft and not targets.is_floating_point():
+            raise TypeError(f"Expected soft `targets` (B, C) to be floating point; got {describe(targets)}.")
+        if not soft and (targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool):
+            raise TypeError(f"Expected `targets` of shape (B,) to hold integer class ids; got {describe(targets)}.")
         terms = self._head_terms_for(logits, targets, embeddings, weight, bias)
         device = logits.device
         self._bind(device, terms.neg_head_out.dtype)
         if targets.device != device:
             targets = targets.to(device, non_blocking=True)
-        soft = targets.dim() == 2
         num_classes = logits.shape[1]
-        if soft:
-            if not targets.is_floating_point():
-                raise TypeError(f"Expected soft `targets` (B, C) to be floating point; got {describe(targets)}.")
-        else:
-            if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-                raise TypeError(f"Expected `targets` of shape (B,) to hold integer class ids; got {describe(targets)}.")
-            if device.type != "cpu":  # on CPU the gather below raises at once
-                torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
-                                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
+        if not soft and device.type != "cpu":  # on CPU the scatter below raises at once
+            torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
+                                f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
         try:
             scores, undefined = scores_from_head_terms(logits, targets, terms, soft=soft)
         except (RuntimeError, IndexError) as error:
