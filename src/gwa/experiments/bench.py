@@ -103,7 +103,7 @@ def grid_plans(grid: str, *, cuda: bool) -> tuple[list[DatasetPlan], tuple, tupl
         return plans, (("none", 0.0), ("symmetric", 0.4)), ("cosine",), (0,), tuple(VARIANTS)
     if grid == "case":  # the Fashion-MNIST failure case: MLP 784-512-512-10, Adam 1e-3 constant, 10k
         plans = [DatasetPlan("fashion-mnist", ("mlp",), 30, {"num_train": 10000}, {"mlp": {"hidden": (512, 512)}})]
-        return plans, (("none", 0.0), ("symmetric", 0.4)), ("constant",), (0, 1, 2), ("full",)
+        return plans, (("none", 0.0), ("symmetric", 0.4)), ("constant",), (0, 1, 2), tuple(VARIANTS)
     if grid != "full":
         raise ValueError(f"Expected `grid` to be one of reduced, full, case; got {grid!r}.")
     # Sized for a 2-core CPU (about 40 minutes with two workers): small subsets, small models, 20 epochs.
