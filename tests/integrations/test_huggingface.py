@@ -7,6 +7,7 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the huggingface extra must list it)")
 
 from transformers import (
     AutoModelForSequenceClassification,
@@ -116,10 +117,11 @@ def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, 
 def test_stops_itself_and_restores_the_best_weights(tmp_path):
     net = model()
     recorder = Recorder(net, net.classifier)
-    cb = GWATrainerCallback(monitor="align_mean", patience=1, warmup=0, restore_best_weights=True)
-    train(cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2)
+    cb = GWATrainerCallback(monitor="align_mean", patience=1, restore_best_weights=True)
+    trainer = train(cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2, logging_strategy="no")
     values = [s.mean for s in cb.tracker.history]
-    stopper = gwa.EarlyStopper("max", patience=1)
+    assert [h["gwa/align_mean"] for h in trainer.state.log_history if "gwa" in h] == pytest.approx(values)
+    stopper = gwa.EarlyStopper("max", patience=1, warmup=1)  # the first 10% of 12 epochs
     stop = next(i for i, v in enumerate(values) if stopper.step(v))
     assert len(values) == stop + 1 < 12 and cb.stopped_epoch == stop + 1 == len(recorder.epoch_states)
     assert cb.best_epoch == stopper.best_epoch + 1
@@ -151,5 +153,5 @@ def test_clear_errors(tmp_path):
         train(GWATrainerCallback(), tmp_path / "a", epochs=1, resume=str(tmp_path / "a" / "checkpoint-2"))
     with pytest.raises(TypeError, match="id_key"):
         GWATrainerCallback(id_key=0)
-    with pytest.raises(ValueError, match="warmup"):
-        GWATrainerCallback(warmup=-1)
+    with pytest.raises(ValueError, match="patience"):
+        GWATrainerCallback(patience=1.5)

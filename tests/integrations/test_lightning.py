@@ -76,11 +76,11 @@ def _keep_metrics(monkeypatch):
 
 
 def test_stops_in_its_own_hook_and_restores_the_best_weights():
-    cb = GWACallback(monitor="align_mean", patience=1, warmup=0, restore_best_weights=True)
+    cb = GWACallback(monitor="align_mean", patience=1, restore_best_weights=True)
     module = fit(cb, epochs=20, module=S.Module(lr=3.0))
     values = [s.mean for s in cb.tracker.history]
-    # Replay the rule on the logged values: the same stop epoch and best epoch.
-    stopper = gwa.EarlyStopper("max", patience=1)
+    # Replay on the logged values: EarlyStopper skipping the first 10% of 20 epochs stops and picks alike.
+    stopper = gwa.EarlyStopper("max", patience=1, warmup=2)
     stop = next(i for i, v in enumerate(values) if stopper.step(v))
     assert len(values) == stop + 1 < 20 and cb.stopped_epoch == stop + 1
     assert cb.best_epoch == stopper.best_epoch + 1
@@ -113,6 +113,8 @@ def test_clear_errors(tmp_path):
         fit(GWACallback(run_dir=tmp_path / "run"), epochs=1, with_ids=False)
     with pytest.raises(ValueError, match="monitor"):
         GWACallback(monitor="val_loss")
+    with pytest.raises(TypeError, match="run_config"):
+        GWACallback(run_config=[1])
     with pytest.raises(ValueError, match="patience"):
         GWACallback(patience=0)
     with pytest.raises(TypeError, match="batch_to_targets_ids"):

@@ -45,8 +45,8 @@ class GWATrainerCallback(TrainerCallback):
         head: the classifier head (``nn.Linear`` or its dotted name in the model); default: found.
         id_key: the batch key holding sample ids (popped before the model's forward).
         num_samples: dataset size; default ``len(train_dataloader.dataset)``.
-        monitor, patience, min_delta, warmup, restore_best_weights, run_dir, run_config, overwrite, labels,
-            noise_mask: as in :class:`gwa.integrations.lightning.GWACallback` (``warmup="auto"``: the first 10% of
+        monitor, patience, finetune, restore_best_weights, run_dir, run_config, overwrite, labels, noise_mask: as
+            in :class:`gwa.integrations.lightning.GWACallback` (the warm-up is the first 10% of
             ``num_train_epochs``).
         signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``).
         bias: include the head bias in the cosine.
@@ -62,13 +62,13 @@ class GWATrainerCallback(TrainerCallback):
     """
 
     def __init__(self, *, head=None, id_key: str = "sample_id", num_samples: int | None = None,
-                 monitor: str = "gwa", patience: int | None = None, min_delta: float = 0.0,
-                 warmup: int | str = "auto", restore_best_weights: bool = False, run_dir=None,
+                 monitor: str = "gwa", patience: int | None = None, finetune: bool = False,
+                 restore_best_weights: bool = False, run_dir=None,
                  run_config: dict | None = None, overwrite: bool = False, labels=None, noise_mask=None,
                  signals=(), bias: bool = False):
         if not isinstance(id_key, str):
             raise TypeError(f"Expected `id_key` to be a str; got {type(id_key).__name__}.")
-        self.monitor = EpochMonitor(monitor=monitor, patience=patience, min_delta=min_delta, warmup=warmup,
+        self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune,
                                     restore_best_weights=restore_best_weights, run_dir=run_dir,
                                     run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
         self.head, self.id_key, self.num_samples, self.signals, self.bias = head, id_key, num_samples, signals, bias
@@ -123,8 +123,12 @@ class GWATrainerCallback(TrainerCallback):
         self.last_result = result
         model_state = model.state_dict if self.monitor.restore_best_weights else None
         _, stop = self.monitor.end_epoch(result, extra={"step": int(state.global_step)}, model_state=model_state)
-        self._to_log = log_values(result.summary)
-        control.should_log = True
+        values = log_values(result.summary)
+        if args.logging_strategy == "no":  # no on_log will come: record in the history directly
+            state.log_history.append({"epoch": state.epoch, "step": state.global_step, **values})
+        else:
+            self._to_log = values
+            control.should_log = True
         if stop:
             control.should_training_stop = True  # our own decision, not EarlyStoppingCallback's eval-only one
         return control
@@ -175,10 +179,6 @@ class GWATrainerCallback(TrainerCallback):
     @property
     def best_epoch(self) -> int | None:
         return self.monitor.best_epoch
-
-    @property
-    def best_value(self) -> float:
-        return self.monitor.best_value
 
     @property
     def stopped_epoch(self) -> int | None:

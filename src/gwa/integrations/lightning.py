@@ -55,11 +55,11 @@ class GWACallback(Callback):
         num_samples: dataset size (sample ids in ``[0, N)``); default ``len(train_dataloader.dataset)``.
         batch_to_targets_ids: ``batch -> (targets, sample_ids or None)``; default
             :func:`default_batch_to_targets_ids`.
-        monitor: ``"gwa"`` (guard-aware GWA; the default criterion ``gwa``) or ``"align_mean"``.
-        patience: stop after this many epochs without improvement (after the warm-up); None: never stop.
-        min_delta: an improvement must exceed this.
-        warmup: epochs that can neither be best nor count toward patience; ``"auto"``: the first 10% of
-            ``max_epochs`` (the paper's rule).
+        monitor: the criterion of :mod:`gwa.experiments.criteria` that picks the best epoch: ``"gwa"`` (gwa's
+            default), ``"gwa_paper"`` (the paper's GWA verbatim) or ``"align_mean"``; the first 10% of
+            ``max_epochs`` are a warm-up that is never best (the paper's rule).
+        patience: stop when the best epoch lies this many epochs (after the warm-up) behind; None: never stop.
+        finetune: the paper's fine-tuning rule (first minimum, then the maximum after it).
         restore_best_weights: at the end of ``fit``, load the weights of the best epoch (kept on the CPU and in
             the callback's checkpoint state), whether or not training stopped early.
         run_dir: write a run directory (``gwa report / flag / compare`` read it); needs sample ids.
@@ -71,7 +71,7 @@ class GWACallback(Callback):
     Attributes:
         tracker: the :class:`gwa.torch.GWATracker` (after ``fit`` starts); ``tracker.history`` has the summaries.
         rows: per-epoch metric rows (the run directory's ``metrics.jsonl``).
-        best_epoch, best_value, stopped_epoch: 1-based epochs of the best value and of the stop (or None).
+        best_epoch, stopped_epoch: 1-based epochs chosen by the criterion so far and of the stop (or None).
         last_result: the last :class:`gwa.torch.EpochResult`.
 
     Example:
@@ -81,13 +81,12 @@ class GWACallback(Callback):
 
     def __init__(self, *, head=None, num_samples: int | None = None,
                  batch_to_targets_ids: Callable[[Any], tuple] | None = None, monitor: str = "gwa",
-                 patience: int | None = None, min_delta: float = 0.0, warmup: int | str = "auto",
-                 restore_best_weights: bool = False, run_dir=None, run_config: dict | None = None,
+                 patience: int | None = None, finetune: bool = False, restore_best_weights: bool = False, run_dir=None, run_config: dict | None = None,
                  overwrite: bool = False, labels=None, noise_mask=None, signals=(), bias: bool = False,
                  log: bool = True):
         if batch_to_targets_ids is not None and not callable(batch_to_targets_ids):
             raise TypeError(f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}.")
-        self.monitor = EpochMonitor(monitor=monitor, patience=patience, min_delta=min_delta, warmup=warmup,
+        self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune,
                                     restore_best_weights=restore_best_weights, run_dir=run_dir,
                                     run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
         self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
@@ -95,10 +94,14 @@ class GWACallback(Callback):
         self.tracker: GWATracker | None = None
         self.last_result = None
         self._pending_tracker: dict | None = None
+        self._state_key: str | None = None
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.monitor.monitor)
+        # Lightning reads this on every hook call: build it once.
+        if self._state_key is None:
+            self._state_key = self._generate_state_key(monitor=self.monitor.monitor)
+        return self._state_key
 
     # ------------------------------------------------------------------------------------------------- hooks
     def on_train_start(self, trainer, pl_module) -> None:
@@ -163,10 +166,6 @@ class GWACallback(Callback):
     @property
     def best_epoch(self) -> int | None:
         return self.monitor.best_epoch
-
-    @property
-    def best_value(self) -> float:
-        return self.monitor.best_value
 
     @property
     def stopped_epoch(self) -> int | None:
