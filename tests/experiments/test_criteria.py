@@ -103,3 +103,11 @@ def test_research_candidates_on_hand_built_rows():
     assert pick["align_mean_smooth3"] == 3
     # every GWA flagged: the guarded rule cannot choose, the fallback takes the mean alignment
     assert pick["gwa_guarded_or_mean"] == 3
+
+
+def test_default_value_is_the_curve_the_default_maximises():
+    rows = _rows(align_mean=MEAN, align_excess_kurtosis=KURT)
+    values = [criteria.default_value(r) for r in rows]
+    assert values[4] == pytest.approx(0.42 / 1.5)
+    assert criteria.gwa_default(rows) == 1 + int(np.argmax(values[1:]))  # after the one-epoch warm-up
+    assert math.isnan(criteria.default_value({"epoch": 1, "align_mean": 0.1}))

@@ -43,6 +43,15 @@ def _has(rows: list[dict], key: str) -> bool:
     return any(r.get(key) is not None for r in rows)
 
 
+def default_value(row: dict) -> float:
+    """The per-epoch value :func:`gwa_default` maximises, for online stoppers: ``mean / (excess_kurtosis + 3)``
+    from a metric row; NaN when either is missing."""
+    mean, kurt = row.get("align_mean"), row.get("align_excess_kurtosis")
+    if mean is None or kurt is None:
+        return float("nan")
+    return float(mean) / (float(kurt) + 3.0)
+
+
 def gwa_default(rows: list[dict], *, finetune: bool = False) -> int:
     """gwa's default criterion, the paper's ratio without its pole; 0-based index into ``rows``.
 
