@@ -138,8 +138,10 @@ class GWACallback(Callback):
         model_state = pl_module.state_dict if self.monitor.restore_best_weights else None
         _, stop = self.monitor.end_epoch(result, extra=extra, model_state=model_state)
         if self.log:
+            # The values are already global (merged across ranks); sync_dist averages equal values and keeps
+            # Lightning from warning that epoch-level values are not synchronised.
             for name, value in log_values(result.summary).items():
-                pl_module.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "gwa", sync_dist=False)
+                pl_module.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "gwa", sync_dist=True)
         if stop:
             trainer.should_stop = True
 
