@@ -12,6 +12,7 @@ pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate 
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
+    GPT2Config,
     RobertaConfig,
     Trainer,
     TrainerCallback,
@@ -32,23 +33,31 @@ SMALL = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1, "num_atte
 class Tokens(torch.utils.data.Dataset):
     """Random token sequences whose label is the first token mod 3, with the dataset index as ``sample_id``."""
 
-    def __init__(self, with_ids=True):
+    def __init__(self, with_ids=True, padded=False):
         g = torch.Generator().manual_seed(0)
         self.ids = torch.randint(3, 100, (N, LENGTH), generator=g)
+        self.mask = torch.ones(N, LENGTH, dtype=torch.long)
+        if padded:  # right padding with token 0 (the pad token): 0, 1 or 2 pads per sequence
+            for i in range(N):
+                if i % 3:
+                    self.ids[i, -(i % 3):], self.mask[i, -(i % 3):] = 0, 0
         self.with_ids = with_ids
 
     def __len__(self):
         return N
 
     def __getitem__(self, i):
-        item = {"input_ids": self.ids[i], "attention_mask": torch.ones(LENGTH, dtype=torch.long),
-                "labels": int(self.ids[i, 0]) % C}
+        item = {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": int(self.ids[i, 0]) % C}
         return {**item, "sample_id": i} if self.with_ids else item
 
 
 def model(kind="bert"):
     torch.manual_seed(0)
-    config = BertConfig(**SMALL) if kind == "bert" else RobertaConfig(**SMALL, pad_token_id=1)
+    if kind == "gpt2":
+        config = GPT2Config(vocab_size=100, n_embd=16, n_layer=1, n_head=2, n_positions=16, num_labels=C,
+                            pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    else:
+        config = BertConfig(**SMALL) if kind == "bert" else RobertaConfig(**SMALL, pad_token_id=1)
     return AutoModelForSequenceClassification.from_config(config)
 
 
@@ -58,7 +67,8 @@ def train(callback, out, *, kind="bert", epochs=3, extra=(), resume=None, net=No
                 "logging_strategy": "epoch"}
     args = TrainingArguments(**{**opts, **kwargs})
     net = net or model(kind)
-    trainer = Trainer(model=net, args=args, train_dataset=Tokens(with_ids), callbacks=[callback, *extra])
+    dataset = Tokens(with_ids, padded=kind == "gpt2")
+    trainer = Trainer(model=net, args=args, train_dataset=dataset, callbacks=[callback, *extra])
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 
@@ -70,6 +80,7 @@ class Recorder(TrainerCallback):
         self.forwards, self.epoch_states = [], []
         head.register_forward_hook(self._head)
         net.register_forward_pre_hook(self._inputs, with_kwargs=True)  # before the callback's: sees the ids
+        net.register_forward_hook(self._output)
 
     def _inputs(self, module, args, kwargs):
         if module.training:
@@ -77,8 +88,18 @@ class Recorder(TrainerCallback):
 
     def _head(self, module, inputs, output):
         if module.training:
-            self.forwards[-1].update(x=inputs[0].detach().double().numpy(), logits=output.detach().double().numpy(),
+            self.forwards[-1].update(x=inputs[0].detach().double().numpy(),
                                      w=module.weight.detach().double().numpy().copy())
+
+    def _output(self, module, inputs, output):
+        if module.training:
+            f = self.forwards[-1]
+            f["logits"] = output.logits.detach().double().numpy()
+            if f["x"].ndim == 3:  # per-token head (GPT-2): the token whose head output is the pooled logits
+                per_token = f["x"] @ f["w"].T
+                match = np.abs(per_token - f["logits"][:, None]).max(axis=2) < 1e-5
+                assert match.any(axis=1).all()
+                f["x"] = f["x"][np.arange(len(match)), match.argmax(axis=1)]
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.epoch_states.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -94,13 +115,13 @@ class Recorder(TrainerCallback):
         return out
 
 
-@pytest.mark.parametrize("kind,head", [("bert", "classifier"), ("roberta", "classifier.out_proj")])
+@pytest.mark.parametrize("kind,head", [("bert", "classifier"), ("roberta", "classifier.out_proj"), ("gpt2", "score")])
 def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, head):
     net = model(kind)
     recorder = Recorder(net, net.get_submodule(head))
     cb = GWATrainerCallback(run_dir=tmp_path / "run")
     trainer = train(cb, tmp_path / "out", net=net, extra=[recorder], epochs=2)
-    assert cb.tracker.head_name == head
+    assert cb.head_name == head
     run = load_run(tmp_path / "run")
     assert run.complete and run.epochs == [1, 2] and run.config["framework"] == "huggingface"
     for epoch, expected in enumerate(recorder.epoch_scores(2), start=1):

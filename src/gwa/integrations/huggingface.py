@@ -5,9 +5,12 @@ training begins (the ``Trainer`` is used as is, no subclass):
 
 - a forward pre-hook that reads ``labels`` and *removes* the sample-id column (``id_key``) from the model's
   keyword arguments, so the model never sees it;
-- a forward hook that, in training mode, passes ``output.logits``, the labels and the ids to a
-  :class:`gwa.torch.GWATracker`, whose own hook on the head (``score``, ``classifier`` or
-  ``classifier.out_proj``, found by :func:`gwa.torch.find_head`) captured the head's input and weights.
+- a forward hook on the head (``score``, ``classifier`` or ``classifier.out_proj``, found by
+  :func:`gwa.torch.find_head`) that keeps its input and weights, and a forward hook on the model that, in
+  training mode, passes ``output.logits``, the labels, the ids, the head input and the weights (still those of
+  this forward pass) to a :class:`gwa.torch.GWATracker`. Decoder-style ``score`` heads (GPT-2, Llama, ...) run on
+  every token and the model pools the logits of the last non-padding token; the head input of that token is
+  taken (``config.pad_token_id`` as the model does), and checked against the pooled logits.
 
 Sample ids: the ``Trainer`` drops dataset columns the model's ``forward`` does not name
 (``remove_unused_columns=True``). Keep an integer column ``id_key`` (default ``"sample_id"``, the dataset index)
@@ -32,7 +35,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gwa.integrations._monitor import EpochMonitor, log_values
-from gwa.torch import GWATracker
+from gwa.torch import GWATracker, find_head
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
 STATE_FILE = "gwa_callback_rank{rank}.pt"
@@ -75,6 +78,8 @@ class GWATrainerCallback(TrainerCallback):
         self.tracker: GWATracker | None = None
         self.last_result = None
         self._handles: list = []
+        self.head_name: str | None = None
+        self._head_input = None
         self._ids = None
         self._to_log: dict | None = None
         self._resume_from: Path | None = None
@@ -83,9 +88,13 @@ class GWATrainerCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         self.remove()
         num_samples = self.num_samples or _dataset_size(train_dataloader)
-        self.tracker = GWATracker(model, head=self.head, num_samples=num_samples, bias=self.bias,
-                                  signals=self.signals)
+        self.head_name, head = find_head(model, self.head)
+        if self.bias and head.bias is None:
+            raise ValueError(f"Expected the head {self.head_name!r} to have a bias because bias=True; it has none.")
+        # Explicit path (embeddings= and weight= in update): the head input may need pooling (see the module doc).
+        self.tracker = GWATracker(None, num_samples=num_samples, bias=self.bias, signals=self.signals)
         self._handles = [model.register_forward_pre_hook(self._take_ids, with_kwargs=True),
+                         head.register_forward_hook(self._take_head_input),
                          model.register_forward_hook(self._score, with_kwargs=True)]
         if state.global_step > 0:  # resumed from a checkpoint
             folder = self._resume_from or Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
@@ -102,7 +111,12 @@ class GWATrainerCallback(TrainerCallback):
 
     def _take_ids(self, module, args, kwargs):
         self._ids = kwargs.pop(self.id_key, None)
+        self._head_input = None
         return args, kwargs
+
+    def _take_head_input(self, module, inputs, output):
+        if module.training:
+            self._head_input = (inputs[0], module.weight, module.bias)
 
     def _score(self, module, args, kwargs, output):
         if not module.training:
@@ -116,7 +130,18 @@ class GWATrainerCallback(TrainerCallback):
                              f"has no {self.id_key!r} column: add it to the dataset and set "
                              "TrainingArguments(remove_unused_columns=False).")
         logits = output["logits"] if isinstance(output, dict) or hasattr(output, "keys") else output[0]
-        self.tracker.update(logits.detach(), labels, sample_ids=self._ids)
+        if self._head_input is None:
+            raise RuntimeError(f"GWATrainerCallback: the head {self.head_name!r} did not run in this training "
+                               "forward; pass `head=` the layer that produces the logits.")
+        x, weight, bias = self._head_input
+        self._head_input = None
+        if x.dim() == 3:
+            x = _pooled_head_input(module, x, logits, weight, bias, args, kwargs, self.head_name)
+        device = logits.device.type
+        # Inside the model's forward: the weights are still those of this pass; score outside autocast.
+        with torch.autocast(device_type=device, enabled=False):
+            self.tracker.update(logits.detach(), labels, sample_ids=self._ids, embeddings=x.detach(),
+                                weight=weight.detach(), bias=None if bias is None or not self.bias else bias.detach())
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         result = self.tracker.end_epoch()
@@ -183,6 +208,26 @@ class GWATrainerCallback(TrainerCallback):
     @property
     def stopped_epoch(self) -> int | None:
         return self.monitor.stopped_epoch
+
+
+def _pooled_head_input(model, x, logits, weight, bias, args, kwargs, head_name) -> torch.Tensor:
+    """``(B, D)`` head input of the token whose logits the model pooled: the last non-padding one."""
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    batch, length = x.shape[:2]
+    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+    if pad is None or input_ids is None:
+        last = torch.full((batch,), length - 1, device=x.device)
+    else:
+        non_pad = (input_ids != pad).to(x.device, torch.int32)
+        last = (torch.arange(length, device=x.device, dtype=torch.int32) * non_pad).argmax(-1)
+    pooled = x[torch.arange(batch, device=x.device), last]
+    if pooled.dtype in (torch.float32, torch.float64) and logits.dtype == pooled.dtype:
+        with torch.no_grad():
+            expected = torch.nn.functional.linear(pooled, weight, bias)
+        if not torch.allclose(expected, logits.detach(), rtol=1e-4, atol=1e-5):
+            raise ValueError(f"GWATrainerCallback: the head {head_name!r} gets (B, T, D) inputs and the model's "
+                             "logits are not those of the last non-padding token; this pooling is not supported.")
+    return pooled
 
 
 def _dataset_size(loader) -> int | None:
