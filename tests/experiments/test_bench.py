@@ -71,6 +71,20 @@ def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
     assert lines == ["6 of 6 runs already complete; training 0 with 1 worker(s)"]
 
 
+def test_in_process_runs_leave_threads_and_the_loader_as_they_were(reduced, tmp_path):
+    import torch
+
+    from gwa.experiments import data
+
+    before = torch.get_num_threads(), data.load_dataset
+    lines = []
+    job = bench.make_jobs("reduced")[1]  # a validation-split run, trained again in a fresh folder
+    assert bench.run_jobs([job], tmp_path, threads=1, log=lines.append) == []
+    assert bench.is_complete(tmp_path / job.name)
+    assert (torch.get_num_threads(), data.load_dataset) == before
+    assert not hasattr(data.load_dataset, "cache_info")
+
+
 def test_errors():
     with pytest.raises(ValueError, match="`grid`"):
         bench.make_jobs("huge")

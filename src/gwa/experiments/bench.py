@@ -196,9 +196,19 @@ def run_jobs(jobs: list[Job], out: Path, *, workers: int = 1, threads: int = 1, 
             errors.append(f"{name}: {error}")
 
     if workers <= 1:
+        import torch
+
+        from gwa.experiments import data
+
+        # In this process: the same thread limit and dataset cache as a worker, undone afterwards.
+        saved_threads, saved_loader = torch.get_num_threads(), data.load_dataset
         _worker_init(threads)
-        for job in todo:
-            report(*_run_job(job, str(out)))
+        try:
+            for job in todo:
+                report(*_run_job(job, str(out)))
+        finally:
+            torch.set_num_threads(saved_threads)
+            data.load_dataset = saved_loader
         return errors
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
