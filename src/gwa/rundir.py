@@ -10,14 +10,17 @@ Layout (``FORMAT`` = 1), all plain files::
       noise_mask.npy         bool (N,): True where the training label was changed (when known)
       scores/alignment_0001.npy   float32 (N,): epoch 1's alignment per sample id, NaN where unseen
       scores/<signal>_0001.npy    optional further per-sample signals (loss, margin, p_gold, el2n, correct)
+      source_index.npy       int64 (N,): each sample id's index in the source dataset (written by gwa train)
       previews.npy, preview_ids.npy   optional inputs of some samples for the report's thumbnails:
                              (K, H, W), (K, H, W, 3) images or (K, L) 1-D signals, and their sample ids (K,)
       summary.json           {"format": 1, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
-      checkpoints/           framework checkpoints (last, best_<criterion>); never read by the analysis side
+      checkpoints/           framework checkpoints: last.pt + last.json (what resume reads), best_<criterion>.pt +
+                             .json; never read by the analysis side
 
 Epochs are numbered from 1. Metric keys written by gwa's trainers (absent or ``null`` when not measured):
 ``epoch, step, lr, train_loss, train_acc, align_mean, align_std, align_excess_kurtosis, gwa, gwa_flagged,
-gwa_guard, n_scores, n_undefined, val_acc, test_acc, wall_time`` plus any extra scalar a trainer logs.
+gwa_guard, n_scores, n_undefined, n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
+test_acc, eval_<name>_acc, prediction_changes, grad_disparity, wall_time`` plus any extra scalar a trainer logs.
 Non-finite floats are written as ``null``.
 """
 
