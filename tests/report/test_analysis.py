@@ -46,10 +46,12 @@ def test_recomputed_choices_follow_the_paper_rule(tmp_path, write_run):
     ]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
     got = A.chosen_epochs(run)
-    # gwa: epoch 1 (5.0) is warm-up and epoch 4 (3.0) is guarded, so epoch 3 (0.9); val_acc best = epoch 1.
+    # gwa (no moments in these rows: the guarded paper rule): epoch 1 (5.0) is warm-up and epoch 4 (3.0) is
+    # guarded, so epoch 3 (0.9); gwa_paper (verbatim) takes epoch 4; val best = epoch 1.
     assert {k: (c.epoch, c.test_acc, c.source) for k, c in got.items()} == {
         "gwa": (3, 0.6, "recomputed"),
-        "val_acc": (1, 0.1, "recomputed"),
+        "gwa_paper": (4, 0.9, "recomputed"),
+        "val": (1, 0.1, "recomputed"),
         "last": (11, 0.4, "recomputed"),
         "oracle": (4, 0.9, "recomputed"),
     }

@@ -76,8 +76,9 @@ def free_port():
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("dist") / "result")
-    # fork: the children inherit the imported modules instead of importing torch again (seconds each).
-    mp.start_processes(_worker, args=(free_port(), out), nprocs=WORLD, join=True, start_method="fork")
+    # spawn, not fork: by now the suite may have started JAX threads, and forking a multithreaded process can
+    # deadlock.
+    mp.start_processes(_worker, args=(free_port(), out), nprocs=WORLD, join=True, start_method="spawn")
     return [torch.load(f"{out}.{rank}", weights_only=False) for rank in range(WORLD)]
 
 

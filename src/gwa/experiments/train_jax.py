@@ -30,7 +30,7 @@ import optax
 
 import gwa
 import gwa.jax as gj
-from gwa.experiments import checkpoint
+from gwa.experiments import checkpoint, criteria
 from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             wall_time += time.perf_counter() - t0
             metrics["wall_time"] = wall_time
             writer.log_epoch(metrics, {s: host["store"][s] for s in ("alignment", *config.signals)})
-            stop = stopper.step(summary.gwa_or_nan) if stopper is not None else False
+            stop = stopper.step(criteria.default_value(metrics)) if stopper is not None else False
             _save_checkpoints(config, run_dir, ckpt_dir, epoch, params, opt_state, stopper, wall_time, prev_pred,
                               read_metrics(run_dir))
             if stop:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gwa.experiments import checkpoint
+from gwa.experiments import checkpoint, criteria
 from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
         metrics["wall_time"] = wall_time
         scores = {"alignment": result.scores, **{s: result.signals[s] for s in config.signals}}
         writer.log_epoch(metrics, scores)
-        stop = stopper.step(summary.gwa_or_nan) if stopper is not None else False
+        stop = stopper.step(criteria.default_value(metrics)) if stopper is not None else False
         if rank == 0:
             _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
                               wall_time, prev_pred, read_metrics(run_dir))

@@ -173,18 +173,19 @@ def _argbest(run: Run, values: np.ndarray, rule: str) -> int | None:
 def recompute_choices(run: Run) -> dict[str, Choice]:
     """Stop criteria recomputed from metrics.jsonl (when summary.json is absent, e.g. an interrupted run).
 
-    ``gwa``: the paper's rule (skip the first 10% of epochs, then the highest unguarded GWA); ``val_acc``: the
-    best validation accuracy; ``last``: the last logged epoch; ``oracle``: the best test accuracy (not a stop
-    rule: the ceiling the others are measured against).
+    The same criteria as the trainers' summary.json (:func:`gwa.experiments.criteria.select_all`, pure numpy).
+    Rows without the alignment moments (written by an older or minimal trainer) fall back, for ``gwa``, to the
+    paper's rule on the unguarded GWA values.
     """
+    from gwa.experiments.criteria import select_all
+
     require_epochs(run)
-    gwa, flagged = gwa_curve(run)
-    candidates = {
-        "gwa": _argbest(run, np.where(flagged, np.nan, gwa), "paper"),
-        "val_acc": _argbest(run, run.series("val_acc"), "max"),
-        "last": run.epochs[-1],
-        "oracle": _argbest(run, run.series("test_acc"), "max"),
-    }
+    candidates = select_all(run.metrics)
+    if "gwa" not in candidates:
+        gwa, flagged = gwa_curve(run)
+        epoch = _argbest(run, np.where(flagged, np.nan, gwa), "paper")
+        if epoch is not None:
+            candidates = {"gwa": epoch, **candidates}
     return {
         name: Choice(name, epoch, metric_at(run, "test_acc", epoch), "recomputed")
         for name, epoch in candidates.items()
