@@ -23,18 +23,14 @@ import time
 import warnings
 
 import torch
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 #: CPU time of the training thread: other processes on a shared machine do not inflate it (torch single-threaded).
 CLOCK = time.thread_time
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} logical cores (load average {load:.1f} at start), torch {torch.__version__} "
             f"({torch.get_num_threads()} intra-op threads), Python {platform.python_version()}")

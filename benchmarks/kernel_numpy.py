@@ -20,17 +20,13 @@ import numpy as np
 import torch
 
 import gwa
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 SEED = 0
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} logical cores (1-min load {load:.1f}), numpy {np.__version__}, torch "
             f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}")

@@ -22,15 +22,11 @@ from torch import nn
 
 from gwa.torch import GWATracker, alignment
 from gwa.torch._kernel import head_terms, scores_from_head_terms
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} "
             f"intra-op threads), Python {platform.python_version()}, "
             f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
