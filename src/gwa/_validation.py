@@ -88,7 +88,11 @@ def check_numpy_inputs(logits, targets, embeddings, weight, bias=None):
 
 
 def check_class_ids(targets: np.ndarray, num_classes: int) -> None:
-    lo, hi = int(targets.min()), int(targets.max())
+    check_class_id_range(int(targets.min()), int(targets.max()), num_classes)
+
+
+def check_class_id_range(lo: int, hi: int, num_classes: int) -> None:
+    """Raise unless the smallest and largest class ids lie in [0, num_classes)."""
     if lo < 0 or hi >= num_classes:
         raise ValueError(
             f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); "

@@ -30,6 +30,7 @@ import optax
 
 import gwa
 import gwa.jax as gj
+from gwa.baselines import labelwave
 from gwa.experiments import checkpoint, criteria
 from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
 
@@ -317,11 +318,8 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             for name, (xe, ye) in data.eval_sets.items():
                 metrics[f"eval_{name}_acc"] = float((predict(params, xe) == ye).mean())
             pred_now = host["store"]["pred"]
-            if prev_pred is not None:
-                both = np.isfinite(pred_now) & np.isfinite(prev_pred)
-                metrics["prediction_changes"] = int((pred_now[both] != prev_pred[both]).sum())
-            else:
-                metrics["prediction_changes"] = None
+            metrics["prediction_changes"] = (None if prev_pred is None
+                                             else labelwave.prediction_changes(prev_pred, pred_now))
             prev_pred = pred_now
             if config.gradient_disparity:
                 metrics["grad_disparity"] = gradient_disparity(model, params, data, config, epoch)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gwa.baselines import labelwave
 from gwa.experiments import checkpoint, criteria
 from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
 
@@ -275,11 +276,8 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
         for name, (xe, ye) in data.eval_sets.items():
             metrics[f"eval_{name}_acc"] = float((evaluator.predict(model, xe) == ye).mean())
         pred_now = result.signals["pred"]
-        if prev_pred is not None:
-            both = np.isfinite(pred_now) & np.isfinite(prev_pred)
-            metrics["prediction_changes"] = int((pred_now[both] != prev_pred[both]).sum())
-        else:
-            metrics["prediction_changes"] = None
+        metrics["prediction_changes"] = (None if prev_pred is None
+                                         else labelwave.prediction_changes(prev_pred, pred_now))
         prev_pred = pred_now
         if config.gradient_disparity:
             metrics["grad_disparity"] = _gradient_disparity(model, data, config, epoch, device)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from gwa._kernel import UNDEFINED_SCORE
-from gwa._validation import check_shapes, describe
+from gwa._validation import check_class_id_range, check_shapes, describe
 
 
 class HeadTerms(NamedTuple):
@@ -193,12 +193,7 @@ def _all_finite(t: torch.Tensor) -> bool:
 def check_class_id_tensor(targets: torch.Tensor, num_classes: int) -> None:
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise TypeError(f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}.")
-    lo, hi = int(targets.min()), int(targets.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); "
-            f"got values in [{lo}, {hi}]."
-        )
+    check_class_id_range(int(targets.min()), int(targets.max()), num_classes)
 
 
 def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
