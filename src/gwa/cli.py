@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 COMMANDS = {
     "demo": ("gwa.experiments.demo", "train a small model on embedded data with label noise and show GWA at work"),
@@ -61,17 +62,37 @@ def main(argv: list[str] | None = None) -> int:
               f"pip install 'gwa[cli]'", file=sys.stderr)
         return 2
     module = importlib.import_module(args._module)
+    warnings.showwarning = _show_warning
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"\ngwa {args.command}: interrupted; every finished epoch is kept in the run directory "
               f"(continue with --resume).", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError, ModuleNotFoundError) as exc:
+    except (CommandError, ValueError, OSError, ModuleNotFoundError) as exc:
+        # Errors a user can cause (bad input, a corrupt or foreign file, a full disk, a locked run) end in one
+        # line; anything else is a bug and keeps its traceback.
         if args.verbose:
             raise
-        print(f"gwa {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gwa {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"  # e.g. 'No space left on device: runs/x/scores/loss_0003.npy.tmp'
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """gwa's own warnings (an unreadable line in a run directory, ...) as one line on stderr."""
+    if category.__module__.startswith("gwa"):
+        print(f"gwa: warning: {message}", file=file or sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

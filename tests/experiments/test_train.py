@@ -44,7 +44,9 @@ def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
             for p in model.parameters():
                 p -= 0.5 * p.grad
     # The last checkpoint holds that model: its test accuracy is the logged one.
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    from gwa.experiments import checkpoint
+
+    state = torch.load(checkpoint.marked_file(out, "last"), weights_only=True)  # plain tensors: no pickled code
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(state["model"][name], tensor, rtol=1e-5, atol=1e-6)
     with torch.no_grad():

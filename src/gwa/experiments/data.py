@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import pickle
 import random
 import struct
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gwa.experiments import noise as noise_lib
+from gwa.experiments.safe_pickle import load_array_pickle
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,11 @@ def load_cifar10(data_dir=None, *, download: bool = False) -> Dataset:
                                 f"cifar-10-batches-py, or add --download to fetch it.")
 
     def batch(name):
-        with open(folder / name, "rb") as fh:
-            d = pickle.load(fh, encoding="latin1")
+        d = load_array_pickle(folder / name)  # numpy arrays and plain data only: no code from the files
+        if not isinstance(d, dict) or "data" not in d or "labels" not in d:
+            raise ValueError(f"Expected {folder / name} to hold a CIFAR-10 batch (a dict with 'data' and "
+                             f"'labels'); got {type(d).__name__}"
+                             f"{' with keys ' + ', '.join(map(str, d)) if isinstance(d, dict) else ''}.")
         x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return x, np.asarray(d["labels"], dtype=np.int64)
 

@@ -78,11 +78,10 @@ def load_label_file(path, *, key: str | None = None) -> np.ndarray:
     if path.suffix == ".npy":
         labels = np.load(path, allow_pickle=False)
     elif path.suffix in (".pt", ".pth"):
-        import torch
+        from gwa.experiments.safe_pickle import torch_load_arrays
 
-        # CIFAR-10_human.pt is a pickled dict of numpy arrays, which torch's weights_only loader rejects;
-        # it is a file the user chose, so load it in full.
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        # CIFAR-10_human.pt is a dict of numpy arrays, downloaded from the internet: admit arrays, run nothing.
+        obj = torch_load_arrays(path)
         if isinstance(obj, dict):
             if key is None:
                 raise ValueError(f"{path.name} holds several label sets; choose one with --noise-key "

@@ -12,7 +12,7 @@ train one epoch, then ``writer.log_epoch(metrics, scores)`` with the metric keys
 (``epoch, step, lr, train_loss, train_acc``, :func:`gwa.rundir.epoch_metrics`, ``val_acc``, ``val_acc_clean``,
 ``test_acc``, ``eval_<name>_acc``, ``prediction_changes``, ``grad_disparity``, ``wall_time``) and
 ``scores = {"alignment": (N,), <signal>: (N,) for signal in config.signals}`` indexed by sample id; then save
-``checkpoints/last.*`` and call :func:`gwa.experiments.checkpoint.mark` (``"last"``), and save
+``checkpoints/last.*`` with :func:`gwa.experiments.checkpoint.commit` (``"last"``), and commit
 ``best_<DEFAULT>`` when :func:`running_choice` picks the epoch just finished. With ``start_epoch > 0`` it first
 restores its ``last`` checkpoint, which holds epoch ``start_epoch``. Backends: ``gwa.experiments.train_torch``
 and ``gwa.experiments.train_jax``.
@@ -167,38 +167,45 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     out = config.out_dir
     rank = process_rank()
     start_epoch = 0
-    if config.resume:
-        rundir.read_config(out)  # a run of this format is there
-        info = checkpoint.read_mark(out, "last")
-        if info is None:
-            raise rundir.RunDirError(f"Cannot resume {out}: it has no checkpoint (checkpoints/last.json); "
-                                     f"start it again with --overwrite.")
-        if info["backend"] != config.backend:
-            raise ValueError(f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written by "
-                             f"{info['backend']!r}.")
-        start_epoch = int(info["epoch"])
-    elif rank == 0 and out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise rundir.RunDirError(f"Run directory {out} is not empty; pass --resume to continue it or --overwrite "
-                                 f"to replace it (or choose another --out).")
-    backend = load_backend(config.backend)
-    data = prepare(config)
-    if rank != 0:  # distributed: rank 0 alone writes the run directory
-        backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
-        return out
-    if config.overwrite:
-        checkpoint.clear(out)
-        for stale in ("previews.npy", "preview_ids.npy"):
-            (out / stale).unlink(missing_ok=True)
-    writer = rundir.RunWriter(out, config.to_dict(), data.num_samples, labels=data.y_train,
-                              clean_labels=data.y_train_clean, noise_mask=data.noise_mask, resume=config.resume,
-                              resume_epoch=start_epoch if config.resume else None, overwrite=config.overwrite)
-    np.save(out / "source_index.npy", data.source_index)
-    if start_epoch < config.epochs:
-        backend.train(config, data, writer, start_epoch=start_epoch, progress=progress)
-    rows = rundir.read_metrics(out)
-    writer.write_summary(build_summary(rows, config, data, out))
-    write_previews(writer, data)
-    writer.finish()
+    lock = None
+    try:
+        if config.resume:
+            rundir.read_config(out)  # a run of this format is there
+            if rank == 0:  # hold the run from before its checkpoint is read until it is written
+                lock = rundir.RunLock(out).acquire()
+            info = checkpoint.read_mark(out, "last")
+            if info is None:
+                raise rundir.RunDirError(f"Cannot resume {out}: it has no checkpoint (checkpoints/last.json); "
+                                         f"start it again with --overwrite.")
+            if info["backend"] != config.backend:
+                raise ValueError(f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written "
+                                 f"by {info['backend']!r}.")
+            start_epoch = int(info["epoch"])
+        elif rank == 0:  # fail before preparing the data; the writer checks again under the run's lock
+            rundir.check_writable(out, overwrite=config.overwrite, hint="pass --resume to continue it or "
+                                  "--overwrite to replace it (or choose another --out)")
+        backend = load_backend(config.backend)
+        data = prepare(config)
+        if rank != 0:  # distributed: rank 0 alone writes the run directory
+            backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
+            return out
+        writer = rundir.RunWriter(out, config.to_dict(), data.num_samples, labels=data.y_train,
+                                  clean_labels=data.y_train_clean, noise_mask=data.noise_mask,
+                                  resume=config.resume, resume_epoch=start_epoch if config.resume else None,
+                                  overwrite=config.overwrite, lock=lock)
+        try:
+            writer.write_array("source_index", data.source_index)
+            if start_epoch < config.epochs:
+                backend.train(config, data, writer, start_epoch=start_epoch, progress=progress)
+            rows = rundir.read_metrics(out)
+            writer.write_summary(build_summary(rows, config, data, out))
+            write_previews(writer, data)
+            writer.finish()
+        finally:
+            writer.close()
+    finally:
+        if lock is not None:
+            lock.release()
     return out
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 import types
 from pathlib import Path
@@ -37,7 +36,7 @@ from gwa.experiments.train import epoch_batches, progress_bar, running_choice, w
 log = logging.getLogger(__name__)
 
 BACKEND = "jax"
-LAST = "last.msgpack"
+SUFFIX = ".msgpack"
 #: Evaluation batch size (padded to a fixed shape, one compilation per evaluated set).
 EVAL_BATCH = 512
 
@@ -220,28 +219,22 @@ def gradient_disparity(model, params, data, config, epoch: int) -> float:
     return float(np.mean(dists))
 
 
-def _save_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
-
-
 def _save_checkpoints(config, run_dir, ckpt_dir, epoch, params, opt_state, stopper, wall_time, pred, rows):
     from flax import serialization
 
     from gwa.experiments.train import default_criterion
 
     if running_choice(rows, config) == epoch:
-        tag = f"best_{default_criterion()}"
-        _save_atomic(ckpt_dir / f"{tag}.msgpack", serialization.msgpack_serialize(
-            {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params))}))
-        checkpoint.mark(run_dir, tag, epoch=epoch, backend=BACKEND, file=f"{tag}.msgpack")
+        payload = serialization.msgpack_serialize(
+            {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params))})
+        checkpoint.commit(run_dir, f"best_{default_criterion()}", epoch=epoch, backend=BACKEND, suffix=SUFFIX,
+                          write=lambda fh: fh.write(payload))
     state = {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params)),
              "opt_state": serialization.to_state_dict(jax.device_get(opt_state)), "wall_time": wall_time,
              "stopper": json.dumps(None if stopper is None else stopper.state_dict()),
              "pred": np.asarray(pred, np.float32)}
-    _save_atomic(ckpt_dir / LAST, serialization.msgpack_serialize(state))
-    checkpoint.mark(run_dir, "last", epoch=epoch, backend=BACKEND, file=LAST)
+    payload = serialization.msgpack_serialize(state)
+    checkpoint.commit(run_dir, "last", epoch=epoch, backend=BACKEND, suffix=SUFFIX, write=lambda fh: fh.write(payload))
 
 
 def _load_last(path: Path, start_epoch: int, params, opt_state):
@@ -284,7 +277,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
         wall_time, prev_pred = 0.0, None
         if start_epoch > 0:
             params, opt_state, stopper_state, wall_time, prev_pred = _load_last(
-                ckpt_dir / LAST, start_epoch, params, opt_state)
+                checkpoint.marked_file(run_dir, "last"), start_epoch, params, opt_state)
             if stopper is not None and stopper_state is not None:
                 stopper.load_state_dict(stopper_state)
                 if stopper.should_stop:

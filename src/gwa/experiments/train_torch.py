@@ -25,7 +25,6 @@ from gwa.experiments.train import epoch_batches, progress_bar, running_choice, w
 log = logging.getLogger(__name__)
 
 BACKEND = "torch"
-LAST = "last.pt"
 #: Batches between progress-bar refreshes of the live loss (each refresh reads the loss from the device).
 REFRESH_EVERY = 10
 
@@ -96,7 +95,7 @@ def load_init_checkpoint(model: torch.nn.Module, path) -> None:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--init-checkpoint {path} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     state = state.get("model", state) if isinstance(state, dict) else state
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -147,13 +146,18 @@ def _gradient_disparity(model, data, config, epoch: int, device) -> float:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Tensors and plain values only, so that resume loads the checkpoint with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    s = state["numpy"]
+    np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -214,9 +218,10 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
     wall_time = 0.0
     prev_pred = None
     if start_epoch > 0:
-        state = torch.load(ckpt_dir / LAST, map_location=device, weights_only=False)  # our own file
+        last = checkpoint.marked_file(run_dir, "last")
+        state = load_checkpoint(last, device)
         if int(state["epoch"]) != start_epoch:
-            raise ValueError(f"{ckpt_dir / LAST} holds epoch {state['epoch']}, but last.json says {start_epoch}.")
+            raise ValueError(f"{last} holds epoch {state['epoch']}, but last.json says {start_epoch}.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -225,7 +230,7 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
             stopper.load_state_dict(state["stopper"])
         _set_rng_state(state["rng"])
         wall_time = float(state["wall_time"])
-        prev_pred = state.get("pred")
+        prev_pred = None if state.get("pred") is None else state["pred"].numpy()
         if stopper is not None and stopper.should_stop:
             return
     evaluator = _Evaluator(device, amp, max(256, 2 * config.batch_size))
@@ -302,12 +307,23 @@ def _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, schedu
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if running_choice(rows, config) == epoch:
-        tag = f"best_{default_criterion()}"
-        checkpoint.save_torch_atomic({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / f"{tag}.pt")
-        checkpoint.mark(run_dir, tag, epoch=epoch, backend=BACKEND, file=f"{tag}.pt")
+        checkpoint.commit(run_dir, f"best_{default_criterion()}", epoch=epoch, backend=BACKEND, suffix=".pt",
+                          write=checkpoint.torch_writer({"model": model.state_dict(), "epoch": epoch}))
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "tracker": tracker.state_dict(),
              "stopper": None if stopper is None else stopper.state_dict(), "rng": _rng_state(),
-             "wall_time": wall_time, "pred": pred}
-    checkpoint.save_torch_atomic(state, ckpt_dir / LAST)
-    checkpoint.mark(run_dir, "last", epoch=epoch, backend=BACKEND, file=LAST)
+             "wall_time": wall_time, "pred": None if pred is None else torch.from_numpy(np.asarray(pred))}
+    checkpoint.commit(run_dir, "last", epoch=epoch, backend=BACKEND, suffix=".pt",
+                      write=checkpoint.torch_writer(state))
+
+
+def load_checkpoint(path, device="cpu") -> dict:
+    """A checkpoint of this backend, loaded with ``weights_only=True``: a crafted file cannot run code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise ValueError(f"Refusing to load {path}: expected a checkpoint of tensors and plain values "
+                         f"(torch.load with weights_only=True); {lines[-1][:300]}") from None

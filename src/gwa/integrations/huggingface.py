@@ -104,7 +104,7 @@ class GWATrainerCallback(TrainerCallback):
                     f"GWATrainerCallback: training resumes at step {state.global_step} but {path} does not exist, so "
                     "the alignment state of the interrupted run is unknown. Call callback.load_checkpoint(<the "
                     "checkpoint folder>) before trainer.train(resume_from_checkpoint=...).")
-            self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            self.load_state_dict(_load_state(path))
         max_epochs = math.ceil(state.num_train_epochs) if state.num_train_epochs else None
         self.monitor.start(max_epochs=max_epochs, num_samples=num_samples, write=state.is_world_process_zero,
                            framework="huggingface")
@@ -169,7 +169,10 @@ class GWATrainerCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if folder.is_dir():
-            torch.save(self.state_dict(), folder / STATE_FILE.format(rank=args.process_index))
+            from gwa.rundir import write_atomic
+
+            state = self.state_dict()
+            write_atomic(folder / STATE_FILE.format(rank=args.process_index), lambda fh: torch.save(state, fh))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.monitor.finish(model.load_state_dict)
@@ -228,6 +231,18 @@ def _pooled_head_input(model, x, logits, weight, bias, args, kwargs, head_name) 
             raise ValueError(f"GWATrainerCallback: the head {head_name!r} gets (B, T, D) inputs and the model's "
                              "logits are not those of the last non-padding token; this pooling is not supported.")
     return pooled
+
+
+def _load_state(path: Path) -> dict:
+    """The callback's state, loaded with ``weights_only=True``: a shared checkpoint folder cannot run code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise ValueError(f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values "
+                         f"(torch.load with weights_only=True); {lines[-1][:300]}") from None
 
 
 def _dataset_size(loader) -> int | None:
