@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gwa._validation import check_finite
+
 
 class MomentState(NamedTuple):
     """Plain moment state: count, mean and central sums of powers 2, 3, 4."""
@@ -30,6 +32,33 @@ class MomentState(NamedTuple):
 
 
 EMPTY = MomentState(0.0, 0.0, 0.0, 0.0, 0.0)
+#: Version of :meth:`Moments.state_dict`'s layout.
+STATE_FORMAT = 1
+
+
+def check_state(state, name: str = "state") -> MomentState:
+    """Validate a moment state (a mapping with n, mean, m2, m3, m4, optionally ``format``); return it.
+
+    Shared by :meth:`Moments.from_state_dict` and the adapters, so that no state loads that could not have
+    been produced by streaming real numbers.
+    """
+    if not hasattr(state, "keys"):
+        raise TypeError(f"Expected `{name}` to be a mapping with keys {', '.join(MomentState._fields)}; got "
+                        f"{type(state).__name__}.")
+    version = state.get("format", STATE_FORMAT)
+    if version != STATE_FORMAT:
+        raise ValueError(f"Expected `{name}` of moments state format {STATE_FORMAT}; got format {version!r}.")
+    missing = [k for k in MomentState._fields if k not in state]
+    if missing:
+        raise ValueError(f"Expected `{name}` to hold {', '.join(MomentState._fields)}; missing {', '.join(missing)}.")
+    out = MomentState(**{key: check_finite(f"{name}['{key}']", state[key]) for key in MomentState._fields})
+    if out.n < 0 or out.n != math.floor(out.n):
+        raise ValueError(f"Expected `{name}['n']` to be a count (a whole number >= 0); got {state['n']!r}.")
+    if out.m2 < 0:
+        raise ValueError(f"Expected `{name}['m2']` (a sum of squares) >= 0; got {state['m2']!r}.")
+    if out.n == 0 and out != EMPTY:
+        raise ValueError(f"Expected the moments of an empty `{name}` (n=0) to be 0; got {dict(out._asdict())}.")
+    return out
 
 
 def batch_state(values) -> MomentState:
@@ -145,11 +174,17 @@ class Moments:
         return s.n * s.m4 / (s.m2 * s.m2) - 3.0
 
     def state_dict(self) -> dict:
-        return dict(self._state._asdict())
+        return {"format": STATE_FORMAT, **self._state._asdict()}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Moments:
-        return cls(MomentState(**{k: float(state[k]) for k in MomentState._fields}))
+        """Restore :meth:`state_dict` (a state without ``format`` is read as format 1).
+
+        Raises:
+            ValueError: for another format, a missing field, a non-finite or non-numeric field, a count that
+                is negative or fractional, a negative ``m2``, or an empty state with non-zero moments.
+        """
+        return cls(check_state(state, "state"))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Moments) and self._state == other._state

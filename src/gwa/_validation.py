@@ -114,6 +114,18 @@ def check_soft_targets(targets: np.ndarray, atol: float = 1e-4) -> None:
         )
 
 
+def check_finite(name: str, value, *, low: float = -np.inf, high: float = np.inf) -> float:
+    """``value`` as a float, or a ValueError naming ``name``: a real number (not bool, not a string), finite
+    (NaN compares false with every bound, so a NaN tolerance or guard would silently switch a check off), and
+    within ``[low, high]``."""
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+          and np.isfinite(value) and low <= value <= high)
+    if not ok:
+        bounds = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
+        raise ValueError(f"Expected `{name}` to be a finite number{bounds}; got {value!r}.")
+    return float(value)
+
+
 def check_positive(name: str, value: float) -> float:
     if not (isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value) and value > 0):
         raise ValueError(f"Expected `{name}` to be a positive finite number; got {value!r}.")

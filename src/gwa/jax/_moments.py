@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gwa._moments import Moments, MomentState, merge_states
+from gwa._moments import Moments, MomentState, check_state, merge_states
 from gwa._validation import describe
 
 
@@ -150,7 +150,8 @@ def to_moments(state: MomentsState) -> Moments:
     merged on the host in index order.
 
     Raises:
-        ValueError: when the state holds NaN/Inf (a NaN score, e.g. a class id out of range under ``jit``).
+        ValueError: when the state holds NaN/Inf (a NaN score, e.g. a class id out of range under ``jit``), or
+            a negative or fractional count or a negative ``m2`` (a state no stream of scores produces).
         TypeError: when ``state`` is not a :class:`MomentsState`.
     """
     if not isinstance(state, MomentsState):
@@ -164,8 +165,10 @@ def to_moments(state: MomentsState) -> Moments:
                          "a class id outside [0, C) or a NaN/Inf logit, embedding or weight in some batch.")
     rows = np.atleast_2d(np.stack(fields, axis=-1))
     out = MomentState(*(0.0,) * 5)
-    for row in rows:
-        out = merge_states(out, MomentState(*map(float, row)))
+    for i, row in enumerate(rows):  # counts whole and >= 0, m2 >= 0: a state streaming real scores can produce
+        row_state = check_state(dict(zip(MomentState._fields, map(float, row))), "state" if len(rows) == 1 else
+                                f"state[{i}]")
+        out = merge_states(out, row_state)
     return Moments(out)
 
 

@@ -209,7 +209,7 @@ def chosen_epochs(run: Run) -> dict[str, Choice]:
 
 def run_notes(run: Run) -> list[str]:
     """Plain-sentence caveats about a run: interrupted, no summary, missing optional files."""
-    notes = []
+    notes = [f"Unreadable: {p}" for p in run.problems]  # corrupt metrics lines, a summary naming unlogged epochs
     if not run.complete:
         notes.append(
             f"This run is not complete (status {run.config.get('status')!r}); it shows the "
