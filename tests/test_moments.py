@@ -221,7 +221,7 @@ def test_merge_states_with_empty_is_identity(rng):
 def test_state_dict_round_trip(rng):
     m = Moments.from_values(adversarial(rng, 1000))
     state = json.loads(json.dumps(m.state_dict()))
-    assert set(state) == {"n", "mean", "m2", "m3", "m4"}
+    assert set(state) == {"format", "n", "mean", "m2", "m3", "m4"} and state["format"] == 1
     restored = Moments.from_state_dict(state)
     assert restored == m and restored.state == m.state
     assert Moments(m.state) == m and Moments(tuple(m.state)) == m
