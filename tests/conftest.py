@@ -8,3 +8,27 @@ import pytest
 def rng() -> np.random.Generator:
     """A fresh, seeded generator per test, so that tests do not depend on their order."""
     return np.random.default_rng(20251028)
+
+
+# The hostile-input suite (docs/reliability.md): every test marked `hostile` is one case. A case passes only when
+# its assertions hold: the refused ones raise the expected error naming the file or argument, and none runs a
+# payload, loses a file, gives a wrong result or a traceback-type crash. The tally is printed at the end.
+_hostile: dict[str, dict[str, int]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("hostile")
+    if marker is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
+        kind = marker.args[0] if marker.args else "refused"
+        _hostile.setdefault(kind, {"passed": 0, "failed": 0, "skipped": 0})[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _hostile:
+        total = {k: sum(t[k] for t in _hostile.values()) for k in ("passed", "failed", "skipped")}
+        parts = ", ".join(f"{kind} {t['passed']}/{sum(t.values())}" for kind, t in sorted(_hostile.items()))
+        terminalreporter.write_line(f"hostile-input suite: {sum(total.values())} cases, {total['passed']} held "
+                                    f"({parts}), {total['failed']} failed, {total['skipped']} skipped")

@@ -254,8 +254,13 @@ def own_files(path) -> list[Path]:
 
 
 def _entries(path: Path) -> list[str]:
-    """What a directory holds besides gwa's lock file (left behind by any run, even one that never started)."""
-    return sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE) if path.is_dir() else []
+    """What a directory holds besides what a run killed before its first commit leaves: the lock file, gwa's
+    temporary files and an empty ``scores/``."""
+    if not path.is_dir():
+        return []
+    leftover = {LOCK_FILE, *(f"{name}.tmp" for name in OWN_FILES)}
+    return sorted(p.name for p in path.iterdir() if p.name not in leftover
+                  and not (p.name == SCORES_DIR and p.is_dir() and not any(p.iterdir())))
 
 
 def check_writable(path, *, overwrite: bool, hint: str = "pass resume=True to continue it or overwrite=True "

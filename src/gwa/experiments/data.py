@@ -234,10 +234,13 @@ def load_eval_set(name: str, path, input_shape: tuple[int, ...]) -> tuple[np.nda
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Eval set {name!r}: {path} does not exist.")
-    with np.load(path, allow_pickle=False) as z:
-        if "x" not in z or "y" not in z:
-            raise ValueError(f"Eval set {name!r}: expected arrays 'x' and 'y' in {path.name}; got {list(z.keys())}.")
-        x, y = z["x"], z["y"]
+    try:
+        with np.load(path, allow_pickle=False) as z:  # never a pickle: object arrays are refused
+            if "x" not in z or "y" not in z:
+                raise ValueError(f"expected arrays 'x' and 'y'; got {list(z.keys())}")
+            x, y = z["x"], z["y"]
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"Eval set {name!r}: cannot read {path} as an .npz of numeric arrays x, y: {exc}.") from None
     x = x / np.float32(255) if x.dtype == np.uint8 else x
     x = x.astype(np.float32)
     if x.shape[1:] != tuple(input_shape) and x.shape[1:] + (1,) == tuple(input_shape):

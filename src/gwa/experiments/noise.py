@@ -76,7 +76,10 @@ def load_label_file(path, *, key: str | None = None) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"Label file {path} does not exist (--noise-file).")
     if path.suffix == ".npy":
-        labels = np.load(path, allow_pickle=False)
+        try:
+            labels = np.load(path, allow_pickle=False)  # never a pickle: object arrays are refused
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"Cannot read label file {path} as a numeric .npy array: {exc}.") from None
     elif path.suffix in (".pt", ".pth"):
         from gwa.experiments.safe_pickle import torch_load_arrays
 

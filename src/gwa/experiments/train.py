@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import logging
 import math
 import os
 import sys
@@ -34,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from gwa.experiments.config import BACKENDS, DATASETS, DEVICES, NOISES, OPTIMIZERS, SCHEDULES, RunConfig
+
+log = logging.getLogger(__name__)
 
 #: Inputs up to this size are stored whole as previews; larger sets store the most negatively aligned samples.
 PREVIEW_ALL_BYTES = 8 * 2**20
@@ -174,9 +177,11 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
             if rank == 0:  # hold the run from before its checkpoint is read until it is written
                 lock = rundir.RunLock(out).acquire()
             info = checkpoint.read_mark(out, "last")
-            if info is None:
-                raise rundir.RunDirError(f"Cannot resume {out}: it has no checkpoint (checkpoints/last.json); "
-                                         f"start it again with --overwrite.")
+            if info is None:  # killed before its first checkpoint: what it logged is redone, identically
+                logged = len(rundir.scan_metrics(out).rows)
+                log.warning("%s has no checkpoint yet; resuming from the start%s.", out,
+                            f" (its {logged} logged epoch(s) are recomputed)" if logged else "")
+                info = {"epoch": 0, "backend": config.backend}
             if info["backend"] != config.backend:
                 raise ValueError(f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written "
                                  f"by {info['backend']!r}.")
