@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.rundir import FORMAT, Run, RunDirError, RunWriter, epoch_metrics, load_run, read_config, read_metrics
+from gwa.rundir import FORMAT, Run, RunDirError, RunDirWarning, RunWriter, epoch_metrics, load_run, read_config, read_metrics
 
 N = 6
 
@@ -130,7 +130,8 @@ def test_torn_last_metrics_line_is_ignored_and_dropped_on_resume(tmp_path):
     with open(path / "metrics.jsonl", "a") as fh:
         fh.write('{"epoch": 3, "train_lo')  # interrupted write: no closing brace, no newline
     assert [r["epoch"] for r in read_metrics(path)] == [1, 2]
-    assert load_run(path).epochs == [1, 2]
+    with pytest.warns(RunDirWarning, match="2 of 3 epochs readable; line 3: torn by an interrupted write"):
+        assert load_run(path).epochs == [1, 2]
     # Resuming must not append epoch 3 to the torn line (which would hide it and every later epoch).
     writer = RunWriter(path, {"name": "demo"}, N, resume=True)
     writer.log_epoch({"epoch": 3, "train_loss": 0.25})
@@ -233,3 +234,132 @@ def test_preview_shape_errors(tmp_path, ids, inputs):
     with pytest.raises(ValueError, match=r"`sample_ids` \(K,\) and `inputs` \(K, L\), \(K, H, W\) or \(K, H, W, 3\); "
                                          r"got \("):
         writer.write_previews(ids, inputs)
+
+
+# ----------------------------------------------------------------------------- safety: overwrite, lock, atomic
+
+
+@pytest.mark.hostile("refused")
+def test_overwrite_refuses_a_folder_that_is_not_a_gwa_run(tmp_path):
+    path = tmp_path / "project"
+    mine = {"checkpoints/my_resnet_epoch90.pt": "weights", "checkpoints/last.pt": "my own last", "notes.txt": "x",
+            "labels.npy": "labels", "config.json": '{"lr": 0.1}', "scores/alignment_0001.npy": "scores"}
+    for name, text in mine.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    with pytest.raises(RunDirError, match=r"Refusing to overwrite .*project: it is not a gwa run \(no config.json with "
+                                          r"format and gwa_version\).*would delete checkpoints/last\.pt, config\.json, "
+                                          r"labels\.npy, scores/alignment_0001\.npy"):
+        RunWriter(path, {}, N, overwrite=True)
+    assert {name: (path / name).read_text() for name in mine} == mine  # nothing touched
+
+
+def test_overwrite_deletes_only_what_gwa_wrote(tmp_path):
+    path = tmp_path / "run"
+    write_run(path)
+    (path / "checkpoints").mkdir()
+    for name in ("last-0002.pt", "last.json", "best_gwa-0001.pt", "best_gwa.json", "my_model.pt"):
+        (path / "checkpoints" / name).write_text("x")
+    (path / "notes.txt").write_text("mine")
+    (path / "scores" / "my_scores.csv").write_text("mine")
+    RunWriter(path, {"name": "second"}, N, overwrite=True).close()
+    assert sorted(p.name for p in (path / "checkpoints").iterdir()) == ["my_model.pt"]
+    assert (path / "notes.txt").read_text() == "mine" and (path / "scores" / "my_scores.csv").exists()
+    assert read_config(path)["name"] == "second"
+
+
+def test_a_folder_left_by_a_run_killed_before_its_first_commit_counts_as_empty(tmp_path):
+    path = tmp_path / "run"
+    (path / "scores").mkdir(parents=True)
+    (path / "gwa.lock").write_text("123\n")
+    (path / "config.json.tmp").write_text('{"form')
+    RunWriter(path, {"name": "fresh"}, N).close()
+    assert read_config(path)["name"] == "fresh" and not (path / "config.json.tmp").exists()
+
+
+_HOLD = """
+import sys, time
+from gwa.rundir import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.hostile("refused")
+def test_a_second_writer_is_refused_and_named_until_the_first_dies(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(RunDirError, match=rf"Run directory .*run is being written by another process "
+                                              rf"\(pid {holder.pid}, holding .*gwa\.lock\)"):
+            RunWriter(path, {}, N, overwrite=True)
+        assert not (path / "config.json").exists()  # the refused writer wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    RunWriter(path, {}, N).close()  # a killed writer leaves no stale lock
+
+
+def test_a_writer_in_the_same_process_takes_over_and_the_old_one_stops(tmp_path):
+    path = tmp_path / "run"
+    old = RunWriter(path, {}, N)
+    new = RunWriter(path, {"name": "new"}, N, overwrite=True)
+    with pytest.raises(RunDirError, match="no longer holds .*run: a later writer in this process took it over"):
+        old.log_epoch({"epoch": 1})
+    new.log_epoch({"epoch": 1})
+    new.finish()
+    with pytest.raises(RunDirError, match="no longer holds .*run: it was closed"):
+        new.log_epoch({"epoch": 2})
+    assert read_metrics(path) == [{"epoch": 1}]
+
+
+def test_log_epoch_refuses_an_epoch_already_logged(tmp_path):
+    writer = RunWriter(tmp_path / "run", {}, N)
+    writer.log_epoch({"epoch": 2})
+    with pytest.raises(ValueError, match=r"`metrics\['epoch'\]` after the last logged epoch 2; got 2"):
+        writer.log_epoch({"epoch": 2})
+    assert read_metrics(tmp_path / "run") == [{"epoch": 2}]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    import errno
+
+    from gwa.rundir import write_atomic
+
+    target = tmp_path / "f.json"
+    target.write_text("old")
+
+    def full(fh):
+        fh.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, full)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_metrics_are_never_torn_by_the_writer(tmp_path, monkeypatch):
+    """metrics.jsonl is replaced whole: a failure while writing an epoch leaves the previous rows intact."""
+    import gwa.rundir as rd
+
+    writer = RunWriter(tmp_path / "run", {}, N)
+    writer.log_epoch({"epoch": 1, "gwa": 0.5})
+
+    def fail():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rd, "_fault_point", fail)
+    with pytest.raises(OSError):
+        writer.log_epoch({"epoch": 2, "gwa": 0.6})
+    monkeypatch.undo()
+    assert read_metrics(tmp_path / "run") == [{"epoch": 1, "gwa": 0.5}]
+    writer.log_epoch({"epoch": 2, "gwa": 0.6})  # the failed epoch can be logged again
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
