@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.rundir import FORMAT, Run, RunDirError, RunDirWarning, RunWriter, epoch_metrics, load_run, read_config, read_metrics
+from gwa.rundir import (
+    FORMAT,
+    Run,
+    RunDirError,
+    RunDirWarning,
+    RunWriter,
+    epoch_metrics,
+    load_run,
+    read_config,
+    read_metrics,
+)
 
 N = 6
 

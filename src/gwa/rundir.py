@@ -216,7 +216,7 @@ class RunLock:
             if _held.get(str(self.path.resolve())) is self:
                 del _held[str(self.path.resolve())]
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> RunLock:  # noqa: PYI034 - Self needs Python 3.11
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
