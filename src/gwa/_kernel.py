@@ -79,7 +79,11 @@ def loss_gradient_wrt_logits(logits: np.ndarray, targets: np.ndarray, soft: bool
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
     if soft:
-        return probs - targets
+        diff = probs - targets
+        # An entry below the rounding error of its operands is zero: otherwise a target equal to the prediction
+        # (a zero gradient) leaves rounding noise that the row rescaling below turns into a full direction.
+        diff[np.abs(diff) <= 4 * np.finfo(np.float64).eps * np.maximum(probs, np.abs(targets))] = 0.0
+        return diff
     rows = np.arange(len(targets))
     diff = probs.copy()
     diff[rows, targets] = 0.0
