@@ -45,7 +45,7 @@ def brute_force(logits, targets, embeddings, weight):
         # A soft target within rounding of the prediction has no meaningful gradient direction (d ~ 1e-16 is
         # noise); such rows are compared by test_a_soft_target_equal_to_the_prediction_is_undefined instead.
         d[np.abs(d).max(axis=1) < 1e-9] = np.nan
-    unit = lambda a: a / np.abs(a).max() if np.abs(a).max() > 0 else a  # noqa: E731 - the cosine is scale-free
+    unit = lambda a: a / np.abs(a).max() if np.abs(a).max() > 0 else a  # the cosine is scale-free
     weight = unit(weight)  # so that tiny (subnormal) entries do not underflow in the norms
     out = []
     for d_i, x in zip(d, embeddings):
