@@ -448,3 +448,13 @@ def test_cli_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys
     monkeypatch.undo()
     assert _train(tmp_path, "--epochs", "2", "--resume") == 0  # once there is room, the run completes
     assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "run")] == [1, 2]
+
+
+@pytest.mark.hostile("refused")
+def test_resume_cannot_shrink_a_run(tmp_path, capsys):
+    assert _train(tmp_path, "--epochs", "2") == 0
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    code = _train(tmp_path, "--resume", "--epochs", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and "with --epochs 1: it already holds 2 epochs (--epochs may only grow" in err
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before

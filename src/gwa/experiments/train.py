@@ -186,6 +186,9 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
                 raise ValueError(f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written "
                                  f"by {info['backend']!r}.")
             start_epoch = int(info["epoch"])
+            if config.epochs < start_epoch:  # the config would say one length and the metrics another
+                raise ValueError(f"Cannot resume {out} with --epochs {config.epochs}: it already holds "
+                                 f"{start_epoch} epochs (--epochs may only grow when resuming).")
         elif rank == 0:  # fail before preparing the data; the writer checks again under the run's lock
             rundir.check_writable(out, overwrite=config.overwrite, hint="pass --resume to continue it or "
                                   "--overwrite to replace it (or choose another --out)")
