@@ -137,6 +137,11 @@ def write_atomic(path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(fh.fileno())
         _fault_point()
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a failed write names no file: name the target
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
