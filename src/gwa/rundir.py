@@ -1,9 +1,9 @@
 """The run directory: the contract between training (any trainer) and analysis (report, flag, compare).
 
-Layout (``FORMAT`` = 1), all plain files::
+Layout (``FORMAT`` = 2; format-1 runs are still read), all plain files::
 
     RUN/
-      config.json            {"format": 1, "gwa_version": ..., "status": "running"|"complete", ...run config}
+      config.json            {"format": 2, "gwa_version": ..., "status": "running"|"complete", ...run config}
       metrics.jsonl          one JSON object per finished epoch (keys below), appended as epochs end
       labels.npy             int64 (N,): the training labels used, indexed by sample id
       clean_labels.npy       int64 (N,): the labels before noise injection (when known)
@@ -13,13 +13,14 @@ Layout (``FORMAT`` = 1), all plain files::
       source_index.npy       int64 (N,): each sample id's index in the source dataset (written by gwa train)
       previews.npy, preview_ids.npy   optional inputs of some samples for the report's thumbnails:
                              (K, H, W), (K, H, W, 3) images or (K, L) 1-D signals, and their sample ids (K,)
-      summary.json           {"format": 1, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
+      summary.json           {"format": 2, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
       checkpoints/           framework checkpoints: last.pt + last.json (what resume reads), best_<criterion>.pt +
                              .json; never read by the analysis side
 
 Epochs are numbered from 1. Metric keys written by gwa's trainers (absent or ``null`` when not measured):
-``epoch, step, lr, train_loss, train_acc, align_mean, align_std, align_excess_kurtosis, gwa, gwa_flagged,
-gwa_guard, n_scores, n_undefined, n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
+``epoch, step, lr, train_loss, train_acc``, the alignment keys of :meth:`gwa.EpochSummary.metrics` (``align_mean,
+align_std, align_excess_kurtosis, gwa`` (the default criterion's value), ``gwa_paper, gwa_paper_flagged, gwa_guard``
+(a :class:`gwa.GuardCode` value), ``gwa_guard_message, n_scores, n_undefined``), n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
 test_acc, eval_<name>_acc, prediction_changes, grad_disparity, wall_time`` plus any extra scalar a trainer logs.
 Non-finite floats are written as ``null``.
 """
@@ -35,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2
+#: Formats this gwa reads: format 1 (gwa 0.1) logged the paper's value as ``gwa``; its rows are upgraded on read.
+READABLE_FORMATS = (1, 2)
 SCORES_DIR = "scores"
 
 
@@ -107,7 +110,9 @@ class RunWriter:
         if resume:
             if not (self.path / "config.json").exists():
                 raise RunDirError(f"Cannot resume: {self.path} holds no run (no config.json).")
-            read_config(self.path)  # checks the format version
+            if read_config(self.path)["format"] != FORMAT:
+                raise RunDirError(f"Cannot resume {self.path}: it is a run of format {read_config(self.path)['format']}"
+                                  f" (an older gwa); this gwa writes format {FORMAT}. Start a new run.")
             self._truncate_metrics(resume_epoch)
         elif existing and not overwrite:
             raise RunDirError(
@@ -184,12 +189,28 @@ class RunWriter:
         _write_json_atomic(self.path / "config.json", self.config)
 
 
-def epoch_metrics(summary) -> dict:
-    """The run directory's alignment keys for one :class:`gwa.EpochSummary` (JSON-safe)."""
-    return _jsonable({"align_mean": summary.mean, "align_std": summary.std,
-                      "align_excess_kurtosis": summary.excess_kurtosis, "gwa": summary.gwa,
-                      "gwa_flagged": summary.flagged, "gwa_guard": summary.guard, "n_scores": summary.n,
-                      "n_undefined": summary.n_undefined})
+def upgrade_row(row: dict, fmt: int) -> dict:
+    """A metrics row of run-directory format ``fmt`` in the keys of the current format.
+
+    Format 1 logged the paper's value as ``gwa`` (and ``gwa_flagged``, a prose ``gwa_guard``); format 2 logs the
+    default criterion's value as ``gwa`` and the paper's as ``gwa_paper``.
+    """
+    if fmt != 1 or "gwa_paper" in row:
+        return row
+    from gwa._summary import pearson_ratio
+
+    out = dict(row)
+    out["gwa_paper"] = out.pop("gwa", None)
+    out["gwa_paper_flagged"] = out.pop("gwa_flagged", None)
+    message = out.pop("gwa_guard", None)
+    codes = (("no scores", "no_scores"), ("constant", "constant_scores"), ("kurtosis pole", "kurtosis_pole"))
+    out["gwa_guard"] = None if message is None else next((c for p, c in codes if message.startswith(p)),
+                                                         "kurtosis_pole")
+    out["gwa_guard_message"] = message
+    mean, kurt = out.get("align_mean"), out.get("align_excess_kurtosis")
+    value = None if mean is None or kurt is None else pearson_ratio(mean, kurt)
+    out["gwa"] = value if value is not None and math.isfinite(value) else None
+    return out
 
 
 def read_config(path) -> dict:
@@ -198,9 +219,9 @@ def read_config(path) -> dict:
     if not cfg_path.exists():
         raise RunDirError(f"{path} is not a gwa run directory: no config.json.")
     config = json.loads(cfg_path.read_text())
-    if config.get("format") != FORMAT:
-        raise RunDirError(f"{path} has run-directory format {config.get('format')!r}; this gwa reads format "
-                          f"{FORMAT}. Re-run it with this version, or read it with the gwa that wrote it "
+    if config.get("format") not in READABLE_FORMATS:
+        raise RunDirError(f"{path} has run-directory format {config.get('format')!r}; this gwa reads formats "
+                          f"{', '.join(map(str, READABLE_FORMATS))}. Re-run it with this version, or read it with the gwa that wrote it "
                           f"({config.get('gwa_version', 'unknown version')}).")
     return config
 
@@ -283,6 +304,6 @@ def load_run(path) -> Run:
         f = path / f"{name}.npy"
         return np.load(f) if f.exists() else None
 
-    return Run(path=path, config=config, metrics=read_metrics(path), summary=summary, labels=opt("labels"),
+    return Run(path=path, config=config, metrics=[upgrade_row(r, config["format"]) for r in read_metrics(path)], summary=summary, labels=opt("labels"),
                clean_labels=opt("clean_labels"), noise_mask=opt("noise_mask"), preview_ids=opt("preview_ids"),
                previews=opt("previews"))

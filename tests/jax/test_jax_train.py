@@ -11,8 +11,8 @@ import torch
 
 from gwa.experiments import models as torch_models
 from gwa.experiments import models_jax, train_jax, train_torch
-from gwa.experiments.config import RunConfig
-from gwa.experiments.train import run_training
+from gwa.runner.config import RunConfig
+from gwa.runner.train import run_training
 from gwa.rundir import load_run
 from gwa.torch._signals import compute_signals
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gwa.experiments import data
-from gwa.experiments.config import RunConfig
+from gwa.runner.config import RunConfig
 
 
 def write_idx(path, array: np.ndarray, *, dtype_code=0x08, compress=True):

@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gwa.experiments.models import build_model, classifier_head
+from gwa.runner.models import build_model, classifier_head
 from gwa.torch import find_head
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gwa.experiments import noise as noise_lib
+from gwa.runner import noise as noise_lib
 
 log = logging.getLogger(__name__)
 

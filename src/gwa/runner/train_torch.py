@@ -1,12 +1,13 @@
 """The torch backend of ``gwa train``: the training loop, evaluation, checkpoints and resume.
 
-Interface: :func:`train` (see :mod:`gwa.experiments.train`). Deterministic for a seed: model init from
+Interface: :func:`train` (see :mod:`gwa.runner.train`). Deterministic for a seed: model init from
 ``torch.manual_seed(seed)``, the epoch's order from (seed, epoch), no other randomness in the loop; a run
 resumed from ``checkpoints/last.pt`` logs the same metrics as one that was never interrupted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gwa.baselines import labelwave
-from gwa.experiments import checkpoint, criteria
-from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
+from gwa import DEFAULT_CRITERION
+from gwa.runner import checkpoint
+from gwa.runner.loop import EpochLoop, epoch_batches, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) -> None:
-    """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.experiments.train` for the contract."""
+    """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.runner.train` for the contract."""
     device = resolve_device(config.device)
     rank, world, created_group = init_distributed(device)
     try:
@@ -175,9 +176,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
 
 def _train(config, data, writer, *, start_epoch: int, progress: bool, device: torch.device, rank: int,
            world: int) -> None:
-    from gwa import EarlyStopper
-    from gwa.experiments.models import build_model, classifier_head
-    from gwa.rundir import epoch_metrics, read_metrics
+    from gwa.runner.models import build_model, classifier_head
     from gwa.torch import GWATracker
 
     amp = bool(config.amp and device.type == "cuda")
@@ -207,12 +206,9 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     tracker = GWATracker(model, head=classifier_head(model), num_samples=n, bias=config.align_bias,
                          signals=tuple(dict.fromkeys((*config.signals, "pred"))))
-    stopper = None if config.early_stop is None else EarlyStopper(
-        "max", patience=config.early_stop, warmup=warmup_epochs_for_stopping(config))
+    loop = EpochLoop(config, data, writer)
     run_dir = writer.path
     ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
-    wall_time = 0.0
-    prev_pred = None
     if start_epoch > 0:
         state = torch.load(ckpt_dir / LAST, map_location=device, weights_only=False)  # our own file
         if int(state["epoch"]) != start_epoch:
@@ -221,12 +217,9 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         tracker.load_state_dict(state["tracker"])
-        if stopper is not None and state.get("stopper") is not None:
-            stopper.load_state_dict(state["stopper"])
+        loop.load_state_dict(json.loads(state["loop"]))
         _set_rng_state(state["rng"])
-        wall_time = float(state["wall_time"])
-        prev_pred = state.get("pred")
-        if stopper is not None and stopper.should_stop:
+        if loop.stopper.should_stop:
             return
     evaluator = _Evaluator(device, amp, max(256, 2 * config.batch_size))
     x_train = torch.from_numpy(data.x_train)
@@ -264,50 +257,31 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
         result = tracker.end_epoch()  # merged across ranks under torchrun
         loss_sum = _all_sum(loss_sum, world)
         correct = _all_sum(correct, world)
-        summary = result.summary
-        last_gwa = summary.gwa
-        metrics = {"epoch": epoch, "step": step, "lr": lr, "train_loss": float(loss_sum) / n,
-                   "train_acc": int(correct) / n, **epoch_metrics(summary)}
-        if data.x_val is not None:
-            pred = evaluator.predict(model, data.x_val)
-            metrics["val_acc"] = float((pred == data.y_val).mean())
-            metrics["val_acc_clean"] = float((pred == data.y_val_clean).mean())
-        metrics["test_acc"] = float((evaluator.predict(model, data.x_test) == data.y_test).mean())
-        for name, (xe, ye) in data.eval_sets.items():
-            metrics[f"eval_{name}_acc"] = float((evaluator.predict(model, xe) == ye).mean())
-        pred_now = result.signals["pred"]
-        metrics["prediction_changes"] = (None if prev_pred is None
-                                         else labelwave.prediction_changes(prev_pred, pred_now))
-        prev_pred = pred_now
-        if config.gradient_disparity:
-            metrics["grad_disparity"] = _gradient_disparity(model, data, config, epoch, device)
-        metrics["n_duplicates"], metrics["n_non_finite"] = result.n_duplicates, result.n_non_finite
-        wall_time += time.perf_counter() - t0
-        metrics["wall_time"] = wall_time
-        scores = {"alignment": result.scores, **{s: result.signals[s] for s in config.signals}}
-        writer.log_epoch(metrics, scores)
-        stop = stopper.step(criteria.default_value(metrics)) if stopper is not None else False
+        last_gwa = result.summary.gwa
+        outcome = loop.end_epoch(
+            epoch=epoch, step=step, lr=lr, train_loss=float(loss_sum) / n, train_acc=int(correct) / n,
+            summary=result.summary, n_duplicates=result.n_duplicates, n_non_finite=result.n_non_finite,
+            pred_train=result.signals["pred"], seconds=time.perf_counter() - t0,
+            scores={"alignment": result.scores, **{s: result.signals[s] for s in config.signals}},
+            predict=lambda x: evaluator.predict(model, x),
+            grad_disparity=(lambda: _gradient_disparity(model, data, config, epoch, device))
+            if config.gradient_disparity else None)
         if rank == 0:
-            _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
-                              wall_time, prev_pred, read_metrics(run_dir))
+            _save_checkpoints(run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, loop, outcome.is_best)
         _barrier(world)
-        if stop:
-            log.warning("early stop at epoch %d: %s", epoch, stopper.reason)
+        if outcome.stop:
             break
 
 
-def _save_checkpoints(config, run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, stopper,
-                      wall_time, pred, rows) -> None:
-    from gwa.experiments.train import default_criterion
-
+def _save_checkpoints(run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, loop: EpochLoop,
+                      is_best: bool) -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if running_choice(rows, config) == epoch:
-        tag = f"best_{default_criterion()}"
+    if is_best:
+        tag = f"best_{DEFAULT_CRITERION}"
         checkpoint.save_torch_atomic({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / f"{tag}.pt")
         checkpoint.mark(run_dir, tag, epoch=epoch, backend=BACKEND, file=f"{tag}.pt")
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "tracker": tracker.state_dict(),
-             "stopper": None if stopper is None else stopper.state_dict(), "rng": _rng_state(),
-             "wall_time": wall_time, "pred": pred}
+             "loop": json.dumps(loop.state_dict()), "rng": _rng_state()}
     checkpoint.save_torch_atomic(state, ckpt_dir / LAST)
     checkpoint.mark(run_dir, "last", epoch=epoch, backend=BACKEND, file=LAST)

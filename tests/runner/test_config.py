@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from gwa.experiments.config import RunConfig
+from gwa.runner.config import RunConfig
 
 
 def test_defaults_are_valid_and_serialise_to_json():

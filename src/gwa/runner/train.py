@@ -7,15 +7,12 @@ the previews. A backend is a module with one function::
     train(config: RunConfig, data: PreparedData, writer: gwa.rundir.RunWriter, *,
           start_epoch: int, progress: bool) -> None
 
-It must, for epochs ``start_epoch + 1 .. config.epochs`` (stopping early if ``config.early_stop`` fires):
-train one epoch, then ``writer.log_epoch(metrics, scores)`` with the metric keys of :mod:`gwa.rundir`
-(``epoch, step, lr, train_loss, train_acc``, :func:`gwa.rundir.epoch_metrics`, ``val_acc``, ``val_acc_clean``,
-``test_acc``, ``eval_<name>_acc``, ``prediction_changes``, ``grad_disparity``, ``wall_time``) and
-``scores = {"alignment": (N,), <signal>: (N,) for signal in config.signals}`` indexed by sample id; then save
-``checkpoints/last.*`` and call :func:`gwa.experiments.checkpoint.mark` (``"last"``), and save
-``best_<DEFAULT>`` when :func:`running_choice` picks the epoch just finished. With ``start_epoch > 0`` it first
-restores its ``last`` checkpoint, which holds epoch ``start_epoch``. Backends: ``gwa.experiments.train_torch``
-and ``gwa.experiments.train_jax``.
+It must, for epochs ``start_epoch + 1 .. config.epochs``: train one epoch, hand it to
+:meth:`gwa.runner.loop.EpochLoop.end_epoch` (evaluation, the metrics row and scores in the run directory, the
+stop decision of the core policy), save ``best_<DEFAULT_CRITERION>`` when the outcome says the epoch is the best
+so far and ``checkpoints/last.*`` (with the loop's state), mark them with :func:`gwa.runner.checkpoint.mark`, and
+stop when the outcome says so. With ``start_epoch > 0`` it first restores its ``last`` checkpoint, which holds
+epoch ``start_epoch``. Backends: ``gwa.runner.train_torch`` and ``gwa.runner.train_jax``.
 
 Distributed (``torchrun``, torch backend): every rank runs the runner and the backend; ranks other than 0 get
 a :class:`ReadOnlyWriter` and must leave the run directory (checkpoints included) to rank 0.
@@ -26,14 +23,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from gwa.experiments.config import BACKENDS, DATASETS, DEVICES, NOISES, OPTIMIZERS, SCHEDULES, RunConfig
+from gwa.runner.config import BACKENDS, DATASETS, DEVICES, NOISES, OPTIMIZERS, SCHEDULES, RunConfig
 
 #: Inputs up to this size are stored whole as previews; larger sets store the most negatively aligned samples.
 PREVIEW_ALL_BYTES = 8 * 2**20
@@ -161,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
 def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     """Train ``config`` with its backend and write the run directory; returns its path."""
     from gwa import rundir
-    from gwa.experiments import checkpoint
-    from gwa.experiments.data import prepare
+    from gwa.runner import checkpoint
+    from gwa.runner.data import prepare
 
     out = config.out_dir
     rank = process_rank()
@@ -218,51 +214,27 @@ class ReadOnlyWriter:
 
 
 def load_backend(name: str):
-    module = {"torch": "gwa.experiments.train_torch", "jax": "gwa.experiments.train_jax"}.get(name)
+    module = {"torch": "gwa.runner.train_torch", "jax": "gwa.runner.train_jax"}.get(name)
     if module is None:
         raise ValueError(f"Expected `backend` to be one of {', '.join(BACKENDS)}; got {name!r}.")
     return importlib.import_module(module)
 
 
-def _select_all(rows: list[dict], *, finetune: bool) -> dict[str, int]:
-    from gwa.experiments import criteria
-
-    return criteria.select_all(rows, finetune=finetune) if rows else {}
-
-
-def default_criterion() -> str:
-    from gwa.experiments import criteria
-
-    return criteria.DEFAULT
-
-
-def running_choice(rows: list[dict], config: RunConfig) -> int | None:
-    """The epoch the default criterion picks among the epochs so far, as if all ``config.epochs`` were run.
-
-    The rows are padded with empty epochs up to ``config.epochs`` so that the warm-up skip is the final one
-    (the first 10% of *all* epochs); otherwise an early epoch could be best now and excluded at the end.
-    """
-    pad = [{"epoch": e} for e in range(len(rows) + 1, config.epochs + 1)]
-    try:
-        return _select_all([*rows, *pad], finetune=config.finetune).get(default_criterion())
-    except ValueError:  # nothing finite to choose from yet
-        return None
-
-
 def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
     """summary.json: for each criterion, the chosen epoch and the accuracies there."""
-    from gwa.experiments import checkpoint
+    from gwa import DEFAULT_CRITERION, policy
+    from gwa.runner import checkpoint
 
-    choices = _select_all(rows, finetune=config.finetune)
+    choices = policy.select_all(rows, finetune=config.finetune, total_epochs=config.epochs) if rows else {}
     by_epoch = {int(r["epoch"]): r for r in rows}
     acc_keys = ["test_acc", "val_acc", "val_acc_clean", *(f"eval_{n}_acc" for n in config.eval_sets)]
     criteria = {}
     for name, epoch in choices.items():
         row = by_epoch.get(int(epoch), {})
         criteria[name] = {"epoch": int(epoch), **{k: row.get(k) for k in acc_keys if k in row}}
-    best = checkpoint.read_mark(out, f"best_{default_criterion()}") if rows else None
+    best = checkpoint.read_mark(out, f"best_{DEFAULT_CRITERION}") if rows else None
     last = rows[-1] if rows else {}
-    return {"default": default_criterion(), "criteria": criteria, "epochs_run": len(rows),
+    return {"default": DEFAULT_CRITERION, "criteria": criteria, "epochs_run": len(rows),
             "epochs_planned": config.epochs, "final_test_acc": last.get("test_acc"),
             "best_checkpoint": best, "num_samples": data.num_samples,
             "noise": {"kind": config.noise, "rate_requested": config.noise_rate,
@@ -304,31 +276,3 @@ def print_summary(out: Path, file=None) -> None:
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
     print(f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)", file=file)
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def progress_bar(total: int, *, desc: str, enabled: bool):
-    """A tqdm bar on stderr, off when disabled or stderr is not a terminal."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
-                disable=not enabled or not sys.stderr.isatty())
-
-
-def epoch_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_samples)
-
-
-def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The epoch's batches of sample ids: ``ceil(N / batch_size)`` near-equal batches (never a batch of 1 after
-    a full one, which BatchNorm cannot train on)."""
-    perm = epoch_permutation(num_samples, seed, epoch)
-    return np.array_split(perm, math.ceil(num_samples / batch_size))
-
-
-def warmup_epochs_for_stopping(config: RunConfig) -> int:
-    """The paper skips the first 10% of training before choosing by GWA."""
-    return math.floor(0.1 * config.epochs)

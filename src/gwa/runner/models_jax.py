@@ -1,9 +1,9 @@
-"""Flax twins of the torch experiment models (:mod:`gwa.experiments.models`): MLP and small CNN.
+"""Flax twins of the torch experiment models (:mod:`gwa.runner.models`): MLP and small CNN.
 
 Same layers, widths, kernel sizes and pooling as the torch models, and torch's default initialisation
 distribution (weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), so a JAX run of a config trains the
 same function class from the same kind of start as the torch run; the drawn values differ (another RNG).
-Inputs are channels-last, as :mod:`gwa.experiments.data` stores them. Each model sows its head's input
+Inputs are channels-last, as :mod:`gwa.runner.data` stores them. Each model sows its head's input
 under :data:`gwa.jax.SOWN_NAME` and ends in a ``Dense`` named ``head``.
 """
 

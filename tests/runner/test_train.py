@@ -8,10 +8,10 @@ torch = pytest.importorskip("torch")
 import gwa
 from gwa import cli
 from gwa.experiments import train_torch
-from gwa.experiments.config import RunConfig
-from gwa.experiments.data import prepare
-from gwa.experiments.models import build_model
-from gwa.experiments.train import run_training
+from gwa.runner.config import RunConfig
+from gwa.runner.data import prepare
+from gwa.runner.models import build_model
+from gwa.runner.train import run_training
 from gwa.rundir import load_run
 
 TINY = {"dataset": "digits", "num_train": 240, "model": "mlp", "hidden": (16,), "batch_size": 64, "quiet": True}
@@ -82,7 +82,7 @@ def test_run_directory_is_complete_and_consistent(tmp_path):
     assert np.array_equal(run.preview_ids, np.arange(run.labels.size))
     p = prepare(config)
     np.testing.assert_allclose(run.previews, p.raw(p.x_train)[..., 0], atol=1e-5)
-    from gwa.experiments.data import load_digits
+    from gwa.runner.data import load_digits
 
     np.testing.assert_allclose(run.previews, load_digits().x_train[p.source_index, ..., 0], atol=1e-5)
 

@@ -1,6 +1,6 @@
 """The JAX/Flax backend of ``gwa train``: the torch backend's loop in Flax and optax, writing the same run directory.
 
-Interface: :func:`train` (see :mod:`gwa.experiments.train`). What is the same as ``train_torch``: the data
+Interface: :func:`train` (see :mod:`gwa.runner.train`). What is the same as ``train_torch``: the data
 (subset, noise, split, normalisation, the epoch's batches from (seed, epoch)), the architectures and their
 initialisation distribution, the optimizers (torch's L2 ``weight_decay`` for sgd/adam, decoupled for adamw)
 and the per-batch learning-rate schedules, the metrics, signals and checkpoints' meaning. What differs: the
@@ -30,9 +30,8 @@ import optax
 
 import gwa
 import gwa.jax as gj
-from gwa.baselines import labelwave
-from gwa.experiments import checkpoint, criteria
-from gwa.experiments.train import epoch_batches, progress_bar, running_choice, warmup_epochs_for_stopping
+from gwa.runner import checkpoint
+from gwa.runner.loop import EpochLoop, epoch_batches, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -226,20 +225,17 @@ def _save_atomic(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoints(config, run_dir, ckpt_dir, epoch, params, opt_state, stopper, wall_time, pred, rows):
+def _save_checkpoints(run_dir, ckpt_dir, epoch, params, opt_state, loop: EpochLoop, is_best: bool) -> None:
     from flax import serialization
 
-    from gwa.experiments.train import default_criterion
-
-    if running_choice(rows, config) == epoch:
-        tag = f"best_{default_criterion()}"
+    if is_best:
+        tag = f"best_{gwa.DEFAULT_CRITERION}"
         _save_atomic(ckpt_dir / f"{tag}.msgpack", serialization.msgpack_serialize(
             {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params))}))
         checkpoint.mark(run_dir, tag, epoch=epoch, backend=BACKEND, file=f"{tag}.msgpack")
     state = {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params)),
-             "opt_state": serialization.to_state_dict(jax.device_get(opt_state)), "wall_time": wall_time,
-             "stopper": json.dumps(None if stopper is None else stopper.state_dict()),
-             "pred": np.asarray(pred, np.float32)}
+             "opt_state": serialization.to_state_dict(jax.device_get(opt_state)),
+             "loop": json.dumps(loop.state_dict())}
     _save_atomic(ckpt_dir / LAST, serialization.msgpack_serialize(state))
     checkpoint.mark(run_dir, "last", epoch=epoch, backend=BACKEND, file=LAST)
 
@@ -252,13 +248,12 @@ def _load_last(path: Path, start_epoch: int, params, opt_state):
         raise ValueError(f"{path} holds epoch {state['epoch']}, but last.json says {start_epoch}.")
     params = serialization.from_state_dict(params, state["params"])
     opt_state = serialization.from_state_dict(opt_state, state["opt_state"])
-    return params, opt_state, json.loads(state["stopper"]), float(state["wall_time"]), np.asarray(state["pred"])
+    return params, opt_state, json.loads(state["loop"])
 
 
 def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) -> None:
-    """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.experiments.train` for the contract."""
-    from gwa.experiments.models_jax import build_model, init_params
-    from gwa.rundir import epoch_metrics, read_metrics
+    """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.runner.train` for the contract."""
+    from gwa.runner.models_jax import build_model, init_params
 
     if config.init_checkpoint:
         raise ValueError("`init_checkpoint` (a torch state_dict) cannot initialise the jax backend; use "
@@ -274,21 +269,17 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     signals = tuple(dict.fromkeys((*config.signals, "pred")))
     train_step, optimizer = _compiled_step(model, _optimizer_key(config, steps_per_epoch), config.align_bias,
                                            signals, device.platform != "cpu")
-    stopper = None if config.early_stop is None else gwa.EarlyStopper(
-        "max", patience=config.early_stop, warmup=warmup_epochs_for_stopping(config))
+    loop = EpochLoop(config, data, writer)
     run_dir = writer.path
     ckpt_dir = checkpoint.checkpoint_dir(run_dir)
     with jax.default_device(device):
         params = init_params(model, data.input_shape, config.seed)
         opt_state = optimizer.init(params)
-        wall_time, prev_pred = 0.0, None
         if start_epoch > 0:
-            params, opt_state, stopper_state, wall_time, prev_pred = _load_last(
-                ckpt_dir / LAST, start_epoch, params, opt_state)
-            if stopper is not None and stopper_state is not None:
-                stopper.load_state_dict(stopper_state)
-                if stopper.should_stop:
-                    return
+            params, opt_state, loop_state = _load_last(ckpt_dir / LAST, start_epoch, params, opt_state)
+            loop.load_state_dict(loop_state)
+            if loop.stopper.should_stop:
+                return
         predict = _compiled_predict(model)
         x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train.astype(np.int32))
         step = start_epoch * steps_per_epoch
@@ -308,29 +299,16 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             if host["n_non_finite"]:
                 log.warning("epoch %d: %d sample(s) with non-finite alignment left out (NaN/Inf logits).", epoch,
                             int(host["n_non_finite"]))
-            metrics = {"epoch": epoch, "step": step, "lr": lr, "train_loss": float(host["loss_sum"]) / n,
-                       "train_acc": int(host["correct"]) / n, **epoch_metrics(summary)}
-            if data.x_val is not None:
-                pred = predict(params, data.x_val)
-                metrics["val_acc"] = float((pred == data.y_val).mean())
-                metrics["val_acc_clean"] = float((pred == data.y_val_clean).mean())
-            metrics["test_acc"] = float((predict(params, data.x_test) == data.y_test).mean())
-            for name, (xe, ye) in data.eval_sets.items():
-                metrics[f"eval_{name}_acc"] = float((predict(params, xe) == ye).mean())
-            pred_now = host["store"]["pred"]
-            metrics["prediction_changes"] = (None if prev_pred is None
-                                             else labelwave.prediction_changes(prev_pred, pred_now))
-            prev_pred = pred_now
-            if config.gradient_disparity:
-                metrics["grad_disparity"] = gradient_disparity(model, params, data, config, epoch)
-            metrics["n_duplicates"], metrics["n_non_finite"] = 0, int(host["n_non_finite"])
-            wall_time += time.perf_counter() - t0
-            metrics["wall_time"] = wall_time
-            writer.log_epoch(metrics, {s: host["store"][s] for s in ("alignment", *config.signals)})
-            stop = stopper.step(criteria.default_value(metrics)) if stopper is not None else False
-            _save_checkpoints(config, run_dir, ckpt_dir, epoch, params, opt_state, stopper, wall_time, prev_pred,
-                              read_metrics(run_dir))
-            if stop:
-                log.warning("early stop at epoch %d: %s", epoch, stopper.reason)
+            outcome = loop.end_epoch(
+                epoch=epoch, step=step, lr=lr, train_loss=float(host["loss_sum"]) / n,
+                train_acc=int(host["correct"]) / n, summary=summary, n_duplicates=0,
+                n_non_finite=int(host["n_non_finite"]), pred_train=host["store"]["pred"],
+                seconds=time.perf_counter() - t0,
+                scores={s: host["store"][s] for s in ("alignment", *config.signals)},
+                predict=lambda x: predict(params, x),
+                grad_disparity=(lambda: gradient_disparity(model, params, data, config, epoch))
+                if config.gradient_disparity else None)
+            _save_checkpoints(run_dir, ckpt_dir, epoch, params, opt_state, loop, outcome.is_best)
+            if outcome.stop:
                 break
 

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_config(out, *, quick: bool = False, seed: int = 0, quiet: bool = False):
-    from gwa.experiments.config import RunConfig
+    from gwa.runner.config import RunConfig
 
     return RunConfig(dataset="mnist1d", model="cnn", noise="symmetric", noise_rate=0.2, val_frac=0.1,
                      optimizer="adam", batch_size=128, seed=seed, device="cpu", name=DEMO_NAME, out=str(out),
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from gwa.experiments.train import run_training
+    from gwa.runner.train import run_training
 
     # The demo's model is tiny: one thread does the same work without the threads' synchronisation cost
     # (measured on a loaded 2-core machine: 19.5 s of CPU time with one thread against 152 s with two).

@@ -72,7 +72,7 @@ class Job:
         return f"{self.dataset}_{self.model}_{noise}_{self.schedule}_seed{self.seed}_{self.variant}"
 
     def config(self, out: Path):
-        from gwa.experiments.config import RunConfig
+        from gwa.runner.config import RunConfig
 
         full = self.variant == "full"
         options = {"dataset": self.dataset, "model": self.model, "noise": self.noise, "noise_rate": self.noise_rate,
@@ -95,7 +95,7 @@ class DatasetPlan:
 
 def grid_plans(grid: str, *, cuda: bool) -> tuple[list[DatasetPlan], tuple, tuple[str, ...], tuple[int, ...], tuple]:
     """``(plans, noise settings, schedules, seeds, variants)`` of a named grid."""
-    from gwa.experiments.data import default_fashion_mnist_dir
+    from gwa.runner.data import default_fashion_mnist_dir
 
     small = {"mlp": {"hidden": (256, 256)}, "cnn": {"width": 16}}
     if grid == "reduced":  # keeps the code path alive in the test suite: seconds, not a measurement
@@ -118,7 +118,7 @@ def grid_plans(grid: str, *, cuda: bool) -> tuple[list[DatasetPlan], tuple, tupl
 
 def _cifar10_present() -> bool:
     try:
-        from gwa.experiments.data import load_cifar10
+        from gwa.runner.data import load_cifar10
 
         load_cifar10()
         return True
@@ -151,7 +151,7 @@ def make_jobs(grid: str, *, cuda: bool = False, seeds: int | None = None) -> lis
 def _worker_init(threads: int) -> None:
     import torch
 
-    from gwa.experiments import data
+    from gwa.runner import data
 
     torch.set_num_threads(threads)
     # Every run of a dataset loads (or generates) the same arrays; load them once per worker process.
@@ -162,7 +162,7 @@ def _worker_init(threads: int) -> None:
 
 
 def _run_job(job: Job, out: str) -> tuple[str, float, str | None]:
-    from gwa.experiments.train import run_training
+    from gwa.runner.train import run_training
 
     t0 = time.perf_counter()
     try:
@@ -198,7 +198,7 @@ def run_jobs(jobs: list[Job], out: Path, *, workers: int = 1, threads: int = 1, 
     if workers <= 1:
         import torch
 
-        from gwa.experiments import data
+        from gwa.runner import data
 
         # In this process: the same thread limit and dataset cache as a worker, undone afterwards.
         saved_threads, saved_loader = torch.get_num_threads(), data.load_dataset
@@ -250,8 +250,8 @@ def _variant(val_frac: float) -> str | None:
 
 def load_result(path: Path) -> RunResult | None:
     """Read one complete run directory; None if it is not a bench run (unknown held-out fraction)."""
+    from gwa import policy
     from gwa.baselines import detection
-    from gwa.experiments import criteria
     from gwa.rundir import load_run
 
     run = load_run(path)
@@ -260,11 +260,11 @@ def load_result(path: Path) -> RunResult | None:
     if variant is None or not run.metrics:
         return None
     rows = run.metrics
-    chosen = criteria.select_all(rows, finetune=bool(c.get("finetune")))
+    chosen = policy.select_all(rows, finetune=bool(c.get("finetune")), total_epochs=int(c.get("epochs") or len(rows)))
     chosen.update(candidate_choices(rows))
     if variant == "full" and "alignment" in run.signals():
         chosen.update(score_candidate_choices(run))
-    test = criteria.series(rows, "test_acc")
+    test = policy.series(rows, "test_acc")
     index = {int(r["epoch"]): i for i, r in enumerate(rows)}
     test_at = {k: float(test[index[e]]) for k, e in chosen.items()}
     result = RunResult(path=path, setting=(c["dataset"], c["model"], c["noise"], float(c["noise_rate"]),
@@ -274,7 +274,7 @@ def load_result(path: Path) -> RunResult | None:
     mask = run.noise_mask
     if variant == "full" and mask is not None and mask.any() and not mask.all():
         result.noise_fraction = float(mask.mean())
-        scores = detection.run_scores(run, epoch=chosen.get(criteria.DEFAULT))
+        scores = detection.run_scores(run, epoch=chosen.get(policy.DEFAULT_CRITERION))
         result.detection = {name: detection.ranking_quality(s, mask) for name, s in scores.items()}
         from gwa.report.flag import flag_samples
 
@@ -284,12 +284,12 @@ def load_result(path: Path) -> RunResult | None:
 
 
 def candidate_choices(rows: list[dict]) -> dict[str, int]:
-    """Epochs picked by the research candidates of :mod:`gwa.experiments.criteria` (prefixed ``cand:``)."""
-    from gwa.experiments import criteria
+    """Epochs picked by the research candidates of :mod:`gwa.bench.candidates` (prefixed ``cand:``)."""
+    from gwa.bench.candidates import CANDIDATES
 
     out = {}
     epochs = [int(r["epoch"]) for r in rows]
-    for name, choose in criteria.CANDIDATES.items():
+    for name, choose in CANDIDATES.items():
         try:
             out[f"cand:{name}"] = epochs[choose(rows)]
         except (ValueError, KeyError):
@@ -323,13 +323,13 @@ SCORE_CANDIDATES = {"align_median": _median_curve, "align_positive_mean": _posit
 
 
 def score_candidate_choices(run) -> dict[str, int]:
-    from gwa._stopping import select_epoch
+    from gwa.policy import choose, warmup_epochs
 
     matrix = run.score_matrix("alignment")
     out = {}
     for name, curve in SCORE_CANDIDATES.items():
         try:
-            out[f"cand:{name}"] = run.epochs[select_epoch(curve(matrix), "paper")]
+            out[f"cand:{name}"] = run.epochs[choose(curve(matrix), warmup=warmup_epochs(len(run.epochs)))]
         except ValueError:
             continue
     return out
@@ -439,9 +439,9 @@ def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
 
 
 def candidate_rows(results: list[RunResult]) -> tuple:
-    from gwa.experiments import criteria
+    from gwa.bench.candidates import CANDIDATES
 
-    names = [*criteria.CANDIDATES, *SCORE_CANDIDATES]
+    names = [*CANDIDATES, *SCORE_CANDIDATES]
     return tuple((f"candidate: {name}", "full", f"cand:{name}") for name in names)
 
 
@@ -520,11 +520,11 @@ def curve_tables(results: list[RunResult]) -> str:
             seen = np.isfinite(g)
             kurt = row.get("align_excess_kurtosis")
             mean = row.get("align_mean")
-            gwa_text = "∞" if row.get("gwa") is None else f"{row['gwa']:.3f}"
+            gwa_text = "∞" if row.get("gwa_paper") is None else f"{row['gwa_paper']:.3f}"
             noisy = f"{np.mean(g[seen & mask]):.4f}" if (seen & mask).any() else "–"
-            pearson = "–" if kurt is None or mean is None else f"{mean / (kurt + 3):.4f}"
+            pearson = "–" if row.get("gwa") is None else f"{row['gwa']:.4f}"
             lines.append(f"| {row['epoch']} | {100 * row['test_acc']:.1f} | {mean:.4f} | {median[i]:.4f} | "
-                         f"{kurt:.2f} | {kurt + 1.2:.2f} | {gwa_text} | {'yes' if row.get('gwa_flagged') else ''} | "
+                         f"{kurt:.2f} | {kurt + 1.2:.2f} | {gwa_text} | {'yes' if row.get('gwa_paper_flagged') else ''} | "
                          f"{pearson} | {np.mean(g[seen] < 0):.3f} | {np.mean(g[seen & ~mask]):.4f} | {noisy} |")
         picks = ", ".join(f"{k.removeprefix('cand:')} → {e}" for k, e in r.chosen.items())
         lines += ["", f"Chosen epochs: {picks}.", ""]
