@@ -52,15 +52,18 @@ def test_online_best_equals_the_post_hoc_choice(values, extra, patience, finetun
     total = len(values) + extra
     s = EarlyStopper(patience=patience, total_epochs=total, finetune=finetune)
     for v in values:
-        s.step(v)
+        if s.step(v):  # a trainer stops here
+            break
+    seen = values[:s.epoch]
     try:
-        expected = gwa.select_epoch(values, total_epochs=total, finetune=finetune)
+        expected = gwa.select_epoch(seen, total_epochs=total, finetune=finetune)
     except ValueError:
         expected = None
     assert s.best_epoch == expected
-    # the stop never fires before the best epoch plus the patience (after the warm-up)
+    # the stop fires exactly when the best epoch lies `patience` epochs behind (counted after the warm-up)
     if s.stopped_epoch is not None:
-        assert s.stopped_epoch - max(s.best_epoch or 0, s.warmup) >= patience
+        assert s.stopped_epoch == s.epoch
+        assert s.stopped_epoch - max(s.best_epoch or 0, s.warmup) == patience
 
 
 def test_without_total_epochs_it_agrees_with_the_history_so_far():
