@@ -5,12 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
-
-from gwa.experiments import bench
-from gwa.rundir import load_run
 
 pytest.importorskip("torch")
+
+from sklearn.metrics import roc_auc_score
+
+import gwa
+from gwa.bench import grid as bench
+from gwa.rundir import load_run
 
 
 def _args(**kw):
@@ -49,6 +51,12 @@ def test_table_cells_match_the_run_directories(reduced):
     test = full.series("test_acc")
     assert results[(setting, "full")].test_at["oracle"] == pytest.approx(test.max())
     assert results[(setting, "full")].test_at["last"] == pytest.approx(test[-1])
+    # gwa's default criterion: the core policy's epoch (1-based) over the run's rows, with the planned epochs.
+    chosen = gwa.select_epoch(full.metrics, total_epochs=full.config["epochs"])
+    assert results[(setting, "full")].chosen["gwa"] == chosen
+    assert results[(setting, "full")].test_at["gwa"] == pytest.approx(test[chosen - 1])
+    paper = gwa.select_epoch(full.metrics, "gwa_paper", total_epochs=full.config["epochs"])
+    assert results[(setting, "full")].test_at["gwa_paper"] == pytest.approx(test[paper - 1])
     val = load_run(reduced / bench.make_jobs("reduced")[-2].name)
     assert val.config["val_frac"] == 0.1
     pick = int(np.argmax(val.series("val_acc")))
@@ -74,7 +82,7 @@ def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
 def test_in_process_runs_leave_threads_and_the_loader_as_they_were(reduced, tmp_path):
     import torch
 
-    from gwa.experiments import data
+    from gwa.runner import data
 
     before = torch.get_num_threads(), data.load_dataset
     lines = []

@@ -6,7 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from gwa import cli
+import gwa
+from gwa import cli, policy
 from gwa.rundir import load_run
 
 
@@ -30,6 +31,10 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
         assert match, text
         assert int(match.group(1)) == info["epoch"]
         assert float(match.group(2)) == pytest.approx(100 * info["test_acc"], abs=0.051)
+    # Every stop rule's epoch is the core policy's choice over the logged rows (1-based, planned epochs' warm-up).
+    assert {k: v["epoch"] for k, v in run.summary["criteria"].items()} == policy.select_all(
+        run.metrics, total_epochs=run.config["epochs"])
+    assert run.summary["criteria"]["gwa"]["epoch"] == gwa.select_epoch(run.metrics, total_epochs=run.config["epochs"])
     flagged = re.search(r"(\d+) of (\d+) training samples; against the (\d+) flipped labels: precision ([\d.]+|n/a), "
                         r"recall ([\d.]+)", text)
     assert flagged, text
