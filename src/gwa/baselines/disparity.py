@@ -83,7 +83,8 @@ def gradient_disparity(model, loss_fn: Callable, batches: Iterable, *, train: bo
 def select_epoch(values: Sequence[float], *, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> int:
     """GD's stop rule: the epoch of the minimum, stopping after ``patience`` epochs without a new minimum.
 
-    An online rule (it never looks ahead of the epoch it stops at); NaN epochs count as no improvement. Ties go to the earliest epoch.
+    An online rule (it never looks ahead of the epoch it stops at); NaN epochs count as no improvement. Ties go to
+    the earliest epoch.
 
     Args:
         values: ``(E,)`` GD per epoch.
@@ -95,6 +96,10 @@ def select_epoch(values: Sequence[float], *, patience: int = DEFAULT_PATIENCE, w
 
     Raises:
         ValueError: when no finite value follows the warm-up.
+
+    Example:
+        >>> select_epoch([5.0, 3.0, 4.0, 4.5, 1.0], patience=2)   # stops at index 3, never sees the late 1.0
+        1
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
