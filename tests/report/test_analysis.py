@@ -102,8 +102,11 @@ def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
     curve, guarded = A.gwa_curve(run)
     np.testing.assert_array_equal(curve, [0.1, 0.2, np.nan, 0.3, 0.4])  # the paper's value, not the default
     assert guarded.tolist() == [False, True, True, True, True]
-    assert A.guard_reasons(run) == {2: "kurtosis pole: excess kurtosis -1.2 + beta 1.2 = 0 <= 0.1",
-                                    4: "flagged by the trainer", 5: "constant_scores"}
+    assert A.guard_reasons(run) == {
+        2: ("kurtosis_pole", "kurtosis pole: excess kurtosis -1.2 + beta 1.2 = 0 <= 0.1"),
+        4: ("flagged", "flagged by the trainer"),
+        5: ("constant_scores", "flagged by the trainer"),
+    }
 
 
 def test_mean_alignment_falls_back_to_scores(tmp_path, write_run):

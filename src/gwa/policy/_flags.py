@@ -29,6 +29,8 @@ def check_flag_options(rule: str, last_k: int, threshold: float | None, top: int
     check_choice("rule", rule, FLAG_RULES)
     if isinstance(last_k, bool) or not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
         raise ValueError(f"Expected `last_k` to be an integer >= 1; got {last_k!r}.")
+    if top is not None and threshold is not None:
+        raise ValueError(f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}.")
     if top is not None and (isinstance(top, bool) or not (isinstance(top, (int, np.integer)) and top >= 1)):
         raise ValueError(f"Expected `top` to be an integer >= 1; got {top!r}.")
     threshold = DEFAULT_THRESHOLDS[rule] if threshold is None else float(threshold)

@@ -120,12 +120,17 @@ def gwa_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     return gwa, flagged | ~np.isfinite(gwa)
 
 
-def guard_reasons(run: Run) -> dict[int, str]:
-    """``{epoch: message}`` for every epoch whose paper GWA was guarded by the trainer."""
+#: Readable names of the guard codes (:class:`gwa.GuardCode`), for grouping epochs in the report.
+GUARD_LABELS = {"no_scores": "no scores", "constant_scores": "constant scores", "kurtosis_pole": "kurtosis pole"}
+
+
+def guard_reasons(run: Run) -> dict[int, tuple[str, str]]:
+    """``{epoch: (code, message)}`` for every epoch whose paper GWA was guarded by the trainer."""
     out = {}
     for row in run.metrics:
         if row.get("gwa_paper_flagged") or row.get("gwa_guard") is not None:
-            out[int(row["epoch"])] = row.get("gwa_guard_message") or row.get("gwa_guard") or "flagged by the trainer"
+            code = row.get("gwa_guard") or "flagged"
+            out[int(row["epoch"])] = (code, row.get("gwa_guard_message") or "flagged by the trainer")
     return out
 
 

@@ -204,7 +204,8 @@ def _guard_sentence(run, guarded) -> str:
     by_reason: dict[str, list[int]] = {}
     for epoch, g in zip(run.epochs, guarded, strict=True):
         if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
-            why = reasons[epoch].split(":")[0] if epoch in reasons else "no finite GWA logged"
+            code = reasons[epoch][0] if epoch in reasons else None
+            why = analysis.GUARD_LABELS.get(code, "flagged by the trainer") if code else "no finite GWA logged"
             by_reason.setdefault(why, []).append(int(epoch))
     flagged = sorted(e for epochs in by_reason.values() for e in epochs)
     detail = "; ".join(f"{why} at {_ranges(epochs)}" for why, epochs in by_reason.items())
