@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
+pytest.importorskip("sklearn")
 
 from sklearn.metrics import roc_auc_score
 

@@ -2,11 +2,16 @@
 and a tiny run that writes a run directory ``gwa.rundir.load_run`` reads, resumes exactly, and matches the torch
 backend's contract (metric keys, score files)."""
 
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 import torch
 
 from gwa.experiments import models as torch_models
