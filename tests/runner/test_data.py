@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from gwa.experiments import data
+from gwa.runner import data
 from gwa.runner.config import RunConfig
 
 

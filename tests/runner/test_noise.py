@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gwa.experiments import noise
+from gwa.runner import noise
 
 
 def balanced_labels(n_per_class=50, num_classes=10):

@@ -6,8 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gwa
-from gwa import cli
-from gwa.experiments import train_torch
+from gwa import cli, policy
+from gwa.runner import train_torch
 from gwa.runner.config import RunConfig
 from gwa.runner.data import prepare
 from gwa.runner.models import build_model
@@ -36,7 +36,8 @@ def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
         per_sample_loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
         np.testing.assert_allclose(run.scores(epoch, "loss"), per_sample_loss.detach().numpy(), rtol=1e-5)
         assert run.metrics[epoch - 1]["train_loss"] == pytest.approx(float(per_sample_loss.mean().detach()), rel=1e-5)
-        assert run.metrics[epoch - 1]["gwa"] == pytest.approx(gwa.gwa_value(expected), rel=1e-4)
+        assert run.metrics[epoch - 1]["gwa_paper"] == pytest.approx(gwa.gwa_value(expected), rel=1e-4)
+        assert run.metrics[epoch - 1]["gwa"] == pytest.approx(gwa.summarize(expected).gwa, rel=1e-4)
         loss = per_sample_loss.mean()
         model.zero_grad()
         loss.backward()
@@ -76,8 +77,10 @@ def test_run_directory_is_complete_and_consistent(tmp_path):
     for info in summary["criteria"].values():
         assert info["test_acc"] == rows[info["epoch"] - 1]["test_acc"]
     assert summary["noise"]["num_noisy"] == int(run.noise_mask.sum())
-    # The best checkpoint is the default criterion's epoch.
+    # The best checkpoint is the default criterion's epoch, the core policy's choice over the rows.
     assert summary["best_checkpoint"]["epoch"] == summary["criteria"]["gwa"]["epoch"]
+    assert summary["criteria"]["gwa"]["epoch"] == gwa.select_epoch(rows, total_epochs=3)
+    assert {k: v["epoch"] for k, v in summary["criteria"].items()} == policy.select_all(rows, total_epochs=3)
     # Previews: all samples (small set), un-normalised.
     assert np.array_equal(run.preview_ids, np.arange(run.labels.size))
     p = prepare(config)
@@ -97,10 +100,10 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
     full = load_run(run_training(RunConfig(**common, out=str(tmp_path / "full")), progress=False))
     original = train_torch._save_checkpoints
 
-    def interrupt_at_epoch_3(config, run_dir, ckpt_dir, epoch, *args):
+    def interrupt_at_epoch_3(run_dir, ckpt_dir, epoch, *args):
         if epoch == 3:  # epoch 3 is logged, its checkpoint is not written
             raise KeyboardInterrupt
-        return original(config, run_dir, ckpt_dir, epoch, *args)
+        return original(run_dir, ckpt_dir, epoch, *args)
 
     monkeypatch.setattr(train_torch, "_save_checkpoints", interrupt_at_epoch_3)
     with pytest.raises(KeyboardInterrupt):
@@ -118,13 +121,17 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
 def test_early_stop_follows_the_stopper_on_the_default_criterion(tmp_path):
     config = RunConfig(**TINY, epochs=12, early_stop=1, lr=0.05, out=str(tmp_path / "run"))
     run = load_run(run_training(config, progress=False))
-    stopper = gwa.EarlyStopper("max", patience=1, warmup=1)
+    stopper = gwa.EarlyStopper(patience=1, total_epochs=12)  # warm-up: epoch 1
     # the value gwa's default criterion maximises: mean / (excess kurtosis + 3), recomputed by hand
     values = [r["align_mean"] / (r["align_excess_kurtosis"] + 3.0) for r in run.metrics]
+    assert [r["gwa"] for r in run.metrics] == pytest.approx(values, rel=1e-12)
     stops = [stopper.step(v) for v in values]
     assert stops[-1] or len(values) == 12
     assert not any(stops[:-1])
     assert run.summary["epochs_run"] == len(values)
+    # The best checkpoint and the summary's choice are the stopper's best epoch (1-based).
+    assert run.summary["criteria"]["gwa"]["epoch"] == stopper.best_epoch == run.summary["best_checkpoint"]["epoch"]
+    assert stopper.best_epoch == gwa.select_epoch(run.metrics, total_epochs=12)
 
 
 def _cli(argv, capsys):
@@ -137,7 +144,7 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
     base = ["train", "--dataset", "digits", "--num-train", "200", "--hidden", "16", "--epochs", "2", "--out", out, "-q"]
     assert _cli(base, capsys)[0] == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["status"] == "complete" and config["hidden"] == [16] and config["format"] == 1
+    assert config["status"] == "complete" and config["hidden"] == [16] and config["format"] == 2
     code, err = _cli(base, capsys)
     assert code == 2 and "is not empty; pass --resume to continue it or --overwrite" in err
     assert _cli([*base, "--overwrite"], capsys)[0] == 0
@@ -154,6 +161,20 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
     assert code == 2 and "format 99" in err
 
 
+def test_cli_train_refuses_to_resume_a_format1_run(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["train", "--dataset", "digits", "--num-train", "200", "--hidden", "16", "--epochs", "2", "--out", out, "-q"]
+    assert _cli(argv, capsys)[0] == 0
+    # A run of format 1 (an older gwa) is read, but never resumed: its rows have other keys.
+    cfg_path = tmp_path / "run" / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "format": 1}))
+    metrics_before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    code, err = _cli(["train", "--out", out, "--resume", "-q"], capsys)
+    assert code == 2 and "it is a run of format 1 (an older gwa); this gwa writes format 2. Start a new run." in err
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics_before
+    assert load_run(out).epochs == [1, 2]  # still read
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "mnist"], "Expected `dataset` to be one of digits, mnist1d, fashion-mnist, cifar10, imagefolder"),
     (["--model", "vgg16"], "Expected `model` to be one of mlp, cnn, resnet or timm:<name>; got 'vgg16'"),
@@ -166,7 +187,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
 
 
 def test_large_inputs_preview_the_most_negatively_aligned_samples(tmp_path, monkeypatch):
-    from gwa.experiments import train
+    from gwa.runner import train
 
     monkeypatch.setattr(train, "PREVIEW_ALL_BYTES", 1000)
     monkeypatch.setattr(train, "PREVIEW_COUNT", 10)
