@@ -23,7 +23,7 @@ def torch_initial_params(config, data):
     import jax.numpy as jnp
     import torch
 
-    from gwa.experiments.models import build_model
+    from gwa.runner.models import build_model
 
     torch.manual_seed(config.seed)  # exactly as train_torch does before building the model
     model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes,
@@ -36,8 +36,8 @@ def torch_initial_params(config, data):
 
 def run(config, out: Path, *, torch_init: bool = False):
     from gwa.experiments import models_jax
-    from gwa.experiments.data import prepare
-    from gwa.experiments.train import run_training
+    from gwa.runner.data import prepare
+    from gwa.runner.train import run_training
     from gwa.rundir import load_run
 
     config = config.replace(out=str(out), quiet=True)
@@ -63,7 +63,7 @@ def main(argv=None):
     import jax
     import torch
 
-    from gwa.experiments.config import RunConfig
+    from gwa.runner.config import RunConfig
 
     torch.set_num_threads(1)
     base = RunConfig(dataset="digits", model="mlp", noise="symmetric", noise_rate=0.2, epochs=args.epochs,

@@ -5,6 +5,9 @@ Run:
     python examples/torchrun_ddp.py --out runs/single                       # the same run in one process
     gwa report runs/ddp
 
+Every rank gets the same merged epoch summary, so every rank's :class:`gwa.EarlyStopper` (gwa's default criterion)
+makes the same decision: with ``--patience`` all ranks stop at the same epoch without exchanging anything.
+
 What makes the two runs give the same numbers: ``--batch-size`` is the *global* batch; each of the W ranks
 takes ``batch_size / W`` samples of it through a ``DistributedSampler`` (the same seeded permutation for every
 W, so rank r holds every W-th sample of it), and DDP averages the ranks' mean-loss gradients, which is the
@@ -29,7 +32,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from gwa.rundir import RunWriter, epoch_metrics
+import gwa
+from gwa import policy
+from gwa.rundir import RunWriter
 from gwa.torch import GWATracker
 
 
@@ -41,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--n-train", type=int, default=1440, help="training samples (the rest of digits is the test set)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=None, help="stop when gwa has no new best for this many epochs")
     p.add_argument("--double", action="store_true", help="float64 model and data")
     p.add_argument("--overwrite", action="store_true")
     return p.parse_args(argv)
@@ -78,7 +84,8 @@ def main(argv=None) -> None:
                                       **{k: v for k, v in vars(args).items() if k not in ("out", "overwrite")}},
                            n, labels=y[train_ids].numpy(), overwrite=args.overwrite)
 
-    step = 0
+    stopper = gwa.EarlyStopper(patience=args.patience, total_epochs=args.epochs)  # the default criterion, online
+    rows, step = [], 0
     for epoch in range(1, args.epochs + 1):
         sampler.set_epoch(epoch)
         model.train()
@@ -98,12 +105,23 @@ def main(argv=None) -> None:
         model.eval()
         with torch.no_grad():
             test_acc = (model(x[test_ids]).argmax(1) == y[test_ids]).double().mean().item()
+        row = {"epoch": epoch, "step": step, "train_loss": loss_sum.item() / n, "test_acc": test_acc,
+               **result.summary.metrics()}
+        rows.append(row)
+        stop = stopper.step(result.summary)  # the same on every rank: the summary is merged across ranks
         if writer is not None:
-            writer.log_epoch({"epoch": epoch, "step": step, "train_loss": loss_sum.item() / n, "test_acc": test_acc,
-                              **epoch_metrics(result.summary)}, {"alignment": result.scores})
-            print(f"epoch {epoch}: gwa {result.summary.gwa:.4f} align_mean {result.summary.mean:.4f} "
-                  f"test_acc {test_acc:.3f}", flush=True)
+            writer.log_epoch(row, {"alignment": result.scores})
+            print(f"epoch {epoch}: gwa {result.summary.gwa:.4f} (paper {result.summary.gwa_paper:.4f}) "
+                  f"align_mean {result.summary.mean:.4f} test_acc {test_acc:.3f}; {stopper.message}", flush=True)
+        if stop:
+            break
     if writer is not None:
+        choices = policy.select_all(rows, total_epochs=args.epochs)
+        writer.write_summary({"default": gwa.DEFAULT_CRITERION, "best_epoch": stopper.best_epoch,
+                              "stopped_epoch": stopper.stopped_epoch, "decision": stopper.message,
+                              "criteria": {name: {"epoch": e, "test_acc": rows[e - 1]["test_acc"]}
+                                           for name, e in choices.items()}})
+        print(f"best epoch by gwa's default criterion: {stopper.best_epoch}", flush=True)
         writer.finish()
     if distributed:
         dist.destroy_process_group()

@@ -56,7 +56,7 @@ def _writes_of_a_run(tmp_path) -> int:
 def _contents(path) -> dict:
     """Everything a run computed: metrics (but wall time), config (but how it was started), summary, every
     array, and the final weights."""
-    from gwa.experiments import checkpoint
+    from gwa.runner import checkpoint
 
     config = {k: v for k, v in rundir.read_config(path).items() if k not in HOW}
     metrics = [{k: v for k, v in r.items() if k != "wall_time"} for r in rundir.read_metrics(path)]

@@ -58,7 +58,7 @@ def test_the_payload_runs_when_unpickled_unsafely(tmp_path):
 @pytest.mark.hostile("refused")
 @pytest.mark.parametrize("where", ["value", "key", "top"])
 def test_noise_file_pt_with_a_payload_is_refused(tmp_path, marker, where):
-    from gwa.experiments import noise
+    from gwa.runner import noise
 
     obj = {"value": {"aggre_label": Payload(marker)}, "key": {Payload(marker): np.zeros(3, np.int64)},
            "top": Payload(marker)}[where]
@@ -71,7 +71,7 @@ def test_noise_file_pt_with_a_payload_is_refused(tmp_path, marker, where):
 @pytest.mark.parametrize("numpy_module", ["numpy._core", "numpy.core"])
 def test_noise_file_pt_of_numpy_label_arrays_loads(tmp_path, numpy_module):
     """CIFAR-10-N's file is a dict of int64 numpy arrays, pickled by numpy 1.x (numpy.core) or 2.x."""
-    from gwa.experiments import noise
+    from gwa.runner import noise
 
     labels = {"aggre_label": np.arange(10) % 3, "worse_label": np.arange(10)[::-1].copy() % 4}
     path = tmp_path / "CIFAR-10_human.pt"
@@ -84,7 +84,7 @@ def test_noise_file_pt_of_numpy_label_arrays_loads(tmp_path, numpy_module):
 
 @pytest.mark.hostile("refused")
 def test_noise_file_pt_with_an_object_array_is_refused(tmp_path, marker):
-    from gwa.experiments import noise
+    from gwa.runner import noise
 
     torch.save({"aggre_label": np.array([Payload(marker)], dtype=object)}, tmp_path / "h.pt")
     with pytest.raises(ValueError, match=r"Refusing to read .*h\.pt"):
@@ -93,7 +93,7 @@ def test_noise_file_pt_with_an_object_array_is_refused(tmp_path, marker):
 
 @pytest.mark.hostile("refused")
 def test_noise_file_npy_with_an_object_array_is_refused(tmp_path, marker):
-    from gwa.experiments import noise
+    from gwa.runner import noise
 
     np.save(tmp_path / "labels.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match=r"Cannot read label file .*labels\.npy as a numeric \.npy array"):
@@ -132,7 +132,7 @@ def _cifar_dir(tmp_path, batch_of, protocol=pickle.HIGHEST_PROTOCOL):
 @pytest.mark.parametrize("protocol", [2, 5])
 @pytest.mark.parametrize("where", ["whole", "data", "labels"])
 def test_cifar10_batch_with_a_payload_is_refused(tmp_path, marker, protocol, where):
-    from gwa.experiments import data
+    from gwa.runner import data
 
     def batch_of(name, plain):
         if name != "data_batch_3":
@@ -147,7 +147,7 @@ def test_cifar10_batch_with_a_payload_is_refused(tmp_path, marker, protocol, whe
 
 @pytest.mark.hostile("refused")
 def test_cifar10_batch_of_another_shape_is_a_clear_error(tmp_path):
-    from gwa.experiments import data
+    from gwa.runner import data
 
     _cifar_dir(tmp_path, lambda name, plain: [1, 2] if name == "test_batch" else plain)
     with pytest.raises(ValueError, match=r"Expected .*test_batch to hold a CIFAR-10 batch \(a dict with 'data' and "
@@ -158,7 +158,7 @@ def test_cifar10_batch_of_another_shape_is_a_clear_error(tmp_path):
 @pytest.mark.hostile("accepted")
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_cifar10_batches_of_numpy_1_and_2_load(tmp_path, protocol):
-    from gwa.experiments import data
+    from gwa.runner import data
 
     folder = _cifar_dir(tmp_path, lambda name, plain: plain, protocol)
     if protocol == 2:  # what the official files (numpy 1.x) name
@@ -188,7 +188,7 @@ def small_run(tmp_path, capsys):
 @pytest.mark.hostile("refused")
 @pytest.mark.parametrize("legacy_name", [False, True])
 def test_resume_from_a_crafted_checkpoint_is_refused(tmp_path, small_run, marker, capsys, legacy_name):
-    from gwa.experiments import checkpoint
+    from gwa.runner import checkpoint
 
     last = checkpoint.marked_file(small_run, "last")
     if legacy_name:  # a run directory of an older gwa: checkpoints/last.pt
@@ -245,7 +245,7 @@ def test_huggingface_callback_state_with_a_payload_is_refused(tmp_path, marker):
 
 @pytest.mark.hostile("refused")
 def test_eval_set_npz_with_object_arrays_is_refused(tmp_path, marker):
-    from gwa.experiments import data
+    from gwa.runner import data
 
     np.savez(tmp_path / "evil.npz", x=np.array([Payload(marker)], dtype=object), y=np.zeros(1, np.int64))
     with pytest.raises(ValueError, match=r"Eval set 'c': cannot read .*evil\.npz as an \.npz of numeric arrays"):

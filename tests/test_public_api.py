@@ -10,18 +10,22 @@ import pytest
 
 import gwa
 
-CORE_MODULES = ["gwa", "gwa._validation", "gwa._kernel", "gwa._moments", "gwa._summary", "gwa._stopping",
-                "gwa.rundir", "gwa.cli"]
+CORE_MODULES = ["gwa", "gwa._validation", "gwa._kernel", "gwa._moments", "gwa._summary", "gwa.policy",
+                "gwa.policy._criteria", "gwa.policy._stopper", "gwa.policy._flags", "gwa.rundir", "gwa.cli"]
 HEAVY = ["torch", "jax", "jaxlib", "flax", "optax", "lightning", "transformers", "timm", "matplotlib", "scipy",
          "sklearn", "tqdm", "mnist1d"]
 
 
 def test_all_is_pinned():
-    assert gwa.__all__ == ["EarlyStopper", "EpochSummary", "Moments", "PAPER_BETA", "UNDEFINED_SCORE", "alignment",
-                           "gwa_value", "select_epoch", "summarize"]
+    assert gwa.__all__ == ["DEFAULT_CRITERION", "EarlyStopper", "EpochSummary", "Guard", "GuardCode", "Moments",
+                           "PAPER_BETA", "StopReason", "UNDEFINED_SCORE", "alignment", "gwa_value", "pearson_ratio",
+                           "select_epoch", "summarize"]
     for name in gwa.__all__:
         assert getattr(gwa, name) is not None
-    assert gwa.PAPER_BETA == 1.2 and gwa.UNDEFINED_SCORE == 0.0
+    assert gwa.PAPER_BETA == 1.2 and gwa.UNDEFINED_SCORE == 0.0 and gwa.DEFAULT_CRITERION == "gwa"
+    # The public names are the core policy's own objects, not copies.
+    assert gwa.select_epoch is gwa.policy.select_epoch and gwa.EarlyStopper is gwa.policy.EarlyStopper
+    assert gwa.StopReason is gwa.policy.StopReason and gwa.DEFAULT_CRITERION == gwa.policy.DEFAULT_CRITERION
     assert isinstance(gwa.__version__, str) and gwa.__version__.count(".") == 2
 
 
@@ -38,7 +42,11 @@ def test_import_gwa_with_frameworks_blocked():
         s = gwa.alignment(x @ W.T, np.array([0, 1]), x, W)
         assert abs(s[0] - 0.5) < 1e-12, s
         m = gwa.Moments.from_values(s)
-        gwa.summarize(m); gwa.gwa_value(m); gwa.select_epoch([0.1, 0.3, 0.2]); gwa.EarlyStopper().step(0.1)
+        summary = gwa.summarize(m); gwa.gwa_value(m)
+        assert gwa.select_epoch([0.1, 0.3, 0.2]) == 2 and gwa.select_epoch([summary, summary]) == 1
+        stopper = gwa.EarlyStopper(patience=1, total_epochs=3)
+        assert [stopper.step(v) for v in (0.1, 0.3, 0.2)] == [False, False, True] and stopper.best_epoch == 2
+        import gwa.policy, gwa.report.report, gwa.report.flag, gwa.report.compare
         gwa.cli.build_parser()
         loaded = sorted({{m.split(".")[0] for m, mod in sys.modules.items() if mod is not None}} & set(HEAVY))
         assert not loaded, loaded
@@ -58,5 +66,5 @@ def test_docstring_examples_run(name):
 
 def test_core_modules_with_examples_have_them():
     # The examples above are not vacuous: these modules document their main entry points with one.
-    for name in ("gwa._kernel", "gwa._moments", "gwa._summary", "gwa._stopping"):
+    for name in ("gwa._kernel", "gwa._moments", "gwa._summary", "gwa.policy._criteria"):
         assert doctest.testmod(importlib.import_module(name)).attempted > 0, name

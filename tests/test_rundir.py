@@ -7,17 +7,8 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.rundir import (
-    FORMAT,
-    Run,
-    RunDirError,
-    RunDirWarning,
-    RunWriter,
-    epoch_metrics,
-    load_run,
-    read_config,
-    read_metrics,
-)
+from gwa.rundir import (FORMAT, READABLE_FORMATS, Run, RunDirError, RunDirWarning, RunWriter, load_run, read_config,
+                        read_metrics, upgrade_row)
 
 N = 6
 
@@ -41,7 +32,7 @@ def test_round_trip(tmp_path):
     writer.finish()
     run = load_run(tmp_path / "run")
     assert isinstance(run, Run) and run.complete and run.name == "demo"
-    assert run.config["format"] == FORMAT == 1 and run.config["gwa_version"] == gwa.__version__
+    assert run.config["format"] == FORMAT == 2 and run.config["gwa_version"] == gwa.__version__
     assert run.config["num_samples"] == N and run.config["lr"] == 0.1 and run.config["status"] == "complete"
     assert run.epochs == [1, 2, 3]
     np.testing.assert_array_equal(run.series("train_loss"), [1.0, 0.5, 1.0 / 3])
@@ -58,7 +49,7 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(run.scores(3, "loss"), np.arange(N) * 3)
     matrix = run.score_matrix()
     assert matrix.shape == (3, N) and np.isnan(matrix[0, 3:]).all() and not np.isnan(matrix[2, :5]).any()
-    assert run.summary == {"format": 1, "criteria": {"paper": {"epoch": 3, "test_acc": 0.9}}}
+    assert run.summary == {"format": 2, "criteria": {"paper": {"epoch": 3, "test_acc": 0.9}}}
     np.testing.assert_array_equal(run.preview_ids, [5, 1])
     assert run.previews.shape == (2, 4, 4) and run.previews.dtype == np.uint8
 
@@ -75,15 +66,23 @@ def test_non_finite_metrics_are_written_as_null(tmp_path):
     assert config["note"] == [None, {"x": None}] and config["k"] == 3
 
 
-def test_epoch_metrics_from_a_summary(tmp_path):
+def test_summary_metrics_round_trip_through_the_run_directory(tmp_path):
     summary = gwa.summarize(np.r_[np.full(50, 0.9), np.full(50, -0.1)], n_undefined=2)
-    row = epoch_metrics(summary)
-    assert row["gwa_flagged"] is True and row["gwa_guard"].startswith("kurtosis pole")
+    row = summary.metrics()
+    assert row["gwa_paper_flagged"] is True and row["gwa_guard"] == "kurtosis_pole"
+    assert row["gwa_guard_message"].startswith("kurtosis pole: excess kurtosis -2")
     assert row["n_scores"] == 100 and row["n_undefined"] == 2
-    assert row["align_mean"] == pytest.approx(0.4) and row["gwa"] == pytest.approx(-0.5)
-    empty = epoch_metrics(gwa.summarize(np.array([])))
-    assert empty["align_mean"] is None and empty["gwa"] is None and empty["gwa_guard"] == "no scores"
+    assert row["align_mean"] == pytest.approx(0.4) and row["gwa_paper"] == pytest.approx(-0.5)
+    assert row["gwa"] == pytest.approx(0.4)  # the default value: 0.4 / (-2 + 3)
+    empty = gwa.summarize(np.array([])).metrics()
+    assert empty["align_mean"] is None and empty["gwa"] is None and empty["gwa_paper"] is None
+    assert empty["gwa_guard"] == "no_scores" and empty["gwa_guard_message"] == "no scores"
     json.dumps(empty, allow_nan=False)
+    writer = RunWriter(tmp_path / "run", {}, N)
+    writer.log_epoch({"epoch": 1, **row})
+    writer.log_epoch({"epoch": 2, **empty})
+    run = load_run(tmp_path / "run")
+    assert run.metrics == [{"epoch": 1, **row}, {"epoch": 2, **empty}]  # format 2 rows are read as written
 
 
 def test_refuses_to_overwrite_a_non_empty_directory(tmp_path):
@@ -168,7 +167,8 @@ def test_format_version_error(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     config["format"] = 99
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
-    message = (r"has run-directory format 99; this gwa reads format 1\. Re-run it with this version, or read it "
+    assert READABLE_FORMATS == (1, 2)
+    message = (r"has run-directory format 99; this gwa reads formats 1, 2\. Re-run it with this version, or read it "
                rf"with the gwa that wrote it \({gwa.__version__}\)")
     with pytest.raises(RunDirError, match=message):
         load_run(tmp_path / "run")
@@ -192,7 +192,7 @@ def test_config_cannot_clobber_the_contract_keys(tmp_path):
     writer.finish()
     run = load_run(tmp_path / "run")
     assert list(run.config)[:4] == ["format", "gwa_version", "status", "num_samples"]
-    assert (run.config["format"], run.config["status"], run.config["num_samples"]) == (1, "complete", N)
+    assert (run.config["format"], run.config["status"], run.config["num_samples"]) == (2, "complete", N)
     assert run.config["lr"] == 1.0 and run.complete
 
 

@@ -16,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from gwa._validation import check_numpy_inputs
@@ -54,17 +56,21 @@ def alignment(logits, targets, embeddings, weight, bias=None):
         >>> float(gwa.alignment(x @ W.T, np.array([0]), x, W)[0]).__round__(4)
         0.5
     """
-    module = type(logits).__module__
-    if module.startswith("torch"):
-        from gwa.torch import alignment as torch_alignment
-
-        return torch_alignment(logits, targets, embeddings, weight, bias)
-    if module.startswith(("jax", "jaxlib")):
-        from gwa.jax import alignment as jax_alignment
-
-        return jax_alignment(logits, targets, embeddings, weight, bias)
+    adapter = _adapter_for(logits)
+    if adapter is not None:
+        return adapter(logits, targets, embeddings, weight, bias)
     scores, _ = alignment_with_mask(logits, targets, embeddings, weight, bias)
     return scores
+
+
+#: Array libraries with an adapter: the top-level module of the array's type -> the adapter package, looked up by
+#: name at call time (a plugin table, not an import: the core never imports an adapter, so no import circle).
+ADAPTERS = {"torch": "gwa.torch", "jax": "gwa.jax", "jaxlib": "gwa.jax"}
+
+
+def _adapter_for(array):
+    package = ADAPTERS.get(type(array).__module__.split(".")[0])
+    return None if package is None else importlib.import_module(package).alignment
 
 
 def alignment_with_mask(logits, targets, embeddings, weight, bias=None):

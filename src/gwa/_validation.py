@@ -132,6 +132,14 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def check_finite_number(name: str, value: float) -> float:
+    """A real finite number (NaN or inf would silently switch a check off)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.floating, np.integer))
+                                       and np.isfinite(value)):
+        raise ValueError(f"Expected `{name}` to be a finite number; got {value!r}.")
+    return float(value)
+
+
 def check_choice(name: str, value: Any, allowed) -> Any:
     if value not in allowed:
         raise ValueError(f"Expected `{name}` to be one of {sorted(allowed)}; got {value!r}.")

@@ -1,9 +1,9 @@
 """The run directory: the contract between training (any trainer) and analysis (report, flag, compare).
 
-Layout (``FORMAT`` = 1), all plain files::
+Layout (``FORMAT`` = 2; format-1 runs are still read), all plain files::
 
     RUN/
-      config.json            {"format": 1, "gwa_version": ..., "status": "running"|"complete", ...run config}
+      config.json            {"format": 2, "gwa_version": ..., "status": "running"|"complete", ...run config}
       metrics.jsonl          one JSON object per finished epoch (keys below), appended as epochs end
       labels.npy             int64 (N,): the training labels used, indexed by sample id
       clean_labels.npy       int64 (N,): the labels before noise injection (when known)
@@ -13,14 +13,15 @@ Layout (``FORMAT`` = 1), all plain files::
       source_index.npy       int64 (N,): each sample id's index in the source dataset (written by gwa train)
       previews.npy, preview_ids.npy   optional inputs of some samples for the report's thumbnails:
                              (K, H, W), (K, H, W, 3) images or (K, L) 1-D signals, and their sample ids (K,)
-      summary.json           {"format": 1, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
+      summary.json           {"format": 2, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
       checkpoints/           framework checkpoints: last.json names the file resume reads (last-0005.pt),
                              best_<criterion>.json its file; never read by the analysis side
       gwa.lock               advisory lock held by the one process writing the run (holds its pid)
 
 Epochs are numbered from 1. Metric keys written by gwa's trainers (absent or ``null`` when not measured):
-``epoch, step, lr, train_loss, train_acc, align_mean, align_std, align_excess_kurtosis, gwa, gwa_flagged,
-gwa_guard, n_scores, n_undefined, n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
+``epoch, step, lr, train_loss, train_acc``, the alignment keys of :meth:`gwa.EpochSummary.metrics` (``align_mean,
+align_std, align_excess_kurtosis, gwa`` (the default criterion's value), ``gwa_paper, gwa_paper_flagged, gwa_guard``
+(a :class:`gwa.GuardCode` value), ``gwa_guard_message, n_scores, n_undefined``), n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
 test_acc, eval_<name>_acc, prediction_changes, grad_disparity, wall_time`` plus any extra scalar a trainer logs.
 Non-finite floats are written as ``null``.
 
@@ -53,7 +54,9 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, everything 
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+#: Formats this gwa reads: format 1 (gwa 0.1) logged the paper's value as ``gwa``; its rows are upgraded on read.
+READABLE_FORMATS = (1, 2)
 SCORES_DIR = "scores"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = "gwa.lock"
@@ -336,7 +339,9 @@ class RunWriter:
         if resume:
             if not (self.path / "config.json").exists():
                 raise RunDirError(f"Cannot resume: {self.path} holds no run (no config.json).")
-            read_config(self.path)  # checks the format version
+            if read_config(self.path)["format"] != FORMAT:
+                raise RunDirError(f"Cannot resume {self.path}: it is a run of format {read_config(self.path)['format']}"
+                                  f" (an older gwa); this gwa writes format {FORMAT}. Start a new run.")
             self.rows = self._rows_to_resume(resume_epoch)
         else:
             check_writable(self.path, overwrite=overwrite)
@@ -449,12 +454,28 @@ class RunWriter:
         self._lock.release()
 
 
-def epoch_metrics(summary) -> dict:
-    """The run directory's alignment keys for one :class:`gwa.EpochSummary` (JSON-safe)."""
-    return _jsonable({"align_mean": summary.mean, "align_std": summary.std,
-                      "align_excess_kurtosis": summary.excess_kurtosis, "gwa": summary.gwa,
-                      "gwa_flagged": summary.flagged, "gwa_guard": summary.guard, "n_scores": summary.n,
-                      "n_undefined": summary.n_undefined})
+def upgrade_row(row: dict, fmt: int) -> dict:
+    """A metrics row of run-directory format ``fmt`` in the keys of the current format.
+
+    Format 1 logged the paper's value as ``gwa`` (and ``gwa_flagged``, a prose ``gwa_guard``); format 2 logs the
+    default criterion's value as ``gwa`` and the paper's as ``gwa_paper``.
+    """
+    if fmt != 1 or "gwa_paper" in row:
+        return row
+    from gwa._summary import pearson_ratio
+
+    out = dict(row)
+    out["gwa_paper"] = out.pop("gwa", None)
+    out["gwa_paper_flagged"] = out.pop("gwa_flagged", None)
+    message = out.pop("gwa_guard", None)
+    codes = (("no scores", "no_scores"), ("constant", "constant_scores"), ("kurtosis pole", "kurtosis_pole"))
+    out["gwa_guard"] = None if message is None else next((c for p, c in codes if message.startswith(p)),
+                                                         "kurtosis_pole")
+    out["gwa_guard_message"] = message
+    mean, kurt = out.get("align_mean"), out.get("align_excess_kurtosis")
+    value = None if mean is None or kurt is None else pearson_ratio(mean, kurt)
+    out["gwa"] = value if value is not None and math.isfinite(value) else None
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -476,10 +497,10 @@ def read_config(path) -> dict:
     if not isinstance(config, dict):
         raise RunDirError(f"{cfg_path}: expected a JSON object (the run's configuration); got "
                           f"{type(config).__name__}.")
-    if config.get("format") != FORMAT:
-        raise RunDirError(f"{path} has run-directory format {config.get('format')!r}; this gwa reads format "
-                          f"{FORMAT}. Re-run it with this version, or read it with the gwa that wrote it "
-                          f"({config.get('gwa_version', 'unknown version')}).")
+    if config.get("format") not in READABLE_FORMATS:
+        raise RunDirError(f"{path} has run-directory format {config.get('format')!r}; this gwa reads formats "
+                          f"{', '.join(map(str, READABLE_FORMATS))}. Re-run it with this version, or read it with "
+                          f"the gwa that wrote it ({config.get('gwa_version', 'unknown version')}).")
     return config
 
 
@@ -646,9 +667,9 @@ def _check_summary(path: Path, summary: Any, epochs: list[int], problems: list[s
     where = path / "summary.json"
     if not isinstance(summary, dict):
         raise RunDirError(f"{where}: expected a JSON object; got {type(summary).__name__}.")
-    if summary.get("format", FORMAT) != FORMAT:
-        raise RunDirError(f"{where} has run-directory format {summary.get('format')!r}; this gwa reads format "
-                          f"{FORMAT}.")
+    if summary.get("format", FORMAT) not in READABLE_FORMATS:
+        raise RunDirError(f"{where} has run-directory format {summary.get('format')!r}; this gwa reads formats "
+                          f"{', '.join(map(str, READABLE_FORMATS))}.")
     criteria = summary.get("criteria", {})
     if not isinstance(criteria, dict):
         raise RunDirError(f"{where}: expected 'criteria' to be a JSON object; got {type(criteria).__name__}.")
@@ -695,6 +716,7 @@ def load_run(path) -> Run:
     previews = opt("previews", None if preview_ids is None else len(preview_ids))
     for message in problems:
         warnings.warn(message, RunDirWarning, stacklevel=2)
-    return Run(path=path, config=config, metrics=scan.rows, summary=summary, labels=opt("labels"),
+    metrics = [upgrade_row(r, config["format"]) for r in scan.rows]
+    return Run(path=path, config=config, metrics=metrics, summary=summary, labels=opt("labels"),
                clean_labels=opt("clean_labels"), noise_mask=opt("noise_mask"), preview_ids=preview_ids,
                previews=previews, problems=problems)

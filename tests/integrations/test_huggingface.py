@@ -20,7 +20,6 @@ from transformers import (
 )
 
 import gwa
-from gwa.experiments import criteria
 from gwa.integrations.huggingface import GWATrainerCallback
 from gwa.rundir import load_run
 
@@ -127,12 +126,18 @@ def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, 
     for epoch, expected in enumerate(recorder.epoch_scores(2), start=1):
         assert not np.isnan(expected).any()
         np.testing.assert_allclose(run.scores(epoch), expected, atol=1e-5)
-        assert run.metrics[epoch - 1]["gwa"] == pytest.approx(gwa.summarize(expected).gwa, rel=1e-4, abs=1e-6)
+        summary = gwa.summarize(expected)
+        assert run.metrics[epoch - 1]["gwa"] == pytest.approx(summary.gwa, rel=1e-4, abs=1e-6)
+        assert run.metrics[epoch - 1]["gwa_paper"] == pytest.approx(summary.gwa_paper, rel=1e-4, abs=1e-6)
         assert run.metrics[epoch - 1]["step"] == epoch * N // BATCH
     logged = [h for h in trainer.state.log_history if "gwa" in h]
+    # 2 planned epochs: no warm-up (floor 0.2), so every logged `gwa` is the default value of its row.
     assert [h["gwa"] for h in logged] == pytest.approx([r["gwa"] for r in run.metrics])
-    assert {"gwa/align_mean", "gwa/align_std", "gwa/excess_kurtosis", "gwa/flagged"} <= set(logged[0])
-    assert cb.best_epoch == criteria.select_all(run.metrics)["gwa"] == run.summary["best_epoch"]
+    assert [h["gwa_paper"] for h in logged] == pytest.approx([r["gwa_paper"] for r in run.metrics])
+    assert [h["gwa_paper_flagged"] for h in logged] == [float(r["gwa_paper_flagged"]) for r in run.metrics]
+    assert {"gwa/align_mean", "gwa/align_std", "gwa/excess_kurtosis"} <= set(logged[0])
+    assert cb.best_epoch == gwa.select_epoch(run.metrics, total_epochs=2) == run.summary["best_epoch"]
+    assert run.summary["criteria"]["gwa"]["epoch"] == cb.best_epoch
 
 
 def test_stops_itself_and_restores_the_best_weights(tmp_path):
@@ -142,10 +147,11 @@ def test_stops_itself_and_restores_the_best_weights(tmp_path):
     trainer = train(cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2, logging_strategy="no")
     values = [s.mean for s in cb.tracker.history]
     assert [h["gwa/align_mean"] for h in trainer.state.log_history if "gwa" in h] == pytest.approx(values)
-    stopper = gwa.EarlyStopper("max", patience=1, warmup=1)  # the first 10% of 12 epochs
-    stop = next(i for i, v in enumerate(values) if stopper.step(v))
-    assert len(values) == stop + 1 < 12 and cb.stopped_epoch == stop + 1 == len(recorder.epoch_states)
-    assert cb.best_epoch == stopper.best_epoch + 1
+    stopper = gwa.EarlyStopper("align_mean", patience=1, total_epochs=12)  # warm-up: the first 10% of 12 epochs
+    assert stopper.warmup == 1
+    stop = next(i for i, v in enumerate(values, start=1) if stopper.step(v))
+    assert len(values) == stop < 12 and cb.stopped_epoch == stop == stopper.stopped_epoch == len(recorder.epoch_states)
+    assert cb.best_epoch == stopper.best_epoch
     for name, value in recorder.epoch_states[cb.best_epoch - 1].items():
         torch.testing.assert_close(net.state_dict()[name], value)
 

@@ -17,7 +17,6 @@ import _lightning_setup as S
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import gwa
-from gwa.experiments import criteria
 from gwa.integrations.lightning import GWACallback, default_batch_to_targets_ids
 from gwa.rundir import load_run
 
@@ -43,6 +42,9 @@ def test_scores_and_gwa_match_the_numpy_core_on_pre_step_weights(tmp_path):
         summary = gwa.summarize(scores)
         row = run.metrics[epoch - 1]
         assert row["gwa"] == pytest.approx(summary.gwa, rel=1e-4, abs=1e-6)
+        assert row["gwa"] == pytest.approx(summary.mean / (summary.excess_kurtosis + 3), rel=1e-4, abs=1e-6)
+        assert row["gwa_paper"] == pytest.approx(summary.gwa_paper, rel=1e-4, abs=1e-6)
+        assert row["gwa_paper_flagged"] is summary.flagged
         assert row["align_mean"] == pytest.approx(summary.mean, abs=1e-6)
         assert row["n_scores"] == S.N and row["step"] == epoch * S.N // BATCH
         assert row["train_loss"] > 0
@@ -50,12 +52,16 @@ def test_scores_and_gwa_match_the_numpy_core_on_pre_step_weights(tmp_path):
     # The last epoch's values reached the trainer's metrics (loggers) under the documented names.
     last = gwa.summarize(expected[-1])
     logged = {k: float(v) for k, v in cb_metrics(cb).items()}
-    assert logged["gwa"] == pytest.approx(last.gwa, rel=1e-4, abs=1e-6)
+    assert set(logged) >= {"gwa", "gwa_paper", "gwa_paper_flagged", "gwa/align_mean", "gwa/align_std",
+                           "gwa/excess_kurtosis", "train_loss"}
+    assert logged["gwa"] == pytest.approx(last.gwa, rel=1e-4, abs=1e-6)  # 5 epochs: no warm-up (floor 0.5)
+    assert logged["gwa_paper"] == pytest.approx(last.gwa_paper, rel=1e-4, abs=1e-6)
+    assert logged["gwa/align_mean"] == pytest.approx(last.mean, abs=1e-6)
     assert logged["gwa/align_std"] == pytest.approx(last.std, rel=1e-4)
     assert logged["gwa/excess_kurtosis"] == pytest.approx(last.excess_kurtosis, rel=1e-3, abs=1e-5)
-    assert logged["gwa/flagged"] == float(last.flagged)
+    assert logged["gwa_paper_flagged"] == float(last.flagged)
     # The online best epoch is the default criterion's post-hoc choice; summary.json has the choices.
-    assert cb.best_epoch == criteria.select_all(run.metrics)["gwa"] == run.summary["criteria"]["gwa"]["epoch"]
+    assert cb.best_epoch == gwa.select_epoch(run.metrics, total_epochs=EPOCHS) == run.summary["criteria"]["gwa"]["epoch"]
     assert run.summary["best_epoch"] == cb.best_epoch and run.config["framework"] == "lightning"
 
 
@@ -79,11 +85,12 @@ def test_stops_in_its_own_hook_and_restores_the_best_weights():
     cb = GWACallback(monitor="align_mean", patience=1, restore_best_weights=True)
     module = fit(cb, epochs=20, module=S.Module(lr=3.0))
     values = [s.mean for s in cb.tracker.history]
-    # Replay on the logged values: EarlyStopper skipping the first 10% of 20 epochs stops and picks alike.
-    stopper = gwa.EarlyStopper("max", patience=1, warmup=2)
-    stop = next(i for i, v in enumerate(values) if stopper.step(v))
-    assert len(values) == stop + 1 < 20 and cb.stopped_epoch == stop + 1
-    assert cb.best_epoch == stopper.best_epoch + 1
+    # Replay on the logged values: the core's EarlyStopper for 20 planned epochs (warm-up 2) stops and picks alike.
+    stopper = gwa.EarlyStopper("align_mean", patience=1, total_epochs=20)
+    stop = next(i for i, v in enumerate(values, start=1) if stopper.step(v))
+    assert len(values) == stop < 20 and cb.stopped_epoch == stop == stopper.stopped_epoch
+    assert cb.best_epoch == stopper.best_epoch and cb.best_epoch > stopper.warmup == 2
+    assert cb.monitor.stopper.message == stopper.message and stopper.reason is gwa.StopReason.PATIENCE_EXHAUSTED
     _, weights = S.oracle(len(values), BATCH, lr=3.0)
     for name, tensor in module.net.state_dict().items():
         torch.testing.assert_close(tensor, weights[cb.best_epoch - 1][name], rtol=1e-5, atol=1e-6)
@@ -111,8 +118,11 @@ def test_resumed_fit_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
 def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="sample ids"):
         fit(GWACallback(run_dir=tmp_path / "run"), epochs=1, with_ids=False)
-    with pytest.raises(ValueError, match="monitor"):
+    with pytest.raises(ValueError, match=r"Expected `criterion` to be one of \[.*\]; got 'val_loss'"):
         GWACallback(monitor="val_loss")
+    with pytest.raises(ValueError, match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\] \(one value per "
+                                         r"epoch\); got 'val'"):
+        GWACallback(monitor="val")
     with pytest.raises(TypeError, match="run_config"):
         GWACallback(run_config=[1])
     with pytest.raises(ValueError, match="patience"):

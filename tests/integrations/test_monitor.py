@@ -1,12 +1,15 @@
-"""EpochMonitor: best epoch = the criteria module's choice, stop rule vs EarlyStopper, resume, run dir, errors."""
+"""EpochMonitor: best epoch = the core policy's choice, stop rule = EarlyStopper, logged values, resume, run dir,
+errors."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
 import gwa
-from gwa.experiments import criteria
+from gwa import policy
 from gwa.integrations import EpochMonitor
 from gwa.rundir import load_run
 from gwa.torch import EpochResult
@@ -33,22 +36,53 @@ def test_best_epoch_is_the_criterion_choice_at_every_epoch(monitor):
     m.start(max_epochs=len(MEANS), num_samples=N, write=False, framework="test")
     for k, result in enumerate(results(MEANS), start=1):
         m.end_epoch(result)
-        padded = m.rows + [{"epoch": e} for e in range(k + 1, len(MEANS) + 1)]
-        assert m.best_epoch == criteria.select_all(padded).get(monitor)  # None during the warm-up
-    assert m.best_epoch == criteria.select_all(m.rows)[monitor] and m.stopped_epoch is None
+        if k == 1:  # the warm-up of 10 planned epochs: nothing can be chosen yet
+            assert m.best_epoch is None
+            with pytest.raises(ValueError, match=r"at least one finite value after the warm-up \(from epoch 2\); got \[\]"):
+                gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS))
+            continue
+        assert m.best_epoch == gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS))
+        assert m.best_epoch != 1
+    assert m.best_epoch == gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS)) and m.stopped_epoch is None
+    assert m.best_epoch == policy.select_all(m.rows, total_epochs=len(MEANS))[monitor]
 
 
-def test_stop_rule_matches_early_stopper_with_the_paper_warm_up():
+def test_stop_rule_is_the_early_stopper_with_the_planned_warm_up():
     m = EpochMonitor(monitor="align_mean", patience=2)
     m.start(max_epochs=len(MEANS), num_samples=N, write=False, framework="test")
-    stopper = gwa.EarlyStopper("max", patience=2, warmup=1)  # floor(0.1 * 10)
+    stopper = gwa.EarlyStopper("align_mean", patience=2, total_epochs=len(MEANS))  # warm-up: floor(0.1 * 10) = 1
+    assert stopper.warmup == 1
     for result in results(MEANS):
         row, stop = m.end_epoch(result)
         assert stop == stopper.step(row["align_mean"])
-        assert m.best_epoch == (None if stopper.best_epoch is None else stopper.best_epoch + 1)
+        assert m.best_epoch == stopper.best_epoch and m.stopper.reason is stopper.reason
         if stop:
             break
-    assert m.stopped_epoch == stopper.stopped_epoch + 1 < len(MEANS)
+    assert m.stopped_epoch == stopper.stopped_epoch < len(MEANS)
+    assert stopper.reason is gwa.StopReason.PATIENCE_EXHAUSTED
+    assert m.stopped_epoch - m.best_epoch == 2  # 1-based epochs throughout
+
+
+def test_log_values_are_the_default_value_nan_in_the_warm_up():
+    m = EpochMonitor()
+    m.start(max_epochs=20, num_samples=N, write=False, framework="test")  # warm-up: epochs 1-2
+    for result in results(MEANS):
+        m.end_epoch(result)
+        logged = m.log_values(result.summary, result.epoch)
+        s = result.summary
+        assert list(logged) == ["gwa", "gwa_paper", "gwa_paper_flagged", "gwa/align_mean", "gwa/align_std",
+                                "gwa/excess_kurtosis"]
+        if result.epoch <= 2:
+            assert math.isnan(logged["gwa"])
+        else:
+            assert logged["gwa"] == s.gwa == pytest.approx(s.mean / (s.excess_kurtosis + 3))
+        np.testing.assert_equal(logged["gwa"], m.stopper.logged_value())  # the core's own logged value (NaN == NaN)
+        assert logged["gwa_paper"] == s.gwa_paper and logged["gwa_paper_flagged"] == float(s.flagged)
+        assert (logged["gwa/align_mean"], logged["gwa/align_std"], logged["gwa/excess_kurtosis"]) == (
+            s.mean, s.std, s.excess_kurtosis)
+    # So a trainer keeping the highest logged `gwa` keeps the monitor's best epoch.
+    logged = [m.log_values(r.summary, r.epoch)["gwa"] for r in results(MEANS)]
+    assert 1 + int(np.nanargmax(logged)) == m.best_epoch
 
 
 def test_resume_from_state_gives_the_same_decisions_and_run_dir(tmp_path):
@@ -77,12 +111,18 @@ def test_resume_from_state_gives_the_same_decisions_and_run_dir(tmp_path):
     assert ra.epochs == rb.epochs == list(range(1, 11))
     np.testing.assert_array_equal(ra.score_matrix(), rb.score_matrix())
     assert ra.summary["criteria"] == rb.summary["criteria"] and rb.summary["best_epoch"] == full.best_epoch
+    assert ra.summary["criteria"] == {k: {"epoch": e} for k, e in policy.select_all(ra.metrics, total_epochs=10).items()}
+    assert rb.summary["stopped_epoch"] == full.stopped_epoch and rb.summary["decision"] == full.stopper.message
+    assert rb.summary["monitor"] == "gwa" and rb.summary["format"] == 2
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="monitor"):
+    with pytest.raises(ValueError, match=r"`criterion` to be one of \[.*'gwa'.*\]; got 'loss'"):
         EpochMonitor(monitor="loss")
-    with pytest.raises(ValueError, match="patience"):
+    with pytest.raises(ValueError, match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\] \(one value "
+                                         r"per epoch\); got 'val'"):
+        EpochMonitor(monitor="val")
+    with pytest.raises(ValueError, match=r"`patience` to be an integer >= 1 or None; got 0"):
         EpochMonitor(patience=0)
     with pytest.raises(RuntimeError, match="before start"):
         EpochMonitor().end_epoch(results([0.1])[0])

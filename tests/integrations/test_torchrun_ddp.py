@@ -14,7 +14,8 @@ import gwa
 from gwa.rundir import load_run
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torchrun_ddp.py"
-ARGS = ["--double", "--epochs", "2", "--n-train", "480", "--batch-size", "32"]
+EPOCHS = 6
+ARGS = ["--double", "--epochs", str(EPOCHS), "--patience", "1", "--n-train", "480", "--batch-size", "32"]
 
 
 def run(cmd):
@@ -30,15 +31,25 @@ def test_two_ranks_equal_one_process(tmp_path):
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(EXAMPLE),
          "--out", str(tmp_path / "two"), *ARGS])
     one, two = load_run(tmp_path / "one"), load_run(tmp_path / "two")
-    assert one.epochs == two.epochs == [1, 2] and two.config["world_size"] == 2 and one.config["world_size"] == 1
+    # Every rank decides on the same merged summary: both runs stop at the same epoch, before the planned ones.
+    stopped = one.summary["stopped_epoch"]
+    assert stopped is not None and stopped < EPOCHS and two.summary["stopped_epoch"] == stopped
+    assert one.epochs == two.epochs == list(range(1, stopped + 1))
+    assert two.config["world_size"] == 2 and one.config["world_size"] == 1
+    # The best epoch is the core's post-hoc choice with the planned epochs, in both runs.
+    best = gwa.select_epoch(one.metrics, total_epochs=EPOCHS)
+    assert one.summary["best_epoch"] == two.summary["best_epoch"] == best == one.summary["criteria"]["gwa"]["epoch"]
+    assert stopped - best == 1  # patience 1
     a, b = one.score_matrix(), two.score_matrix()
-    assert a.shape == (2, 480) and not np.isnan(b).any()
+    assert a.shape == (stopped, 480) and not np.isnan(b).any()
     # float64 training; only the gradient summation order differs; scores are stored as float32.
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-7)
     for r1, r2, epoch in zip(one.metrics, two.metrics, two.epochs):
         assert r2["n_scores"] == r1["n_scores"] == 480
         assert r2["gwa"] == pytest.approx(r1["gwa"], rel=1e-9)
+        assert r2["gwa_paper"] == pytest.approx(r1["gwa_paper"], rel=1e-9)
         assert r2["align_mean"] == pytest.approx(r1["align_mean"], rel=1e-9)
         assert r2["test_acc"] == r1["test_acc"]
         # And the merged moments are those of the gathered scores (numpy core).
-        assert r2["gwa"] == pytest.approx(gwa.summarize(b[epoch - 1].astype(np.float64)).gwa, rel=1e-5)
+        s = gwa.summarize(b[epoch - 1].astype(np.float64))
+        assert r2["gwa"] == pytest.approx(s.gwa, rel=1e-5) and r2["gwa_paper"] == pytest.approx(s.gwa_paper, rel=1e-5)

@@ -1,11 +1,16 @@
 """Flax capture: sown head input + head kernel from params, for linen and NNX, against brute-force gradients."""
 
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from flax import nnx
 
 import gwa.jax as gj

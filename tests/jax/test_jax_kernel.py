@@ -1,10 +1,15 @@
 """gwa.jax.alignment against the numpy core and against brute-force per-sample autograd gradients."""
 
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 import gwa
 import gwa.jax as gj

@@ -1,9 +1,12 @@
 """gwa.jax streaming moments against the numpy core and scipy."""
 
+import pytest
+
+pytest.importorskip("jax")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from scipy import stats
 
 import gwa

@@ -2,17 +2,22 @@
 and a tiny run that writes a run directory ``gwa.rundir.load_run`` reads, resumes exactly, and matches the torch
 backend's contract (metric keys, score files)."""
 
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 import torch
 
 from gwa.experiments import models as torch_models
 from gwa.experiments import models_jax, train_jax, train_torch
-from gwa.experiments.config import RunConfig
-from gwa.experiments.train import run_training
+from gwa.runner.config import RunConfig
+from gwa.runner.train import run_training
 from gwa.rundir import load_run
 from gwa.torch._signals import compute_signals
 

@@ -7,7 +7,6 @@ import pytest
 
 import gwa
 from gwa.rundir import RunWriter
-from gwa.rundir import epoch_metrics
 
 
 def _simulate_run(
@@ -48,7 +47,7 @@ def _simulate_run(
     offset = rng.normal(0.0, 0.04, n)  # per-sample difficulty, constant over epochs
     hard = ~noise & (rng.random(n) < 0.08)  # atypical clean samples: negative early, learned later
     memorised = noise & (rng.random(n) < 0.15)  # flipped samples the network ends up memorising
-    gwa_values, test_accs = [], []
+    summaries, test_accs = [], []
     for e in range(1, epochs + 1):
         rise = 1 - np.exp(-e / 3)
         mu = np.where(noise, 0.04 - 0.6 * (1 - np.exp(-e / 6)), 0.05 + 0.35 * rise + quality)
@@ -63,13 +62,13 @@ def _simulate_run(
             "lr": 0.1,
             "train_loss": 2.0 / e,
             "train_acc": min(1.0, 0.5 + 0.05 * e),
-            **epoch_metrics(s),
+            **s.metrics(),
             "val_acc": test_acc + rng.normal(0, 0.01),
             "test_acc": test_acc,
             "wall_time": 0.5 * e,
         }
         writer.log_epoch(row, {"alignment": scores, "loss": -np.log(np.clip(0.5 + scores / 2, 1e-3, 1))})
-        gwa_values.append(s.gwa_or_nan)
+        summaries.append(s)
         test_accs.append(test_acc)
     if previews == "image":
         yy, xx = np.mgrid[0:8, 0:8]
@@ -79,7 +78,7 @@ def _simulate_run(
         t = np.linspace(0, 1, 40)
         writer.write_previews(np.arange(n), np.stack([np.sin(2 * np.pi * (1 + i % 5) * t) for i in range(n)]))
     if summary:
-        g = gwa.select_epoch(gwa_values) + 1
+        g = gwa.select_epoch(summaries, total_epochs=epochs)  # the default criterion, 1-based
         o = int(np.argmax(test_accs)) + 1
         writer.write_summary(
             {
@@ -126,7 +125,7 @@ def _write_run(
 ):
     """A hand-built run: per-epoch alignment ``matrix`` (E, N) and/or explicit metric rows (one per epoch).
 
-    Metric rows default to :func:`gwa.rundir.epoch_metrics` of the matrix's finite scores.
+    Metric rows default to :meth:`gwa.EpochSummary.metrics` of the matrix's finite scores.
     """
     matrix = None if matrix is None else np.asarray(matrix, dtype=np.float64)
     n = num_samples or (matrix.shape[1] if matrix is not None else 4)
@@ -135,7 +134,7 @@ def _write_run(
     for e in range(1, epochs + 1):
         row = {"epoch": e}
         if matrix is not None:
-            row.update(epoch_metrics(gwa.summarize(matrix[e - 1][np.isfinite(matrix[e - 1])])))
+            row.update(gwa.summarize(matrix[e - 1][np.isfinite(matrix[e - 1])]).metrics())
         row.update(metrics[e - 1] if metrics is not None else {})
         writer.log_epoch(row, None if matrix is None else {"alignment": matrix[e - 1]})
     if summary is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -36,25 +37,47 @@ def test_sample_stats_against_loops():
     assert stats.seen.sum() == 39
 
 
-def test_recomputed_choices_follow_the_paper_rule(tmp_path, write_run):
-    gwa = [5.0, 0.2, 0.9, 3.0, 0.4, 0.1, 0.3, 0.2, 0.1, 0.05, 0.7]  # 11 epochs: warm-up skips 1 (floor 1.1)
+def test_recomputed_choices_follow_the_core_policy(tmp_path, write_run):
+    # 11 epochs: the warm-up is epoch 1 (floor 1.1), which has the highest value of both curves.
+    paper = [5.0, 0.2, 0.9, 3.0, 0.4, 0.1, 0.3, 0.2, 0.1, 0.05, 0.7]  # epoch 4: the kurtosis pole
     flagged = [False, False, False, True, False, False, False, False, False, False, False]
+    default = [0.5, 0.02, 0.09, 0.03, 0.04, 0.01, 0.03, 0.02, 0.01, 0.005, 0.07]
     test = [0.1, 0.5, 0.6, 0.9, 0.55, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4]
     rows = [
-        {"gwa": g, "gwa_flagged": f, "test_acc": t, "val_acc": 1 - t}
-        for g, f, t in zip(gwa, flagged, test, strict=True)
+        {"gwa": d, "gwa_paper": g, "gwa_paper_flagged": f, "test_acc": t, "val_acc": 1 - t}
+        for d, g, f, t in zip(default, paper, flagged, test, strict=True)
     ]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
     got = A.chosen_epochs(run)
-    # gwa (no moments in these rows: the guarded paper rule): epoch 1 (5.0) is warm-up and epoch 4 (3.0) is
-    # guarded, so epoch 3 (0.9); gwa_paper (verbatim) takes epoch 4; val best = epoch 1.
+    # gwa (the default value) after the warm-up: epoch 3 (0.09); gwa_paper (verbatim, pole included) takes
+    # the pole epoch 4; val best = epoch 1 (no warm-up for the validation split).
     assert {k: (c.epoch, c.test_acc, c.source) for k, c in got.items()} == {
-        "gwa": (3, 0.6, "recomputed"),
         "gwa_paper": (4, 0.9, "recomputed"),
+        "gwa": (3, 0.6, "recomputed"),
         "val": (1, 0.1, "recomputed"),
         "last": (11, 0.4, "recomputed"),
         "oracle": (4, 0.9, "recomputed"),
     }
+
+
+def test_recomputed_choices_use_the_runs_planned_epochs_and_finetune(tmp_path, write_run):
+    default = [0.9, 0.1, 0.3, 0.2, 0.5, 0.8]
+    rows = [{"gwa": d} for d in default]
+    stopped = load_run(write_run(tmp_path / "s", metrics=rows))
+    assert A.recompute_choices(stopped)["gwa"].epoch == 1  # 6 logged epochs, no planned epochs: warm-up 0
+    # A run planned for 20 epochs that stopped after 6: the warm-up is 2 epochs (10% of 20).
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    (tmp_path / "s" / "config.json").write_text(json.dumps({**cfg, "epochs": 20}))
+    assert A.recompute_choices(load_run(tmp_path / "s"))["gwa"].epoch == 6
+    # The fine-tuning rule (config "finetune"): after the warm-up (epoch 1 of 10), the first local minimum
+    # (epoch 4), then the maximum from there on (epoch 6); the plain rule takes epoch 2.
+    values = [0.1, 0.8, 0.5, 0.2, 0.3, 0.6, 0.4, 0.3, 0.2, 0.1]
+    path = write_run(tmp_path / "f", metrics=[{"gwa": v} for v in values])
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "epochs": 10}))
+    assert A.recompute_choices(load_run(path))["gwa"].epoch == 2
+    (path / "config.json").write_text(json.dumps({**cfg, "epochs": 10, "finetune": True}))
+    assert A.recompute_choices(load_run(path))["gwa"].epoch == 6
 
 
 def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
@@ -68,15 +91,22 @@ def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
 
 def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
     rows = [
-        {"gwa": 0.1},
-        {"gwa": 0.2, "gwa_guard": "kurtosis pole"},
-        {"gwa": None},
-        {"gwa": 0.3, "gwa_flagged": True},
+        {"gwa": 0.05, "gwa_paper": 0.1},
+        {"gwa": 0.06, "gwa_paper": 0.2, "gwa_guard": "kurtosis_pole",
+         "gwa_guard_message": "kurtosis pole: excess kurtosis -1.2 + beta 1.2 = 0 <= 0.1"},
+        {"gwa": None, "gwa_paper": None},
+        {"gwa": 0.07, "gwa_paper": 0.3, "gwa_paper_flagged": True},
+        {"gwa": 0.08, "gwa_paper": 0.4, "gwa_guard": "constant_scores"},
     ]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
-    _, guarded = A.gwa_curve(run)
-    assert guarded.tolist() == [False, True, True, True]
-    assert A.guard_reasons(run) == {2: "kurtosis pole", 4: "flagged by the trainer"}
+    curve, guarded = A.gwa_curve(run)
+    np.testing.assert_array_equal(curve, [0.1, 0.2, np.nan, 0.3, 0.4])  # the paper's value, not the default
+    assert guarded.tolist() == [False, True, True, True, True]
+    assert A.guard_reasons(run) == {
+        2: ("kurtosis_pole", "kurtosis pole: excess kurtosis -1.2 + beta 1.2 = 0 <= 0.1"),
+        4: ("flagged", "flagged by the trainer"),
+        5: ("constant_scores", "flagged by the trainer"),
+    }
 
 
 def test_mean_alignment_falls_back_to_scores(tmp_path, write_run):

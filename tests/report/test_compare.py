@@ -9,13 +9,15 @@ import pytest
 
 from gwa.report.compare import compare_runs
 from gwa.report.compare import run_row
+from gwa.rundir import load_run
 
-# name: (max mean alignment at epoch 3, best test acc at epoch 2, GWA at the gwa epoch 4, test acc at epoch 4)
+# name: (max mean alignment at epoch 3, best test acc at epoch 2, gwa (the default value) at the gwa epoch 4,
+# test acc at epoch 4)
 RUNS = {
-    "A": (0.1, 0.5, 1.0, 0.40),
-    "B": (0.2, 0.7, 0.5, 0.45),
-    "C": (0.3, 0.6, 2.0, 0.55),
-    "D": (0.4, 0.8, 1.5, 0.50),
+    "A": (0.1, 0.5, 0.10, 0.40),
+    "B": (0.2, 0.7, 0.05, 0.45),
+    "C": (0.3, 0.6, 0.20, 0.55),
+    "D": (0.4, 0.8, 0.15, 0.50),
 }
 
 
@@ -26,7 +28,8 @@ def _metrics(align, best, gwa, test_at_gwa):
             {
                 "align_mean": align if e == 3 else align / 2,
                 "gwa": gwa if e == 4 else gwa / 4,
-                "gwa_flagged": False,
+                "gwa_paper": 10 * gwa if e == 4 else 2 * gwa,  # the paper's value: another scale
+                "gwa_paper_flagged": False,
                 "test_acc": best if e == 2 else (test_at_gwa if e == 4 else 0.3),
             }
         )
@@ -52,7 +55,7 @@ def test_rows_and_order(four_runs):
     assert [r.name for r in res.rows] == ["D", "C", "B", "A"]  # by max mean alignment, highest first
     d = res.rows[0]
     assert (d.max_align, d.align_epoch, d.test_at_align) == (0.4, 3, 0.3)
-    assert (d.gwa, d.gwa_epoch, d.gwa_source, d.test_at_gwa) == (1.5, 4, "summary", 0.5)
+    assert (d.gwa, d.gwa_epoch, d.gwa_source, d.test_at_gwa) == (0.15, 4, "summary", 0.5)  # the logged default
     assert (d.best_test, d.best_test_epoch) == (0.8, 2)
 
 
@@ -71,11 +74,16 @@ def test_rank_correlations_known(four_runs):
     assert math.isnan(corr[("max mean alignment", "test acc at its epoch")].spearman)
 
 
-def test_gwa_recomputed_skips_guarded_epochs(tmp_path, write_run):
-    rows = _metrics(0.2, 0.7, 0.9, 0.6)
-    rows[1].update(gwa=50.0, gwa_flagged=True)  # a pole value: never chosen
-    row = run_row(write_run(tmp_path / "r", metrics=rows))
-    assert (row.gwa, row.gwa_epoch, row.gwa_source) == (0.9, 4, "recomputed")
+def test_gwa_recomputed_is_the_default_criterion_not_the_paper_pole(tmp_path, write_run):
+    from gwa.report import _analysis as A
+
+    rows = _metrics(0.2, 0.7, 0.09, 0.6)
+    # Epoch 2 sits at the paper's kurtosis pole: a huge paper value, which the default value does not have.
+    rows[1].update(gwa_paper=50.0, gwa_paper_flagged=True, gwa_guard="kurtosis_pole")
+    path = write_run(tmp_path / "r", metrics=rows)
+    row = run_row(path)
+    assert (row.gwa, row.gwa_epoch, row.gwa_source) == (0.09, 4, "recomputed")
+    assert A.recompute_choices(load_run(path))["gwa_paper"].epoch == 2  # the verbatim rule takes the pole
 
 
 def test_markdown_and_cli(four_runs, tmp_path, commands, capsys):
@@ -86,7 +94,7 @@ def test_markdown_and_cli(four_runs, tmp_path, commands, capsys):
     assert text.strip() in printed
     lines = text.splitlines()
     assert lines[2].startswith(
-        "| 1 | D | 5 | 0.400 (ep 3) | 0.300 | 2 | 1.500 (ep 4) | 0.500 | 0.800 (ep 2) |"
+        "| 1 | D | 5 | 0.400 (ep 3) | 0.300 | 2 | 0.150 (ep 4) | 0.500 | 0.800 (ep 2) |"
     )
     assert "| max mean alignment | best test acc | 4 | 0.800 (" in text
     assert (

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gwa.report.html import fmt
 from gwa.report.report import write_report
 from gwa.rundir import RunDirError
 from gwa.rundir import load_run
@@ -93,9 +94,14 @@ def test_report_content_matches_run(run_dir, tmp_path):
     for name, entry in run.summary["criteria"].items():
         label = f"{name} (default)" if name == "gwa" else name
         assert f"{label}{entry['epoch']}{entry['test_acc']:.3f}" in text
+        # Then val acc, gwa (the default value), the paper's GWA and the mean alignment at that epoch.
+        row = run.metrics[entry["epoch"] - 1]
+        cells = [fmt(row[k]) for k in ("test_acc", "val_acc", "gwa", "gwa_paper", "align_mean")]
+        assert f"{label}{entry['epoch']}{''.join(cells)}" in text
     # The guard sentence names exactly the flagged epochs of metrics.jsonl (2-6 in this fixture).
-    flagged = [r["epoch"] for r in run.metrics if r["gwa_flagged"]]
+    flagged = [r["epoch"] for r in run.metrics if r["gwa_paper_flagged"]]
     assert flagged == [2, 3, 4, 5, 6]
+    assert {r["gwa_guard"] for r in run.metrics if r["gwa_paper_flagged"]} == {"kurtosis_pole"}
     assert "GWA guard. GWA is not trusted at epoch(s) 2–6 (5 of 12)" in text
     assert "Here: kurtosis pole at 2–6." in text
     # Most negative samples: ranked by mean alignment over seen epochs, checked against a brute-force mean.
@@ -135,10 +141,12 @@ def test_partial_run_without_summary_or_mask(tmp_path, simulate_run, commands, c
 
 
 def test_metrics_only_run_reports_curves_and_guard_reasons(tmp_path, write_run):
-    rows = [{"gwa": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5} for e in range(1, 6)]
-    rows[1]["gwa"] = None
-    rows[2].update(gwa_guard="constant scores: kurtosis undefined", gwa_flagged=True)
-    rows[4].update(gwa=-40.0, gwa_guard="kurtosis pole: excess kurtosis -1.3 + beta 1.2 = -0.1 <= 0.1")
+    rows = [{"gwa": 0.02 * e, "gwa_paper": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5} for e in range(1, 6)]
+    rows[1]["gwa_paper"] = None
+    rows[2].update(gwa_guard="constant_scores", gwa_guard_message="constant scores: kurtosis undefined",
+                   gwa_paper_flagged=True)
+    rows[4].update(gwa_paper=-40.0, gwa_guard="kurtosis_pole",
+                   gwa_guard_message="kurtosis pole: excess kurtosis -1.3 + beta 1.2 = -0.1 <= 0.1")
     page = parse(write_report(write_run(tmp_path / "m", metrics=rows), tmp_path / "o"))
     assert page.sections == ["config", "summary", "curves"]
     text = "".join(page.text)
@@ -151,8 +159,8 @@ def test_errors(tmp_path, run_dir, commands, capsys, write_run):
     with pytest.raises(RunDirError, match=r"does not exist"):
         write_report(tmp_path / "missing")
     cfg = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps({**cfg, "format": 2}))
-    with pytest.raises(RunDirError, match=r"has run-directory format 2; this gwa reads format 1"):
+    (run_dir / "config.json").write_text(json.dumps({**cfg, "format": 3}))
+    with pytest.raises(RunDirError, match=r"has run-directory format 3; this gwa reads formats 1, 2\."):
         write_report(run_dir)
     assert commands(["report", str(run_dir)]) == 2
     assert "gwa report: error:" in capsys.readouterr().err

@@ -126,6 +126,11 @@ def ranking_quality(scores, noise_mask) -> tuple[float, float]:
 
     Raises:
         ValueError: shapes differ, or the scored samples are all clean or all noisy (the AUC is undefined).
+
+    Example:
+        >>> auroc, auprc = ranking_quality([0.9, 0.2, 0.8, 0.1, float("nan")], [True, False, False, False, True])
+        >>> round(auroc, 3), round(auprc, 3)
+        (1.0, 1.0)
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 

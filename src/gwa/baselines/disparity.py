@@ -83,8 +83,8 @@ def gradient_disparity(model, loss_fn: Callable, batches: Iterable, *, train: bo
 def select_epoch(values: Sequence[float], *, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> int:
     """GD's stop rule: the epoch of the minimum, stopping after ``patience`` epochs without a new minimum.
 
-    Equivalent to running :class:`gwa.EarlyStopper` ``("min", patience=patience, warmup=warmup)`` online and
-    restoring its best epoch; NaN epochs count as no improvement. Ties go to the earliest epoch.
+    An online rule (it never looks ahead of the epoch it stops at); NaN epochs count as no improvement. Ties go to
+    the earliest epoch.
 
     Args:
         values: ``(E,)`` GD per epoch.
@@ -96,16 +96,22 @@ def select_epoch(values: Sequence[float], *, patience: int = DEFAULT_PATIENCE, w
 
     Raises:
         ValueError: when no finite value follows the warm-up.
-    """
-    from gwa._stopping import EarlyStopper
 
+    Example:
+        >>> select_epoch([5.0, 3.0, 4.0, 4.5, 1.0], patience=2)   # stops at index 3, never sees the late 1.0
+        1
+    """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ValueError(f"Expected `values` of shape (E,); got shape={v.shape}.")
-    stopper = EarlyStopper("min", patience=patience, warmup=warmup)
-    for value in v:
-        if stopper.step(value):
-            break
-    if stopper.best_epoch is None:
+    best, wait = None, 0
+    for epoch in range(int(warmup), v.size):
+        if np.isfinite(v[epoch]) and (best is None or v[epoch] < v[best]):
+            best, wait = epoch, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    if best is None:
         raise ValueError(f"Expected at least one finite value after the warm-up of {warmup} epochs; got {v.tolist()}.")
-    return int(stopper.best_epoch)
+    return best

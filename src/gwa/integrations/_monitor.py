@@ -1,14 +1,8 @@
-"""What every integration does once an epoch's alignment is known: metrics, stop rule, best epoch, run directory.
+"""What every integration does once an epoch's alignment is known: metrics, stop decision, best epoch, run directory.
 
-The trainer-specific callbacks only find logits, targets and sample ids and call :class:`GWATracker`; the
-decision logic lives here once, so that Lightning, Hugging Face and a plain loop stop at the same epoch and
-write the same run directory (:mod:`gwa.rundir`).
-
-The best epoch is, after every epoch, the choice of a criterion of :mod:`gwa.experiments.criteria` (``gwa``, the
-default, ``gwa_paper`` or ``align_mean``) on the metric rows so far, padded with empty rows up to ``max_epochs``
-so that the warm-up skip is the final one (the first 10% of all epochs); so the online best epoch is the
-post-hoc choice of ``gwa report`` / ``gwa train`` once all epochs have run. The stop rule fires when that choice
-lies ``patience`` epochs (counted after the warm-up) behind the current epoch.
+The trainer-specific callbacks only find logits, targets and sample ids and call :class:`GWATracker`; the decision
+is the core policy's :class:`gwa.EarlyStopper`, so Lightning, Hugging Face, a plain loop and ``gwa train`` keep the
+same epoch and stop at the same one, and write the same run directory (:mod:`gwa.rundir`).
 """
 
 from __future__ import annotations
@@ -17,27 +11,34 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
-from gwa._validation import check_choice
-from gwa.rundir import RunWriter, epoch_metrics
+from gwa import EarlyStopper, EpochSummary, policy
+from gwa.rundir import RunWriter
 
-#: Criteria of :mod:`gwa.experiments.criteria` that the integrations can monitor (they need only the rows written).
-MONITORS = ("gwa", "gwa_paper", "align_mean")
-#: The warm-up fraction of the paper's rule (the first 10% of training is skipped).
-WARMUP_FRAC = 0.1
+#: Criteria the integrations can follow (one value per epoch): ``gwa`` (the default), ``gwa_paper``, ``align_mean``.
+MONITORS = policy.MONITORABLE
 
 
-def log_values(summary) -> dict[str, float]:
-    """The scalars a trainer's loggers receive each epoch (``gwa`` is the paper's value, pole included)."""
-    return {"gwa": float(summary.gwa), "gwa/align_mean": float(summary.mean), "gwa/align_std": float(summary.std),
-            "gwa/excess_kurtosis": float(summary.excess_kurtosis), "gwa/flagged": float(summary.flagged)}
+def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -> dict[str, float]:
+    """The scalars a trainer's loggers receive each epoch.
+
+    ``gwa`` is the value gwa's default criterion ranks epochs by (:attr:`gwa.EpochSummary.gwa`), NaN in the warm-up
+    epochs the criterion never picks: so ``ModelCheckpoint(monitor="gwa", mode="max")`` in Lightning and
+    ``metric_for_best_model="gwa"`` in Hugging Face keep gwa's own choice. ``gwa_paper`` is the paper's Eq. 2
+    verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired.
+    """
+    warmup = policy.warmup_epochs(total_epochs if total_epochs else epoch)
+    return {"gwa": math.nan if epoch <= warmup else float(summary.gwa), "gwa_paper": float(summary.gwa_paper),
+            "gwa_paper_flagged": float(summary.flagged), "gwa/align_mean": float(summary.mean),
+            "gwa/align_std": float(summary.std), "gwa/excess_kurtosis": float(summary.excess_kurtosis)}
 
 
 class EpochMonitor:
     """Stop rule, best epoch (and optionally its weights) and run directory, fed one epoch at a time.
 
     Args:
-        monitor: the criterion that picks the best epoch: ``"gwa"`` (gwa's default, ``criteria.DEFAULT``),
+        monitor: the criterion that picks the best epoch: ``"gwa"`` (gwa's default, :data:`gwa.DEFAULT_CRITERION`),
             ``"gwa_paper"`` (the paper's GWA verbatim) or ``"align_mean"``.
         patience: stop when the best epoch lies this many epochs (after the warm-up) behind the current one;
             None never stops (the best epoch is still tracked).
@@ -54,10 +55,7 @@ class EpochMonitor:
     def __init__(self, *, monitor: str = "gwa", patience: int | None = None, finetune: bool = False,
                  restore_best_weights: bool = False, run_dir=None, run_config: dict | None = None,
                  overwrite: bool = False, labels=None, noise_mask=None):
-        check_choice("monitor", monitor, MONITORS)
-        if patience is not None and not (isinstance(patience, int) and not isinstance(patience, bool)
-                                         and patience >= 1):
-            raise ValueError(f"Expected `patience` to be an integer >= 1 or None; got {patience!r}.")
+        EarlyStopper(monitor, patience=patience, finetune=finetune)  # validates the options now
         if run_config is not None and not isinstance(run_config, dict):
             raise TypeError(f"Expected `run_config` to be a dict; got {type(run_config).__name__}.")
         self.monitor, self.patience, self.finetune = monitor, patience, bool(finetune)
@@ -66,8 +64,7 @@ class EpochMonitor:
         self.labels, self.noise_mask = labels, noise_mask
         self.max_epochs: int | None = None
         self.rows: list[dict] = []
-        self.best_epoch: int | None = None  # 1-based
-        self.stopped_epoch: int | None = None
+        self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune)
         self.best_state: dict | None = None
         self.best_state_epoch: int | None = None
         self.writer: RunWriter | None = None
@@ -84,7 +81,9 @@ class EpochMonitor:
         if resumed:
             self._load_pending()
         else:  # a new fit with the same callback starts from scratch
-            self.rows, self.best_epoch, self.stopped_epoch = [], None, None
+            self.rows = []
+            self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=self.max_epochs,
+                                        finetune=self.finetune)
             self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
         self._started = True
         if self.run_dir is not None and write:
@@ -99,10 +98,17 @@ class EpochMonitor:
         self._t0 = time.perf_counter()
 
     @property
-    def warmup(self) -> int:
-        """Epochs that can be neither best nor count toward patience: the first 10% of ``max_epochs``."""
-        total = self.max_epochs or len(self.rows)
-        return math.floor(WARMUP_FRAC * total)
+    def best_epoch(self) -> int | None:
+        """The best epoch so far (1-based), by the monitored criterion."""
+        return self.stopper.best_epoch
+
+    @property
+    def stopped_epoch(self) -> int | None:
+        return self.stopper.stopped_epoch
+
+    def log_values(self, summary: EpochSummary, epoch: int) -> dict[str, float]:
+        """The epoch's scalars for the trainer's loggers (:func:`log_values`)."""
+        return log_values(summary, epoch=epoch, total_epochs=self.max_epochs)
 
     def end_epoch(self, result, *, extra: dict | None = None,
                   model_state: Callable[[], dict] | None = None) -> tuple[dict, bool]:
@@ -117,26 +123,22 @@ class EpochMonitor:
         Returns:
             ``(row, stop)``: the run directory's metrics row and whether the stop rule fired.
         """
-        from gwa.experiments import criteria
-
         if not self._started:
             raise RuntimeError("EpochMonitor.end_epoch() before start().")
         now = time.perf_counter()
         self._wall += now - (self._t0 or now)
         self._t0 = now
         epoch = int(result.epoch)
-        row = {"epoch": epoch, **(extra or {}), **epoch_metrics(result.summary),
+        row = {"epoch": epoch, **(extra or {}), **result.summary.metrics(),
                "n_duplicates": int(result.n_duplicates), "n_non_finite": int(result.n_non_finite),
                "wall_time": self._wall}
+        if epoch != self.stopper.epoch + 1:
+            raise ValueError(f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}.")
         self.rows.append(row)
-        pad = [{"epoch": e} for e in range(len(self.rows) + 1, (self.max_epochs or 0) + 1)]
-        self.best_epoch = criteria.select_all([*self.rows, *pad], finetune=self.finetune).get(self.monitor)
+        self.stopper.step(row)
         if self.best_epoch == epoch and self.restore_best_weights and model_state is not None:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
             self.best_state_epoch = epoch
-        since = epoch - max(self.best_epoch or 0, self.warmup)
-        if self.patience is not None and self.stopped_epoch is None and since >= self.patience:
-            self.stopped_epoch = epoch
         if self.writer is not None:
             scores = None if result.scores is None else {"alignment": result.scores, **result.signals}
             self.writer.log_epoch(row, scores)
@@ -151,12 +153,11 @@ class EpochMonitor:
                               "finetune=True); loading them.", RuntimeWarning, stacklevel=2)
             load_state(self.best_state)
         if self.writer is not None:
-            from gwa.experiments import criteria
-
-            choices = criteria.select_all(self.rows, finetune=self.finetune) if self.rows else {}
+            choices = (policy.select_all(self.rows, finetune=self.finetune, total_epochs=self.stopper.total_epochs)
+                       if self.rows else {})
             self.writer.write_summary({"criteria": {name: {"epoch": e} for name, e in choices.items()},
                                        "monitor": self.monitor, "best_epoch": self.best_epoch,
-                                       "stopped_epoch": self.stopped_epoch})
+                                       "stopped_epoch": self.stopped_epoch, "decision": self.stopper.message})
             self.writer.finish()
 
     # ------------------------------------------------------------------------------------------------- state
@@ -164,8 +165,8 @@ class EpochMonitor:
         """Plain values (and CPU tensors for the best weights): enough to resume with the same decisions."""
         if not self._started:
             return {"monitor": self.monitor, **(self._pending or {})}
-        return {"monitor": self.monitor, "rows": [dict(r) for r in self.rows], "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch, "wall": self._wall, "best_state": self.best_state,
+        return {"monitor": self.monitor, "rows": [dict(r) for r in self.rows], "stopper": self.stopper.state_dict(),
+                "max_epochs": self.max_epochs, "wall": self._wall, "best_state": self.best_state,
                 "best_state_epoch": self.best_state_epoch}
 
     def load_state_dict(self, state: dict) -> None:
@@ -178,12 +179,12 @@ class EpochMonitor:
     def _load_pending(self) -> None:
         state, self._pending = self._pending, None
         self.rows = [dict(r) for r in state["rows"]]
-        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=state["max_epochs"],
+                                    finetune=self.finetune)
+        self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])
         self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
 
 
 def _has_run(path) -> bool:
-    from pathlib import Path
-
     return (Path(path) / "config.json").exists()

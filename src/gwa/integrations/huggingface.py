@@ -34,7 +34,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from gwa.integrations._monitor import EpochMonitor, log_values
+from gwa.integrations._monitor import EpochMonitor
 from gwa.torch import GWATracker, find_head
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
@@ -148,7 +148,7 @@ class GWATrainerCallback(TrainerCallback):
         self.last_result = result
         model_state = model.state_dict if self.monitor.restore_best_weights else None
         _, stop = self.monitor.end_epoch(result, extra={"step": int(state.global_step)}, model_state=model_state)
-        values = log_values(result.summary)
+        values = self.monitor.log_values(result.summary, result.epoch)
         if args.logging_strategy == "no":  # no on_log will come: record in the history directly
             state.log_history.append({"epoch": state.epoch, "step": state.global_step, **values})
         else:

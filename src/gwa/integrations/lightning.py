@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from gwa.integrations._monitor import EpochMonitor, log_values
+from gwa import policy
+from gwa.integrations._monitor import EpochMonitor
 from gwa.torch import GWATracker
 
 _TARGET_KEYS = ("targets", "labels", "label", "y")
@@ -55,7 +56,7 @@ class GWACallback(Callback):
         num_samples: dataset size (sample ids in ``[0, N)``); default ``len(train_dataloader.dataset)``.
         batch_to_targets_ids: ``batch -> (targets, sample_ids or None)``; default
             :func:`default_batch_to_targets_ids`.
-        monitor: the criterion of :mod:`gwa.experiments.criteria` that picks the best epoch: ``"gwa"`` (gwa's
+        monitor: the criterion of :mod:`gwa.policy` that picks the best epoch: ``"gwa"`` (gwa's
             default), ``"gwa_paper"`` (the paper's GWA verbatim) or ``"align_mean"``; the first 10% of
             ``max_epochs`` are a warm-up that is never best (the paper's rule).
         patience: stop when the best epoch lies this many epochs (after the warm-up) behind; None: never stop.
@@ -66,7 +67,9 @@ class GWACallback(Callback):
         run_config, overwrite, labels, noise_mask: see :class:`gwa.integrations.EpochMonitor`.
         signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``).
         bias: include the head bias in the cosine.
-        log: log ``gwa``, ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa/flagged``.
+        log: log ``gwa`` (the default criterion's value, NaN in the warm-up: ``ModelCheckpoint(monitor="gwa",
+            mode="max")`` keeps gwa's own best epoch), ``gwa_paper`` (the paper's value verbatim),
+            ``gwa_paper_flagged``, ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``.
 
     Attributes:
         tracker: the :class:`gwa.torch.GWATracker` (after ``fit`` starts); ``tracker.history`` has the summaries.
@@ -105,6 +108,7 @@ class GWACallback(Callback):
 
     # ------------------------------------------------------------------------------------------------- hooks
     def on_train_start(self, trainer, pl_module) -> None:
+        _check_early_stopping(trainer)
         num_samples = self.num_samples or _dataset_size(trainer)
         if self.tracker is not None:
             self.tracker.remove()
@@ -140,7 +144,7 @@ class GWACallback(Callback):
         if self.log:
             # The values are already global (merged across ranks); sync_dist averages equal values and keeps
             # Lightning from warning that epoch-level values are not synchronised.
-            for name, value in log_values(result.summary).items():
+            for name, value in self.monitor.log_values(result.summary, result.epoch).items():
                 pl_module.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "gwa", sync_dist=True)
         if stop:
             trainer.should_stop = True
@@ -187,8 +191,31 @@ def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
     """The trainer's logged scalars (e.g. ``train_loss``, ``val_acc``), without the callback's own keys."""
     out = {}
     for name, value in metrics.items():
-        if name in ("gwa", "epoch", "step") or name.startswith("gwa/"):
+        if name in ("gwa", "gwa_paper", "gwa_paper_flagged", "epoch", "step") or name.startswith("gwa/"):
             continue
         if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(value)
     return out
+
+
+def _check_early_stopping(trainer) -> None:
+    """Refuse Lightning's ``EarlyStopping(monitor="gwa")`` in a form that would stop in gwa's warm-up.
+
+    ``gwa`` is logged as NaN in the warm-up (the first 10% of ``max_epochs``): with ``check_finite=True`` (its
+    default) EarlyStopping would stop at epoch 1, and with a patience within the warm-up it would stop before
+    any epoch can be chosen.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    warmup = policy.warmup_epochs(total) if total else 0
+    for cb in trainer.callbacks:
+        if not isinstance(cb, EarlyStopping) or cb.monitor != "gwa" or warmup == 0:
+            continue
+        if cb.check_finite:
+            raise ValueError(f"EarlyStopping(monitor='gwa') needs check_finite=False: gwa is NaN in the warm-up "
+                             f"(epochs 1-{warmup} of {total}), which gwa never chooses. Or stop with "
+                             "GWACallback(patience=...) instead.")
+        if cb.patience <= warmup:
+            raise ValueError(f"EarlyStopping(monitor='gwa') needs patience > {warmup}, the warm-up epochs of "
+                             f"max_epochs={total}; got patience={cb.patience}.")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gwa._stopping import select_epoch
+from gwa import policy
 from gwa.rundir import Run
 from gwa.rundir import RunDirError
 from gwa.rundir import load_run
@@ -108,24 +108,29 @@ def sample_stats(matrix: np.ndarray) -> SampleStats:
 
 
 def gwa_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """The verbatim per-epoch GWA and a boolean mask of the epochs whose value is guarded (not to be trusted).
+    """The paper's verbatim per-epoch GWA (``gwa_paper``) and a boolean mask of the epochs whose value is guarded.
 
-    An epoch counts as guarded when the trainer logged ``gwa_flagged`` true or a ``gwa_guard`` reason, or when
-    its GWA is missing or not finite.
+    An epoch counts as guarded when the trainer logged ``gwa_paper_flagged`` true or a ``gwa_guard`` code, or when
+    its value is missing or not finite.
     """
-    gwa = run.series("gwa")
+    gwa = run.series("gwa_paper")
     flagged = np.array(
-        [bool(r.get("gwa_flagged")) or r.get("gwa_guard") is not None for r in run.metrics], dtype=bool
+        [bool(r.get("gwa_paper_flagged")) or r.get("gwa_guard") is not None for r in run.metrics], dtype=bool
     )
     return gwa, flagged | ~np.isfinite(gwa)
 
 
-def guard_reasons(run: Run) -> dict[int, str]:
-    """``{epoch: reason}`` for every epoch whose GWA was guarded by the trainer."""
+#: Readable names of the guard codes (:class:`gwa.GuardCode`), for grouping epochs in the report.
+GUARD_LABELS = {"no_scores": "no scores", "constant_scores": "constant scores", "kurtosis_pole": "kurtosis pole"}
+
+
+def guard_reasons(run: Run) -> dict[int, tuple[str, str]]:
+    """``{epoch: (code, message)}`` for every epoch whose paper GWA was guarded by the trainer."""
     out = {}
     for row in run.metrics:
-        if row.get("gwa_flagged") or row.get("gwa_guard") is not None:
-            out[int(row["epoch"])] = row.get("gwa_guard") or "flagged by the trainer"
+        if row.get("gwa_paper_flagged") or row.get("gwa_guard") is not None:
+            code = row.get("gwa_guard") or "flagged"
+            out[int(row["epoch"])] = (code, row.get("gwa_guard_message") or "flagged by the trainer")
     return out
 
 
@@ -163,33 +168,16 @@ class Choice:
     source: str
 
 
-def _argbest(run: Run, values: np.ndarray, rule: str) -> int | None:
-    try:
-        return run.epochs[select_epoch(values, rule=rule, warmup_frac=0.0 if rule != "paper" else 0.1)]
-    except ValueError:  # no finite value: this criterion cannot be evaluated on this run
-        return None
-
-
 def recompute_choices(run: Run) -> dict[str, Choice]:
-    """Stop criteria recomputed from metrics.jsonl (when summary.json is absent, e.g. an interrupted run).
-
-    The same criteria as the trainers' summary.json (:func:`gwa.experiments.criteria.select_all`, pure numpy).
-    Rows without the alignment moments (written by an older or minimal trainer) fall back, for ``gwa``, to the
-    paper's rule on the unguarded GWA values.
-    """
-    from gwa.experiments.criteria import select_all
-
+    """Stop criteria recomputed from metrics.jsonl (when summary.json is absent, e.g. an interrupted run), by the
+    core policy (:func:`gwa.policy.select_all`) with the run's planned epochs and fine-tuning rule."""
     require_epochs(run)
-    candidates = select_all(run.metrics)
-    if "gwa" not in candidates:
-        gwa, flagged = gwa_curve(run)
-        epoch = _argbest(run, np.where(flagged, np.nan, gwa), "paper")
-        if epoch is not None:
-            candidates = {"gwa": epoch, **candidates}
+    planned = run.config.get("epochs") or run.config.get("max_epochs")
+    total = int(planned) if isinstance(planned, int) and planned >= len(run.metrics) else None
+    candidates = policy.select_all(run.metrics, finetune=bool(run.config.get("finetune")), total_epochs=total)
     return {
         name: Choice(name, epoch, metric_at(run, "test_acc", epoch), "recomputed")
         for name, epoch in candidates.items()
-        if epoch is not None
     }
 
 

@@ -1,20 +1,9 @@
 """``gwa flag RUN``: training samples ranked as likely mislabeled, exported as CSV.
 
-A sample whose loss gradient points against the head's weights (alignment < 0) is one the model fits only by
-memorising it; the paper finds that such samples are almost all mislabeled. Rules (each sample is judged on
-the
-logged epochs in which it was seen; samples never seen are left out):
+The rules (``lastk``, the default; ``mean``; ``frac``) are the core policy's (:mod:`gwa.policy`, flag rules);
+each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
 
-- ``lastk`` (default): flagged when its alignment is below the threshold (default 0) in **each** of the last
-  ``k`` epochs in which it was seen (all of them if it was seen fewer than ``k`` times). Score: its mean
-  alignment over those epochs; ranked ascending (most negative first).
-- ``mean``: flagged when its mean alignment over all epochs is below the threshold (default 0). Score: that
-  mean; ranked ascending.
-- ``frac``: flagged when the fraction of epochs with alignment < 0 is at least the threshold (default 0.5).
-  Score: that fraction; ranked descending (ties: lower mean alignment first).
-
-``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the
-columns
+``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
 ``rank, sample_id, label, score, flagged`` (and ``is_noisy`` when the run's noise mask is known), one row per
 seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
 and the AUROC / AUPRC of the ranking score (scikit-learn), against the mask.
@@ -30,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-RULES = ("lastk", "mean", "frac")
-DEFAULT_THRESHOLDS = {"lastk": 0.0, "mean": 0.0, "frac": 0.5}
-DEFAULT_LAST_K = 3
+from gwa.policy import DEFAULT_FLAG_RULE, DEFAULT_LAST_K, FLAG_RULES, check_flag_options, flag_scores
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="the run directory")
     parser.add_argument(
-        "--rule", choices=RULES, default="lastk", help="flagging rule (default lastk; see above)"
+        "--rule", choices=FLAG_RULES, default=DEFAULT_FLAG_RULE, help="flagging rule (default lastk; see above)"
     )
     parser.add_argument(
         "--last-k",
@@ -147,59 +134,10 @@ class FlagResult:
         return "\n".join(lines)
 
 
-def _check_options(rule, last_k, threshold, top) -> float:
-    from gwa._validation import check_choice
-
-    check_choice("rule", rule, RULES)
-    if isinstance(last_k, bool) or not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
-        raise ValueError(f"Expected `last_k` to be an integer >= 1; got {last_k!r}.")
-    if top is not None and threshold is not None:
-        raise ValueError(
-            f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}."
-        )
-    if top is not None and (isinstance(top, bool) or not (isinstance(top, (int, np.integer)) and top >= 1)):
-        raise ValueError(f"Expected `top` to be an integer >= 1; got {top!r}.")
-    threshold = DEFAULT_THRESHOLDS[rule] if threshold is None else float(threshold)
-    if not math.isfinite(threshold):
-        raise ValueError(f"Expected `threshold` to be a finite number; got {threshold!r}.")
-    if rule == "frac" and not 0.0 <= threshold <= 1.0:
-        raise ValueError(
-            f"Expected `threshold` in [0, 1] for rule 'frac' (a fraction of epochs); got {threshold!r}."
-        )
-    return threshold
-
-
-def rule_scores(matrix: np.ndarray, *, rule: str, last_k: int, threshold: float):
-    """Score and rule decision per sample of an ``(E, N)`` alignment matrix (NaN = unseen).
-
-    Returns:
-        ``(score, decision, order_key)``, each ``(N,)``: the rule's score, whether the threshold rule flags
-        the sample, and a key that sorts the most suspicious first (NaN for samples never seen).
-    """
-    seen = np.isfinite(matrix)
-    values = np.where(seen, matrix, 0.0)
-    n_seen = seen.sum(axis=0)
-    ok = n_seen > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_all = np.where(ok, values.sum(axis=0) / n_seen, np.nan)
-        if rule == "lastk":
-            # Seen entries counted from the end: an entry is among a sample's last k seen epochs iff <= k.
-            from_end = np.cumsum(seen[::-1], axis=0)[::-1]
-            window = seen & (from_end <= last_k)
-            size = window.sum(axis=0)
-            score = np.where(ok, np.where(window, values, 0.0).sum(axis=0) / size, np.nan)
-            decision = ok & ((window & (values < threshold)).sum(axis=0) == size)
-            return score, decision, score
-        if rule == "mean":
-            return mean_all, ok & (mean_all < threshold), mean_all
-        frac = np.where(ok, (seen & (values < 0)).sum(axis=0) / n_seen, np.nan)
-        return frac, ok & (frac >= threshold), -frac
-
-
 def flag_samples(
     run,
     *,
-    rule: str = "lastk",
+    rule: str = DEFAULT_FLAG_RULE,
     last_k: int = DEFAULT_LAST_K,
     threshold: float | None = None,
     top: int | None = None,
@@ -226,10 +164,10 @@ def flag_samples(
     """
     from gwa.report import _analysis as A
 
-    threshold = _check_options(rule, last_k, threshold, top)
+    threshold = check_flag_options(rule, last_k, threshold, top)
     run = A.open_run(run)
     matrix = A.alignment_matrix(run)
-    score, decision, key = rule_scores(matrix, rule=rule, last_k=int(last_k), threshold=threshold)
+    score, decision, key = flag_scores(matrix, rule=rule, last_k=int(last_k), threshold=threshold)
     ids = np.flatnonzero(np.isfinite(key))
     # Sort by the suspicion key; frac ties go to the lower mean alignment; remaining ties by sample id.
     tiebreak = A.sample_stats(matrix).mean[ids] if rule == "frac" else np.zeros(ids.size)

@@ -135,16 +135,18 @@ def _mark_criteria(axes, choices) -> list:
     return handles
 
 
-def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarray], choices):
-    """GWA (verbatim) and mean alignment over epochs, against accuracy, with each criterion's epoch marked.
+def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarray], choices, default=None):
+    """The paper's GWA (verbatim), mean alignment and gwa's default value over epochs, against accuracy, with each
+    criterion's epoch marked.
 
     Args:
         epochs: ``(E,)`` epoch numbers.
-        gwa: ``(E,)`` the paper's GWA as logged (may be huge or infinite at guarded epochs).
+        gwa: ``(E,)`` the paper's GWA as logged (``gwa_paper``; may be huge or infinite at guarded epochs).
         guarded: ``(E,)`` bool, True where the GWA value is not to be trusted (kurtosis pole).
         align_mean: ``(E,)`` mean per-sample alignment.
         accuracies: ``{"test_acc": (E,), "val_acc": (E,)}``; missing or all-NaN curves are left out.
         choices: :class:`gwa.report._analysis.Choice` objects to mark as vertical lines.
+        default: ``(E,)`` gwa's default value (``gwa``: mean / Pearson kurtosis), drawn with the mean alignment.
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -157,7 +159,7 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     ms = 4 if epochs.size <= 30 else 2 if epochs.size <= 100 else 0
     trusted = np.where(guarded, np.nan, gwa)
     (h_gwa,) = ax_gwa.plot(
-        epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=ms, label="GWA (trusted epochs)"
+        epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=ms, label="GWA, paper's Eq. 2 (trusted epochs)"
     )
     lo, hi = _gwa_limits(trusted, gwa[guarded])
     handles = [h_gwa]
@@ -192,21 +194,26 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
             ax_gwa.axvspan(e - 0.5, e + 0.5, color=COLORS["guard"], alpha=0.08, lw=0)
     ax_gwa.set_ylim(lo, hi)
     ax_gwa.axhline(0, color=COLORS["zero"], lw=0.8)
-    ax_gwa.set_ylabel("GWA = mean / (excess kurtosis + 1.2)")
+    ax_gwa.set_ylabel("paper: mean / (excess kurtosis + 1.2)")
     ax_gwa.set_title("Gradient-weight alignment and accuracy over training")
     _, acc_handles = _accuracy_axis(ax_gwa, epochs, accuracies, ms=ms * 0.75)
 
     (h_mean,) = ax_mean.plot(
         epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=ms, label="mean alignment"
     )
+    mean_handles = [h_mean]
+    if default is not None and np.isfinite(np.asarray(default, dtype=np.float64)).any():
+        (h_default,) = ax_mean.plot(epochs, default, color=COLORS["gwa"], lw=2, marker="s", ms=ms,
+                                    label="gwa (default): mean / (excess kurtosis + 3)")
+        mean_handles.append(h_default)
     ax_mean.axhline(0, color=COLORS["zero"], lw=0.8)
-    ax_mean.set_ylabel("mean per-sample alignment")
+    ax_mean.set_ylabel("mean alignment, gwa")
     ax_mean.set_xlabel("epoch")
     ax_mean.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax_mean.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
     _accuracy_axis(ax_mean, epochs, accuracies, ms=ms * 0.75)
     crit_handles = _mark_criteria([ax_gwa, ax_mean], choices)
-    handles += [h_mean, *acc_handles, *crit_handles]
+    handles += [*mean_handles, *acc_handles, *crit_handles]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
     return fig
 

@@ -105,6 +105,7 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         analysis.mean_alignment_curve(run),
         {k: run.series(k) for k in ("test_acc", "val_acc")},
         choices,
+        default=run.series("gwa"),
     )
     png = plots.save_png(curves, out / "curves.png")
     parts.append(
@@ -179,12 +180,15 @@ def _summary_block(run, choices, guarded) -> str:
             markup.fmt(c.test_acc),
             at("val_acc", c),
             at("gwa", c),
+            at("gwa_paper", c),
             at("align_mean", c),
         ]
         for c in choices
     ]
     body = markup.table(
-        ["criterion", "epoch", "test acc", "val acc", "GWA", "mean alignment"], rows, numeric={1, 2, 3, 4, 5}
+        ["criterion", "epoch", "test acc", "val acc", "gwa", "GWA (paper)", "mean alignment"],
+        rows,
+        numeric={1, 2, 3, 4, 5, 6},
     )
     body += f"<p class='muted'>Chosen epochs from {source}.</p>"
     if guarded.any():
@@ -200,7 +204,8 @@ def _guard_sentence(run, guarded) -> str:
     by_reason: dict[str, list[int]] = {}
     for epoch, g in zip(run.epochs, guarded, strict=True):
         if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
-            why = reasons[epoch].split(":")[0] if epoch in reasons else "no finite GWA logged"
+            code = reasons[epoch][0] if epoch in reasons else None
+            why = analysis.GUARD_LABELS.get(code, "flagged by the trainer") if code else "no finite GWA logged"
             by_reason.setdefault(why, []).append(int(epoch))
     flagged = sorted(e for epochs in by_reason.values() for e in epochs)
     detail = "; ".join(f"{why} at {_ranges(epochs)}" for why, epochs in by_reason.items())

@@ -1,11 +1,17 @@
 """PyTorch adapter: the alignment kernel on tensors, head discovery and the per-epoch tracker.
 
 Example:
-    >>> from gwa.torch import GWATracker  # doctest: +SKIP
-    >>> tracker = GWATracker(model, num_samples=len(dataset))
-    >>> logits = model(x); loss = criterion(logits, y); loss.backward()
-    >>> tracker.update(logits, y, sample_ids=idx)   # before or after optimizer.step()
+    >>> import torch, torch.nn.functional as F
+    >>> from gwa.torch import GWATracker
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> tracker = GWATracker(model, num_samples=6)
+    >>> x, y, idx = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
+    >>> logits = model(x); F.cross_entropy(logits, y).backward()
+    >>> scores = tracker.update(logits, y, sample_ids=idx)   # before or after optimizer.step()
     >>> result = tracker.end_epoch()
+    >>> result.epoch, result.summary.n, result.scores.shape
+    (1, 6, (6,))
 """
 
 from gwa.torch._head import find_head

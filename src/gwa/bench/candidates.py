@@ -1,0 +1,42 @@
+"""Research candidates for the stop criterion, reported by ``gwa bench`` beside the criteria of :mod:`gwa.policy`.
+
+Each maps a run's metric rows to a 0-based index; none is used outside the benchmark. The criteria themselves
+(``gwa``, ``gwa_paper``, ``align_mean``, the baselines) and the warm-up live in the core policy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gwa.baselines import labelwave
+from gwa.policy import choose, series, warmup_epochs
+
+
+def _rule(values: np.ndarray, *, finetune: bool = False) -> int:
+    return choose(values, warmup=warmup_epochs(len(values)), finetune=finetune)
+
+
+def guarded_paper(rows: list[dict]) -> int:
+    """The paper's rule on guard-aware GWA: NaN where the paper value is flagged (at or past the kurtosis pole),
+    so a pole is never chosen; ValueError when every epoch after the warm-up is flagged."""
+    values = series(rows, "gwa_paper")
+    values[series(rows, "gwa_paper_flagged") == 1] = np.nan
+    return _rule(values)
+
+
+def _guarded_or_mean(rows: list[dict]) -> int:
+    """Guard-aware GWA; when every epoch after the warm-up is at the pole, the mean alignment instead."""
+    try:
+        return guarded_paper(rows)
+    except ValueError:
+        return _rule(series(rows, "align_mean"))
+
+
+#: name -> chooser over metric rows (0-based index).
+CANDIDATES = {
+    "gwa_guarded": guarded_paper,
+    "gwa_guarded_or_mean": _guarded_or_mean,
+    "gwa_pearson_finetune": lambda rows: _rule(series(rows, "gwa"), finetune=True),
+    "align_mean_finetune": lambda rows: _rule(series(rows, "align_mean"), finetune=True),
+    "align_mean_smooth3": lambda rows: _rule(labelwave.moving_average(series(rows, "align_mean"), 3)),
+}
