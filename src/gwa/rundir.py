@@ -325,6 +325,7 @@ class RunWriter:
         self.num_samples = int(num_samples)
         if self.num_samples <= 0:
             raise ValueError(f"Expected `num_samples` > 0; got {num_samples!r}.")
+        self._check_target(resume, overwrite)  # a refused writer leaves no trace, not even a lock file
         self._lock = lock if lock is not None else RunLock(self.path).acquire()
         try:
             self._open(config, labels, clean_labels, noise_mask, resume, resume_epoch, overwrite)
@@ -333,18 +334,23 @@ class RunWriter:
                 self._lock.release()
             raise
 
-    def _open(self, config, labels, clean_labels, noise_mask, resume, resume_epoch, overwrite) -> None:
-        from gwa import __version__
-
+    def _check_target(self, resume: bool, overwrite: bool) -> None:
         if resume:
             if not (self.path / "config.json").exists():
                 raise RunDirError(f"Cannot resume: {self.path} holds no run (no config.json).")
             if read_config(self.path)["format"] != FORMAT:
                 raise RunDirError(f"Cannot resume {self.path}: it is a run of format {read_config(self.path)['format']}"
                                   f" (an older gwa); this gwa writes format {FORMAT}. Start a new run.")
-            self.rows = self._rows_to_resume(resume_epoch)
         else:
             check_writable(self.path, overwrite=overwrite)
+
+    def _open(self, config, labels, clean_labels, noise_mask, resume, resume_epoch, overwrite) -> None:
+        from gwa import __version__
+
+        self._check_target(resume, overwrite)  # again, now that no other writer can change the folder
+        if resume:
+            self.rows = self._rows_to_resume(resume_epoch)
+        else:
             for stale in own_files(self.path):
                 stale.unlink()
             self.rows = []
