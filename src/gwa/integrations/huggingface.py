@@ -169,10 +169,13 @@ class GWATrainerCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if folder.is_dir():
+            import io
+
             from gwa.rundir import write_atomic
 
-            state = self.state_dict()
-            write_atomic(folder / STATE_FILE.format(rank=args.process_index), lambda fh: torch.save(state, fh))
+            buffer = io.BytesIO()  # serialised first: a full disk then fails as OSError, not torch's RuntimeError
+            torch.save(self.state_dict(), buffer)
+            write_atomic(folder / STATE_FILE.format(rank=args.process_index), lambda fh: fh.write(buffer.getbuffer()))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.monitor.finish(model.load_state_dict)
