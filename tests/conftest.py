@@ -13,7 +13,7 @@ def rng() -> np.random.Generator:
 # The hostile-input suite (docs/reliability.md): every test marked `hostile` is one case. A case passes only when
 # its assertions hold: the refused ones raise the expected error naming the file or argument, and none runs a
 # payload, loses a file, gives a wrong result or a traceback-type crash. The tally is printed at the end.
-_hostile: dict[str, dict[str, int]] = {}
+_hostile: dict[tuple[str, str], dict[str, int]] = {}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -22,13 +22,15 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     marker = item.get_closest_marker("hostile")
     if marker is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
-        kind = marker.args[0] if marker.args else "refused"
-        _hostile.setdefault(kind, {"passed": 0, "failed": 0, "skipped": 0})[report.outcome] += 1
+        key = (item.path.name, marker.args[0] if marker.args else "refused")
+        _hostile.setdefault(key, {"passed": 0, "failed": 0, "skipped": 0})[report.outcome] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _hostile:
-        total = {k: sum(t[k] for t in _hostile.values()) for k in ("passed", "failed", "skipped")}
-        parts = ", ".join(f"{kind} {t['passed']}/{sum(t.values())}" for kind, t in sorted(_hostile.items()))
-        terminalreporter.write_line(f"hostile-input suite: {sum(total.values())} cases, {total['passed']} held "
-                                    f"({parts}), {total['failed']} failed, {total['skipped']} skipped")
+    if not _hostile:
+        return
+    total = {k: sum(t[k] for t in _hostile.values()) for k in ("passed", "failed", "skipped")}
+    terminalreporter.write_line(f"hostile-input suite: {sum(total.values())} cases, {total['passed']} held, "
+                                f"{total['failed']} failed, {total['skipped']} skipped")
+    for (name, kind), t in sorted(_hostile.items()):
+        terminalreporter.write_line(f"  {name:<26} {kind:<9} {t['passed']}/{sum(t.values())} held")

@@ -335,10 +335,6 @@ def _labels_wrong_length(path):
     np.save(path / "labels.npy", np.zeros(N + 4, np.int64))
 
 
-def _labels_object_array(path):
-    np.save(path / "labels.npy", np.array([{"a": 1}] * N, dtype=object), allow_pickle=True)
-
-
 def _noise_mask_wrong_length(path):
     np.save(path / "noise_mask.npy", np.zeros(2, bool))
 
@@ -350,7 +346,6 @@ def _noise_mask_wrong_length(path):
     (_corrupt_summary_format, r"summary\.json has run-directory format 7; this gwa reads format"),
     (_corrupt_summary_epoch, r"summary\.json: expected criteria\['gwa'\] to be an object with an integer 'epoch'"),
     (_labels_wrong_length, r"labels\.npy: expected 6 rows \(num_samples in config\.json\); got shape \(10,\)"),
-    (_labels_object_array, r"labels\.npy is not a readable \.npy array of numbers"),
     (_noise_mask_wrong_length, r"noise_mask\.npy: expected 6 rows"),
 ])
 def test_corrupt_run_files_are_named(tmp_path, corrupt, match):
@@ -358,6 +353,16 @@ def test_corrupt_run_files_are_named(tmp_path, corrupt, match):
     corrupt(path)
     with pytest.raises(RunDirError, match=match):
         load_run(path)
+
+
+@pytest.mark.hostile("refused")
+def test_run_directory_npy_with_a_payload_is_refused(tmp_path, marker, capsys):
+    path = write_run(tmp_path / "run")
+    np.save(path / "labels.npy", np.array([Payload(marker)] * N, dtype=object), allow_pickle=True)
+    with pytest.raises(RunDirError, match=r"labels\.npy is not a readable \.npy array of numbers"):
+        load_run(path)
+    code, err = _cli(["flag", str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "labels.npy is not a readable .npy array" in err
 
 
 @pytest.mark.hostile("refused")
