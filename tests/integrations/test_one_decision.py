@@ -154,7 +154,7 @@ def test_c_gwa_train_on_the_synthetic_history(tmp_path, synthetic_tracker):
     assert (tmp_path / "run" / "checkpoints" / best["file"]).exists()
 
 
-def test_c_gwa_train_real_run_agrees_with_the_core(tmp_path, capsys):
+def test_c_gwa_train_real_run_agrees_with_the_core(tmp_path, caplog):
     """A real run through the command line: its summary and best checkpoint are the core's choice over its own
     metric rows, and its --early-stop epoch is the online stopper replayed on them."""
     from gwa import cli
@@ -173,9 +173,13 @@ def test_c_gwa_train_real_run_agrees_with_the_core(tmp_path, capsys):
     assert json.loads((out / "checkpoints" / "best_gwa.json").read_text())["epoch"] == chosen
     replay = gwa.EarlyStopper(patience=patience, total_epochs=epochs)
     stops = [replay.step(r) for r in rows]
-    assert not any(stops[:-1])
-    assert replay.stopped_epoch == (len(rows) if stops[-1] else None)
-    assert len(rows) == (replay.stopped_epoch or epochs) and replay.best_epoch == chosen
+    assert stops == [False] * (len(rows) - 1) + [True]  # this seed stops early: the replay stops at the same epoch
+    assert replay.stopped_epoch == len(rows) == run.summary["epochs_run"] < epochs
+    assert replay.best_epoch == chosen
+    # The command's message is the stopper's, in 1-based epochs.
+    assert f"early stop: {replay.message}" in caplog.text
+    assert replay.message == (f"stop at epoch {len(rows)}: no new best for {patience} epochs since epoch {chosen} "
+                              f"(gwa {rows[chosen - 1]['gwa']:.6g})")
 
 
 # ---------------------------------------------------------------------------------------------- (d) Lightning
