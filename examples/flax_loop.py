@@ -1,10 +1,13 @@
 """GWA in a plain Flax/optax loop: an MLP on sklearn's digits with noisy labels, no validation split.
 
 The train step is jitted and returns the loss, the per-sample alignment scores and the epoch's running
-moments; nothing leaves the device until the epoch ends. The test split is only printed, never used.
+moments; nothing leaves the device until the epoch ends. The epoch to keep (and, with ``--patience``, when to stop)
+is gwa's default criterion, online (:class:`gwa.EarlyStopper`) and post hoc (:func:`gwa.select_epoch`): the same
+epoch, counted from 1. The test split is only printed, never used.
 
     python examples/flax_loop.py                # 30 epochs, 20% of the training labels flipped
     python examples/flax_loop.py --epochs 2 --noise 0
+    python examples/flax_loop.py --patience 5   # stop once gwa has had no new best for 5 epochs
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=None, help="stop when gwa has no new best for this long")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -93,8 +97,9 @@ def main(argv=None):
     train_step = make_train_step(model, optimizer)
     predict = jax.jit(lambda params, x: model.apply({"params": params}, x).argmax(axis=1))
 
+    stopper = gwa.EarlyStopper(patience=args.patience, total_epochs=args.epochs)  # gwa's default criterion
     summaries, test_accs, n = [], [], len(y_train)
-    print(f"{'epoch':>5} {'loss':>7} {'test_acc':>8} {'align':>7} {'GWA':>7}")
+    print(f"{'epoch':>5} {'loss':>7} {'test_acc':>8} {'align':>7} {'gwa':>7} {'paper':>9}")
     for epoch in range(1, args.epochs + 1):
         moments, epoch_scores = gwa.jax.moments_init(), jnp.full(n, jnp.nan)
         losses = []
@@ -107,14 +112,18 @@ def main(argv=None):
         summaries.append(summary)
         test_acc = float(np.mean(np.asarray(predict(params, x_test)) == y_test))
         test_accs.append(test_acc)
-        note = f"  ({summary.guard})" if summary.flagged else ""
+        note = f"  (paper's value not trusted: {summary.guard.message})" if summary.flagged else ""
         print(f"{epoch:5d} {np.mean(jax.device_get(losses)):7.4f} {test_acc:8.3f} {summary.mean:7.4f} "
-              f"{summary.gwa:7.4f}{note}")
+              f"{summary.gwa:7.4f} {summary.gwa_paper:9.4f}{note}")
+        if stopper.step(summary):  # stopper.message says why
+            print(stopper.message)
+            break
 
-    trusted = [s.gwa_or_nan for s in summaries]
-    if np.isfinite(trusted).any():
-        pick = gwa.select_epoch(trusted)  # the paper's rule: skip 10% of training, then the highest GWA
-        print(f"GWA picks epoch {pick + 1} (test acc {test_accs[pick]:.3f}); the best test acc was "
+    if stopper.best_epoch is not None:
+        # Post hoc, over the same history and the planned epochs: the epoch the online stopper holds.
+        pick = gwa.select_epoch(summaries, total_epochs=args.epochs)
+        assert pick == stopper.best_epoch
+        print(f"gwa picks epoch {pick} (test acc {test_accs[pick - 1]:.3f}); the best test acc was "
               f"{max(test_accs):.3f} at epoch {int(np.argmax(test_accs)) + 1}")
     if flipped.any():
         auroc = roc_auc_score(flipped, -np.asarray(epoch_scores))  # low alignment = likely mislabeled

@@ -116,6 +116,22 @@ def test_resume_from_state_gives_the_same_decisions_and_run_dir(tmp_path):
     assert rb.summary["monitor"] == "gwa" and rb.summary["format"] == 2
 
 
+def test_resume_with_more_planned_epochs_continues_on_the_new_plan():
+    # A fit planned for 3 epochs, resumed (Lightning's ckpt_path, HF's resume) with max_epochs=10.
+    rs = results(MEANS)
+    first = EpochMonitor(patience=5)
+    first.start(max_epochs=3, num_samples=N, write=False, framework="test")
+    for r in rs[:3]:
+        first.end_epoch(r)
+    resumed = EpochMonitor(patience=5)
+    resumed.load_state_dict(first.state_dict())
+    resumed.start(max_epochs=10, num_samples=N, write=False, framework="test")
+    for r in rs[3:]:
+        resumed.end_epoch(r)
+    assert [row["epoch"] for row in resumed.rows] == list(range(1, 11))
+    assert resumed.best_epoch == gwa.select_epoch(resumed.rows, total_epochs=10)
+
+
 def test_errors():
     with pytest.raises(ValueError, match=r"`criterion` to be one of \[.*'gwa'.*\]; got 'loss'"):
         EpochMonitor(monitor="loss")

@@ -14,8 +14,9 @@ import numpy as np
 import optax
 import torch
 
-from gwa.experiments import models as torch_models
-from gwa.experiments import models_jax, train_jax, train_torch
+import gwa
+from gwa.runner import models as torch_models
+from gwa.runner import models_jax, train_jax, train_torch
 from gwa.runner.config import RunConfig
 from gwa.runner.train import run_training
 from gwa.rundir import load_run
@@ -134,6 +135,11 @@ def test_tiny_jax_run_writes_a_run_directory_that_resumes_exactly(tmp_path):
         np.testing.assert_allclose(row["align_mean"], scores.astype(np.float64).mean(), rtol=1e-5)
     assert set(run.signals()) == {"alignment", "loss", "margin", "pred"}
     assert {"gwa", "gwa_paper", "align_mean", "last", "oracle"} <= set(run.summary["criteria"])
+    # The default criterion's epoch and the best checkpoint are the core policy's choice over the rows.
+    assert run.summary["criteria"]["gwa"]["epoch"] == gwa.select_epoch(run.metrics, total_epochs=3)
+    assert run.summary["best_checkpoint"]["epoch"] == run.summary["criteria"]["gwa"]["epoch"]
+    for row in run.metrics:
+        assert row["gwa"] == pytest.approx(row["align_mean"] / (row["align_excess_kurtosis"] + 3), rel=1e-12)
     assert run.metrics[1]["train_loss"] < run.metrics[0]["train_loss"]
 
     partial = _tiny(tmp_path, "resumed", epochs=2)

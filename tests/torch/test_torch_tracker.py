@@ -376,7 +376,7 @@ def test_sequence_shaped_head_input_is_a_clear_error():
 
 def test_empty_epoch_is_guarded_not_an_error():
     result = GWATracker(mlp(), num_samples=4).end_epoch()
-    assert result.summary.n == 0 and result.summary.guard == "no scores"
+    assert result.summary.n == 0 and result.summary.guard == gwa.Guard(gwa.GuardCode.NO_SCORES, "no scores")
     assert np.isnan(result.scores).all()
 
 
