@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 
-from gwa import rundir
+from gwa import GuardCode, rundir
 from gwa.rundir import RunDirError, RunDirWarning, RunWriter, load_run
 
 torch = pytest.importorskip("torch")
@@ -463,3 +463,20 @@ def test_resume_cannot_shrink_a_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "with --epochs 1: it already holds 2 epochs (--epochs may only grow" in err
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.hostile("accepted")
+def test_a_genuine_checkpoint_with_a_guarded_epoch_loads_weights_only(tmp_path):
+    """The tracker's history holds GuardCode members (an epoch without scores here); resume must load it."""
+    from gwa.runner.train_torch import load_checkpoint
+    from gwa.torch import GWATracker
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    tracker = GWATracker(model, num_samples=5)
+    tracker.end_epoch()  # no batches: a guarded epoch
+    assert tracker.history[0].guard is not None
+    torch.save({"epoch": 1, "tracker": tracker.state_dict()}, tmp_path / "last-0001.pt")
+    state = load_checkpoint(tmp_path / "last-0001.pt")["tracker"]
+    assert state["history"][0]["guard"]["code"] is GuardCode.NO_SCORES
+    assert state["history"][0]["n"] == 0 and state["num_samples"] == 5
+    GWATracker(model, num_samples=5).load_state_dict(state)

@@ -240,8 +240,11 @@ def _load_state(path: Path) -> dict:
     """The callback's state, loaded with ``weights_only=True``: a shared checkpoint folder cannot run code."""
     import pickle
 
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    from gwa import GuardCode
+
+    try:  # the tracker's history names guarded epochs by GuardCode, an enum of three strings
+        with torch.serialization.safe_globals([GuardCode]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise ValueError(f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values "

@@ -295,8 +295,11 @@ def load_checkpoint(path, device="cpu") -> dict:
     """A checkpoint of this backend, loaded with ``weights_only=True``: a crafted file cannot run code."""
     import pickle
 
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
+    from gwa import GuardCode
+
+    try:  # the tracker's history names guarded epochs by GuardCode, an enum of three strings
+        with torch.serialization.safe_globals([GuardCode]):
+            return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise ValueError(f"Refusing to load {path}: expected a checkpoint of tensors and plain values "
