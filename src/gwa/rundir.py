@@ -62,8 +62,8 @@ CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = "gwa.lock"
 #: Files gwa writes at the top of a run directory: ``overwrite`` deletes these and nothing else (besides the
 #: score and checkpoint files matching :data:`_OWN_SCORE` and :data:`_OWN_CHECKPOINT`).
-OWN_FILES = ("metrics.jsonl", "summary.json", "labels.npy", "clean_labels.npy", "noise_mask.npy",
-             "source_index.npy", "previews.npy", "preview_ids.npy", "config.json")
+OWN_FILES = ("metrics.jsonl", "metrics.jsonl.torn", "summary.json", "labels.npy", "clean_labels.npy",
+             "noise_mask.npy", "source_index.npy", "previews.npy", "preview_ids.npy", "config.json")
 _OWN_SCORE = re.compile(r"[A-Za-z0-9_]+_\d{4,}\.npy(\.tmp|\.tmp\.npy)?")
 _OWN_CHECKPOINT = re.compile(r"(last|best_[A-Za-z0-9_]+)(-\d{4,})?\.(pt|msgpack|json)(\.tmp)?")
 #: Test-only fault injection: with this variable set to k, the process SIGKILLs itself at its k-th atomic
