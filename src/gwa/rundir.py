@@ -205,7 +205,8 @@ class RunLock:
                                   f"holding {self.path / LOCK_FILE}); wait for it to finish or choose another "
                                   f"--out.") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
         os.fsync(fd)
         self._fd = fd
         _held[key] = self
