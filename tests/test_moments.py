@@ -273,3 +273,43 @@ def test_property_update_in_any_split_equals_one_pass(data, cuts):
     for part in np.split(np.asarray(data), sorted(min(c, len(data)) for c in cuts)):
         streamed.update(part)
     assert_states_close(streamed.state, batch_state(data), data)
+
+
+def _state(**changes):
+    return {"n": 2, "mean": 0.0, "m2": 1.0, "m3": 0.0, "m4": 1.0, **changes}
+
+
+@pytest.mark.hostile("refused")
+@pytest.mark.parametrize("state,error,match", [
+    (_state(n=-5), ValueError, r"`state\['n'\]` to be a count \(a whole number >= 0\); got -5"),
+    (_state(n=2.5), ValueError, r"`state\['n'\]` to be a count .*got 2\.5"),
+    (_state(mean=np.nan), ValueError, r"`state\['mean'\]` to be a finite number; got nan"),
+    (_state(n="2"), ValueError, r"`state\['n'\]` to be a finite number; got '2'"),
+    (_state(n=True), ValueError, r"`state\['n'\]` to be a finite number; got True"),
+    (_state(m2=-1), ValueError, r"`state\['m2'\]` \(a sum of squares\) >= 0; got -1"),
+    (_state(n=0, m2=0, m4=0, mean=1), ValueError, r"moments of an empty `state` \(n=0\) to be 0"),
+    (_state(format=99), ValueError, r"moments state format 1; got format 99"),
+    ({"n": 2}, ValueError, r"to hold n, mean, m2, m3, m4; missing mean, m2, m3, m4"),
+    ([1, 2], TypeError, r"`state` to be a mapping with keys n, mean, m2, m3, m4; got list"),
+])
+def test_from_state_dict_refuses_states_no_stream_produces(state, error, match):
+    with pytest.raises(error, match=match):
+        Moments.from_state_dict(state)
+
+
+@pytest.mark.hostile("refused")
+@pytest.mark.parametrize("values,error,match", [
+    (["a"], TypeError, r"`values` to be real numbers in Moments.update; got shape=\(1,\), dtype=<U1"),
+    ([1e100, -1e100], ValueError, r"fourth central moment of these finite values overflows float64 .*1e\+100"),
+    ([0.1, np.nan, np.inf], ValueError, r"finite `values` in Moments.update; got NaN/Inf \(2 value\(s\)\)"),
+])
+def test_update_errors_say_what_was_wrong(values, error, match):
+    m = Moments.from_values([0.1, 0.2])
+    with pytest.raises(error, match=match):
+        m.update(values)
+    assert m.n == 2  # unchanged
+
+
+def test_a_state_of_the_wrong_length_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"MomentState \(n, mean, m2, m3, m4\); got 2 value\(s\)"):
+        Moments((1, 2))

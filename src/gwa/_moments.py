@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gwa._validation import check_finite
+from gwa._validation import check_finite, describe
 
 
 class MomentState(NamedTuple):
@@ -115,6 +115,9 @@ class Moments:
     __slots__ = ("_state",)
 
     def __init__(self, state: MomentState | None = None):
+        if state is not None and len(state) != len(MomentState._fields):
+            raise TypeError(f"Expected `state` to be a MomentState ({', '.join(MomentState._fields)}); got "
+                            f"{len(state)} value(s). To restore a state_dict, use Moments.from_state_dict.")
         self._state = EMPTY if state is None else MomentState(*map(float, state))
 
     @classmethod
@@ -126,9 +129,17 @@ class Moments:
 
     def update(self, values) -> None:
         """Add a batch of values (any shape; NaN is rejected rather than silently poisoning the moments)."""
-        state = batch_state(values)
+        arr = np.asarray(values)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"Expected `values` to be real numbers in Moments.update; got {describe(arr)}.")
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise ValueError(f"Expected finite `values` in Moments.update; got NaN/Inf "
+                             f"({arr.size - int(finite.sum())} value(s)).")
+        state = batch_state(arr)
         if not (math.isfinite(state.mean) and math.isfinite(state.m4)):
-            raise ValueError("Expected finite `values` in Moments.update; got NaN/Inf.")
+            raise ValueError(f"Moments.update: the fourth central moment of these finite values overflows float64 "
+                             f"(largest |value| {float(np.max(np.abs(arr))):.3g}); scale the values down.")
         self._state = merge_states(self._state, state)
 
     def merge(self, other: Moments) -> Moments:
