@@ -102,7 +102,7 @@ def test_report_content_matches_run(run_dir, tmp_path):
     flagged = [r["epoch"] for r in run.metrics if r["gwa_paper_flagged"]]
     assert flagged == [2, 3, 4, 5, 6]
     assert {r["gwa_guard"] for r in run.metrics if r["gwa_paper_flagged"]} == {"kurtosis_pole"}
-    assert "GWA guard. GWA is not trusted at epoch(s) 2–6 (5 of 12)" in text
+    assert "GWA guard. The paper's GWA is not trusted at epoch(s) 2–6 (5 of 12)" in text
     assert "Here: kurtosis pole at 2–6." in text
     # Most negative samples: ranked by mean alignment over seen epochs, checked against a brute-force mean.
     matrix = np.stack([np.load(run_dir / "scores" / f"alignment_{e:04d}.npy") for e in run.epochs]).astype(

@@ -179,7 +179,8 @@ class EpochMonitor:
     def _load_pending(self) -> None:
         state, self._pending = self._pending, None
         self.rows = [dict(r) for r in state["rows"]]
-        self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=state["max_epochs"],
+        # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
+        self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=self.max_epochs,
                                     finetune=self.finetune)
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])

@@ -55,7 +55,7 @@ class GWATrainerCallback(TrainerCallback):
         bias: include the head bias in the cosine.
 
     Logged (through ``on_log``, into ``state.log_history`` and the callbacks after this one): ``gwa``,
-    ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa/flagged``. Reporting integrations
+    ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``. Reporting integrations
     (TensorBoard, W&B) run before user callbacks; to have them receive the keys, put this callback first:
     ``trainer.callback_handler.callbacks.insert(0, callback)`` instead of ``callbacks=[callback]``.
 

@@ -212,8 +212,9 @@ def _guard_sentence(run, guarded) -> str:
     return (
         '<div class="guard"><b>GWA guard.</b> '
         + markup.esc(
-            f"GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of {len(run.epochs)}), so "
-            f"the GWA criterion never chooses them. The usual cause is the kurtosis pole: when the alignment "
+            f"The paper's GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of "
+            f"{len(run.epochs)}): the 'gwa_paper' criterion takes such values as they are, gwa's default "
+            f"('gwa', mean / (excess kurtosis + 3)) has no pole. The usual cause is the kurtosis pole: when the alignment "
             f"scores are flat or bimodal (as label noise makes them), excess kurtosis + {PAPER_BETA:g} "
             f"falls to {MIN_DENOMINATOR:g} or below and the paper's formula divides by almost zero or flips "
             f"sign. Here: {detail}."
