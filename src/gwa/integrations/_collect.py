@@ -89,7 +89,8 @@ class PreviewCollector:
     Float inputs only (token ids have no picture); other inputs disable the collector silently.
     """
 
-    def __init__(self, num_samples: int, *, budget_bytes: int = PREVIEW_BUDGET_BYTES, count: int = PREVIEW_COUNT):
+    def __init__(self, num_samples: int, *, budget_bytes: int | None = None, count: int = PREVIEW_COUNT):
+        budget_bytes = PREVIEW_BUDGET_BYTES if budget_bytes is None else budget_bytes
         self.num_samples, self.budget, self.count = int(num_samples), int(budget_bytes), int(count)
         self.enabled = True
         self.shape: tuple | None = None

@@ -51,7 +51,7 @@ class RunRecorder:
                  noise_mask=None, previews: bool = True, overwrite: bool = False):
         num_samples = getattr(tracker, "num_samples", None)
         if not isinstance(num_samples, int):
-            raise ValueError(f"Expected a GWATracker created with num_samples= (scores by sample id); got "
+            raise TypeError(f"Expected a GWATracker created with num_samples= (scores by sample id); got "
                              f"{type(tracker).__name__} with num_samples={num_samples!r}.")
         if total_epochs is not None and (isinstance(total_epochs, bool) or not isinstance(total_epochs, int)
                                          or total_epochs <= 0):

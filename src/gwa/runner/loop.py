@@ -61,8 +61,7 @@ def epoch_line(metrics: dict, *, total_epochs: int, decision: str) -> str:
     if metrics.get("test_acc") is not None:
         parts.append(f"test acc {_percent(metrics['test_acc'])}")
     parts.append("gwa –" if gwa is None or not math.isfinite(gwa) else f"gwa {gwa:.4g}")
-    prefix = f"epoch {epoch}: "
-    parts.append(decision[len(prefix):] if decision.startswith(prefix) else decision)
+    parts.append(decision.removeprefix(f"epoch {epoch}: "))
     return "  ".join(parts)
 
 
