@@ -334,13 +334,14 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
         rows,
         numeric={k for k, c in enumerate(columns) if c[1]},
         raw={k for k, c in enumerate(columns) if c[2] == "raw"},
+        sortable=True,
     )
     parts.append(
         markup.section(
             "negative",
             f"The {len(order)} most negatively aligned samples",
-            "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen. "
-            "Export a ranked list with <code>gwa flag</code>.</p>" + table,
+            "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen (click a "
+            "column header to sort by it). Export a ranked list with <code>gwa flag</code>.</p>" + table,
         )
     )
     return parts
