@@ -68,7 +68,7 @@ def check_page(html_path, tmp_path) -> tuple[dict, list[str]]:
     probe = tmp_path / f"probe_{html_path.stem}.html"
     probe.write_text(page.replace("<head>", "<head>" + CHECKER, 1), encoding="utf-8")
     done = _chromium(probe.as_uri(), tmp_path / "profile", "--dump-dom")
-    found = re.search(r'<pre id="gwa-check">(.*?)</pre>', done.stdout, re.S)
+    found = re.search(r'<pre id="gwa-check">(.*?)</pre>', done.stdout, re.DOTALL)
     assert found, f"the checker did not run: {done.stderr[-2000:]}"
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     text = found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
