@@ -373,3 +373,22 @@ def test_reports_of_lightning_hf_and_plain_loop_runs_are_complete(tmp_path):
     plain_loop_run(tmp_path / "loop")
     page = _check_complete_report(tmp_path / "loop", "loop")
     assert page.count('class="thumb"') == 20  # 8x8 image previews for the 20 worst samples
+
+
+def test_monitor_resumed_with_more_epochs_follows_the_new_plan():
+    from gwa.integrations import EpochMonitor
+    from gwa.torch import EpochResult
+
+    rng = np.random.default_rng(0)
+    summaries = [gwa.summarize(np.clip(rng.normal(0.05 * e, 0.2, 50), -1, 1)) for e in range(1, 21)]
+    first = EpochMonitor(patience=50)
+    first.start(max_epochs=2, num_samples=50, write=False, framework="loop")
+    for e in (1, 2):
+        first.end_epoch(EpochResult(epoch=e, summary=summaries[e - 1], scores=None))
+    resumed = EpochMonitor(patience=50)
+    resumed.load_state_dict(first.state_dict())
+    resumed.start(max_epochs=20, num_samples=50, write=False, framework="loop")
+    for e in range(3, 21):
+        resumed.end_epoch(EpochResult(epoch=e, summary=summaries[e - 1], scores=None))
+    assert resumed.best_epoch == gwa.select_epoch(summaries, total_epochs=20)
+    assert resumed.stopper.warmup == 2  # 10% of the new plan of 20 epochs
