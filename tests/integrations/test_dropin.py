@@ -392,3 +392,50 @@ def test_monitor_resumed_with_more_epochs_follows_the_new_plan():
         resumed.end_epoch(EpochResult(epoch=e, summary=summaries[e - 1], scores=None))
     assert resumed.best_epoch == gwa.select_epoch(summaries, total_epochs=20)
     assert resumed.stopper.warmup == 2  # 10% of the new plan of 20 epochs
+
+
+def test_label_collector_takes_class_ids_or_the_argmax_of_soft_targets():
+    from gwa.integrations._collect import LabelCollector
+
+    labels = LabelCollector(6)
+    assert labels.labels() is None  # nothing seen yet
+    labels.observe(torch.tensor([2, 0]), torch.tensor([4, 1]))
+    labels.observe(torch.tensor([[0.1, 0.7, 0.2]]), [0])  # soft: its argmax; ids as a list
+    labels.observe(torch.tensor([1]), None)  # no ids: nothing to record
+    assert labels.labels().tolist() == [1, 0, -1, -1, 2, -1]
+
+
+@pytest.mark.parametrize(("inputs", "kept"), [
+    (torch.randn(4, 3, 5, 5), (3, 5, 5)),  # channel-first RGB images
+    (torch.randn(4, 5, 5), (5, 5)),  # grey images
+    (torch.randn(4, 7), (7,)),  # 1-D signals or features
+    (torch.randint(0, 9, (4, 7)), None),  # token ids: no picture
+    (torch.randn(4, 2, 5, 5, 5), None),  # video-like: not drawable
+])
+def test_preview_collector_keeps_drawable_float_inputs_only(inputs, kept):
+    from gwa.integrations._collect import PreviewCollector
+
+    previews = PreviewCollector(8)
+    previews.observe(inputs, torch.tensor([5, 1, 7, 2]))
+    previews.want(np.zeros(8))
+    out = previews.previews()
+    if kept is None:
+        assert out is None and not previews.enabled
+    else:
+        ids, x = out
+        assert ids.tolist() == [1, 2, 5, 7] and x.shape == (4, *kept)
+        np.testing.assert_array_equal(x[2], inputs[0].numpy())  # id 5 was the first row
+
+
+def test_lightning_says_what_to_do_when_the_head_ran_without_autograd():
+    S = _lightning()
+    from gwa.integrations.lightning import GWACallback
+
+    class NoGradForward(S.Module):
+        def training_step(self, batch, batch_idx):
+            with torch.no_grad():
+                self.net(batch[0])
+            return (self.net[0].weight ** 2).sum()
+
+    with pytest.raises(RuntimeError, match=r"head 'net.2' did not run in training mode with autograd.*no_grad"):
+        S.trainer(1, [GWACallback()]).fit(NoGradForward(), _xy_loader(S, with_index=True))

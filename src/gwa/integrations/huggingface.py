@@ -15,7 +15,8 @@ training begins (the ``Trainer`` is used as is, no subclass):
 Sample ids: the ``Trainer`` drops dataset columns the model's ``forward`` does not name
 (``remove_unused_columns=True``). Keep an integer column ``id_key`` (default ``"sample_id"``, the dataset index)
 and set ``TrainingArguments(remove_unused_columns=False)``; a ``datasets.Dataset`` then needs only the model's
-columns plus the id (``ds = ds.add_column("sample_id", range(len(ds)))``). Without ids the scores are stored by
+columns plus the id (``gwa.integrations.WithIndex(ds)`` adds it to each dict item; with ``datasets``:
+``ds = ds.add_column("sample_id", range(len(ds)))``). Without ids the scores are stored by
 position (the paper's behaviour) and ``run_dir`` is refused.
 
 Keeping the best model without an eval set: with ``restore_best_weights=True`` the callback saves the weights of
