@@ -307,8 +307,8 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
     pred = analysis.last_seen_signal(run, "pred")
     loss = analysis.last_seen_signal(run, "loss")
     columns += [("label", False, None), ("clean label", False, None), ("prediction", False, None),
-                ("last loss", True, None), ("mean alignment", True, None), ("last alignment", True, None),
-                ("epochs < 0", True, None), ("mislabeled?", False, "raw"), ("input", False, "raw")]
+                ("mean alignment", True, None), ("last alignment", True, None), ("epochs < 0", True, None),
+                ("mislabeled?", False, "raw"), ("last loss", True, None), ("input", False, "raw")]
     keep = {"label": run.labels is not None, "clean label": run.clean_labels is not None,
             "prediction": pred is not None, "last loss": loss is not None, "mislabeled?": mask is not None,
             "input": bool(index)}
