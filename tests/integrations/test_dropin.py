@@ -439,3 +439,26 @@ def test_lightning_says_what_to_do_when_the_head_ran_without_autograd():
 
     with pytest.raises(RuntimeError, match=r"head 'net.2' did not run in training mode with autograd.*no_grad"):
         S.trainer(1, [GWACallback()]).fit(NoGradForward(), _xy_loader(S, with_index=True))
+
+
+def test_hf_image_model_stores_pixel_values_as_previews(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+
+    from gwa.integrations.huggingface import GWATrainerCallback
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16,
+                                                num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                                num_labels=3))
+    pixels = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    items = WithIndex([{"pixel_values": p, "labels": i % 3} for i, p in enumerate(pixels)])
+    args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, remove_unused_columns=False, report_to=[],
+                             use_cpu=True, save_strategy="no", per_device_train_batch_size=8)
+    cb = GWATrainerCallback(run_dir=tmp_path / "run")
+    Trainer(model=model, args=args, train_dataset=items, callbacks=[cb]).train()
+    run = load_run(tmp_path / "run")
+    assert run.config["head"] == "classifier" and run.preview_ids.tolist() == list(range(24))
+    np.testing.assert_allclose(run.previews, pixels.numpy())
+    np.testing.assert_array_equal(run.labels, np.arange(24) % 3)
