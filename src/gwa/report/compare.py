@@ -272,9 +272,10 @@ def _markdown(result: CompareResult) -> str:
         )
     lines.append("")
     if not result.correlations:
+        usable = sum(math.isfinite(r.max_align) and math.isfinite(r.best_test) for r in result.rows)
         lines.append(
-            f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with the statistic and a "
-            f"test accuracy; got {len(result.rows)} run(s)."
+            f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with both a mean alignment and "
+            f"a test accuracy; {usable} of the {len(result.rows)} run(s) have both."
         )
         return "\n".join(lines)
     lines += [
