@@ -201,14 +201,6 @@ class EpochMonitor:
         self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=self.max_epochs,
                                     finetune=self.finetune)
         self.stopper.load_state_dict(state["stopper"])
-        planned, seen = self.max_epochs, self.stopper.values
-        if planned != state["max_epochs"] and (planned is None or planned >= len(seen)):
-            # Resumed with another plan (e.g. more epochs): the warm-up follows the new plan, as the post-hoc
-            # select_epoch(total_epochs=new plan) over the same values would.
-            self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=planned,
-                                        finetune=self.finetune)
-            for value in seen:
-                self.stopper.step(value)
         self._wall = float(state["wall"])
         self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
 

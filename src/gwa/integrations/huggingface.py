@@ -105,6 +105,7 @@ class GWATrainerCallback(TrainerCallback):
         self._head_input = None
         self._ids = None
         self._to_log: dict | None = None
+        self._last_values: dict[str, float] = {}
         self._resume_from: Path | None = None
         self._best_model_dir = best_model_dir
         #: The folder holding the best epoch's model (``from_pretrained`` reads it), once one was saved.
@@ -206,6 +207,7 @@ class GWATrainerCallback(TrainerCallback):
         if self.monitor.best_epoch == result.epoch and state.is_world_process_zero:
             self._save_best(args, model, result.epoch, kwargs.get("processing_class") or kwargs.get("tokenizer"))
         values = self.monitor.log_values(result.summary, result.epoch)
+        self._last_values = values
         if args.logging_strategy == "no":  # no on_log will come: record in the history directly
             state.log_history.append({"epoch": state.epoch, "step": state.global_step, **values})
         else:
@@ -214,6 +216,12 @@ class GWATrainerCallback(TrainerCallback):
         if stop:
             control.should_training_stop = True  # our own decision, not EarlyStoppingCallback's eval-only one
         return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        # The Trainer ranks checkpoints by metrics["eval_<metric_for_best_model>"]; hand it the last epoch's gwa
+        # values (NaN in the warm-up, never "greater"), so metric_for_best_model="gwa" keeps gwa's own choice.
+        if metrics is not None and self._last_values:
+            metrics.update({f"eval_{k}": v for k, v in self._last_values.items() if k in ("gwa", "gwa_paper")})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._to_log is not None and logs is not None:
