@@ -13,4 +13,10 @@ if ! python -c "import torch, torchvision" 2>/dev/null; then
   python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
 python -m pip install --quiet -e ".[all,test]"
+# Headless Chromium for the browser test of the HTML report (tests/report/test_browser.py), where apt exists.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null \
+    || echo "setup.sh: could not install chromium; tests/report/test_browser.py will be skipped" >&2
+fi
 python -c "import gwa, torch, jax, lightning, transformers, timm; print('gwa', gwa.__version__, '| torch', torch.__version__, '| jax', jax.__version__)"

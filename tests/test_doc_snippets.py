@@ -33,9 +33,10 @@ hf_model = AutoModelForSequenceClassification.from_config(BertConfig(
     vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3,
     max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
 tokens = torch.randint(3, 50, (24, 6), generator=torch.Generator().manual_seed(0))
-hf_train_set = [{"input_ids": t, "attention_mask": torch.ones(6, dtype=torch.long), "labels": int(t[0]) % 3,
-                 "sample_id": i} for i, t in enumerate(tokens)]
+hf_train_set = [{"input_ids": t, "attention_mask": torch.ones(6, dtype=torch.long), "labels": int(t[0]) % 3}
+                for t in tokens]
 """
+SOFT = TORCH + "from gwa.torch import GWATracker\n"
 TORCHRUN = TORCH + """
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -91,7 +92,31 @@ def _check_lightning(ns):
 
 
 def _check_hf(ns):
-    assert ns["gwa_cb"].best_epoch in (1, 2, 3) and len(ns["gwa_cb"].rows) == 3
+    import torch
+
+    cb = ns["gwa_cb"]
+    assert cb.best_epoch in (1, 2, 3) and len(cb.rows) == 3
+    assert (cb.best_model_dir / "model.safetensors").exists()
+    restored = ns["hf_model"].state_dict()
+    assert all(torch.equal(v, restored[k]) for k, v in ns["best"].state_dict().items())
+
+
+def _check_recorder(ns):
+    import numpy as np
+
+    from gwa.rundir import load_run
+
+    run = load_run("runs/mine")
+    assert run.complete and run.summary["best_epoch"] == ns["recorder"].best_epoch
+    np.testing.assert_array_equal(run.labels, ns["Y"].numpy())
+    assert "pred" in run.signals() and run.previews.shape == (64, 8)
+
+
+def _check_soft(ns):
+    import numpy as np
+
+    result = ns["result"]
+    assert result.summary.n == 64 and np.isfinite(result.scores).all()
 
 
 def _check_torchrun(ns):
@@ -131,6 +156,10 @@ def _check_module(ns):
 #: (document, section heading) -> (prelude, check)
 SETUPS = {
     ("README.md", "In your PyTorch loop"): (TORCH, _check_loop),
+    ("README.md", "Reports from your own loop"): (TORCH, _check_recorder),
+    ("soft-targets.md", "Label smoothing"): (SOFT, _check_soft),
+    ("soft-targets.md", "Mixup and CutMix"): (SOFT, _check_soft),
+    ("soft-targets.md", "Distillation"): (SOFT, _check_soft),
     ("README.md", "With Lightning"): (LIGHTNING, _check_lightning),
     ("README.md", "With Hugging Face"): (HF, _check_hf),
     ("README.md", "With torchrun"): (TORCHRUN, _check_torchrun),

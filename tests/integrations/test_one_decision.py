@@ -157,9 +157,12 @@ def test_c_gwa_train_on_the_synthetic_history(tmp_path, synthetic_tracker):
 def test_c_gwa_train_real_run_agrees_with_the_core(tmp_path, caplog):
     """A real run through the command line: its summary and best checkpoint are the core's choice over its own
     metric rows, and its --early-stop epoch is the online stopper replayed on them."""
+    import logging
+
     from gwa import cli
     from gwa.rundir import load_run
 
+    caplog.set_level(logging.INFO, logger="gwa.runner.loop")
     epochs, patience = 10, 2
     out = tmp_path / "real"
     argv = ["train", "--dataset", "digits", "--num-train", "300", "--hidden", "16", "--epochs", str(epochs),

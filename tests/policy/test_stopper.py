@@ -125,3 +125,16 @@ def test_bad_arguments_and_states_are_refused():
         EarlyStopper(patience=2).load_state_dict({**state, "values": ["x"]})
     with pytest.raises(ValueError, match=r"`stopped_epoch` in 1..0 or null; got 4"):
         EarlyStopper(patience=2).load_state_dict({**state, "stopped_epoch": 4})
+
+
+def test_a_state_resumes_under_a_longer_plan():
+    values = [0.9, 0.1, 0.3, 0.2]
+    short = EarlyStopper(total_epochs=4)
+    for v in values:
+        short.step(v)
+    assert short.best_epoch == 1  # a 4-epoch run has no warm-up
+    longer = EarlyStopper(total_epochs=20)
+    longer.load_state_dict(short.state_dict())
+    assert longer.best_epoch == gwa.select_epoch(values, total_epochs=20) == 3  # warm-up now 2 epochs
+    with pytest.raises(ValueError, match="state of 4 epochs into one planned for 3 epochs"):
+        EarlyStopper(total_epochs=3).load_state_dict(short.state_dict())

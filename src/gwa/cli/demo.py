@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller, faster run (seconds)")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise, split, init and order (default 0)")
     parser.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print no progress bar and no line per epoch (the results are still printed)")
 
 
 def demo_config(out, *, quick: bool = False, seed: int = 0, quiet: bool = False):

@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from gwa import EarlyStopper, EpochSummary, policy
 from gwa.rundir import RunWriter
 
@@ -110,8 +112,8 @@ class EpochMonitor:
         """The epoch's scalars for the trainer's loggers (:func:`log_values`)."""
         return log_values(summary, epoch=epoch, total_epochs=self.max_epochs)
 
-    def end_epoch(self, result, *, extra: dict | None = None,
-                  model_state: Callable[[], dict] | None = None) -> tuple[dict, bool]:
+    def end_epoch(self, result, *, extra: dict | None = None, model_state: Callable[[], dict] | None = None,
+                  per_sample: bool = True) -> tuple[dict, bool]:
         """Record one :class:`gwa.torch.EpochResult`.
 
         Args:
@@ -119,6 +121,8 @@ class EpochMonitor:
             extra: further scalars for the metrics row (``step``, ``train_loss``, ``val_acc``, ...).
             model_state: returns the model's ``state_dict``; called when the epoch is the new best and
                 ``restore_best_weights`` is on.
+            per_sample: write the per-sample scores; False when the batches carried no sample ids (scores by
+                position in the epoch would follow no sample across shuffled epochs).
 
         Returns:
             ``(row, stop)``: the run directory's metrics row and whether the stop rule fired.
@@ -134,17 +138,30 @@ class EpochMonitor:
                "wall_time": self._wall}
         if epoch != self.stopper.epoch + 1:
             raise ValueError(f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}.")
+        _add_train_metrics(row, result)
         self.rows.append(row)
         self.stopper.step(row)
         if self.best_epoch == epoch and self.restore_best_weights and model_state is not None:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
             self.best_state_epoch = epoch
         if self.writer is not None:
-            scores = None if result.scores is None else {"alignment": result.scores, **result.signals}
+            scores = (None if result.scores is None or not per_sample else
+                      {"alignment": result.scores, **result.signals})
             self.writer.log_epoch(row, scores)
         return row, self.stopped_epoch is not None
 
-    def finish(self, load_state: Callable[[dict], object] | None = None) -> None:
+    def write_labels(self, labels) -> None:
+        """Write the training labels by sample id (``-1`` where unseen) gathered from the batches, unless the user
+        gave ``labels=``."""
+        if self.writer is not None and self.labels is None and labels is not None:
+            self.writer.write_labels(labels)
+
+    def write_previews(self, previews) -> None:
+        """Write ``(sample_ids, inputs)`` for the report's thumbnails (None: nothing to write)."""
+        if self.writer is not None and previews is not None:
+            self.writer.write_previews(*previews)
+
+    def finish(self, load_state: Callable[[dict], object] | None = None, *, summary: dict | None = None) -> None:
         """End of training: load the best weights (when kept) and close the run directory with its choices."""
         if self.best_state is not None and load_state is not None:
             if self.best_state_epoch != self.best_epoch:
@@ -157,7 +174,8 @@ class EpochMonitor:
                        if self.rows else {})
             self.writer.write_summary({"criteria": {name: {"epoch": e} for name, e in choices.items()},
                                        "monitor": self.monitor, "best_epoch": self.best_epoch,
-                                       "stopped_epoch": self.stopped_epoch, "decision": self.stopper.message})
+                                       "stopped_epoch": self.stopped_epoch, "decision": self.stopper.message,
+                                       **(summary or {})})
             self.writer.finish()
 
     # ------------------------------------------------------------------------------------------------- state
@@ -179,11 +197,24 @@ class EpochMonitor:
     def _load_pending(self) -> None:
         state, self._pending = self._pending, None
         self.rows = [dict(r) for r in state["rows"]]
-        self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=state["max_epochs"],
+        # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
+        self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=self.max_epochs,
                                     finetune=self.finetune)
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])
         self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
+
+
+def _add_train_metrics(row: dict, result) -> None:
+    """Training loss and accuracy of the epoch from the per-sample signals, when stored and not logged already:
+    the mean over the samples seen (at their forward pass, as ``gwa train`` logs them)."""
+    for key, signal in (("train_loss", "loss"), ("train_acc", "correct")):
+        values = result.signals.get(signal)
+        if row.get(key) is None and values is not None:
+            values = np.asarray(values, dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                row[key] = float(finite.mean())
 
 
 def _has_run(path) -> bool:

@@ -15,8 +15,14 @@ training begins (the ``Trainer`` is used as is, no subclass):
 Sample ids: the ``Trainer`` drops dataset columns the model's ``forward`` does not name
 (``remove_unused_columns=True``). Keep an integer column ``id_key`` (default ``"sample_id"``, the dataset index)
 and set ``TrainingArguments(remove_unused_columns=False)``; a ``datasets.Dataset`` then needs only the model's
-columns plus the id (``ds = ds.add_column("sample_id", range(len(ds)))``). Without ids the scores are stored by
+columns plus the id (``gwa.integrations.WithIndex(ds)`` adds it to each dict item; with ``datasets``:
+``ds = ds.add_column("sample_id", range(len(ds)))``). Without ids the scores are stored by
 position (the paper's behaviour) and ``run_dir`` is refused.
+
+Keeping the best model without an eval set: with ``restore_best_weights=True`` the callback saves the weights of
+each new best epoch with ``model.save_pretrained`` (and the tokenizer or processor the ``Trainer`` holds) into
+``output_dir/gwa-best`` (``best_model_dir=`` to choose), and loads the best weights into the model at the end of
+``train()``. HF's own ``load_best_model_at_end``/``metric_for_best_model`` need an eval set; they are not needed.
 
 State: the callback's state (tracker, stop rule, best weights) is written as ``gwa_callback_rank<k>.pt`` into
 each checkpoint folder in ``on_save`` and read back in ``on_train_begin`` of a resumed run
@@ -27,6 +33,7 @@ from JSON arguments, which would leave the user's reference stale and the old ho
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -34,11 +41,15 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import GWATracker, find_head
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
 STATE_FILE = "gwa_callback_rank{rank}.pt"
+#: Folder (in ``output_dir``) of the best epoch's model, by default.
+BEST_DIR = "gwa-best"
 
 
 class GWATrainerCallback(TrainerCallback):
@@ -51,11 +62,18 @@ class GWATrainerCallback(TrainerCallback):
         monitor, patience, finetune, restore_best_weights, run_dir, run_config, overwrite, labels, noise_mask: as
             in :class:`gwa.integrations.lightning.GWACallback` (the warm-up is the first 10% of
             ``num_train_epochs``).
-        signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``).
+        signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``); default
+            ``("loss", "pred", "correct")`` with ``run_dir``, else none.
         bias: include the head bias in the cosine.
+        best_model_dir: where to save the best epoch's model (``save_pretrained``) as training goes; default
+            ``output_dir/gwa-best`` when ``restore_best_weights=True``, else not saved. False: never save.
+
+    With ``run_dir``, the run directory also gets the labels seen with each sample id (unless ``labels=``), the
+    per-sample signals, a few ``pixel_values`` inputs for the report's thumbnails (image models), and facts for the
+    report's run table (model class, head, learning rate, batch size, seed).
 
     Logged (through ``on_log``, into ``state.log_history`` and the callbacks after this one): ``gwa``,
-    ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa/flagged``. Reporting integrations
+    ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``. Reporting integrations
     (TensorBoard, W&B) run before user callbacks; to have them receive the keys, put this callback first:
     ``trainer.callback_handler.callbacks.insert(0, callback)`` instead of ``callbacks=[callback]``.
 
@@ -68,9 +86,14 @@ class GWATrainerCallback(TrainerCallback):
                  monitor: str = "gwa", patience: int | None = None, finetune: bool = False,
                  restore_best_weights: bool = False, run_dir=None,
                  run_config: dict | None = None, overwrite: bool = False, labels=None, noise_mask=None,
-                 signals=(), bias: bool = False):
+                 signals=None, bias: bool = False, best_model_dir=None):
         if not isinstance(id_key, str):
             raise TypeError(f"Expected `id_key` to be a str; got {type(id_key).__name__}.")
+        if best_model_dir is True or not (best_model_dir is None or best_model_dir is False
+                                          or isinstance(best_model_dir, (str, Path))):
+            raise TypeError(f"Expected `best_model_dir` to be a path, None or False; got {best_model_dir!r}.")
+        if signals is None:
+            signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
         self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune,
                                     restore_best_weights=restore_best_weights, run_dir=run_dir,
                                     run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
@@ -82,11 +105,25 @@ class GWATrainerCallback(TrainerCallback):
         self._head_input = None
         self._ids = None
         self._to_log: dict | None = None
+        self._last_values: dict[str, float] = {}
         self._resume_from: Path | None = None
+        self._best_model_dir = best_model_dir
+        #: The folder holding the best epoch's model (``from_pretrained`` reads it), once one was saved.
+        self.best_model_dir: Path | None = None
+        self._labels: LabelCollector | None = None
+        self._previews: PreviewCollector | None = None
+        self._inputs = None
 
     # ------------------------------------------------------------------------------------------------- hooks
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         self.remove()
+        if getattr(args, "label_smoothing_factor", 0) > 0:
+            raise ValueError(
+                f"GWATrainerCallback: TrainingArguments(label_smoothing_factor={args.label_smoothing_factor}) makes "
+                "the Trainer take `labels` out of the batch before the model's forward, so the callback cannot see "
+                "the targets, and scores against the hard labels would be for another loss than the one trained. "
+                "Train with label_smoothing_factor=0 to track GWA, or use the plain tracker with the smoothed "
+                "targets (docs/soft-targets.md).")
         num_samples = self.num_samples or _dataset_size(train_dataloader)
         self.head_name, head = find_head(model, self.head)
         if self.bias and head.bias is None:
@@ -105,12 +142,22 @@ class GWATrainerCallback(TrainerCallback):
                     "the alignment state of the interrupted run is unknown. Call callback.load_checkpoint(<the "
                     "checkpoint folder>) before trainer.train(resume_from_checkpoint=...).")
             self.load_state_dict(_load_state(path))
+        writing = self.monitor.run_dir is not None and num_samples is not None
+        self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
+        self._previews = PreviewCollector(num_samples) if writing and state.is_world_process_zero else None
+        facts = {"model": type(model).__name__, "head": self.head_name, "head_shape": list(head.weight.shape),
+                 "optimizer": str(getattr(args, "optim", "")) or None, "lr": args.learning_rate,
+                 "batch_size": args.per_device_train_batch_size * max(1, args.world_size), "seed": args.seed,
+                 "world_size": args.world_size}
+        for key, value in facts.items():
+            self.monitor.run_config.setdefault(key, value)
         max_epochs = math.ceil(state.num_train_epochs) if state.num_train_epochs else None
         self.monitor.start(max_epochs=max_epochs, num_samples=num_samples, write=state.is_world_process_zero,
                            framework="huggingface")
 
     def _take_ids(self, module, args, kwargs):
         self._ids = kwargs.pop(self.id_key, None)
+        self._inputs = kwargs.get("pixel_values")  # image models: inputs for the report's thumbnails
         self._head_input = None
         return args, kwargs
 
@@ -142,13 +189,25 @@ class GWATrainerCallback(TrainerCallback):
         with torch.autocast(device_type=device, enabled=False):
             self.tracker.update(logits.detach(), labels, sample_ids=self._ids, embeddings=x.detach(),
                                 weight=weight.detach(), bias=None if bias is None or not self.bias else bias.detach())
+        if self._labels is not None:
+            self._labels.observe(labels, self._ids)
+        if self._previews is not None:
+            self._previews.observe(self._inputs, self._ids)
+        self._inputs = None
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         result = self.tracker.end_epoch()
         self.last_result = result
         model_state = model.state_dict if self.monitor.restore_best_weights else None
         _, stop = self.monitor.end_epoch(result, extra={"step": int(state.global_step)}, model_state=model_state)
+        if self._labels is not None:
+            self.monitor.write_labels(self._labels.labels())  # a collective when distributed: every rank calls it
+        if self._previews is not None:
+            self._previews.want(result.scores)
+        if self.monitor.best_epoch == result.epoch and state.is_world_process_zero:
+            self._save_best(args, model, result.epoch, kwargs.get("processing_class") or kwargs.get("tokenizer"))
         values = self.monitor.log_values(result.summary, result.epoch)
+        self._last_values = values
         if args.logging_strategy == "no":  # no on_log will come: record in the history directly
             state.log_history.append({"epoch": state.epoch, "step": state.global_step, **values})
         else:
@@ -157,6 +216,12 @@ class GWATrainerCallback(TrainerCallback):
         if stop:
             control.should_training_stop = True  # our own decision, not EarlyStoppingCallback's eval-only one
         return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        # The Trainer ranks checkpoints by metrics["eval_<metric_for_best_model>"]; hand it the last epoch's gwa
+        # values (NaN in the warm-up, never "greater"), so metric_for_best_model="gwa" keeps gwa's own choice.
+        if metrics is not None and self._last_values:
+            metrics.update({f"eval_{k}": v for k, v in self._last_values.items() if k in ("gwa", "gwa_paper")})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._to_log is not None and logs is not None:
@@ -178,7 +243,27 @@ class GWATrainerCallback(TrainerCallback):
             write_atomic(folder / STATE_FILE.format(rank=args.process_index), lambda fh: fh.write(buffer.getbuffer()))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.monitor.finish(model.load_state_dict)
+        if self._previews is not None:
+            self.monitor.write_previews(self._previews.previews())
+        best = {} if self.best_model_dir is None else {"best_model_dir": str(self.best_model_dir)}
+        self.monitor.finish(model.load_state_dict, summary=best)
+
+    def _save_best(self, args, model, epoch: int, processor) -> None:
+        """Save the model of the new best epoch with ``save_pretrained`` (replacing the previous best)."""
+        if self._best_model_dir is False or (self._best_model_dir is None and not self.monitor.restore_best_weights):
+            return
+        folder = Path(self._best_model_dir) if self._best_model_dir else Path(args.output_dir) / BEST_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(folder)
+        else:
+            torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        if processor is not None and hasattr(processor, "save_pretrained"):
+            processor.save_pretrained(folder)
+        value = self.monitor.stopper.best_value
+        (folder / "gwa_best.json").write_text(json.dumps({"epoch": epoch, "monitor": self.monitor.monitor,
+                                                          "value": value if math.isfinite(value) else None}) + "\n")
+        self.best_model_dir = folder
 
     # ------------------------------------------------------------------------------------------------- state
     def load_checkpoint(self, folder) -> None:

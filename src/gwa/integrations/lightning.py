@@ -1,15 +1,19 @@
 """Lightning callback: GWA from the training batches, logged, with a stop rule and best-epoch choice.
 
-Contract with the ``LightningModule``:
+Contract with the ``LightningModule`` (nothing to change in the usual one):
 
-- ``training_step`` returns a dict with ``"loss"`` and ``"logits"`` (``(B, C)``, the output of the classifier
-  head in that step); it may add ``"targets"`` and ``"sample_ids"`` to override what is read from the batch.
+- ``training_step`` may return the loss tensor alone: the callback keeps the classifier head's own output of the
+  step's forward pass (a forward hook of its own on the head), which is what the tracker scores. A dict with
+  ``"logits"`` is used as given; ``"targets"`` and ``"sample_ids"`` in it override what is read from the batch.
 - The batch holds the targets and, for per-sample scores, the sample ids (dataset indices): a tuple/list
-  ``(x, y)`` or ``(x, y, ..., ids)`` (ids last), or a dict with ``"targets"``/``"labels"``/``"label"``/``"y"`` and
+  ``(x, y)`` or ``(x, y, ..., ids)`` (ids last; :class:`gwa.integrations.WithIndex` appends them to any map-style
+  dataset), or a dict with ``"targets"``/``"labels"``/``"label"``/``"y"`` and
   ``"sample_ids"``/``"sample_id"``/``"index"``/``"idx"``. Anything else: pass ``batch_to_targets_ids``.
-- The head is found by :func:`gwa.torch.find_head` (the last ``nn.Linear``, or ``head=``); one forward of the
-  module in training mode per ``training_step`` (a second forward, e.g. for a consistency loss, needs
-  ``head=`` on a layer only the scored pass runs, or the plain tracker).
+  Without ids, the moments, GWA, the logged values and the stop decision are the same; only the per-sample
+  scores (and with them ``gwa flag`` and the report's sample sections) need ids.
+- The head is found by :func:`gwa.torch.find_head` (``head=`` to override); one forward of the module in training
+  mode per ``training_step`` (a second forward, e.g. for a consistency loss, needs ``head=`` on a layer only the
+  scored pass runs, or the plain tracker).
 
 The callback computes GWA, logs it and decides to stop in the same hook (``on_train_epoch_end``), so the
 decision does not depend on the order of callbacks (Lightning PR #16567). Under ``strategy="ddp"`` the moments
@@ -19,6 +23,8 @@ same value and the same stop decision; rank 0 writes the run directory.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,7 +32,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from gwa import policy
+from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import GWATracker
 
 _TARGET_KEYS = ("targets", "labels", "label", "y")
@@ -63,9 +71,13 @@ class GWACallback(Callback):
         finetune: the paper's fine-tuning rule (first minimum, then the maximum after it).
         restore_best_weights: at the end of ``fit``, load the weights of the best epoch (kept on the CPU and in
             the callback's checkpoint state), whether or not training stopped early.
-        run_dir: write a run directory (``gwa report / flag / compare`` read it); needs sample ids.
+        run_dir: write a run directory (``gwa report / flag / compare`` read it): metrics, the labels seen with
+            each sample id (unless ``labels=`` is given), per-sample scores and signals (with sample ids), inputs
+            of some samples for thumbnails (float inputs), and each criterion's epoch at the end.
         run_config, overwrite, labels, noise_mask: see :class:`gwa.integrations.EpochMonitor`.
-        signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``).
+        signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``); default
+            ``("loss", "pred", "correct")`` with ``run_dir`` (the report's predictions, training loss and
+            accuracy), else none.
         bias: include the head bias in the cosine.
         log: log ``gwa`` (the default criterion's value, NaN in the warm-up: ``ModelCheckpoint(monitor="gwa",
             mode="max")`` keeps gwa's own best epoch), ``gwa_paper`` (the paper's value verbatim),
@@ -85,17 +97,25 @@ class GWACallback(Callback):
     def __init__(self, *, head=None, num_samples: int | None = None,
                  batch_to_targets_ids: Callable[[Any], tuple] | None = None, monitor: str = "gwa",
                  patience: int | None = None, finetune: bool = False, restore_best_weights: bool = False, run_dir=None, run_config: dict | None = None,
-                 overwrite: bool = False, labels=None, noise_mask=None, signals=(), bias: bool = False,
+                 overwrite: bool = False, labels=None, noise_mask=None, signals=None, bias: bool = False,
                  log: bool = True):
         if batch_to_targets_ids is not None and not callable(batch_to_targets_ids):
             raise TypeError(f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}.")
         self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune,
                                     restore_best_weights=restore_best_weights, run_dir=run_dir,
                                     run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
+        if signals is None:
+            signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
         self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
         self.batch_to_targets_ids = batch_to_targets_ids or default_batch_to_targets_ids
         self.tracker: GWATracker | None = None
         self.last_result = None
+        self._head_handle = None
+        self._head_output: torch.Tensor | None = None
+        self._labels: LabelCollector | None = None
+        self._previews: PreviewCollector | None = None
+        self._epoch_without_ids = False
+        self._checked_smoothing = False
         self._pending_tracker: dict | None = None
         self._state_key: str | None = None
 
@@ -110,37 +130,80 @@ class GWACallback(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         _check_early_stopping(trainer)
         num_samples = self.num_samples or _dataset_size(trainer)
-        if self.tracker is not None:
-            self.tracker.remove()
+        self._remove_hooks()
         self.tracker = GWATracker(pl_module, head=self.head, num_samples=num_samples, bias=self.bias,
                                   signals=self.signals)
+        # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
+        self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)
         if self._pending_tracker is not None:
             self.tracker.load_state_dict(self._pending_tracker)
             self._pending_tracker = None
+        writing = self.monitor.run_dir is not None and num_samples is not None
+        self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
+        self._previews = PreviewCollector(num_samples) if writing and trainer.is_global_zero else None
+        self._checked_smoothing = False
+        for key, value in _run_facts(trainer, pl_module, self.tracker).items():
+            self.monitor.run_config.setdefault(key, value)
         self.monitor.start(max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
                            num_samples=num_samples, write=trainer.is_global_zero, framework="lightning")
 
+    def _keep_head_output(self, module, inputs, output) -> None:
+        if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+            self._head_output = output
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not isinstance(outputs, Mapping) or "logits" not in outputs:
-            got = f"a dict with keys {sorted(outputs)}" if isinstance(outputs, Mapping) else type(outputs).__name__
-            raise ValueError(f"GWACallback expected `training_step` to return a dict with 'loss' and 'logits' (the "
-                             f"head's output, (B, C)); got {got}.")
+        head_output, self._head_output = self._head_output, None  # never keep a step's graph alive longer
+        if outputs is None:  # training_step returned None: Lightning skipped the step
+            return
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if logits is None:
+            logits = head_output
+        if logits is None:
+            raise RuntimeError(f"GWACallback: the head {self.tracker.head_name!r} did not run in training mode with "
+                               "autograd during this training_step, so there are no logits to score. Run the "
+                               "forward in training_step (not under torch.no_grad()), pass `head=` the layer that "
+                               "produces the logits, or return {'loss': loss, 'logits': logits}.")
         targets, ids = self.batch_to_targets_ids(batch)
-        targets = outputs.get("targets", targets)
-        ids = outputs.get("sample_ids", ids)
-        if ids is None and self.monitor.run_dir is not None:
-            raise ValueError("GWACallback(run_dir=...) stores per-sample scores by sample id, but the batch carries "
-                             "no sample ids: return (x, y, sample_ids) from the dataset, a dict with 'sample_ids', "
-                             "or pass `batch_to_targets_ids=`.")
-        self.tracker.update(outputs["logits"].detach(), targets, sample_ids=ids)
+        if isinstance(outputs, Mapping):
+            targets = outputs.get("targets", targets)
+            ids = outputs.get("sample_ids", ids)
+        if not self._checked_smoothing:
+            self._checked_smoothing = True
+            _warn_if_smoothing_ignored(pl_module, targets)
+        if ids is None:
+            self._epoch_without_ids = True
+            with warnings.catch_warnings():  # said once, in the callback's own words, at the end of the epoch
+                warnings.filterwarnings("ignore", message="gwa: update\\(\\) got no sample_ids")
+                self.tracker.update(logits, targets)
+            return
+        self.tracker.update(logits, targets, sample_ids=ids)
+        if self._labels is not None:
+            self._labels.observe(targets, ids)
+        if self._previews is not None:
+            x = batch[0] if isinstance(batch, (tuple, list)) and batch else None
+            self._previews.observe(x, ids)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Compute, log and decide here, in one hook: no dependence on the order of callbacks.
-        result = self.tracker.end_epoch()
+        without_ids, self._epoch_without_ids = self._epoch_without_ids, False
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="gwa: update\\(\\) got no sample_ids under")
+            result = self.tracker.end_epoch()
         self.last_result = result
+        if without_ids and self.monitor.run_dir is not None and result.epoch == 1:
+            warnings.warn("GWACallback: the batches carry no sample ids, so the run directory gets the metrics of "
+                          "every epoch but no per-sample scores (gwa flag and the report's sample sections need "
+                          "them). Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index).",
+                          UserWarning, stacklevel=2)
+        if without_ids:
+            result = dataclasses.replace(result, scores=None)
         extra = {"step": int(trainer.global_step), **_scalar_metrics(trainer.callback_metrics)}
         model_state = pl_module.state_dict if self.monitor.restore_best_weights else None
-        _, stop = self.monitor.end_epoch(result, extra=extra, model_state=model_state)
+        _, stop = self.monitor.end_epoch(result, extra=extra, model_state=model_state, per_sample=not without_ids)
+        if self._labels is not None:
+            self.monitor.write_labels(self._labels.labels())  # a collective under DDP: every rank calls it
+        if self._previews is not None:
+            self._previews.want(result.scores)
         if self.log:
             # The values are already global (merged across ranks); sync_dist averages equal values and keeps
             # Lightning from warning that epoch-level values are not synchronised.
@@ -150,7 +213,18 @@ class GWACallback(Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
+        if self._previews is not None:
+            self.monitor.write_previews(self._previews.previews())
         self.monitor.finish(pl_module.load_state_dict)
+        self._remove_hooks(keep_tracker=True)
+
+    def _remove_hooks(self, keep_tracker: bool = False) -> None:
+        if self._head_handle is not None:
+            self._head_handle.remove()
+            self._head_handle = None
+        self._head_output = None
+        if self.tracker is not None and not keep_tracker:
+            self.tracker.remove()
 
     # ------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -196,6 +270,36 @@ def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
         if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(value)
     return out
+
+
+def _run_facts(trainer, pl_module, tracker) -> dict:
+    """What the report's run table shows for a Lightning run: model, head, optimizer, batch size, devices."""
+    facts = {"model": type(pl_module).__name__, "head": tracker.head_name,
+             "head_shape": list(tracker.head.weight.shape), "world_size": int(trainer.world_size)}
+    optimizers = getattr(trainer, "optimizers", None) or []
+    if optimizers:
+        facts["optimizer"] = type(optimizers[0]).__name__
+        facts["lr"] = optimizers[0].param_groups[0].get("lr")
+    batch_size = getattr(trainer.train_dataloader, "batch_size", None)
+    if isinstance(batch_size, int):
+        facts["batch_size"] = batch_size
+    return facts
+
+
+def _label_smoothing(module: torch.nn.Module) -> float:
+    """The label smoothing of a ``CrossEntropyLoss`` the module holds (as a submodule or attribute), else 0."""
+    losses = [m for m in module.modules() if isinstance(m, torch.nn.CrossEntropyLoss)]
+    losses += [v for v in vars(module).values() if isinstance(v, torch.nn.CrossEntropyLoss)]
+    return max((float(loss.label_smoothing) for loss in losses), default=0.0)
+
+
+def _warn_if_smoothing_ignored(module, targets) -> None:
+    smoothing = _label_smoothing(module)
+    if smoothing > 0 and isinstance(targets, torch.Tensor) and targets.dim() == 1:
+        warnings.warn(f"GWACallback: the module's CrossEntropyLoss has label_smoothing={smoothing:g} but the "
+                      "targets scored are class ids, so the scores are for the unsmoothed loss. Return the "
+                      "smoothed targets from training_step: {'loss': loss, 'targets': (1 - eps) * "
+                      "F.one_hot(y, C) + eps / C} (see docs/soft-targets.md).", UserWarning, stacklevel=3)
 
 
 def _check_early_stopping(trainer) -> None:

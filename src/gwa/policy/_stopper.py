@@ -163,11 +163,15 @@ class EarlyStopper:
                 "values": [None if math.isnan(v) else v for v in self.values], "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict`; the decision is recomputed from the stored values."""
+        """Restore a state from :meth:`state_dict`: the stored values are replayed under this stopper's plan.
+
+        The criterion, patience and rule must match; ``total_epochs`` may differ (a resumed run planned longer),
+        and the decision is then the one the new plan gives for the same values.
+        """
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"Expected an EarlyStopper state of format {STATE_FORMAT}; got format {got!r}.")
-        for key in ("criterion", "patience", "total_epochs", "finetune"):
+        for key in ("criterion", "patience", "finetune"):
             if state.get(key) != getattr(self, key):
                 raise ValueError(f"Cannot load an EarlyStopper state with {key}={state.get(key)!r} into one with "
                                  f"{key}={getattr(self, key)!r}.")
@@ -175,10 +179,12 @@ class EarlyStopper:
         if not isinstance(values, list) or not all(v is None or isinstance(v, (int, float)) for v in values):
             raise ValueError(f"Expected `values` in the EarlyStopper state to be a list of numbers or null; got "
                              f"{values!r}.")
+        if self.total_epochs is not None and len(values) > self.total_epochs:
+            raise ValueError(f"Cannot load an EarlyStopper state of {len(values)} epochs into one planned for "
+                             f"{self.total_epochs} epochs.")
         stopped = state.get("stopped_epoch")
         if stopped is not None and not (isinstance(stopped, int) and 1 <= stopped <= len(values)):
             raise ValueError(f"Expected `stopped_epoch` in 1..{len(values)} or null; got {stopped!r}.")
         self.reset()
         for v in values:
             self.step(math.nan if v is None else float(v))
-        self.stopped_epoch = stopped

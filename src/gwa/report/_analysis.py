@@ -205,6 +205,19 @@ def run_notes(run: Run) -> list[str]:
         )
     if run.summary is None and run.metrics:
         notes.append("No summary.json: each criterion's epoch was recomputed from metrics.jsonl.")
-    if run.noise_mask is None:
-        notes.append("No noise_mask.npy: clean and mislabeled samples cannot be told apart.")
     return notes
+
+
+def last_seen_signal(run: Run, signal: str) -> np.ndarray | None:
+    """``(N,)`` a per-sample signal (e.g. ``pred``) at the last logged epoch where each sample was seen; None when
+    the run did not store that signal."""
+    if not has_scores(run, signal) or not run.metrics:
+        return None
+    try:
+        matrix = np.asarray(run.score_matrix(signal), dtype=np.float64)
+    except RunDirError:  # stored for some epochs only (e.g. a resumed run with other signals)
+        return None
+    seen = np.isfinite(matrix)
+    last = matrix.shape[0] - 1 - np.argmax(seen[::-1], axis=0)
+    values = matrix[last, np.arange(matrix.shape[1])]
+    return np.where(seen.any(axis=0), values, np.nan)

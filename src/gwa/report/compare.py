@@ -5,8 +5,8 @@ Two train-time statistics, neither needing held-out data:
 - **max mean alignment**: the highest per-epoch mean alignment over training, ``max_T E[gamma_T]`` (the
   paper's model-comparison statistic, Sec. 6; comparable across runs of one architecture, since its scale
   depends on the embedding dimension);
-- **GWA**: the GWA at the epoch the ``gwa`` stop criterion chose (from summary.json, else the paper's rule
-  recomputed: the highest unguarded GWA after the first 10% of epochs).
+- **gwa**: the default criterion's value (``mean / (excess kurtosis + 3)``) at the epoch it chose (from
+  summary.json, else recomputed by :func:`gwa.policy.select_all`).
 
 Each is shown next to the test accuracy at its epoch and the run's best test accuracy. With three or more
 runs, Spearman's rho and Kendall's tau (scipy.stats) measure how well each statistic ranks the runs by test
@@ -272,9 +272,10 @@ def _markdown(result: CompareResult) -> str:
         )
     lines.append("")
     if not result.correlations:
+        usable = sum(math.isfinite(r.max_align) and math.isfinite(r.best_test) for r in result.rows)
         lines.append(
-            f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with the statistic and a "
-            f"test accuracy; got {len(result.rows)} run(s)."
+            f"Rank correlations need at least {MIN_RUNS_FOR_CORRELATION} runs with both a mean alignment and "
+            f"a test accuracy; {usable} of the {len(result.rows)} run(s) have both."
         )
         return "\n".join(lines)
     lines += [

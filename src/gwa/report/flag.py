@@ -4,8 +4,8 @@ The rules (``lastk``, the default; ``mean``; ``frac``) are the core policy's (:m
 each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
 
 ``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
-``rank, sample_id, label, score, flagged`` (and ``is_noisy`` when the run's noise mask is known), one row per
-seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
+``rank, sample_id, label, score, flagged`` (then ``is_noisy`` when the run's noise mask is known and
+``prediction`` when the run stored the ``pred`` signal), one row per seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
 and the AUROC / AUPRC of the ranking score (scikit-learn), against the mask.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +83,7 @@ class FlagResult:
     recall: float | None
     auroc: float | None
     auprc: float | None
+    predictions: np.ndarray | None = None  # the model's prediction at each sample's last seen epoch, when stored
 
     @property
     def flagged_ids(self) -> np.ndarray:
@@ -98,6 +98,7 @@ class FlagResult:
             writer.writerow(
                 ["rank", "sample_id", "label", "score", "flagged"]
                 + (["is_noisy"] if self.is_noisy is not None else [])
+                + (["prediction"] if self.predictions is not None else [])
             )
             for rank, i in enumerate(range(self.sample_ids.size), 1):
                 row = [
@@ -109,6 +110,9 @@ class FlagResult:
                 ]
                 if self.is_noisy is not None:
                     row.append(int(self.is_noisy[i]))
+                if self.predictions is not None:
+                    pred = self.predictions[i]
+                    row.append(int(pred) if np.isfinite(pred) else "")
                 writer.writerow(row)
         return path
 
@@ -120,7 +124,13 @@ class FlagResult:
             + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")
         ]
         if self.is_noisy is None:
-            lines.append("no noise mask in the run: precision and recall cannot be measured")
+            lines.append("no noise mask in the run (which labels are wrong is not known): precision and recall "
+                         "cannot be measured")
+            return "\n".join(lines)
+
+        if not self.is_noisy.any():
+            lines.append("the noise mask marks no flipped label (a clean run): precision and recall are not "
+                         "defined; the flagged samples are atypical or hard, not known label errors")
             return "\n".join(lines)
 
         def show(value):
@@ -182,16 +192,19 @@ def flag_samples(
     if top is not None:
         desc = f"{rule} ranking, top {top}"
     quality = _quality(mask, flagged, -key[ids]) if mask is not None else (None,) * 4
+    pred = A.last_seen_signal(run, "pred")
+    labels = None if run.labels is None else run.labels[ids]
     return FlagResult(
         rule,
         desc,
         ids,
         score[ids],
         flagged,
-        None if run.labels is None else run.labels[ids],
+        labels,
         mask,
         int(matrix.shape[1] - ids.size),
         *quality,
+        predictions=None if pred is None else pred[ids],
     )
 
 
@@ -205,7 +218,8 @@ def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
             "`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa[cli]'", name="sklearn"
         ) from exc
     tp = int((flagged & mask).sum())
-    precision = tp / int(flagged.sum()) if flagged.any() else None
+    # Without a single known flipped label, precision is not 0 but undefined: nothing could be found.
+    precision = tp / int(flagged.sum()) if flagged.any() and mask.any() else None
     recall = tp / int(mask.sum()) if mask.any() else None
     both = mask.any() and not mask.all()
     auroc = float(roc_auc_score(mask, suspicion)) if both else None

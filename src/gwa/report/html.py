@@ -1,4 +1,5 @@
-"""Self-contained HTML building blocks: every image is a base64 data URI, styles are inline, no scripts."""
+"""Self-contained HTML building blocks: every image is a base64 data URI, styles and the one small script (click a
+column header of a ``sortable`` table to sort it) are inline; the page loads nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-to
      border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 0.3em 0.7em; text-align: left; vertical-align: middle; }
-th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f5f5f5; } table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th[data-order="asc"]::after { content: " \\25B2"; }
+table.sortable th[data-order="desc"]::after { content: " \\25BC"; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img.figure { max-width: 100%; height: auto; }
 img.thumb { width: 40px; height: 40px; image-rendering: pixelated; }
 .note { background: #fff8e1; border-left: 4px solid #e0b000; padding: 0.5em 0.8em; margin: 0.6em 0; }
@@ -48,10 +51,42 @@ def fmt(value, digits: int = 3) -> str:
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+#: Sorts a ``table.sortable`` by the clicked column (numbers numerically, then text; click again to reverse).
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("thead th").forEach(function (th, col) {
+    th.title = "click to sort";
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var asc = th.dataset.order !== "asc";
+      table.querySelectorAll("thead th").forEach(function (h) { delete h.dataset.order; });
+      th.dataset.order = asc ? "asc" : "desc";
+      function key(row) {
+        var text = row.cells[col].textContent.trim(), value = parseFloat(text);
+        return isNaN(value) ? [1, text] : [0, value];
+      }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        var c = x[0] - y[0] || (x[0] ? String(x[1]).localeCompare(String(y[1])) : x[1] - y[1]);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
 def table(
-    headers: list[str], rows: list[list], *, numeric: set[int] = frozenset(), raw: set[int] = frozenset()
+    headers: list[str],
+    rows: list[list],
+    *,
+    numeric: set[int] = frozenset(),
+    raw: set[int] = frozenset(),
+    sortable: bool = False,
 ) -> str:
-    """An HTML table; cells are escaped except the columns in ``raw`` (already HTML, e.g. thumbnails)."""
+    """An HTML table; cells are escaped except the columns in ``raw`` (already HTML, e.g. thumbnails);
+    ``sortable``: a click on a column header sorts the rows by it."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for row in rows:
@@ -60,7 +95,8 @@ def table(
             text = cell if i in raw else esc(cell)
             cells.append(f'<td class="num">{text}</td>' if i in numeric else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = ' class="sortable"' if sortable else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def sparkline_svg(signal, *, width: int = 90, height: int = 24, color: str = "#4C72B0") -> str:
@@ -86,5 +122,5 @@ def section(section_id: str, title: str, body: str) -> str:
 def page(title: str, body: str) -> str:
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+        f"<style>{CSS}</style></head><body>\n{body}\n<script>{SORT_SCRIPT}</script>\n</body></html>\n"
     )

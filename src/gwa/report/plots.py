@@ -22,6 +22,7 @@ COLORS = {
     "align": "#4C72B0",
     "test_acc": "#55A868",
     "val_acc": "#8172B3",
+    "train_acc": "#937860",
     "guard": "#C44E52",
     "zero": "#999999",
 }
@@ -92,7 +93,8 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray], ms: float = 3)
     """A right-hand twin axis with the accuracy curves; returns (twin, handles)."""
     twin = ax.twinx()
     handles = []
-    for key, label in (("test_acc", "test accuracy"), ("val_acc", "validation accuracy")):
+    labels = (("test_acc", "test accuracy"), ("val_acc", "validation accuracy"), ("train_acc", "training accuracy"))
+    for key, label in labels:
         values = accuracies.get(key)
         if values is not None and np.isfinite(values).any():
             (h,) = twin.plot(
@@ -100,7 +102,7 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray], ms: float = 3)
                 values,
                 color=COLORS[key],
                 lw=1.6,
-                ls="--" if key == "val_acc" else "-",
+                ls={"val_acc": "--", "train_acc": ":"}.get(key, "-"),
                 marker="s",
                 ms=ms,
                 label=label,
@@ -144,7 +146,8 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
         gwa: ``(E,)`` the paper's GWA as logged (``gwa_paper``; may be huge or infinite at guarded epochs).
         guarded: ``(E,)`` bool, True where the GWA value is not to be trusted (kurtosis pole).
         align_mean: ``(E,)`` mean per-sample alignment.
-        accuracies: ``{"test_acc": (E,), "val_acc": (E,)}``; missing or all-NaN curves are left out.
+        accuracies: ``{"test_acc": (E,), "val_acc": (E,), "train_acc": (E,)}``; missing or all-NaN curves are
+            left out.
         choices: :class:`gwa.report._analysis.Choice` objects to mark as vertical lines.
         default: ``(E,)`` gwa's default value (``gwa``: mean / Pearson kurtosis), drawn with the mean alignment.
     """

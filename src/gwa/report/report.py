@@ -20,16 +20,24 @@ from gwa.report import html as markup
 from gwa.report import plots
 
 DEFAULT_TOP_SAMPLES = 20
+#: Config entries shown in the run table when present (``gwa train`` writes the first ones, the callbacks and
+#: ``RunRecorder`` the framework, head, monitor and max_epochs).
 HEADER_KEYS = (
+    "framework",
     "dataset",
     "model",
+    "head",
     "noise",
     "noise_rate",
     "epochs",
+    "max_epochs",
+    "monitor",
+    "patience",
     "optimizer",
     "lr",
     "batch_size",
     "seed",
+    "world_size",
     "backend",
 )
 HIDDEN_KEYS = {"format", "gwa_version", "status"}
@@ -95,26 +103,36 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
     )
     parts = [f"<h1>gwa report: {markup.esc(run.name)}</h1>", f'<p class="muted">{markup.esc(subtitle)}</p>']
     parts += [f'<div class="note">{markup.esc(n)}</div>' for n in notes]
-    parts.append(markup.section("config", "Run", _config_table(run.config, run.summary)))
+    parts.append(markup.section("config", "Run", _config_table(run)))
     parts.append(markup.section("summary", "Stop criteria", _summary_block(run, choices, guarded)))
 
+    accuracies = {k: run.series(k) for k in ("test_acc", "val_acc")}
+    held_out = any(np.isfinite(v).any() for v in accuracies.values())
+    if not held_out:  # a run without test or validation accuracy (a callback's): the training accuracy
+        accuracies["train_acc"] = run.series("train_acc")
     curves = plots.plot_curves(
         epochs,
         gwa,
         guarded,
         analysis.mean_alignment_curve(run),
-        {k: run.series(k) for k in ("test_acc", "val_acc")},
+        accuracies,
         choices,
         default=run.series("gwa"),
     )
     png = plots.save_png(curves, out / "curves.png")
+    caption = "Dashed vertical lines: each criterion's chosen epoch."
+    if guarded.any():
+        caption += " Red crosses and shading: epochs whose GWA (paper) is guarded (see the GWA guard above)."
+    if not held_out:
+        caption += (
+            " This run logged no test or validation accuracy; the accuracy axis shows the training accuracy"
+            " (at each sample's forward pass) where it was recorded."
+        )
     parts.append(
         markup.section(
             "curves",
             "GWA and mean alignment against accuracy",
-            markup.img(png, alt="GWA curves")
-            + "<p class='muted'>Dashed vertical lines: each criterion's chosen epoch. Red crosses and "
-            "shading: epochs whose GWA is guarded (see above).</p>",
+            markup.img(png, alt="GWA curves") + f"<p class='muted'>{markup.esc(caption)}</p>",
         )
     )
 
@@ -139,13 +157,28 @@ def _config_value(value) -> str:
     return str(value)
 
 
-def _config_table(config: dict, summary: dict | None) -> str:
-    """The settings that identify a run, then every config entry in a collapsed <details> block."""
+def _config_table(run) -> str:
+    """The settings that identify a run and what it recorded, then every config entry in a collapsed block."""
+    config, summary = run.config, run.summary
     rows = [[k, _config_value(config[k])] for k in HEADER_KEYS if k in config and config[k] is not None]
+    rows.append(["training samples", int(config.get("num_samples", 0))])
+    planned = config.get("epochs") or config.get("max_epochs")
+    rows.append(["epochs run", f"{len(run.epochs)} of {planned}" if planned else len(run.epochs)])
+    stopped = (summary or {}).get("stopped_epoch")
+    if stopped is not None:
+        rows.append(["stopped early", f"at epoch {stopped}: {(summary or {}).get('decision', '')}".rstrip(": ")])
+    signals = [s for s in run.signals() if s != analysis.ALIGNMENT]
+    rows.append(["per-sample signals", ", ".join(signals) if signals else "alignment only"
+                 if analysis.has_scores(run) else "none stored"])
+    if run.labels is not None:
+        known = int((run.labels >= 0).sum())
+        rows.append(["labels", "stored" if known == run.labels.size else f"stored for {known} seen samples"])
     noise = (summary or {}).get("noise")
     if isinstance(noise, dict) and noise.get("rate_actual") is not None:
         flipped = f"{noise.get('num_noisy', '?')} ({float(noise['rate_actual']):.1%} of the training set)"
         rows.append(["flipped labels", flipped])
+    elif run.noise_mask is None:
+        rows.append(["flipped labels", "not known (no noise mask: a real dataset)"])
     rest = [[k, _config_value(v)] for k, v in config.items() if k not in HIDDEN_KEYS]
     return (
         markup.table(["setting", "value"], rows)
@@ -185,11 +218,12 @@ def _summary_block(run, choices, guarded) -> str:
         ]
         for c in choices
     ]
-    body = markup.table(
-        ["criterion", "epoch", "test acc", "val acc", "gwa", "GWA (paper)", "mean alignment"],
-        rows,
-        numeric={1, 2, 3, 4, 5, 6},
-    )
+    headers = ["criterion", "epoch", "test acc", "val acc", "gwa", "GWA (paper)", "mean alignment"]
+    # A run that measured no test (or validation) accuracy, as a callback's usually, gets no empty column.
+    empty = {k for k in (2, 3) if rows and all(r[k] == "–" for r in rows)}
+    headers = [h for k, h in enumerate(headers) if k not in empty]
+    rows = [[c for k, c in enumerate(r) if k not in empty] for r in rows]
+    body = markup.table(headers, rows, numeric=set(range(1, len(headers))))
     body += f"<p class='muted'>Chosen epochs from {source}.</p>"
     if guarded.any():
         body += _guard_sentence(run, guarded)
@@ -212,8 +246,9 @@ def _guard_sentence(run, guarded) -> str:
     return (
         '<div class="guard"><b>GWA guard.</b> '
         + markup.esc(
-            f"GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of {len(run.epochs)}), so "
-            f"the GWA criterion never chooses them. The usual cause is the kurtosis pole: when the alignment "
+            f"The paper's GWA is not trusted at epoch(s) {_ranges(flagged)} ({len(flagged)} of "
+            f"{len(run.epochs)}): the 'gwa_paper' criterion takes such values as they are, gwa's default "
+            f"('gwa', mean / (excess kurtosis + 3)) has no pole. The usual cause is the kurtosis pole: when the alignment "
             f"scores are flat or bimodal (as label noise makes them), excess kurtosis + {PAPER_BETA:g} "
             f"falls to {MIN_DENOMINATOR:g} or below and the paper's formula divides by almost zero or flips "
             f"sign. Here: {detail}."
@@ -269,37 +304,53 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
     seen_ids = np.flatnonzero(stats.seen)
     order = seen_ids[np.argsort(stats.mean[seen_ids], kind="stable")][:top_samples]
     index = {int(i): k for k, i in enumerate(run.preview_ids)} if run.previews is not None else {}
-    headers = ["rank", "sample id", "label"]
-    if run.clean_labels is not None:
-        headers.append("clean label")
-    headers += ["mean alignment", "last alignment", "epochs < 0", "mislabeled?", "input"]
+    # Each column only when the run has it: a real dataset has no clean labels and no noise mask.
+    columns = [("rank", True, None), ("sample id", True, None)]
+    pred = analysis.last_seen_signal(run, "pred")
+    loss = analysis.last_seen_signal(run, "loss")
+    columns += [("label", False, None), ("clean label", False, None), ("prediction", False, None),
+                ("mean alignment", True, None), ("last alignment", True, None), ("epochs < 0", True, None),
+                ("mislabeled?", False, "raw"), ("last loss", True, None), ("input", False, "raw")]
+    keep = {"label": run.labels is not None, "clean label": run.clean_labels is not None,
+            "prediction": pred is not None, "last loss": loss is not None, "mislabeled?": mask is not None,
+            "input": bool(index)}
+    columns = [c for c in columns if keep.get(c[0], True)]
     rows = []
     for rank, i in enumerate(order, 1):
-        row = [rank, int(i), "–" if run.labels is None else int(run.labels[i])]
-        if run.clean_labels is not None:
-            row.append(int(run.clean_labels[i]))
-        noisy = "–" if mask is None else ('<span class="noisy">yes</span>' if mask[i] else "no")
-        row += [
-            markup.fmt(stats.mean[i]),
-            markup.fmt(stats.last[i]),
-            f"{stats.frac_negative[i]:.0%}",
-            noisy,
-            _thumbnail(run, i, index),
-        ]
-        rows.append(row)
-    n_cols = len(headers)
+        cell = {
+            "rank": rank,
+            "sample id": int(i),
+            "label": _label(run.labels, i),
+            "clean label": _label(run.clean_labels, i),
+            "prediction": "–" if pred is None or not np.isfinite(pred[i]) else int(pred[i]),
+            "last loss": markup.fmt(None if loss is None else loss[i]),
+            "mean alignment": markup.fmt(stats.mean[i]),
+            "last alignment": markup.fmt(stats.last[i]),
+            "epochs < 0": f"{stats.frac_negative[i]:.0%}",
+            "mislabeled?": "–" if mask is None else ('<span class="noisy">yes</span>' if mask[i] else "no"),
+            "input": _thumbnail(run, i, index),
+        }
+        rows.append([cell[name] for name, _, _ in columns])
     table = markup.table(
-        headers, rows, numeric={0, 1, n_cols - 5, n_cols - 4, n_cols - 3}, raw={n_cols - 2, n_cols - 1}
+        [name for name, _, _ in columns],
+        rows,
+        numeric={k for k, c in enumerate(columns) if c[1]},
+        raw={k for k, c in enumerate(columns) if c[2] == "raw"},
+        sortable=True,
     )
     parts.append(
         markup.section(
             "negative",
             f"The {len(order)} most negatively aligned samples",
-            "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen. "
-            "Export a ranked list with <code>gwa flag</code>.</p>" + table,
+            "<p class='muted'>Ranked by mean alignment over the epochs where each sample was seen (click a "
+            "column header to sort by it). Export a ranked list with <code>gwa flag</code>.</p>" + table,
         )
     )
     return parts
+
+
+def _label(labels, i) -> str | int:
+    return "–" if labels is None or labels[i] < 0 else int(labels[i])
 
 
 def _separation_note(stats, mask) -> str:

@@ -65,7 +65,7 @@ class RunConfig:
     resume: bool = False                    # continue the run in `out` from its last checkpoint
     overwrite: bool = False                 # replace a run already in `out`
     backend: str = "torch"                  # one of BACKENDS
-    quiet: bool = False                     # no progress bar
+    quiet: bool = False                     # no progress bar, no line per epoch
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)

@@ -37,11 +37,32 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> l
 
 
 def progress_bar(total: int, *, desc: str, enabled: bool):
-    """A tqdm bar on stderr, off when disabled or stderr is not a terminal."""
+    """A tqdm bar on stderr within an epoch, off when disabled or stderr is not a terminal; it is cleared at the
+    epoch's end, where :func:`epoch_line` leaves one line per epoch (in a terminal and in a log alike)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
                 disable=not enabled or not sys.stderr.isatty())
+
+
+def _percent(value) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def epoch_line(metrics: dict, *, total_epochs: int, decision: str) -> str:
+    """One line for the log about a finished epoch: its loss, accuracies, gwa and the stop decision in words."""
+    epoch = int(metrics["epoch"])
+    gwa = metrics.get("gwa")
+    parts = [f"epoch {epoch:>{len(str(total_epochs))}}/{total_epochs}",
+             f"loss {metrics['train_loss']:.4f}" if metrics.get("train_loss") is not None else "loss –",
+             f"train acc {_percent(metrics.get('train_acc'))}"]
+    if metrics.get("val_acc") is not None:
+        parts.append(f"val acc {_percent(metrics['val_acc'])}")
+    if metrics.get("test_acc") is not None:
+        parts.append(f"test acc {_percent(metrics['test_acc'])}")
+    parts.append("gwa –" if gwa is None or not math.isfinite(gwa) else f"gwa {gwa:.4g}")
+    parts.append(decision.removeprefix(f"epoch {epoch}: "))
+    return "  ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,11 @@ class EpochLoop:
         config: the run's :class:`gwa.runner.config.RunConfig`.
         data: the prepared data (evaluation sets, number of samples).
         writer: the run directory's writer (a :class:`gwa.runner.train.ReadOnlyWriter` on ranks > 0).
+        echo: print :func:`epoch_line` to stderr after every epoch (off with ``--quiet`` and on ranks > 0).
     """
 
-    def __init__(self, config, data, writer):
-        self.config, self.data, self.writer = config, data, writer
+    def __init__(self, config, data, writer, *, echo: bool = False):
+        self.config, self.data, self.writer, self.echo = config, data, writer, bool(echo)
         self.stopper = EarlyStopper(DEFAULT_CRITERION, patience=config.early_stop, total_epochs=config.epochs,
                                     finetune=config.finetune)
         self.prev_pred: np.ndarray | None = None
@@ -94,8 +116,11 @@ class EpochLoop:
         metrics["wall_time"] = self.wall_time
         self.writer.log_epoch(metrics, scores)
         stop = self.stopper.step(metrics)
-        if stop:
-            log.warning("early stop: %s", self.stopper.message)
+        if self.echo:
+            print(epoch_line(metrics, total_epochs=self.config.epochs, decision=self.stopper.message),
+                  file=sys.stderr, flush=True)
+        if stop:  # a normal outcome, not a warning; the epoch line and the final summary show it
+            log.info("early stop: %s", self.stopper.message)
         return EpochOutcome(metrics, self.stopper.best_epoch == epoch, stop)
 
     def state_dict(self) -> dict:

@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="continue the run in --out from its last checkpoint (its saved options are used)")
     run.add_argument("--overwrite", action="store_true", default=None, help="replace a run already in --out")
     run.add_argument("--backend", help=f"{' | '.join(BACKENDS)} (default {d.backend})")
-    run.add_argument("-q", "--quiet", action="store_true", default=None, help="no progress bar")
+    run.add_argument("-q", "--quiet", action="store_true", default=None,
+                     help="print no progress bar and no line per epoch (the final summary is still printed)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -149,7 +150,7 @@ def _normalise(value):
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = run_training(config, progress=not config.quiet)
-    if not config.quiet and process_rank() == 0:
+    if process_rank() == 0:
         print_summary(out)
     return 0
 
@@ -286,6 +287,9 @@ def print_summary(out: Path, file=None) -> None:
     file = file or sys.stdout
     summary = json.loads((out / "summary.json").read_text())
     print(f"run directory: {out}", file=file)
+    run, planned = summary.get("epochs_run"), summary.get("epochs_planned")
+    if run is not None and planned is not None and run < planned:
+        print(f"stopped early after {run} of {planned} epochs (--early-stop)", file=file)
     for name, info in summary["criteria"].items():
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"

@@ -262,7 +262,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     signals = tuple(dict.fromkeys((*config.signals, "pred")))
     train_step, optimizer = _compiled_step(model, _optimizer_key(config, steps_per_epoch), config.align_bias,
                                            signals, device.platform != "cpu")
-    loop = EpochLoop(config, data, writer)
+    loop = EpochLoop(config, data, writer, echo=progress)
     run_dir = writer.path
     ckpt_dir = checkpoint.checkpoint_dir(run_dir)
     with jax.default_device(device):

@@ -210,7 +210,7 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     tracker = GWATracker(model, head=classifier_head(model), num_samples=n, bias=config.align_bias,
                          signals=tuple(dict.fromkeys((*config.signals, "pred"))))
-    loop = EpochLoop(config, data, writer)
+    loop = EpochLoop(config, data, writer, echo=progress and rank == 0)
     run_dir = writer.path
     ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
     if start_epoch > 0:
