@@ -436,10 +436,11 @@ class RunWriter:
 
     def write_labels(self, labels) -> None:
         """Write (or replace) ``labels.npy``: ``(N,)`` training labels by sample id, ``-1`` where not known."""
+        self._check_lock()
         labels = np.asarray(labels).astype(np.int64)
         if labels.shape != (self.num_samples,):
             raise ValueError(f"Expected `labels` of shape ({self.num_samples},); got shape={labels.shape}.")
-        _save_npy_atomic(self.path / "labels.npy", labels)
+        save_npy_atomic(self.path / "labels.npy", labels)
 
     def write_previews(self, sample_ids, inputs) -> None:
         """Store inputs of some samples (images (K, H, W[, 3]) or 1-D signals (K, L)) for thumbnails."""
