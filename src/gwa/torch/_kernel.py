@@ -211,3 +211,121 @@ def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
             "Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); "
             f"got a row summing to {float(sums[worst]):.6g}."
         )
+
+
+# ------------------------------------------------------------------------------------------ fused tracker path
+# The tracker's per-step path: the fewest tensor operations that give the reference's numbers. On a CPU each
+# operation costs a few microseconds of dispatch whatever its size, so the op count is the cost for small heads.
+#
+# Hard labels, with m = max_{k != y} z_k, e_k = exp(z_k - m) for k != y, S = sum_{k != y} e_k:
+#   p - onehot(y) = (e - S onehot(y)) / (S + exp(z_y - m)),
+# so g = e with g_y = -S is the loss gradient rescaled by a positive factor (the cosine ignores it). Every entry
+# of g is at most S >= 1 in size, so neither ||g|| nor g . (W x) underflows for confident samples, and
+# p_y - 1 never appears (no cancellation when p_y rounds to 1).
+
+
+class CaptureTerms(NamedTuple):
+    """What the fused path keeps from one forward pass of the head.
+
+    Attributes:
+        neg_head_out: ``(N, C)`` ``-W x`` (``-(W x + b)`` when the bias joins the cosine), compute dtype.
+        norm: ``(N,)`` ``||x|| ||W||_F`` (``||[x, 1]|| ||[W b]||_F`` with bias), compute dtype.
+    """
+
+    neg_head_out: torch.Tensor
+    norm: torch.Tensor
+
+
+def capture_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor | None,
+                  *, include_bias: bool, dtype: torch.dtype) -> CaptureTerms:
+    """The head's half for the fused path (3-4 operations, no host sync).
+
+    ``output`` is the head's own output ``W x + b`` when it is exact in ``dtype`` (not autocast, same dtype):
+    then ``W x`` is read from it instead of recomputed. ``bias`` is the head's bias (None if it has none);
+    ``include_bias`` puts it into the cosine.
+    """
+    x = _as(x.detach(), dtype)
+    w = _as(weight.detach(), dtype)
+    b = None if bias is None else _as(bias.detach(), dtype)
+    if output is not None and output.dtype == dtype:
+        out = output.detach()
+        # -W x = b - (W x + b): one op, and exact in W x up to one rounding of |b|.
+        neg = out.neg() if b is None or include_bias else torch.sub(b, out)
+    else:
+        neg = torch.matmul(x, w.T).neg_() if b is None or not include_bias else torch.addmm(b, x, w.T).neg_()
+    if include_bias and b is not None:
+        # ||[x, 1]|| ||[W b]||: the bias is one more weight column whose input is 1.
+        x_norm = torch.linalg.vecdot(x, x).add_(1.0).sqrt_()
+        w_norm = torch.sqrt(torch.linalg.vector_norm(w).square() + torch.dot(b, b))
+        return CaptureTerms(neg, x_norm.mul_(w_norm))
+    return CaptureTerms(neg, torch.linalg.vector_norm(x, dim=1).mul_(torch.linalg.vector_norm(w)))
+
+
+def fused_scores(logits: torch.Tensor, index: torch.Tensor, neg_head_out: torch.Tensor,
+                 norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard-label scores from the logits, ``(N, 1)`` int64 class ids and the captured terms: ``(scores, undefined)``.
+
+    Eight reductions and elementwise passes over ``(N, C)``, six over ``(N,)``; no host sync. NaN/Inf in any input
+    give NaN scores (``g_y = -S`` is NaN when ``z_y`` is, and ``0 * inf`` is NaN in ``g . (W x)``). Needs C >= 2.
+    """
+    # z_y + (-inf) stays NaN when z_y is NaN or +inf, so a non-finite label logit is not masked away.
+    masked = logits.scatter(1, index, float("-inf"), reduce="add")
+    g = masked.sub_(masked.amax(dim=1, keepdim=True)).exp_()
+    g.scatter_(1, index, g.sum(dim=1, keepdim=True).neg_())
+    numerator = torch.linalg.vecdot(g, neg_head_out)
+    denominator = torch.linalg.vecdot(g, g).sqrt_().mul_(norm)
+    # ||g|| >= 1, so the denominator is zero only for a zero embedding or head: undefined (0 / 0).
+    undefined = denominator == 0
+    return numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE), undefined
+
+
+def fused_soft_scores(logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor,
+                      norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t``, rescaled by its row max-abs."""
+    g = torch.softmax(logits, dim=1).sub_(targets)
+    g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
+    numerator = torch.linalg.vecdot(g, neg_head_out)
+    denominator = torch.linalg.vector_norm(g, dim=1).mul_(norm)
+    undefined = denominator == 0
+    return numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE), undefined
+
+
+def _fused_scores_functional(logits, index, neg_head_out, norm):
+    """:func:`fused_scores` without in-place ops or scalar-reduce scatter, for ``torch.compile`` to fuse."""
+    onehot = torch.zeros_like(logits, dtype=torch.bool).scatter(1, index, True)
+    masked = torch.where(onehot, logits + float("-inf"), logits)
+    e = torch.exp(masked - masked.amax(dim=1, keepdim=True))
+    g = torch.where(onehot, -e.sum(dim=1, keepdim=True), e)
+    numerator = (g * neg_head_out).sum(dim=1)
+    denominator = (g * g).sum(dim=1).sqrt() * norm
+    undefined = denominator == 0
+    scores = torch.where(undefined, UNDEFINED_SCORE, (numerator / denominator).clamp(-1.0, 1.0))
+    return scores, undefined
+
+
+class Scorer:
+    """The hard-label fused scorer, eager or through ``torch.compile``.
+
+    ``compile=True`` compiles :func:`_fused_scores_functional` on first use; if ``torch.compile`` is missing or
+    fails (no compiler toolchain, unsupported device), it warns once and falls back to the eager
+    :func:`fused_scores`, which gives the same numbers up to the order of floating-point reductions.
+    """
+
+    def __init__(self, compile: bool = False):  # noqa: A002 - mirrors torch.compile
+        self.compile = bool(compile)
+        self._compiled = None
+        self.failed: str | None = None
+
+    def __call__(self, logits, index, neg_head_out, norm):
+        if self.compile and self.failed is None:
+            try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(_fused_scores_functional, dynamic=None, fullgraph=True)
+                return self._compiled(logits, index, neg_head_out, norm)
+            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same math
+                self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                import warnings
+
+                warnings.warn(f"gwa: torch.compile of the fused scorer failed ({self.failed}); using the eager "
+                              "path (same numbers).", RuntimeWarning, stacklevel=3)
+        return fused_scores(logits, index, neg_head_out, norm)
