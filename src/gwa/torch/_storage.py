@@ -22,6 +22,7 @@ import torch
 from gwa._moments import EMPTY, MomentState, batch_state
 from gwa.torch import _distributed
 from gwa.torch._accumulate import EpochSums
+from gwa.torch._kernel import undefined_from_norm
 
 #: Version of :meth:`Storage.state_dict` (and of the tracker's state dict that embeds it).
 STATE_FORMAT = 2
@@ -43,7 +44,11 @@ class EpochTally:
 
 
 class Chunk(NamedTuple):
-    """One ``update()``: the ids (None: running positions from ``offset``), scores, undefined mask, signals."""
+    """One ``update()``: the ids (None: running positions from ``offset``), scores, undefined, signals.
+
+    ``undefined`` is a bool mask, or the captured ``norm`` (float), undefined where ``norm <= tiny``: the hard-label
+    path reads it off at the end of the epoch instead of computing a mask per step.
+    """
 
     ids: torch.Tensor | None
     offset: int
@@ -64,8 +69,12 @@ class Storage:
         self.chunks: list[Chunk] = []
 
     def add(self, chunk: Chunk) -> None:
-        if self.score_dtype == torch.float16:  # float16 storage: one cast per step
-            chunk = chunk._replace(scores=chunk.scores.to(self.score_dtype),
+        if self.score_dtype == torch.float16:  # compact storage: 7 instead of 16 bytes per sighting, 3 ops per step
+            ids = chunk.ids
+            if ids is not None and getattr(self, "num_samples", None) is not None and self.num_samples < 2 ** 31:
+                ids = ids.to(torch.int32)
+            chunk = chunk._replace(ids=ids, scores=chunk.scores.to(self.score_dtype),
+                                   undefined=_undefined_mask(chunk.undefined),
                                    signals={k: v.to(self.score_dtype) for k, v in chunk.signals.items()})
         self.chunks.append(chunk)
 
@@ -75,6 +84,11 @@ class Storage:
     def finish(self, *, distributed: bool, positions: bool, group=None) -> EpochTally:
         raise NotImplementedError
 
+    def nbytes(self) -> int:
+        """Bytes of device memory the epoch's per-sample data holds now (ids, scores, undefined, signals)."""
+        return sum(t.nbytes for c in self.chunks for t in (c.ids, c.scores, c.undefined, *c.signals.values())
+                   if t is not None)
+
     # -- shared by the two stores --------------------------------------------------------------------------
     def _concatenate(self, device: torch.device):
         """The epoch's sightings on the device: ids, scores (float64), undefined, signals (float32)."""
@@ -82,11 +96,11 @@ class Storage:
         if not chunks:
             empty = torch.zeros(0, device=device)
             return (empty.long(), empty.double(), empty.bool(), {k: empty.float() for k in self.signal_names})
-        ids = torch.cat([c.ids if c.ids is not None else
+        ids = torch.cat([c.ids.long() if c.ids is not None else
                          torch.arange(c.offset, c.offset + c.scores.shape[0], device=c.scores.device)
                          for c in chunks])
         scores = torch.cat([c.scores for c in chunks]).double()
-        undefined = torch.cat([c.undefined for c in chunks])
+        undefined = torch.cat([_undefined_mask(c.undefined) for c in chunks])
         signals = {k: torch.cat([c.signals[k] for c in chunks]).float() for k in self.signal_names}
         return ids, scores, undefined, signals
 
@@ -192,7 +206,7 @@ class MomentsOnly(Storage):
 
     def add(self, chunk: Chunk) -> None:
         nonfinite = chunk.scores.isnan()
-        self.sums.add(chunk.scores, chunk.undefined, ~nonfinite, nonfinite)
+        self.sums.add(chunk.scores, _undefined_mask(chunk.undefined), ~nonfinite, nonfinite)
 
     def finish(self, *, distributed: bool, positions: bool, group=None) -> EpochTally:
         if self.sums is None:
@@ -204,6 +218,12 @@ class MomentsOnly(Storage):
             _merge_counts_across_ranks(tally, group)
         return tally
 
+    def nbytes(self) -> int:
+        """Bytes of the streaming state (power sums, counts, shift): constant."""
+        if self.sums is None:
+            return 0
+        return sum(t.nbytes for t in (self.sums.sums, self.sums.counts, self.sums.shift) if t is not None)
+
     def state_dict(self) -> dict:
         return {"sums": None if self.sums is None else self.sums.state_dict()}
 
@@ -211,6 +231,10 @@ class MomentsOnly(Storage):
         self.bind(device)
         if state["sums"] is not None:
             self.sums.load_state_dict(state["sums"])
+
+
+def _undefined_mask(undefined: torch.Tensor) -> torch.Tensor:
+    return undefined if undefined.dtype == torch.bool else undefined_from_norm(undefined)
 
 
 def _merge_counts_across_ranks(tally: EpochTally, group) -> None:

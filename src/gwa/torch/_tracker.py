@@ -335,7 +335,8 @@ class GWATracker:
                 torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
                                     f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
             try:
-                scores, undefined = self._scorer(z, index, neg, norm)
+                scores = self._scorer(z, index, neg, norm)
+                undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op per step)
             except (RuntimeError, IndexError) as error:
                 if "out of bounds" not in str(error) and "out of range" not in str(error):
                     raise
