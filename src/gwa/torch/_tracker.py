@@ -183,6 +183,7 @@ class GWATracker:
         self._captures: deque[_Capture] = deque()
         self._warned = set()
         self._paused = False
+        self._checked_shapes = None
         self._head_verified = False
         self._agreed = False
         self._scorer = Scorer(compile)
@@ -376,7 +377,10 @@ class GWATracker:
                 f"Expected `logits` for the captured forward pass of batch size {capture.embeddings_shape[0]}; got "
                 f"logits.shape={tuple(logits.shape)}. With several forwards per step (gradient accumulation), "
                 "call update() once per forward, in order.")
-        check_shapes(logits.shape, targets.shape, capture.embeddings_shape, capture.weight_shape, capture.bias_shape)
+        signature = (logits.shape, targets.shape, capture.embeddings_shape, capture.weight_shape, capture.bias_shape)
+        if signature != self._checked_shapes:  # the same shapes step after step: check them once
+            check_shapes(*signature)
+            self._checked_shapes = signature
         if not self._head_verified:
             self._verify_head(logits, capture)
         return capture.terms
