@@ -20,11 +20,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 from gwa.torch import GWATracker, alignment
 from gwa.torch._kernel import capture_terms, fused_scores, head_terms, scores_from_head_terms
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 
 def machine() -> str:

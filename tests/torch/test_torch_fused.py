@@ -11,8 +11,14 @@ from torch import nn
 import gwa
 from gwa._kernel import alignment_with_mask as numpy_alignment_with_mask
 from gwa.torch import GWATracker
-from gwa.torch._kernel import (Scorer, _fused_scores_functional, capture_terms, fused_scores, fused_soft_scores,
-                               undefined_from_norm)
+from gwa.torch._kernel import (
+    Scorer,
+    _fused_scores_functional,
+    capture_terms,
+    fused_scores,
+    fused_soft_scores,
+    undefined_from_norm,
+)
 from gwa.torch._storage import IndexedStore, MomentsOnly, SparseStore
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}

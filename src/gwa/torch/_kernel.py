@@ -325,7 +325,7 @@ class Scorer:
     :func:`fused_scores`, which gives the same numbers up to the order of floating-point reductions.
     """
 
-    def __init__(self, compile: bool = False):  # noqa: A002 - mirrors torch.compile
+    def __init__(self, compile: bool = False):
         self.compile = bool(compile)
         self._compiled = None
         self.failed: str | None = None

@@ -34,8 +34,15 @@ from gwa.torch import _distributed
 from gwa.torch._head import find_head, linear_candidates
 from gwa.torch._kernel import CaptureTerms, Scorer, capture_terms, compute_dtype, fused_soft_scores
 from gwa.torch._signals import check_signal_names, compute_signals
-from gwa.torch._storage import (STATE_FORMAT, Chunk, IndexedStore, MomentsOnly, SparseStore, Storage,
-                                make_storage)
+from gwa.torch._storage import (
+    STATE_FORMAT,
+    Chunk,
+    IndexedStore,
+    MomentsOnly,
+    SparseStore,
+    Storage,
+    make_storage,
+)
 
 logger = logging.getLogger("gwa")
 
@@ -155,7 +162,7 @@ class GWATracker:
 
     def __init__(self, model: nn.Module | None = None, *, head: nn.Module | str | None = None,
                  num_samples: int | None = None, bias: bool = False, signals=(), store_scores: bool = True,
-                 score_dtype=torch.float32, compile: bool = False, unpaired: str = "raise",  # noqa: A002
+                 score_dtype=torch.float32, compile: bool = False, unpaired: str = "raise",
                  min_denominator: float = MIN_DENOMINATOR, beta: float = PAPER_BETA, process_group=None):
         if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
                                         or num_samples <= 0):
@@ -644,4 +651,4 @@ def _raise_soft_target_violations(counts, epoch: int | None = None) -> None:
                      f"{off} row(s) that do not{where}.")
 
 
-__all__ = ["EpochResult", "GWATracker", "IndexedStore", "MomentsOnly", "SparseStore", "UNDEFINED_SCORE"]
+__all__ = ["UNDEFINED_SCORE", "EpochResult", "GWATracker", "IndexedStore", "MomentsOnly", "SparseStore"]
