@@ -253,28 +253,33 @@ def _tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 def capture_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor | None,
                   *, include_bias: bool, dtype: torch.dtype) -> CaptureTerms:
-    """The head's half for the fused path (four operations, no host sync).
+    """The head's half for the fused path (four operations, no host sync, no autograd graph).
 
     ``output`` is the head's own output ``W x + b`` when it is exact in ``dtype`` (not autocast, same dtype):
     then ``W x`` is read from it instead of recomputed. ``bias`` is the head's bias (None if it has none);
     ``include_bias`` puts it into the cosine.
     """
-    x = _as(x.detach(), dtype)
-    w = _as(weight.detach(), dtype)
-    b = None if bias is None else _as(bias.detach(), dtype)
-    if output is not None and output.dtype == dtype:
-        out = output.detach()
-        # -W x = b - (W x + b): one op, and exact in W x up to one rounding of |b|.
-        neg = out.neg() if b is None or include_bias else torch.sub(b, out)
-    else:
-        neg = torch.matmul(x, w.T).neg_() if b is None or not include_bias else torch.addmm(b, x, w.T).neg_()
-    tiny = _tiny(dtype, x.device)
-    if include_bias and b is not None:
-        # ||[x, 1]|| ||[W b]||: the bias is one more weight column whose input is 1.
-        x_norm = torch.linalg.vecdot(x, x).add_(1.0).sqrt_()
-        w_norm = torch.sqrt(torch.linalg.vector_norm(w).square() + torch.dot(b, b))
-        return CaptureTerms(neg, torch.addcmul(tiny, x_norm, w_norm))
-    return CaptureTerms(neg, torch.addcmul(tiny, torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(w)))
+    # Grad mode off instead of four detach() calls: each op counts here.
+    grad = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    try:
+        x, w = _as(x, dtype), _as(weight, dtype)
+        b = None if bias is None else _as(bias, dtype)
+        if output is not None and output.dtype == dtype:
+            # -W x = b - (W x + b): one op, and exact in W x up to one rounding of |b|.
+            neg = output.neg() if b is None or include_bias else torch.sub(b, output)
+        else:
+            neg = torch.matmul(x, w.T).neg_() if b is None or not include_bias else torch.addmm(b, x, w.T).neg_()
+        tiny = _tiny(dtype, x.device)
+        if include_bias and b is not None:
+            # ||[x, 1]|| ||[W b]||: the bias is one more weight column whose input is 1.
+            x_norm = torch.linalg.vecdot(x, x).add_(1.0).sqrt_()
+            w_norm = torch.sqrt(torch.linalg.vector_norm(w).square() + torch.dot(b, b))
+            return CaptureTerms(neg, torch.addcmul(tiny, x_norm, w_norm))
+        return CaptureTerms(neg, torch.addcmul(tiny, torch.linalg.vector_norm(x, dim=1),
+                                               torch.linalg.vector_norm(w)))
+    finally:
+        torch._C._set_grad_enabled(grad)
 
 
 def undefined_from_norm(norm: torch.Tensor) -> torch.Tensor:
