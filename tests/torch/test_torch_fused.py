@@ -207,3 +207,28 @@ def test_out_of_range_ids_after_the_first_batch_are_reported_at_end_epoch():
     with pytest.raises(ValueError, match=r"`sample_ids` in \[0, 79\] \(num_samples=80\); got 1 id\(s\) out of range "
                                          r"in epoch 1 \(min 80, max 80\)"):
         tracker.end_epoch()
+
+
+def test_steady_state_fast_path_keeps_every_check_that_can_fail():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 4))
+    tracker = GWATracker(model, num_samples=40, signals=("loss",))
+    x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
+    tracker.update(model(x), y, torch.arange(8))
+    assert tracker._plan is not None  # the next matching call takes the fast path
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\] \(C=4 from logits\)"):
+        tracker.update(model(x), y + 4, torch.arange(8, 16))
+    logits = model(x[:5])  # another batch size: the checked path again, with the same numbers
+    got = tracker.update(logits, y[:5], torch.arange(16, 21))
+    expected, _ = reference(logits.detach(), y[:5], model[:-1](x[:5]).detach(), model[-1].weight.detach())
+    assert float((got.double() - expected).abs().max()) <= 1e-5
+    logits = model(x)
+    got = tracker.update(logits, y, torch.arange(21, 29))  # fast path again
+    expected, _ = reference(logits.detach(), y, model[:-1](x).detach(), model[-1].weight.detach())
+    assert float((got.double() - expected).abs().max()) <= 1e-5
+    with pytest.raises(ValueError, match="`sample_ids` in every update"):
+        tracker.update(model(x), y)
+    result = tracker.end_epoch()
+    seen = ~np.isnan(result.scores)
+    assert result.summary.n == seen.sum() == 21 and np.isfinite(result.signals["loss"][seen]).all()
+    assert np.isnan(result.scores[8:16]).all()  # the refused call left nothing behind

@@ -32,7 +32,14 @@ from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_positive, check_shapes, describe
 from gwa.torch import _distributed
 from gwa.torch._head import find_head, linear_candidates
-from gwa.torch._kernel import CaptureTerms, Scorer, capture_terms, compute_dtype, fused_soft_scores
+from gwa.torch._kernel import (
+    CaptureTerms,
+    Scorer,
+    capture_terms,
+    compute_dtype,
+    fused_scores,
+    fused_soft_scores,
+)
 from gwa.torch._signals import check_signal_names, compute_signals
 from gwa.torch._storage import (
     STATE_FORMAT,
@@ -96,6 +103,27 @@ class _Capture(NamedTuple):
     bias_shape: tuple | None
     error: Exception | None
     values: torch.Tensor | None  # the head's output, kept until the tracker has verified its head once
+
+
+class _Plan(NamedTuple):
+    """What the last fully checked ``update()`` saw; a call that matches it takes the fast path."""
+
+    logits_shape: torch.Size
+    targets_shape: torch.Size
+    targets_dtype: torch.dtype
+    device_index: int  # Tensor.get_device(): -1 on CPU
+    positions: bool
+    keeps_ids: bool
+    assert_range: bool
+    num_classes: int
+    signals: bool
+
+
+def _class_id_error(error: Exception, num_classes: int) -> Exception:
+    if "out of bounds" not in str(error) and "out of range" not in str(error):
+        return error
+    return ValueError(f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
+                      "an id out of range.")
 
 
 class GWATracker:
@@ -297,6 +325,40 @@ class GWATracker:
                 ``end_epoch``), or logits that the hooked head did not produce (first call).
             TypeError: on non-tensor logits or targets of the wrong dtype.
         """
+        plan = self._plan
+        if plan is not None and embeddings is None and weight is None and self._captures:
+            # Steady state: the same shapes, dtypes and devices as the last checked call, and the logits are the
+            # head output of the oldest pending forward. Everything the slow path would check is unchanged, so
+            # go straight to the kernel (on a CPU, Python and dispatch cost more here than the arithmetic).
+            capture = self._captures[0]
+            if (capture.output() is logits and capture.error is None and logits.shape == plan.logits_shape
+                    and targets.shape == plan.targets_shape and targets.dtype is plan.targets_dtype
+                    and targets.get_device() == plan.device_index
+                    and (sample_ids is None if plan.positions else
+                         (type(sample_ids) is torch.Tensor and sample_ids.dtype is torch.int64
+                          and sample_ids.shape == plan.targets_shape
+                          and sample_ids.get_device() == plan.device_index))):
+                self._captures.popleft()
+                neg, norm = capture.terms
+                z = logits.detach()
+                if z.dtype is not neg.dtype:
+                    z = z.to(neg.dtype)
+                if plan.assert_range:
+                    torch._assert_async(((targets >= 0) & (targets < plan.num_classes)).all(),
+                                        f"gwa: `targets` class ids out of range [0, {plan.num_classes - 1}]")
+                try:
+                    scores = fused_scores(z, targets.view(-1, 1), neg, norm)
+                except (RuntimeError, IndexError) as error:
+                    raise _class_id_error(error, plan.num_classes) from None
+                values = compute_signals(logits, targets, self.signals, soft=False) if plan.signals else {}
+                self._storage.add(Chunk(None if plan.positions or not plan.keeps_ids else sample_ids,
+                                        self._sightings, scores, norm, values))
+                self._sightings += scores.shape[0]
+                return scores
+        return self._update(logits, targets, sample_ids, embeddings, weight, bias)
+
+    def _update(self, logits, targets, sample_ids, embeddings, weight, bias) -> torch.Tensor:
+        """All checks, every input form (explicit path, soft targets, casts); sets :attr:`_plan` for the next."""
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"Expected `logits` to be a torch.Tensor; got {type(logits).__name__}.")
         if not isinstance(targets, torch.Tensor):
@@ -346,15 +408,17 @@ class GWATracker:
                 scores = self._scorer(z, index, neg, norm)
                 undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op per step)
             except (RuntimeError, IndexError) as error:
-                if "out of bounds" not in str(error) and "out of range" not in str(error):
-                    raise
-                raise ValueError(f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from "
-                                 f"logits); got an id out of range.") from None
+                raise _class_id_error(error, num_classes) from None
         ids = self._resolve_ids(sample_ids, scores.shape[0], device, first)
         self._dtype = neg.dtype
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
         self._storage.add(Chunk(ids, self._sightings, scores, undefined, values))
         self._sightings += scores.shape[0]
+        if (not soft and embeddings is None and weight is None and not self._scorer.compile
+                and self._last_by_identity and (sample_ids is None or ids is None or ids is sample_ids)):
+            self._plan = _Plan(logits.shape, targets.shape, targets.dtype, logits.get_device(), sample_ids is None,
+                               self._storage.keeps_ids, device.type != "cpu", num_classes,
+                               bool(self.signals) and self.store_scores)
         return scores
 
     def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | None:
@@ -402,7 +466,9 @@ class GWATracker:
                                     "that are not scored in `with tracker.paused():`.")
                 for _ in range(skipped + 1):
                     self._captures.popleft()
+                self._last_by_identity = True
                 return capture
+        self._last_by_identity = False
         if len(self._captures) == 1:
             return self._captures.popleft()
         pending = len(self._captures)
@@ -561,6 +627,8 @@ class GWATracker:
         self._dtype: torch.dtype | None = None  # compute dtype of the epoch's scores
         self._n_unpaired = 0
         self._soft_violations: torch.Tensor | None = None
+        self._plan: _Plan | None = None  # the epoch's first update always takes the checked path
+        self._last_by_identity = False
 
     def state_dict(self) -> dict:
         """Plain values and CPU tensors: settings, epoch counter, history and the partial epoch."""
