@@ -4,11 +4,12 @@ A forward hook on the classifier head takes, while the head is in training mode,
 the head with the weights *of that forward pass* (``-W x`` and ``||x|| ||W||_F``); :meth:`GWATracker.update`
 then needs only the logits and the targets, so its scores are the same before or after ``optimizer.step()``.
 
-The per-step path is fused: about four tensor operations in the hook and a dozen in ``update`` (see
+The per-step path is fused: four tensor operations in the hook and eight in ``update`` (see
 :func:`gwa.torch._kernel.fused_scores`), no host synchronisation, and no per-step bookkeeping of repeated
 sample ids: each step's scores are kept as they are and duplicates are resolved once, at ``end_epoch``
 (:mod:`gwa.torch._storage`). Checks that can wait (sample-id range, soft-target rows after the first batch)
-run on the device and are read at ``end_epoch``.
+run on the device and are read at ``end_epoch``; a call with the same shapes, dtypes and devices as the last
+fully checked one, whose logits are the head's output, goes straight to the kernel.
 """
 
 from __future__ import annotations
