@@ -232,3 +232,25 @@ def test_format_1_state_at_an_epoch_boundary_still_loads():
 def test_nan_min_denominator_is_refused():
     with pytest.raises(ValueError, match="`min_denominator` to be a number; got nan"):
         GWATracker(min_denominator=float("nan"))
+
+
+def test_auxiliary_head_of_another_width_names_the_hooked_head():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(6, 16)
+            self.fc = nn.Linear(16, 4)
+            self.score = nn.Linear(16, 1)  # e.g. a confidence head, registered last
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            self.aux = self.score(h)
+            return self.fc(h)
+
+    model = Net()
+    tracker = GWATracker(model)
+    assert tracker.head_name == "score"  # the documented rule: the last nn.Linear registered
+    logits = model(torch.randn(8, 6))
+    with pytest.raises(ValueError, match=r"hooked head 'score' \(nn.Linear, weight \(1, 16\)\) does not produce "
+                                         r"these logits \(C=4\): pass GWATracker\(model, head=...\).*'fc' \(4, 16\)"):
+        tracker.update(logits, torch.randint(0, 4, (8,)), torch.arange(8))

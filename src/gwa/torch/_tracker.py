@@ -451,7 +451,16 @@ class GWATracker:
                 "call update() once per forward, in order.")
         signature = (logits.shape, targets.shape, capture.embeddings_shape, capture.weight_shape, capture.bias_shape)
         if signature != self._checked_shapes:  # the same shapes step after step: check them once
-            check_shapes(*signature)
+            try:
+                check_shapes(*signature)
+            except ValueError as error:
+                if tuple(capture.weight_shape[:1]) == tuple(logits.shape[1:2]):
+                    raise
+                model = self._model_ref() if getattr(self, "_model_ref", None) is not None else None
+                candidates = linear_candidates(model, logits.shape[1]) if model is not None else ""
+                raise ValueError(f"{error} The hooked head {self.head_name!r} (nn.Linear, weight "
+                                 f"{capture.weight_shape}) does not produce these logits (C={logits.shape[1]}): pass "
+                                 f"GWATracker(model, head=...) the classifier layer. {candidates}") from None
             self._checked_shapes = signature
         if not self._head_verified:
             self._verify_head(logits, capture)
