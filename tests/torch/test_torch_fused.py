@@ -226,6 +226,11 @@ def test_steady_state_fast_path_keeps_every_check_that_can_fail():
     got = tracker.update(logits, y, torch.arange(21, 29))  # fast path again
     expected, _ = reference(logits.detach(), y, model[:-1](x).detach(), model[-1].weight.detach())
     assert float((got.double() - expected).abs().max()) <= 1e-5
+    for _ in range(2):  # int32 class ids: converted on the checked path, never handed raw to the kernel
+        logits = model(x)
+        got = tracker.update(logits, y.int(), torch.arange(21, 29))
+        torch.testing.assert_close(got, fused_scores(logits.detach(), y[:, None], *capture_terms(
+            model[:-1](x), model[-1].weight, model[-1].bias, logits, include_bias=False, dtype=torch.float32)))
     with pytest.raises(ValueError, match="`sample_ids` in every update"):
         tracker.update(model(x), y)
     result = tracker.end_epoch()

@@ -416,6 +416,7 @@ class GWATracker:
         self._storage.add(Chunk(ids, self._sightings, scores, undefined, values))
         self._sightings += scores.shape[0]
         if (not soft and embeddings is None and weight is None and not self._scorer.compile
+                and targets.dtype is torch.int64
                 and self._last_by_identity and (sample_ids is None or ids is None or ids is sample_ids)):
             self._plan = _Plan(logits.shape, targets.shape, targets.dtype, logits.get_device(), sample_ids is None,
                                self._storage.keeps_ids, device.type != "cpu", num_classes,
