@@ -128,8 +128,7 @@ class GWACallback(Callback):
             raise ValueError("GWACallback(run_dir=...) stores per-sample scores by sample id, but the batch carries "
                              "no sample ids: return (x, y, sample_ids) from the dataset, a dict with 'sample_ids', "
                              "or pass `batch_to_targets_ids=`.")
-        # The logits tensor itself (the tracker detaches it): its identity pairs it with its forward pass.
-        self.tracker.update(outputs["logits"], targets, sample_ids=ids)
+        self.tracker.update(outputs["logits"].detach(), targets, sample_ids=ids)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Compute, log and decide here, in one hook: no dependence on the order of callbacks.
