@@ -654,7 +654,7 @@ class GWATracker:
                 "soft_violations": None if self._soft_violations is None else self._soft_violations.tolist(),
                 "data": self._storage.state_dict(),
             }
-        return {"format": STATE_FORMAT, "epoch": self.epoch, "history": [dataclasses.asdict(s) for s in self.history],
+        return {"format": STATE_FORMAT, "epoch": self.epoch, "history": [_summary_state(s) for s in self.history],
                 "num_samples": self.num_samples, "bias": self.bias, "signals": list(self.signals),
                 "beta": self.beta, "epoch_state": epoch_state}
 
@@ -664,7 +664,7 @@ class GWATracker:
 
         epoch_state = validate_state(state, self)
         self.epoch = int(state["epoch"])
-        self.history = [EpochSummary(**s) for s in state["history"]]
+        self.history = [_summary_from_state(s) for s in state["history"]]
         self._captures.clear()
         self._reset_epoch()
         self._pending_state = epoch_state
@@ -696,6 +696,27 @@ class GWATracker:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(f"gwa: {message}", UserWarning, stacklevel=3)
+
+
+def _summary_state(summary: EpochSummary) -> dict:
+    """The summary's fields as plain values (``torch.load(weights_only=True)`` admits no enums or classes)."""
+    out = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
+    guard = out.get("guard")
+    if guard is not None and not isinstance(guard, str):  # a structured guard: a code and a message
+        out["guard"] = {"code": str(getattr(guard.code, "value", guard.code)), "message": str(guard.message)}
+    return out
+
+
+def _summary_from_state(state: dict) -> EpochSummary:
+    state = dict(state)
+    guard = state.get("guard")
+    if isinstance(guard, dict):
+        from gwa import _summary
+
+        structured = getattr(_summary, "Guard", None)
+        state["guard"] = (structured(_summary.GuardCode(guard["code"]), guard["message"]) if structured is not None
+                          else guard["message"])
+    return EpochSummary(**state)
 
 
 def _signal_code(signals) -> int:
