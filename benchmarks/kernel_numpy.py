@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 import torch
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 import gwa
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 SEED = 0
 

@@ -3,8 +3,10 @@
 Run:  python benchmarks/torch_overhead.py [--threads 1] [--rounds 40] [--quick]
 
 Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048; (b) a full training step (forward,
-loss, backward, SGD step) of an MLP and a small CNN at batch 128 and 512 with and without the tracker, rounds
-interleaved, medians and ratios; (c) the host-synchronisation check of update(). All numbers come from this
+loss, backward, SGD step) of an MLP and a small CNN at batch 128 and 512: plain, the paper's example (the seed
+README's ``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa eager
+and gwa fused (``torch.compile``), rounds interleaved, medians and ratios to plain; (c) where the tracker's time
+goes (torch profiler, MLP batch 128); (d) the host-synchronisation check of update(). All numbers come from this
 one run; the machine is printed first.
 """
 
@@ -18,11 +20,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 from gwa.torch import GWATracker, alignment
-from gwa.torch._kernel import head_terms, scores_from_head_terms
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+from gwa.torch._kernel import capture_terms, fused_scores, head_terms, scores_from_head_terms
 
 
 def machine() -> str:
@@ -68,16 +70,26 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     def kernel():  # the public function: validates its inputs eagerly (reads them on the host)
         return alignment(logits, y, x, w)
 
-    def unchecked():  # what the tracker runs per step: the two halves, no validation
+    def unchecked():  # the two halves from embeddings (W x recomputed), no validation
         terms = head_terms(x, w, dtype=torch.float32)
         return scores_from_head_terms(logits, y, terms, soft=False)[0]
 
-    err = float((brute() - kernel()).abs().max())
+    index = y[:, None]
+
+    def tracker_kernel():  # what the tracker runs per step: W x read off the head's output (hook + update)
+        terms = capture_terms(x, w, b, logits, include_bias=False, dtype=torch.float32)
+        return fused_scores(logits, index, *terms)
+
+    reference = brute()
+    err = float((reference - kernel()).abs().max())
+    err_fused = float((reference - tracker_kernel()).abs().max())
     t_brute = statistics.median(timed(brute, repeats))
     t_kernel = statistics.median(timed(kernel, repeats * 5))
     t_unchecked = statistics.median(timed(unchecked, repeats * 5))
+    t_fused = statistics.median(timed(tracker_kernel, repeats * 20))
     return {"n": n, "brute_ms": 1e3 * t_brute, "kernel_ms": 1e3 * t_kernel, "speedup": t_brute / t_kernel,
-            "unchecked_ms": 1e3 * t_unchecked, "unchecked_speedup": t_brute / t_unchecked, "max_abs_diff": err}
+            "unchecked_ms": 1e3 * t_unchecked, "unchecked_speedup": t_brute / t_unchecked, "max_abs_diff": err,
+            "fused_ms": 1e3 * t_fused, "fused_speedup": t_brute / t_fused, "fused_diff": err_fused}
 
 
 # ------------------------------------------------------------------------------------------- (b) train step
@@ -96,62 +108,148 @@ def small_cnn() -> nn.Module:
 INPUTS = {"MLP (784-512-256-10)": (mlp, (1, 28, 28)), "small CNN (3 conv + linear, 32x32x3)": (small_cnn, (3, 32, 32))}
 
 
-def step_overhead(make_model, shape, batch: int, rounds: int, steps_per_round: int, budget_s: float) -> dict:
+class StoreInput(nn.Module):
+    """The paper's example: the head wrapped in a module that keeps ``x.detach()`` of its input."""
+
+    def __init__(self, head: nn.Linear):
+        super().__init__()
+        self.head = head
+        self.x = None
+
+    def forward(self, x):
+        self.x = x.detach()
+        return self.head(x)
+
+
+VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused")
+
+
+def step_overhead(make_model, shape, batch: int, rounds: int, steps_per_round: int, budget_s: float,
+                  variants=VARIANTS) -> dict:
     torch.manual_seed(0)
-    plain, tracked = make_model(), make_model()
-    tracked.load_state_dict(plain.state_dict())
-    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
-    opt_tracked = torch.optim.SGD(tracked.parameters(), lr=0.01, momentum=0.9)
+    models = {v: make_model() for v in variants}
+    for m in models.values():
+        m.load_state_dict(models[variants[0]].state_dict())
     num_samples = 50_000
-    tracker = GWATracker(tracked, num_samples=num_samples)
+    trackers = {}
+    if "paper's example" in models:
+        models["paper's example"][-1] = StoreInput(models["paper's example"][-1])
+    for v, m in models.items():
+        if v.startswith("gwa"):
+            trackers[v] = GWATracker(m, num_samples=num_samples, compile=v == "gwa fused")
+    opts = {v: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for v, m in models.items()}
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
     ids = torch.randperm(num_samples)[:batch]
+    paper_scores = []
 
-    def step(model, opt, track):
+    def step(v):
+        model, opt = models[v], opts[v]
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if track:
+        if v in trackers:
+            trackers[v].update(logits, y, ids)
+        opt.step()
+        if v == "paper's example":  # compute_alignment of the seed README's gwa_torch.py, post-step weights
+            with torch.no_grad():
+                head = model[-1]
+                w, emb = head.head.weight, head.x
+                diff = torch.softmax(logits, dim=-1) - F.one_hot(y, logits.shape[-1])
+                v_ = diff @ w
+                dot = -(emb * v_).sum(-1)
+                paper_scores.append(dot / (emb.norm(dim=-1) * diff.norm(dim=-1) * w.norm() + 1e-12))
+
+    for _ in range(3):  # warm-up (and the fused variant's compilation)
+        for v in variants:
+            step(v)
+    # Fewer rounds for slow steps, so that every configuration takes about budget_s (never fewer than 6).
+    step_s = statistics.median(timed(lambda: step(variants[0]), 3))
+    rounds = int(min(rounds, max(6, budget_s / (len(variants) * steps_per_round * step_s))))
+    times = {v: [] for v in variants}
+    for r in range(rounds):
+        # Rotate which variant goes first so that drift in machine load hits all alike.
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for v in order:
+            times[v] += timed(lambda v=v: step(v), steps_per_round)
+    for t in trackers.values():
+        t.end_epoch()
+        t.remove()
+    if paper_scores:
+        torch.cat(paper_scores).numpy()  # the paper's example concatenates at the end of the epoch
+    med = {v: statistics.median(ts) for v, ts in times.items()}
+    return {"batch": batch, "rounds": rounds, "ms": {v: 1e3 * m for v, m in med.items()},
+            "ratio": {v: m / med["plain"] for v, m in med.items()},
+            "compile_failed": trackers["gwa fused"]._scorer.failed if "gwa fused" in trackers else None}
+
+
+def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
+    """The tracker's own operations inside training steps (torch profiler, self CPU time per step).
+
+    The hook and ``update()`` run inside ``record_function`` ranges; every ATen op under them is charged to
+    its name. The profiler adds its own cost to each op, so the absolute times are inflated; the shares show
+    where the tracker's time goes.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.manual_seed(0)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    tracker = GWATracker(model, num_samples=50_000)
+    tracker._handle.remove()
+    capture = tracker._capture
+
+    def hook(module, inputs, output):
+        with record_function("gwa hook"):
+            capture(module, inputs, output)
+
+    tracker._handle = tracker.head.register_forward_hook(hook)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    ids = torch.randperm(50_000)[:batch]
+
+    def step():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with record_function("gwa update()"):
             tracker.update(logits, y, ids)
         opt.step()
 
-    for _ in range(3):  # warm-up
-        step(plain, opt_plain, False)
-        step(tracked, opt_tracked, True)
-    # Fewer rounds for slow steps, so that every configuration takes about budget_s (never fewer than 6).
-    step_s = statistics.median(timed(lambda: step(plain, opt_plain, False), 3))
-    rounds = int(min(rounds, max(6, budget_s / (2 * steps_per_round * step_s))))
-    times = {False: [], True: []}
-    for r in range(rounds):
-        # Alternate which variant goes first so that drift in machine load hits both alike.
-        for track in ((False, True) if r % 2 == 0 else (True, False)):
-            model, opt = (tracked, opt_tracked) if track else (plain, opt_plain)
-            times[track] += timed(lambda m=model, o=opt, t=track: step(m, o, t), steps_per_round)
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
     tracker.end_epoch()
-
-    # The tracker's own work, timed alone: the forward hook's capture and update().
-    head = tracked[-1]
-    emb = tracked[:-1](x).detach()
-    out = head(emb)
-    tracker._captures.clear()
-    def one_capture():
-        tracker._capture(head, (emb,), out)
-        tracker._captures.clear()
-
-    capture = statistics.median(timed(one_capture, rounds * steps_per_round))
-
-    def one_update():
-        tracker._capture(head, (emb,), out)
-        tracker.update(out, y, ids)
-
-    both = statistics.median(timed(one_update, rounds * steps_per_round))
-    tracker.remove()
-    without, with_ = statistics.median(times[False]), statistics.median(times[True])
-    return {"batch": batch, "rounds": rounds, "step_ms": 1e3 * without, "tracked_step_ms": 1e3 * with_,
-            "end_to_end_overhead": with_ / without - 1.0, "capture_ms": 1e3 * capture,
-            "update_ms": 1e3 * (both - capture), "component_overhead": both / without}
+    events = prof.events()
+    ranges = {"gwa hook": 0.0, "gwa update()": 0.0}
+    ops: dict[tuple[str, str], list] = {}
+    total = sum(e.self_cpu_time_total for e in events)
+    for e in events:
+        if e.name in ranges:
+            ranges[e.name] += e.cpu_time_total
+            key = (e.name, "(Python, dispatch)")
+            ops.setdefault(key, [0, 0.0])
+            ops[key][1] += e.self_cpu_time_total
+            ops[key][0] += 1
+            continue
+        parent = e.cpu_parent
+        while parent is not None and parent.name not in ranges:
+            parent = parent.cpu_parent
+        if parent is not None:
+            ops.setdefault((parent.name, e.name), [0, 0.0])
+            ops[parent.name, e.name][0] += 1
+            ops[parent.name, e.name][1] += e.self_cpu_time_total
+    rows = sorted(ops.items(), key=lambda kv: -kv[1][1])
+    lines = [(f"profiled step {total / steps / 1e3:.2f} ms (profiler included); gwa hook "
+              f"{ranges['gwa hook'] / steps:.1f} us/step, gwa update() {ranges['gwa update()'] / steps:.1f} us/step"),
+             f"{'range':<14} {'op':<34} {'calls/step':>10} {'self us/step':>12} {'% of step':>9}"]
+    for (where, name), (calls, self_us) in rows:
+        lines.append(f"{where:<14} {name:<34} {calls / steps:>10.1f} {self_us / steps:>12.1f} "
+                     f"{100 * self_us / total:>8.2f}%")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- (c) syncs
@@ -159,12 +257,13 @@ def sync_check() -> str:
     if not torch.cuda.is_available():
         return ("CUDA not available: checked by construction and by tests/torch/test_torch_tracker.py::"
                 "test_update_does_not_read_values_on_the_host (Tensor.item/tolist/cpu/numpy/bool/int/float/nonzero "
-                "patched to raise inside update()).")
+                "patched to raise inside update() after the epoch's first update, which checks its inputs eagerly).")
     model = mlp().cuda()
     tracker = GWATracker(model, num_samples=1000, signals=("loss", "margin", "p_gold", "el2n", "pred", "correct"))
     x = torch.randn(64, 1, 28, 28, device="cuda")
     y = torch.randint(0, 10, (64,), device="cuda")
     ids = torch.randperm(1000, device="cuda")[:64]
+    tracker.update(model(x), y, ids)  # the epoch's first update checks its inputs eagerly (one host read)
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
@@ -182,6 +281,9 @@ def main() -> None:
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--budget", type=float, default=40.0, help="seconds per training-step configuration")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiler table (c)")
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn for (b)")
+    parser.add_argument("--no-kernel", action="store_true", help="skip the kernel comparison (a)")
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread",
                         help="thread: CPU time of the timing thread (needs --threads 1); wall: elapsed time")
     args = parser.parse_args()
@@ -199,22 +301,31 @@ def main() -> None:
           f"load average at start: {load:.1f}")
     print("\n(a) kernel vs per-sample autograd gradients, C=1000, D=2048, float32, medians")
     print(f"{'N':>4} {'autograd ms':>12} {'alignment() ms':>15} {'speedup':>8} {'unchecked ms':>13} {'speedup':>8} "
-          f"{'max |diff|':>11}")
-    for n in (32, 128):
+          f"{'max |diff|':>11} {'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}")
+    for n in () if args.no_kernel else (32, 128):
         r = kernel_vs_autograd(n, 1000, 2048, repeats=2 if args.quick else 5)
         print(f"{r['n']:>4} {r['brute_ms']:>12.2f} {r['kernel_ms']:>15.3f} {r['speedup']:>7.0f}x "
-              f"{r['unchecked_ms']:>13.3f} {r['unchecked_speedup']:>7.0f}x {r['max_abs_diff']:>11.1e}")
-    print(f"\n(b) training step (forward, CE loss, backward, SGD momentum step) with vs without GWATracker "
-          f"(num_samples=50000), up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians")
-    print(f"{'model':<38} {'batch':>5} {'rounds':>6} {'step ms':>8} {'tracked ms':>10} {'end-to-end':>10} "
-          f"{'capture ms':>10} {'update ms':>9} {'tracker/step':>12}")
-    for name, (make, shape) in INPUTS.items():
+              f"{r['unchecked_ms']:>13.3f} {r['unchecked_speedup']:>7.0f}x {r['max_abs_diff']:>11.1e} "
+              f"{r['fused_ms']:>11.3f} {r['fused_speedup']:>7.0f}x {r['fused_diff']:>11.1e}")
+    print(f"\n(b) training step (forward, CE loss, backward, SGD momentum step): plain, the paper's example "
+          f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager and fused "
+          f"(torch.compile); up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians, ratio to plain")
+    print(f"{'model':<38} {'batch':>5} {'rounds':>6} {'plain ms':>9} " + " ".join(f"{v:>16}" for v in VARIANTS[1:]))
+    chosen = [k for k in INPUTS if k.split(" ")[0].lower().replace("small", "cnn") in args.models.split(",")
+              or ("cnn" in args.models.split(",") and "CNN" in k)]
+    for name, (make, shape) in ((k, INPUTS[k]) for k in chosen):
         for batch in (128, 512):
             r = step_overhead(make, shape, batch, rounds, args.steps_per_round, 5.0 if args.quick else args.budget)
-            print(f"{name:<38} {batch:>5} {r['rounds']:>6} {r['step_ms']:>8.2f} {r['tracked_step_ms']:>10.2f} "
-                  f"{100 * r['end_to_end_overhead']:>9.2f}% {r['capture_ms']:>10.3f} {r['update_ms']:>9.3f} "
-                  f"{100 * r['component_overhead']:>11.2f}%")
-    print("\n(c) host synchronisation in update():", sync_check())
+            cells = " ".join(f"{r['ratio'][v]:>9.4f} ({100 * (r['ratio'][v] - 1):+5.1f}%)"[:16].rjust(16)
+                             for v in VARIANTS[1:])
+            print(f"{name:<38} {batch:>5} {r['rounds']:>6} {r['ms']['plain']:>9.2f} {cells}", flush=True)
+            if r["compile_failed"]:
+                print(f"    (torch.compile failed: {r['compile_failed']}; 'gwa fused' ran the eager path)")
+    if not args.no_profile:
+        print("\n(c) where the tracker's time goes: torch profiler over 200 MLP training steps at batch 128, the "
+              "tracker's ops only (self CPU time per step)")
+        print(profile_tracker(mlp, (1, 28, 28), 128))
+    print("\n(d) host synchronisation in update():", sync_check())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gwa._moments import Moments, batch_state
-from gwa.torch._accumulate import EpochSums, SampleStore, first_occurrence
+from gwa.torch._accumulate import EpochSums
+from gwa.torch._storage import Storage
 
 
 @pytest.mark.parametrize("center,spread", [(0.0, 0.3), (0.5, 1e-3), (-0.9, 1e-5)])
@@ -40,23 +41,7 @@ def test_power_sums_skip_invalid_rows_and_count():
 
 
 def test_first_finite_sighting_claims_the_id():
-    store = SampleStore(5, (), torch.device("cpu"), torch.float64)
-    ids = torch.tensor([3, 1, 3, 4, 4])
-    nonfinite = torch.tensor([False, False, False, True, False])
-    assert store.claim(ids, nonfinite).tolist() == [True, True, False, False, True]
-    # a later batch: 3 is taken; 0 is new; a non-finite sighting of an unclaimed id claims nothing
-    assert store.claim(torch.tensor([3, 0, 2]), torch.tensor([False, False, True])).tolist() == [False, True, False]
-    assert store.seen.tolist() == [True, True, False, True, True]
-
-
-def test_write_only_new_rows_and_spare_slot():
-    store = SampleStore(3, ("loss",), torch.device("cpu"), torch.float32)
-    ids = torch.tensor([2, 2, 0])
-    new = torch.tensor([True, False, True])
-    store.write(ids, new, {"score": torch.tensor([0.5, -0.5, 0.25]), "loss": torch.tensor([1.0, 2.0, 3.0])})
-    assert store.values["score"][:3].tolist()[0] == 0.25 and store.values["score"][2] == 0.5
-    assert math.isnan(store.values["score"][1]) and store.values["loss"][:3].tolist()[::2] == [3.0, 1.0]
-
-
-def test_first_occurrence():
-    assert first_occurrence(np.array([4, 1, 4, 2, 1])).tolist() == [True, True, False, True, False]
+    ids = torch.tensor([3, 1, 3, 4, 4, 3, 0, 2])
+    finite = torch.tensor([True, True, True, False, True, True, True, False])
+    # 4's first sighting is non-finite: the next finite one claims it; 2 is only seen non-finite
+    assert Storage._first_sightings(ids, finite, 5).tolist() == [True, True, False, False, True, False, True, False]

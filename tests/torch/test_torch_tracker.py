@@ -85,12 +85,15 @@ def test_explicit_path_without_hooks_and_bias():
     tracker = GWATracker(bias=True, num_samples=6)
     got = tracker.update(x @ w.T + b, y, torch.arange(6), embeddings=x, weight=w, bias=b)
     torch.testing.assert_close(got, alignment(x @ w.T + b, y, x, w, b))
+    ids = torch.arange(6)
     with pytest.raises(ValueError, match="Expected `bias=` in update"):
-        tracker.update(x @ w.T, y, embeddings=x, weight=w)
+        tracker.update(x @ w.T, y, ids, embeddings=x, weight=w)
     with pytest.raises(ValueError, match="Expected both `embeddings` and `weight`"):
-        tracker.update(x @ w.T, y, embeddings=x)
+        tracker.update(x @ w.T, y, ids, embeddings=x)
     with pytest.raises(RuntimeError, match="no captured forward pass.*no model: pass embeddings= and weight="):
-        tracker.update(x @ w.T, y)
+        tracker.update(x @ w.T, y, ids)
+    with pytest.raises(ValueError, match="`sample_ids` in every update\\(\\) of an epoch or in none"):
+        tracker.update(x @ w.T + b, y, embeddings=x, weight=w, bias=b)
 
 
 def test_update_needs_a_fresh_capture_and_matching_batch():
@@ -299,24 +302,36 @@ def test_soft_target_signals_use_the_argmax_label():
     np.testing.assert_array_equal(s["correct"], [0.0])
 
 
-def test_update_does_not_read_values_on_the_host(monkeypatch):
-    """No .item()/.tolist()/.cpu()/.numpy()/bool()/int()/float() of a tensor inside update()."""
+@pytest.mark.parametrize("soft", [False, True])
+def test_update_does_not_read_values_on_the_host(monkeypatch, soft):
+    """After the epoch's first update (eager checks), no .item()/.tolist()/.cpu()/bool()/... inside update()."""
     model = mlp()
-    tracker = GWATracker(model, num_samples=64, signals=("loss", "margin", "pred"))
-    chunked = GWATracker(model)
-    x, y, ids = next(batches(1))
-    logits = model(x)
+    trackers = [GWATracker(model, num_samples=64, signals=("loss", "margin", "pred")), GWATracker(model),
+                GWATracker(model, store_scores=False), GWATracker(model, num_samples=64, score_dtype=torch.float16)]
+    data = list(batches(2, num_samples=64))
+
+    def target(y):
+        return F.one_hot(y, 4).double() * 0.9 + 0.025 if soft else y
+
+    def step(x, y, ids):
+        logits = model(x)
+        return [t.update(logits, target(y), ids) for t in trackers]
 
     def forbidden(*args, **kwargs):
         raise AssertionError("host synchronisation in update()")
 
+    step(*data[0])  # the epoch's first update checks ids and targets eagerly
     with monkeypatch.context() as m:
         for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "nonzero"):
             m.setattr(torch.Tensor, name, forbidden)
         m.setattr(torch, "nonzero", forbidden)
-        tracker.update(logits, y, ids)
-        chunked.update(logits, y, ids)
-    assert tracker.end_epoch().summary.n == 8 and chunked.end_epoch().summary.n == 8
+        scores = step(*data[1])
+    x, y, _ = data[1]
+    t = target(y).float() if soft else y
+    expected = alignment(model(x).detach(), t, model[:-1](x).detach(), model[-1].weight.detach())
+    for got in scores:
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert [t.end_epoch().summary.n for t in trackers] == [16, 16, 16, 16]
 
 
 def test_constructor_and_argument_errors():

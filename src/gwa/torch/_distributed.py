@@ -84,3 +84,12 @@ def gather_chunks(ids: np.ndarray, scores: np.ndarray, undefined: np.ndarray, si
     undefined = np.concatenate([g[2] for g in gathered])
     signals = {k: np.concatenate([g[3][k] for g in gathered]) for k in signals}
     return ids, scores, undefined, signals
+
+
+def gather_ints(values: list[int], group=None) -> list[list[int]]:
+    """All-gather a short list of ints from every rank: one row per rank, in rank order."""
+    device = _comm_device(group)
+    mine = torch.tensor(values, dtype=torch.int64, device=device)
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, mine, group=group)
+    return [t.cpu().tolist() for t in gathered]

@@ -15,7 +15,13 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
     Data-parallel wrappers (``DataParallel``, ``DistributedDataParallel``) are looked through; names are
     relative to the wrapped module. Order: ``head`` when given (a module of the model or its dotted name); timm's
     ``model.get_classifier()`` when it is an ``nn.Linear``; the Hugging Face heads ``score``,
-    ``classifier`` and ``classifier.out_proj``; else the last ``nn.Linear`` registered in the model.
+    ``classifier`` and ``classifier.out_proj``; else the last ``nn.Linear`` registered in the model (so an
+    auxiliary ``nn.Linear`` registered after the classifier would be chosen: pass ``head=`` then; the tracker
+    checks at its first update that the chosen head produced the logits and raises otherwise).
+
+    LoRA/PEFT-wrapped linear layers (a module with ``base_layer``, ``lora_A`` and ``lora_B``: its effective
+    weight ``W + s B A`` is not one ``nn.Linear``) are refused, whether found or given; peft's
+    ``modules_to_save`` copy of a fully trained head is a plain ``nn.Linear`` and is accepted.
 
     Args:
         model: the network.
@@ -43,10 +49,10 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
             except AttributeError:
                 raise ValueError(f"Expected `head` to name a submodule of the model; got {head!r}. "
                                  f"{_candidates(model)}") from None
-            return _checked(head, module, model, "`head`")
+            return _checked(*_not_lora(head, module, model), model, "`head`")
         if not isinstance(head, nn.Module):
             raise TypeError(f"Expected `head` to be an nn.Linear or its name in the model; got {type(head).__name__}.")
-        return _checked(names.get(id(head), "<given>"), head, model, "`head`")
+        return _checked(*_not_lora(names.get(id(head), "<given>"), head, model), model, "`head`")
 
     get_classifier = getattr(model, "get_classifier", None)  # timm
     if callable(get_classifier):
@@ -55,19 +61,50 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
         except Exception:  # noqa: BLE001 - foreign models may define it differently; fall through
             found = None
         if isinstance(found, nn.Linear):
-            return names.get(id(found), "<given>"), found
+            return _not_lora(names.get(id(found), "<given>"), found, model)
+        if _is_lora(found):
+            _not_lora(names.get(id(found), "<given>"), found, model)
     for path in _HF_HEAD_PATHS:
         try:
             found = model.get_submodule(path)
         except AttributeError:
             continue
-        if isinstance(found, nn.Linear):
-            return path, found
+        if isinstance(found, nn.Linear) or _is_lora(found):
+            return _not_lora(path, found, model)
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f"Could not find a classifier head: the model has no nn.Linear layer. "
                          f"Pass `head=` the layer that produces the logits. {_candidates(model)}")
-    return linears[-1]
+    return _not_lora(*linears[-1], model)
+
+
+def _is_lora(module: nn.Module | None) -> bool:
+    return module is not None and all(hasattr(module, a) for a in ("base_layer", "lora_A", "lora_B"))
+
+
+def _not_lora(name: str, module: nn.Module, model: nn.Module) -> tuple[str, nn.Linear]:
+    """Refuse a LoRA-wrapped head, or a layer inside one (its base layer, ``lora_B``), with the reason."""
+    parts = name.split(".") if name not in ("", "<given>") else []
+    owners = [(name, module)] + [(".".join(parts[:k]), model.get_submodule(".".join(parts[:k])))
+                                 for k in range(len(parts) - 1, -1, -1)]
+    for prefix, owner in owners:
+        if _is_lora(owner):
+            raise ValueError(
+                f"The classifier head {prefix or '<model>'!r} is LoRA-wrapped (PEFT): its effective weight is "
+                f"W + scale * B A, which is not the weight of one nn.Linear (gwa would hook {name!r}). gwa scores "
+                "a plain nn.Linear head: train the head fully (peft: modules_to_save=[<head name>]) or merge the "
+                "adapter (merge_and_unload()) before tracking.")
+    return name, module
+
+
+def linear_candidates(model: nn.Module, num_classes: int) -> str:
+    """The model's ``nn.Linear`` layers with ``num_classes`` outputs, for error messages."""
+    while isinstance(model, _WRAPPERS):
+        model = model.module
+    rows = [f"{name!r} {tuple(m.weight.shape)}" for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    return (f"nn.Linear layers with {num_classes} outputs in the model: " + (", ".join(rows) if rows else "none")
+            + ".")
 
 
 def _checked(name: str, module: nn.Module, model: nn.Module, what: str) -> tuple[str, nn.Linear]:

@@ -211,3 +211,140 @@ def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
             "Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); "
             f"got a row summing to {float(sums[worst]):.6g}."
         )
+
+
+# ------------------------------------------------------------------------------------------ fused tracker path
+# The tracker's per-step path: the fewest tensor operations that give the reference's numbers. On a CPU each
+# operation costs a few microseconds of dispatch whatever its size, and much more inside a training step, where
+# the backward pass has evicted the operation's code and data from the caches: the op count is the cost.
+#
+# Hard labels, with u = softmax over the classes other than y (z_y masked to -inf) and r = 1 - p_y:
+#   p - onehot(y) = r (u - onehot(y)),
+# so g = u with g_y = -1 is the loss gradient divided by r > 0 (the cosine ignores the factor). ||g|| >= 1, so
+# neither ||g|| nor g . (W x) underflows for confident samples, and p_y - 1 never appears (no cancellation when
+# p_y rounds to 1). Where the float gradient itself would underflow to zero (the label logit ahead of all others
+# by more than ~100 in float32, ~740 in float64), g still gives the limit direction: the reference calls such a
+# sample undefined, the fused path scores it.
+
+
+class CaptureTerms(NamedTuple):
+    """What the fused path keeps from one forward pass of the head.
+
+    Attributes:
+        neg_head_out: ``(N, C)`` ``-W x`` (``-(W x + b)`` when the bias joins the cosine), compute dtype.
+        norm: ``(N,)`` ``||x|| ||W||_F + tiny`` (``||[x, 1]|| ||[W b]||_F`` with bias), compute dtype; ``tiny``
+            (the dtype's smallest normal number) makes an undefined cosine ``0 / tiny = 0`` without a mask:
+            the sample is undefined where ``norm <= tiny``.
+    """
+
+    neg_head_out: torch.Tensor
+    norm: torch.Tensor
+
+
+_TINY: dict = {}
+
+
+def _tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    key = (dtype, device)
+    if key not in _TINY:
+        _TINY[key] = torch.tensor(torch.finfo(dtype).tiny, dtype=dtype, device=device)
+    return _TINY[key]
+
+
+def capture_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor | None,
+                  *, include_bias: bool, dtype: torch.dtype) -> CaptureTerms:
+    """The head's half for the fused path (four operations, no host sync, no autograd graph).
+
+    ``output`` is the head's own output ``W x + b`` when it is exact in ``dtype`` (not autocast, same dtype):
+    then ``W x`` is read from it instead of recomputed. ``bias`` is the head's bias (None if it has none);
+    ``include_bias`` puts it into the cosine.
+    """
+    # Grad mode off instead of four detach() calls: each op counts here.
+    grad = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    try:
+        x, w = _as(x, dtype), _as(weight, dtype)
+        b = None if bias is None else _as(bias, dtype)
+        if output is not None and output.dtype == dtype:
+            # -W x = b - (W x + b): one op, and exact in W x up to one rounding of |b|.
+            neg = output.neg() if b is None or include_bias else torch.sub(b, output)
+        else:
+            neg = torch.matmul(x, w.T).neg_() if b is None or not include_bias else torch.addmm(b, x, w.T).neg_()
+        tiny = _tiny(dtype, x.device)
+        if include_bias and b is not None:
+            # ||[x, 1]|| ||[W b]||: the bias is one more weight column whose input is 1.
+            x_norm = torch.linalg.vecdot(x, x).add_(1.0).sqrt_()
+            w_norm = torch.sqrt(torch.linalg.vector_norm(w).square() + torch.dot(b, b))
+            return CaptureTerms(neg, torch.addcmul(tiny, x_norm, w_norm))
+        return CaptureTerms(neg, torch.addcmul(tiny, torch.linalg.vector_norm(x, dim=1),
+                                               torch.linalg.vector_norm(w)))
+    finally:
+        torch._C._set_grad_enabled(grad)
+
+
+def undefined_from_norm(norm: torch.Tensor) -> torch.Tensor:
+    """Undefined cosines (zero embedding or head) from :attr:`CaptureTerms.norm`."""
+    return norm <= torch.finfo(norm.dtype).tiny
+
+
+def fused_scores(logits: torch.Tensor, index: torch.Tensor, neg_head_out: torch.Tensor,
+                 norm: torch.Tensor) -> torch.Tensor:
+    """Hard-label scores from the logits, ``(N, 1)`` int64 class ids and the captured terms (eight operations).
+
+    Undefined cosines come out as ``0 = UNDEFINED_SCORE`` (see :func:`undefined_from_norm`); NaN/Inf in any
+    input give NaN (``z_y + (-inf)`` stays NaN when ``z_y`` is NaN or +inf, so a non-finite label logit is not
+    masked away). No host sync. Needs C >= 2.
+    """
+    g = torch.softmax(logits.scatter(1, index, float("-inf"), reduce="add"), dim=1).scatter_(1, index, -1.0)
+    numerator = torch.linalg.vecdot(g, neg_head_out)
+    return numerator.div_(torch.linalg.vector_norm(g, dim=1).mul_(norm)).clamp_(-1.0, 1.0)
+
+
+def fused_soft_scores(logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor,
+                      norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t``, rescaled by its row max-abs."""
+    g = torch.softmax(logits, dim=1).sub_(targets)
+    g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
+    numerator = torch.linalg.vecdot(g, neg_head_out)
+    denominator = torch.linalg.vector_norm(g, dim=1).mul_(norm)
+    # g = 0 (softmax equal to the targets) or a zero embedding or head: undefined.
+    undefined = (denominator == 0) | undefined_from_norm(norm)
+    return numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE), undefined
+
+
+def _fused_scores_functional(logits, index, neg_head_out, norm):
+    """:func:`fused_scores` without in-place ops or scalar-reduce scatter, for ``torch.compile`` to fuse."""
+    onehot = torch.zeros_like(logits, dtype=torch.bool).scatter(1, index, True)
+    masked = torch.where(onehot, logits + float("-inf"), logits)
+    g = torch.where(onehot, -1.0, torch.softmax(masked, dim=1))
+    numerator = (g * neg_head_out).sum(dim=1)
+    denominator = (g * g).sum(dim=1).sqrt() * norm
+    return (numerator / denominator).clamp(-1.0, 1.0)
+
+
+class Scorer:
+    """The hard-label fused scorer, eager or through ``torch.compile``.
+
+    ``compile=True`` compiles :func:`_fused_scores_functional` on first use; if ``torch.compile`` is missing or
+    fails (no compiler toolchain, unsupported device), it warns once and falls back to the eager
+    :func:`fused_scores`, which gives the same numbers up to the order of floating-point reductions.
+    """
+
+    def __init__(self, compile: bool = False):
+        self.compile = bool(compile)
+        self._compiled = None
+        self.failed: str | None = None
+
+    def __call__(self, logits, index, neg_head_out, norm):
+        if self.compile and self.failed is None:
+            try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(_fused_scores_functional, dynamic=None, fullgraph=True)
+                return self._compiled(logits, index, neg_head_out, norm)
+            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same math
+                self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                import warnings
+
+                warnings.warn(f"gwa: torch.compile of the fused scorer failed ({self.failed}); using the eager "
+                              "path (same numbers).", RuntimeWarning, stacklevel=3)
+        return fused_scores(logits, index, neg_head_out, norm)
