@@ -467,7 +467,7 @@ def test_resume_cannot_shrink_a_run(tmp_path, capsys):
 
 @pytest.mark.hostile("accepted")
 def test_a_genuine_checkpoint_with_a_guarded_epoch_loads_weights_only(tmp_path):
-    """The tracker's history holds GuardCode members (an epoch without scores here); resume must load it."""
+    """A tracker state with a guarded epoch (no scores here) loads with weights_only and restores the Guard."""
     from gwa.runner.train_torch import load_checkpoint
     from gwa.torch import GWATracker
 
@@ -477,6 +477,8 @@ def test_a_genuine_checkpoint_with_a_guarded_epoch_loads_weights_only(tmp_path):
     assert tracker.history[0].guard is not None
     torch.save({"epoch": 1, "tracker": tracker.state_dict()}, tmp_path / "last-0001.pt")
     state = load_checkpoint(tmp_path / "last-0001.pt")["tracker"]
-    assert state["history"][0]["guard"]["code"] is GuardCode.NO_SCORES
+    assert state["history"][0]["guard"]["code"] == GuardCode.NO_SCORES.value  # plain values: weights_only loads it
     assert state["history"][0]["n"] == 0 and state["num_samples"] == 5
-    GWATracker(model, num_samples=5).load_state_dict(state)
+    restored = GWATracker(model, num_samples=5)
+    restored.load_state_dict(state)
+    assert restored.history == tracker.history

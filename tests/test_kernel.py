@@ -305,3 +305,23 @@ def test_property_invariant_to_scaling_the_head(batch, k):
                                                None if bias is None else bias * factor)
     np.testing.assert_array_equal(got_defined, ref_defined)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("adapter", ["numpy", "torch64", "torch32", "jax32"])
+def test_a_soft_target_equal_to_the_prediction_is_undefined_in_every_adapter(rng, adapter):
+    # A zero gradient has no direction: every adapter gives UNDEFINED_SCORE, not rounding noise blown up to +-1.
+    x, W = rng.normal(size=(6, 5)), rng.normal(size=(4, 5))
+    z = x @ W.T
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    args = (z, p, x, W)
+    # The target is the framework's own prediction, in its own precision (e.g. distillation from itself).
+    if adapter.startswith("torch"):
+        z_t, x_t, W_t = (torch.tensor(a, dtype=torch.float64 if adapter == "torch64" else torch.float32)
+                         for a in (z, x, W))
+        args = (z_t, torch.softmax(z_t, dim=1), x_t, W_t)
+    elif adapter == "jax32":
+        jax = pytest.importorskip("jax")
+        z_j, x_j, W_j = (jax.numpy.asarray(a, jax.numpy.float32) for a in (z, x, W))
+        args = (z_j, jax.nn.softmax(z_j, axis=1), x_j, W_j)
+    np.testing.assert_array_equal(np.asarray(gwa.alignment(*args)), np.full(6, gwa.UNDEFINED_SCORE))

@@ -67,7 +67,12 @@ def loss_gradient_wrt_logits(logits, targets, soft: bool):
     """``softmax(logits) - targets`` with the hard-label entry as ``-sum`` of the other probabilities."""
     probs = jax.nn.softmax(logits, axis=1)
     if soft:
-        return probs - targets
+        targets = targets.astype(probs.dtype)
+        diff = probs - targets
+        # As the numpy core: an entry within rounding of its operands is zero (a target equal to the prediction is
+        # a zero gradient, undefined), not rounding noise rescaled into a direction.
+        tol = 4 * jnp.finfo(probs.dtype).eps * jnp.maximum(probs, jnp.abs(targets))
+        return jnp.where(jnp.abs(diff) <= tol, 0.0, diff)
     is_target = targets[:, None] == jnp.arange(logits.shape[1])
     others = jnp.where(is_target, 0.0, probs)
     # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.

@@ -114,7 +114,12 @@ def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, sof
     """``softmax(logits) - targets``; for class ids the target entry is ``-sum`` of the others (no cancellation)."""
     probs = torch.softmax(logits, dim=1)
     if soft:
-        return probs - targets.to(probs.dtype)
+        targets = targets.to(probs.dtype)
+        diff = probs - targets
+        # As the numpy core: an entry within rounding of its operands is zero, so a target equal to the
+        # prediction is a zero gradient (undefined), not rounding noise rescaled into a direction.
+        tol = 4 * torch.finfo(probs.dtype).eps * torch.maximum(probs, targets.abs())
+        return diff.masked_fill(diff.abs() <= tol, 0.0)
     index = targets.long()[:, None]
     diff = probs.scatter_(1, index, 0.0)
     # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
