@@ -7,6 +7,7 @@ names the file and that MARKER was never written.
 
 from __future__ import annotations
 
+import math
 import errno
 import json
 import os
@@ -481,4 +482,5 @@ def test_a_genuine_checkpoint_with_a_guarded_epoch_loads_weights_only(tmp_path):
     assert state["history"][0]["n"] == 0 and state["num_samples"] == 5
     restored = GWATracker(model, num_samples=5)
     restored.load_state_dict(state)
-    assert restored.history == tracker.history
+    assert restored.history[0].guard == tracker.history[0].guard  # a Guard again, not a dict
+    assert restored.history[0].n == 0 and math.isnan(restored.history[0].gwa)
