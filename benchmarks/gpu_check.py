@@ -28,8 +28,9 @@ import sys
 import time
 
 import numpy as np
-import torch
 import torch.nn.functional as F
+
+import torch
 from torch import nn
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-3}
@@ -56,8 +57,9 @@ class HeadInput:
         self.x = inputs[0].detach()
 
 
-def reference_check(model: nn.Module, tracker, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                    precision: str) -> float:
+def reference_check(
+    model: nn.Module, tracker, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, precision: str
+) -> float:
     """Max |tracker score - numpy float64 reference| for one tracked forward of ``x`` (any device)."""
     import gwa
 
@@ -66,8 +68,12 @@ def reference_check(model: nn.Module, tracker, x: torch.Tensor, y: torch.Tensor,
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x)
         scores = tracker.update(logits, y, ids)
-        expected = gwa.alignment(logits.detach().double().cpu().numpy(), y.cpu().numpy(),
-                                 grab.x.double().cpu().numpy(), tracker.head.weight.detach().double().cpu().numpy())
+        expected = gwa.alignment(
+            logits.detach().double().cpu().numpy(),
+            y.cpu().numpy(),
+            grab.x.double().cpu().numpy(),
+            tracker.head.weight.detach().double().cpu().numpy(),
+        )
     finally:
         grab.handle.remove()
     return float(np.max(np.abs(scores.double().cpu().numpy() - expected)))
@@ -94,8 +100,17 @@ def sync_debug(device: torch.device, mode: str) -> None:
         torch.cuda.set_sync_debug_mode(mode)
 
 
-def check(name: str, precision: str, *, device, batch: int, image: int, rounds: int, steps: int,
-          num_classes: int = 1000) -> dict:
+def check(
+    name: str,
+    precision: str,
+    *,
+    device,
+    batch: int,
+    image: int,
+    rounds: int,
+    steps: int,
+    num_classes: int = 1000,
+) -> dict:
     from gwa.torch import GWATracker
 
     torch.manual_seed(0)
@@ -116,8 +131,10 @@ def check(name: str, precision: str, *, device, batch: int, image: int, rounds: 
     sync(device)
     # 2. no host sync: the plain step first, so that a sync of the training step itself is told apart
     plain_syncs = tracked_syncs = None
-    for which, step in (("plain", lambda: train_step(plain, opt_plain, x, y, precision)),
-                        ("tracked", lambda: train_step(tracked, opt_tracked, x, y, precision, tracker, ids))):
+    for which, step in (
+        ("plain", lambda: train_step(plain, opt_plain, x, y, precision)),
+        ("tracked", lambda: train_step(tracked, opt_tracked, x, y, precision, tracker, ids)),
+    ):
         sync_debug(device, "error")
         try:
             step()
@@ -133,7 +150,7 @@ def check(name: str, precision: str, *, device, batch: int, image: int, rounds: 
     # 1. overhead: interleaved rounds, each timed between two synchronisations
     times = {"plain": [], "tracked": []}
     for r in range(rounds):
-        for which in (("plain", "tracked") if r % 2 == 0 else ("tracked", "plain")):
+        for which in ("plain", "tracked") if r % 2 == 0 else ("tracked", "plain"):
             sync(device)
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -146,20 +163,32 @@ def check(name: str, precision: str, *, device, batch: int, image: int, rounds: 
     tracker.end_epoch()
     # 3. scores vs the CPU reference, on a fresh epoch of the same tracker
     small = min(batch, 64)
-    diff = reference_check(tracked, tracker, x[:small], y[:small], torch.arange(small, device=device), precision)
+    diff = reference_check(
+        tracked, tracker, x[:small], y[:small], torch.arange(small, device=device), precision
+    )
     tracker.end_epoch()
     tracker.remove()
     plain_s, tracked_s = statistics.median(times["plain"]), statistics.median(times["tracked"])
-    return {"model": name, "precision": precision, "plain_ms": 1e3 * plain_s, "tracked_ms": 1e3 * tracked_s,
-            "overhead": tracked_s / plain_s - 1.0, "plain_sync": plain_syncs, "tracked_sync": tracked_syncs,
-            "max_diff": diff, "ok": tracked_syncs is None or plain_syncs is not None,
-            "diff_ok": diff <= TOLERANCE[precision]}
+    return {
+        "model": name,
+        "precision": precision,
+        "plain_ms": 1e3 * plain_s,
+        "tracked_ms": 1e3 * tracked_s,
+        "overhead": tracked_s / plain_s - 1.0,
+        "plain_sync": plain_syncs,
+        "tracked_sync": tracked_syncs,
+        "max_diff": diff,
+        "ok": tracked_syncs is None or plain_syncs is not None,
+        "diff_ok": diff <= TOLERANCE[precision],
+    }
 
 
 def machine(device: torch.device) -> str:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU (CPU dry run)"
-    return (f"{gpu}; torch {torch.__version__}, CUDA {torch.version.cuda}, Python {platform.python_version()}, "
-            f"{os.cpu_count()} logical CPU cores")
+    return (
+        f"{gpu}; torch {torch.__version__}, CUDA {torch.version.cuda}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} logical CPU cores"
+    )
 
 
 def main(argv=None) -> int:
@@ -168,9 +197,14 @@ def main(argv=None) -> int:
     p.add_argument("--image", type=int, default=224, help="input resolution (default 224)")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds per configuration")
     p.add_argument("--steps", type=int, default=5, help="training steps per round")
-    p.add_argument("--convnext", default="convnext_tiny", help="timm ConvNeXt variant (default convnext_tiny)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="CPU, tiny sizes (batch 4, 32x32, convnext_atto, 1 round): checks the script, not the GPU")
+    p.add_argument(
+        "--convnext", default="convnext_tiny", help="timm ConvNeXt variant (default convnext_tiny)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="CPU, tiny sizes (batch 4, 32x32, convnext_atto, 1 round): checks the script, not the GPU",
+    )
     args = p.parse_args(argv)
     if args.dry_run:
         device = torch.device("cpu")
@@ -181,22 +215,39 @@ def main(argv=None) -> int:
     else:
         device = torch.device("cuda")
     print("machine:", machine(device))
-    print(f"batch {args.batch}, {args.image}x{args.image} inputs, {args.rounds} interleaved rounds x {args.steps} "
-          "steps, medians of per-round step times (wall, synchronised)\n")
-    print("| model | precision | plain ms/step | tracked ms/step | overhead | host sync in tracked step | "
-          "max abs diff vs CPU float64 |")
+    print(
+        f"batch {args.batch}, {args.image}x{args.image} inputs, {args.rounds} interleaved rounds x {args.steps} "
+        "steps, medians of per-round step times (wall, synchronised)\n"
+    )
+    print(
+        "| model | precision | plain ms/step | tracked ms/step | overhead | host sync in tracked step | "
+        "max abs diff vs CPU float64 |"
+    )
     print("|---|---|---:|---:|---:|---|---:|")
     failed = False
     started = time.perf_counter()
     for name in ("resnet18", args.convnext):
         for precision in ("fp32", "bf16"):
-            r = check(name, precision, device=device, batch=args.batch, image=args.image, rounds=args.rounds,
-                      steps=args.steps)
-            sync_note = ("none" if r["tracked_sync"] is None else
-                         f"raised: {r['tracked_sync']}" + (" (the plain step too)" if r["plain_sync"] else ""))
-            print(f"| {name} | {precision} | {r['plain_ms']:.2f} | {r['tracked_ms']:.2f} | "
-                  f"{100 * r['overhead']:+.2f}% | {sync_note if device.type == 'cuda' else 'n/a (CPU)'} | "
-                  f"{r['max_diff']:.1e}{'' if r['diff_ok'] else ' FAIL'} |", flush=True)
+            r = check(
+                name,
+                precision,
+                device=device,
+                batch=args.batch,
+                image=args.image,
+                rounds=args.rounds,
+                steps=args.steps,
+            )
+            sync_note = (
+                "none"
+                if r["tracked_sync"] is None
+                else f"raised: {r['tracked_sync']}" + (" (the plain step too)" if r["plain_sync"] else "")
+            )
+            print(
+                f"| {name} | {precision} | {r['plain_ms']:.2f} | {r['tracked_ms']:.2f} | "
+                f"{100 * r['overhead']:+.2f}% | {sync_note if device.type == 'cuda' else 'n/a (CPU)'} | "
+                f"{r['max_diff']:.1e}{'' if r['diff_ok'] else ' FAIL'} |",
+                flush=True,
+            )
             failed |= not (r["ok"] and r["diff_ok"])
     print(f"\ntotal {time.perf_counter() - started:.0f} s; {'FAILED' if failed else 'all checks passed'}")
     return 1 if failed else 0

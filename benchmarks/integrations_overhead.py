@@ -22,8 +22,9 @@ import tempfile
 import time
 import warnings
 
-import torch
 from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+
+import torch
 
 #: CPU time of the training thread: other processes on a shared machine do not inflate it (torch single-threaded).
 CLOCK = time.thread_time
@@ -32,8 +33,10 @@ CLOCK = time.thread_time
 def machine() -> str:
     cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} logical cores (load average {load:.1f} at start), torch {torch.__version__} "
-            f"({torch.get_num_threads()} intra-op threads), Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores (load average {load:.1f} at start), torch {torch.__version__} "
+        f"({torch.get_num_threads()} intra-op threads), Python {platform.python_version()}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ Lightning
@@ -41,10 +44,10 @@ def lightning_epoch_times(with_gwa: bool, epochs: int) -> tuple[list[float], int
     import lightning as L
     import torch.nn.functional as F
     from lightning.pytorch.callbacks import Callback
-    from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
     from gwa.integrations.lightning import GWACallback
+    from torch import nn
 
     # The MLP of benchmarks/torch_overhead.py (784-512-256-10) at batch 128, as issue 13 asks.
     n, d, c, batch = 128 * 48, 784, 10, 128
@@ -55,7 +58,9 @@ def lightning_epoch_times(with_gwa: bool, epochs: int) -> tuple[list[float], int
     class MLP(L.LightningModule):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, c))
+            self.net = nn.Sequential(
+                nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, c)
+            )
 
         def training_step(self, b, i):
             logits = self.net(b[0])
@@ -76,8 +81,16 @@ def lightning_epoch_times(with_gwa: bool, epochs: int) -> tuple[list[float], int
 
     timer = Timer()
     callbacks = [GWACallback(), timer] if with_gwa else [timer]
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, callbacks=callbacks)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+    )
     trainer.fit(MLP(), loader)
     return timer.times[1:], len(loader)
 
@@ -103,8 +116,12 @@ def huggingface_epoch_times(with_gwa: bool, epochs: int) -> tuple[list[float], i
             return n
 
         def __getitem__(self, i):
-            return {"input_ids": tokens[i], "attention_mask": torch.ones(length, dtype=torch.long),
-                    "labels": int(tokens[i, 0]) % 3, "sample_id": i}
+            return {
+                "input_ids": tokens[i],
+                "attention_mask": torch.ones(length, dtype=torch.long),
+                "labels": int(tokens[i, 0]) % 3,
+                "sample_id": i,
+            }
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -117,14 +134,30 @@ def huggingface_epoch_times(with_gwa: bool, epochs: int) -> tuple[list[float], i
             self.times.append(CLOCK() - self.t0)
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, num_labels=3, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=3,
+        max_position_embeddings=32,
+    )
     model = AutoModelForSequenceClassification.from_config(config)
     timer = Timer()
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, num_train_epochs=epochs,
-                                 report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False,
-                                 disable_tqdm=True, logging_strategy="no", seed=0)
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            num_train_epochs=epochs,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            logging_strategy="no",
+            seed=0,
+        )
         callbacks = [GWATrainerCallback(), timer] if with_gwa else [timer]
         Trainer(model=model, args=args, train_dataset=Tokens(), callbacks=callbacks).train()
     return timer.times[1:], (n + batch - 1) // batch
@@ -138,10 +171,16 @@ def measure(name: str, fn, repeats: int, epochs: int) -> dict:
             times, steps = fn(with_gwa, epochs)
             per_fit[with_gwa].append(statistics.median(times))
     base, gwa = statistics.median(per_fit[False]), statistics.median(per_fit[True])
-    return {"name": name, "steps": steps, "base_ms": 1e3 * base / steps, "gwa_ms": 1e3 * gwa / steps,
-            "base_spread": [1e3 * min(per_fit[False]) / steps, 1e3 * max(per_fit[False]) / steps],
-            "gwa_spread": [1e3 * min(per_fit[True]) / steps, 1e3 * max(per_fit[True]) / steps],
-            "ratio": gwa / base, "ratio_min": min(per_fit[True]) / min(per_fit[False])}
+    return {
+        "name": name,
+        "steps": steps,
+        "base_ms": 1e3 * base / steps,
+        "gwa_ms": 1e3 * gwa / steps,
+        "base_spread": [1e3 * min(per_fit[False]) / steps, 1e3 * max(per_fit[False]) / steps],
+        "gwa_spread": [1e3 * min(per_fit[True]) / steps, 1e3 * max(per_fit[True]) / steps],
+        "ratio": gwa / base,
+        "ratio_min": min(per_fit[True]) / min(per_fit[False]),
+    }
 
 
 def main(argv=None) -> None:
@@ -158,21 +197,37 @@ def main(argv=None) -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     print("machine:", machine())
-    print(f"repeats {args.repeats}, epochs per fit {args.epochs} (first dropped); ms per training step, median "
-          "of per-fit medians [min-max over fits], thread CPU time\n")
+    print(
+        f"repeats {args.repeats}, epochs per fit {args.epochs} (first dropped); ms per training step, median "
+        "of per-fit medians [min-max over fits], thread CPU time\n"
+    )
     rows = []
     if args.only in (None, "lightning"):
-        rows.append(measure("Lightning, MLP 784-512-256-10, batch 128, 48 steps/epoch", lightning_epoch_times,
-                            args.repeats, args.epochs))
+        rows.append(
+            measure(
+                "Lightning, MLP 784-512-256-10, batch 128, 48 steps/epoch",
+                lightning_epoch_times,
+                args.repeats,
+                args.epochs,
+            )
+        )
     if args.only in (None, "hf"):
-        rows.append(measure("HF Trainer, BERT 2x64 (seq 16), batch 16, 32 steps/epoch", huggingface_epoch_times,
-                            args.repeats, args.epochs))
+        rows.append(
+            measure(
+                "HF Trainer, BERT 2x64 (seq 16), batch 16, 32 steps/epoch",
+                huggingface_epoch_times,
+                args.repeats,
+                args.epochs,
+            )
+        )
     print("| trainer | without GWA (ms/step) | with GWA (ms/step) | ratio of medians | ratio of minima |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['base_ms']:.2f} [{r['base_spread'][0]:.2f}-{r['base_spread'][1]:.2f}] | "
-              f"{r['gwa_ms']:.2f} [{r['gwa_spread'][0]:.2f}-{r['gwa_spread'][1]:.2f}] | {r['ratio']:.3f} | "
-              f"{r['ratio_min']:.3f} |")
+        print(
+            f"| {r['name']} | {r['base_ms']:.2f} [{r['base_spread'][0]:.2f}-{r['base_spread'][1]:.2f}] | "
+            f"{r['gwa_ms']:.2f} [{r['gwa_spread'][0]:.2f}-{r['gwa_spread'][1]:.2f}] | {r['ratio']:.3f} | "
+            f"{r['ratio_min']:.3f} |"
+        )
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 

@@ -22,13 +22,13 @@ import platform
 import statistics
 import time
 
-import jax
 import jax.numpy as jnp
 import optax
 from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 from flax import linen as nn
 
 import gwa.jax as gj
+import jax
 
 
 class MLP(nn.Module):
@@ -55,8 +55,11 @@ def make_steps(model, tx):
         (_, (logits, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
         scores, defined = gj.alignment_from_flax(logits, y, state, params, with_mask=True)  # pre-update head
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state,
-                carry + jnp.stack([jnp.sum(jnp.where(defined, scores, 0.0)), jnp.sum(defined)]))
+        return (
+            optax.apply_updates(params, updates),
+            opt_state,
+            carry + jnp.stack([jnp.sum(jnp.where(defined, scores, 0.0)), jnp.sum(defined)]),
+        )
 
     return jax.jit(plain), jax.jit(tracked)
 
@@ -67,9 +70,11 @@ def main(argv=None) -> None:
     p.add_argument("--steps-per-round", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args(argv)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores (load average {os.getloadavg()[0]:.1f} at "
-          f"start), jax {jax.__version__} on {jax.devices()[0].platform} (XLA single-threaded), Python "
-          f"{platform.python_version()}")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} logical cores (load average {os.getloadavg()[0]:.1f} at "
+        f"start), jax {jax.__version__} on {jax.devices()[0].platform} (XLA single-threaded), Python "
+        f"{platform.python_version()}"
+    )
     model, tx = MLP(), optax.sgd(0.01, momentum=0.9)
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (args.batch, 28, 28, 1))
@@ -90,15 +95,19 @@ def main(argv=None) -> None:
         run(name, 3)  # compile and warm up
     times = {name: [] for name in steps}
     for r in range(args.rounds):
-        for name in (("plain", "gwa") if r % 2 == 0 else ("gwa", "plain")):
+        for name in ("plain", "gwa") if r % 2 == 0 else ("gwa", "plain"):
             t0 = time.process_time()
             run(name, args.steps_per_round)
             times[name].append((time.process_time() - t0) / args.steps_per_round)
     plain_ms, gwa_ms = (1e3 * statistics.median(times[n]) for n in ("plain", "gwa"))
-    print(f"\nFlax MLP 784-512-256-10, batch {args.batch}, optax SGD momentum, jitted step; {args.rounds} "
-          f"interleaved rounds x {args.steps_per_round} steps, medians of process CPU time")
-    print(f"plain {plain_ms:.3f} ms/step, with gwa.jax {gwa_ms:.3f} ms/step: overhead "
-          f"{100 * (gwa_ms / plain_ms - 1):+.2f}%")
+    print(
+        f"\nFlax MLP 784-512-256-10, batch {args.batch}, optax SGD momentum, jitted step; {args.rounds} "
+        f"interleaved rounds x {args.steps_per_round} steps, medians of process CPU time"
+    )
+    print(
+        f"plain {plain_ms:.3f} ms/step, with gwa.jax {gwa_ms:.3f} ms/step: overhead "
+        f"{100 * (gwa_ms / plain_ms - 1):+.2f}%"
+    )
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 

@@ -17,10 +17,10 @@ import statistics
 import time
 
 import numpy as np
-import torch
 from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 import gwa
+import torch
 
 SEED = 0
 
@@ -28,8 +28,10 @@ SEED = 0
 def machine() -> str:
     cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} logical cores (1-min load {load:.1f}), numpy {np.__version__}, torch "
-            f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores (1-min load {load:.1f}), numpy {np.__version__}, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
 
 
 def autograd_scores(x, weight, labels):
@@ -55,15 +57,23 @@ def timed(fn, repeats):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (numpy BLAS is not pinned)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (numpy BLAS is not pinned)"
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="small shapes only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine())
     print(f"seed {SEED}, {args.repeats} repeats after one warm-up; times in ms: median [min, max]\n")
-    shapes = [(128, 10, 64), (128, 100, 512)] if args.quick else [(128, 10, 64), (128, 100, 512), (256, 1000, 2048)]
-    print(f"{'N, C, D':>16} | {'closed form (numpy)':>24} | {'autograd per-sample':>24} | speed-up | max |diff|")
+    shapes = (
+        [(128, 10, 64), (128, 100, 512)]
+        if args.quick
+        else [(128, 10, 64), (128, 100, 512), (256, 1000, 2048)]
+    )
+    print(
+        f"{'N, C, D':>16} | {'closed form (numpy)':>24} | {'autograd per-sample':>24} | speed-up | max |diff|"
+    )
     for n, c, d in shapes:
         rng = np.random.default_rng(SEED)
         x = rng.normal(size=(n, d))

@@ -18,20 +18,22 @@ import platform
 import statistics
 import time
 
-import torch
 import torch.nn.functional as F
 from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
-from torch import nn
 
+import torch
 from gwa.torch import GWATracker, alignment
 from gwa.torch._kernel import capture_terms, fused_scores, head_terms, scores_from_head_terms
+from torch import nn
 
 
 def machine() -> str:
     cpu = cpu_model()
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} "
-            f"intra-op threads), Python {platform.python_version()}, "
-            f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"intra-op threads), Python {platform.python_version()}, "
+        f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}"
+    )
 
 
 #: Clock for all timings: CPU time of this thread by default, so that other processes competing for the cores
@@ -53,7 +55,7 @@ def timed(fn, repeats: int) -> list[float]:
 def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, generator=g)
-    w = torch.randn(c, d, generator=g) / d ** 0.5
+    w = torch.randn(c, d, generator=g) / d**0.5
     b = torch.zeros(c)
     y = torch.randint(0, c, (n,), generator=g)
     logits = x @ w.T + b
@@ -87,25 +89,47 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     t_kernel = statistics.median(timed(kernel, repeats * 5))
     t_unchecked = statistics.median(timed(unchecked, repeats * 5))
     t_fused = statistics.median(timed(tracker_kernel, repeats * 20))
-    return {"n": n, "brute_ms": 1e3 * t_brute, "kernel_ms": 1e3 * t_kernel, "speedup": t_brute / t_kernel,
-            "unchecked_ms": 1e3 * t_unchecked, "unchecked_speedup": t_brute / t_unchecked, "max_abs_diff": err,
-            "fused_ms": 1e3 * t_fused, "fused_speedup": t_brute / t_fused, "fused_diff": err_fused}
+    return {
+        "n": n,
+        "brute_ms": 1e3 * t_brute,
+        "kernel_ms": 1e3 * t_kernel,
+        "speedup": t_brute / t_kernel,
+        "unchecked_ms": 1e3 * t_unchecked,
+        "unchecked_speedup": t_brute / t_unchecked,
+        "max_abs_diff": err,
+        "fused_ms": 1e3 * t_fused,
+        "fused_speedup": t_brute / t_fused,
+        "fused_diff": err_fused,
+    }
 
 
 # ------------------------------------------------------------------------------------------- (b) train step
 def mlp() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
-                         nn.Linear(256, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10)
+    )
 
 
 def small_cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
 
 
-INPUTS = {"MLP (784-512-256-10)": (mlp, (1, 28, 28)), "small CNN (3 conv + linear, 32x32x3)": (small_cnn, (3, 32, 32))}
+INPUTS = {
+    "MLP (784-512-256-10)": (mlp, (1, 28, 28)),
+    "small CNN (3 conv + linear, 32x32x3)": (small_cnn, (3, 32, 32)),
+}
 
 
 class StoreInput(nn.Module):
@@ -124,8 +148,9 @@ class StoreInput(nn.Module):
 VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused")
 
 
-def step_overhead(make_model, shape, batch: int, rounds: int, steps_per_round: int, budget_s: float,
-                  variants=VARIANTS) -> dict:
+def step_overhead(
+    make_model, shape, batch: int, rounds: int, steps_per_round: int, budget_s: float, variants=VARIANTS
+) -> dict:
     torch.manual_seed(0)
     models = {v: make_model() for v in variants}
     for m in models.values():
@@ -170,7 +195,7 @@ def step_overhead(make_model, shape, batch: int, rounds: int, steps_per_round: i
     times = {v: [] for v in variants}
     for r in range(rounds):
         # Rotate which variant goes first so that drift in machine load hits all alike.
-        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
             times[v] += timed(lambda v=v: step(v), steps_per_round)
     for t in trackers.values():
@@ -179,9 +204,13 @@ def step_overhead(make_model, shape, batch: int, rounds: int, steps_per_round: i
     if paper_scores:
         torch.cat(paper_scores).numpy()  # the paper's example concatenates at the end of the epoch
     med = {v: statistics.median(ts) for v, ts in times.items()}
-    return {"batch": batch, "rounds": rounds, "ms": {v: 1e3 * m for v, m in med.items()},
-            "ratio": {v: m / med["plain"] for v, m in med.items()},
-            "compile_failed": trackers["gwa fused"]._scorer.failed if "gwa fused" in trackers else None}
+    return {
+        "batch": batch,
+        "rounds": rounds,
+        "ms": {v: 1e3 * m for v, m in med.items()},
+        "ratio": {v: m / med["plain"] for v, m in med.items()},
+        "compile_failed": trackers["gwa fused"]._scorer.failed if "gwa fused" in trackers else None,
+    }
 
 
 def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
@@ -243,23 +272,33 @@ def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
             ops[parent.name, e.name][0] += 1
             ops[parent.name, e.name][1] += e.self_cpu_time_total
     rows = sorted(ops.items(), key=lambda kv: -kv[1][1])
-    lines = [(f"profiled step {total / steps / 1e3:.2f} ms (profiler included); gwa hook "
-              f"{ranges['gwa hook'] / steps:.1f} us/step, gwa update() {ranges['gwa update()'] / steps:.1f} us/step"),
-             f"{'range':<14} {'op':<34} {'calls/step':>10} {'self us/step':>12} {'% of step':>9}"]
+    lines = [
+        (
+            f"profiled step {total / steps / 1e3:.2f} ms (profiler included); gwa hook "
+            f"{ranges['gwa hook'] / steps:.1f} us/step, gwa update() {ranges['gwa update()'] / steps:.1f} us/step"
+        ),
+        f"{'range':<14} {'op':<34} {'calls/step':>10} {'self us/step':>12} {'% of step':>9}",
+    ]
     for (where, name), (calls, self_us) in rows:
-        lines.append(f"{where:<14} {name:<34} {calls / steps:>10.1f} {self_us / steps:>12.1f} "
-                     f"{100 * self_us / total:>8.2f}%")
+        lines.append(
+            f"{where:<14} {name:<34} {calls / steps:>10.1f} {self_us / steps:>12.1f} "
+            f"{100 * self_us / total:>8.2f}%"
+        )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- (c) syncs
 def sync_check() -> str:
     if not torch.cuda.is_available():
-        return ("CUDA not available: checked by construction and by tests/torch/test_torch_tracker.py::"
-                "test_update_does_not_read_values_on_the_host (Tensor.item/tolist/cpu/numpy/bool/int/float/nonzero "
-                "patched to raise inside update() after the epoch's first update, which checks its inputs eagerly).")
+        return (
+            "CUDA not available: checked by construction and by tests/torch/test_torch_tracker.py::"
+            "test_update_does_not_read_values_on_the_host (Tensor.item/tolist/cpu/numpy/bool/int/float/nonzero "
+            "patched to raise inside update() after the epoch's first update, which checks its inputs eagerly)."
+        )
     model = mlp().cuda()
-    tracker = GWATracker(model, num_samples=1000, signals=("loss", "margin", "p_gold", "el2n", "pred", "correct"))
+    tracker = GWATracker(
+        model, num_samples=1000, signals=("loss", "margin", "p_gold", "el2n", "pred", "correct")
+    )
     x = torch.randn(64, 1, 28, 28, device="cuda")
     y = torch.randint(0, 10, (64,), device="cuda")
     ids = torch.randperm(1000, device="cuda")[:64]
@@ -284,8 +323,12 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler table (c)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn for (b)")
     parser.add_argument("--no-kernel", action="store_true", help="skip the kernel comparison (a)")
-    parser.add_argument("--clock", choices=("thread", "wall"), default="thread",
-                        help="thread: CPU time of the timing thread (needs --threads 1); wall: elapsed time")
+    parser.add_argument(
+        "--clock",
+        choices=("thread", "wall"),
+        default="thread",
+        help="thread: CPU time of the timing thread (needs --threads 1); wall: elapsed time",
+    )
     args = parser.parse_args()
     global CLOCK
     if args.clock == "wall":
@@ -297,33 +340,54 @@ def main() -> None:
     rounds = 3 if args.quick else args.rounds
     print("machine:", machine())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"clock: {'CPU time of the timing thread' if args.clock == 'thread' else 'wall'}; "
-          f"load average at start: {load:.1f}")
+    print(
+        f"clock: {'CPU time of the timing thread' if args.clock == 'thread' else 'wall'}; "
+        f"load average at start: {load:.1f}"
+    )
     print("\n(a) kernel vs per-sample autograd gradients, C=1000, D=2048, float32, medians")
-    print(f"{'N':>4} {'autograd ms':>12} {'alignment() ms':>15} {'speedup':>8} {'unchecked ms':>13} {'speedup':>8} "
-          f"{'max |diff|':>11} {'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}")
+    print(
+        f"{'N':>4} {'autograd ms':>12} {'alignment() ms':>15} {'speedup':>8} {'unchecked ms':>13} {'speedup':>8} "
+        f"{'max |diff|':>11} {'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}"
+    )
     for n in () if args.no_kernel else (32, 128):
         r = kernel_vs_autograd(n, 1000, 2048, repeats=2 if args.quick else 5)
-        print(f"{r['n']:>4} {r['brute_ms']:>12.2f} {r['kernel_ms']:>15.3f} {r['speedup']:>7.0f}x "
-              f"{r['unchecked_ms']:>13.3f} {r['unchecked_speedup']:>7.0f}x {r['max_abs_diff']:>11.1e} "
-              f"{r['fused_ms']:>11.3f} {r['fused_speedup']:>7.0f}x {r['fused_diff']:>11.1e}")
-    print(f"\n(b) training step (forward, CE loss, backward, SGD momentum step): plain, the paper's example "
-          f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager and fused "
-          f"(torch.compile); up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians, ratio to plain")
-    print(f"{'model':<38} {'batch':>5} {'rounds':>6} {'plain ms':>9} " + " ".join(f"{v:>16}" for v in VARIANTS[1:]))
-    chosen = [k for k in INPUTS if k.split(" ")[0].lower().replace("small", "cnn") in args.models.split(",")
-              or ("cnn" in args.models.split(",") and "CNN" in k)]
+        print(
+            f"{r['n']:>4} {r['brute_ms']:>12.2f} {r['kernel_ms']:>15.3f} {r['speedup']:>7.0f}x "
+            f"{r['unchecked_ms']:>13.3f} {r['unchecked_speedup']:>7.0f}x {r['max_abs_diff']:>11.1e} "
+            f"{r['fused_ms']:>11.3f} {r['fused_speedup']:>7.0f}x {r['fused_diff']:>11.1e}"
+        )
+    print(
+        f"\n(b) training step (forward, CE loss, backward, SGD momentum step): plain, the paper's example "
+        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager and fused "
+        f"(torch.compile); up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians, ratio to plain"
+    )
+    print(
+        f"{'model':<38} {'batch':>5} {'rounds':>6} {'plain ms':>9} "
+        + " ".join(f"{v:>16}" for v in VARIANTS[1:])
+    )
+    chosen = [
+        k
+        for k in INPUTS
+        if k.split(" ")[0].lower().replace("small", "cnn") in args.models.split(",")
+        or ("cnn" in args.models.split(",") and "CNN" in k)
+    ]
     for name, (make, shape) in ((k, INPUTS[k]) for k in chosen):
         for batch in (128, 512):
-            r = step_overhead(make, shape, batch, rounds, args.steps_per_round, 5.0 if args.quick else args.budget)
-            cells = " ".join(f"{r['ratio'][v]:>9.4f} ({100 * (r['ratio'][v] - 1):+5.1f}%)"[:16].rjust(16)
-                             for v in VARIANTS[1:])
+            r = step_overhead(
+                make, shape, batch, rounds, args.steps_per_round, 5.0 if args.quick else args.budget
+            )
+            cells = " ".join(
+                f"{r['ratio'][v]:>9.4f} ({100 * (r['ratio'][v] - 1):+5.1f}%)"[:16].rjust(16)
+                for v in VARIANTS[1:]
+            )
             print(f"{name:<38} {batch:>5} {r['rounds']:>6} {r['ms']['plain']:>9.2f} {cells}", flush=True)
             if r["compile_failed"]:
                 print(f"    (torch.compile failed: {r['compile_failed']}; 'gwa fused' ran the eager path)")
     if not args.no_profile:
-        print("\n(c) where the tracker's time goes: torch profiler over 200 MLP training steps at batch 128, the "
-              "tracker's ops only (self CPU time per step)")
+        print(
+            "\n(c) where the tracker's time goes: torch profiler over 200 MLP training steps at batch 128, the "
+            "tracker's ops only (self CPU time per step)"
+        )
         print(profile_tracker(mlp, (1, 28, 28), 128))
     print("\n(d) host synchronisation in update():", sync_check())
 

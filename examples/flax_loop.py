@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -25,6 +24,7 @@ from sklearn.model_selection import train_test_split
 
 import gwa
 import gwa.jax
+import jax
 
 
 class MLP(nn.Module):
@@ -81,7 +81,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--patience", type=int, default=None, help="stop when gwa has no new best for this long")
+    parser.add_argument(
+        "--patience", type=int, default=None, help="stop when gwa has no new best for this long"
+    )
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -105,16 +107,25 @@ def main(argv=None):
         losses = []
         for idx, valid in fixed_size_batches(rng.permutation(n), args.batch_size):
             params, opt_state, moments, epoch_scores, loss = train_step(
-                params, opt_state, moments, epoch_scores, jnp.asarray(x_train[idx], jnp.float32),
-                jnp.asarray(y_noisy[idx]), jnp.asarray(idx), jnp.asarray(valid))
+                params,
+                opt_state,
+                moments,
+                epoch_scores,
+                jnp.asarray(x_train[idx], jnp.float32),
+                jnp.asarray(y_noisy[idx]),
+                jnp.asarray(idx),
+                jnp.asarray(valid),
+            )
             losses.append(loss)
         summary = gwa.summarize(gwa.jax.to_moments(moments))  # the epoch's only host round trip
         summaries.append(summary)
         test_acc = float(np.mean(np.asarray(predict(params, x_test)) == y_test))
         test_accs.append(test_acc)
         note = f"  (paper's value not trusted: {summary.guard.message})" if summary.flagged else ""
-        print(f"{epoch:5d} {np.mean(jax.device_get(losses)):7.4f} {test_acc:8.3f} {summary.mean:7.4f} "
-              f"{summary.gwa:7.4f} {summary.gwa_paper:9.4f}{note}")
+        print(
+            f"{epoch:5d} {np.mean(jax.device_get(losses)):7.4f} {test_acc:8.3f} {summary.mean:7.4f} "
+            f"{summary.gwa:7.4f} {summary.gwa_paper:9.4f}{note}"
+        )
         if stopper.step(summary):  # stopper.message says why
             print(stopper.message)
             break
@@ -123,8 +134,10 @@ def main(argv=None):
         # Post hoc, over the same history and the planned epochs: the epoch the online stopper holds.
         pick = gwa.select_epoch(summaries, total_epochs=args.epochs)
         assert pick == stopper.best_epoch
-        print(f"gwa picks epoch {pick} (test acc {test_accs[pick - 1]:.3f}); the best test acc was "
-              f"{max(test_accs):.3f} at epoch {int(np.argmax(test_accs)) + 1}")
+        print(
+            f"gwa picks epoch {pick} (test acc {test_accs[pick - 1]:.3f}); the best test acc was "
+            f"{max(test_accs):.3f} at epoch {int(np.argmax(test_accs)) + 1}"
+        )
     if flipped.any():
         auroc = roc_auc_score(flipped, -np.asarray(epoch_scores))  # low alignment = likely mislabeled
         print(f"last epoch's alignment finds the flipped labels with AUROC {auroc:.3f}")

@@ -24,18 +24,18 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import gwa
+import torch
 from gwa import policy
 from gwa.rundir import RunWriter
 from gwa.torch import GWATracker
+from torch import nn
 
 
 def parse_args(argv=None):
@@ -44,9 +44,13 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (split across ranks)")
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--n-train", type=int, default=1440, help="training samples (the rest of digits is the test set)")
+    p.add_argument(
+        "--n-train", type=int, default=1440, help="training samples (the rest of digits is the test set)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=None, help="stop when gwa has no new best for this many epochs")
+    p.add_argument(
+        "--patience", type=int, default=None, help="stop when gwa has no new best for this many epochs"
+    )
     p.add_argument("--double", action="store_true", help="float64 model and data")
     p.add_argument("--overwrite", action="store_true")
     return p.parse_args(argv)
@@ -67,7 +71,7 @@ def main(argv=None) -> None:
     x = torch.tensor(digits.data / 16.0, dtype=dtype)
     y = torch.tensor(digits.target, dtype=torch.long)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(args.seed))
-    train_ids, test_ids = order[:args.n_train], order[args.n_train:]
+    train_ids, test_ids = order[: args.n_train], order[args.n_train :]
     n = len(train_ids)
     train = TensorDataset(x[train_ids], y[train_ids], torch.arange(n))  # sample id = index in the train set
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
@@ -80,11 +84,22 @@ def main(argv=None) -> None:
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
     writer = None
     if rank == 0:
-        writer = RunWriter(args.out, {"name": "torchrun_ddp", "framework": "torch", "world_size": world,
-                                      **{k: v for k, v in vars(args).items() if k not in ("out", "overwrite")}},
-                           n, labels=y[train_ids].numpy(), overwrite=args.overwrite)
+        writer = RunWriter(
+            args.out,
+            {
+                "name": "torchrun_ddp",
+                "framework": "torch",
+                "world_size": world,
+                **{k: v for k, v in vars(args).items() if k not in ("out", "overwrite")},
+            },
+            n,
+            labels=y[train_ids].numpy(),
+            overwrite=args.overwrite,
+        )
 
-    stopper = gwa.EarlyStopper(patience=args.patience, total_epochs=args.epochs)  # the default criterion, online
+    stopper = gwa.EarlyStopper(
+        patience=args.patience, total_epochs=args.epochs
+    )  # the default criterion, online
     rows, step = [], 0
     for epoch in range(1, args.epochs + 1):
         sampler.set_epoch(epoch)
@@ -105,22 +120,37 @@ def main(argv=None) -> None:
         model.eval()
         with torch.no_grad():
             test_acc = (model(x[test_ids]).argmax(1) == y[test_ids]).double().mean().item()
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum.item() / n, "test_acc": test_acc,
-               **result.summary.metrics()}
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss_sum.item() / n,
+            "test_acc": test_acc,
+            **result.summary.metrics(),
+        }
         rows.append(row)
         stop = stopper.step(result.summary)  # the same on every rank: the summary is merged across ranks
         if writer is not None:
             writer.log_epoch(row, {"alignment": result.scores})
-            print(f"epoch {epoch}: gwa {result.summary.gwa:.4f} (paper {result.summary.gwa_paper:.4f}) "
-                  f"align_mean {result.summary.mean:.4f} test_acc {test_acc:.3f}; {stopper.message}", flush=True)
+            print(
+                f"epoch {epoch}: gwa {result.summary.gwa:.4f} (paper {result.summary.gwa_paper:.4f}) "
+                f"align_mean {result.summary.mean:.4f} test_acc {test_acc:.3f}; {stopper.message}",
+                flush=True,
+            )
         if stop:
             break
     if writer is not None:
         choices = policy.select_all(rows, total_epochs=args.epochs)
-        writer.write_summary({"default": gwa.DEFAULT_CRITERION, "best_epoch": stopper.best_epoch,
-                              "stopped_epoch": stopper.stopped_epoch, "decision": stopper.message,
-                              "criteria": {name: {"epoch": e, "test_acc": rows[e - 1]["test_acc"]}
-                                           for name, e in choices.items()}})
+        writer.write_summary(
+            {
+                "default": gwa.DEFAULT_CRITERION,
+                "best_epoch": stopper.best_epoch,
+                "stopped_epoch": stopper.stopped_epoch,
+                "decision": stopper.message,
+                "criteria": {
+                    name: {"epoch": e, "test_acc": rows[e - 1]["test_acc"]} for name, e in choices.items()
+                },
+            }
+        )
         print(f"best epoch by gwa's default criterion: {stopper.best_epoch}", flush=True)
         writer.finish()
     if distributed:

@@ -30,7 +30,9 @@ def pytest_terminal_summary(terminalreporter):
     if not _hostile:
         return
     total = {k: sum(t[k] for t in _hostile.values()) for k in ("passed", "failed", "skipped")}
-    terminalreporter.write_line(f"hostile-input suite: {sum(total.values())} cases, {total['passed']} held, "
-                                f"{total['failed']} failed, {total['skipped']} skipped")
+    terminalreporter.write_line(
+        f"hostile-input suite: {sum(total.values())} cases, {total['passed']} held, "
+        f"{total['failed']} failed, {total['skipped']} skipped"
+    )
     for (name, kind), t in sorted(_hostile.items()):
         terminalreporter.write_line(f"  {name:<26} {kind:<9} {t['passed']}/{sum(t.values())} held")

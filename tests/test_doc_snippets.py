@@ -37,7 +37,9 @@ hf_train_set = [{"input_ids": t, "attention_mask": torch.ones(6, dtype=torch.lon
                 for t in tokens]
 """
 SOFT = TORCH + "from gwa.torch import GWATracker\n"
-TORCHRUN = TORCH + """
+TORCHRUN = (
+    TORCH
+    + """
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
@@ -46,11 +48,14 @@ from gwa.rundir import RunWriter
 dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
 epochs = 2
 """
+)
 FLAX = """
 import jax, jax.numpy as jnp, optax, flax.linen as nn
 import gwa, gwa.jax
 """
-FLAX_STEP = FLAX + """
+FLAX_STEP = (
+    FLAX
+    + """
 class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
@@ -63,7 +68,10 @@ params = model.init(jax.random.key(1), x)["params"]
 optimizer = optax.sgd(0.1)
 opt_state, moments = optimizer.init(params), gwa.jax.moments_init()
 """
-SHARD = FLAX + """
+)
+SHARD = (
+    FLAX
+    + """
 import numpy as np
 from jax.sharding import PartitionSpec as P
 rng = np.random.default_rng(0)
@@ -72,6 +80,7 @@ logits, emb, W = rng.normal(size=(n, 3)), rng.normal(size=(n, 5)), rng.normal(si
 logits = emb @ W.T
 y, valid = rng.integers(0, 3, n), np.ones(n, bool)
 """
+)
 
 
 def _free_port() -> int:
@@ -87,7 +96,9 @@ def _check_loop(ns):
 
 def _check_lightning(ns):
     ckpt, cb = ns["best_ckpt"], ns["gwa_cb"]
-    lightning_epoch = int(re.search(r"epoch=(\d+)", ckpt.best_model_path).group(1)) + 1  # Lightning counts from 0
+    lightning_epoch = (
+        int(re.search(r"epoch=(\d+)", ckpt.best_model_path).group(1)) + 1
+    )  # Lightning counts from 0
     assert cb.best_epoch == lightning_epoch
 
 
@@ -185,7 +196,9 @@ def _snippets():
 
 def test_every_snippet_has_a_setup():
     keys = {p.values[0] for p in _snippets()}
-    assert keys == set(SETUPS), f"snippets without a setup: {keys - set(SETUPS)}; stale setups: {set(SETUPS) - keys}"
+    assert keys == set(SETUPS), (
+        f"snippets without a setup: {keys - set(SETUPS)}; stale setups: {set(SETUPS) - keys}"
+    )
 
 
 @pytest.mark.parametrize(("key", "code"), _snippets())
@@ -199,6 +212,6 @@ def test_snippet_runs(key, code, tmp_path, monkeypatch):
         pytest.importorskip("flax")
     prelude, check = SETUPS[key]
     ns: dict = {}
-    exec(prelude.replace("{port}", str(_free_port())), ns)  # noqa: S102 - our own docs
-    exec(compile(code, f"{key[0]}:{key[1]}", "exec"), ns)  # noqa: S102
+    exec(prelude.replace("{port}", str(_free_port())), ns)
+    exec(compile(code, f"{key[0]}:{key[1]}", "exec"), ns)
     check(ns)

@@ -7,11 +7,21 @@ import pytest
 
 #: Public library modules (the command modules of runner/bench/cli are exercised end to end instead).
 MODULES = [
-    "gwa._kernel", "gwa._moments", "gwa._summary",
-    "gwa.policy._criteria", "gwa.policy._stopper", "gwa.policy._flags",
-    "gwa.baselines.labelwave", "gwa.baselines.disparity", "gwa.baselines.detection",
-    "gwa.torch", "gwa.torch._kernel", "gwa.torch._tracker",
-    "gwa.jax", "gwa.jax._kernel", "gwa.jax._moments",
+    "gwa._kernel",
+    "gwa._moments",
+    "gwa._summary",
+    "gwa.policy._criteria",
+    "gwa.policy._stopper",
+    "gwa.policy._flags",
+    "gwa.baselines.labelwave",
+    "gwa.baselines.disparity",
+    "gwa.baselines.detection",
+    "gwa.torch",
+    "gwa.torch._kernel",
+    "gwa.torch._tracker",
+    "gwa.jax",
+    "gwa.jax._kernel",
+    "gwa.jax._moments",
 ]
 
 

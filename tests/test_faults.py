@@ -21,7 +21,19 @@ from gwa import rundir
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-ARGS = ["--dataset", "digits", "--num-train", "200", "--hidden", "16", "--epochs", "3", "--signals", "loss", "-q"]
+ARGS = [
+    "--dataset",
+    "digits",
+    "--num-train",
+    "200",
+    "--hidden",
+    "16",
+    "--epochs",
+    "3",
+    "--signals",
+    "loss",
+    "-q",
+]
 #: config.json keys that name how a run was started, not what it computed.
 HOW = ("resume", "overwrite", "quiet", "out")
 
@@ -31,8 +43,14 @@ def _env(**extra):
 
 
 def _gwa(*argv, **env):
-    return subprocess.run([sys.executable, "-m", "gwa.cli", "train", *argv], check=False, env=_env(**env),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gwa.cli", "train", *argv],
+        check=False,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _writes_of_a_run(tmp_path) -> int:
@@ -62,9 +80,14 @@ def _contents(path) -> dict:
     metrics = [{k: v for k, v in r.items() if k != "wall_time"} for r in rundir.read_metrics(path)]
     arrays = {str(f.relative_to(path)): np.load(f).tobytes() for f in sorted(path.rglob("*.npy"))}
     weights = torch.load(checkpoint.marked_file(path, "last"), weights_only=True)["model"]
-    return {"config": config, "metrics": metrics, "summary": json.loads((path / "summary.json").read_text()),
-            "arrays": arrays, "weights": {k: v.numpy().tobytes() for k, v in weights.items()},
-            "files": sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file())}
+    return {
+        "config": config,
+        "metrics": metrics,
+        "summary": json.loads((path / "summary.json").read_text()),
+        "arrays": arrays,
+        "weights": {k: v.numpy().tobytes() for k, v in weights.items()},
+        "files": sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()),
+    }
 
 
 @pytest.mark.slow
@@ -107,18 +130,27 @@ sys.exit(main(["train", *sys.argv[1:]]))
 @pytest.mark.hostile("refused")
 def test_a_second_gwa_train_into_a_busy_run_directory_is_refused_naming_the_first(tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-c", _STOPPED, *ARGS, "--seed", "1", "--out", str(out)],
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED, *ARGS, "--seed", "1", "--out", str(out)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / "config.json").exists():  # the first writer holds the lock and is stopped mid-run
-            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.stderr else ""
+            assert first.poll() is None and time.monotonic() < deadline, (
+                first.stderr.read() if first.stderr else ""
+            )
             time.sleep(0.05)
         second = _gwa(*ARGS, "--seed", "2", "--overwrite", "--out", str(out))
         assert second.returncode == 2
-        assert second.stderr == (f"gwa train: error: Run directory {out} is being written by another process "
-                                 f"(pid {first.pid}, holding {out / 'gwa.lock'}); wait for it to finish or choose "
-                                 f"another --out.\n")
+        assert second.stderr == (
+            f"gwa train: error: Run directory {out} is being written by another process "
+            f"(pid {first.pid}, holding {out / 'gwa.lock'}); wait for it to finish or choose "
+            f"another --out.\n"
+        )
     finally:
         first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.stderr.read()

@@ -7,9 +7,9 @@ names the file and that MARKER was never written.
 
 from __future__ import annotations
 
-import math
 import errno
 import json
+import math
 import os
 import pickle
 import shlex
@@ -61,10 +61,15 @@ def test_the_payload_runs_when_unpickled_unsafely(tmp_path):
 def test_noise_file_pt_with_a_payload_is_refused(tmp_path, marker, where):
     from gwa.runner import noise
 
-    obj = {"value": {"aggre_label": Payload(marker)}, "key": {Payload(marker): np.zeros(3, np.int64)},
-           "top": Payload(marker)}[where]
+    obj = {
+        "value": {"aggre_label": Payload(marker)},
+        "key": {Payload(marker): np.zeros(3, np.int64)},
+        "top": Payload(marker),
+    }[where]
     torch.save(obj, tmp_path / "CIFAR-10_human.pt")
-    with pytest.raises(ValueError, match=r"Refusing to read .*CIFAR-10_human\.pt: expected tensors, numeric numpy"):
+    with pytest.raises(
+        ValueError, match=r"Refusing to read .*CIFAR-10_human\.pt: expected tensors, numeric numpy"
+    ):
         noise.load_label_file(tmp_path / "CIFAR-10_human.pt", key="aggre_label")
 
 
@@ -106,9 +111,26 @@ def test_cli_noise_file_with_a_payload_is_one_line(tmp_path, marker, capsys):
     from gwa.cli import main
 
     torch.save({"aggre_label": Payload(marker)}, tmp_path / "evil.pt")
-    code = main(["train", "--dataset", "digits", "--num-train", "100", "--epochs", "1", "--noise", "file",
-                 "--noise-file", str(tmp_path / "evil.pt"), "--noise-key", "aggre_label", "--out",
-                 str(tmp_path / "run"), "-q"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--num-train",
+            "100",
+            "--epochs",
+            "1",
+            "--noise",
+            "file",
+            "--noise-file",
+            str(tmp_path / "evil.pt"),
+            "--noise-key",
+            "aggre_label",
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Refusing to read" in err and "evil.pt" in err
     assert not (tmp_path / "run").exists()  # nothing was written for a run that could not start
@@ -122,8 +144,12 @@ def _cifar_dir(tmp_path, batch_of, protocol=pickle.HIGHEST_PROTOCOL):
     folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        plain = {"batch_label": "b", "data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
-                 "labels": [1, 2], "filenames": [b"a.png", b"b.png"]}
+        plain = {
+            "batch_label": "b",
+            "data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+            "labels": [1, 2],
+            "filenames": [b"a.png", b"b.png"],
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch_of(name, plain), fh, protocol=protocol)
     return folder
@@ -141,8 +167,11 @@ def test_cifar10_batch_with_a_payload_is_refused(tmp_path, marker, protocol, whe
         return Payload(marker) if where == "whole" else {**plain, where: Payload(marker)}
 
     _cifar_dir(tmp_path, batch_of, protocol)
-    with pytest.raises(ValueError, match=r"Refusing to read .*data_batch_3: expected a pickle of plain data and "
-                                         r"numeric numpy arrays; it names posix\.system"):
+    with pytest.raises(
+        ValueError,
+        match=r"Refusing to read .*data_batch_3: expected a pickle of plain data and "
+        r"numeric numpy arrays; it names posix\.system",
+    ):
         data.load_cifar10(tmp_path)
 
 
@@ -151,8 +180,11 @@ def test_cifar10_batch_of_another_shape_is_a_clear_error(tmp_path):
     from gwa.runner import data
 
     _cifar_dir(tmp_path, lambda name, plain: [1, 2] if name == "test_batch" else plain)
-    with pytest.raises(ValueError, match=r"Expected .*test_batch to hold a CIFAR-10 batch \(a dict with 'data' and "
-                                         r"'labels'\); got list"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected .*test_batch to hold a CIFAR-10 batch \(a dict with 'data' and "
+        r"'labels'\); got list",
+    ):
         data.load_cifar10(tmp_path)
 
 
@@ -175,8 +207,23 @@ def test_cifar10_batches_of_numpy_1_and_2_load(tmp_path, protocol):
 def _train(tmp_path, *extra):
     from gwa.cli import main
 
-    return main(["train", "--dataset", "digits", "--num-train", "100", "--hidden", "8", "--signals", "",
-                 "--out", str(tmp_path / "run"), "-q", *extra])
+    return main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--num-train",
+            "100",
+            "--hidden",
+            "8",
+            "--signals",
+            "",
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture
@@ -205,8 +252,9 @@ def test_resume_from_a_crafted_checkpoint_is_refused(tmp_path, small_run, marker
 def test_checkpoint_mark_cannot_point_outside_the_run(tmp_path, small_run, marker, capsys):
     evil = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "model": Payload(marker)}, evil)
-    (small_run / "checkpoints" / "last.json").write_text(json.dumps({"epoch": 1, "backend": "torch",
-                                                                     "file": "../../evil.pt"}))
+    (small_run / "checkpoints" / "last.json").write_text(
+        json.dumps({"epoch": 1, "backend": "torch", "file": "../../evil.pt"})
+    )
     code = _train(tmp_path, "--resume", "--epochs", "2")
     err = capsys.readouterr().err
     assert code == 2 and "last.json: expected {'epoch': int >= 1, 'backend': str, 'file': a file name" in err
@@ -239,9 +287,12 @@ def test_huggingface_callback_state_with_a_payload_is_refused(tmp_path, marker):
 
     callback = GWATrainerCallback(num_samples=10)
     with pytest.raises(ValueError, match=r"refusing to load .*checkpoint-5/gwa_callback_rank0\.pt"):
-        callback.on_train_begin(types.SimpleNamespace(output_dir=str(tmp_path / "hf"), process_index=0),
-                                types.SimpleNamespace(global_step=5, num_train_epochs=3, is_world_process_zero=True),
-                                None, model=Model())
+        callback.on_train_begin(
+            types.SimpleNamespace(output_dir=str(tmp_path / "hf"), process_index=0),
+            types.SimpleNamespace(global_step=5, num_train_epochs=3, is_world_process_zero=True),
+            None,
+            model=Model(),
+        )
 
 
 @pytest.mark.hostile("refused")
@@ -249,7 +300,9 @@ def test_eval_set_npz_with_object_arrays_is_refused(tmp_path, marker):
     from gwa.runner import data
 
     np.savez(tmp_path / "evil.npz", x=np.array([Payload(marker)], dtype=object), y=np.zeros(1, np.int64))
-    with pytest.raises(ValueError, match=r"Eval set 'c': cannot read .*evil\.npz as an \.npz of numeric arrays"):
+    with pytest.raises(
+        ValueError, match=r"Eval set 'c': cannot read .*evil\.npz as an \.npz of numeric arrays"
+    ):
         data.load_eval_set("c", tmp_path / "evil.npz", (8, 8, 1))
 
 
@@ -259,7 +312,9 @@ def test_eval_set_npz_with_object_arrays_is_refused(tmp_path, marker):
 def write_run(path, epochs=3):
     writer = RunWriter(path, {"name": "r"}, N, labels=np.arange(N) % 3, noise_mask=np.zeros(N, bool))
     for e in range(1, epochs + 1):
-        writer.log_epoch({"epoch": e, "gwa": 0.1 * e, "test_acc": 0.5}, scores={"alignment": np.full(N, e / 10)})
+        writer.log_epoch(
+            {"epoch": e, "gwa": 0.1 * e, "test_acc": 0.5}, scores={"alignment": np.full(N, e / 10)}
+        )
     writer.write_summary({"criteria": {"gwa": {"epoch": epochs}}})
     writer.finish()
     return path
@@ -270,13 +325,22 @@ def _lines(path):
 
 
 @pytest.mark.hostile("refused")
-@pytest.mark.parametrize("bad,reason", [
-    ('{"epoch": 2, "gwa": 0.2, "te\n', "expected a JSON object with an integer 'epoch' >= 1; got invalid JSON"),
-    ("[1, 2]\n", "expected a JSON object with an integer 'epoch' >= 1; got '\\[1, 2\\]'"),
-    ('{"gwa": 0.2}\n', "expected a JSON object with an integer 'epoch' >= 1; got"),
-    ('{"epoch": "2"}\n', "expected a JSON object with an integer 'epoch' >= 1; got"),
-    ('{"epoch": 1, "gwa": 0.1}\n', "expected an epoch after 1 \\(one row per epoch, increasing\\); got epoch 1 again"),
-])
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (
+            '{"epoch": 2, "gwa": 0.2, "te\n',
+            "expected a JSON object with an integer 'epoch' >= 1; got invalid JSON",
+        ),
+        ("[1, 2]\n", "expected a JSON object with an integer 'epoch' >= 1; got '\\[1, 2\\]'"),
+        ('{"gwa": 0.2}\n', "expected a JSON object with an integer 'epoch' >= 1; got"),
+        ('{"epoch": "2"}\n', "expected a JSON object with an integer 'epoch' >= 1; got"),
+        (
+            '{"epoch": 1, "gwa": 0.1}\n',
+            "expected an epoch after 1 \\(one row per epoch, increasing\\); got epoch 1 again",
+        ),
+    ],
+)
 def test_a_corrupt_metrics_line_is_reported_with_its_number(tmp_path, bad, reason):
     path = write_run(tmp_path / "run", epochs=4)
     lines = _lines(path)
@@ -289,7 +353,9 @@ def test_a_corrupt_metrics_line_is_reported_with_its_number(tmp_path, bad, reaso
     assert "line 2" in run.problems[0]
     with pytest.raises(RunDirError, match=rf"metrics\.jsonl: 3 of 4 epochs readable; line 2: {reason}"):
         rundir.read_metrics(path)
-    with pytest.raises(RunDirError, match=r"Cannot resume .*line 2.*Resume never deletes rows it cannot read"):
+    with pytest.raises(
+        RunDirError, match=r"Cannot resume .*line 2.*Resume never deletes rows it cannot read"
+    ):
         RunWriter(path, {}, N, resume=True, resume_epoch=4)
     assert (path / "metrics.jsonl").read_bytes() == before  # nothing deleted
 
@@ -341,14 +407,26 @@ def _noise_mask_wrong_length(path):
 
 
 @pytest.mark.hostile("refused")
-@pytest.mark.parametrize("corrupt,match", [
-    (_corrupt_config_list, r"config\.json: expected a JSON object \(the run's configuration\); got list"),
-    (_corrupt_config_truncated, r"config\.json is not valid JSON \(.*\); expected the run's configuration"),
-    (_corrupt_summary_format, r"summary\.json has run-directory format 7; this gwa reads format"),
-    (_corrupt_summary_epoch, r"summary\.json: expected criteria\['gwa'\] to be an object with an integer 'epoch'"),
-    (_labels_wrong_length, r"labels\.npy: expected 6 rows \(num_samples in config\.json\); got shape \(10,\)"),
-    (_noise_mask_wrong_length, r"noise_mask\.npy: expected 6 rows"),
-])
+@pytest.mark.parametrize(
+    ("corrupt", "match"),
+    [
+        (_corrupt_config_list, r"config\.json: expected a JSON object \(the run's configuration\); got list"),
+        (
+            _corrupt_config_truncated,
+            r"config\.json is not valid JSON \(.*\); expected the run's configuration",
+        ),
+        (_corrupt_summary_format, r"summary\.json has run-directory format 7; this gwa reads format"),
+        (
+            _corrupt_summary_epoch,
+            r"summary\.json: expected criteria\['gwa'\] to be an object with an integer 'epoch'",
+        ),
+        (
+            _labels_wrong_length,
+            r"labels\.npy: expected 6 rows \(num_samples in config\.json\); got shape \(10,\)",
+        ),
+        (_noise_mask_wrong_length, r"noise_mask\.npy: expected 6 rows"),
+    ],
+)
 def test_corrupt_run_files_are_named(tmp_path, corrupt, match):
     path = write_run(tmp_path / "run")
     corrupt(path)
@@ -367,10 +445,13 @@ def test_run_directory_npy_with_a_payload_is_refused(tmp_path, marker, capsys):
 
 
 @pytest.mark.hostile("refused")
-@pytest.mark.parametrize("damage,match", [
-    (lambda f: f.write_bytes(f.read_bytes()[:100]), r"alignment_0002\.npy is not a readable \.npy array"),
-    (lambda f: np.save(f, np.zeros(N + 1, np.float32)), r"alignment_0002\.npy: expected 6 rows"),
-])
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:100]), r"alignment_0002\.npy is not a readable \.npy array"),
+        (lambda f: np.save(f, np.zeros(N + 1, np.float32)), r"alignment_0002\.npy: expected 6 rows"),
+    ],
+)
 def test_corrupt_score_files_are_named(tmp_path, damage, match):
     path = write_run(tmp_path / "run")
     damage(path / "scores" / "alignment_0002.npy")
@@ -382,7 +463,9 @@ def test_corrupt_score_files_are_named(tmp_path, damage, match):
 def test_a_summary_naming_an_unlogged_epoch_is_reported(tmp_path):
     path = write_run(tmp_path / "run")
     (path / "summary.json").write_text(json.dumps({"format": 1, "criteria": {"gwa": {"epoch": 99}}}))
-    with pytest.warns(RunDirWarning, match="criterion 'gwa' chose epoch 99, which metrics.jsonl does not hold"):
+    with pytest.warns(
+        RunDirWarning, match="criterion 'gwa' chose epoch 99, which metrics.jsonl does not hold"
+    ):
         assert load_run(path).epochs == [1, 2, 3]
 
 
@@ -400,9 +483,12 @@ def _cli(argv, capsys):
 @pytest.mark.hostile("refused")
 def test_cli_out_naming_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("mine")
-    code, err = _cli(["train", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "f"), "-q"], capsys)
-    assert code == 2 and err == f"gwa train: error: Expected a run directory; {tmp_path / 'f'} is a file (choose " \
-                                "another --out).\n"
+    code, err = _cli(
+        ["train", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "f"), "-q"], capsys
+    )
+    assert code == 2 and err == (
+        f"gwa train: error: Expected a run directory; {tmp_path / 'f'} is a file (choose another --out).\n"
+    )
     assert (tmp_path / "f").read_text() == "mine"
 
 
@@ -478,7 +564,9 @@ def test_a_genuine_checkpoint_with_a_guarded_epoch_loads_weights_only(tmp_path):
     assert tracker.history[0].guard is not None
     torch.save({"epoch": 1, "tracker": tracker.state_dict()}, tmp_path / "last-0001.pt")
     state = load_checkpoint(tmp_path / "last-0001.pt")["tracker"]
-    assert state["history"][0]["guard"]["code"] == GuardCode.NO_SCORES.value  # plain values: weights_only loads it
+    assert (
+        state["history"][0]["guard"]["code"] == GuardCode.NO_SCORES.value
+    )  # plain values: weights_only loads it
     assert state["history"][0]["n"] == 0 and state["num_samples"] == 5
     restored = GWATracker(model, num_samples=5)
     restored.load_state_dict(state)

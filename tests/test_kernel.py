@@ -88,7 +88,7 @@ SHAPES = [(8, 2, 1), (8, 2, 2048), (6, 10, 64), (5, 1000, 16), (2, 1000, 2048), 
 
 @pytest.mark.parametrize("use_bias", [False, True], ids=["no_bias", "bias"])
 @pytest.mark.parametrize("target_kind", ["hard", "smooth", "mixup"])
-@pytest.mark.parametrize("n,c,d", SHAPES)
+@pytest.mark.parametrize(("n", "c", "d"), SHAPES)
 def test_matches_autograd_per_sample_gradients(rng, n, c, d, target_kind, use_bias):
     x, weight, bias, targets, probs = make_batch(rng, n, c, d, target_kind, use_bias)
     logits = x @ weight.T + (0.0 if bias is None else bias)
@@ -124,8 +124,9 @@ def test_loss_gradient_wrt_logits_is_softmax_minus_targets(rng):
     logits = rng.normal(size=(5, 4)) * 3
     labels = rng.integers(0, 4, size=5)
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(loss_gradient_wrt_logits(logits, labels, False), probs - one_hot(labels, 4),
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        loss_gradient_wrt_logits(logits, labels, False), probs - one_hot(labels, 4), atol=1e-15
+    )
     soft = rng.dirichlet(np.ones(4), size=5)
     np.testing.assert_allclose(loss_gradient_wrt_logits(logits, soft, True), probs - soft, atol=1e-15)
 
@@ -207,7 +208,9 @@ def test_invariant_to_scaling_the_embeddings(rng):
     logits = x @ weight.T
     scores = gwa.alignment(logits, labels, x, weight)
     for factor in (1e-200, 1e-3, 3.7, 1e250):
-        np.testing.assert_allclose(gwa.alignment(logits, labels, factor * x, weight), scores, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(
+            gwa.alignment(logits, labels, factor * x, weight), scores, rtol=0, atol=1e-14
+        )
 
 
 def test_extreme_but_finite_heads_and_embeddings(rng):
@@ -218,7 +221,7 @@ def test_extreme_but_finite_heads_and_embeddings(rng):
     for b in (None, bias):
         ref = gwa.alignment(logits, labels, x, weight, b)
         for k in (-1000, -500, 500, 1000):
-            scale = 2.0 ** k  # a power of two scales exactly, so the scores must be identical
+            scale = 2.0**k  # a power of two scales exactly, so the scores must be identical
             with np.errstate(over="raise", divide="raise", invalid="raise"):
                 got = gwa.alignment(logits, labels, x, weight * scale, None if b is None else b * scale)
             np.testing.assert_array_equal(got, ref)
@@ -235,7 +238,9 @@ def test_accepts_lists_integral_float_labels_and_float32(rng):
     logits = x @ weight.T
     ref = gwa.alignment(logits, labels, x, weight)
     assert ref.dtype == np.float64
-    np.testing.assert_array_equal(gwa.alignment(logits.tolist(), labels.tolist(), x.tolist(), weight.tolist()), ref)
+    np.testing.assert_array_equal(
+        gwa.alignment(logits.tolist(), labels.tolist(), x.tolist(), weight.tolist()), ref
+    )
     np.testing.assert_array_equal(gwa.alignment(logits, labels.astype(np.float64), x, weight), ref)
     got32 = gwa.alignment(logits.astype(np.float32), labels, x.astype(np.float32), weight.astype(np.float32))
     np.testing.assert_allclose(got32, ref, atol=1e-6)
@@ -293,7 +298,7 @@ def test_property_scores_are_finite_and_bounded(batch):
 @given(batches(), st.integers(-600, 600))
 def test_property_invariant_to_scaling_the_head(batch, k):
     logits, targets, emb, weight, bias = batch
-    factor = 2.0 ** k
+    factor = 2.0**k
     with np.errstate(all="ignore"):
         ref, ref_defined = alignment_with_mask(logits, targets, emb, weight, bias)
         head = weight if bias is None else np.concatenate([weight.ravel(), bias])
@@ -301,8 +306,9 @@ def test_property_invariant_to_scaling_the_head(batch, k):
         # Scaling by 2^k is exact unless it leaves the finite normal range; only then may the score change.
         if not np.array_equal(scaled / factor, head) or not np.all(np.isfinite(scaled)):
             return
-        got, got_defined = alignment_with_mask(logits, targets, emb, weight * factor,
-                                               None if bias is None else bias * factor)
+        got, got_defined = alignment_with_mask(
+            logits, targets, emb, weight * factor, None if bias is None else bias * factor
+        )
     np.testing.assert_array_equal(got_defined, ref_defined)
     np.testing.assert_array_equal(got, ref)
 
@@ -317,8 +323,9 @@ def test_a_soft_target_equal_to_the_prediction_is_undefined_in_every_adapter(rng
     args = (z, p, x, W)
     # The target is the framework's own prediction, in its own precision (e.g. distillation from itself).
     if adapter.startswith("torch"):
-        z_t, x_t, W_t = (torch.tensor(a, dtype=torch.float64 if adapter == "torch64" else torch.float32)
-                         for a in (z, x, W))
+        z_t, x_t, W_t = (
+            torch.tensor(a, dtype=torch.float64 if adapter == "torch64" else torch.float32) for a in (z, x, W)
+        )
         args = (z_t, torch.softmax(z_t, dim=1), x_t, W_t)
     elif adapter == "jax32":
         jax = pytest.importorskip("jax")

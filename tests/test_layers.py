@@ -13,12 +13,21 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 def _lint(tree: Path) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(tree / "src"), "PATH": str(LINT.parent)}
-    return subprocess.run([str(LINT), "--no-cache", "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [str(LINT), "--no-cache", "--config", str(tree / "pyproject.toml")],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _copy(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -29,12 +38,15 @@ def test_the_tree_keeps_its_layers():
     assert "4 kept, 0 broken" in done.stdout
 
 
-@pytest.mark.parametrize(("module", "line", "contract"), [
-    ("_summary.py", "    from gwa.torch import GWATracker\n", "The core"),               # function-level
-    ("report/flag.py", "from gwa.runner import data\n", "The report reads only"),
-    ("rundir.py", "import gwa.integrations\n", "The run directory depends"),
-    ("policy/_criteria.py", "from gwa.rundir import load_run\n", "The core"),
-])
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("_summary.py", "    from gwa.torch import GWATracker\n", "The core"),  # function-level
+        ("report/flag.py", "from gwa.runner import data\n", "The report reads only"),
+        ("rundir.py", "import gwa.integrations\n", "The run directory depends"),
+        ("policy/_criteria.py", "from gwa.rundir import load_run\n", "The core"),
+    ],
+)
 def test_a_wrong_way_import_breaks_the_contract(tmp_path, module, line, contract):
     tree = _copy(tmp_path)
     path = tree / "src" / "gwa" / module

@@ -25,8 +25,8 @@ def reference(values):
     mean = x.sum() / n
     mean += (x - mean).sum() / n
     dev = x - mean
-    m2, m3, m4 = (dev ** 2).sum(), (dev ** 3).sum(), (dev ** 4).sum()
-    return float(mean), float(m2 / n), float(np.sqrt(n) * m3 / m2 ** 1.5), float(n * m4 / (m2 * m2) - 3)
+    m2, m3, m4 = (dev**2).sum(), (dev**3).sum(), (dev**4).sum()
+    return float(mean), float(m2 / n), float(np.sqrt(n) * m3 / m2**1.5), float(n * m4 / (m2 * m2) - 3)
 
 
 def exact(values):
@@ -37,7 +37,7 @@ def exact(values):
     m2 = sum((v - mean) ** 2 for v in x)
     m3 = sum((v - mean) ** 3 for v in x)
     m4 = sum((v - mean) ** 4 for v in x)
-    skew = math.copysign(math.sqrt(float(n * m3 * m3 / m2 ** 3)), m3)
+    skew = math.copysign(math.sqrt(float(n * m3 * m3 / m2**3)), m3)
     return float(mean), float(m2 / n), skew, float(n * m4 / (m2 * m2) - 3)
 
 
@@ -53,8 +53,12 @@ def assert_rel(got, want, rel=REL):
 @pytest.mark.parametrize("n", [2, 3, 10, 1000, 100_000])
 @pytest.mark.parametrize("dist", ["normal", "exponential", "uniform", "scores"])
 def test_matches_scipy_and_numpy(rng, n, dist):
-    x = {"normal": lambda: rng.normal(3.0, 2.0, n), "exponential": lambda: rng.exponential(size=n),
-         "uniform": lambda: rng.uniform(-1, 1, n), "scores": lambda: np.tanh(rng.normal(0.2, 0.5, n))}[dist]()
+    x = {
+        "normal": lambda: rng.normal(3.0, 2.0, n),
+        "exponential": lambda: rng.exponential(size=n),
+        "uniform": lambda: rng.uniform(-1, 1, n),
+        "scores": lambda: np.tanh(rng.normal(0.2, 0.5, n)),
+    }[dist]()
     m = Moments.from_values(x)
     assert m.n == n
     assert m.mean == pytest.approx(np.mean(x), rel=1e-13, abs=1e-15)
@@ -71,7 +75,7 @@ def test_docstring_numbers_by_hand():
     m.update(np.array([0.3, 0.4]))
     assert m.mean == pytest.approx(0.25, abs=1e-16)
     assert m.variance == pytest.approx(0.0125, rel=1e-14)
-    assert m.excess_kurtosis == pytest.approx(4 * 1.025e-3 / 0.05 ** 2 - 3, rel=1e-13)  # -1.36
+    assert m.excess_kurtosis == pytest.approx(4 * 1.025e-3 / 0.05**2 - 3, rel=1e-13)  # -1.36
     assert m.skewness == pytest.approx(0.0, abs=1e-13)
 
 
@@ -131,8 +135,12 @@ def test_merge_and_update_agree(rng):
     updated = Moments()
     for s in shards:
         updated.update(s)
-    merged = Moments.from_values(shards[0]).merge(Moments.from_values(shards[1])).merge(
-        Moments.from_values(shards[2])).merge(Moments.from_values(shards[3]))
+    merged = (
+        Moments.from_values(shards[0])
+        .merge(Moments.from_values(shards[1]))
+        .merge(Moments.from_values(shards[2]))
+        .merge(Moments.from_values(shards[3]))
+    )
     assert_rel(stats_of(updated), stats_of(merged), rel=1e-12)
 
 
@@ -167,7 +175,8 @@ def test_two_point_distribution_merged_from_shards_and_paper_values():
     assert left.merge(right).excess_kurtosis == -2.0
     # 50/50 {0.9, -0.1}: the decimals are inexact in binary, so -2 up to rounding.
     assert Moments.from_values(np.r_[np.full(50, 0.9), np.full(50, -0.1)]).excess_kurtosis == pytest.approx(
-        -2.0, abs=1e-12)
+        -2.0, abs=1e-12
+    )
 
 
 def test_bernoulli_quarter_by_hand():
@@ -248,7 +257,7 @@ def assert_states_close(a: MomentState, b: MomentState, data):
     assert a.n == b.n
     assert abs(a.mean - b.mean) <= 1e-12 * (np.abs(x).max() + 1e-300)
     for k, (ga, gb) in enumerate(((a.m2, b.m2), (a.m3, b.m3), (a.m4, b.m4)), start=2):
-        scale = float((dev ** k).sum()) + float(np.abs(x).max()) ** k * 1e-12 * x.size
+        scale = float((dev**k).sum()) + float(np.abs(x).max()) ** k * 1e-12 * x.size
         assert abs(ga - gb) <= 1e-9 * scale + 1e-300, (k, ga, gb)
 
 
@@ -280,29 +289,43 @@ def _state(**changes):
 
 
 @pytest.mark.hostile("refused")
-@pytest.mark.parametrize("state,error,match", [
-    (_state(n=-5), ValueError, r"`state\['n'\]` to be a count \(a whole number >= 0\); got -5"),
-    (_state(n=2.5), ValueError, r"`state\['n'\]` to be a count .*got 2\.5"),
-    (_state(mean=np.nan), ValueError, r"`state\['mean'\]` to be a finite number; got nan"),
-    (_state(n="2"), ValueError, r"`state\['n'\]` to be a finite number; got '2'"),
-    (_state(n=True), ValueError, r"`state\['n'\]` to be a finite number; got True"),
-    (_state(m2=-1), ValueError, r"`state\['m2'\]` \(a sum of squares\) >= 0; got -1"),
-    (_state(n=0, m2=0, m4=0, mean=1), ValueError, r"moments of an empty `state` \(n=0\) to be 0"),
-    (_state(format=99), ValueError, r"moments state format 1; got format 99"),
-    ({"n": 2}, ValueError, r"to hold n, mean, m2, m3, m4; missing mean, m2, m3, m4"),
-    ([1, 2], TypeError, r"`state` to be a mapping with keys n, mean, m2, m3, m4; got list"),
-])
+@pytest.mark.parametrize(
+    ("state", "error", "match"),
+    [
+        (_state(n=-5), ValueError, r"`state\['n'\]` to be a count \(a whole number >= 0\); got -5"),
+        (_state(n=2.5), ValueError, r"`state\['n'\]` to be a count .*got 2\.5"),
+        (_state(mean=np.nan), ValueError, r"`state\['mean'\]` to be a finite number; got nan"),
+        (_state(n="2"), ValueError, r"`state\['n'\]` to be a finite number; got '2'"),
+        (_state(n=True), ValueError, r"`state\['n'\]` to be a finite number; got True"),
+        (_state(m2=-1), ValueError, r"`state\['m2'\]` \(a sum of squares\) >= 0; got -1"),
+        (_state(n=0, m2=0, m4=0, mean=1), ValueError, r"moments of an empty `state` \(n=0\) to be 0"),
+        (_state(format=99), ValueError, r"moments state format 1; got format 99"),
+        ({"n": 2}, ValueError, r"to hold n, mean, m2, m3, m4; missing mean, m2, m3, m4"),
+        ([1, 2], TypeError, r"`state` to be a mapping with keys n, mean, m2, m3, m4; got list"),
+    ],
+)
 def test_from_state_dict_refuses_states_no_stream_produces(state, error, match):
     with pytest.raises(error, match=match):
         Moments.from_state_dict(state)
 
 
 @pytest.mark.hostile("refused")
-@pytest.mark.parametrize("values,error,match", [
-    (["a"], TypeError, r"`values` to be real numbers in Moments.update; got shape=\(1,\), dtype=<U1"),
-    ([1e100, -1e100], ValueError, r"fourth central moment of these finite values overflows float64 .*1e\+100"),
-    ([0.1, np.nan, np.inf], ValueError, r"finite `values` in Moments.update; got NaN/Inf \(2 value\(s\)\)"),
-])
+@pytest.mark.parametrize(
+    ("values", "error", "match"),
+    [
+        (["a"], TypeError, r"`values` to be real numbers in Moments.update; got shape=\(1,\), dtype=<U1"),
+        (
+            [1e100, -1e100],
+            ValueError,
+            r"fourth central moment of these finite values overflows float64 .*1e\+100",
+        ),
+        (
+            [0.1, np.nan, np.inf],
+            ValueError,
+            r"finite `values` in Moments.update; got NaN/Inf \(2 value\(s\)\)",
+        ),
+    ],
+)
 def test_update_errors_say_what_was_wrong(values, error, match):
     m = Moments.from_values([0.1, 0.2])
     with pytest.raises(error, match=match):

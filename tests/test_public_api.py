@@ -10,16 +10,53 @@ import pytest
 
 import gwa
 
-CORE_MODULES = ["gwa", "gwa._validation", "gwa._kernel", "gwa._moments", "gwa._summary", "gwa.policy",
-                "gwa.policy._criteria", "gwa.policy._stopper", "gwa.policy._flags", "gwa.rundir", "gwa.cli"]
-HEAVY = ["torch", "jax", "jaxlib", "flax", "optax", "lightning", "transformers", "timm", "matplotlib", "scipy",
-         "sklearn", "tqdm", "mnist1d"]
+CORE_MODULES = [
+    "gwa",
+    "gwa._validation",
+    "gwa._kernel",
+    "gwa._moments",
+    "gwa._summary",
+    "gwa.policy",
+    "gwa.policy._criteria",
+    "gwa.policy._stopper",
+    "gwa.policy._flags",
+    "gwa.rundir",
+    "gwa.cli",
+]
+HEAVY = [
+    "torch",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "lightning",
+    "transformers",
+    "timm",
+    "matplotlib",
+    "scipy",
+    "sklearn",
+    "tqdm",
+    "mnist1d",
+]
 
 
 def test_all_is_pinned():
-    assert gwa.__all__ == ["DEFAULT_CRITERION", "EarlyStopper", "EpochSummary", "Guard", "GuardCode", "Moments",
-                           "PAPER_BETA", "StopReason", "UNDEFINED_SCORE", "alignment", "gwa_value", "pearson_ratio",
-                           "select_epoch", "summarize"]
+    assert gwa.__all__ == [
+        "DEFAULT_CRITERION",
+        "EarlyStopper",
+        "EpochSummary",
+        "Guard",
+        "GuardCode",
+        "Moments",
+        "PAPER_BETA",
+        "StopReason",
+        "UNDEFINED_SCORE",
+        "alignment",
+        "gwa_value",
+        "pearson_ratio",
+        "select_epoch",
+        "summarize",
+    ]
     for name in gwa.__all__:
         assert getattr(gwa, name) is not None
     assert gwa.PAPER_BETA == 1.2 and gwa.UNDEFINED_SCORE == 0.0 and gwa.DEFAULT_CRITERION == "gwa"
@@ -52,7 +89,9 @@ def test_import_gwa_with_frameworks_blocked():
         assert not loaded, loaded
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
@@ -60,7 +99,9 @@ def test_import_gwa_with_frameworks_blocked():
 @pytest.mark.parametrize("name", CORE_MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
     assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples failed in {name}"
 
 

@@ -7,21 +7,39 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.rundir import (FORMAT, READABLE_FORMATS, Run, RunDirError, RunDirWarning, RunWriter, load_run, read_config,
-                        read_metrics, upgrade_row)
+from gwa.rundir import (
+    FORMAT,
+    READABLE_FORMATS,
+    Run,
+    RunDirError,
+    RunDirWarning,
+    RunWriter,
+    load_run,
+    read_config,
+    read_metrics,
+)
 
 N = 6
 
 
 def write_run(path, epochs=3, **kwargs):
     labels = np.array([0, 1, 2, 0, 1, 2])
-    writer = RunWriter(path, {"name": "demo", "lr": 0.1}, N, labels=labels, clean_labels=[0, 1, 2, 0, 1, 1],
-                       noise_mask=[False] * 5 + [True], **kwargs)
+    writer = RunWriter(
+        path,
+        {"name": "demo", "lr": 0.1},
+        N,
+        labels=labels,
+        clean_labels=[0, 1, 2, 0, 1, 1],
+        noise_mask=[False] * 5 + [True],
+        **kwargs,
+    )
     for epoch in range(1, epochs + 1):
         scores = np.full(N, np.nan)
         scores[: epoch + 2] = np.linspace(-0.5, 0.5, epoch + 2)
-        writer.log_epoch({"epoch": epoch, "train_loss": 1.0 / epoch, "gwa": math.nan if epoch == 2 else 0.1 * epoch},
-                         scores={"alignment": scores, "loss": np.arange(N) * epoch})
+        writer.log_epoch(
+            {"epoch": epoch, "train_loss": 1.0 / epoch, "gwa": math.nan if epoch == 2 else 0.1 * epoch},
+            scores={"alignment": scores, "loss": np.arange(N) * epoch},
+        )
     return writer
 
 
@@ -56,12 +74,27 @@ def test_round_trip(tmp_path):
 
 def test_non_finite_metrics_are_written_as_null(tmp_path):
     writer = RunWriter(tmp_path, {"note": [np.float32(np.inf), {"x": np.nan}], "k": np.int64(3)}, 2)
-    writer.log_epoch({"epoch": np.int64(1), "gwa": math.inf, "mean": np.float32("nan"), "ok": np.bool_(True),
-                      "arr": np.array([1.0, np.nan]), "path": tmp_path})
+    writer.log_epoch(
+        {
+            "epoch": np.int64(1),
+            "gwa": math.inf,
+            "mean": np.float32("nan"),
+            "ok": np.bool_(True),
+            "arr": np.array([1.0, np.nan]),
+            "path": tmp_path,
+        }
+    )
     line = (tmp_path / "metrics.jsonl").read_text()
     row = json.loads(line)  # strict JSON: no NaN/Infinity tokens anywhere
     assert "NaN" not in line and "Infinity" not in line
-    assert row == {"epoch": 1, "gwa": None, "mean": None, "ok": True, "arr": [1.0, None], "path": str(tmp_path)}
+    assert row == {
+        "epoch": 1,
+        "gwa": None,
+        "mean": None,
+        "ok": True,
+        "arr": [1.0, None],
+        "path": str(tmp_path),
+    }
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["note"] == [None, {"x": None}] and config["k"] == 3
 
@@ -88,8 +121,11 @@ def test_summary_metrics_round_trip_through_the_run_directory(tmp_path):
 def test_refuses_to_overwrite_a_non_empty_directory(tmp_path):
     write_run(tmp_path / "run")
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(RunDirError, match=r"is not empty; pass resume=True to continue it or overwrite=True "
-                                          r"\(--resume / --overwrite on the command line\)"):
+    with pytest.raises(
+        RunDirError,
+        match=r"is not empty; pass resume=True to continue it or overwrite=True "
+        r"\(--resume / --overwrite on the command line\)",
+    ):
         RunWriter(tmp_path / "run", {}, N)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # nothing lost
     (tmp_path / "other").mkdir()
@@ -119,7 +155,11 @@ def test_resume_truncates_later_epochs(tmp_path):
     run = load_run(path)
     assert run.epochs == [1, 2] and not run.complete
     assert sorted(f.name for f in (path / "scores").iterdir()) == [
-        "alignment_0001.npy", "alignment_0002.npy", "loss_0001.npy", "loss_0002.npy"]
+        "alignment_0001.npy",
+        "alignment_0002.npy",
+        "loss_0001.npy",
+        "loss_0002.npy",
+    ]
     writer.log_epoch({"epoch": 3, "train_loss": 9.0}, scores={"alignment": np.zeros(N)})
     run = load_run(path)
     assert run.epochs == [1, 2, 3] and run.series("train_loss")[2] == 9.0
@@ -151,7 +191,9 @@ def test_torn_last_metrics_line_is_ignored_and_dropped_on_resume(tmp_path):
 def test_resume_removes_an_interrupted_score_write(tmp_path):
     path = tmp_path / "run"
     write_run(path, epochs=2)
-    np.save(path / "scores" / "alignment_0003.npy.tmp.npy", np.zeros(N, np.float32))  # crash before the rename
+    np.save(
+        path / "scores" / "alignment_0003.npy.tmp.npy", np.zeros(N, np.float32)
+    )  # crash before the rename
     RunWriter(path, {"name": "demo"}, N, resume=True, resume_epoch=2)
     assert load_run(path).signals() == ["alignment", "loss"]
     assert not list((path / "scores").glob("*.tmp.npy"))
@@ -168,8 +210,10 @@ def test_format_version_error(tmp_path):
     config["format"] = 99
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     assert READABLE_FORMATS == (1, 2)
-    message = (r"has run-directory format 99; this gwa reads formats 1, 2\. Re-run it with this version, or read it "
-               rf"with the gwa that wrote it \({gwa.__version__}\)")
+    message = (
+        r"has run-directory format 99; this gwa reads formats 1, 2\. Re-run it with this version, or read it "
+        rf"with the gwa that wrote it \({gwa.__version__}\)"
+    )
     with pytest.raises(RunDirError, match=message):
         load_run(tmp_path / "run")
     with pytest.raises(RunDirError, match=message):
@@ -202,11 +246,14 @@ def test_missing_scores_error(tmp_path):
         load_run(tmp_path / "run").scores(7)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"labels": np.zeros(N + 1)}, rf"`labels` of shape \({N},\); got shape=\({N + 1},\)"),
-    ({"clean_labels": np.zeros((N, 1))}, rf"`clean_labels` of shape \({N},\); got shape=\({N}, 1\)"),
-    ({"noise_mask": np.zeros(2, bool)}, rf"`noise_mask` of shape \({N},\); got shape=\(2,\)"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"labels": np.zeros(N + 1)}, rf"`labels` of shape \({N},\); got shape=\({N + 1},\)"),
+        ({"clean_labels": np.zeros((N, 1))}, rf"`clean_labels` of shape \({N},\); got shape=\({N}, 1\)"),
+        ({"noise_mask": np.zeros(2, bool)}, rf"`noise_mask` of shape \({N},\); got shape=\(2,\)"),
+    ],
+)
 def test_array_shape_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         RunWriter(tmp_path / "run", {}, N, **kwargs)
@@ -222,14 +269,19 @@ def test_log_epoch_errors(tmp_path):
     for epoch in (0, -1, 1.0, "1", None):
         with pytest.raises(ValueError, match=rf"`metrics\['epoch'\]` to be an integer >= 1; got {epoch!r}"):
             writer.log_epoch({"epoch": epoch})
-    with pytest.raises(ValueError, match=rf"scores\['alignment'\] of shape \({N},\) indexed by sample id; "
-                                         rf"got shape=\({N - 1},\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"scores\['alignment'\] of shape \({N},\) indexed by sample id; "
+        rf"got shape=\({N - 1},\)",
+    ):
         writer.log_epoch({"epoch": 1}, scores={"alignment": np.zeros(N - 1)})
     assert read_metrics(tmp_path / "run") == []  # a failed call wrote no metrics row
 
 
-@pytest.mark.parametrize("ids,inputs", [
-    ([0, 1], np.zeros((2, 5))), ([0], np.zeros((1, 3, 3))), ([0, 1], np.zeros((2, 3, 3, 3)))])
+@pytest.mark.parametrize(
+    ("ids", "inputs"),
+    [([0, 1], np.zeros((2, 5))), ([0], np.zeros((1, 3, 3))), ([0, 1], np.zeros((2, 3, 3, 3)))],
+)
 def test_previews_accept_signals_and_images(tmp_path, ids, inputs):
     writer = RunWriter(tmp_path / "run", {}, N)
     writer.write_previews(ids, inputs)
@@ -237,12 +289,22 @@ def test_previews_accept_signals_and_images(tmp_path, ids, inputs):
     assert run.previews.shape == inputs.shape and run.preview_ids.tolist() == ids
 
 
-@pytest.mark.parametrize("ids,inputs", [
-    ([0, 1], np.zeros(2)), ([0, 1], np.zeros((3, 5))), ([[0, 1]], np.zeros((1, 5))), ([0], np.zeros((1, 2, 2, 3, 1)))])
+@pytest.mark.parametrize(
+    ("ids", "inputs"),
+    [
+        ([0, 1], np.zeros(2)),
+        ([0, 1], np.zeros((3, 5))),
+        ([[0, 1]], np.zeros((1, 5))),
+        ([0], np.zeros((1, 2, 2, 3, 1))),
+    ],
+)
 def test_preview_shape_errors(tmp_path, ids, inputs):
     writer = RunWriter(tmp_path / "run", {}, N)
-    with pytest.raises(ValueError, match=r"`sample_ids` \(K,\) and `inputs` \(K, L\), \(K, H, W\) or \(K, H, W, 3\); "
-                                         r"got \("):
+    with pytest.raises(
+        ValueError,
+        match=r"`sample_ids` \(K,\) and `inputs` \(K, L\), \(K, H, W\) or \(K, H, W, 3\); "
+        r"got \(",
+    ):
         writer.write_previews(ids, inputs)
 
 
@@ -252,14 +314,23 @@ def test_preview_shape_errors(tmp_path, ids, inputs):
 @pytest.mark.hostile("refused")
 def test_overwrite_refuses_a_folder_that_is_not_a_gwa_run(tmp_path):
     path = tmp_path / "project"
-    mine = {"checkpoints/my_resnet_epoch90.pt": "weights", "checkpoints/last.pt": "my own last", "notes.txt": "x",
-            "labels.npy": "labels", "config.json": '{"lr": 0.1}', "scores/alignment_0001.npy": "scores"}
+    mine = {
+        "checkpoints/my_resnet_epoch90.pt": "weights",
+        "checkpoints/last.pt": "my own last",
+        "notes.txt": "x",
+        "labels.npy": "labels",
+        "config.json": '{"lr": 0.1}',
+        "scores/alignment_0001.npy": "scores",
+    }
     for name, text in mine.items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(text)
-    with pytest.raises(RunDirError, match=r"Refusing to overwrite .*project: it is not a gwa run \(no config.json with "
-                                          r"format and gwa_version\).*would delete checkpoints/last\.pt, config\.json, "
-                                          r"labels\.npy, scores/alignment_0001\.npy"):
+    with pytest.raises(
+        RunDirError,
+        match=r"Refusing to overwrite .*project: it is not a gwa run \(no config.json with "
+        r"format and gwa_version\).*would delete checkpoints/last\.pt, config\.json, "
+        r"labels\.npy, scores/alignment_0001\.npy",
+    ):
         RunWriter(path, {}, N, overwrite=True)
     assert {name: (path / name).read_text() for name in mine} == mine  # nothing touched
 
@@ -305,11 +376,16 @@ def test_a_second_writer_is_refused_and_named_until_the_first_dies(tmp_path):
 
     path = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(RunDirError, match=rf"Run directory .*run is being written by another process "
-                                              rf"\(pid {holder.pid}, holding .*gwa\.lock\)"):
+        with pytest.raises(
+            RunDirError,
+            match=rf"Run directory .*run is being written by another process "
+            rf"\(pid {holder.pid}, holding .*gwa\.lock\)",
+        ):
             RunWriter(path, {}, N, overwrite=True)
         assert not (path / "config.json").exists()  # the refused writer wrote nothing
     finally:
@@ -322,7 +398,9 @@ def test_a_writer_in_the_same_process_takes_over_and_the_old_one_stops(tmp_path)
     path = tmp_path / "run"
     old = RunWriter(path, {}, N)
     new = RunWriter(path, {"name": "new"}, N, overwrite=True)
-    with pytest.raises(RunDirError, match="no longer holds .*run: a later writer in this process took it over"):
+    with pytest.raises(
+        RunDirError, match="no longer holds .*run: a later writer in this process took it over"
+    ):
         old.log_epoch({"epoch": 1})
     new.log_epoch({"epoch": 1})
     new.finish()
@@ -367,7 +445,7 @@ def test_metrics_are_never_torn_by_the_writer(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(rd, "_fault_point", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left on device"):
         writer.log_epoch({"epoch": 2, "gwa": 0.6})
     monkeypatch.undo()
     assert read_metrics(tmp_path / "run") == [{"epoch": 1, "gwa": 0.5}]

@@ -13,9 +13,30 @@ from scipy import stats
 import gwa
 from gwa import EpochSummary, Guard, GuardCode, Moments, gwa_value, pearson_ratio, summarize
 
-FIELDS = ["n", "n_undefined", "mean", "std", "excess_kurtosis", "gwa", "gwa_paper", "denominator", "guard", "beta"]
-METRIC_KEYS = ["align_mean", "align_std", "align_excess_kurtosis", "gwa", "gwa_paper", "gwa_paper_flagged", "gwa_guard",
-               "gwa_guard_message", "n_scores", "n_undefined"]
+FIELDS = [
+    "n",
+    "n_undefined",
+    "mean",
+    "std",
+    "excess_kurtosis",
+    "gwa",
+    "gwa_paper",
+    "denominator",
+    "guard",
+    "beta",
+]
+METRIC_KEYS = [
+    "align_mean",
+    "align_std",
+    "align_excess_kurtosis",
+    "gwa",
+    "gwa_paper",
+    "gwa_paper_flagged",
+    "gwa_guard",
+    "gwa_guard_message",
+    "n_scores",
+    "n_undefined",
+]
 
 
 def paper(s, beta=1.2):
@@ -112,10 +133,13 @@ def test_guard_constant_scores():
 def test_guard_kurtosis_pole_message_and_verbatim_value():
     out = summarize(np.r_[np.full(50, 0.9), np.full(50, -0.1)])
     assert out.guard.code is GuardCode.KURTOSIS_POLE and out.guard.code.value == "kurtosis_pole"
-    assert out.guard.message == ("kurtosis pole: excess kurtosis -2 + beta 1.2 = -0.8 <= 0.1 "
-                                 "(flat or bimodal scores)")
+    assert out.guard.message == (
+        "kurtosis pole: excess kurtosis -2 + beta 1.2 = -0.8 <= 0.1 (flat or bimodal scores)"
+    )
     assert str(out.guard) == out.guard.message
-    assert out.flagged and out.gwa_paper == pytest.approx(-0.5, abs=1e-12)  # the verbatim value is still reported
+    assert out.flagged and out.gwa_paper == pytest.approx(
+        -0.5, abs=1e-12
+    )  # the verbatim value is still reported
     assert math.isnan(out.gwa_paper_or_nan)
     # The default value has no pole: 0.4 / (-2 + 3), the mean itself for two point masses.
     assert out.gwa == pytest.approx(0.4, abs=1e-12)
@@ -129,13 +153,18 @@ def test_guard_threshold_is_inclusive():
 
 
 def test_as_dict_is_json_safe_in_every_case(rng):
-    cases = [np.array([]), np.zeros(4), np.repeat([-1.0, 1.0], 3), np.repeat([0.25, 0.75], 3),
-             rng.normal(0.1, 0.3, 50)]
+    cases = [
+        np.array([]),
+        np.zeros(4),
+        np.repeat([-1.0, 1.0], 3),
+        np.repeat([0.25, 0.75], 3),
+        rng.normal(0.1, 0.3, 50),
+    ]
     for scores in cases:
         for beta in (1.2, 2.0):  # beta 2 puts the two-point cases exactly on the pole (inf, nan)
             out = summarize(scores, beta=beta)
             d = out.as_dict()
-            assert list(d) == FIELDS + ["flagged"]
+            assert list(d) == [*FIELDS, "flagged"]
             assert d["flagged"] == out.flagged
             assert d["guard"] == (None if out.guard is None else out.guard.code.value)
             round_trip = json.loads(json.dumps(d, allow_nan=False))
@@ -159,15 +188,22 @@ def test_pearson_ratio_is_bounded_and_pole_free(rng):
     assert math.isnan(pearson_ratio(math.nan, 0.0)) and math.isnan(pearson_ratio(0.1, math.nan))
 
 
-@pytest.mark.parametrize("scores", [np.array([]), np.zeros(5), np.r_[np.full(50, 0.9), np.full(50, -0.1)],
-                                    np.linspace(-0.2, 0.8, 31)])
+@pytest.mark.parametrize(
+    "scores",
+    [np.array([]), np.zeros(5), np.r_[np.full(50, 0.9), np.full(50, -0.1)], np.linspace(-0.2, 0.8, 31)],
+)
 def test_metrics_are_the_run_directory_keys(scores):
     out = summarize(scores, n_undefined=2)
     row = out.metrics()
     assert list(row) == METRIC_KEYS
     assert json.loads(json.dumps(row, allow_nan=False)) == row
-    for key, attr in (("align_mean", "mean"), ("align_std", "std"), ("align_excess_kurtosis", "excess_kurtosis"),
-                      ("gwa", "gwa"), ("gwa_paper", "gwa_paper")):
+    for key, attr in (
+        ("align_mean", "mean"),
+        ("align_std", "std"),
+        ("align_excess_kurtosis", "excess_kurtosis"),
+        ("gwa", "gwa"),
+        ("gwa_paper", "gwa_paper"),
+    ):
         value = getattr(out, attr)
         assert row[key] == (value if math.isfinite(value) else None), key
     assert row["gwa_paper_flagged"] is out.flagged

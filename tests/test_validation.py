@@ -16,8 +16,13 @@ N, C, D = 4, 3, 5
 def batch(rng):
     x = rng.normal(size=(N, D))
     weight = rng.normal(size=(C, D))
-    return {"logits": x @ weight.T, "targets": np.array([0, 2, 1, 0]), "embeddings": x, "weight": weight,
-            "bias": None}
+    return {
+        "logits": x @ weight.T,
+        "targets": np.array([0, 2, 1, 0]),
+        "embeddings": x,
+        "weight": weight,
+        "bias": None,
+    }
 
 
 def call(batch, **changes):
@@ -28,21 +33,42 @@ def test_valid_batch_passes(batch):
     assert call(batch).shape == (N,)
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("logits", np.zeros(N), r"`logits` to have shape \(N, C\); got shape=\(4,\)"),
-    ("logits", np.zeros((N, 1)), r"at least 2 classes \(N, C>=2\); got shape=\(4, 1\)"),
-    ("embeddings", np.zeros((N + 1, D)), (r"`embeddings` to have shape \(N, D\) with N == logits.shape\[0\] == 4; "
-                                          r"got embeddings.shape=\(5, 5\)")),
-    ("embeddings", np.zeros(N), r"`embeddings` to have shape \(N, D\).*got embeddings.shape=\(4,\)"),
-    ("weight", np.zeros((C, D + 1)), (r"`weight` to have shape \(C, D\) = \(3, 5\) from logits and embeddings; "
-                                      r"got weight.shape=\(3, 6\)\.$")),
-    ("bias", np.zeros(C + 1), r"`bias` to have shape \(C,\) = \(3,\); got bias.shape=\(4,\)"),
-    ("bias", np.zeros((1, C)), r"`bias` to have shape \(C,\) = \(3,\); got bias.shape=\(1, 3\)"),
-    ("targets", np.zeros(N + 1, dtype=int), (r"`targets` to be class ids of shape \(N,\) = \(4,\) or "
-                                             r"probabilities of shape \(N, C\) = \(4, 3\); got targets.shape=\(5,\)")),
-    ("targets", np.zeros((N, C + 1)), r"got targets.shape=\(4, 4\)"),
-    ("targets", np.zeros((N, C, 1)), r"got targets.shape=\(4, 3, 1\)"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("logits", np.zeros(N), r"`logits` to have shape \(N, C\); got shape=\(4,\)"),
+        ("logits", np.zeros((N, 1)), r"at least 2 classes \(N, C>=2\); got shape=\(4, 1\)"),
+        (
+            "embeddings",
+            np.zeros((N + 1, D)),
+            (
+                r"`embeddings` to have shape \(N, D\) with N == logits.shape\[0\] == 4; "
+                r"got embeddings.shape=\(5, 5\)"
+            ),
+        ),
+        ("embeddings", np.zeros(N), r"`embeddings` to have shape \(N, D\).*got embeddings.shape=\(4,\)"),
+        (
+            "weight",
+            np.zeros((C, D + 1)),
+            (
+                r"`weight` to have shape \(C, D\) = \(3, 5\) from logits and embeddings; "
+                r"got weight.shape=\(3, 6\)\.$"
+            ),
+        ),
+        ("bias", np.zeros(C + 1), r"`bias` to have shape \(C,\) = \(3,\); got bias.shape=\(4,\)"),
+        ("bias", np.zeros((1, C)), r"`bias` to have shape \(C,\) = \(3,\); got bias.shape=\(1, 3\)"),
+        (
+            "targets",
+            np.zeros(N + 1, dtype=int),
+            (
+                r"`targets` to be class ids of shape \(N,\) = \(4,\) or "
+                r"probabilities of shape \(N, C\) = \(4, 3\); got targets.shape=\(5,\)"
+            ),
+        ),
+        ("targets", np.zeros((N, C + 1)), r"got targets.shape=\(4, 4\)"),
+        ("targets", np.zeros((N, C, 1)), r"got targets.shape=\(4, 3, 1\)"),
+    ],
+)
 def test_shape_errors(batch, key, value, match):
     with pytest.raises(ValueError, match=match):
         call(batch, **{key: value})
@@ -56,8 +82,11 @@ def test_mismatched_batch_sizes_between_logits_and_targets(batch):
 def test_transposed_weight_gets_a_hint(rng):
     x = rng.normal(size=(2, 4))
     weight = rng.normal(size=(3, 4))
-    with pytest.raises(ValueError, match=r"got weight.shape=\(4, 3\) \(pass the head weight as \(C, D\), torch's "
-                                         r"layout, not its transpose\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"got weight.shape=\(4, 3\) \(pass the head weight as \(C, D\), torch's "
+        r"layout, not its transpose\)",
+    ):
         gwa.alignment(x @ weight.T, np.array([0, 1]), x, weight.T)
 
 
@@ -66,24 +95,35 @@ def test_empty_batch(batch):
         gwa.alignment(np.zeros((0, C)), np.zeros(0, dtype=int), np.zeros((0, D)), batch["weight"])
 
 
-@pytest.mark.parametrize("targets,lo,hi", [([0, 3, 1, 0], 0, 3), ([-1, 0, 1, 2], -1, 2), ([0, 0, 0, 7], 0, 7)])
+@pytest.mark.parametrize(
+    ("targets", "lo", "hi"), [([0, 3, 1, 0], 0, 3), ([-1, 0, 1, 2], -1, 2), ([0, 0, 0, 7], 0, 7)]
+)
 def test_class_ids_out_of_range(batch, targets, lo, hi):
-    with pytest.raises(ValueError, match=rf"class ids in \[0, 2\] \(C=3 from logits\); got values in \[{lo}, {hi}\]"):
+    with pytest.raises(
+        ValueError, match=rf"class ids in \[0, 2\] \(C=3 from logits\); got values in \[{lo}, {hi}\]"
+    ):
         call(batch, targets=np.array(targets))
 
 
-@pytest.mark.parametrize("targets", [
-    np.array([0.0, 1.5, 1.0, 0.0]),
-    np.array([0.0, np.nan, 1.0, 0.0]),
-    np.array([0.0, np.inf, 1.0, 0.0]),
-    np.array([True, False, True, False]),
-    np.array([0, 1, 1, 0], dtype=np.complex128),
-    np.array(["0", "1", "1", "0"]),
-    np.array([0, 1, None, 0], dtype=object),
-], ids=["fractional", "nan", "inf", "bool", "complex", "str", "object"])
+@pytest.mark.parametrize(
+    "targets",
+    [
+        np.array([0.0, 1.5, 1.0, 0.0]),
+        np.array([0.0, np.nan, 1.0, 0.0]),
+        np.array([0.0, np.inf, 1.0, 0.0]),
+        np.array([True, False, True, False]),
+        np.array([0, 1, 1, 0], dtype=np.complex128),
+        np.array(["0", "1", "1", "0"]),
+        np.array([0, 1, None, 0], dtype=object),
+    ],
+    ids=["fractional", "nan", "inf", "bool", "complex", "str", "object"],
+)
 def test_non_integer_class_ids(batch, targets):
-    with pytest.raises(TypeError, match=r"`targets` of shape \(N,\) to hold integer class ids; got shape=\(4,\), "
-                                        rf"dtype={targets.dtype}"):
+    with pytest.raises(
+        TypeError,
+        match=r"`targets` of shape \(N,\) to hold integer class ids; got shape=\(4,\), "
+        rf"dtype={targets.dtype}",
+    ):
         call(batch, targets=targets)
 
 
@@ -95,14 +135,28 @@ def soft(rows):
     return np.array(rows, dtype=np.float64)
 
 
-@pytest.mark.parametrize("targets,error,match", [
-    (soft([[0.5, 0.5, 0.0]] * 3 + [[0.5, 0.4, 0.0]]), ValueError,
-     r"soft `targets` rows to sum to 1 \(probabilities, e.g. label smoothing or mixup\); got a row summing to 0.9"),
-    (soft([[1.0, 1.0, 0.0]] * 4), ValueError, r"got a row summing to 2"),
-    (soft([[1.5, -0.5, 0.0]] * 4), ValueError, r"soft `targets` to be probabilities \(>= 0\); got minimum -0.5"),
-    (soft([[np.nan, 1.0, 0.0]] * 4), ValueError, r"finite soft `targets`; got NaN/Inf in shape=\(4, 3\)"),
-    (np.array([["a", "b", "c"]] * 4), TypeError, r"`targets` to be a real-valued array; got shape=\(4, 3\), dtype=<U1"),
-])
+@pytest.mark.parametrize(
+    ("targets", "error", "match"),
+    [
+        (
+            soft([[0.5, 0.5, 0.0]] * 3 + [[0.5, 0.4, 0.0]]),
+            ValueError,
+            r"soft `targets` rows to sum to 1 \(probabilities, e.g. label smoothing or mixup\); got a row summing to 0.9",
+        ),
+        (soft([[1.0, 1.0, 0.0]] * 4), ValueError, r"got a row summing to 2"),
+        (
+            soft([[1.5, -0.5, 0.0]] * 4),
+            ValueError,
+            r"soft `targets` to be probabilities \(>= 0\); got minimum -0.5",
+        ),
+        (soft([[np.nan, 1.0, 0.0]] * 4), ValueError, r"finite soft `targets`; got NaN/Inf in shape=\(4, 3\)"),
+        (
+            np.array([["a", "b", "c"]] * 4),
+            TypeError,
+            r"`targets` to be a real-valued array; got shape=\(4, 3\), dtype=<U1",
+        ),
+    ],
+)
 def test_bad_soft_targets(batch, targets, error, match):
     with pytest.raises(error, match=match):
         call(batch, targets=targets)
@@ -125,13 +179,19 @@ def test_non_finite_inputs(batch, key, bad):
 
 
 @pytest.mark.parametrize("key", ["logits", "embeddings", "weight", "bias"])
-@pytest.mark.parametrize("value", [
-    np.array([["a"] * 5] * 4),
-    np.full((4, 5), None, dtype=object),
-    np.ones((4, 5), dtype=np.complex128),
-], ids=["str", "object", "complex"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([["a"] * 5] * 4),
+        np.full((4, 5), None, dtype=object),
+        np.ones((4, 5), dtype=np.complex128),
+    ],
+    ids=["str", "object", "complex"],
+)
 def test_non_numeric_arrays(batch, key, value):
-    with pytest.raises(TypeError, match=rf"`{key}` to be a real-valued array; got shape=\(4, 5\), dtype={value.dtype}"):
+    with pytest.raises(
+        TypeError, match=rf"`{key}` to be a real-valued array; got shape=\(4, 5\), dtype={value.dtype}"
+    ):
         call(batch, **{key: value})
 
 

@@ -43,21 +43,27 @@ def check_state(state, name: str = "state") -> MomentState:
     been produced by streaming real numbers.
     """
     if not hasattr(state, "keys"):
-        raise TypeError(f"Expected `{name}` to be a mapping with keys {', '.join(MomentState._fields)}; got "
-                        f"{type(state).__name__}.")
+        raise TypeError(
+            f"Expected `{name}` to be a mapping with keys {', '.join(MomentState._fields)}; got "
+            f"{type(state).__name__}."
+        )
     version = state.get("format", STATE_FORMAT)
     if version != STATE_FORMAT:
         raise ValueError(f"Expected `{name}` of moments state format {STATE_FORMAT}; got format {version!r}.")
     missing = [k for k in MomentState._fields if k not in state]
     if missing:
-        raise ValueError(f"Expected `{name}` to hold {', '.join(MomentState._fields)}; missing {', '.join(missing)}.")
+        raise ValueError(
+            f"Expected `{name}` to hold {', '.join(MomentState._fields)}; missing {', '.join(missing)}."
+        )
     out = MomentState(**{key: check_finite(f"{name}['{key}']", state[key]) for key in MomentState._fields})
     if out.n < 0 or out.n != math.floor(out.n):
         raise ValueError(f"Expected `{name}['n']` to be a count (a whole number >= 0); got {state['n']!r}.")
     if out.m2 < 0:
         raise ValueError(f"Expected `{name}['m2']` (a sum of squares) >= 0; got {state['m2']!r}.")
     if out.n == 0 and out != EMPTY:
-        raise ValueError(f"Expected the moments of an empty `{name}` (n=0) to be 0; got {dict(out._asdict())}.")
+        raise ValueError(
+            f"Expected the moments of an empty `{name}` (n=0) to be 0; got {dict(out._asdict())}."
+        )
     return out
 
 
@@ -74,7 +80,9 @@ def batch_state(values) -> MomentState:
     mean += residual
     dev = dev - residual
     dev2 = dev * dev
-    return MomentState(float(n), mean, float(dev2.sum()), float((dev2 * dev).sum()), float((dev2 * dev2).sum()))
+    return MomentState(
+        float(n), mean, float(dev2.sum()), float((dev2 * dev).sum()), float((dev2 * dev2).sum())
+    )
 
 
 def merge_states(a: MomentState, b: MomentState) -> MomentState:
@@ -89,11 +97,19 @@ def merge_states(a: MomentState, b: MomentState) -> MomentState:
     delta_n = delta / n
     mean = a.mean + nb * delta_n
     m2 = a.m2 + b.m2 + delta * delta_n * na * nb
-    m3 = (a.m3 + b.m3 + delta * delta_n * delta_n * na * nb * (na - nb)
-          + 3.0 * delta_n * (na * b.m2 - nb * a.m2))
-    m4 = (a.m4 + b.m4 + delta * delta_n ** 3 * na * nb * (na * na - na * nb + nb * nb)
-          + 6.0 * delta_n * delta_n * (na * na * b.m2 + nb * nb * a.m2)
-          + 4.0 * delta_n * (na * b.m3 - nb * a.m3))
+    m3 = (
+        a.m3
+        + b.m3
+        + delta * delta_n * delta_n * na * nb * (na - nb)
+        + 3.0 * delta_n * (na * b.m2 - nb * a.m2)
+    )
+    m4 = (
+        a.m4
+        + b.m4
+        + delta * delta_n**3 * na * nb * (na * na - na * nb + nb * nb)
+        + 6.0 * delta_n * delta_n * (na * na * b.m2 + nb * nb * a.m2)
+        + 4.0 * delta_n * (na * b.m3 - nb * a.m3)
+    )
     return MomentState(n, mean, m2, m3, m4)
 
 
@@ -116,8 +132,10 @@ class Moments:
 
     def __init__(self, state: MomentState | None = None):
         if state is not None and len(state) != len(MomentState._fields):
-            raise TypeError(f"Expected `state` to be a MomentState ({', '.join(MomentState._fields)}); got "
-                            f"{len(state)} value(s). To restore a state_dict, use Moments.from_state_dict.")
+            raise TypeError(
+                f"Expected `state` to be a MomentState ({', '.join(MomentState._fields)}); got "
+                f"{len(state)} value(s). To restore a state_dict, use Moments.from_state_dict."
+            )
         self._state = EMPTY if state is None else MomentState(*map(float, state))
 
     @classmethod
@@ -134,12 +152,16 @@ class Moments:
             raise TypeError(f"Expected `values` to be real numbers in Moments.update; got {describe(arr)}.")
         finite = np.isfinite(arr)
         if not finite.all():
-            raise ValueError(f"Expected finite `values` in Moments.update; got NaN/Inf "
-                             f"({arr.size - int(finite.sum())} value(s)).")
+            raise ValueError(
+                f"Expected finite `values` in Moments.update; got NaN/Inf "
+                f"({arr.size - int(finite.sum())} value(s))."
+            )
         state = batch_state(arr)
         if not (math.isfinite(state.mean) and math.isfinite(state.m4)):
-            raise ValueError(f"Moments.update: the fourth central moment of these finite values overflows float64 "
-                             f"(largest |value| {float(np.max(np.abs(arr))):.3g}); scale the values down.")
+            raise ValueError(
+                f"Moments.update: the fourth central moment of these finite values overflows float64 "
+                f"(largest |value| {float(np.max(np.abs(arr))):.3g}); scale the values down."
+            )
         self._state = merge_states(self._state, state)
 
     def merge(self, other: Moments) -> Moments:
@@ -174,7 +196,7 @@ class Moments:
         s = self._state
         if s.n == 0 or s.m2 <= 0:
             return math.nan
-        return math.sqrt(s.n) * s.m3 / s.m2 ** 1.5
+        return math.sqrt(s.n) * s.m3 / s.m2**1.5
 
     @property
     def excess_kurtosis(self) -> float:
@@ -201,5 +223,7 @@ class Moments:
         return isinstance(other, Moments) and self._state == other._state
 
     def __repr__(self) -> str:
-        return (f"Moments(n={self.n}, mean={self.mean:.6g}, std={self.std:.6g}, "
-                f"excess_kurtosis={self.excess_kurtosis:.6g})")
+        return (
+            f"Moments(n={self.n}, mean={self.mean:.6g}, std={self.std:.6g}, "
+            f"excess_kurtosis={self.excess_kurtosis:.6g})"
+        )

@@ -138,11 +138,18 @@ class EpochSummary:
         ``gwa`` is the default criterion's value, ``gwa_paper`` the paper's verbatim value with
         ``gwa_paper_flagged`` and the guard's code and message.
         """
-        row = {"align_mean": self.mean, "align_std": self.std, "align_excess_kurtosis": self.excess_kurtosis,
-               "gwa": self.gwa, "gwa_paper": self.gwa_paper, "gwa_paper_flagged": self.flagged,
-               "gwa_guard": None if self.guard is None else self.guard.code.value,
-               "gwa_guard_message": None if self.guard is None else self.guard.message,
-               "n_scores": self.n, "n_undefined": self.n_undefined}
+        row = {
+            "align_mean": self.mean,
+            "align_std": self.std,
+            "align_excess_kurtosis": self.excess_kurtosis,
+            "gwa": self.gwa,
+            "gwa_paper": self.gwa_paper,
+            "gwa_paper_flagged": self.flagged,
+            "gwa_guard": None if self.guard is None else self.guard.code.value,
+            "gwa_guard_message": None if self.guard is None else self.guard.message,
+            "n_scores": self.n,
+            "n_undefined": self.n_undefined,
+        }
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
     def as_dict(self) -> dict:
@@ -154,8 +161,13 @@ class EpochSummary:
         return out
 
 
-def summarize(scores_or_moments, *, beta: float = PAPER_BETA, n_undefined: int = 0,
-              min_denominator: float = MIN_DENOMINATOR) -> EpochSummary:
+def summarize(
+    scores_or_moments,
+    *,
+    beta: float = PAPER_BETA,
+    n_undefined: int = 0,
+    min_denominator: float = MIN_DENOMINATOR,
+) -> EpochSummary:
     """Summarize one epoch's alignment scores: gwa's default value, the paper's GWA, and a guard on its pole.
 
     Args:
@@ -188,9 +200,20 @@ def summarize(scores_or_moments, *, beta: float = PAPER_BETA, n_undefined: int =
     elif math.isnan(kurt):
         guard = Guard(GuardCode.CONSTANT_SCORES, "constant scores: kurtosis undefined")
     elif denominator <= min_denominator:
-        guard = Guard(GuardCode.KURTOSIS_POLE,
-                      f"kurtosis pole: excess kurtosis {kurt:.3g} + beta {beta:.3g} = {denominator:.3g} "
-                      f"<= {min_denominator:.3g} (flat or bimodal scores)")
-    return EpochSummary(n=m.n, n_undefined=int(n_undefined), mean=m.mean, std=m.std, excess_kurtosis=kurt,
-                        gwa=pearson_ratio(m.mean, kurt), gwa_paper=gwa_value(m, beta), denominator=denominator,
-                        guard=guard, beta=beta)
+        guard = Guard(
+            GuardCode.KURTOSIS_POLE,
+            f"kurtosis pole: excess kurtosis {kurt:.3g} + beta {beta:.3g} = {denominator:.3g} "
+            f"<= {min_denominator:.3g} (flat or bimodal scores)",
+        )
+    return EpochSummary(
+        n=m.n,
+        n_undefined=int(n_undefined),
+        mean=m.mean,
+        std=m.std,
+        excess_kurtosis=kurt,
+        gwa=pearson_ratio(m.mean, kurt),
+        gwa_paper=gwa_value(m, beta),
+        denominator=denominator,
+        guard=guard,
+        beta=beta,
+    )

@@ -41,7 +41,11 @@ def check_shapes(logits_shape, targets_shape, embeddings_shape, weight_shape, bi
         )
     d = embeddings_shape[1]
     if weight_shape != (c, d):
-        hint = " (pass the head weight as (C, D), torch's layout, not its transpose)" if weight_shape == (d, c) else ""
+        hint = (
+            " (pass the head weight as (C, D), torch's layout, not its transpose)"
+            if weight_shape == (d, c)
+            else ""
+        )
         raise ValueError(
             f"Expected `weight` to have shape (C, D) = ({c}, {d}) from logits and embeddings; "
             f"got weight.shape={weight_shape}{hint}."
@@ -65,16 +69,20 @@ def check_numpy_inputs(logits, targets, embeddings, weight, bias=None):
     weight = _float_array("weight", weight)
     bias = None if bias is None else _float_array("bias", bias)
     targets = np.asarray(targets)
-    soft = check_shapes(logits.shape, targets.shape, embeddings.shape, weight.shape,
-                        None if bias is None else bias.shape)
+    soft = check_shapes(
+        logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
+    )
     if soft:
         targets = _float_array("targets", targets)
         check_soft_targets(targets)
     else:
         if not np.issubdtype(targets.dtype, np.integer):
             # Only integral floats pass; bool, complex, strings and objects are not class ids.
-            if (not np.issubdtype(targets.dtype, np.floating) or not np.all(np.isfinite(targets))
-                    or np.any(targets != np.round(targets))):
+            if (
+                not np.issubdtype(targets.dtype, np.floating)
+                or not np.all(np.isfinite(targets))
+                or np.any(targets != np.round(targets))
+            ):
                 raise TypeError(
                     f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}."
                 )
@@ -104,7 +112,9 @@ def check_soft_targets(targets: np.ndarray, atol: float = 1e-4) -> None:
     if not np.all(np.isfinite(targets)):
         raise ValueError(f"Expected finite soft `targets`; got NaN/Inf in {describe(targets)}.")
     if targets.min() < -atol:
-        raise ValueError(f"Expected soft `targets` to be probabilities (>= 0); got minimum {targets.min():.6g}.")
+        raise ValueError(
+            f"Expected soft `targets` to be probabilities (>= 0); got minimum {targets.min():.6g}."
+        )
     sums = targets.sum(axis=1)
     worst = float(np.max(np.abs(sums - 1.0)))
     if worst > atol:
@@ -118,8 +128,12 @@ def check_finite(name: str, value, *, low: float = -np.inf, high: float = np.inf
     """``value`` as a float, or a ValueError naming ``name``: a real number (not bool, not a string), finite
     (NaN compares false with every bound, so a NaN tolerance or guard would silently switch a check off), and
     within ``[low, high]``."""
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-          and np.isfinite(value) and low <= value <= high)
+    ok = (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and np.isfinite(value)
+        and low <= value <= high
+    )
     if not ok:
         bounds = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
         raise ValueError(f"Expected `{name}` to be a finite number{bounds}; got {value!r}.")
@@ -134,8 +148,9 @@ def check_positive(name: str, value: float) -> float:
 
 def check_finite_number(name: str, value: float) -> float:
     """A real finite number (NaN or inf would silently switch a check off)."""
-    if isinstance(value, bool) or not (isinstance(value, (int, float, np.floating, np.integer))
-                                       and np.isfinite(value)):
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value)
+    ):
         raise ValueError(f"Expected `{name}` to be a finite number; got {value!r}.")
     return float(value)
 
@@ -148,6 +163,8 @@ def check_choice(name: str, value: Any, allowed) -> Any:
 
 def _float_array(name: str, x) -> np.ndarray:
     arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
         raise TypeError(f"Expected `{name}` to be a real-valued array; got {describe(arr)}.")
     return arr.astype(np.float64, copy=False)

@@ -62,8 +62,18 @@ CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = "gwa.lock"
 #: Files gwa writes at the top of a run directory: ``overwrite`` deletes these and nothing else (besides the
 #: score and checkpoint files matching :data:`_OWN_SCORE` and :data:`_OWN_CHECKPOINT`).
-OWN_FILES = ("metrics.jsonl", "metrics.jsonl.torn", "summary.json", "labels.npy", "clean_labels.npy",
-             "noise_mask.npy", "source_index.npy", "previews.npy", "preview_ids.npy", "config.json")
+OWN_FILES = (
+    "metrics.jsonl",
+    "metrics.jsonl.torn",
+    "summary.json",
+    "labels.npy",
+    "clean_labels.npy",
+    "noise_mask.npy",
+    "source_index.npy",
+    "previews.npy",
+    "preview_ids.npy",
+    "config.json",
+)
 _OWN_SCORE = re.compile(r"[A-Za-z0-9_]+_\d{4,}\.npy(\.tmp|\.tmp\.npy)?")
 _OWN_CHECKPOINT = re.compile(r"(last|best_[A-Za-z0-9_]+)(-\d{4,})?\.(pt|msgpack|json)(\.tmp)?")
 #: Test-only fault injection: with this variable set to k, the process SIGKILLs itself at its k-th atomic
@@ -189,8 +199,9 @@ class RunLock:
         key = str(self.path.resolve())
         previous = _held.get(key)
         if previous is not None and previous._fd is not None:
-            log.warning("gwa: taking over %s from an earlier writer in this process that was not closed.",
-                        self.path)
+            log.warning(
+                "gwa: taking over %s from an earlier writer in this process that was not closed.", self.path
+            )
             self._fd, previous._fd, previous.superseded = previous._fd, None, True
             _held[key] = self
             return self
@@ -201,9 +212,11 @@ class RunLock:
             except OSError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise RunDirError(f"Run directory {self.path} is being written by another process (pid {holder}, "
-                                  f"holding {self.path / LOCK_FILE}); wait for it to finish or choose another "
-                                  f"--out.") from None
+                raise RunDirError(
+                    f"Run directory {self.path} is being written by another process (pid {holder}, "
+                    f"holding {self.path / LOCK_FILE}); wait for it to finish or choose another "
+                    f"--out."
+                ) from None
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -225,7 +238,7 @@ class RunLock:
             if _held.get(str(self.path.resolve())) is self:
                 del _held[str(self.path.resolve())]
 
-    def __enter__(self) -> RunLock:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -268,12 +281,20 @@ def _entries(path: Path) -> list[str]:
     if not path.is_dir():
         return []
     leftover = {LOCK_FILE, *(f"{name}.tmp" for name in OWN_FILES)}
-    return sorted(p.name for p in path.iterdir() if p.name not in leftover
-                  and not (p.name == SCORES_DIR and p.is_dir() and not any(p.iterdir())))
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name not in leftover and not (p.name == SCORES_DIR and p.is_dir() and not any(p.iterdir()))
+    )
 
 
-def check_writable(path, *, overwrite: bool, hint: str = "pass resume=True to continue it or overwrite=True "
-                   "(--resume / --overwrite on the command line) to replace it") -> None:
+def check_writable(
+    path,
+    *,
+    overwrite: bool,
+    hint: str = "pass resume=True to continue it or overwrite=True "
+    "(--resume / --overwrite on the command line) to replace it",
+) -> None:
     """Raise unless a new run may be written to ``path``: new, empty, or (with ``overwrite``) a gwa run.
 
     A folder that is not a gwa run is never overwritten: the error lists what would have been deleted.
@@ -288,10 +309,12 @@ def check_writable(path, *, overwrite: bool, hint: str = "pass resume=True to co
     if not is_gwa_run(path):
         doomed = [str(f.relative_to(path)) for f in own_files(path)]
         shown = ", ".join(doomed[:8]) + (f" and {len(doomed) - 8} more" if len(doomed) > 8 else "")
-        raise RunDirError(f"Refusing to overwrite {path}: it is not a gwa run (no config.json with format and "
-                          f"gwa_version), so it may be someone's data; overwriting would delete "
-                          f"{shown or 'nothing, but write into it'} (it holds {', '.join(entries[:8])}). "
-                          f"Choose another --out, or empty it yourself.")
+        raise RunDirError(
+            f"Refusing to overwrite {path}: it is not a gwa run (no config.json with format and "
+            f"gwa_version), so it may be someone's data; overwriting would delete "
+            f"{shown or 'nothing, but write into it'} (it holds {', '.join(entries[:8])}). "
+            f"Choose another --out, or empty it yourself."
+        )
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -319,9 +342,20 @@ class RunWriter:
             ``metrics.jsonl`` line (fix or remove it: resume never deletes a row it cannot read).
     """
 
-    def __init__(self, path, config: dict, num_samples: int, *, labels=None, clean_labels=None, noise_mask=None,
-                 resume: bool = False, resume_epoch: int | None = None, overwrite: bool = False,
-                 lock: RunLock | None = None):
+    def __init__(
+        self,
+        path,
+        config: dict,
+        num_samples: int,
+        *,
+        labels=None,
+        clean_labels=None,
+        noise_mask=None,
+        resume: bool = False,
+        resume_epoch: int | None = None,
+        overwrite: bool = False,
+        lock: RunLock | None = None,
+    ):
         self.path = Path(path)
         self.num_samples = int(num_samples)
         if self.num_samples <= 0:
@@ -340,8 +374,10 @@ class RunWriter:
             if not (self.path / "config.json").exists():
                 raise RunDirError(f"Cannot resume: {self.path} holds no run (no config.json).")
             if read_config(self.path)["format"] != FORMAT:
-                raise RunDirError(f"Cannot resume {self.path}: it is a run of format {read_config(self.path)['format']}"
-                                  f" (an older gwa); this gwa writes format {FORMAT}. Start a new run.")
+                raise RunDirError(
+                    f"Cannot resume {self.path}: it is a run of format {read_config(self.path)['format']}"
+                    f" (an older gwa); this gwa writes format {FORMAT}. Start a new run."
+                )
         else:
             check_writable(self.path, overwrite=overwrite)
 
@@ -355,33 +391,51 @@ class RunWriter:
             for stale in own_files(self.path):
                 stale.unlink()
             self.rows = []
-        contract = {"format": FORMAT, "gwa_version": __version__, "status": "running", "num_samples": self.num_samples}
+        contract = {
+            "format": FORMAT,
+            "gwa_version": __version__,
+            "status": "running",
+            "num_samples": self.num_samples,
+        }
         # The contract's keys come first and win: a user's own "format" or "status" must not make the run unreadable.
         self.config = {**contract, **config, **contract}
-        write_json_atomic(self.path / "config.json", self.config)  # first: from now on the folder is a gwa run
+        write_json_atomic(
+            self.path / "config.json", self.config
+        )  # first: from now on the folder is a gwa run
         (self.path / SCORES_DIR).mkdir(exist_ok=True)
         if resume:
             self._rewrite_metrics()
-        for name, arr, dtype in (("labels", labels, np.int64), ("clean_labels", clean_labels, np.int64),
-                                 ("noise_mask", noise_mask, bool)):
+        for name, arr, dtype in (
+            ("labels", labels, np.int64),
+            ("clean_labels", clean_labels, np.int64),
+            ("noise_mask", noise_mask, bool),
+        ):
             if arr is not None:
                 arr = np.asarray(arr).astype(dtype)
                 if arr.shape != (self.num_samples,):
-                    raise ValueError(f"Expected `{name}` of shape ({self.num_samples},); got shape={arr.shape}.")
+                    raise ValueError(
+                        f"Expected `{name}` of shape ({self.num_samples},); got shape={arr.shape}."
+                    )
                 save_npy_atomic(self.path / f"{name}.npy", arr)
 
     def _rows_to_resume(self, resume_epoch: int | None) -> list[dict]:
         scan = scan_metrics(self.path)
         bad = [p for p in scan.problems if not p.torn]
         if bad:
-            raise RunDirError(f"Cannot resume {self.path}: {scan.describe()} Resume never deletes rows it cannot "
-                              f"read: repair or remove {'that line' if len(bad) == 1 else 'those lines'} and "
-                              f"resume again.")
+            raise RunDirError(
+                f"Cannot resume {self.path}: {scan.describe()} Resume never deletes rows it cannot "
+                f"read: repair or remove {'that line' if len(bad) == 1 else 'those lines'} and "
+                f"resume again."
+            )
         if scan.problems:  # a torn last line: an interrupted write of an epoch that resume will redo
             aside = self.path / "metrics.jsonl.torn"
             aside.write_text(scan.problems[0].text + "\n")
-            log.warning("gwa: %s: moved the torn last line of metrics.jsonl (line %d) to %s.", self.path,
-                        scan.problems[0].line, aside.name)
+            log.warning(
+                "gwa: %s: moved the torn last line of metrics.jsonl (line %d) to %s.",
+                self.path,
+                scan.problems[0].line,
+                aside.name,
+            )
         rows = scan.rows
         if resume_epoch is not None:
             rows = [r for r in rows if r["epoch"] <= resume_epoch]
@@ -410,14 +464,18 @@ class RunWriter:
         if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 1:
             raise ValueError(f"Expected `metrics['epoch']` to be an integer >= 1; got {epoch!r}.")
         if self.rows and epoch <= self.rows[-1]["epoch"]:
-            raise ValueError(f"Expected `metrics['epoch']` after the last logged epoch {self.rows[-1]['epoch']}; "
-                             f"got {epoch}.")
+            raise ValueError(
+                f"Expected `metrics['epoch']` after the last logged epoch {self.rows[-1]['epoch']}; "
+                f"got {epoch}."
+            )
         arrays = {}
         for signal_name, arr in (scores or {}).items():
             arr = np.asarray(arr, dtype=np.float32)
             if arr.shape != (self.num_samples,):
-                raise ValueError(f"Expected scores[{signal_name!r}] of shape ({self.num_samples},) indexed by sample "
-                                 f"id; got shape={arr.shape}.")
+                raise ValueError(
+                    f"Expected scores[{signal_name!r}] of shape ({self.num_samples},) indexed by sample "
+                    f"id; got shape={arr.shape}."
+                )
             arrays[signal_name] = arr
         for signal_name, arr in arrays.items():
             save_npy_atomic(self.path / score_file(signal_name, epoch), arr)
@@ -448,8 +506,10 @@ class RunWriter:
         ids = np.asarray(sample_ids, dtype=np.int64)
         inputs = np.asarray(inputs)
         if ids.ndim != 1 or inputs.shape[:1] != ids.shape or inputs.ndim not in (2, 3, 4):
-            raise ValueError(f"Expected `sample_ids` (K,) and `inputs` (K, L), (K, H, W) or (K, H, W, 3); "
-                             f"got {ids.shape} and {inputs.shape}.")
+            raise ValueError(
+                f"Expected `sample_ids` (K,) and `inputs` (K, L), (K, H, W) or (K, H, W, 3); "
+                f"got {ids.shape} and {inputs.shape}."
+            )
         save_npy_atomic(self.path / "preview_ids.npy", ids)
         save_npy_atomic(self.path / "previews.npy", inputs)
 
@@ -484,8 +544,9 @@ def upgrade_row(row: dict, fmt: int) -> dict:
     out["gwa_paper_flagged"] = out.pop("gwa_flagged", None)
     message = out.pop("gwa_guard", None)
     codes = (("no scores", "no_scores"), ("constant", "constant_scores"), ("kurtosis pole", "kurtosis_pole"))
-    out["gwa_guard"] = None if message is None else next((c for p, c in codes if message.startswith(p)),
-                                                         "kurtosis_pole")
+    out["gwa_guard"] = (
+        None if message is None else next((c for p, c in codes if message.startswith(p)), "kurtosis_pole")
+    )
     out["gwa_guard_message"] = message
     mean, kurt = out.get("align_mean"), out.get("align_excess_kurtosis")
     value = None if mean is None or kurt is None else pearson_ratio(mean, kurt)
@@ -510,12 +571,15 @@ def read_config(path) -> dict:
         raise RunDirError(f"{path} is not a gwa run directory: no config.json.")
     config = _read_json(cfg_path, "the run's configuration, a JSON object")
     if not isinstance(config, dict):
-        raise RunDirError(f"{cfg_path}: expected a JSON object (the run's configuration); got "
-                          f"{type(config).__name__}.")
+        raise RunDirError(
+            f"{cfg_path}: expected a JSON object (the run's configuration); got {type(config).__name__}."
+        )
     if config.get("format") not in READABLE_FORMATS:
-        raise RunDirError(f"{path} has run-directory format {config.get('format')!r}; this gwa reads formats "
-                          f"{', '.join(map(str, READABLE_FORMATS))}. Re-run it with this version, or read it with "
-                          f"the gwa that wrote it ({config.get('gwa_version', 'unknown version')}).")
+        raise RunDirError(
+            f"{path} has run-directory format {config.get('format')!r}; this gwa reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}. Re-run it with this version, or read it with "
+            f"the gwa that wrote it ({config.get('gwa_version', 'unknown version')})."
+        )
     return config
 
 
@@ -541,8 +605,11 @@ class MetricsScan:
     lines: int  # non-empty lines: one per epoch written
 
     def describe(self) -> str:
-        return (f"{self.path}: {len(self.rows)} of {self.lines} epochs readable; "
-                + "; ".join(map(str, self.problems)) + ".")
+        return (
+            f"{self.path}: {len(self.rows)} of {self.lines} epochs readable; "
+            + "; ".join(map(str, self.problems))
+            + "."
+        )
 
 
 def scan_metrics(path) -> MetricsScan:
@@ -569,16 +636,26 @@ def scan_metrics(path) -> MetricsScan:
             row = json.loads(text)
         except ValueError:
             torn = i == last_content and not raw.endswith("\n")
-            reason = (f"torn by an interrupted write (expected {expected})" if torn
-                      else f"expected {expected}; got invalid JSON {text[:60]!r}")
+            reason = (
+                f"torn by an interrupted write (expected {expected})"
+                if torn
+                else f"expected {expected}; got invalid JSON {text[:60]!r}"
+            )
             problems.append(MetricsProblem(i + 1, text, reason, torn))
             continue
         epoch = row.get("epoch") if isinstance(row, dict) else None
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
             problems.append(MetricsProblem(i + 1, text, f"expected {expected}; got {text[:60]!r}", False))
         elif rows and epoch <= rows[-1]["epoch"]:
-            problems.append(MetricsProblem(i + 1, text, f"expected an epoch after {rows[-1]['epoch']} (one row per "
-                                           f"epoch, increasing); got epoch {epoch} again", False))
+            problems.append(
+                MetricsProblem(
+                    i + 1,
+                    text,
+                    f"expected an epoch after {rows[-1]['epoch']} (one row per "
+                    f"epoch, increasing); got epoch {epoch} again",
+                    False,
+                )
+            )
         else:
             rows.append(row)
     return MetricsScan(metrics_path, rows, problems, count)
@@ -644,8 +721,10 @@ class Run:
             try:
                 out[i] = float(value)
             except (TypeError, ValueError):
-                raise RunDirError(f"{self.path / 'metrics.jsonl'}: expected a number or null for {key!r} at epoch "
-                                  f"{r['epoch']}; got {value!r}.") from None
+                raise RunDirError(
+                    f"{self.path / 'metrics.jsonl'}: expected a number or null for {key!r} at epoch "
+                    f"{r['epoch']}; got {value!r}."
+                ) from None
         return out
 
     def signals(self) -> list[str]:
@@ -661,8 +740,11 @@ class Run:
         """``(E, N)`` per-epoch scores for the logged epochs, NaN where a sample was not seen."""
         key = ("matrix", signal)
         if key not in self._cache:
-            self._cache[key] = np.stack([self.scores(e, signal) for e in self.epochs]) if self.metrics else \
-                np.empty((0, int(self.config.get("num_samples", 0))), dtype=np.float32)
+            self._cache[key] = (
+                np.stack([self.scores(e, signal) for e in self.epochs])
+                if self.metrics
+                else np.empty((0, int(self.config.get("num_samples", 0))), dtype=np.float32)
+            )
         return self._cache[key]
 
 
@@ -674,7 +756,9 @@ def load_array(path, length: int | None = None) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise RunDirError(f"{path} is not a readable .npy array of numbers ({exc}).") from None
     if length is not None and (arr.ndim == 0 or arr.shape[0] != length):
-        raise RunDirError(f"{path}: expected {length} rows (num_samples in config.json); got shape {arr.shape}.")
+        raise RunDirError(
+            f"{path}: expected {length} rows (num_samples in config.json); got shape {arr.shape}."
+        )
     return arr
 
 
@@ -683,8 +767,10 @@ def _check_summary(path: Path, summary: Any, epochs: list[int], problems: list[s
     if not isinstance(summary, dict):
         raise RunDirError(f"{where}: expected a JSON object; got {type(summary).__name__}.")
     if summary.get("format", FORMAT) not in READABLE_FORMATS:
-        raise RunDirError(f"{where} has run-directory format {summary.get('format')!r}; this gwa reads formats "
-                          f"{', '.join(map(str, READABLE_FORMATS))}.")
+        raise RunDirError(
+            f"{where} has run-directory format {summary.get('format')!r}; this gwa reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}."
+        )
     criteria = summary.get("criteria", {})
     if not isinstance(criteria, dict):
         raise RunDirError(f"{where}: expected 'criteria' to be a JSON object; got {type(criteria).__name__}.")
@@ -693,11 +779,14 @@ def _check_summary(path: Path, summary: Any, epochs: list[int], problems: list[s
         if epoch is None:  # a criterion that chose nothing
             continue
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
-            raise RunDirError(f"{where}: expected criteria[{name!r}] to be an object with an integer 'epoch' >= 1; "
-                              f"got {info!r}.")
+            raise RunDirError(
+                f"{where}: expected criteria[{name!r}] to be an object with an integer 'epoch' >= 1; "
+                f"got {info!r}."
+            )
         if epoch not in epochs:
-            problems.append(f"summary.json: criterion {name!r} chose epoch {epoch}, which metrics.jsonl does not "
-                            f"hold.")
+            problems.append(
+                f"summary.json: criterion {name!r} chose epoch {epoch}, which metrics.jsonl does not hold."
+            )
     return summary
 
 
@@ -732,6 +821,15 @@ def load_run(path) -> Run:
     for message in problems:
         warnings.warn(message, RunDirWarning, stacklevel=2)
     metrics = [upgrade_row(r, config["format"]) for r in scan.rows]
-    return Run(path=path, config=config, metrics=metrics, summary=summary, labels=opt("labels"),
-               clean_labels=opt("clean_labels"), noise_mask=opt("noise_mask"), preview_ids=preview_ids,
-               previews=previews, problems=problems)
+    return Run(
+        path=path,
+        config=config,
+        metrics=metrics,
+        summary=summary,
+        labels=opt("labels"),
+        clean_labels=opt("clean_labels"),
+        noise_mask=opt("noise_mask"),
+        preview_ids=preview_ids,
+        previews=previews,
+        problems=problems,
+    )

@@ -78,7 +78,16 @@ def test_run_scores_from_a_run_directory(tmp_path):
     np.testing.assert_allclose(got["aum"], -mats["margin"].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(got["el2n_early"], mats["el2n"][0], rtol=1e-6)
     np.testing.assert_allclose(got["confidence"], -mats["p_gold"].mean(axis=0), rtol=1e-6)
-    assert set(got) == {"alignment_at_epoch", "alignment_last", "alignment_mean", "alignment_frac_negative",
-                        "loss_mean", "aum", "el2n_early", "el2n_mean", "confidence"}
+    assert set(got) == {
+        "alignment_at_epoch",
+        "alignment_last",
+        "alignment_mean",
+        "alignment_frac_negative",
+        "loss_mean",
+        "aum",
+        "el2n_early",
+        "el2n_mean",
+        "confidence",
+    }
     with pytest.raises(ValueError, match="`epoch` among"):
         det.run_scores(load_run(tmp_path / "run"), epoch=9)

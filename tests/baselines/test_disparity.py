@@ -4,9 +4,9 @@ from scipy.spatial.distance import pdist
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F
-from torch import nn
 
 from gwa.baselines import disparity
+from torch import nn
 
 
 def _scaled_loss_np(w, b, x, y):
@@ -25,8 +25,10 @@ def _numeric_grad(w, b, x, y, eps=1e-6):
         up, down = theta.copy(), theta.copy()
         up[k] += eps
         down[k] -= eps
-        f = lambda t: _scaled_loss_np(t[:w.size].reshape(w.shape), t[w.size:], x, y)
-        g[k] = (f(up) - f(down)) / (2 * eps)
+        g[k] = (
+            _scaled_loss_np(up[: w.size].reshape(w.shape), up[w.size :], x, y)
+            - _scaled_loss_np(down[: w.size].reshape(w.shape), down[w.size :], x, y)
+        ) / (2 * eps)
     return g
 
 
@@ -48,7 +50,9 @@ def test_identical_batches_have_zero_disparity_and_order_does_not_matter():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
     x, y = torch.randn(10, 5), torch.randint(0, 3, (10,))
-    assert disparity.gradient_disparity(model, F.cross_entropy, [(x, y), (x, y), (x, y)]) == pytest.approx(0, abs=1e-12)
+    assert disparity.gradient_disparity(model, F.cross_entropy, [(x, y), (x, y), (x, y)]) == pytest.approx(
+        0, abs=1e-12
+    )
     other = (torch.randn(10, 5), torch.randint(0, 3, (10,)))
     a = disparity.gradient_disparity(model, F.cross_entropy, [(x, y), other])
     b = disparity.gradient_disparity(model, F.cross_entropy, [other, (x, y)])
@@ -66,7 +70,9 @@ def test_leaves_parameters_grads_buffers_mode_and_rng_untouched():
     rng = torch.get_rng_state()
     expected_next = torch.rand(3)
     torch.set_rng_state(rng)
-    gd = disparity.gradient_disparity(model, F.cross_entropy, batches, train=True)  # train mode: dropout, BN stats
+    gd = disparity.gradient_disparity(
+        model, F.cross_entropy, batches, train=True
+    )  # train mode: dropout, BN stats
     assert np.isfinite(gd) and gd > 0
     torch.testing.assert_close(torch.rand(3), expected_next)
     assert not model.training

@@ -23,14 +23,17 @@ def test_moving_average_is_trailing_and_nan_until_full():
     np.testing.assert_allclose(lw.moving_average(v, 1), v)
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([5, 3, 2, 4, 1], 2),            # first dip, not the global minimum
-    ([5, 3, 3, 4], 1),               # flat stretch then rise: its first epoch
-    ([5, 3, 3, 2, 4], 3),            # flat stretch then a further fall: keep going
-    ([5, 4, 3, 2], 3),               # never rises: the last epoch
-    ([1, 2, 3], 0),                  # rises at once: the first epoch
-    ([np.nan, np.nan, 4, np.nan, 3, 5], 4),  # NaNs are skipped
-])
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([5, 3, 2, 4, 1], 2),  # first dip, not the global minimum
+        ([5, 3, 3, 4], 1),  # flat stretch then rise: its first epoch
+        ([5, 3, 3, 2, 4], 3),  # flat stretch then a further fall: keep going
+        ([5, 4, 3, 2], 3),  # never rises: the last epoch
+        ([1, 2, 3], 0),  # rises at once: the first epoch
+        ([np.nan, np.nan, 4, np.nan, 3, 5], 4),  # NaNs are skipped
+    ],
+)
 def test_first_local_minimum(values, expected):
     assert lw.first_local_minimum(values) == expected
 

@@ -82,7 +82,6 @@ def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
 
 def test_in_process_runs_leave_threads_and_the_loader_as_they_were(reduced, tmp_path):
     import torch
-
     from gwa.runner import data
 
     before = torch.get_num_threads(), data.load_dataset

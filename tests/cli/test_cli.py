@@ -37,8 +37,9 @@ def fake_command(tmp_path, monkeypatch):
     (tmp_path / "gwa_fake_cmd.py").write_text(FAKE)
     (tmp_path / "gwa_needs_extra.py").write_text("import missing_extra_pkg_for_test\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    commands = dict(cli.COMMANDS, fake=("gwa_fake_cmd", "a fake command"),
-                    needy=("gwa_needs_extra", "needs an extra"))
+    commands = dict(
+        cli.COMMANDS, fake=("gwa_fake_cmd", "a fake command"), needy=("gwa_needs_extra", "needs an extra")
+    )
     monkeypatch.setattr(cli, "COMMANDS", commands)
 
 
@@ -73,8 +74,13 @@ def test_unknown_command(capsys):
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "gwa.cli", "--version"], capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "gwa.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0 and out.stdout.strip() == f"gwa {gwa.__version__}"
 
 
@@ -85,8 +91,10 @@ def test_dispatch_to_a_command(fake_command, capsys):
     assert cli.main(["fake", "--do", "none"]) == 0
 
 
-@pytest.mark.parametrize("kind,message", [("value", "bad value for --do"), ("command", "cannot do that"),
-                                          ("file", "no such run")])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("value", "bad value for --do"), ("command", "cannot do that"), ("file", "no such run")],
+)
 def test_expected_errors_are_one_line_with_status_2(fake_command, capsys, kind, message):
     assert cli.main(["fake", "--do", kind]) == 2
     err = capsys.readouterr().err
@@ -104,6 +112,8 @@ def test_interrupt_and_real_bugs(fake_command, capsys):
 
 def test_command_missing_its_extra(fake_command, capsys):
     assert cli.main(["needy"]) == 2
-    assert capsys.readouterr().err == ("gwa needy: error: this command needs the 'missing_extra_pkg_for_test' package: "
-                                       "pip install 'gwa[cli]'\n")
+    assert capsys.readouterr().err == (
+        "gwa needy: error: this command needs the 'missing_extra_pkg_for_test' package: "
+        "pip install 'gwa[cli]'\n"
+    )
     assert cli.main(["fake"]) == 0  # the other commands still work

@@ -25,7 +25,11 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
     n_val = 80
     assert run.labels.size == 720 and run.noise_mask.sum() <= 160 and run.noise_mask.sum() > 100
     assert n_val + run.labels.size == 800
-    for key, label in (("gwa", "GWA (gwa's default rule)"), ("val", "validation split"), ("last", "last epoch")):
+    for key, label in (
+        ("gwa", "GWA (gwa's default rule)"),
+        ("val", "validation split"),
+        ("last", "last epoch"),
+    ):
         info = run.summary["criteria"][key]
         match = re.search(re.escape(label) + r".*?\s+(\d+)\s+([\d.]+)%", text)
         assert match, text
@@ -33,19 +37,27 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
         assert float(match.group(2)) == pytest.approx(100 * info["test_acc"], abs=0.051)
     # Every stop rule's epoch is the core policy's choice over the logged rows (1-based, planned epochs' warm-up).
     assert {k: v["epoch"] for k, v in run.summary["criteria"].items()} == policy.select_all(
-        run.metrics, total_epochs=run.config["epochs"])
-    assert run.summary["criteria"]["gwa"]["epoch"] == gwa.select_epoch(run.metrics, total_epochs=run.config["epochs"])
-    flagged = re.search(r"(\d+) of (\d+) training samples; against the (\d+) flipped labels: precision ([\d.]+|n/a), "
-                        r"recall ([\d.]+)", text)
+        run.metrics, total_epochs=run.config["epochs"]
+    )
+    assert run.summary["criteria"]["gwa"]["epoch"] == gwa.select_epoch(
+        run.metrics, total_epochs=run.config["epochs"]
+    )
+    flagged = re.search(
+        r"(\d+) of (\d+) training samples; against the (\d+) flipped labels: precision ([\d.]+|n/a), "
+        r"recall ([\d.]+)",
+        text,
+    )
     assert flagged, text
     recent = run.score_matrix()[-3:]
     expected = (recent < 0).all(axis=0)
     assert int(flagged.group(1)) == expected.sum() and int(flagged.group(3)) == run.noise_mask.sum()
-    assert float(flagged.group(5)) == pytest.approx((expected & run.noise_mask).sum() / run.noise_mask.sum(),
-                                                    abs=0.006)
+    assert float(flagged.group(5)) == pytest.approx(
+        (expected & run.noise_mask).sum() / run.noise_mask.sum(), abs=0.006
+    )
     r = re.search(r"Pearson r = (-?[\d.]+)", text)
-    assert r and float(r.group(1)) == pytest.approx(np.corrcoef(run.series("align_mean"), run.series("test_acc"))[0, 1],
-                                                    abs=0.006)
+    assert r and float(r.group(1)) == pytest.approx(
+        np.corrcoef(run.series("align_mean"), run.series("test_acc"))[0, 1], abs=0.006
+    )
     report = re.search(r"report: (\S+)", text).group(1)
     assert report.endswith("report.html") and (out / "report" / "report.html").exists()
     assert np.isfinite(run.series("test_acc")).all()

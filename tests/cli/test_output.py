@@ -19,18 +19,39 @@ from gwa.runner.loop import epoch_line
 def test_epoch_line_has_loss_accuracies_gwa_and_the_decision():
     row = {"epoch": 3, "train_loss": 0.41234, "train_acc": 0.8721, "test_acc": 0.851, "gwa": 0.0231}
     line = epoch_line(row, total_epochs=20, decision="epoch 3: new best (gwa 0.0231)")
-    assert line == "epoch  3/20  loss 0.4123  train acc 87.2%  test acc 85.1%  gwa 0.0231  new best (gwa 0.0231)"
+    assert (
+        line == "epoch  3/20  loss 0.4123  train acc 87.2%  test acc 85.1%  gwa 0.0231  new best (gwa 0.0231)"
+    )
     row = {"epoch": 12, "train_loss": None, "gwa": None, "val_acc": 0.5}
     stop = "stop at epoch 12: no new best for 2 epochs since epoch 10 (gwa 0.03)"
     assert epoch_line(row, total_epochs=12, decision=stop) == (
-        f"epoch 12/12  loss –  train acc –  val acc 50.0%  gwa –  {stop}")
+        f"epoch 12/12  loss –  train acc –  val acc 50.0%  gwa –  {stop}"
+    )
 
 
 def _train(tmp_path, *extra):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
-    argv = [sys.executable, "-m", "gwa.cli", "train", "--dataset", "digits", "--num-train", "200", "--hidden", "16",
-            "--epochs", "3", "--early-stop", "5", "--out", str(tmp_path / "run"), "--overwrite", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "gwa.cli",
+        "train",
+        "--dataset",
+        "digits",
+        "--num-train",
+        "200",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--early-stop",
+        "5",
+        "--out",
+        str(tmp_path / "run"),
+        "--overwrite",
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # stdout and stderr are pipes, as under nohup, SLURM or CI: no terminal, no progress bar.
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=True)
@@ -39,8 +60,14 @@ def _train(tmp_path, *extra):
 def test_train_prints_one_line_per_epoch_when_not_in_a_terminal(tmp_path):
     done = _train(tmp_path)
     lines = done.stderr.splitlines()
-    assert [int(re.match(r"epoch (\d)/3  loss \d\.\d{4}  train acc [\d.]+%  test acc [\d.]+%  gwa ", line).group(1))
-            for line in lines] == [1, 2, 3]
+    assert [
+        int(
+            re.match(r"epoch (\d)/3  loss \d\.\d{4}  train acc [\d.]+%  test acc [\d.]+%  gwa ", line).group(
+                1
+            )
+        )
+        for line in lines
+    ] == [1, 2, 3]
     assert "warm-up" in lines[0] or "new best" in lines[0]
     assert "run directory:" in done.stdout and "gwa " in done.stdout
 
@@ -67,12 +94,17 @@ def _run(path, *, test_acc: bool, noise_mask=None, n=40, epochs=4, seed=0):
 def test_compare_says_how_many_runs_have_what_a_correlation_needs(tmp_path, capsys):
     from gwa.cli import main
 
-    runs = [_run(tmp_path / "a", test_acc=True), _run(tmp_path / "b", test_acc=False, seed=1),
-            _run(tmp_path / "c", test_acc=False, seed=2)]
+    runs = [
+        _run(tmp_path / "a", test_acc=True),
+        _run(tmp_path / "b", test_acc=False, seed=1),
+        _run(tmp_path / "c", test_acc=False, seed=2),
+    ]
     assert main(["compare", *map(str, runs)]) == 0
     out = capsys.readouterr().out
-    assert ("Rank correlations need at least 3 runs with both a mean alignment and a test accuracy; 1 of the 3 "
-            "run(s) have both.") in out
+    assert (
+        "Rank correlations need at least 3 runs with both a mean alignment and a test accuracy; 1 of the 3 "
+        "run(s) have both."
+    ) in out
 
 
 def test_flag_on_a_clean_run_says_precision_is_undefined(tmp_path, capsys):

@@ -7,9 +7,9 @@ Usage: python _dropin_ddp_script.py RUN_DIR
 import sys
 
 import _lightning_setup as S
-import torch
 import torch.nn.functional as F
 
+import torch
 from gwa.integrations.lightning import GWACallback
 
 
@@ -19,8 +19,9 @@ class LossOnly(S.ShardedModule):
     def train_dataloader(self):
         loader = super().train_dataloader()  # (x, y, ids) with a seeded DistributedSampler
         x, y = S.data(torch.float64)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=loader.batch_size,
-                                           sampler=loader.sampler)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, y), batch_size=loader.batch_size, sampler=loader.sampler
+        )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -30,6 +31,11 @@ class LossOnly(S.ShardedModule):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     callback = GWACallback(run_dir=sys.argv[1], patience=5)
-    trainer = S.trainer(3, [callback], devices=int(sys.argv[2]) if len(sys.argv) > 2 else 2, strategy="ddp",
-                        use_distributed_sampler=False)
+    trainer = S.trainer(
+        3,
+        [callback],
+        devices=int(sys.argv[2]) if len(sys.argv) > 2 else 2,
+        strategy="ddp",
+        use_distributed_sampler=False,
+    )
     trainer.fit(LossOnly())

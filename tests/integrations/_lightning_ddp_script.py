@@ -6,8 +6,8 @@ Usage: python _lightning_ddp_script.py RUN_DIR
 import sys
 
 import _lightning_setup as S
-import torch
 
+import torch
 from gwa.integrations.lightning import GWACallback
 
 if __name__ == "__main__":

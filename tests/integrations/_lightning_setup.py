@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
-import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import gwa
+import torch
+from torch import nn
 
 N, D, C, HIDDEN = 64, 8, 3, 16
 
@@ -64,8 +64,15 @@ def loader(batch_size: int, dtype=torch.float32, with_ids: bool = True) -> DataL
 
 
 def trainer(max_epochs: int, callbacks, **kwargs) -> L.Trainer:
-    opts = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                "enable_checkpointing": False, "num_sanity_val_steps": 0}
+    opts = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+    }
     opts.update(kwargs)
     return L.Trainer(max_epochs=max_epochs, callbacks=callbacks, **opts)
 
@@ -79,12 +86,15 @@ def oracle(epochs: int, batch_size: int, dtype=torch.float32, lr: float = 0.5):
     for _ in range(epochs):
         epoch_scores = np.full(N, np.nan)
         for start in range(0, N, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             emb = net[1](net[0](xb))
             logits = net[2](emb)
-            epoch_scores[start:start + batch_size] = gwa.alignment(
-                logits.detach().double().numpy(), yb.numpy(), emb.detach().double().numpy(),
-                net[2].weight.detach().double().numpy())
+            epoch_scores[start : start + batch_size] = gwa.alignment(
+                logits.detach().double().numpy(),
+                yb.numpy(),
+                emb.detach().double().numpy(),
+                net[2].weight.detach().double().numpy(),
+            )
             opt.zero_grad()
             F.cross_entropy(logits, yb).backward()
             opt.step()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import gwa
+import torch
 from gwa.integrations import RECOMMENDED_SIGNALS, RunRecorder, WithIndex
 from gwa.rundir import load_run
 from gwa.torch import GWATracker
@@ -46,10 +46,12 @@ def test_with_index_appends_the_index_to_every_item_kind():
     assert WithIndex(["a", "b"])[1] == ("b", 1)
     batch = next(iter(DataLoader(WithIndex(TensorDataset(torch.zeros(4, 2), torch.ones(4))), batch_size=4)))
     assert len(batch) == 3 and batch[2].tolist() == [0, 1, 2, 3]
+
+    class IterableDataset:
+        def __iter__(self):
+            return iter(())
+
     with pytest.raises(TypeError, match="map-style dataset.*got IterableDataset"):
-        class IterableDataset:
-            def __iter__(self):
-                return iter(())
         WithIndex(IterableDataset())
 
 
@@ -107,7 +109,11 @@ def test_lightning_scores_a_plain_loss_step_like_the_numpy_core(tmp_path):
     # The inputs are (N, 8) float features: all kept as previews (1-D signals in the report).
     np.testing.assert_array_equal(run.preview_ids, np.arange(S.N))
     np.testing.assert_allclose(run.previews, x.numpy())
-    assert run.config["model"] == "LossOnly" and run.config["head"] == "net.2" and run.config["optimizer"] == "SGD"
+    assert (
+        run.config["model"] == "LossOnly"
+        and run.config["head"] == "net.2"
+        and run.config["optimizer"] == "SGD"
+    )
 
 
 def test_lightning_without_ids_keeps_gwa_and_the_decision_but_stores_no_per_sample_scores(tmp_path):
@@ -124,7 +130,11 @@ def test_lightning_without_ids_keeps_gwa_and_the_decision_but_stores_no_per_samp
     assert len(messages) == 1 and "no sample ids" in messages[0] and "WithIndex" in messages[0]
     expected, _ = S.oracle(EPOCHS, BATCH)
     for a, b, scores in zip(with_ids.rows, without.rows, expected):
-        assert b["gwa"] == pytest.approx(a["gwa"], rel=1e-6) == pytest.approx(gwa.summarize(scores).gwa, rel=1e-4)
+        assert (
+            b["gwa"]
+            == pytest.approx(a["gwa"], rel=1e-6)
+            == pytest.approx(gwa.summarize(scores).gwa, rel=1e-4)
+        )
     assert without.best_epoch == with_ids.best_epoch
     run = load_run(tmp_path / "run")
     assert run.epochs == list(range(1, EPOCHS + 1)) and run.signals() == [] and run.labels is None
@@ -141,7 +151,8 @@ def test_lightning_logs_gwa_for_modelcheckpoint_through_its_logger(tmp_path):
     cb = GWACallback()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gwa", mode="max")
     S.trainer(10, [cb, ckpt], logger=CSVLogger(tmp_path / "logs"), enable_checkpointing=True).fit(
-        _loss_only_module(S), _xy_loader(S, with_index=False))
+        _loss_only_module(S), _xy_loader(S, with_index=False)
+    )
     assert int(re.search(r"epoch=(\d+)", ckpt.best_model_path).group(1)) + 1 == cb.best_epoch
     metrics = next((tmp_path / "logs").rglob("metrics.csv"))
     rows = [r for r in csv.DictReader(metrics.open()) if r.get("gwa_paper")]
@@ -168,11 +179,20 @@ def test_lightning_warns_when_the_loss_smooths_labels_but_class_ids_are_scored()
 def test_lightning_ddp_with_a_plain_loss_and_xy_batches_gives_the_numbers_of_one_process(tmp_path):
     S = _lightning()
     script = Path(__file__).with_name("_dropin_ddp_script.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(script.parent),
-                                                                                  *sys.path])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path]),
+    }
     for devices in (2, 1):
-        done = subprocess.run([sys.executable, str(script), str(tmp_path / f"run{devices}"), str(devices)],
-                              check=False, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / f"run{devices}"), str(devices)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = load_run(tmp_path / "run1"), load_run(tmp_path / "run2")
     assert one.epochs == two.epochs == [1, 2, 3] and two.config["world_size"] == 2
@@ -194,7 +214,9 @@ def _images(n=96, c=4, seed=0):
 
 def _image_net(c=4):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, c))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, c)
+    )
 
 
 def plain_loop_run(path, *, epochs=6, patience=None, noise_mask=None, flip=()):
@@ -205,11 +227,21 @@ def plain_loop_run(path, *, epochs=6, patience=None, noise_mask=None, flip=()):
         y[i] = (y[i] + 1) % 4
     model = _image_net()
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
-    loader = DataLoader(WithIndex(TensorDataset(x, y)), batch_size=16, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        WithIndex(TensorDataset(x, y)),
+        batch_size=16,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     tracker = GWATracker(model, num_samples=len(x), signals=RECOMMENDED_SIGNALS)
-    with RunRecorder(path, tracker, total_epochs=epochs, patience=patience, noise_mask=noise_mask,
-                     config={"dataset": "8x8 images", "model": "mlp", "lr": 0.3}) as recorder:
+    with RunRecorder(
+        path,
+        tracker,
+        total_epochs=epochs,
+        patience=patience,
+        noise_mask=noise_mask,
+        config={"dataset": "8x8 images", "model": "mlp", "lr": 0.3},
+    ) as recorder:
         for _ in range(epochs):
             for xb, yb, ids in loader:
                 logits = model(xb)
@@ -269,12 +301,24 @@ def _hf():
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3,
-        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model = AutoModelForSequenceClassification.from_config(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+            max_position_embeddings=16,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    )
     tokens = torch.randint(3, 50, (24, 6), generator=torch.Generator().manual_seed(0))
-    items = [{"input_ids": t, "attention_mask": torch.ones(6, dtype=torch.long), "labels": int(t[0]) % 3}
-             for t in tokens]
+    items = [
+        {"input_ids": t, "attention_mask": torch.ones(6, dtype=torch.long), "labels": int(t[0]) % 3}
+        for t in tokens
+    ]
     return model, WithIndex(items)
 
 
@@ -291,9 +335,18 @@ def hf_run(tmp_path, epochs=4, **kwargs):
             self.weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     model, items = _hf()
-    args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=epochs, remove_unused_columns=False,
-                             report_to=[], use_cpu=True, save_strategy="no", learning_rate=5e-3,
-                             per_device_train_batch_size=8, lr_scheduler_type="constant", **kwargs)
+    args = TrainingArguments(
+        str(tmp_path / "out"),
+        num_train_epochs=epochs,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        lr_scheduler_type="constant",
+        **kwargs,
+    )
     cb, keep = GWATrainerCallback(restore_best_weights=True, run_dir=tmp_path / "run"), KeepWeights()
     Trainer(model=model, args=args, train_dataset=items, callbacks=[cb, keep]).train()
     return cb, keep.weights, model, items
@@ -303,7 +356,10 @@ def test_hf_keeps_the_best_model_on_disk_without_an_eval_set(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     cb, weights, model, items = hf_run(tmp_path)
-    assert cb.best_model_dir == tmp_path / "out" / "gwa-best" and (cb.best_model_dir / "model.safetensors").exists()
+    assert (
+        cb.best_model_dir == tmp_path / "out" / "gwa-best"
+        and (cb.best_model_dir / "model.safetensors").exists()
+    )
     assert (cb.best_model_dir / "gwa_best.json").read_text().startswith(f'{{"epoch": {cb.best_epoch},')
     best = weights[cb.best_epoch - 1]
     saved = AutoModelForSequenceClassification.from_pretrained(cb.best_model_dir).state_dict()
@@ -338,14 +394,19 @@ def _check_complete_report(run_dir: Path, framework: str):
     page, flagged = _report_and_flag(run_dir)
     # No banner about a noise mask a real dataset cannot have; the run table is filled.
     assert 'class="note"' not in page and "noise_mask" not in page
-    run_table = page[page.index('id="config"'):page.index('id="summary"')]
-    for key, value in (("framework", framework), ("model", run.config["model"]), ("head", run.config["head"]),
-                       ("epochs run", f"{len(run.epochs)} of"), ("labels", "stored")):
+    run_table = page[page.index('id="config"') : page.index('id="summary"')]
+    for key, value in (
+        ("framework", framework),
+        ("model", run.config["model"]),
+        ("head", run.config["head"]),
+        ("epochs run", f"{len(run.epochs)} of"),
+        ("labels", "stored"),
+    ):
         assert re.search(rf"<td>{re.escape(key)}</td><td>{re.escape(str(value))}", run_table), key
     assert (run_dir / "report" / "curves.png").stat().st_size > 10_000
     assert "training accuracy" in page  # the accuracy axis is not empty
     # The worst-samples table: label and prediction of each sample, as stored.
-    table = page[page.index('id="negative"'):]
+    table = page[page.index('id="negative"') :]
     headers = re.findall(r"<th>([^<]*)</th>", table)
     assert headers[:4] == ["rank", "sample id", "label", "prediction"] and "mislabeled?" not in headers
     pred = run.scores(run.epochs[-1], "pred")
@@ -366,7 +427,8 @@ def test_reports_of_lightning_hf_and_plain_loop_runs_are_complete(tmp_path):
     from gwa.integrations.lightning import GWACallback
 
     S.trainer(EPOCHS, [GWACallback(run_dir=tmp_path / "lightning")]).fit(
-        _loss_only_module(S), _xy_loader(S, with_index=True))
+        _loss_only_module(S), _xy_loader(S, with_index=True)
+    )
     _check_complete_report(tmp_path / "lightning", "lightning")
     hf_run(tmp_path / "hf")
     _check_complete_report(tmp_path / "hf" / "run", "huggingface")
@@ -405,13 +467,16 @@ def test_label_collector_takes_class_ids_or_the_argmax_of_soft_targets():
     assert labels.labels().tolist() == [1, 0, -1, -1, 2, -1]
 
 
-@pytest.mark.parametrize(("inputs", "kept"), [
-    (torch.randn(4, 3, 5, 5), (3, 5, 5)),  # channel-first RGB images
-    (torch.randn(4, 5, 5), (5, 5)),  # grey images
-    (torch.randn(4, 7), (7,)),  # 1-D signals or features
-    (torch.randint(0, 9, (4, 7)), None),  # token ids: no picture
-    (torch.randn(4, 2, 5, 5, 5), None),  # video-like: not drawable
-])
+@pytest.mark.parametrize(
+    ("inputs", "kept"),
+    [
+        (torch.randn(4, 3, 5, 5), (3, 5, 5)),  # channel-first RGB images
+        (torch.randn(4, 5, 5), (5, 5)),  # grey images
+        (torch.randn(4, 7), (7,)),  # 1-D signals or features
+        (torch.randint(0, 9, (4, 7)), None),  # token ids: no picture
+        (torch.randn(4, 2, 5, 5, 5), None),  # video-like: not drawable
+    ],
+)
 def test_preview_collector_keeps_drawable_float_inputs_only(inputs, kept):
     from gwa.integrations._collect import PreviewCollector
 
@@ -437,7 +502,9 @@ def test_lightning_says_what_to_do_when_the_head_ran_without_autograd():
                 self.net(batch[0])
             return (self.net[0].weight ** 2).sum()
 
-    with pytest.raises(RuntimeError, match=r"head 'net.2' did not run in training mode with autograd.*no_grad"):
+    with pytest.raises(
+        RuntimeError, match=r"head 'net.2' did not run in training mode with autograd.*no_grad"
+    ):
         S.trainer(1, [GWACallback()]).fit(NoGradForward(), _xy_loader(S, with_index=True))
 
 
@@ -449,13 +516,29 @@ def test_hf_image_model_stores_pixel_values_as_previews(tmp_path):
     from gwa.integrations.huggingface import GWATrainerCallback
 
     torch.manual_seed(0)
-    model = ViTForImageClassification(ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16,
-                                                num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                                num_labels=3))
+    model = ViTForImageClassification(
+        ViTConfig(
+            image_size=8,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    )
     pixels = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     items = WithIndex([{"pixel_values": p, "labels": i % 3} for i, p in enumerate(pixels)])
-    args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, remove_unused_columns=False, report_to=[],
-                             use_cpu=True, save_strategy="no", per_device_train_batch_size=8)
+    args = TrainingArguments(
+        str(tmp_path / "out"),
+        num_train_epochs=2,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        per_device_train_batch_size=8,
+    )
     cb = GWATrainerCallback(run_dir=tmp_path / "run")
     Trainer(model=model, args=args, train_dataset=items, callbacks=[cb]).train()
     run = load_run(tmp_path / "run")

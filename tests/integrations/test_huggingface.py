@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 import torch
 
 transformers = pytest.importorskip("transformers")
-pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the huggingface extra must list it)")
+pytest.importorskip(
+    "accelerate", reason="transformers.Trainer needs accelerate (the huggingface extra must list it)"
+)
 
 from transformers import (
     AutoModelForSequenceClassification,
@@ -25,8 +28,17 @@ from gwa.rundir import load_run
 
 torch.set_num_threads(1)
 N, LENGTH, C, BATCH = 32, 6, 3, 8
-SMALL = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
-             "num_labels": C, "max_position_embeddings": 16, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+SMALL = {
+    "vocab_size": 100,
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "num_labels": C,
+    "max_position_embeddings": 16,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
 
 
 class Tokens(torch.utils.data.Dataset):
@@ -39,7 +51,7 @@ class Tokens(torch.utils.data.Dataset):
         if padded:  # right padding with token 0 (the pad token): 0, 1 or 2 pads per sequence
             for i in range(N):
                 if i % 3:
-                    self.ids[i, -(i % 3):], self.mask[i, -(i % 3):] = 0, 0
+                    self.ids[i, -(i % 3) :], self.mask[i, -(i % 3) :] = 0, 0
         self.with_ids = with_ids
 
     def __len__(self):
@@ -53,17 +65,37 @@ class Tokens(torch.utils.data.Dataset):
 def model(kind="bert"):
     torch.manual_seed(0)
     if kind == "gpt2":
-        config = GPT2Config(vocab_size=100, n_embd=16, n_layer=1, n_head=2, n_positions=16, num_labels=C,
-                            pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = GPT2Config(
+            vocab_size=100,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            n_positions=16,
+            num_labels=C,
+            pad_token_id=0,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
     else:
         config = BertConfig(**SMALL) if kind == "bert" else RobertaConfig(**SMALL, pad_token_id=1)
     return AutoModelForSequenceClassification.from_config(config)
 
 
 def train(callback, out, *, kind="bert", epochs=3, extra=(), resume=None, net=None, with_ids=True, **kwargs):
-    opts = {"output_dir": str(out), "per_device_train_batch_size": BATCH, "num_train_epochs": epochs, "learning_rate": 5e-3,
-                "report_to": [], "save_strategy": "no", "use_cpu": True, "remove_unused_columns": False, "seed": 0, "disable_tqdm": True,
-                "logging_strategy": "epoch"}
+    opts = {
+        "output_dir": str(out),
+        "per_device_train_batch_size": BATCH,
+        "num_train_epochs": epochs,
+        "learning_rate": 5e-3,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "remove_unused_columns": False,
+        "seed": 0,
+        "disable_tqdm": True,
+        "logging_strategy": "epoch",
+    }
     args = TrainingArguments(**{**opts, **kwargs})
     net = net or model(kind)
     dataset = Tokens(with_ids, padded=kind == "gpt2")
@@ -87,8 +119,9 @@ class Recorder(TrainerCallback):
 
     def _head(self, module, inputs, output):
         if module.training:
-            self.forwards[-1].update(x=inputs[0].detach().double().numpy(),
-                                     w=module.weight.detach().double().numpy().copy())
+            self.forwards[-1].update(
+                x=inputs[0].detach().double().numpy(), w=module.weight.detach().double().numpy().copy()
+            )
 
     def _output(self, module, inputs, output):
         if module.training:
@@ -108,13 +141,15 @@ class Recorder(TrainerCallback):
         out = []
         for e in range(epochs):
             scores = np.full(N, np.nan)
-            for f in self.forwards[e * per_epoch:(e + 1) * per_epoch]:
+            for f in self.forwards[e * per_epoch : (e + 1) * per_epoch]:
                 scores[f["ids"].numpy()] = gwa.alignment(f["logits"], f["labels"].numpy(), f["x"], f["w"])
             out.append(scores)
         return out
 
 
-@pytest.mark.parametrize("kind,head", [("bert", "classifier"), ("roberta", "classifier.out_proj"), ("gpt2", "score")])
+@pytest.mark.parametrize(
+    ("kind", "head"), [("bert", "classifier"), ("roberta", "classifier.out_proj"), ("gpt2", "score")]
+)
 def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, head):
     net = model(kind)
     recorder = Recorder(net, net.get_submodule(head))
@@ -144,13 +179,19 @@ def test_stops_itself_and_restores_the_best_weights(tmp_path):
     net = model()
     recorder = Recorder(net, net.classifier)
     cb = GWATrainerCallback(monitor="align_mean", patience=1, restore_best_weights=True)
-    trainer = train(cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2, logging_strategy="no")
+    trainer = train(
+        cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2, logging_strategy="no"
+    )
     values = [s.mean for s in cb.tracker.history]
     assert [h["gwa/align_mean"] for h in trainer.state.log_history if "gwa" in h] == pytest.approx(values)
-    stopper = gwa.EarlyStopper("align_mean", patience=1, total_epochs=12)  # warm-up: the first 10% of 12 epochs
+    stopper = gwa.EarlyStopper(
+        "align_mean", patience=1, total_epochs=12
+    )  # warm-up: the first 10% of 12 epochs
     assert stopper.warmup == 1
     stop = next(i for i, v in enumerate(values, start=1) if stopper.step(v))
-    assert len(values) == stop < 12 and cb.stopped_epoch == stop == stopper.stopped_epoch == len(recorder.epoch_states)
+    assert len(values) == stop < 12 and cb.stopped_epoch == stop == stopper.stopped_epoch == len(
+        recorder.epoch_states
+    )
     assert cb.best_epoch == stopper.best_epoch
     for name, value in recorder.epoch_states[cb.best_epoch - 1].items():
         torch.testing.assert_close(net.state_dict()[name], value)
@@ -159,12 +200,14 @@ def test_stops_itself_and_restores_the_best_weights(tmp_path):
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     full = GWATrainerCallback(patience=2, restore_best_weights=True, run_dir=tmp_path / "run_full")
     train(full, tmp_path / "a", save_strategy="steps", save_steps=6)  # step 6 = mid epoch 2 (4 steps/epoch)
-    resumed = GWATrainerCallback(patience=2, restore_best_weights=True, run_dir=tmp_path / "run_full",
-                                 overwrite=True)
+    resumed = GWATrainerCallback(
+        patience=2, restore_best_weights=True, run_dir=tmp_path / "run_full", overwrite=True
+    )
     resumed.load_checkpoint(tmp_path / "a" / "checkpoint-6")
     train(resumed, tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint-6"))
-    assert [s.gwa for s in resumed.tracker.history] == pytest.approx([s.gwa for s in full.tracker.history],
-                                                                        rel=1e-5)
+    assert [s.gwa for s in resumed.tracker.history] == pytest.approx(
+        [s.gwa for s in full.tracker.history], rel=1e-5
+    )
     assert resumed.best_epoch == full.best_epoch
     assert [r["n_scores"] for r in resumed.rows] == [N] * 3
     for name, value in full.monitor.best_state.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import torch
 
 pytest.importorskip("lightning")
@@ -27,7 +28,9 @@ EPOCHS, BATCH = 5, 16
 def fit(callback, epochs=EPOCHS, batch=BATCH, module=None, ckpt_path=None, **kwargs):
     module = module or S.Module()
     data = S.loader(batch, with_ids=kwargs.pop("with_ids", True))
-    S.trainer(epochs, [callback, *kwargs.pop("callbacks", [])], **kwargs).fit(module, data, ckpt_path=ckpt_path)
+    S.trainer(epochs, [callback, *kwargs.pop("callbacks", [])], **kwargs).fit(
+        module, data, ckpt_path=ckpt_path
+    )
     return module
 
 
@@ -52,8 +55,15 @@ def test_scores_and_gwa_match_the_numpy_core_on_pre_step_weights(tmp_path):
     # The last epoch's values reached the trainer's metrics (loggers) under the documented names.
     last = gwa.summarize(expected[-1])
     logged = {k: float(v) for k, v in cb_metrics(cb).items()}
-    assert set(logged) >= {"gwa", "gwa_paper", "gwa_paper_flagged", "gwa/align_mean", "gwa/align_std",
-                           "gwa/excess_kurtosis", "train_loss"}
+    assert set(logged) >= {
+        "gwa",
+        "gwa_paper",
+        "gwa_paper_flagged",
+        "gwa/align_mean",
+        "gwa/align_std",
+        "gwa/excess_kurtosis",
+        "train_loss",
+    }
     assert logged["gwa"] == pytest.approx(last.gwa, rel=1e-4, abs=1e-6)  # 5 epochs: no warm-up (floor 0.5)
     assert logged["gwa_paper"] == pytest.approx(last.gwa_paper, rel=1e-4, abs=1e-6)
     assert logged["gwa/align_mean"] == pytest.approx(last.mean, abs=1e-6)
@@ -61,7 +71,11 @@ def test_scores_and_gwa_match_the_numpy_core_on_pre_step_weights(tmp_path):
     assert logged["gwa/excess_kurtosis"] == pytest.approx(last.excess_kurtosis, rel=1e-3, abs=1e-5)
     assert logged["gwa_paper_flagged"] == float(last.flagged)
     # The online best epoch is the default criterion's post-hoc choice; summary.json has the choices.
-    assert cb.best_epoch == gwa.select_epoch(run.metrics, total_epochs=EPOCHS) == run.summary["criteria"]["gwa"]["epoch"]
+    assert (
+        cb.best_epoch
+        == gwa.select_epoch(run.metrics, total_epochs=EPOCHS)
+        == run.summary["criteria"]["gwa"]["epoch"]
+    )
     assert run.summary["best_epoch"] == cb.best_epoch and run.config["framework"] == "lightning"
 
 
@@ -90,7 +104,9 @@ def test_stops_in_its_own_hook_and_restores_the_best_weights():
     stop = next(i for i, v in enumerate(values, start=1) if stopper.step(v))
     assert len(values) == stop < 20 and cb.stopped_epoch == stop == stopper.stopped_epoch
     assert cb.best_epoch == stopper.best_epoch and cb.best_epoch > stopper.warmup == 2
-    assert cb.monitor.stopper.message == stopper.message and stopper.reason is gwa.StopReason.PATIENCE_EXHAUSTED
+    assert (
+        cb.monitor.stopper.message == stopper.message and stopper.reason is gwa.StopReason.PATIENCE_EXHAUSTED
+    )
     _, weights = S.oracle(len(values), BATCH, lr=3.0)
     for name, tensor in module.net.state_dict().items():
         torch.testing.assert_close(tensor, weights[cb.best_epoch - 1][name], rtol=1e-5, atol=1e-6)
@@ -104,13 +120,17 @@ def test_resumed_fit_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
     fit(first, epochs=2, callbacks=[ckpt], enable_checkpointing=True)
     resumed = GWACallback(patience=3, restore_best_weights=True, run_dir=tmp_path / "resumed")
     module = fit(resumed, ckpt_path=tmp_path / "ckpt" / "epoch=1.ckpt")
-    assert [s.gwa for s in resumed.tracker.history] == pytest.approx([s.gwa for s in full.tracker.history],
-                                                                        rel=1e-6)
+    assert [s.gwa for s in resumed.tracker.history] == pytest.approx(
+        [s.gwa for s in full.tracker.history], rel=1e-6
+    )
     assert resumed.best_epoch == full.best_epoch and resumed.stopped_epoch == full.stopped_epoch
     a, b = load_run(tmp_path / "full"), load_run(tmp_path / "resumed")
     assert b.epochs == a.epochs
     np.testing.assert_allclose(b.score_matrix(), a.score_matrix(), atol=1e-6)
-    for name, value in full.monitor.best_state.items():  # the best weights survived the checkpoint and are loaded
+    for (
+        name,
+        value,
+    ) in full.monitor.best_state.items():  # the best weights survived the checkpoint and are loaded
         torch.testing.assert_close(resumed.monitor.best_state[name], value)
         torch.testing.assert_close(module.state_dict()[name], value)
 
@@ -119,8 +139,11 @@ def test_clear_errors(tmp_path):
     # (x, y) batches with run_dir and a training_step returning the loss alone now work: test_dropin.py.
     with pytest.raises(ValueError, match=r"Expected `criterion` to be one of \[.*\]; got 'val_loss'"):
         GWACallback(monitor="val_loss")
-    with pytest.raises(ValueError, match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\] \(one value per "
-                                         r"epoch\); got 'val'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\] \(one value per "
+        r"epoch\); got 'val'",
+    ):
         GWACallback(monitor="val")
     with pytest.raises(TypeError, match="run_config"):
         GWACallback(run_config=[1])
@@ -145,11 +168,18 @@ def test_default_batch_parsing():
 def test_two_ddp_processes_give_the_numbers_of_one(tmp_path):
     script = Path(__file__).with_name("_lightning_ddp_script.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(script.parent)}
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run2")], check=False, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run2")],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     S.trainer(3, [GWACallback(run_dir=tmp_path / "run1", patience=5)], use_distributed_sampler=False).fit(
-        S.ShardedModule())
+        S.ShardedModule()
+    )
     one, two = load_run(tmp_path / "run1"), load_run(tmp_path / "run2")
     assert two.epochs == one.epochs == [1, 2, 3] and two.config["framework"] == "lightning"
     # Float64 model: the only difference is the order in which DDP sums the two ranks' gradients (the stored

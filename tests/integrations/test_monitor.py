@@ -38,19 +38,25 @@ def test_best_epoch_is_the_criterion_choice_at_every_epoch(monitor):
         m.end_epoch(result)
         if k == 1:  # the warm-up of 10 planned epochs: nothing can be chosen yet
             assert m.best_epoch is None
-            with pytest.raises(ValueError, match=r"at least one finite value after the warm-up \(from epoch 2\); got \[\]"):
+            with pytest.raises(
+                ValueError, match=r"at least one finite value after the warm-up \(from epoch 2\); got \[\]"
+            ):
                 gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS))
             continue
         assert m.best_epoch == gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS))
         assert m.best_epoch != 1
-    assert m.best_epoch == gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS)) and m.stopped_epoch is None
+    assert (
+        m.best_epoch == gwa.select_epoch(m.rows, monitor, total_epochs=len(MEANS)) and m.stopped_epoch is None
+    )
     assert m.best_epoch == policy.select_all(m.rows, total_epochs=len(MEANS))[monitor]
 
 
 def test_stop_rule_is_the_early_stopper_with_the_planned_warm_up():
     m = EpochMonitor(monitor="align_mean", patience=2)
     m.start(max_epochs=len(MEANS), num_samples=N, write=False, framework="test")
-    stopper = gwa.EarlyStopper("align_mean", patience=2, total_epochs=len(MEANS))  # warm-up: floor(0.1 * 10) = 1
+    stopper = gwa.EarlyStopper(
+        "align_mean", patience=2, total_epochs=len(MEANS)
+    )  # warm-up: floor(0.1 * 10) = 1
     assert stopper.warmup == 1
     for result in results(MEANS):
         row, stop = m.end_epoch(result)
@@ -70,16 +76,27 @@ def test_log_values_are_the_default_value_nan_in_the_warm_up():
         m.end_epoch(result)
         logged = m.log_values(result.summary, result.epoch)
         s = result.summary
-        assert list(logged) == ["gwa", "gwa_paper", "gwa_paper_flagged", "gwa/align_mean", "gwa/align_std",
-                                "gwa/excess_kurtosis"]
+        assert list(logged) == [
+            "gwa",
+            "gwa_paper",
+            "gwa_paper_flagged",
+            "gwa/align_mean",
+            "gwa/align_std",
+            "gwa/excess_kurtosis",
+        ]
         if result.epoch <= 2:
             assert math.isnan(logged["gwa"])
         else:
             assert logged["gwa"] == s.gwa == pytest.approx(s.mean / (s.excess_kurtosis + 3))
-        np.testing.assert_equal(logged["gwa"], m.stopper.logged_value())  # the core's own logged value (NaN == NaN)
+        np.testing.assert_equal(
+            logged["gwa"], m.stopper.logged_value()
+        )  # the core's own logged value (NaN == NaN)
         assert logged["gwa_paper"] == s.gwa_paper and logged["gwa_paper_flagged"] == float(s.flagged)
         assert (logged["gwa/align_mean"], logged["gwa/align_std"], logged["gwa/excess_kurtosis"]) == (
-            s.mean, s.std, s.excess_kurtosis)
+            s.mean,
+            s.std,
+            s.excess_kurtosis,
+        )
     # So a trainer keeping the highest logged `gwa` keeps the monitor's best epoch.
     logged = [m.log_values(r.summary, r.epoch)["gwa"] for r in results(MEANS)]
     assert 1 + int(np.nanargmax(logged)) == m.best_epoch
@@ -102,8 +119,9 @@ def test_resume_from_state_gives_the_same_decisions_and_run_dir(tmp_path):
     resumed.start(max_epochs=10, num_samples=N, write=True, framework="test")
     for r in rs[4:]:
         a, b = full.end_epoch(r), resumed.end_epoch(r)
-        assert {k: v for k, v in a[0].items() if k != "wall_time"} == {k: v for k, v in b[0].items()
-                                                                       if k != "wall_time"}
+        assert {k: v for k, v in a[0].items() if k != "wall_time"} == {
+            k: v for k, v in b[0].items() if k != "wall_time"
+        }
         assert a[1] == b[1]
     full.finish()
     resumed.finish()
@@ -111,8 +129,12 @@ def test_resume_from_state_gives_the_same_decisions_and_run_dir(tmp_path):
     assert ra.epochs == rb.epochs == list(range(1, 11))
     np.testing.assert_array_equal(ra.score_matrix(), rb.score_matrix())
     assert ra.summary["criteria"] == rb.summary["criteria"] and rb.summary["best_epoch"] == full.best_epoch
-    assert ra.summary["criteria"] == {k: {"epoch": e} for k, e in policy.select_all(ra.metrics, total_epochs=10).items()}
-    assert rb.summary["stopped_epoch"] == full.stopped_epoch and rb.summary["decision"] == full.stopper.message
+    assert ra.summary["criteria"] == {
+        k: {"epoch": e} for k, e in policy.select_all(ra.metrics, total_epochs=10).items()
+    }
+    assert (
+        rb.summary["stopped_epoch"] == full.stopped_epoch and rb.summary["decision"] == full.stopper.message
+    )
     assert rb.summary["monitor"] == "gwa" and rb.summary["format"] == 2
 
 
@@ -135,8 +157,11 @@ def test_resume_with_more_planned_epochs_continues_on_the_new_plan():
 def test_errors():
     with pytest.raises(ValueError, match=r"`criterion` to be one of \[.*'gwa'.*\]; got 'loss'"):
         EpochMonitor(monitor="loss")
-    with pytest.raises(ValueError, match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\] \(one value "
-                                         r"per epoch\); got 'val'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\] \(one value "
+        r"per epoch\); got 'val'",
+    ):
         EpochMonitor(monitor="val")
     with pytest.raises(ValueError, match=r"`patience` to be an integer >= 1 or None; got 0"):
         EpochMonitor(patience=0)

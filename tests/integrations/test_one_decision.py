@@ -87,7 +87,9 @@ def test_a_core_post_hoc_choice():
     assert gwa.select_epoch(HISTORY, total_epochs=TOTAL) == BEST
     assert gwa.select_epoch(HISTORY[:STOP], total_epochs=TOTAL) == BEST  # the run as far as it went
     assert gwa.select_epoch([s.gwa for s in HISTORY], total_epochs=TOTAL) == BEST  # the same rule on numbers
-    assert gwa.select_epoch(HISTORY, "gwa_paper", total_epochs=TOTAL) == POLE  # the paper's rule takes the pole
+    assert (
+        gwa.select_epoch(HISTORY, "gwa_paper", total_epochs=TOTAL) == POLE
+    )  # the paper's rule takes the pole
     # Without the planned epochs, a run stopped at 9 has the warm-up of 9 epochs (none), and epoch 1 would win.
     assert gwa.select_epoch(HISTORY[:STOP]) == 1
     assert policy.select_all(HISTORY, total_epochs=TOTAL)["gwa"] == BEST
@@ -99,7 +101,9 @@ def test_b_online_early_stopper():
     assert stops == [False] * (STOP - 1) + [True]
     assert (stopper.best_epoch, stopper.stopped_epoch) == (BEST, STOP)
     assert stopper.reason is gwa.StopReason.PATIENCE_EXHAUSTED
-    assert stopper.message.startswith(f"stop at epoch {STOP}: no new best for {PATIENCE} epochs since epoch {BEST}")
+    assert stopper.message.startswith(
+        f"stop at epoch {STOP}: no new best for {PATIENCE} epochs since epoch {BEST}"
+    )
     # Without patience the online best epoch at the end of the whole history is the post-hoc choice.
     tracking = gwa.EarlyStopper(total_epochs=TOTAL)
     for epoch, s in enumerate(HISTORY, start=1):
@@ -133,8 +137,15 @@ def _logged_gwa_expected():
 
 # ---------------------------------------------------------------------------------------------- (c) gwa train
 
-TINY = {"dataset": "digits", "num_train": 200, "model": "mlp", "hidden": (16,), "batch_size": 100, "quiet": True,
-        "signals": ()}
+TINY = {
+    "dataset": "digits",
+    "num_train": 200,
+    "model": "mlp",
+    "hidden": (16,),
+    "batch_size": 100,
+    "quiet": True,
+    "signals": (),
+}
 
 
 def test_c_gwa_train_on_the_synthetic_history(tmp_path, synthetic_tracker):
@@ -165,9 +176,28 @@ def test_c_gwa_train_real_run_agrees_with_the_core(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="gwa.runner.loop")
     epochs, patience = 10, 2
     out = tmp_path / "real"
-    argv = ["train", "--dataset", "digits", "--num-train", "300", "--hidden", "16", "--epochs", str(epochs),
-            "--lr", "0.03", "--noise", "symmetric", "--noise-rate", "0.4", "--early-stop", str(patience),
-            "--out", str(out), "-q"]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--num-train",
+        "300",
+        "--hidden",
+        "16",
+        "--epochs",
+        str(epochs),
+        "--lr",
+        "0.03",
+        "--noise",
+        "symmetric",
+        "--noise-rate",
+        "0.4",
+        "--early-stop",
+        str(patience),
+        "--out",
+        str(out),
+        "-q",
+    ]
     assert cli.main(argv) == 0
     run = load_run(out)
     rows = run.metrics
@@ -176,13 +206,17 @@ def test_c_gwa_train_real_run_agrees_with_the_core(tmp_path, caplog):
     assert json.loads((out / "checkpoints" / "best_gwa.json").read_text())["epoch"] == chosen
     replay = gwa.EarlyStopper(patience=patience, total_epochs=epochs)
     stops = [replay.step(r) for r in rows]
-    assert stops == [False] * (len(rows) - 1) + [True]  # this seed stops early: the replay stops at the same epoch
+    assert stops == [False] * (len(rows) - 1) + [
+        True
+    ]  # this seed stops early: the replay stops at the same epoch
     assert replay.stopped_epoch == len(rows) == run.summary["epochs_run"] < epochs
     assert replay.best_epoch == chosen
     # The command's message is the stopper's, in 1-based epochs.
     assert f"early stop: {replay.message}" in caplog.text
-    assert replay.message == (f"stop at epoch {len(rows)}: no new best for {patience} epochs since epoch {chosen} "
-                              f"(gwa {rows[chosen - 1]['gwa']:.6g})")
+    assert replay.message == (
+        f"stop at epoch {len(rows)}: no new best for {patience} epochs since epoch {chosen} "
+        f"(gwa {rows[chosen - 1]['gwa']:.6g})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- (d) Lightning
@@ -200,7 +234,9 @@ def test_d_lightning_callbacks_and_lightnings_own_monitors(tmp_path, synthetic_t
     torch.set_num_threads(1)
     gwa_cb = GWACallback(patience=PATIENCE, run_dir=tmp_path / "run")
     early = EarlyStopping(monitor="gwa", mode="max", check_finite=False, patience=PATIENCE)
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gwa", mode="max", save_top_k=1, filename="{epoch}")
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="gwa", mode="max", save_top_k=1, filename="{epoch}"
+    )
     logged = []
 
     class Record(S.L.Callback):
@@ -234,15 +270,27 @@ def test_d_lightning_refuses_early_stopping_that_would_stop_in_the_warm_up(max_e
     from gwa.integrations.lightning import GWACallback
 
     warmup = policy.warmup_epochs(max_epochs)
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             f"EarlyStopping(monitor='gwa') needs check_finite=False: gwa is NaN in the warm-up (epochs 1-{warmup} "
-            f"of {max_epochs}), which gwa never chooses.")):
-        S.trainer(max_epochs, [GWACallback(), EarlyStopping(monitor="gwa", mode="max")]).fit(S.Module(), S.loader(16))
-    with pytest.raises(ValueError, match=re.escape(
+            f"of {max_epochs}), which gwa never chooses."
+        ),
+    ):
+        S.trainer(max_epochs, [GWACallback(), EarlyStopping(monitor="gwa", mode="max")]).fit(
+            S.Module(), S.loader(16)
+        )
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             f"EarlyStopping(monitor='gwa') needs patience > {warmup}, the warm-up epochs of max_epochs={max_epochs}; "
-            f"got patience={warmup}.")):
-        S.trainer(max_epochs, [GWACallback(), EarlyStopping(monitor="gwa", mode="max", check_finite=False,
-                                                            patience=warmup)]).fit(S.Module(), S.loader(16))
+            f"got patience={warmup}."
+        ),
+    ):
+        S.trainer(
+            max_epochs,
+            [GWACallback(), EarlyStopping(monitor="gwa", mode="max", check_finite=False, patience=warmup)],
+        ).fit(S.Module(), S.loader(16))
 
 
 def test_d_lightning_allows_early_stopping_on_a_run_without_warm_up():
@@ -266,11 +314,26 @@ def _hf_train(tmp_path, callback, **kwargs):
     from test_huggingface import Tokens, model
     from transformers import Trainer, TrainingArguments
 
-    opts = {"output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 8, "num_train_epochs": TOTAL,
-            "learning_rate": 5e-3, "report_to": [], "save_strategy": "no", "use_cpu": True,
-            "remove_unused_columns": False, "seed": 0, "disable_tqdm": True, "logging_strategy": "epoch"}
-    trainer = Trainer(model=model(), args=TrainingArguments(**{**opts, **kwargs}), train_dataset=Tokens(),
-                      eval_dataset=Tokens() if kwargs.get("eval_strategy") else None, callbacks=[callback])
+    opts = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": TOTAL,
+        "learning_rate": 5e-3,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "remove_unused_columns": False,
+        "seed": 0,
+        "disable_tqdm": True,
+        "logging_strategy": "epoch",
+    }
+    trainer = Trainer(
+        model=model(),
+        args=TrainingArguments(**{**opts, **kwargs}),
+        train_dataset=Tokens(),
+        eval_dataset=Tokens() if kwargs.get("eval_strategy") else None,
+        callbacks=[callback],
+    )
     trainer.train()
     return trainer
 
@@ -296,8 +359,16 @@ def test_e_hugging_face_metric_for_best_model_gwa(tmp_path, synthetic_tracker):
 
     torch.set_num_threads(1)
     cb = GWATrainerCallback(patience=PATIENCE)
-    trainer = _hf_train(tmp_path, cb, eval_strategy="epoch", save_strategy="epoch", metric_for_best_model="gwa",
-                        greater_is_better=True, load_best_model_at_end=True, save_total_limit=1)
+    trainer = _hf_train(
+        tmp_path,
+        cb,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        metric_for_best_model="gwa",
+        greater_is_better=True,
+        load_best_model_at_end=True,
+        save_total_limit=1,
+    )
     steps_per_epoch = 32 // 8
     assert cb.best_epoch == BEST
     assert trainer.state.best_global_step == BEST * steps_per_epoch

@@ -28,8 +28,19 @@ def run(cmd):
 @pytest.mark.slow  # three Python processes importing torch and sklearn
 def test_two_ranks_equal_one_process(tmp_path):
     run([sys.executable, str(EXAMPLE), "--out", str(tmp_path / "one"), *ARGS])
-    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(EXAMPLE),
-         "--out", str(tmp_path / "two"), *ARGS])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(EXAMPLE),
+            "--out",
+            str(tmp_path / "two"),
+            *ARGS,
+        ]
+    )
     one, two = load_run(tmp_path / "one"), load_run(tmp_path / "two")
     # Every rank decides on the same merged summary: both runs stop at the same epoch, before the planned ones.
     stopped = one.summary["stopped_epoch"]
@@ -38,7 +49,12 @@ def test_two_ranks_equal_one_process(tmp_path):
     assert two.config["world_size"] == 2 and one.config["world_size"] == 1
     # The best epoch is the core's post-hoc choice with the planned epochs, in both runs.
     best = gwa.select_epoch(one.metrics, total_epochs=EPOCHS)
-    assert one.summary["best_epoch"] == two.summary["best_epoch"] == best == one.summary["criteria"]["gwa"]["epoch"]
+    assert (
+        one.summary["best_epoch"]
+        == two.summary["best_epoch"]
+        == best
+        == one.summary["criteria"]["gwa"]["epoch"]
+    )
     assert stopped - best == 1  # patience 1
     a, b = one.score_matrix(), two.score_matrix()
     assert a.shape == (stopped, 480) and not np.isnan(b).any()
@@ -52,4 +68,6 @@ def test_two_ranks_equal_one_process(tmp_path):
         assert r2["test_acc"] == r1["test_acc"]
         # And the merged moments are those of the gathered scores (numpy core).
         s = gwa.summarize(b[epoch - 1].astype(np.float64))
-        assert r2["gwa"] == pytest.approx(s.gwa, rel=1e-5) and r2["gwa_paper"] == pytest.approx(s.gwa_paper, rel=1e-5)
+        assert r2["gwa"] == pytest.approx(s.gwa, rel=1e-5) and r2["gwa_paper"] == pytest.approx(
+            s.gwa_paper, rel=1e-5
+        )

@@ -7,12 +7,12 @@ one-device moments of the same global batch.
 import json
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
 import gwa.jax as gj
+import jax
 
 
 def batch(n=40, c=5, d=8):
@@ -33,8 +33,12 @@ def local_moments(logits, targets, emb, weight, mask):
 
 def run(dtype, *, with_pmap):
     logits, targets, emb, weight, mask = batch()
-    args = [jnp.asarray(a, dtype) for a in (logits,)] + [jnp.asarray(targets)] + \
-        [jnp.asarray(a, dtype) for a in (emb, weight)] + [jnp.asarray(mask)]
+    args = (
+        [jnp.asarray(a, dtype) for a in (logits,)]
+        + [jnp.asarray(targets)]
+        + [jnp.asarray(a, dtype) for a in (emb, weight)]
+        + [jnp.asarray(mask)]
+    )
     one_device = gj.to_moments(jax.jit(local_moments)(*args)).state
 
     mesh = jax.make_mesh((2,), ("data",))
@@ -47,8 +51,12 @@ def run(dtype, *, with_pmap):
     merged = jax.jit(jax.shard_map(sharded, mesh=mesh, in_specs=spec, out_specs=P()))(*placed)
     shard_map_state = gj.to_moments(merged).state
 
-    out = {"one_device": one_device, "shard_map": shard_map_state, "n_devices": len(jax.devices()),
-           "dtype": str(merged.mean.dtype)}
+    out = {
+        "one_device": one_device,
+        "shard_map": shard_map_state,
+        "n_devices": len(jax.devices()),
+        "dtype": str(merged.mean.dtype),
+    }
     if with_pmap:  # once is enough: each compilation costs seconds on a shared CPU
         split = [jnp.stack([a, a]) if i == 3 else a.reshape(2, -1, *a.shape[1:]) for i, a in enumerate(args)]
         pmapped = jax.pmap(sharded, axis_name="data")(*split)

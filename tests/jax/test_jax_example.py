@@ -36,7 +36,9 @@ def test_flax_loop_two_epochs(flax_loop, capsys):
     for line, s in zip(out[1:3], summaries):  # the default value and the paper's, as printed
         assert float(line.split()[4]) == pytest.approx(s.gwa, abs=5e-5)
         assert float(line.split()[5]) == pytest.approx(s.gwa_paper, abs=5e-5)
-    pick = re.fullmatch(r"gwa picks epoch (\d+) \(test acc [\d.]+\); the best test acc was [\d.]+ at epoch \d", out[3])
+    pick = re.fullmatch(
+        r"gwa picks epoch (\d+) \(test acc [\d.]+\); the best test acc was [\d.]+ at epoch \d", out[3]
+    )
     assert pick and int(pick.group(1)) == gwa.select_epoch(summaries, total_epochs=2)
     assert "finds the flipped labels with AUROC" in out[-1]
     assert len(summaries) == 2
@@ -45,8 +47,11 @@ def test_flax_loop_two_epochs(flax_loop, capsys):
     assert not np.isnan(last_scores).any()
     assert summaries[-1].n == len(last_scores) == 1437
     direct = gwa.summarize(last_scores.astype(np.float64))
-    np.testing.assert_allclose([summaries[-1].mean, summaries[-1].excess_kurtosis, summaries[-1].gwa],
-                               [direct.mean, direct.excess_kurtosis, direct.gwa], rtol=1e-5)
+    np.testing.assert_allclose(
+        [summaries[-1].mean, summaries[-1].excess_kurtosis, summaries[-1].gwa],
+        [direct.mean, direct.excess_kurtosis, direct.gwa],
+        rtol=1e-5,
+    )
 
 
 def test_flip_labels_flips_exactly_the_masked_ones(flax_loop):

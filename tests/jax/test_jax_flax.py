@@ -7,13 +7,13 @@ pytest.importorskip("flax")
 pytest.importorskip("optax")
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 import gwa.jax as gj
+import jax
 from gwa._kernel import alignment_with_mask as numpy_alignment
 
 N, D_IN, D, C = 12, 5, 7, 4
@@ -100,7 +100,9 @@ def test_linen_capture_under_jit_matches_brute_force(include_bias):
 
     scores, defined = step(params, x, y)
     assert bool(defined.all())
-    np.testing.assert_allclose(np.asarray(scores), np.asarray(_brute_force(params, x, y, include_bias)), atol=2e-5)
+    np.testing.assert_allclose(
+        np.asarray(scores), np.asarray(_brute_force(params, x, y, include_bias)), atol=2e-5
+    )
 
 
 def test_head_weight_transposes_the_kernel_and_accepts_full_variables():
@@ -151,8 +153,11 @@ def test_nnx_capture_under_nnx_jit_matches_numpy_core():
 
 def test_sown_embeddings_errors():
     x, _ = _data()
-    with pytest.raises(ValueError, match=r"Expected embeddings sown under 'gwa_embeddings'.*found none.*"
-                                         r'self.sow\("intermediates", "gwa_embeddings", x\)'):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected embeddings sown under 'gwa_embeddings'.*found none.*"
+        r'self.sow\("intermediates", "gwa_embeddings", x\)',
+    ):
         gj.sown_embeddings({"intermediates": {"features": (x,)}})
     with pytest.raises(ValueError, match=r"at gwa_embeddings; got 2 \(the module ran 2 times"):
         gj.sown_embeddings({"gwa_embeddings": (x, x)})
@@ -164,10 +169,15 @@ def test_sown_embeddings_errors():
 def test_head_lookup_errors():
     x, _ = _data()
     params = _numpy_params(LinenMLP(head_bias=False), x, 3)["params"]
-    with pytest.raises(ValueError, match=r"Expected a head layer 'classifier' with a 'kernel' in `params`; "
-                                         r"layers with a 'kernel': body, head\. Pass head="):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a head layer 'classifier' with a 'kernel' in `params`; "
+        r"layers with a 'kernel': body, head\. Pass head=",
+    ):
         gj.head_weight(params, "classifier")
-    with pytest.raises(ValueError, match=r"Expected a head layer 'head' with a 'bias'.*layers with a 'bias': body"):
+    with pytest.raises(
+        ValueError, match=r"Expected a head layer 'head' with a 'bias'.*layers with a 'bias': body"
+    ):
         gj.head_bias(params)
     with pytest.raises(TypeError, match=r"Expected `head` to be a layer name"):
         gj.head_weight(params, 3)

@@ -6,13 +6,13 @@ pytest.importorskip("jax")
 pytest.importorskip("flax")
 pytest.importorskip("optax")
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import gwa
 import gwa.jax as gj
+import jax
 from gwa._kernel import alignment_with_mask as numpy_alignment
 
 
@@ -33,7 +33,9 @@ def test_float64_under_jit_matches_numpy_core(soft, with_bias):
     bias = bias if with_bias else None
     expected, expected_mask = numpy_alignment(logits, targets, emb, weight, bias)
     with jax.enable_x64(True):
-        args = [jnp.asarray(a) for a in (logits, targets, emb, weight)] + [None if bias is None else jnp.asarray(bias)]
+        args = [jnp.asarray(a) for a in (logits, targets, emb, weight)] + [
+            None if bias is None else jnp.asarray(bias)
+        ]
         scores, mask = jax.jit(gj.alignment_with_mask)(*args)
         assert scores.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(scores), expected, rtol=0, atol=1e-10)
@@ -45,7 +47,10 @@ def test_float64_under_jit_matches_numpy_core(soft, with_bias):
 def test_float32_under_jit_matches_numpy_core(soft, with_bias):
     logits, targets, emb, weight, bias = _batch(2, soft=soft)
     bias = bias if with_bias else None
-    f32 = [a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int32) for a in (logits, targets, emb, weight)]
+    f32 = [
+        a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int32)
+        for a in (logits, targets, emb, weight)
+    ]
     b32 = None if bias is None else bias.astype(np.float32)
     expected, _ = numpy_alignment(*f32, b32)  # same rounded inputs, float64 arithmetic
     scores = jax.jit(gj.alignment)(*map(jnp.asarray, f32), None if b32 is None else jnp.asarray(b32))
@@ -58,10 +63,16 @@ def _brute_force_scores(logits_fn, params, embeddings, targets, soft, with_bias)
 
     def loss(p, x, t):
         z = logits_fn(p, x)
-        return optax.softmax_cross_entropy(z, t) if soft else optax.softmax_cross_entropy_with_integer_labels(z, t)
+        return (
+            optax.softmax_cross_entropy(z, t)
+            if soft
+            else optax.softmax_cross_entropy_with_integer_labels(z, t)
+        )
 
     grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(params, embeddings, targets)
-    flat_g = jnp.concatenate([grads["w"].reshape(len(targets), -1)] + ([grads["b"]] if with_bias else []), axis=1)
+    flat_g = jnp.concatenate(
+        [grads["w"].reshape(len(targets), -1)] + ([grads["b"]] if with_bias else []), axis=1
+    )
     flat_w = jnp.concatenate([params["w"].ravel()] + ([params["b"]] if with_bias else []))
     return -(flat_g @ flat_w) / (jnp.linalg.norm(flat_g, axis=1) * jnp.linalg.norm(flat_w))
 
@@ -92,7 +103,9 @@ def test_confident_hard_label_keeps_the_target_entry_in_float32():
     expected, _ = numpy_alignment(logits, targets, emb, weight)
     probs = jax.nn.softmax(jnp.asarray(logits), axis=1)
     assert float(probs[0, 0]) == 1.0  # the naive difference would be 0 there
-    got = jax.jit(gj.alignment)(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(emb), jnp.asarray(weight))
+    got = jax.jit(gj.alignment)(
+        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(emb), jnp.asarray(weight)
+    )
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-5)
 
 
@@ -102,7 +115,9 @@ def test_tiny_embeddings_do_not_underflow_in_float32():
     base = gj.alignment(args[0], jnp.asarray(targets), args[1], args[2])
     tiny = gj.alignment(args[0], jnp.asarray(targets), args[1] * 1e-30, args[2])  # squares underflow to 0
     np.testing.assert_allclose(np.asarray(tiny), np.asarray(base), rtol=0, atol=1e-6)
-    assert np.all(np.asarray(gj.alignment_with_mask(args[0], jnp.asarray(targets), args[1] * 1e-30, args[2])[1]))
+    assert np.all(
+        np.asarray(gj.alignment_with_mask(args[0], jnp.asarray(targets), args[1] * 1e-30, args[2])[1])
+    )
 
 
 @pytest.mark.parametrize("head_factor", [1e25, 1e-25])  # ||W||_F^2 would overflow / underflow in float32
@@ -112,7 +127,9 @@ def test_extreme_heads_keep_their_scores_in_float32(head_factor, with_bias):
     targets = targets.astype(jnp.int32)
     bias = bias if with_bias else None
     base = gj.alignment(logits, targets, emb, weight, bias)
-    scaled = gj.alignment(logits, targets, emb, weight * head_factor, None if bias is None else bias * head_factor)
+    scaled = gj.alignment(
+        logits, targets, emb, weight * head_factor, None if bias is None else bias * head_factor
+    )
     np.testing.assert_allclose(np.asarray(scaled), np.asarray(base), rtol=0, atol=1e-6)
 
 
@@ -171,7 +188,9 @@ def test_nan_logits_under_jit_propagate_instead_of_becoming_undefined():
 def test_shape_errors_at_trace_time():
     logits, targets, emb, weight, _ = _batch(10)
     kernel = jnp.asarray(weight.T)  # Flax layout (D, C)
-    with pytest.raises(ValueError, match=r"Expected `weight` to have shape \(C, D\) = \(6, 9\).*Flax Dense kernel"):
+    with pytest.raises(
+        ValueError, match=r"Expected `weight` to have shape \(C, D\) = \(6, 9\).*Flax Dense kernel"
+    ):
         jax.jit(gj.alignment)(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(emb), kernel)
     with pytest.raises(ValueError, match=r"Expected `embeddings` to have shape \(N, D\)"):
         gj.alignment(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(emb[:-1]), jnp.asarray(weight))
@@ -184,9 +203,13 @@ def test_shape_errors_at_trace_time():
 def test_type_errors():
     logits, targets, emb, weight, _ = _batch(11)
     args = [jnp.asarray(a) for a in (logits, targets, emb, weight)]
-    with pytest.raises(TypeError, match=r"Expected `targets` of shape \(N,\) to hold integer class ids.*float32"):
+    with pytest.raises(
+        TypeError, match=r"Expected `targets` of shape \(N,\) to hold integer class ids.*float32"
+    ):
         jax.jit(gj.alignment)(args[0], args[1].astype(jnp.float32), args[2], args[3])
-    with pytest.raises(TypeError, match=r"Expected `targets` of shape \(N,\) to hold integer class ids.*bool"):
+    with pytest.raises(
+        TypeError, match=r"Expected `targets` of shape \(N,\) to hold integer class ids.*bool"
+    ):
         gj.alignment(args[0], args[1] > 2, args[2], args[3])
     with pytest.raises(TypeError, match=r"Expected `logits` to be a real-valued array"):
         gj.alignment(args[0] > 0, args[1], args[2], args[3])

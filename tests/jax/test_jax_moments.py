@@ -4,13 +4,13 @@ import pytest
 
 pytest.importorskip("jax")
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
 import gwa
 import gwa.jax as gj
+import jax
 
 
 def _scores(seed, n=500):
@@ -102,9 +102,13 @@ def test_summarize_accepts_the_converted_moments():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"Expected `mask` to have the shape of `scores` \(4,\); got shape=\(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"Expected `mask` to have the shape of `scores` \(4,\); got shape=\(3,\)"
+    ):
         gj.moments_of(jnp.zeros(4), jnp.ones(3, bool))
-    with pytest.raises(TypeError, match=r"Expected `mask` to be a boolean array; got shape=\(4,\), dtype=int32"):
+    with pytest.raises(
+        TypeError, match=r"Expected `mask` to be a boolean array; got shape=\(4,\), dtype=int32"
+    ):
         gj.moments_of(jnp.zeros(4), jnp.ones(4, jnp.int32))
     with pytest.raises(TypeError, match=r"Expected `dtype` to be a floating dtype"):
         gj.moments_init(jnp.int32)

@@ -8,18 +8,18 @@ pytest.importorskip("jax")
 pytest.importorskip("flax")
 pytest.importorskip("optax")
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import torch
 
 import gwa
+import jax
+import torch
+from gwa.rundir import load_run
 from gwa.runner import models as torch_models
 from gwa.runner import models_jax, train_jax, train_torch
 from gwa.runner.config import RunConfig
 from gwa.runner.train import run_training
-from gwa.rundir import load_run
 from gwa.torch._signals import compute_signals
 
 torch.set_num_threads(1)
@@ -27,26 +27,35 @@ torch.set_num_threads(1)
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup_cosine"])
 def test_lr_schedule_equals_the_torch_backend(schedule):
-    config = RunConfig(schedule=schedule, epochs=5, warmup_epochs=2 if schedule == "warmup_cosine" else 0, lr=0.1)
-    expected = [0.1 * train_torch.lr_factor(s, schedule=schedule, total_steps=35, warmup_steps=config.warmup_epochs * 7)
-                for s in range(40)]
+    config = RunConfig(
+        schedule=schedule, epochs=5, warmup_epochs=2 if schedule == "warmup_cosine" else 0, lr=0.1
+    )
+    expected = [
+        0.1
+        * train_torch.lr_factor(s, schedule=schedule, total_steps=35, warmup_steps=config.warmup_epochs * 7)
+        for s in range(40)
+    ]
     host = train_jax.lr_schedule(config, 7, xp=np)
     np.testing.assert_allclose([float(host(s)) for s in range(40)], expected, rtol=1e-15, atol=0)
     device = jax.jit(jax.vmap(train_jax.lr_schedule(config, 7)))(jnp.arange(40))
     np.testing.assert_allclose(np.asarray(device), expected, rtol=1e-6, atol=1e-7)  # float32 near 0
 
 
-@pytest.mark.parametrize(("optimizer", "weight_decay"), [("sgd", 0.0), ("sgd", 0.05), ("adam", 0.0), ("adam", 0.05),
-                                                         ("adamw", 0.05)])
+@pytest.mark.parametrize(
+    ("optimizer", "weight_decay"),
+    [("sgd", 0.0), ("sgd", 0.05), ("adam", 0.0), ("adam", 0.05), ("adamw", 0.05)],
+)
 def test_optimizer_trajectory_equals_torch(optimizer, weight_decay):
-    config = RunConfig(optimizer=optimizer, weight_decay=weight_decay, lr=0.05, momentum=0.9, schedule="cosine",
-                       epochs=2)
+    config = RunConfig(
+        optimizer=optimizer, weight_decay=weight_decay, lr=0.05, momentum=0.9, schedule="cosine", epochs=2
+    )
     rng = np.random.default_rng(0)
     p0, grads = rng.normal(size=6).astype(np.float32), rng.normal(size=(8, 6)).astype(np.float32)
     param = torch.nn.Parameter(torch.from_numpy(p0.copy()))
     opt = train_torch.build_optimizer(config, [param])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: train_torch.lr_factor(
-        s, schedule="cosine", total_steps=8, warmup_steps=0))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: train_torch.lr_factor(s, schedule="cosine", total_steps=8, warmup_steps=0)
+    )
     tx = train_jax.build_optimizer(config, train_jax.lr_schedule(config, 4))
     p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
     update = jax.jit(tx.update)
@@ -64,10 +73,14 @@ def test_signals_equal_the_torch_tracker_signals():
     rng = np.random.default_rng(1)
     logits, labels = rng.normal(size=(32, 7)).astype(np.float32) * 3, rng.integers(0, 7, 32)
     names = ("loss", "margin", "p_gold", "el2n", "pred", "correct")
-    got = jax.jit(train_jax.per_sample_signals, static_argnums=2)(jnp.asarray(logits), jnp.asarray(labels), names)
+    got = jax.jit(train_jax.per_sample_signals, static_argnums=2)(
+        jnp.asarray(logits), jnp.asarray(labels), names
+    )
     expected = compute_signals(torch.from_numpy(logits), torch.from_numpy(labels), names, soft=False)
     for name in names:
-        np.testing.assert_allclose(np.asarray(got[name]), expected[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(got[name]), expected[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 @pytest.mark.parametrize(("name", "input_shape"), [("mlp", (8, 8, 1)), ("cnn", (8, 8, 1)), ("cnn", (40,))])
@@ -95,7 +108,9 @@ def test_flax_models_have_the_torch_architecture_and_init_range(name, input_shap
 
 
 def test_unsupported_options_raise_clear_errors():
-    with pytest.raises(ValueError, match=r"Expected `model` to be one of mlp, cnn with backend 'jax'; got 'resnet'"):
+    with pytest.raises(
+        ValueError, match=r"Expected `model` to be one of mlp, cnn with backend 'jax'; got 'resnet'"
+    ):
         models_jax.build_model("resnet", input_shape=(8, 8, 1), num_classes=10)
     with pytest.raises(ValueError, match=r"got 'mps' \(jax has no Metal backend"):
         train_jax.resolve_device("mps")
@@ -107,15 +122,27 @@ def test_unsupported_options_raise_clear_errors():
 
 def test_torch_init_checkpoint_is_refused_before_training(tmp_path):
     config = _tiny(tmp_path, "init", init_checkpoint=str(tmp_path / "weights.pt"))
-    with pytest.raises(ValueError, match=r"`init_checkpoint` \(a torch state_dict\) cannot initialise the jax"):
+    with pytest.raises(
+        ValueError, match=r"`init_checkpoint` \(a torch state_dict\) cannot initialise the jax"
+    ):
         run_training(config, progress=False)
     assert not (tmp_path / "init" / "metrics.jsonl").exists()
 
 
 def _tiny(tmp_path, name, **changes):
-    base = {"dataset": "digits", "num_train": 300, "noise": "symmetric", "noise_rate": 0.2, "hidden": (32,),
-            "batch_size": 64, "epochs": 3, "backend": "jax", "quiet": True, "out": str(tmp_path / name),
-            "signals": ("loss", "margin", "pred")}
+    base = {
+        "dataset": "digits",
+        "num_train": 300,
+        "noise": "symmetric",
+        "noise_rate": 0.2,
+        "hidden": (32,),
+        "batch_size": 64,
+        "epochs": 3,
+        "backend": "jax",
+        "quiet": True,
+        "out": str(tmp_path / name),
+        "signals": ("loss", "margin", "pred"),
+    }
     return RunConfig(**{**base, **changes})
 
 
@@ -151,8 +178,9 @@ def test_tiny_jax_run_writes_a_run_directory_that_resumes_exactly(tmp_path):
 
 def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     jax_run = load_run(run_training(_tiny(tmp_path, "jax", epochs=2), progress=False))
-    torch_run = load_run(run_training(_tiny(tmp_path, "torch", epochs=2, backend="torch", device="cpu"),
-                                      progress=False))
+    torch_run = load_run(
+        run_training(_tiny(tmp_path, "torch", epochs=2, backend="torch", device="cpu"), progress=False)
+    )
     assert [set(r) for r in jax_run.metrics] == [set(r) for r in torch_run.metrics]
     assert jax_run.signals() == torch_run.signals()
     assert set(jax_run.summary["criteria"]) == set(torch_run.summary["criteria"])

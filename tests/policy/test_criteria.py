@@ -29,25 +29,38 @@ GD = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9, 1.0, 1.0]
 
 
 def test_every_criterion_on_a_hand_built_run():
-    rows = _rows(gwa=DEFAULT, gwa_paper=PAPER, gwa_paper_flagged=FLAG, align_mean=MEAN, align_excess_kurtosis=KURT,
-                 test_acc=TEST, val_acc=VAL, val_acc_clean=VALC, prediction_changes=PC, grad_disparity=GD)
+    rows = _rows(
+        gwa=DEFAULT,
+        gwa_paper=PAPER,
+        gwa_paper_flagged=FLAG,
+        align_mean=MEAN,
+        align_excess_kurtosis=KURT,
+        test_acc=TEST,
+        val_acc=VAL,
+        val_acc_clean=VALC,
+        prediction_changes=PC,
+        grad_disparity=GD,
+    )
     got = policy.select_all(rows)
     assert list(got) == list(policy.CRITERIA)
     assert got == {
-        "gwa_paper": 6,       # verbatim: 0.9 right after the pole (epoch 1's 9.0 is in the warm-up)
-        "gwa": 5,             # mean / (kurtosis + 3): 0.42 / 1.5 = 0.28 at epoch 5 (0.45 / 4 at epoch 4)
-        "align_mean": 4,      # 0.45, epoch 1 skipped
-        "val": 5, "val_clean": 3,
-        "labelwave": 6,       # trailing 3-mean: 63.3, 45, 37.7, 41 -> minimum at epoch 6
+        "gwa_paper": 6,  # verbatim: 0.9 right after the pole (epoch 1's 9.0 is in the warm-up)
+        "gwa": 5,  # mean / (kurtosis + 3): 0.42 / 1.5 = 0.28 at epoch 5 (0.45 / 4 at epoch 4)
+        "align_mean": 4,  # 0.45, epoch 1 skipped
+        "val": 5,
+        "val_clean": 3,
+        "labelwave": 6,  # trailing 3-mean: 63.3, 45, 37.7, 41 -> minimum at epoch 6
         "grad_disparity": 3,  # minimum 3.0 at epoch 3, 5 epochs without a new one -> stops at 8
-        "last": 10, "oracle": 4,
+        "last": 10,
+        "oracle": 4,
     }
 
 
 def test_history_of_summaries_reads_the_same_values_as_rows():
     rng = np.random.default_rng(0)
-    history = [gwa.summarize(rng.normal(m, s, 400)) for m, s in [(0.9, 0.1), (0.1, 0.3), (0.3, 0.2), (0.2, 0.2)]
-               * 5]
+    history = [
+        gwa.summarize(rng.normal(m, s, 400)) for m, s in [(0.9, 0.1), (0.1, 0.3), (0.3, 0.2), (0.2, 0.2)] * 5
+    ]
     rows = [s.metrics() for s in history]
     for name in policy.MONITORABLE:
         assert gwa.select_epoch(history, name) == gwa.select_epoch(rows, name)
@@ -83,7 +96,9 @@ def test_planned_epochs_fix_the_warm_up():
     rows = _rows(gwa=values, gwa_paper=values)
     assert policy.select_all(rows, total_epochs=20)["gwa"] == 3
     assert policy.select_all(rows)["gwa"] == 1  # a 3-epoch run has no warm-up
-    with pytest.raises(ValueError, match=r"`total_epochs` to be an integer >= the 3 epochs in the history; got 2"):
+    with pytest.raises(
+        ValueError, match=r"`total_epochs` to be an integer >= the 3 epochs in the history; got 2"
+    ):
         gwa.select_epoch(rows, total_epochs=2)
 
 
@@ -91,12 +106,12 @@ def test_paper_rule_skips_the_first_tenth():
     assert gwa.select_epoch([9, 1, 2, 3, 2, 1, 0, 0, 0, 0]) == 4
     curve = [0.0, 5.0, 1.0] + [0.5] * 16  # 19 epochs: floor(1.9) = 1, so epoch 2 is allowed; 20: it is not
     assert gwa.select_epoch(curve) == 2
-    assert gwa.select_epoch(curve + [0.5]) == 3
+    assert gwa.select_epoch([*curve, 0.5]) == 3
     assert gwa.select_epoch([3, 1, 2]) == 1  # fewer than 10 epochs skip nothing
 
 
 def test_warmup_is_the_floor_of_a_tenth_exactly():
-    for n in range(0, 400):
+    for n in range(400):
         assert policy.warmup_epochs(n) == math.floor(Fraction(1, 10) * n)
         if n:
             # a strictly decreasing curve picks the first epoch after the warm-up
@@ -119,8 +134,11 @@ def test_non_finite_values_are_never_chosen_and_ties_go_early():
     assert policy.choose([math.nan, 1, math.nan, 0.5]) == 1
     assert policy.choose([1, math.inf, 2]) == 2
     assert policy.choose([0.5, 0.5, 0.5]) == 0
-    with pytest.raises(ValueError, match=r"at least one finite value after the warm-up \(from epoch 6\); "
-                                         r"got \[nan, nan, nan, nan, nan\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"at least one finite value after the warm-up \(from epoch 6\); "
+        r"got \[nan, nan, nan, nan, nan\]",
+    ):
         policy.choose([1.0] * 5 + [math.nan] * 5, warmup=5)
 
 
@@ -129,7 +147,9 @@ def test_bad_arguments_are_named():
         gwa.select_epoch([1.0, 2.0], "best")
     with pytest.raises(ValueError, match="Plain values need a per-epoch-value criterion"):
         gwa.select_epoch([1.0, 2.0], "oracle")
-    with pytest.raises(TypeError, match=r"`history\[1\]` to be an EpochSummary or a metric row \(dict\); got str"):
+    with pytest.raises(
+        TypeError, match=r"`history\[1\]` to be an EpochSummary or a metric row \(dict\); got str"
+    ):
         policy.as_rows([{"gwa": 1.0}, "x"])
     with pytest.raises(ValueError, match="non-empty `history`"):
         gwa.select_epoch([])

@@ -9,10 +9,14 @@ from gwa.policy import check_flag_options, flag_scores
 
 NAN = math.nan
 # 4 epochs x 5 samples; sample 4 never seen, sample 3 seen twice.
-M = np.array([[0.3, -0.1, -0.5, NAN, NAN],
-              [0.2, -0.2, 0.1, -0.3, NAN],
-              [-0.1, -0.3, -0.4, NAN, NAN],
-              [0.1, -0.4, -0.2, -0.1, NAN]])
+M = np.array(
+    [
+        [0.3, -0.1, -0.5, NAN, NAN],
+        [0.2, -0.2, 0.1, -0.3, NAN],
+        [-0.1, -0.3, -0.4, NAN, NAN],
+        [0.1, -0.4, -0.2, -0.1, NAN],
+    ]
+)
 
 
 def test_lastk_flags_samples_negative_in_each_of_their_last_k_seen_epochs():

@@ -16,7 +16,12 @@ def test_reasons_and_messages_over_a_run():
     s = EarlyStopper(patience=2, total_epochs=10)
     steps = [s.step(v) for v in [0.9, 0.1, 0.3, 0.2, 0.25]]
     assert steps == [False, False, False, False, True]
-    assert (s.best_epoch, s.best_value, s.stopped_epoch, s.reason) == (3, 0.3, 5, StopReason.PATIENCE_EXHAUSTED)
+    assert (s.best_epoch, s.best_value, s.stopped_epoch, s.reason) == (
+        3,
+        0.3,
+        5,
+        StopReason.PATIENCE_EXHAUSTED,
+    )
     assert s.message == "stop at epoch 5: no new best for 2 epochs since epoch 3 (gwa 0.3)"
     assert s.step(5.0) is True and s.stopped_epoch == 5  # stays stopped; still records
 
@@ -46,15 +51,19 @@ def test_logged_value_is_nan_in_the_warm_up_only():
 
 
 @settings(max_examples=200, deadline=None)
-@given(values=st.lists(st.one_of(st.floats(-1, 1), st.just(math.nan)), min_size=1, max_size=40),
-       extra=st.integers(0, 20), patience=st.one_of(st.none(), st.integers(1, 6)), finetune=st.booleans())
+@given(
+    values=st.lists(st.one_of(st.floats(-1, 1), st.just(math.nan)), min_size=1, max_size=40),
+    extra=st.integers(0, 20),
+    patience=st.one_of(st.none(), st.integers(1, 6)),
+    finetune=st.booleans(),
+)
 def test_online_best_equals_the_post_hoc_choice(values, extra, patience, finetune):
     total = len(values) + extra
     s = EarlyStopper(patience=patience, total_epochs=total, finetune=finetune)
     for v in values:
         if s.step(v):  # a trainer stops here
             break
-    seen = values[:s.epoch]
+    seen = values[: s.epoch]
     try:
         expected = gwa.select_epoch(seen, total_epochs=total, finetune=finetune)
     except ValueError:
@@ -83,7 +92,9 @@ def test_summaries_rows_and_numbers_are_accepted():
         b.step(s.metrics())
         c.step(s.gwa_paper)
     assert a.values == b.values == c.values
-    with pytest.raises(TypeError, match="Expected an EpochSummary, a metric row \\(dict\\) or a number; got str"):
+    with pytest.raises(
+        TypeError, match="Expected an EpochSummary, a metric row \\(dict\\) or a number; got str"
+    ):
         a.step("0.3")
 
 
@@ -99,12 +110,17 @@ def test_state_round_trip_resumes_the_same_decision():
         full.step(v)
     for v in values[5:]:
         resumed.step(v)
-    assert (resumed.best_epoch, resumed.stopped_epoch, resumed.message) == (full.best_epoch, full.stopped_epoch,
-                                                                            full.message) == (6, 9, resumed.message)
+    assert (
+        (resumed.best_epoch, resumed.stopped_epoch, resumed.message)
+        == (full.best_epoch, full.stopped_epoch, full.message)
+        == (6, 9, resumed.message)
+    )
 
 
 def test_bad_arguments_and_states_are_refused():
-    with pytest.raises(ValueError, match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\].*got 'val'"):
+    with pytest.raises(
+        ValueError, match=r"`criterion` to be one of \['gwa_paper', 'gwa', 'align_mean'\].*got 'val'"
+    ):
         EarlyStopper("val")
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="`patience` to be an integer >= 1 or None"):

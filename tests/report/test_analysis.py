@@ -92,8 +92,12 @@ def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
 def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
     rows = [
         {"gwa": 0.05, "gwa_paper": 0.1},
-        {"gwa": 0.06, "gwa_paper": 0.2, "gwa_guard": "kurtosis_pole",
-         "gwa_guard_message": "kurtosis pole: excess kurtosis -1.2 + beta 1.2 = 0 <= 0.1"},
+        {
+            "gwa": 0.06,
+            "gwa_paper": 0.2,
+            "gwa_guard": "kurtosis_pole",
+            "gwa_guard_message": "kurtosis pole: excess kurtosis -1.2 + beta 1.2 = 0 <= 0.1",
+        },
         {"gwa": None, "gwa_paper": None},
         {"gwa": 0.07, "gwa_paper": 0.3, "gwa_paper_flagged": True},
         {"gwa": 0.08, "gwa_paper": 0.4, "gwa_guard": "constant_scores"},

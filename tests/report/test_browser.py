@@ -20,7 +20,9 @@ from gwa.rundir import RunWriter
 
 pytest.importorskip("matplotlib")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)"
+)
 WIDTH = 1400
 
 #: Injected first in <head>: records console errors and failed loads, then after the load event measures the
@@ -55,10 +57,23 @@ window.addEventListener("load", function () {
 
 
 def _chromium(url: str, profile, *extra: str) -> subprocess.CompletedProcess:
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-            "--enable-logging=stderr", "--v=0", f"--window-size={WIDTH},900", "--virtual-time-budget=10000", *extra,
-            url]
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--window-size={WIDTH},900",
+        "--virtual-time-budget=10000",
+        *extra,
+        url,
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -71,7 +86,9 @@ def check_page(html_path, tmp_path) -> tuple[dict, list[str]]:
     found = re.search(r'<pre id="gwa-check">(.*?)</pre>', done.stdout, re.DOTALL)
     assert found, f"the checker did not run: {done.stderr[-2000:]}"
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
-    text = found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    text = (
+        found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
     return json.loads(text), console
 
 
@@ -82,13 +99,25 @@ def _run(path, *, noise: bool, previews: str, n=120, epochs=8, seed=0):
     mask = np.zeros(n, bool)
     if noise:
         mask[rng.choice(n, n // 5, replace=False)] = True
-    writer = RunWriter(path, {"framework": "loop", "model": "mlp", "max_epochs": epochs}, n, labels=labels,
-                       noise_mask=mask if noise else None)
+    writer = RunWriter(
+        path,
+        {"framework": "loop", "model": "mlp", "max_epochs": epochs},
+        n,
+        labels=labels,
+        noise_mask=mask if noise else None,
+    )
     for e in range(1, epochs + 1):
         scores = np.clip(np.where(mask, -0.3, 0.3) * (1 - np.exp(-e / 3)) + rng.normal(0, 0.1, n), -1, 1)
         pred = np.where(rng.random(n) < 0.8, labels, (labels + 1) % 4)
-        writer.log_epoch({"epoch": e, "train_loss": 1.0 / e, "train_acc": float((pred == labels).mean()),
-                          **gwa.summarize(scores).metrics()}, {"alignment": scores, "pred": pred})
+        writer.log_epoch(
+            {
+                "epoch": e,
+                "train_loss": 1.0 / e,
+                "train_acc": float((pred == labels).mean()),
+                **gwa.summarize(scores).metrics(),
+            },
+            {"alignment": scores, "pred": pred},
+        )
     if previews == "image":
         writer.write_previews(np.arange(n), rng.normal(size=(n, 8, 8)).astype(np.float32))
     else:
@@ -114,7 +143,7 @@ def test_report_renders_in_chromium_offline_without_errors_at_1400px(tmp_path, n
     assert len(thumbs) == (20 if previews == "image" else 0)  # 1-D signals are inline SVG sparklines
     # Laid out at 1400 px: no horizontal overflow, the content column uses its width, figures are readable.
     assert found["viewport"] == WIDTH and found["scrollWidth"] <= WIDTH and found["overflowing"] == []
-    assert found["bodyWidth"] >= 1000 and all(WIDTH * 0.45 <= img["width"] for img in figures)
+    assert found["bodyWidth"] >= 1000 and all(img["width"] >= WIDTH * 0.45 for img in figures)
     assert all(img["right"] <= WIDTH for img in found["images"])
     # The interactive touch: a click on "sample id" sorts the worst-samples table by it.
     assert len(found["sortedIds"]) == 20 and found["sortedIds"] == sorted(found["sortedIds"])
@@ -134,8 +163,10 @@ def test_screenshot_at_1400px(tmp_path):
 def test_the_checker_sees_a_broken_image_and_a_console_error(tmp_path):
     """The browser checks can fail: a page with a broken image and a console error is caught."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><head><title>x</title></head><body><img class="figure" '
-                   'src="data:image/png;base64,AAAA"><script>console.error("boom")</script></body></html>')
+    bad.write_text(
+        '<!DOCTYPE html><html><head><title>x</title></head><body><img class="figure" '
+        'src="data:image/png;base64,AAAA"><script>console.error("boom")</script></body></html>'
+    )
     found, console = check_page(bad, tmp_path)
     assert found["images"][0]["decoded"] is False
     assert "console.error: boom" in found["errors"] and any("boom" in line for line in console)

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gwa.report.compare import compare_runs
-from gwa.report.compare import run_row
+from gwa.report.compare import compare_runs, run_row
 from gwa.rundir import load_run
 
 # name: (max mean alignment at epoch 3, best test acc at epoch 2, gwa (the default value) at the gwa epoch 4,
@@ -55,7 +54,12 @@ def test_rows_and_order(four_runs):
     assert [r.name for r in res.rows] == ["D", "C", "B", "A"]  # by max mean alignment, highest first
     d = res.rows[0]
     assert (d.max_align, d.align_epoch, d.test_at_align) == (0.4, 3, 0.3)
-    assert (d.gwa, d.gwa_epoch, d.gwa_source, d.test_at_gwa) == (0.15, 4, "summary", 0.5)  # the logged default
+    assert (d.gwa, d.gwa_epoch, d.gwa_source, d.test_at_gwa) == (
+        0.15,
+        4,
+        "summary",
+        0.5,
+    )  # the logged default
     assert (d.best_test, d.best_test_epoch) == (0.8, 2)
 
 

@@ -19,13 +19,17 @@ import gwa
 from gwa.policy import flag_scores
 from gwa.report import _analysis as A
 from gwa.report.flag import flag_samples
-from gwa.report.report import write_report
 from gwa.rundir import FORMAT, RunDirError, RunWriter, load_run, read_metrics, upgrade_row
 
 N, EPOCHS = 40, 10
-POLE_EPOCHS = [3, 4]  # two equal point masses: excess kurtosis -2, the paper's denominator -0.8, its value -0.5
+POLE_EPOCHS = [
+    3,
+    4,
+]  # two equal point masses: excess kurtosis -2, the paper's denominator -0.8, its value -0.5
 CONSTANT_EPOCH = 6  # every score equal: kurtosis undefined
-NEAR_POLE_EPOCH = 8  # near-uniform scores: excess kurtosis -1.155, the paper's value 6.7 (guarded), its argmax
+NEAR_POLE_EPOCH = (
+    8  # near-uniform scores: excess kurtosis -1.155, the paper's value 6.7 (guarded), its argmax
+)
 
 
 def _scores(epoch: int, rng) -> np.ndarray:
@@ -46,19 +50,38 @@ def _old_row(epoch: int, s: gwa.EpochSummary, test_acc: float) -> dict:
     def finite(v):
         return v if math.isfinite(v) else None
 
-    return {"epoch": epoch, "step": 10 * epoch, "train_loss": 1.0 / epoch, "align_mean": finite(s.mean),
-            "align_std": finite(s.std), "align_excess_kurtosis": finite(s.excess_kurtosis),
-            "gwa": finite(s.gwa_paper), "gwa_flagged": s.flagged,
-            "gwa_guard": None if s.guard is None else s.guard.message, "n_scores": s.n,
-            "n_undefined": s.n_undefined, "test_acc": test_acc}
+    return {
+        "epoch": epoch,
+        "step": 10 * epoch,
+        "train_loss": 1.0 / epoch,
+        "align_mean": finite(s.mean),
+        "align_std": finite(s.std),
+        "align_excess_kurtosis": finite(s.excess_kurtosis),
+        "gwa": finite(s.gwa_paper),
+        "gwa_flagged": s.flagged,
+        "gwa_guard": None if s.guard is None else s.guard.message,
+        "n_scores": s.n,
+        "n_undefined": s.n_undefined,
+        "test_acc": test_acc,
+    }
 
 
 def write_format1_run(path, *, summary: bool = True) -> dict:
     """Write a complete format-1 run directory by hand; return what was written (summaries, matrix, rows)."""
     rng = np.random.default_rng(7)
     (path / "scores").mkdir(parents=True)
-    config = {"format": 1, "gwa_version": "0.1.0", "status": "complete", "num_samples": N, "name": "old",
-              "dataset": "digits", "model": "mlp", "noise": "symmetric", "noise_rate": 0.25, "epochs": EPOCHS}
+    config = {
+        "format": 1,
+        "gwa_version": "0.1.0",
+        "status": "complete",
+        "num_samples": N,
+        "name": "old",
+        "dataset": "digits",
+        "model": "mlp",
+        "noise": "symmetric",
+        "noise_rate": 0.25,
+        "epochs": EPOCHS,
+    }
     (path / "config.json").write_text(json.dumps(config, indent=2))
     noise_mask = np.arange(N) < 10
     np.save(path / "labels.npy", np.arange(N, dtype=np.int64) % 10)
@@ -75,10 +98,18 @@ def write_format1_run(path, *, summary: bool = True) -> dict:
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if summary:
         best = gwa.select_epoch(summaries, total_epochs=EPOCHS)
-        (path / "summary.json").write_text(json.dumps(
-            {"format": 1, "default": "gwa",
-             "criteria": {"gwa": {"epoch": best, "test_acc": rows[best - 1]["test_acc"]},
-                          "last": {"epoch": EPOCHS, "test_acc": rows[-1]["test_acc"]}}}))
+        (path / "summary.json").write_text(
+            json.dumps(
+                {
+                    "format": 1,
+                    "default": "gwa",
+                    "criteria": {
+                        "gwa": {"epoch": best, "test_acc": rows[best - 1]["test_acc"]},
+                        "last": {"epoch": EPOCHS, "test_acc": rows[-1]["test_acc"]},
+                    },
+                }
+            )
+        )
     return {"summaries": summaries, "rows": rows, "matrix": np.array(matrix), "noise_mask": noise_mask}
 
 
@@ -90,7 +121,7 @@ def old_run(tmp_path):
 
 
 def test_the_fixture_is_a_format1_run_with_the_old_keys(old_run):
-    path, written = old_run
+    path, _ = old_run
     assert json.loads((path / "config.json").read_text())["format"] == 1 != FORMAT
     raw = read_metrics(path)  # the file as written, not upgraded
     assert "gwa_paper" not in raw[0] and "gwa_flagged" in raw[0]
@@ -118,24 +149,53 @@ def test_load_run_upgrades_the_rows(old_run):
     assert pole["gwa_guard"] == "kurtosis_pole" and pole["gwa_guard_message"].startswith("kurtosis pole:")
     assert pole["gwa"] == pytest.approx(0.4 / (-2.0 + 3.0))  # recomputed: mean / (excess kurtosis + 3)
     constant = run.metrics[CONSTANT_EPOCH - 1]
-    assert constant["gwa_guard"] == "constant_scores" and constant["gwa"] is None and constant["gwa_paper"] is None
+    assert (
+        constant["gwa_guard"] == "constant_scores"
+        and constant["gwa"] is None
+        and constant["gwa_paper"] is None
+    )
     plain = run.metrics[0]
-    assert plain["gwa_guard"] is None and plain["gwa_guard_message"] is None and plain["gwa_paper_flagged"] is False
+    assert (
+        plain["gwa_guard"] is None
+        and plain["gwa_guard_message"] is None
+        and plain["gwa_paper_flagged"] is False
+    )
     assert plain["gwa"] == pytest.approx(plain["align_mean"] / (plain["align_excess_kurtosis"] + 3.0))
-    np.testing.assert_array_equal(run.series("gwa_paper"), [np.nan if s.gwa_paper is None else s.gwa_paper
-                                                            for s in written["summaries"]])
+    np.testing.assert_array_equal(
+        run.series("gwa_paper"),
+        [np.nan if s.gwa_paper is None else s.gwa_paper for s in written["summaries"]],
+    )
 
 
 def test_upgrade_row_maps_every_old_guard_and_leaves_format2_rows_alone():
-    old = {"epoch": 1, "align_mean": None, "align_excess_kurtosis": None, "gwa": None, "gwa_flagged": True,
-           "gwa_guard": "no scores"}
+    old = {
+        "epoch": 1,
+        "align_mean": None,
+        "align_excess_kurtosis": None,
+        "gwa": None,
+        "gwa_flagged": True,
+        "gwa_guard": "no scores",
+    }
     new = upgrade_row(old, 1)
     assert new["gwa_guard"] == "no_scores" and new["gwa_guard_message"] == "no scores"
     assert new["gwa"] is None and new["gwa_paper"] is None and new["gwa_paper_flagged"] is True
     assert old["gwa_guard"] == "no scores" and "gwa_paper" not in old  # the input is not changed
-    pole = upgrade_row({"epoch": 2, "align_mean": 0.3, "align_excess_kurtosis": -1.5, "gwa": -1.0,
-                        "gwa_flagged": True, "gwa_guard": "kurtosis pole: excess kurtosis -1.5 + beta 1.2 = -0.3"}, 1)
-    assert pole["gwa_guard"] == "kurtosis_pole" and pole["gwa_paper"] == -1.0 and pole["gwa"] == pytest.approx(0.2)
+    pole = upgrade_row(
+        {
+            "epoch": 2,
+            "align_mean": 0.3,
+            "align_excess_kurtosis": -1.5,
+            "gwa": -1.0,
+            "gwa_flagged": True,
+            "gwa_guard": "kurtosis pole: excess kurtosis -1.5 + beta 1.2 = -0.3",
+        },
+        1,
+    )
+    assert (
+        pole["gwa_guard"] == "kurtosis_pole"
+        and pole["gwa_paper"] == -1.0
+        and pole["gwa"] == pytest.approx(0.2)
+    )
     current = gwa.summarize(np.r_[np.full(5, 0.9), np.full(5, -0.1)]).metrics()
     assert upgrade_row({"epoch": 1, **current}, 2) == {"epoch": 1, **current}
     assert upgrade_row({"epoch": 1, **current}, 1) == {"epoch": 1, **current}  # already upgraded: kept
@@ -147,7 +207,9 @@ def test_choices_recomputed_on_a_format1_run_use_the_upgraded_values(tmp_path):
     choices = A.chosen_epochs(run)
     assert {c.source for c in choices.values()} == {"recomputed"}
     assert choices["gwa"].epoch == gwa.select_epoch(written["summaries"], total_epochs=EPOCHS)
-    assert choices["gwa_paper"].epoch == gwa.select_epoch(written["summaries"], "gwa_paper", total_epochs=EPOCHS)
+    assert choices["gwa_paper"].epoch == gwa.select_epoch(
+        written["summaries"], "gwa_paper", total_epochs=EPOCHS
+    )
     # The old rows' `gwa` (the paper's value) is ranked as gwa_paper, which takes its near-pole maximum; the
     # default criterion ranks the recomputed default value and does not.
     assert choices["gwa_paper"].epoch == NEAR_POLE_EPOCH != choices["gwa"].epoch
@@ -170,8 +232,9 @@ def test_gwa_report_on_a_format1_run(old_run, tmp_path, commands, capsys):
 
     best = written["rows"][json.loads((path / "summary.json").read_text())["criteria"]["gwa"]["epoch"] - 1]
     s = written["summaries"][best["epoch"] - 1]
-    assert f"<td>{fmt(s.gwa)}</td><td>{fmt(s.gwa_paper)}</td>" in html.replace("<td class='num'>", "<td>") \
-        .replace('<td class="num">', "<td>")
+    assert f"<td>{fmt(s.gwa)}</td><td>{fmt(s.gwa_paper)}</td>" in html.replace(
+        "<td class='num'>", "<td>"
+    ).replace('<td class="num">', "<td>")
 
 
 def test_gwa_flag_on_a_format1_run(old_run, tmp_path, commands, capsys):
@@ -193,8 +256,11 @@ def test_gwa_flag_on_a_format1_run(old_run, tmp_path, commands, capsys):
 def test_resuming_a_format1_run_is_refused(old_run):
     path, _ = old_run
     before = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file()}
-    with pytest.raises(RunDirError, match=r"Cannot resume .*old: it is a run of format 1 \(an older gwa\); this gwa "
-                                          r"writes format 2\. Start a new run\."):
+    with pytest.raises(
+        RunDirError,
+        match=r"Cannot resume .*old: it is a run of format 1 \(an older gwa\); this gwa "
+        r"writes format 2\. Start a new run\.",
+    ):
         RunWriter(path, {"name": "old"}, N, resume=True, resume_epoch=5)
     after = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file()}
     assert after == before  # nothing truncated or rewritten

@@ -13,8 +13,7 @@ from PIL import Image
 
 from gwa.report.html import fmt
 from gwa.report.report import write_report
-from gwa.rundir import RunDirError
-from gwa.rundir import load_run
+from gwa.rundir import RunDirError, load_run
 
 SECTIONS = ["config", "summary", "curves", "distribution", "datamap", "negative"]
 FIGURES = ["curves.png", "alignment_distribution.png", "data_map.png"]
@@ -139,16 +138,26 @@ def test_partial_run_without_summary_or_mask(tmp_path, simulate_run, commands, c
     assert "recomputed from metrics.jsonl" in text and "noise_mask" not in text and "mislabeled?" not in text
     assert page.sections == SECTIONS
     rows = [r for r in page.rows if r]
-    assert len(rows) == 3 and all(len(r) == 8 for r in rows)  # rank, id, label, clean label, 3 alignment, loss
+    assert len(rows) == 3 and all(
+        len(r) == 8 for r in rows
+    )  # rank, id, label, clean label, 3 alignment, loss
 
 
 def test_metrics_only_run_reports_curves_and_guard_reasons(tmp_path, write_run):
-    rows = [{"gwa": 0.02 * e, "gwa_paper": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5} for e in range(1, 6)]
+    rows = [
+        {"gwa": 0.02 * e, "gwa_paper": 0.1 * e, "align_mean": 0.05 * e, "test_acc": 0.5} for e in range(1, 6)
+    ]
     rows[1]["gwa_paper"] = None
-    rows[2].update(gwa_guard="constant_scores", gwa_guard_message="constant scores: kurtosis undefined",
-                   gwa_paper_flagged=True)
-    rows[4].update(gwa_paper=-40.0, gwa_guard="kurtosis_pole",
-                   gwa_guard_message="kurtosis pole: excess kurtosis -1.3 + beta 1.2 = -0.1 <= 0.1")
+    rows[2].update(
+        gwa_guard="constant_scores",
+        gwa_guard_message="constant scores: kurtosis undefined",
+        gwa_paper_flagged=True,
+    )
+    rows[4].update(
+        gwa_paper=-40.0,
+        gwa_guard="kurtosis_pole",
+        gwa_guard_message="kurtosis pole: excess kurtosis -1.3 + beta 1.2 = -0.1 <= 0.1",
+    )
     page = parse(write_report(write_run(tmp_path / "m", metrics=rows), tmp_path / "o"))
     assert page.sections == ["config", "summary", "curves"]
     text = "".join(page.text)

@@ -22,10 +22,12 @@ def write_idx(path, array: np.ndarray, *, dtype_code=0x08, compress=True):
 def fake_fashion_mnist(folder, n_train=40, n_test=20, seed=0):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
     for stem, arr in arrays.items():
         write_idx(folder / f"{stem}.gz", arr)
     return arrays
@@ -77,15 +79,21 @@ def test_cifar10_batches_in_torchvision_layout(tmp_path):
     rng = np.random.default_rng(0)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batches[name] = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, 4))}
+        batches[name] = {
+            "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, 4)),
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batches[name], fh)
     ds = data.load_cifar10(tmp_path)
     assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_test.shape == (4, 32, 32, 3)
     # The first red-channel row of the first image is the first 32 bytes of the flat record.
-    np.testing.assert_allclose(ds.x_train[0, 0, :, 0], batches["data_batch_1"]["data"][0, :32] / 255.0, rtol=1e-6)
-    np.testing.assert_allclose(ds.x_train[0, 0, :, 1], batches["data_batch_1"]["data"][0, 1024:1056] / 255.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ds.x_train[0, 0, :, 0], batches["data_batch_1"]["data"][0, :32] / 255.0, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ds.x_train[0, 0, :, 1], batches["data_batch_1"]["data"][0, 1024:1056] / 255.0, rtol=1e-6
+    )
     assert ds.y_train[4:8].tolist() == batches["data_batch_2"]["labels"]
 
 
@@ -113,14 +121,15 @@ def test_imagefolder_reads_classes_and_pixels(tmp_path):
 def test_digits_and_mnist1d_shapes_and_rng_untouched():
     d = data.load_digits()
     assert d.x_train.shape == (1257, 8, 8, 1) and d.x_test.shape == (540, 8, 8, 1)
-    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
-    np.random.seed(123)
+    assert d.x_train.min() >= 0.0 and d.x_train.max() <= 1.0
+    # The legacy global stream is what the mnist1d generator seeds: this test is about it.
+    np.random.seed(123)  # noqa: NPY002
     random.seed(123)
-    expected = (np.random.rand(), random.random())
-    np.random.seed(123)
+    expected = (np.random.rand(), random.random())  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
     random.seed(123)
     m = data.load_mnist1d(200)
-    assert (np.random.rand(), random.random()) == expected  # the generator's global seeding is undone
+    assert (np.random.rand(), random.random()) == expected  # noqa: NPY002  # the generator's global seeding is undone
     assert m.x_train.shape == (160, 40) and m.x_test.shape == (40, 40) and set(m.y_train) <= set(range(10))
     assert np.array_equal(data.load_mnist1d(200).x_train, m.x_train)  # generated deterministically
 
@@ -131,7 +140,9 @@ def test_prepare_subset_noise_split_and_normalisation():
     full = data.load_digits()
     assert p.num_samples + len(p.y_val) == 500 and len(p.y_val) == 50
     # Stratified: each class keeps its share within one sample.
-    counts = np.bincount(full.y_train[p.source_index], minlength=10) + np.bincount(p.y_val_clean, minlength=10)
+    counts = np.bincount(full.y_train[p.source_index], minlength=10) + np.bincount(
+        p.y_val_clean, minlength=10
+    )
     share = np.bincount(full.y_train, minlength=10) / full.y_train.size * 500
     assert np.abs(counts - share).max() <= 1
     # Clean labels are the dataset's; noise is the exact count over train + val; the mask matches.

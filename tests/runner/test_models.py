@@ -7,7 +7,9 @@ from gwa.torch import find_head
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
-@pytest.mark.parametrize("input_shape, batch", [((8, 8, 1), (3, 1, 8, 8)), ((40,), (3, 40)), ((12, 12, 3), (3, 3, 12, 12))])
+@pytest.mark.parametrize(
+    ("input_shape", "batch"), [((8, 8, 1), (3, 1, 8, 8)), ((40,), (3, 40)), ((12, 12, 3), (3, 3, 12, 12))]
+)
 def test_models_map_inputs_to_logits_with_a_linear_head(name, input_shape, batch):
     torch.manual_seed(0)
     model = build_model(name, input_shape=input_shape, num_classes=7, hidden=(16,), width=4)
@@ -39,7 +41,9 @@ def test_timm_pretrained_reads_only_the_local_cache(tmp_path, monkeypatch):
     import huggingface_hub
 
     hub_ids = []
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, filename, **kw: hub_ids.append(repo))
+    monkeypatch.setattr(
+        huggingface_hub, "try_to_load_from_cache", lambda repo, filename, **kw: hub_ids.append(repo)
+    )
     with pytest.raises(FileNotFoundError, match="not in the local cache and downloads are off"):
         build_model("timm:test_convnext", input_shape=(32, 32, 3), num_classes=5, pretrained=True)
     assert hub_ids and all(h == hub_ids[0] for h in hub_ids)
@@ -47,9 +51,13 @@ def test_timm_pretrained_reads_only_the_local_cache(tmp_path, monkeypatch):
     torch.manual_seed(1)
     source = timm.create_model("test_convnext", pretrained=False)
     torch.save(source.state_dict(), tmp_path / "pytorch_model.bin")
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
-                        lambda repo, filename, **kw: str(tmp_path / "pytorch_model.bin")
-                        if filename == "pytorch_model.bin" else None)
+    monkeypatch.setattr(
+        huggingface_hub,
+        "try_to_load_from_cache",
+        lambda repo, filename, **kw: (
+            str(tmp_path / "pytorch_model.bin") if filename == "pytorch_model.bin" else None
+        ),
+    )
     model = build_model("timm:test_convnext", input_shape=(32, 32, 3), num_classes=5, pretrained=True)
     assert torch.equal(model.stem[0].weight, source.stem[0].weight)
     assert model.get_classifier().out_features == 5

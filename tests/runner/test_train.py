@@ -7,20 +7,33 @@ torch = pytest.importorskip("torch")
 
 import gwa
 from gwa import cli, policy
+from gwa.rundir import load_run
 from gwa.runner import train_torch
 from gwa.runner.config import RunConfig
 from gwa.runner.data import prepare
 from gwa.runner.models import build_model
 from gwa.runner.train import run_training
-from gwa.rundir import load_run
 
-TINY = {"dataset": "digits", "num_train": 240, "model": "mlp", "hidden": (16,), "batch_size": 64, "quiet": True}
+TINY = {
+    "dataset": "digits",
+    "num_train": 240,
+    "model": "mlp",
+    "hidden": (16,),
+    "batch_size": 64,
+    "quiet": True,
+}
 
 
 def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
     """One batch per epoch: epoch 1 scores the initial model, epoch 2 the model after one SGD step."""
-    config = RunConfig(**{**TINY, "batch_size": 1000}, optimizer="sgd", momentum=0.0, lr=0.5, epochs=2,
-                       out=str(tmp_path / "run"))
+    config = RunConfig(
+        **{**TINY, "batch_size": 1000},
+        optimizer="sgd",
+        momentum=0.0,
+        lr=0.5,
+        epochs=2,
+        out=str(tmp_path / "run"),
+    )
     out = run_training(config, progress=False)
     run = load_run(out)
     data = prepare(config)
@@ -30,12 +43,18 @@ def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
     for epoch in (1, 2):
         emb = model.body(x)
         logits = model.head(emb)
-        expected = gwa.alignment(logits.detach().double().numpy(), data.y_train, emb.detach().double().numpy(),
-                                 model.head.weight.detach().double().numpy())
+        expected = gwa.alignment(
+            logits.detach().double().numpy(),
+            data.y_train,
+            emb.detach().double().numpy(),
+            model.head.weight.detach().double().numpy(),
+        )
         np.testing.assert_allclose(run.scores(epoch), expected, rtol=2e-5, atol=2e-6)
         per_sample_loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
         np.testing.assert_allclose(run.scores(epoch, "loss"), per_sample_loss.detach().numpy(), rtol=1e-5)
-        assert run.metrics[epoch - 1]["train_loss"] == pytest.approx(float(per_sample_loss.mean().detach()), rel=1e-5)
+        assert run.metrics[epoch - 1]["train_loss"] == pytest.approx(
+            float(per_sample_loss.mean().detach()), rel=1e-5
+        )
         assert run.metrics[epoch - 1]["gwa_paper"] == pytest.approx(gwa.gwa_value(expected), rel=1e-4)
         assert run.metrics[epoch - 1]["gwa"] == pytest.approx(gwa.summarize(expected).gwa, rel=1e-4)
         loss = per_sample_loss.mean()
@@ -47,7 +66,9 @@ def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
     # The last checkpoint holds that model: its test accuracy is the logged one.
     from gwa.runner import checkpoint
 
-    state = torch.load(checkpoint.marked_file(out, "last"), weights_only=True)  # plain tensors: no pickled code
+    state = torch.load(
+        checkpoint.marked_file(out, "last"), weights_only=True
+    )  # plain tensors: no pickled code
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(state["model"][name], tensor, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
@@ -58,9 +79,16 @@ def test_scores_match_the_numpy_core_on_full_batch_sgd(tmp_path):
 def test_run_directory_is_complete_and_consistent(tmp_path):
     d = prepare(RunConfig(dataset="digits"))
     np.savez(tmp_path / "same_as_test.npz", x=d.raw(d.x_test), y=d.y_test)
-    config = RunConfig(**TINY, epochs=3, noise="symmetric", noise_rate=0.25, val_frac=0.2,
-                       eval_sets={"copy": str(tmp_path / "same_as_test.npz")}, gradient_disparity=True,
-                       out=str(tmp_path / "run"))
+    config = RunConfig(
+        **TINY,
+        epochs=3,
+        noise="symmetric",
+        noise_rate=0.25,
+        val_frac=0.2,
+        eval_sets={"copy": str(tmp_path / "same_as_test.npz")},
+        gradient_disparity=True,
+        out=str(tmp_path / "run"),
+    )
     run = load_run(run_training(config, progress=False))
     assert run.complete and run.epochs == [1, 2, 3]
     assert run.noise_mask.sum() == np.sum(run.labels != run.clean_labels) > 0
@@ -97,8 +125,16 @@ def _without_time(rows):
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
-    common = dict(**TINY, epochs=4, optimizer="adam", schedule="cosine", noise="symmetric", noise_rate=0.2,
-                  val_frac=0.1, early_stop=3)
+    common = dict(
+        **TINY,
+        epochs=4,
+        optimizer="adam",
+        schedule="cosine",
+        noise="symmetric",
+        noise_rate=0.2,
+        val_frac=0.1,
+        early_stop=3,
+    )
     full = load_run(run_training(RunConfig(**common, out=str(tmp_path / "full")), progress=False))
     original = train_torch._save_checkpoints
 
@@ -113,7 +149,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
     cut = load_run(tmp_path / "cut")
     assert cut.epochs == [1, 2, 3] and not cut.complete  # finished epochs are kept
     monkeypatch.setattr(train_torch, "_save_checkpoints", original)
-    resumed = load_run(run_training(RunConfig(**common, out=str(tmp_path / "cut"), resume=True), progress=False))
+    resumed = load_run(
+        run_training(RunConfig(**common, out=str(tmp_path / "cut"), resume=True), progress=False)
+    )
     assert _without_time(resumed.metrics) == _without_time(full.metrics)
     for signal in ("alignment", "loss", "pred"):
         np.testing.assert_array_equal(resumed.score_matrix(signal), full.score_matrix(signal))
@@ -132,7 +170,11 @@ def test_early_stop_follows_the_stopper_on_the_default_criterion(tmp_path):
     assert not any(stops[:-1])
     assert run.summary["epochs_run"] == len(values)
     # The best checkpoint and the summary's choice are the stopper's best epoch (1-based).
-    assert run.summary["criteria"]["gwa"]["epoch"] == stopper.best_epoch == run.summary["best_checkpoint"]["epoch"]
+    assert (
+        run.summary["criteria"]["gwa"]["epoch"]
+        == stopper.best_epoch
+        == run.summary["best_checkpoint"]["epoch"]
+    )
     assert stopper.best_epoch == gwa.select_epoch(run.metrics, total_epochs=12)
 
 
@@ -143,7 +185,20 @@ def _cli(argv, capsys):
 
 def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
     out = str(tmp_path / "run")
-    base = ["train", "--dataset", "digits", "--num-train", "200", "--hidden", "16", "--epochs", "2", "--out", out, "-q"]
+    base = [
+        "train",
+        "--dataset",
+        "digits",
+        "--num-train",
+        "200",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+        "-q",
+    ]
     assert _cli(base, capsys)[0] == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["status"] == "complete" and config["hidden"] == [16] and config["format"] == 2
@@ -165,24 +220,46 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
 
 def test_cli_train_refuses_to_resume_a_format1_run(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = ["train", "--dataset", "digits", "--num-train", "200", "--hidden", "16", "--epochs", "2", "--out", out, "-q"]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--num-train",
+        "200",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+        "-q",
+    ]
     assert _cli(argv, capsys)[0] == 0
     # A run of format 1 (an older gwa) is read, but never resumed: its rows have other keys.
     cfg_path = tmp_path / "run" / "config.json"
     cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "format": 1}))
     metrics_before = (tmp_path / "run" / "metrics.jsonl").read_text()
     code, err = _cli(["train", "--out", out, "--resume", "-q"], capsys)
-    assert code == 2 and "it is a run of format 1 (an older gwa); this gwa writes format 2. Start a new run." in err
+    assert (
+        code == 2
+        and "it is a run of format 1 (an older gwa); this gwa writes format 2. Start a new run." in err
+    )
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics_before
     assert load_run(out).epochs == [1, 2]  # still read
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "mnist"], "Expected `dataset` to be one of digits, mnist1d, fashion-mnist, cifar10, imagefolder"),
-    (["--model", "vgg16"], "Expected `model` to be one of mlp, cnn, resnet or timm:<name>; got 'vgg16'"),
-    (["--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "has no train-images-idx3-ubyte.gz"),
-    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "`device`"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--dataset", "mnist"],
+            "Expected `dataset` to be one of digits, mnist1d, fashion-mnist, cifar10, imagefolder",
+        ),
+        (["--model", "vgg16"], "Expected `model` to be one of mlp, cnn, resnet or timm:<name>; got 'vgg16'"),
+        (["--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "has no train-images-idx3-ubyte.gz"),
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "`device`"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     code, err = _cli(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 2 and message in err and err.count("\n") == 1

@@ -4,10 +4,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
+import torch
 from gwa.torch import GWATracker
+from torch import nn
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 

@@ -4,10 +4,10 @@ import datetime
 import socket
 
 import pytest
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import torch
 from gwa.torch import GWATracker
 
 WORLD = 2
@@ -15,7 +15,10 @@ WORLD = 2
 
 def _batch(seed, n=4, c=3, d=5):
     g = torch.Generator().manual_seed(seed)
-    x, w = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(c, d, generator=g, dtype=torch.float64)
+    x, w = (
+        torch.randn(n, d, generator=g, dtype=torch.float64),
+        torch.randn(c, d, generator=g, dtype=torch.float64),
+    )
     return x @ w.T, torch.randint(0, c, (n,), generator=g), x, w
 
 
@@ -32,23 +35,36 @@ def _zero_batch_case(rank, kwargs, with_ids):
     if rank == 0:  # rank 1 has no batch this epoch
         for k in range(2):
             logits, y, x, w = _batch(k)
-            tracker.update(logits, y, torch.arange(4 * k, 4 * k + 4) if with_ids else None, embeddings=x, weight=w)
+            tracker.update(
+                logits, y, torch.arange(4 * k, 4 * k + 4) if with_ids else None, embeddings=x, weight=w
+            )
     r = tracker.end_epoch()
     return r.summary.n, r.summary.mean
 
 
 def _worker(rank, port, out_path):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                           timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     out = {}
     try:
         import warnings
 
         warnings.simplefilter("ignore")
-        for name, kwargs in (("indexed", {"num_samples": 16}), ("sparse", {}), ("moments", {"store_scores": False})):
+        for name, kwargs in (
+            ("indexed", {"num_samples": 16}),
+            ("sparse", {}),
+            ("moments", {"store_scores": False}),
+        ):
             for with_ids in (False, True):
-                out["zero", name, with_ids] = _outcome(lambda k=kwargs, i=with_ids: _zero_batch_case(rank, k, i))
+                out["zero", name, with_ids] = _outcome(
+                    lambda k=kwargs, i=with_ids: _zero_batch_case(rank, k, i)
+                )
         out["num_samples"] = _outcome(lambda: GWATracker(num_samples=100 if rank == 0 else 37).end_epoch())
 
         def ids_on_one_rank():

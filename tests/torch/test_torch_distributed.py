@@ -5,10 +5,10 @@ import socket
 
 import numpy as np
 import pytest
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import torch
 from gwa.torch import GWATracker
 
 NUM_SAMPLES, WORLD, BATCH = 13, 2, 3
@@ -51,8 +51,13 @@ def make_trackers():
 def run_epoch(trackers, batch_list):
     for logits, y, ids, x, w in batch_list:
         for (mode, dtype), t in trackers.items():
-            t.update(logits.to(dtype), y, None if mode == "moments" else ids, embeddings=x.to(dtype),
-                     weight=w.to(dtype))
+            t.update(
+                logits.to(dtype),
+                y,
+                None if mode == "moments" else ids,
+                embeddings=x.to(dtype),
+                weight=w.to(dtype),
+            )
     return {key: t.end_epoch() for key, t in trackers.items()}
 
 
@@ -61,8 +66,13 @@ def _worker(rank, port, out_path):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         results = run_epoch(make_trackers(), rank_batches(rank))
-        torch.save({key: (r.summary, r.scores, r.sample_ids, r.signals, r.n_duplicates) for key, r in results.items()},
-                   f"{out_path}.{rank}")
+        torch.save(
+            {
+                key: (r.summary, r.scores, r.sample_ids, r.signals, r.n_duplicates)
+                for key, r in results.items()
+            },
+            f"{out_path}.{rank}",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -96,7 +106,9 @@ def test_two_ranks_equal_one_process(two_rank_results, single_process_results, n
         summary, scores, sample_ids, signals, n_duplicates = rank_result[name, dtype]
         assert summary.n == ref.summary.n and summary.n_undefined == ref.summary.n_undefined
         for field in ("mean", "std", "excess_kurtosis", "gwa"):
-            assert math.isclose(getattr(summary, field), getattr(ref.summary, field), rel_tol=1e-12, abs_tol=1e-15)
+            assert math.isclose(
+                getattr(summary, field), getattr(ref.summary, field), rel_tol=1e-12, abs_tol=1e-15
+            )
         if name == "moments":  # no ids: nothing to deduplicate, all 14 sightings count
             assert summary.n == 14 and scores is None
             continue

@@ -4,11 +4,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gwa
+import torch
 from gwa._kernel import alignment_with_mask as numpy_alignment_with_mask
 from gwa.torch import GWATracker
 from gwa.torch._kernel import (
@@ -20,6 +19,7 @@ from gwa.torch._kernel import (
     undefined_from_norm,
 )
 from gwa.torch._storage import IndexedStore, MomentsOnly, SparseStore
+from torch import nn
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -27,7 +27,7 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 def problem(n, c, d, dtype, seed, scale=1.0, target="hard"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=dtype)
-    w = torch.randn(c, d, generator=g, dtype=dtype) * scale / d ** 0.5
+    w = torch.randn(c, d, generator=g, dtype=dtype) * scale / d**0.5
     b = torch.randn(c, generator=g, dtype=dtype)
     y = torch.randint(0, c, (n,), generator=g)
     if target == "smooth":
@@ -36,16 +36,21 @@ def problem(n, c, d, dtype, seed, scale=1.0, target="hard"):
 
 
 def reference(logits, targets, x, w, b=None):
-    scores, defined = numpy_alignment_with_mask(logits.double().numpy(), targets.double().numpy()
-                                                if targets.is_floating_point() else targets.numpy(),
-                                                x.double().numpy(), w.double().numpy(),
-                                                None if b is None else b.double().numpy())
+    scores, defined = numpy_alignment_with_mask(
+        logits.double().numpy(),
+        targets.double().numpy() if targets.is_floating_point() else targets.numpy(),
+        x.double().numpy(),
+        w.double().numpy(),
+        None if b is None else b.double().numpy(),
+    )
     return torch.from_numpy(scores), torch.from_numpy(~defined)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("include_bias", [False, True])
-@pytest.mark.parametrize("n,c,d,scale", [(7, 2, 3, 1.0), (64, 10, 32, 1.0), (64, 10, 32, 40.0), (5, 1000, 64, 3.0)])
+@pytest.mark.parametrize(
+    ("n", "c", "d", "scale"), [(7, 2, 3, 1.0), (64, 10, 32, 1.0), (64, 10, 32, 40.0), (5, 1000, 64, 3.0)]
+)
 @pytest.mark.parametrize("from_output", [True, False], ids=["W x from the head output", "W x recomputed"])
 def test_fused_hard_labels_match_the_numpy_core(dtype, include_bias, n, c, d, scale, from_output):
     x, w, b, y = problem(n, c, d, dtype, seed=n + c + d, scale=scale)
@@ -112,7 +117,7 @@ def _compiles() -> bool:
     try:
         torch.compile(lambda a: a + 1)(torch.zeros(1))
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -122,14 +127,22 @@ def test_compiled_tracker_matches_eager_and_reads_nothing_on_the_host(monkeypatc
     model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 4))
     eager, fused = GWATracker(model, num_samples=32), GWATracker(model, num_samples=32, compile=True)
     g = torch.Generator().manual_seed(0)
-    data = [(torch.randn(8, 5, generator=g), torch.randint(0, 4, (8,), generator=g), torch.arange(8 * k, 8 * k + 8))
-            for k in range(3)]
+    data = [
+        (
+            torch.randn(8, 5, generator=g),
+            torch.randint(0, 4, (8,), generator=g),
+            torch.arange(8 * k, 8 * k + 8),
+        )
+        for k in range(3)
+    ]
     for k, (x, y, ids) in enumerate(data):
         logits = model(x)
         with monkeypatch.context() as m:
             if k == 2:  # compiled at the first call; the third runs the compiled code only
                 for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__"):
-                    m.setattr(torch.Tensor, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("host read")))
+                    m.setattr(
+                        torch.Tensor, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("host read"))
+                    )
             a, b = eager.update(logits, y, ids), fused.update(logits, y, ids)
         assert fused._scorer.failed is None
         assert float((a - b).abs().max()) <= 1e-6
@@ -144,7 +157,9 @@ def test_storage_strategy_follows_the_settings():
     assert isinstance(GWATracker(num_samples=4).storage, IndexedStore)
     assert isinstance(GWATracker().storage, SparseStore)
     assert isinstance(GWATracker(store_scores=False).storage, MomentsOnly)
-    assert isinstance(GWATracker(num_samples=4, store_scores=False).storage, IndexedStore)  # still deduplicates
+    assert isinstance(
+        GWATracker(num_samples=4, store_scores=False).storage, IndexedStore
+    )  # still deduplicates
     assert "storage=indexed" in repr(GWATracker(num_samples=4))
 
 
@@ -156,7 +171,11 @@ def _epoch(tracker, n_batches=5, batch=16, num_samples=80, repeat_ids=False, see
     for k in range(n_batches):
         x = torch.randn(batch, 8, generator=g)
         y = torch.randint(0, 5, (batch,), generator=g)
-        ids = torch.randint(0, num_samples, (batch,), generator=g) if repeat_ids else perm[k * batch:(k + 1) * batch]
+        ids = (
+            torch.randint(0, num_samples, (batch,), generator=g)
+            if repeat_ids
+            else perm[k * batch : (k + 1) * batch]
+        )
         out.append((ids, tracker.update(x @ w.T, y, ids, embeddings=x, weight=w)))
     return out
 
@@ -173,8 +192,11 @@ def test_unique_ids_fast_path_and_the_fallback_when_ids_repeat(num_samples):
             for i, s in zip(ids.tolist(), scores.tolist()):
                 first.setdefault(i, s)
         assert result.n_duplicates == 80 - len(first) and (result.n_duplicates > 0) == repeat
-        got = dict(zip(result.sample_ids.tolist(), result.scores.tolist())) if num_samples is None else {
-            i: float(result.scores[i]) for i in range(80) if not np.isnan(result.scores[i])}
+        got = (
+            dict(zip(result.sample_ids.tolist(), result.scores.tolist()))
+            if num_samples is None
+            else {i: float(result.scores[i]) for i in range(80) if not np.isnan(result.scores[i])}
+        )
         assert got.keys() == first.keys()
         np.testing.assert_allclose([got[i] for i in first], list(first.values()), rtol=1e-6)
         ref = gwa.summarize(np.array(list(first.values()), dtype=np.float32).astype(np.float64))
@@ -195,7 +217,9 @@ def test_float16_storage_and_bytes_per_sample():
     moments = GWATracker(store_scores=False)
     _epoch(moments)
     assert moments.storage.nbytes() == 4 * 8 + 3 * 8 + 8  # power sums, counts, shift: O(1)
-    with pytest.raises(ValueError, match="`score_dtype` to be torch.float32 or torch.float16; got torch.int8"):
+    with pytest.raises(
+        ValueError, match="`score_dtype` to be torch.float32 or torch.float16; got torch.int8"
+    ):
         GWATracker(score_dtype=torch.int8)
 
 
@@ -204,8 +228,11 @@ def test_out_of_range_ids_after_the_first_batch_are_reported_at_end_epoch():
     _epoch(tracker, n_batches=2)
     x, w = torch.randn(2, 8), torch.randn(5, 8)
     tracker.update(x @ w.T, torch.tensor([0, 1]), torch.tensor([3, 80]), embeddings=x, weight=w)
-    with pytest.raises(ValueError, match=r"`sample_ids` in \[0, 79\] \(num_samples=80\); got 1 id\(s\) out of range "
-                                         r"in epoch 1 \(min 80, max 80\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`sample_ids` in \[0, 79\] \(num_samples=80\); got 1 id\(s\) out of range "
+        r"in epoch 1 \(min 80, max 80\)",
+    ):
         tracker.end_epoch()
 
 
@@ -229,8 +256,21 @@ def test_steady_state_fast_path_keeps_every_check_that_can_fail():
     for _ in range(2):  # int32 class ids: converted on the checked path, never handed raw to the kernel
         logits = model(x)
         got = tracker.update(logits, y.int(), torch.arange(21, 29))
-        torch.testing.assert_close(got, fused_scores(logits.detach(), y[:, None], *capture_terms(
-            model[:-1](x), model[-1].weight, model[-1].bias, logits, include_bias=False, dtype=torch.float32)))
+        torch.testing.assert_close(
+            got,
+            fused_scores(
+                logits.detach(),
+                y[:, None],
+                *capture_terms(
+                    model[:-1](x),
+                    model[-1].weight,
+                    model[-1].bias,
+                    logits,
+                    include_bias=False,
+                    dtype=torch.float32,
+                ),
+            ),
+        )
     with pytest.raises(ValueError, match="`sample_ids` in every update"):
         tracker.update(model(x), y)
     result = tracker.end_epoch()

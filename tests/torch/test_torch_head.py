@@ -1,10 +1,10 @@
 """Head discovery on plain, timm and Hugging Face models."""
 
 import pytest
-import torch
-from torch import nn
 
+import torch
 from gwa.torch import find_head
+from torch import nn
 
 
 def mlp():
@@ -49,8 +49,15 @@ def test_timm_vit_head():
 def tiny_hf(config_cls_name, **extra):
     transformers = pytest.importorskip("transformers")
     config = getattr(transformers, config_cls_name)(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=64, num_labels=4, **extra)
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=4,
+        **extra,
+    )
     return transformers.AutoModelForSequenceClassification.from_config(config)
 
 
@@ -68,8 +75,16 @@ def test_hf_roberta_out_proj():
 
 def test_hf_llama_style_score():
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                      num_key_value_heads=2, intermediate_size=32, num_labels=3, pad_token_id=0)
+    config = transformers.LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        pad_token_id=0,
+    )
     model = transformers.AutoModelForSequenceClassification.from_config(config)
     name, head = find_head(model)
     assert name == "score" and head is model.score
@@ -83,7 +98,9 @@ def test_no_linear_lists_none():
 
 def test_override_not_linear_lists_candidates():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    with pytest.raises(TypeError, match=r"Expected `head` to be an nn.Linear.*got ReLU at '1'.*0 \(8, 4\), 2 \(3, 8\)"):
+    with pytest.raises(
+        TypeError, match=r"Expected `head` to be an nn.Linear.*got ReLU at '1'.*0 \(8, 4\), 2 \(3, 8\)"
+    ):
         find_head(model, model[1])
     with pytest.raises(ValueError, match=r"Expected `head` to name a submodule of the model; got 'fc'"):
         find_head(model, "fc")

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gwa
+import torch
 from gwa._kernel import alignment_with_mask as numpy_alignment_with_mask
 from gwa.torch import _kernel, alignment, alignment_with_mask
 
@@ -20,7 +20,9 @@ def brute_force(logits_fn_inputs, targets, weight, bias, with_bias):
         z = xi @ w.T + b
         return F.cross_entropy(z[None], ti[None])
 
-    gw, gb = torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))(weight, bias, x, targets)
+    gw, gb = torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))(
+        weight, bias, x, targets
+    )
     g = gw.flatten(1)
     p = weight.flatten()
     if with_bias:
@@ -32,7 +34,7 @@ def brute_force(logits_fn_inputs, targets, weight, bias, with_bias):
 def make_problem(n, c, d, target_kind, seed, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=dtype)
-    w = torch.randn(c, d, generator=g, dtype=dtype) / d ** 0.5
+    w = torch.randn(c, d, generator=g, dtype=dtype) / d**0.5
     b = torch.randn(c, generator=g, dtype=dtype)
     labels = torch.randint(0, c, (n,), generator=g)
     if target_kind == "hard":
@@ -49,7 +51,7 @@ def make_problem(n, c, d, target_kind, seed, dtype=torch.float64):
 SHAPES = [(6, 2, 1), (5, 3, 7), (4, 10, 64), (3, 1000, 16), (3, 50, 2048), (2, 1000, 2048)]
 
 
-@pytest.mark.parametrize("n,c,d", SHAPES)
+@pytest.mark.parametrize(("n", "c", "d"), SHAPES)
 @pytest.mark.parametrize("target_kind", ["hard", "smooth", "mixup"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matches_per_sample_autograd(n, c, d, target_kind, with_bias):
@@ -59,8 +61,13 @@ def test_matches_per_sample_autograd(n, c, d, target_kind, with_bias):
     got64 = alignment(logits, targets, x, w, b if with_bias else None)
     assert got64.dtype == torch.float64
     assert torch.max(torch.abs(got64 - expected)) <= 1e-10
-    got32 = alignment(logits.float(), targets.float() if targets.is_floating_point() else targets, x.float(),
-                      w.float(), b.float() if with_bias else None)
+    got32 = alignment(
+        logits.float(),
+        targets.float() if targets.is_floating_point() else targets,
+        x.float(),
+        w.float(),
+        b.float() if with_bias else None,
+    )
     assert got32.dtype == torch.float32
     assert torch.max(torch.abs(got32.double() - expected)) <= 1e-5
 
@@ -72,8 +79,9 @@ def test_matches_numpy_core(with_bias, target_kind):
     bias = b if with_bias else None
     logits = x @ w.T + b
     got, got_mask = alignment_with_mask(logits, targets, x, w, bias)
-    ref, ref_mask = numpy_alignment_with_mask(logits.numpy(), targets.numpy(), x.numpy(), w.numpy(),
-                                              None if bias is None else bias.numpy())
+    ref, ref_mask = numpy_alignment_with_mask(
+        logits.numpy(), targets.numpy(), x.numpy(), w.numpy(), None if bias is None else bias.numpy()
+    )
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-13)
     np.testing.assert_array_equal(got_mask.numpy(), ref_mask)
 
@@ -135,41 +143,73 @@ def test_split_halves_equal_the_public_function():
 
 
 @pytest.mark.parametrize(
-    "kwargs,error,match",
+    ("kwargs", "error", "match"),
     [
         ({"logits": np.zeros((2, 3))}, TypeError, "Expected `logits` to be a torch.Tensor; got ndarray"),
-        ({"embeddings": torch.zeros(2, 4, dtype=torch.int64)}, TypeError, "Expected `embeddings` to be a floating"),
+        (
+            {"embeddings": torch.zeros(2, 4, dtype=torch.int64)},
+            TypeError,
+            "Expected `embeddings` to be a floating",
+        ),
         ({"weight": torch.zeros(4, 3)}, ValueError, r"not its transpose"),
         ({"targets": torch.tensor([0, 3])}, ValueError, r"class ids in \[0, 2\].*got values in \[0, 3\]"),
         ({"targets": torch.tensor([0.0, 1.0])}, TypeError, "integer class ids"),
         ({"targets": torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0]])}, ValueError, "rows to sum to 1"),
-        ({"targets": torch.tensor([[1.5, -0.5, 0.0], [1.0, 0.0, 0.0]])}, ValueError, r"probabilities \(>= 0\)"),
-        ({"logits": torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])}, ValueError,
-         r"finite `logits`; got 1 NaN/Inf"),
+        (
+            {"targets": torch.tensor([[1.5, -0.5, 0.0], [1.0, 0.0, 0.0]])},
+            ValueError,
+            r"probabilities \(>= 0\)",
+        ),
+        (
+            {"logits": torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])},
+            ValueError,
+            r"finite `logits`; got 1 NaN/Inf",
+        ),
         ({"bias": torch.zeros(2)}, ValueError, r"`bias` to have shape \(C,\) = \(3,\)"),
-        ({"logits": torch.zeros(0, 3), "targets": torch.zeros(0, dtype=torch.int64),
-          "embeddings": torch.zeros(0, 4)}, ValueError, "non-empty batch"),
+        (
+            {
+                "logits": torch.zeros(0, 3),
+                "targets": torch.zeros(0, dtype=torch.int64),
+                "embeddings": torch.zeros(0, 4),
+            },
+            ValueError,
+            "non-empty batch",
+        ),
         ({"embeddings": torch.zeros(2, 4, device="meta")}, ValueError, "Expected all inputs on one device"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):
-    args = {"logits": torch.zeros(2, 3), "targets": torch.tensor([0, 1]), "embeddings": torch.ones(2, 4),
-            "weight": torch.ones(3, 4), "bias": None}
+    args = {
+        "logits": torch.zeros(2, 3),
+        "targets": torch.tensor([0, 1]),
+        "embeddings": torch.ones(2, 4),
+        "weight": torch.ones(3, 4),
+        "bias": None,
+    }
     args.update(kwargs)
     with pytest.raises(error, match=match):
         alignment(**args)
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 6), c=st.integers(2, 6), d=st.integers(1, 6), seed=st.integers(0, 2**31 - 1),
-       scale=st.sampled_from([1e-20, 1e-3, 1.0, 1e3, 1e20]), soft=st.booleans(), with_bias=st.booleans())
+@given(
+    n=st.integers(1, 6),
+    c=st.integers(2, 6),
+    d=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.sampled_from([1e-20, 1e-3, 1.0, 1e3, 1e20]),
+    soft=st.booleans(),
+    with_bias=st.booleans(),
+)
 def test_scores_are_cosines_in_bounds(n, c, d, seed, scale, soft, with_bias):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g) * scale
     w = torch.randn(c, d, generator=g)
     b = torch.randn(c, generator=g) if with_bias else None
     logits = torch.randn(n, c, generator=g) * 30
-    targets = torch.softmax(torch.randn(n, c, generator=g), 1) if soft else torch.randint(0, c, (n,), generator=g)
+    targets = (
+        torch.softmax(torch.randn(n, c, generator=g), 1) if soft else torch.randint(0, c, (n,), generator=g)
+    )
     scores, defined = alignment_with_mask(logits, targets, x, w, b)
     assert torch.isfinite(scores).all()
     assert (scores.abs() <= 1.0).all()
@@ -182,5 +222,9 @@ def test_finite_check_survives_an_overflowing_sum():
     scores = alignment(torch.zeros(2, 3), torch.tensor([0, 1]), big[:, :2], torch.ones(3, 2))
     assert torch.isfinite(scores).all()
     with pytest.raises(ValueError, match=r"finite `embeddings`; got 1 NaN/Inf"):
-        alignment(torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([[1.0, float("inf")], [0.0, 1.0]]),
-                  torch.ones(3, 2))
+        alignment(
+            torch.zeros(2, 3),
+            torch.tensor([0, 1]),
+            torch.tensor([[1.0, float("inf")], [0.0, 1.0]]),
+            torch.ones(3, 2),
+        )

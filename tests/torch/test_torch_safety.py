@@ -4,12 +4,12 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gwa
+import torch
 from gwa.torch import GWATracker, alignment
+from torch import nn
 
 
 def expected_scores(logits, y, emb, head):
@@ -39,7 +39,9 @@ def test_auxiliary_head_never_wins_silently():
     assert tracker.head_name == "aux"  # the documented rule: the last nn.Linear registered
     x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
     logits = model(x)
-    with pytest.raises(ValueError, match=r"hooked head 'aux' \(nn.Linear, weight \(4, 16\)\).*head=.*'fc' \(4, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"hooked head 'aux' \(nn.Linear, weight \(4, 16\)\).*head=.*'fc' \(4, 16\)"
+    ):
         tracker.update(logits, y, torch.arange(8))
     fixed = GWATracker(model, head="fc")
     logits = model(x)
@@ -52,7 +54,8 @@ def test_chosen_head_is_logged_once(caplog):
     with caplog.at_level(logging.INFO, logger="gwa"):
         tracker = GWATracker(model)
     assert [r.getMessage() for r in caplog.records] == [
-        "gwa: tracking the classifier head '2', nn.Linear of weight shape (C, D) = (3, 7)"]
+        "gwa: tracking the classifier head '2', nn.Linear of weight shape (C, D) = (3, 7)"
+    ]
     assert tracker.head_shape == (3, 7) and "'2' (3, 7)" in repr(tracker)
 
 
@@ -94,8 +97,9 @@ def test_temperature_scaled_logits_are_paired_and_verified():
         out = model(x)
         got = tracker.update(out / 2.0, y, torch.randint(0, 100, (8,)))
         # W x comes from the head; the loss half from the logits given (the tempered softmax).
-        torch.testing.assert_close(got, alignment(out.detach() / 2.0, y, model[:-1](x).detach(),
-                                                  model[-1].weight.detach()))
+        torch.testing.assert_close(
+            got, alignment(out.detach() / 2.0, y, model[:-1](x).detach(), model[-1].weight.detach())
+        )
 
 
 def test_extra_forward_is_refused_not_paired_with_the_wrong_batch():
@@ -106,7 +110,9 @@ def test_extra_forward_is_refused_not_paired_with_the_wrong_batch():
     x, y = torch.randn(8, 6), torch.randint(0, 5, (8,))
     out = model(x)
     model(torch.randn(8, 6))  # e.g. a SAM second pass or a validation forward without no_grad
-    with pytest.raises(RuntimeError, match=r"cannot tell which of 2 captured forward passes.*tracker.paused\(\)"):
+    with pytest.raises(
+        RuntimeError, match=r"cannot tell which of 2 captured forward passes.*tracker.paused\(\)"
+    ):
         tracker.update(out * 1.0, y, torch.arange(8))
     # the fix the message names: the extra forward inside paused()
     out = model(x)
@@ -153,18 +159,29 @@ def _explicit(n=6, c=4, d=3, seed=0):
     return x @ w.T, x, w
 
 
-@pytest.mark.parametrize("targets,message", [
-    (torch.full((6, 4), 0.5), r"rows to sum to 1 .*got 6 row\(s\) that do not"),
-    (torch.tensor([[1.2, -0.2, 0.0, 0.0]] * 6), r"probabilities \(>= 0\); got 6 row\(s\) with negative entries"),
-    (torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 6), r"6 multi-hot row\(s\).*GWA is defined for softmax cross-entropy"),
-])
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        (torch.full((6, 4), 0.5), r"rows to sum to 1 .*got 6 row\(s\) that do not"),
+        (
+            torch.tensor([[1.2, -0.2, 0.0, 0.0]] * 6),
+            r"probabilities \(>= 0\); got 6 row\(s\) with negative entries",
+        ),
+        (
+            torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 6),
+            r"6 multi-hot row\(s\).*GWA is defined for softmax cross-entropy",
+        ),
+    ],
+)
 def test_soft_targets_are_validated_at_the_first_update(targets, message):
     logits, x, w = _explicit()
     tracker = GWATracker(num_samples=6)
     with pytest.raises(ValueError, match=message):
         tracker.update(logits, targets, torch.arange(6), embeddings=x, weight=w)
     with pytest.raises(ValueError, match="Expected soft `targets`"):  # the numpy core refuses the same rows
-        gwa.alignment(logits.double().numpy(), targets.double().numpy(), x.double().numpy(), w.double().numpy())
+        gwa.alignment(
+            logits.double().numpy(), targets.double().numpy(), x.double().numpy(), w.double().numpy()
+        )
 
 
 def test_soft_target_violations_after_the_first_batch_fail_end_epoch():
@@ -198,19 +215,36 @@ def _state():
     return tracker.state_dict()
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda s: s.update(format=99), r"expected `format` 1 or 2 .*got 99"),
-    (lambda s: s.update(epoch=-1), r"`epoch` to be a non-negative int; got -1"),
-    (lambda s: s.update(epoch=2), r"`history` to be a list of 2 summary dicts"),
-    (lambda s: s["epoch_state"].update(sightings=-3), r"`epoch_state.sightings` to be a non-negative int; got -3"),
-    (lambda s: s["epoch_state"].update(sightings=7), r"`epoch_state.sightings` == 6 \(the chunks' rows\); got 7"),
-    (lambda s: s["epoch_state"].update(storage="sparse"), r"partial epoch of the 'indexed' storage"),
-    (lambda s: s["epoch_state"]["data"]["chunks"].__setitem__(0, (torch.arange(5),) + s["epoch_state"]["data"]
-                                                               ["chunks"][0][1:]), r"`chunks\[0\].ids` of length 6"),
-    (lambda s: s["epoch_state"]["data"]["chunks"].__setitem__(0, (torch.arange(6) + 3,) + s["epoch_state"]["data"]
-                                                               ["chunks"][0][1:]), r"chunks\[0\].ids in \[0, 6\)"),
-    (lambda s: s.pop("history"), r"the key 'history'"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.update(format=99), r"expected `format` 1 or 2 .*got 99"),
+        (lambda s: s.update(epoch=-1), r"`epoch` to be a non-negative int; got -1"),
+        (lambda s: s.update(epoch=2), r"`history` to be a list of 2 summary dicts"),
+        (
+            lambda s: s["epoch_state"].update(sightings=-3),
+            r"`epoch_state.sightings` to be a non-negative int; got -3",
+        ),
+        (
+            lambda s: s["epoch_state"].update(sightings=7),
+            r"`epoch_state.sightings` == 6 \(the chunks' rows\); got 7",
+        ),
+        (lambda s: s["epoch_state"].update(storage="sparse"), r"partial epoch of the 'indexed' storage"),
+        (
+            lambda s: s["epoch_state"]["data"]["chunks"].__setitem__(
+                0, (torch.arange(5), *s["epoch_state"]["data"]["chunks"][0][1:])
+            ),
+            r"`chunks\[0\].ids` of length 6",
+        ),
+        (
+            lambda s: s["epoch_state"]["data"]["chunks"].__setitem__(
+                0, (torch.arange(6) + 3, *s["epoch_state"]["data"]["chunks"][0][1:])
+            ),
+            r"chunks\[0\].ids in \[0, 6\)",
+        ),
+        (lambda s: s.pop("history"), r"the key 'history'"),
+    ],
+)
 def test_load_state_dict_validates(mutate, message):
     state = _state()
     mutate(state)
@@ -251,6 +285,9 @@ def test_auxiliary_head_of_another_width_names_the_hooked_head():
     tracker = GWATracker(model)
     assert tracker.head_name == "score"  # the documented rule: the last nn.Linear registered
     logits = model(torch.randn(8, 6))
-    with pytest.raises(ValueError, match=r"hooked head 'score' \(nn.Linear, weight \(1, 16\)\) does not produce "
-                                         r"these logits \(C=4\): pass GWATracker\(model, head=...\).*'fc' \(4, 16\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"hooked head 'score' \(nn.Linear, weight \(1, 16\)\) does not produce "
+        r"these logits \(C=4\): pass GWATracker\(model, head=...\).*'fc' \(4, 16\)",
+    ):
         tracker.update(logits, torch.randint(0, 4, (8,)), torch.arange(8))

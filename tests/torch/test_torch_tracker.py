@@ -6,12 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gwa
+import torch
 from gwa.torch import GWATracker, alignment
+from torch import nn
 
 
 def mlp(seed=0, dtype=torch.float32):
@@ -90,7 +90,9 @@ def test_explicit_path_without_hooks_and_bias():
         tracker.update(x @ w.T, y, ids, embeddings=x, weight=w)
     with pytest.raises(ValueError, match="Expected both `embeddings` and `weight`"):
         tracker.update(x @ w.T, y, ids, embeddings=x)
-    with pytest.raises(RuntimeError, match="no captured forward pass.*no model: pass embeddings= and weight="):
+    with pytest.raises(
+        RuntimeError, match="no captured forward pass.*no model: pass embeddings= and weight="
+    ):
         tracker.update(x @ w.T, y, ids)
     with pytest.raises(ValueError, match="`sample_ids` in every update\\(\\) of an epoch or in none"):
         tracker.update(x @ w.T + b, y, embeddings=x, weight=w, bias=b)
@@ -135,8 +137,9 @@ def test_unconsumed_forwards_are_skipped_when_the_logits_are_the_heads_output():
     logits = model(x2)
     with pytest.warns(UserWarning, match="1 captured forward pass\\(es\\) of the head had no update"):
         scores = tracker.update(logits, y2, i2)
-    torch.testing.assert_close(scores, alignment(logits.detach(), y2, model[:-1](x2).detach(),
-                                                 model[-1].weight.detach()))
+    torch.testing.assert_close(
+        scores, alignment(logits.detach(), y2, model[:-1](x2).detach(), model[-1].weight.detach())
+    )
     with pytest.raises(RuntimeError, match="found no captured forward pass"):
         tracker.update(logits, y2, i2)
 
@@ -261,7 +264,9 @@ def test_resume_mid_epoch_gives_the_same_numbers(num_samples):
     _run(full, data, 4)
     _run(resumed, data, 4)
     a, b = full.end_epoch(), resumed.end_epoch()
-    assert a.epoch == b.epoch == 2 and resumed.history == full.history and resumed.history[0] == full_1.summary
+    assert (
+        a.epoch == b.epoch == 2 and resumed.history == full.history and resumed.history[0] == full_1.summary
+    )
     assert a.summary == b.summary and a.n_duplicates == b.n_duplicates
     np.testing.assert_array_equal(a.scores, b.scores)
     for k in a.signals:
@@ -293,7 +298,9 @@ def test_soft_target_signals_use_the_argmax_label():
     z = torch.tensor([[2.0, 1.0, -1.0]], dtype=torch.float64)
     t = torch.tensor([[0.1, 0.7, 0.2]], dtype=torch.float64)
     tracker = GWATracker(num_samples=1, signals=("loss", "margin", "el2n", "correct"))
-    tracker.update(z, t, [0], embeddings=torch.ones(1, 3, dtype=torch.float64), weight=torch.eye(3, dtype=torch.float64))
+    tracker.update(
+        z, t, [0], embeddings=torch.ones(1, 3, dtype=torch.float64), weight=torch.eye(3, dtype=torch.float64)
+    )
     s = tracker.end_epoch().signals
     p = torch.softmax(z, 1)[0].numpy()
     np.testing.assert_allclose(s["loss"], [-(t[0].numpy() * np.log(p)).sum()], rtol=1e-6)
@@ -306,8 +313,12 @@ def test_soft_target_signals_use_the_argmax_label():
 def test_update_does_not_read_values_on_the_host(monkeypatch, soft):
     """After the epoch's first update (eager checks), no .item()/.tolist()/.cpu()/bool()/... inside update()."""
     model = mlp()
-    trackers = [GWATracker(model, num_samples=64, signals=("loss", "margin", "pred")), GWATracker(model),
-                GWATracker(model, store_scores=False), GWATracker(model, num_samples=64, score_dtype=torch.float16)]
+    trackers = [
+        GWATracker(model, num_samples=64, signals=("loss", "margin", "pred")),
+        GWATracker(model),
+        GWATracker(model, store_scores=False),
+        GWATracker(model, num_samples=64, score_dtype=torch.float16),
+    ]
     data = list(batches(2, num_samples=64))
 
     def target(y):
@@ -357,11 +368,15 @@ def test_constructor_and_argument_errors():
         tracker.update(model(x), y, ids[:3])
     with pytest.raises(TypeError, match="Expected integer `sample_ids`"):
         tracker.update(model(x), y, ids.float())
-    with pytest.raises(ValueError, match=r"`sample_ids` in \[0, 7\] \(num_samples=8\); got an id out of range"):
+    with pytest.raises(
+        ValueError, match=r"`sample_ids` in \[0, 7\] \(num_samples=8\); got an id out of range"
+    ):
         tracker.update(model(x), y, ids + 100)
     with pytest.raises(ValueError, match=r"`sample_ids` in \[0, 7\]"):
         tracker.update(model(x), y, ids - 100)
-    with pytest.raises(ValueError, match=r"class ids in \[0, 3\] \(C=4 from logits\); got an id out of range"):
+    with pytest.raises(
+        ValueError, match=r"class ids in \[0, 3\] \(C=4 from logits\); got an id out of range"
+    ):
         tracker.update(model(x), y + 10, ids % 8)
     # the failed calls left the epoch untouched
     tracker.update(model(x), y, ids % 8)
@@ -407,9 +422,17 @@ def test_bias_through_the_hook_matches_the_kernel():
 
 def test_hugging_face_model_end_to_end():
     transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=32, num_labels=3,
-                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(0)
     model = transformers.AutoModelForSequenceClassification.from_config(config).train()
     tracker = GWATracker(model, num_samples=4)
@@ -432,6 +455,8 @@ def test_timm_model_end_to_end():
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     logits = model(images)
     scores = tracker.update(logits, labels, torch.arange(6))
-    features = model.forward_head(model.forward_features(images), pre_logits=True).detach()  # BN in train mode
+    features = model.forward_head(
+        model.forward_features(images), pre_logits=True
+    ).detach()  # BN in train mode
     expected = alignment(logits.detach(), labels, features, model.fc.weight.detach())
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)

@@ -81,7 +81,9 @@ def alignment_frac_negative(alignment) -> np.ndarray:
     m = _matrix("alignment", alignment)
     seen = np.isfinite(m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(seen.any(axis=0), (seen & (m < 0)).sum(axis=0) / np.maximum(seen.sum(axis=0), 1), np.nan)
+        return np.where(
+            seen.any(axis=0), (seen & (m < 0)).sum(axis=0) / np.maximum(seen.sum(axis=0), 1), np.nan
+        )
 
 
 def loss_mean(loss) -> np.ndarray:
@@ -137,12 +139,16 @@ def ranking_quality(scores, noise_mask) -> tuple[float, float]:
     s = np.asarray(scores, dtype=np.float64)
     mask = np.asarray(noise_mask, dtype=bool)
     if s.shape != mask.shape or s.ndim != 1:
-        raise ValueError(f"Expected `scores` and `noise_mask` of the same shape (N,); got {s.shape} and {mask.shape}.")
+        raise ValueError(
+            f"Expected `scores` and `noise_mask` of the same shape (N,); got {s.shape} and {mask.shape}."
+        )
     ok = np.isfinite(s)
     s, mask = s[ok], mask[ok]
     if mask.all() or not mask.any():
-        raise ValueError(f"Expected both clean and mislabeled samples among the {ok.sum()} scored ones; got "
-                         f"{int(mask.sum())} mislabeled.")
+        raise ValueError(
+            f"Expected both clean and mislabeled samples among the {ok.sum()} scored ones; got "
+            f"{int(mask.sum())} mislabeled."
+        )
     return float(roc_auc_score(mask, s)), float(average_precision_score(mask, s))
 
 
@@ -166,7 +172,9 @@ def run_scores(run, *, epoch: int | None = None) -> dict[str, np.ndarray]:
         a = run.score_matrix("alignment")
         if epoch is not None:
             if epoch not in epochs:
-                raise ValueError(f"Expected `epoch` among the run's epochs {epochs[0]}..{epochs[-1]}; got {epoch}.")
+                raise ValueError(
+                    f"Expected `epoch` among the run's epochs {epochs[0]}..{epochs[-1]}; got {epoch}."
+                )
             out["alignment_at_epoch"] = alignment_at(a, epochs.index(epoch))
         out["alignment_last"] = alignment_at(a, -1)
         out["alignment_mean"] = alignment_mean(a)

@@ -60,14 +60,22 @@ def gradient_disparity(model, loss_fn: Callable, batches: Iterable, *, train: bo
             model.train(bool(train))
         for k, (inputs, targets) in enumerate(batches):
             if len(targets) < 2:
-                raise ValueError(f"Expected every batch to hold >= 2 samples (the loss is divided by its std); "
-                                 f"batch {k} has {len(targets)}.")
+                raise ValueError(
+                    f"Expected every batch to hold >= 2 samples (the loss is divided by its std); "
+                    f"batch {k} has {len(targets)}."
+                )
             with torch.enable_grad():
                 losses = loss_fn(model(inputs), targets, reduction="none")
                 scaled = (losses / losses.std()).mean()
                 g = torch.autograd.grad(scaled, params, allow_unused=True)
-            grads.append(torch.cat([(torch.zeros_like(p) if gi is None else gi).reshape(-1).double()
-                                    for gi, p in zip(g, params)]))
+            grads.append(
+                torch.cat(
+                    [
+                        (torch.zeros_like(p) if gi is None else gi).reshape(-1).double()
+                        for gi, p in zip(g, params)
+                    ]
+                )
+            )
     finally:
         model.train(was_training)
         with torch.no_grad():
@@ -113,5 +121,7 @@ def select_epoch(values: Sequence[float], *, patience: int = DEFAULT_PATIENCE, w
             if wait >= patience:
                 break
     if best is None:
-        raise ValueError(f"Expected at least one finite value after the warm-up of {warmup} epochs; got {v.tolist()}.")
+        raise ValueError(
+            f"Expected at least one finite value after the warm-up of {warmup} epochs; got {v.tolist()}."
+        )
     return best

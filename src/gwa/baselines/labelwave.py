@@ -36,7 +36,9 @@ def prediction_changes(previous, current) -> int:
     """
     a, b = np.asarray(previous), np.asarray(current)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"Expected `previous` and `current` of the same shape (N,); got {a.shape} and {b.shape}.")
+        raise ValueError(
+            f"Expected `previous` and `current` of the same shape (N,); got {a.shape} and {b.shape}."
+        )
     both = np.ones(a.shape, dtype=bool)
     if np.issubdtype(a.dtype, np.floating):
         both &= np.isfinite(a)
@@ -73,7 +75,7 @@ def moving_average(values: Sequence[float], k: int = DEFAULT_WINDOW) -> np.ndarr
         raise ValueError(f"Expected `values` of shape (E,); got shape={v.shape}.")
     out = np.full(v.shape, np.nan)
     for e in range(k - 1, v.size):
-        window = v[e - k + 1:e + 1]
+        window = v[e - k + 1 : e + 1]
         if np.isfinite(window).all():
             out[e] = window.mean()
     return out
@@ -117,6 +119,8 @@ def select_epoch(prediction_changes_per_epoch: Sequence[float], k: int = DEFAULT
     """
     smoothed = moving_average(prediction_changes_per_epoch, k)
     if not np.isfinite(smoothed).any():
-        raise ValueError(f"Expected at least {k} consecutive finite prediction-change values for a {k}-epoch "
-                         f"moving average; got {np.asarray(prediction_changes_per_epoch, dtype=float).tolist()}.")
+        raise ValueError(
+            f"Expected at least {k} consecutive finite prediction-change values for a {k}-epoch "
+            f"moving average; got {np.asarray(prediction_changes_per_epoch, dtype=float).tolist()}."
+        )
     return first_local_minimum(smoothed)

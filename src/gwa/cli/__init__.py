@@ -29,8 +29,11 @@ class CommandError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from gwa import __version__
 
-    parser = argparse.ArgumentParser(prog="gwa", description="Gradient-Weight Alignment: validation-free "
-                                     "monitoring, stopping and mislabel detection for classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="gwa",
+        description="Gradient-Weight Alignment: validation-free "
+        "monitoring, stopping and mislabel detection for classifiers.",
+    )
     parser.add_argument("--version", action="version", version=f"gwa {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -51,23 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.command is None:
         parser.print_help()
         return 2
     missing = getattr(args, "_missing", None)
     if missing is not None:
-        print(f"gwa {args.command}: error: this command needs the '{missing.name}' package: "
-              f"pip install 'gwa[cli]'", file=sys.stderr)
+        print(
+            f"gwa {args.command}: error: this command needs the '{missing.name}' package: "
+            f"pip install 'gwa[cli]'",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(args._module)
     warnings.showwarning = _show_warning
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        print(f"\ngwa {args.command}: interrupted; every finished epoch is kept in the run directory "
-              f"(continue with --resume).", file=sys.stderr)
+        print(
+            f"\ngwa {args.command}: interrupted; every finished epoch is kept in the run directory "
+            f"(continue with --resume).",
+            file=sys.stderr,
+        )
         return 130
     except (CommandError, ValueError, OSError, ModuleNotFoundError) as exc:
         # Errors a user can cause (bad input, a corrupt or foreign file, a full disk, a locked run) end in one

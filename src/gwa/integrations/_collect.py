@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 import torch.distributed as dist
+
+import torch
 
 #: Device memory the previews may take; all samples are kept when they fit, else the most negatively aligned.
 PREVIEW_BUDGET_BYTES = 16 * 2**20
@@ -61,8 +62,11 @@ class LabelCollector:
         """``(N,)`` int64 labels by sample id (``-1`` where unseen), or None when no rank saw a labelled id."""
         if _distributed():
             device = _comm_device(None if self._labels is None else self._labels.device)
-            mine = (torch.full((self.num_samples,), -1, dtype=torch.int64, device=device) if self._labels is None
-                    else self._labels.to(device))
+            mine = (
+                torch.full((self.num_samples,), -1, dtype=torch.int64, device=device)
+                if self._labels is None
+                else self._labels.to(device)
+            )
             dist.all_reduce(mine, op=dist.ReduceOp.MAX)
             out = mine.cpu().numpy()
         else:

@@ -17,9 +17,11 @@ class WithIndex:
 
     def __init__(self, dataset, *, key: str = "sample_id"):
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"Expected a map-style dataset (with __getitem__ and __len__); got "
-                            f"{type(dataset).__name__}. An IterableDataset has no stable index: yield the ids "
-                            "from it yourself.")
+            raise TypeError(
+                f"Expected a map-style dataset (with __getitem__ and __len__); got "
+                f"{type(dataset).__name__}. An IterableDataset has no stable index: yield the ids "
+                "from it yourself."
+            )
         if not isinstance(key, str):
             raise TypeError(f"Expected `key` to be a str; got {type(key).__name__}.")
         self.dataset, self.key = dataset, key

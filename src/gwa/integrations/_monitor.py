@@ -31,9 +31,14 @@ def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -
     verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired.
     """
     warmup = policy.warmup_epochs(total_epochs if total_epochs else epoch)
-    return {"gwa": math.nan if epoch <= warmup else float(summary.gwa), "gwa_paper": float(summary.gwa_paper),
-            "gwa_paper_flagged": float(summary.flagged), "gwa/align_mean": float(summary.mean),
-            "gwa/align_std": float(summary.std), "gwa/excess_kurtosis": float(summary.excess_kurtosis)}
+    return {
+        "gwa": math.nan if epoch <= warmup else float(summary.gwa),
+        "gwa_paper": float(summary.gwa_paper),
+        "gwa_paper_flagged": float(summary.flagged),
+        "gwa/align_mean": float(summary.mean),
+        "gwa/align_std": float(summary.std),
+        "gwa/excess_kurtosis": float(summary.excess_kurtosis),
+    }
 
 
 class EpochMonitor:
@@ -54,9 +59,19 @@ class EpochMonitor:
         noise_mask: optional ``(N,)`` bool mask of known mislabeled samples, for ``gwa flag`` / ``gwa report``.
     """
 
-    def __init__(self, *, monitor: str = "gwa", patience: int | None = None, finetune: bool = False,
-                 restore_best_weights: bool = False, run_dir=None, run_config: dict | None = None,
-                 overwrite: bool = False, labels=None, noise_mask=None):
+    def __init__(
+        self,
+        *,
+        monitor: str = "gwa",
+        patience: int | None = None,
+        finetune: bool = False,
+        restore_best_weights: bool = False,
+        run_dir=None,
+        run_config: dict | None = None,
+        overwrite: bool = False,
+        labels=None,
+        noise_mask=None,
+    ):
         EarlyStopper(monitor, patience=patience, finetune=finetune)  # validates the options now
         if run_config is not None and not isinstance(run_config, dict):
             raise TypeError(f"Expected `run_config` to be a dict; got {type(run_config).__name__}.")
@@ -84,19 +99,35 @@ class EpochMonitor:
             self._load_pending()
         else:  # a new fit with the same callback starts from scratch
             self.rows = []
-            self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=self.max_epochs,
-                                        finetune=self.finetune)
+            self.stopper = EarlyStopper(
+                self.monitor, patience=self.patience, total_epochs=self.max_epochs, finetune=self.finetune
+            )
             self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
         self._started = True
         if self.run_dir is not None and write:
             if num_samples is None:
-                raise ValueError("Expected `num_samples` (the dataset size) to write `run_dir`; got None and could "
-                                 "not infer it from the training dataloader's dataset.")
-            config = {"framework": framework, "monitor": self.monitor, "patience": self.patience,
-                      "finetune": self.finetune, "max_epochs": self.max_epochs, **self.run_config}
-            self.writer = RunWriter(self.run_dir, config, num_samples, labels=self.labels,
-                                    noise_mask=self.noise_mask, resume=resumed and _has_run(self.run_dir),
-                                    resume_epoch=len(self.rows) if resumed else None, overwrite=self.overwrite)
+                raise ValueError(
+                    "Expected `num_samples` (the dataset size) to write `run_dir`; got None and could "
+                    "not infer it from the training dataloader's dataset."
+                )
+            config = {
+                "framework": framework,
+                "monitor": self.monitor,
+                "patience": self.patience,
+                "finetune": self.finetune,
+                "max_epochs": self.max_epochs,
+                **self.run_config,
+            }
+            self.writer = RunWriter(
+                self.run_dir,
+                config,
+                num_samples,
+                labels=self.labels,
+                noise_mask=self.noise_mask,
+                resume=resumed and _has_run(self.run_dir),
+                resume_epoch=len(self.rows) if resumed else None,
+                overwrite=self.overwrite,
+            )
         self._t0 = time.perf_counter()
 
     @property
@@ -112,8 +143,14 @@ class EpochMonitor:
         """The epoch's scalars for the trainer's loggers (:func:`log_values`)."""
         return log_values(summary, epoch=epoch, total_epochs=self.max_epochs)
 
-    def end_epoch(self, result, *, extra: dict | None = None, model_state: Callable[[], dict] | None = None,
-                  per_sample: bool = True) -> tuple[dict, bool]:
+    def end_epoch(
+        self,
+        result,
+        *,
+        extra: dict | None = None,
+        model_state: Callable[[], dict] | None = None,
+        per_sample: bool = True,
+    ) -> tuple[dict, bool]:
         """Record one :class:`gwa.torch.EpochResult`.
 
         Args:
@@ -133,11 +170,18 @@ class EpochMonitor:
         self._wall += now - (self._t0 or now)
         self._t0 = now
         epoch = int(result.epoch)
-        row = {"epoch": epoch, **(extra or {}), **result.summary.metrics(),
-               "n_duplicates": int(result.n_duplicates), "n_non_finite": int(result.n_non_finite),
-               "wall_time": self._wall}
+        row = {
+            "epoch": epoch,
+            **(extra or {}),
+            **result.summary.metrics(),
+            "n_duplicates": int(result.n_duplicates),
+            "n_non_finite": int(result.n_non_finite),
+            "wall_time": self._wall,
+        }
         if epoch != self.stopper.epoch + 1:
-            raise ValueError(f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}.")
+            raise ValueError(
+                f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}."
+            )
         _add_train_metrics(row, result)
         self.rows.append(row)
         self.stopper.step(row)
@@ -145,8 +189,11 @@ class EpochMonitor:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
             self.best_state_epoch = epoch
         if self.writer is not None:
-            scores = (None if result.scores is None or not per_sample else
-                      {"alignment": result.scores, **result.signals})
+            scores = (
+                None
+                if result.scores is None or not per_sample
+                else {"alignment": result.scores, **result.signals}
+            )
             self.writer.log_epoch(row, scores)
         return row, self.stopped_epoch is not None
 
@@ -161,21 +208,36 @@ class EpochMonitor:
         if self.writer is not None and previews is not None:
             self.writer.write_previews(*previews)
 
-    def finish(self, load_state: Callable[[dict], object] | None = None, *, summary: dict | None = None) -> None:
+    def finish(
+        self, load_state: Callable[[dict], object] | None = None, *, summary: dict | None = None
+    ) -> None:
         """End of training: load the best weights (when kept) and close the run directory with its choices."""
         if self.best_state is not None and load_state is not None:
             if self.best_state_epoch != self.best_epoch:
-                warnings.warn(f"gwa: the best epoch is {self.best_epoch}, but the weights kept are those of epoch "
-                              f"{self.best_state_epoch} (the criterion moved back to an epoch not kept, e.g. with "
-                              "finetune=True); loading them.", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"gwa: the best epoch is {self.best_epoch}, but the weights kept are those of epoch "
+                    f"{self.best_state_epoch} (the criterion moved back to an epoch not kept, e.g. with "
+                    "finetune=True); loading them.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             load_state(self.best_state)
         if self.writer is not None:
-            choices = (policy.select_all(self.rows, finetune=self.finetune, total_epochs=self.stopper.total_epochs)
-                       if self.rows else {})
-            self.writer.write_summary({"criteria": {name: {"epoch": e} for name, e in choices.items()},
-                                       "monitor": self.monitor, "best_epoch": self.best_epoch,
-                                       "stopped_epoch": self.stopped_epoch, "decision": self.stopper.message,
-                                       **(summary or {})})
+            choices = (
+                policy.select_all(self.rows, finetune=self.finetune, total_epochs=self.stopper.total_epochs)
+                if self.rows
+                else {}
+            )
+            self.writer.write_summary(
+                {
+                    "criteria": {name: {"epoch": e} for name, e in choices.items()},
+                    "monitor": self.monitor,
+                    "best_epoch": self.best_epoch,
+                    "stopped_epoch": self.stopped_epoch,
+                    "decision": self.stopper.message,
+                    **(summary or {}),
+                }
+            )
             self.writer.finish()
 
     # ------------------------------------------------------------------------------------------------- state
@@ -183,9 +245,15 @@ class EpochMonitor:
         """Plain values (and CPU tensors for the best weights): enough to resume with the same decisions."""
         if not self._started:
             return {"monitor": self.monitor, **(self._pending or {})}
-        return {"monitor": self.monitor, "rows": [dict(r) for r in self.rows], "stopper": self.stopper.state_dict(),
-                "max_epochs": self.max_epochs, "wall": self._wall, "best_state": self.best_state,
-                "best_state_epoch": self.best_state_epoch}
+        return {
+            "monitor": self.monitor,
+            "rows": [dict(r) for r in self.rows],
+            "stopper": self.stopper.state_dict(),
+            "max_epochs": self.max_epochs,
+            "wall": self._wall,
+            "best_state": self.best_state,
+            "best_state_epoch": self.best_state_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("monitor") != self.monitor:
@@ -198,8 +266,9 @@ class EpochMonitor:
         state, self._pending = self._pending, None
         self.rows = [dict(r) for r in state["rows"]]
         # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
-        self.stopper = EarlyStopper(self.monitor, patience=self.patience, total_epochs=self.max_epochs,
-                                    finetune=self.finetune)
+        self.stopper = EarlyStopper(
+            self.monitor, patience=self.patience, total_epochs=self.max_epochs, finetune=self.finetune
+        )
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])
         self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
 
@@ -46,26 +45,52 @@ class RunRecorder:
                     break                                         # recorder.message says why
     """
 
-    def __init__(self, run_dir, tracker, *, total_epochs: int | None = None, monitor: str = "gwa",
-                 patience: int | None = None, finetune: bool = False, config: dict | None = None, labels=None,
-                 noise_mask=None, previews: bool = True, overwrite: bool = False):
+    def __init__(
+        self,
+        run_dir,
+        tracker,
+        *,
+        total_epochs: int | None = None,
+        monitor: str = "gwa",
+        patience: int | None = None,
+        finetune: bool = False,
+        config: dict | None = None,
+        labels=None,
+        noise_mask=None,
+        previews: bool = True,
+        overwrite: bool = False,
+    ):
         num_samples = getattr(tracker, "num_samples", None)
         if not isinstance(num_samples, int):
-            raise TypeError(f"Expected a GWATracker created with num_samples= (scores by sample id); got "
-                             f"{type(tracker).__name__} with num_samples={num_samples!r}.")
-        if total_epochs is not None and (isinstance(total_epochs, bool) or not isinstance(total_epochs, int)
-                                         or total_epochs <= 0):
+            raise TypeError(
+                f"Expected a GWATracker created with num_samples= (scores by sample id); got "
+                f"{type(tracker).__name__} with num_samples={num_samples!r}."
+            )
+        if total_epochs is not None and (
+            isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs <= 0
+        ):
             raise ValueError(f"Expected `total_epochs` to be a positive int or None; got {total_epochs!r}.")
         self.tracker = tracker
-        self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune, run_dir=run_dir,
-                                    run_config={"head": tracker.head_name, "signals": list(tracker.signals),
-                                                **(config or {})},
-                                    overwrite=overwrite, labels=labels, noise_mask=noise_mask)
+        self.monitor = EpochMonitor(
+            monitor=monitor,
+            patience=patience,
+            finetune=finetune,
+            run_dir=run_dir,
+            run_config={"head": tracker.head_name, "signals": list(tracker.signals), **(config or {})},
+            overwrite=overwrite,
+            labels=labels,
+            noise_mask=noise_mask,
+        )
         self._labels = LabelCollector(num_samples) if labels is None else None
         self._previews = PreviewCollector(num_samples) if previews else None
-        rank = torch.distributed.get_rank() if (torch.distributed.is_available()
-                                                and torch.distributed.is_initialized()) else 0
-        self.monitor.start(max_epochs=total_epochs, num_samples=num_samples, write=rank == 0, framework="loop")
+        rank = (
+            torch.distributed.get_rank()
+            if (torch.distributed.is_available() and torch.distributed.is_initialized())
+            else 0
+        )
+        self.monitor.start(
+            max_epochs=total_epochs, num_samples=num_samples, write=rank == 0, framework="loop"
+        )
         self._finished = False
 
     def observe(self, targets, sample_ids, inputs=None) -> None:
@@ -78,8 +103,10 @@ class RunRecorder:
     def update(self, logits, targets, sample_ids, *, inputs=None) -> torch.Tensor:
         """``tracker.update(logits, targets, sample_ids=...)``, then :meth:`observe`; returns the batch's scores."""
         if sample_ids is None:
-            raise ValueError("Expected `sample_ids` (the samples' indices in the training set) for a run directory; "
-                             "got None. Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index).")
+            raise ValueError(
+                "Expected `sample_ids` (the samples' indices in the training set) for a run directory; "
+                "got None. Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index)."
+            )
         scores = self.tracker.update(logits, targets, sample_ids=sample_ids)
         self.observe(targets, sample_ids, inputs)
         return scores
@@ -103,7 +130,7 @@ class RunRecorder:
             self.monitor.write_previews(self._previews.previews())
         self.monitor.finish()
 
-    def __enter__(self) -> RunRecorder:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> RunRecorder:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

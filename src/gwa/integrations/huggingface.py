@@ -37,10 +37,10 @@ import json
 import math
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+import torch
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
@@ -82,22 +82,51 @@ class GWATrainerCallback(TrainerCallback):
         >>> Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()
     """
 
-    def __init__(self, *, head=None, id_key: str = "sample_id", num_samples: int | None = None,
-                 monitor: str = "gwa", patience: int | None = None, finetune: bool = False,
-                 restore_best_weights: bool = False, run_dir=None,
-                 run_config: dict | None = None, overwrite: bool = False, labels=None, noise_mask=None,
-                 signals=None, bias: bool = False, best_model_dir=None):
+    def __init__(
+        self,
+        *,
+        head=None,
+        id_key: str = "sample_id",
+        num_samples: int | None = None,
+        monitor: str = "gwa",
+        patience: int | None = None,
+        finetune: bool = False,
+        restore_best_weights: bool = False,
+        run_dir=None,
+        run_config: dict | None = None,
+        overwrite: bool = False,
+        labels=None,
+        noise_mask=None,
+        signals=None,
+        bias: bool = False,
+        best_model_dir=None,
+    ):
         if not isinstance(id_key, str):
             raise TypeError(f"Expected `id_key` to be a str; got {type(id_key).__name__}.")
-        if best_model_dir is True or not (best_model_dir is None or best_model_dir is False
-                                          or isinstance(best_model_dir, (str, Path))):
+        if best_model_dir is True or not (
+            best_model_dir is None or best_model_dir is False or isinstance(best_model_dir, (str, Path))
+        ):
             raise TypeError(f"Expected `best_model_dir` to be a path, None or False; got {best_model_dir!r}.")
         if signals is None:
             signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
-        self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune,
-                                    restore_best_weights=restore_best_weights, run_dir=run_dir,
-                                    run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
-        self.head, self.id_key, self.num_samples, self.signals, self.bias = head, id_key, num_samples, signals, bias
+        self.monitor = EpochMonitor(
+            monitor=monitor,
+            patience=patience,
+            finetune=finetune,
+            restore_best_weights=restore_best_weights,
+            run_dir=run_dir,
+            run_config=run_config,
+            overwrite=overwrite,
+            labels=labels,
+            noise_mask=noise_mask,
+        )
+        self.head, self.id_key, self.num_samples, self.signals, self.bias = (
+            head,
+            id_key,
+            num_samples,
+            signals,
+            bias,
+        )
         self.tracker: GWATracker | None = None
         self.last_result = None
         self._handles: list = []
@@ -123,37 +152,55 @@ class GWATrainerCallback(TrainerCallback):
                 "the Trainer take `labels` out of the batch before the model's forward, so the callback cannot see "
                 "the targets, and scores against the hard labels would be for another loss than the one trained. "
                 "Train with label_smoothing_factor=0 to track GWA, or use the plain tracker with the smoothed "
-                "targets (docs/soft-targets.md).")
+                "targets (docs/soft-targets.md)."
+            )
         num_samples = self.num_samples or _dataset_size(train_dataloader)
         self.head_name, head = find_head(model, self.head)
         if self.bias and head.bias is None:
-            raise ValueError(f"Expected the head {self.head_name!r} to have a bias because bias=True; it has none.")
+            raise ValueError(
+                f"Expected the head {self.head_name!r} to have a bias because bias=True; it has none."
+            )
         # Explicit path (embeddings= and weight= in update): the head input may need pooling (see the module doc).
         self.tracker = GWATracker(None, num_samples=num_samples, bias=self.bias, signals=self.signals)
-        self._handles = [model.register_forward_pre_hook(self._take_ids, with_kwargs=True),
-                         head.register_forward_hook(self._take_head_input),
-                         model.register_forward_hook(self._score, with_kwargs=True)]
+        self._handles = [
+            model.register_forward_pre_hook(self._take_ids, with_kwargs=True),
+            head.register_forward_hook(self._take_head_input),
+            model.register_forward_hook(self._score, with_kwargs=True),
+        ]
         if state.global_step > 0:  # resumed from a checkpoint
-            folder = self._resume_from or Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder = (
+                self._resume_from or Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            )
             path = folder / STATE_FILE.format(rank=args.process_index)
             if not path.exists():
                 raise FileNotFoundError(
                     f"GWATrainerCallback: training resumes at step {state.global_step} but {path} does not exist, so "
                     "the alignment state of the interrupted run is unknown. Call callback.load_checkpoint(<the "
-                    "checkpoint folder>) before trainer.train(resume_from_checkpoint=...).")
+                    "checkpoint folder>) before trainer.train(resume_from_checkpoint=...)."
+                )
             self.load_state_dict(_load_state(path))
         writing = self.monitor.run_dir is not None and num_samples is not None
         self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
         self._previews = PreviewCollector(num_samples) if writing and state.is_world_process_zero else None
-        facts = {"model": type(model).__name__, "head": self.head_name, "head_shape": list(head.weight.shape),
-                 "optimizer": str(getattr(args, "optim", "")) or None, "lr": args.learning_rate,
-                 "batch_size": args.per_device_train_batch_size * max(1, args.world_size), "seed": args.seed,
-                 "world_size": args.world_size}
+        facts = {
+            "model": type(model).__name__,
+            "head": self.head_name,
+            "head_shape": list(head.weight.shape),
+            "optimizer": str(getattr(args, "optim", "")) or None,
+            "lr": args.learning_rate,
+            "batch_size": args.per_device_train_batch_size * max(1, args.world_size),
+            "seed": args.seed,
+            "world_size": args.world_size,
+        }
         for key, value in facts.items():
             self.monitor.run_config.setdefault(key, value)
         max_epochs = math.ceil(state.num_train_epochs) if state.num_train_epochs else None
-        self.monitor.start(max_epochs=max_epochs, num_samples=num_samples, write=state.is_world_process_zero,
-                           framework="huggingface")
+        self.monitor.start(
+            max_epochs=max_epochs,
+            num_samples=num_samples,
+            write=state.is_world_process_zero,
+            framework="huggingface",
+        )
 
     def _take_ids(self, module, args, kwargs):
         self._ids = kwargs.pop(self.id_key, None)
@@ -170,16 +217,22 @@ class GWATrainerCallback(TrainerCallback):
             return
         labels = kwargs.get("labels")
         if labels is None:
-            raise RuntimeError("GWATrainerCallback found no `labels` in the model's forward arguments (a label "
-                               "smoother or compute_loss_func pops them before the forward); GWA needs them.")
+            raise RuntimeError(
+                "GWATrainerCallback found no `labels` in the model's forward arguments (a label "
+                "smoother or compute_loss_func pops them before the forward); GWA needs them."
+            )
         if self._ids is None and self.monitor.run_dir is not None:
-            raise ValueError(f"GWATrainerCallback(run_dir=...) stores per-sample scores by sample id, but the batch "
-                             f"has no {self.id_key!r} column: add it to the dataset and set "
-                             "TrainingArguments(remove_unused_columns=False).")
+            raise ValueError(
+                f"GWATrainerCallback(run_dir=...) stores per-sample scores by sample id, but the batch "
+                f"has no {self.id_key!r} column: add it to the dataset and set "
+                "TrainingArguments(remove_unused_columns=False)."
+            )
         logits = output["logits"] if isinstance(output, dict) or hasattr(output, "keys") else output[0]
         if self._head_input is None:
-            raise RuntimeError(f"GWATrainerCallback: the head {self.head_name!r} did not run in this training "
-                               "forward; pass `head=` the layer that produces the logits.")
+            raise RuntimeError(
+                f"GWATrainerCallback: the head {self.head_name!r} did not run in this training "
+                "forward; pass `head=` the layer that produces the logits."
+            )
         x, weight, bias = self._head_input
         self._head_input = None
         if x.dim() == 3:
@@ -187,8 +240,14 @@ class GWATrainerCallback(TrainerCallback):
         device = logits.device.type
         # Inside the model's forward: the weights are still those of this pass; score outside autocast.
         with torch.autocast(device_type=device, enabled=False):
-            self.tracker.update(logits.detach(), labels, sample_ids=self._ids, embeddings=x.detach(),
-                                weight=weight.detach(), bias=None if bias is None or not self.bias else bias.detach())
+            self.tracker.update(
+                logits.detach(),
+                labels,
+                sample_ids=self._ids,
+                embeddings=x.detach(),
+                weight=weight.detach(),
+                bias=None if bias is None or not self.bias else bias.detach(),
+            )
         if self._labels is not None:
             self._labels.observe(labels, self._ids)
         if self._previews is not None:
@@ -199,13 +258,19 @@ class GWATrainerCallback(TrainerCallback):
         result = self.tracker.end_epoch()
         self.last_result = result
         model_state = model.state_dict if self.monitor.restore_best_weights else None
-        _, stop = self.monitor.end_epoch(result, extra={"step": int(state.global_step)}, model_state=model_state)
+        _, stop = self.monitor.end_epoch(
+            result, extra={"step": int(state.global_step)}, model_state=model_state
+        )
         if self._labels is not None:
-            self.monitor.write_labels(self._labels.labels())  # a collective when distributed: every rank calls it
+            self.monitor.write_labels(
+                self._labels.labels()
+            )  # a collective when distributed: every rank calls it
         if self._previews is not None:
             self._previews.want(result.scores)
         if self.monitor.best_epoch == result.epoch and state.is_world_process_zero:
-            self._save_best(args, model, result.epoch, kwargs.get("processing_class") or kwargs.get("tokenizer"))
+            self._save_best(
+                args, model, result.epoch, kwargs.get("processing_class") or kwargs.get("tokenizer")
+            )
         values = self.monitor.log_values(result.summary, result.epoch)
         self._last_values = values
         if args.logging_strategy == "no":  # no on_log will come: record in the history directly
@@ -221,7 +286,9 @@ class GWATrainerCallback(TrainerCallback):
         # The Trainer ranks checkpoints by metrics["eval_<metric_for_best_model>"]; hand it the last epoch's gwa
         # values (NaN in the warm-up, never "greater"), so metric_for_best_model="gwa" keeps gwa's own choice.
         if metrics is not None and self._last_values:
-            metrics.update({f"eval_{k}": v for k, v in self._last_values.items() if k in ("gwa", "gwa_paper")})
+            metrics.update(
+                {f"eval_{k}": v for k, v in self._last_values.items() if k in ("gwa", "gwa_paper")}
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._to_log is not None and logs is not None:
@@ -238,9 +305,13 @@ class GWATrainerCallback(TrainerCallback):
 
             from gwa.rundir import write_atomic
 
-            buffer = io.BytesIO()  # serialised first: a full disk then fails as OSError, not torch's RuntimeError
+            buffer = (
+                io.BytesIO()
+            )  # serialised first: a full disk then fails as OSError, not torch's RuntimeError
             torch.save(self.state_dict(), buffer)
-            write_atomic(folder / STATE_FILE.format(rank=args.process_index), lambda fh: fh.write(buffer.getbuffer()))
+            write_atomic(
+                folder / STATE_FILE.format(rank=args.process_index), lambda fh: fh.write(buffer.getbuffer())
+            )
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self._previews is not None:
@@ -250,7 +321,9 @@ class GWATrainerCallback(TrainerCallback):
 
     def _save_best(self, args, model, epoch: int, processor) -> None:
         """Save the model of the new best epoch with ``save_pretrained`` (replacing the previous best)."""
-        if self._best_model_dir is False or (self._best_model_dir is None and not self.monitor.restore_best_weights):
+        if self._best_model_dir is False or (
+            self._best_model_dir is None and not self.monitor.restore_best_weights
+        ):
             return
         folder = Path(self._best_model_dir) if self._best_model_dir else Path(args.output_dir) / BEST_DIR
         folder.mkdir(parents=True, exist_ok=True)
@@ -261,8 +334,16 @@ class GWATrainerCallback(TrainerCallback):
         if processor is not None and hasattr(processor, "save_pretrained"):
             processor.save_pretrained(folder)
         value = self.monitor.stopper.best_value
-        (folder / "gwa_best.json").write_text(json.dumps({"epoch": epoch, "monitor": self.monitor.monitor,
-                                                          "value": value if math.isfinite(value) else None}) + "\n")
+        (folder / "gwa_best.json").write_text(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "monitor": self.monitor.monitor,
+                    "value": value if math.isfinite(value) else None,
+                }
+            )
+            + "\n"
+        )
         self.best_model_dir = folder
 
     # ------------------------------------------------------------------------------------------------- state
@@ -271,8 +352,10 @@ class GWATrainerCallback(TrainerCallback):
         self._resume_from = Path(folder)
 
     def state_dict(self) -> dict:
-        return {"tracker": None if self.tracker is None else self.tracker.state_dict(),
-                "monitor": self.monitor.state_dict()}
+        return {
+            "tracker": None if self.tracker is None else self.tracker.state_dict(),
+            "monitor": self.monitor.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.monitor.load_state_dict(state["monitor"])
@@ -316,8 +399,10 @@ def _pooled_head_input(model, x, logits, weight, bias, args, kwargs, head_name) 
         with torch.no_grad():
             expected = torch.nn.functional.linear(pooled, weight, bias)
         if not torch.allclose(expected, logits.detach(), rtol=1e-4, atol=1e-5):
-            raise ValueError(f"GWATrainerCallback: the head {head_name!r} gets (B, T, D) inputs and the model's "
-                             "logits are not those of the last non-padding token; this pooling is not supported.")
+            raise ValueError(
+                f"GWATrainerCallback: the head {head_name!r} gets (B, T, D) inputs and the model's "
+                "logits are not those of the last non-padding token; this pooling is not supported."
+            )
     return pooled
 
 
@@ -332,8 +417,10 @@ def _load_state(path: Path) -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ValueError(f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values "
-                         f"(torch.load with weights_only=True); {lines[-1][:300]}") from None
+        raise ValueError(
+            f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values "
+            f"(torch.load with weights_only=True); {lines[-1][:300]}"
+        ) from None
 
 
 def _dataset_size(loader) -> int | None:
@@ -341,4 +428,3 @@ def _dataset_size(loader) -> int | None:
         return len(loader.dataset)
     except (AttributeError, TypeError):
         return None
-

@@ -28,9 +28,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 from lightning.pytorch.callbacks import Callback
 
+import torch
 from gwa import policy
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
@@ -46,14 +46,18 @@ def default_batch_to_targets_ids(batch) -> tuple[torch.Tensor, torch.Tensor | No
     if isinstance(batch, Mapping):
         targets = next((batch[k] for k in _TARGET_KEYS if k in batch), None)
         if targets is None:
-            raise ValueError(f"Expected the batch dict to hold the targets under one of {_TARGET_KEYS}; got keys "
-                             f"{sorted(map(str, batch))}. Pass `batch_to_targets_ids=`.")
+            raise ValueError(
+                f"Expected the batch dict to hold the targets under one of {_TARGET_KEYS}; got keys "
+                f"{sorted(map(str, batch))}. Pass `batch_to_targets_ids=`."
+            )
         return targets, next((batch[k] for k in _ID_KEYS if k in batch), None)
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[1], batch[-1] if len(batch) >= 3 else None
-    raise ValueError(f"Expected the batch to be (x, y), (x, y, ..., sample_ids) or a dict; got "
-                     f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}"
-                     ". Pass `batch_to_targets_ids=`.")
+    raise ValueError(
+        f"Expected the batch to be (x, y), (x, y, ..., sample_ids) or a dict; got "
+        f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}"
+        ". Pass `batch_to_targets_ids=`."
+    )
 
 
 class GWACallback(Callback):
@@ -94,16 +98,40 @@ class GWACallback(Callback):
         ... # doctest: +SKIP
     """
 
-    def __init__(self, *, head=None, num_samples: int | None = None,
-                 batch_to_targets_ids: Callable[[Any], tuple] | None = None, monitor: str = "gwa",
-                 patience: int | None = None, finetune: bool = False, restore_best_weights: bool = False, run_dir=None, run_config: dict | None = None,
-                 overwrite: bool = False, labels=None, noise_mask=None, signals=None, bias: bool = False,
-                 log: bool = True):
+    def __init__(
+        self,
+        *,
+        head=None,
+        num_samples: int | None = None,
+        batch_to_targets_ids: Callable[[Any], tuple] | None = None,
+        monitor: str = "gwa",
+        patience: int | None = None,
+        finetune: bool = False,
+        restore_best_weights: bool = False,
+        run_dir=None,
+        run_config: dict | None = None,
+        overwrite: bool = False,
+        labels=None,
+        noise_mask=None,
+        signals=None,
+        bias: bool = False,
+        log: bool = True,
+    ):
         if batch_to_targets_ids is not None and not callable(batch_to_targets_ids):
-            raise TypeError(f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}.")
-        self.monitor = EpochMonitor(monitor=monitor, patience=patience, finetune=finetune,
-                                    restore_best_weights=restore_best_weights, run_dir=run_dir,
-                                    run_config=run_config, overwrite=overwrite, labels=labels, noise_mask=noise_mask)
+            raise TypeError(
+                f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}."
+            )
+        self.monitor = EpochMonitor(
+            monitor=monitor,
+            patience=patience,
+            finetune=finetune,
+            restore_best_weights=restore_best_weights,
+            run_dir=run_dir,
+            run_config=run_config,
+            overwrite=overwrite,
+            labels=labels,
+            noise_mask=noise_mask,
+        )
         if signals is None:
             signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
         self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
@@ -131,8 +159,9 @@ class GWACallback(Callback):
         _check_early_stopping(trainer)
         num_samples = self.num_samples or _dataset_size(trainer)
         self._remove_hooks()
-        self.tracker = GWATracker(pl_module, head=self.head, num_samples=num_samples, bias=self.bias,
-                                  signals=self.signals)
+        self.tracker = GWATracker(
+            pl_module, head=self.head, num_samples=num_samples, bias=self.bias, signals=self.signals
+        )
         # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
         self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)
         if self._pending_tracker is not None:
@@ -144,8 +173,12 @@ class GWACallback(Callback):
         self._checked_smoothing = False
         for key, value in _run_facts(trainer, pl_module, self.tracker).items():
             self.monitor.run_config.setdefault(key, value)
-        self.monitor.start(max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
-                           num_samples=num_samples, write=trainer.is_global_zero, framework="lightning")
+        self.monitor.start(
+            max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
+            num_samples=num_samples,
+            write=trainer.is_global_zero,
+            framework="lightning",
+        )
 
     def _keep_head_output(self, module, inputs, output) -> None:
         if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
@@ -159,10 +192,12 @@ class GWACallback(Callback):
         if logits is None:
             logits = head_output
         if logits is None:
-            raise RuntimeError(f"GWACallback: the head {self.tracker.head_name!r} did not run in training mode with "
-                               "autograd during this training_step, so there are no logits to score. Run the "
-                               "forward in training_step (not under torch.no_grad()), pass `head=` the layer that "
-                               "produces the logits, or return {'loss': loss, 'logits': logits}.")
+            raise RuntimeError(
+                f"GWACallback: the head {self.tracker.head_name!r} did not run in training mode with "
+                "autograd during this training_step, so there are no logits to score. Run the "
+                "forward in training_step (not under torch.no_grad()), pass `head=` the layer that "
+                "produces the logits, or return {'loss': loss, 'logits': logits}."
+            )
         targets, ids = self.batch_to_targets_ids(batch)
         if isinstance(outputs, Mapping):
             targets = outputs.get("targets", targets)
@@ -191,15 +226,20 @@ class GWACallback(Callback):
             result = self.tracker.end_epoch()
         self.last_result = result
         if without_ids and self.monitor.run_dir is not None and result.epoch == 1:
-            warnings.warn("GWACallback: the batches carry no sample ids, so the run directory gets the metrics of "
-                          "every epoch but no per-sample scores (gwa flag and the report's sample sections need "
-                          "them). Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index).",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                "GWACallback: the batches carry no sample ids, so the run directory gets the metrics of "
+                "every epoch but no per-sample scores (gwa flag and the report's sample sections need "
+                "them). Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index).",
+                UserWarning,
+                stacklevel=2,
+            )
         if without_ids:
             result = dataclasses.replace(result, scores=None)
         extra = {"step": int(trainer.global_step), **_scalar_metrics(trainer.callback_metrics)}
         model_state = pl_module.state_dict if self.monitor.restore_best_weights else None
-        _, stop = self.monitor.end_epoch(result, extra=extra, model_state=model_state, per_sample=not without_ids)
+        _, stop = self.monitor.end_epoch(
+            result, extra=extra, model_state=model_state, per_sample=not without_ids
+        )
         if self._labels is not None:
             self.monitor.write_labels(self._labels.labels())  # a collective under DDP: every rank calls it
         if self._previews is not None:
@@ -208,7 +248,9 @@ class GWACallback(Callback):
             # The values are already global (merged across ranks); sync_dist averages equal values and keeps
             # Lightning from warning that epoch-level values are not synchronised.
             for name, value in self.monitor.log_values(result.summary, result.epoch).items():
-                pl_module.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "gwa", sync_dist=True)
+                pl_module.log(
+                    name, value, on_step=False, on_epoch=True, prog_bar=name == "gwa", sync_dist=True
+                )
         if stop:
             trainer.should_stop = True
 
@@ -267,15 +309,21 @@ def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
     for name, value in metrics.items():
         if name in ("gwa", "gwa_paper", "gwa_paper_flagged", "epoch", "step") or name.startswith("gwa/"):
             continue
-        if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (isinstance(value, torch.Tensor) and value.numel() == 1) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        ):
             out[name] = float(value)
     return out
 
 
 def _run_facts(trainer, pl_module, tracker) -> dict:
     """What the report's run table shows for a Lightning run: model, head, optimizer, batch size, devices."""
-    facts = {"model": type(pl_module).__name__, "head": tracker.head_name,
-             "head_shape": list(tracker.head.weight.shape), "world_size": int(trainer.world_size)}
+    facts = {
+        "model": type(pl_module).__name__,
+        "head": tracker.head_name,
+        "head_shape": list(tracker.head.weight.shape),
+        "world_size": int(trainer.world_size),
+    }
     optimizers = getattr(trainer, "optimizers", None) or []
     if optimizers:
         facts["optimizer"] = type(optimizers[0]).__name__
@@ -296,10 +344,14 @@ def _label_smoothing(module: torch.nn.Module) -> float:
 def _warn_if_smoothing_ignored(module, targets) -> None:
     smoothing = _label_smoothing(module)
     if smoothing > 0 and isinstance(targets, torch.Tensor) and targets.dim() == 1:
-        warnings.warn(f"GWACallback: the module's CrossEntropyLoss has label_smoothing={smoothing:g} but the "
-                      "targets scored are class ids, so the scores are for the unsmoothed loss. Return the "
-                      "smoothed targets from training_step: {'loss': loss, 'targets': (1 - eps) * "
-                      "F.one_hot(y, C) + eps / C} (see docs/soft-targets.md).", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"GWACallback: the module's CrossEntropyLoss has label_smoothing={smoothing:g} but the "
+            "targets scored are class ids, so the scores are for the unsmoothed loss. Return the "
+            "smoothed targets from training_step: {'loss': loss, 'targets': (1 - eps) * "
+            "F.one_hot(y, C) + eps / C} (see docs/soft-targets.md).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_early_stopping(trainer) -> None:
@@ -317,9 +369,13 @@ def _check_early_stopping(trainer) -> None:
         if not isinstance(cb, EarlyStopping) or cb.monitor != "gwa" or warmup == 0:
             continue
         if cb.check_finite:
-            raise ValueError(f"EarlyStopping(monitor='gwa') needs check_finite=False: gwa is NaN in the warm-up "
-                             f"(epochs 1-{warmup} of {total}), which gwa never chooses. Or stop with "
-                             "GWACallback(patience=...) instead.")
+            raise ValueError(
+                f"EarlyStopping(monitor='gwa') needs check_finite=False: gwa is NaN in the warm-up "
+                f"(epochs 1-{warmup} of {total}), which gwa never chooses. Or stop with "
+                "GWACallback(patience=...) instead."
+            )
         if cb.patience <= warmup:
-            raise ValueError(f"EarlyStopping(monitor='gwa') needs patience > {warmup}, the warm-up epochs of "
-                             f"max_epochs={total}; got patience={cb.patience}.")
+            raise ValueError(
+                f"EarlyStopping(monitor='gwa') needs patience > {warmup}, the warm-up epochs of "
+                f"max_epochs={total}; got patience={cb.patience}."
+            )

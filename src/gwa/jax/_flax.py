@@ -24,14 +24,15 @@ from the same parameters the forward pass used, i.e. before the optimizer step, 
 from __future__ import annotations
 
 import jax
-
 from gwa.jax._kernel import alignment_with_mask
 
 #: The name under which the head's input is sown.
 SOWN_NAME = "gwa_embeddings"
-_SOW_HINT = ('add `self.sow("intermediates", "gwa_embeddings", x)` (linen) or '
-             '`self.sow(nnx.Intermediate, "gwa_embeddings", x)` (NNX) just before the head, and return the sown '
-             'values: `mutable=["intermediates"]` on linen apply, `nnx.capture(model, nnx.Intermediate)` in NNX')
+_SOW_HINT = (
+    'add `self.sow("intermediates", "gwa_embeddings", x)` (linen) or '
+    '`self.sow(nnx.Intermediate, "gwa_embeddings", x)` (NNX) just before the head, and return the sown '
+    'values: `mutable=["intermediates"]` on linen apply, `nnx.capture(model, nnx.Intermediate)` in NNX'
+)
 
 
 def sown_embeddings(intermediates, *, name: str = SOWN_NAME):
@@ -49,19 +50,25 @@ def sown_embeddings(intermediates, *, name: str = SOWN_NAME):
     for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
         keys = _path_keys(path)
         if name in keys:
-            groups.setdefault(tuple(keys[:keys.index(name) + 1]), []).append(leaf)
+            groups.setdefault(tuple(keys[: keys.index(name) + 1]), []).append(leaf)
     if not groups:
-        raise ValueError(f"Expected embeddings sown under {name!r} in `intermediates`; found none. To capture them, "
-                         f"{_SOW_HINT}.")
+        raise ValueError(
+            f"Expected embeddings sown under {name!r} in `intermediates`; found none. To capture them, "
+            f"{_SOW_HINT}."
+        )
     if len(groups) > 1:
         where = ", ".join("/".join(k) for k in groups)
-        raise ValueError(f"Expected one value sown under {name!r} in `intermediates`; found it at several places: "
-                         f"{where}. Pass the subtree of the head's module, or sow under distinct names.")
-    (where, leaves), = groups.items()
+        raise ValueError(
+            f"Expected one value sown under {name!r} in `intermediates`; found it at several places: "
+            f"{where}. Pass the subtree of the head's module, or sow under distinct names."
+        )
+    ((where, leaves),) = groups.items()
     if len(leaves) != 1:
-        raise ValueError(f"Expected one value sown under {name!r} at {'/'.join(where)}; got {len(leaves)} "
-                         f"(the module ran {len(leaves)} times in this forward pass, or the sown value is not an "
-                         f"array). Sow once per forward pass.")
+        raise ValueError(
+            f"Expected one value sown under {name!r} at {'/'.join(where)}; got {len(leaves)} "
+            f"(the module ran {len(leaves)} times in this forward pass, or the sown value is not an "
+            f"array). Sow once per forward pass."
+        )
     return leaves[0]
 
 
@@ -78,8 +85,10 @@ def head_weight(params, head="head"):
     """
     kernel = _head_leaf(params, head, "kernel")
     if kernel.ndim != 2:
-        raise ValueError(f"Expected the head {_head_str(head)!r} to be a Dense layer with a 2-D kernel (D, C); got "
-                         f"kernel.shape={tuple(kernel.shape)}.")
+        raise ValueError(
+            f"Expected the head {_head_str(head)!r} to be a Dense layer with a 2-D kernel (D, C); got "
+            f"kernel.shape={tuple(kernel.shape)}."
+        )
     return kernel.T
 
 
@@ -88,8 +97,17 @@ def head_bias(params, head="head"):
     return _head_leaf(params, head, "bias")
 
 
-def alignment_from_flax(logits, targets, intermediates, params, *, head="head", name: str = SOWN_NAME,
-                        include_bias: bool = False, with_mask: bool = False):
+def alignment_from_flax(
+    logits,
+    targets,
+    intermediates,
+    params,
+    *,
+    head="head",
+    name: str = SOWN_NAME,
+    include_bias: bool = False,
+    with_mask: bool = False,
+):
     """Per-sample alignment from a Flax forward pass: sown head input + head kernel from ``params``.
 
     Args:
@@ -120,15 +138,17 @@ def _head_leaf(params, head, leaf_name: str):
         if keys and keys[0] == "params":
             keys = keys[1:]
         if leaf_name in keys:
-            layer = tuple(keys[:keys.index(leaf_name)])
+            layer = tuple(keys[: keys.index(leaf_name)])
             layers.setdefault(layer, leaf)
             if layer == head_keys:
                 found.append(leaf)
     if len(found) == 1:
         return found[0]
     available = sorted("/".join(k) for k in layers) or ["none"]
-    raise ValueError(f"Expected a head layer {_head_str(head)!r} with a {leaf_name!r} in `params`; layers with a "
-                     f"{leaf_name!r}: {', '.join(available)}. Pass head=<one of them>.")
+    raise ValueError(
+        f"Expected a head layer {_head_str(head)!r} with a {leaf_name!r} in `params`; layers with a "
+        f"{leaf_name!r}: {', '.join(available)}. Pass head=<one of them>."
+    )
 
 
 def _as_param_tree(params):

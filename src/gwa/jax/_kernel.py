@@ -15,10 +15,10 @@ up front with the same rules and messages as the numpy core.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jax
 from gwa._kernel import UNDEFINED_SCORE
 from gwa._validation import check_class_ids, check_shapes, check_soft_targets, describe
 
@@ -136,21 +136,26 @@ def _check_inputs(logits, targets, embeddings, weight, bias):
     bias = None if bias is None else _float_array("bias", bias)
     targets = jnp.asarray(targets)
     try:
-        soft = check_shapes(logits.shape, targets.shape, embeddings.shape, weight.shape,
-                            None if bias is None else bias.shape)
+        soft = check_shapes(
+            logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
+        )
     except ValueError as exc:
         d, c = embeddings.shape[-1], logits.shape[-1]
         if weight.ndim == 2 and weight.shape == (d, c) and d != c:
-            raise ValueError(f"{exc} A Flax Dense kernel is (D, C): use gwa.jax.head_weight(params) "
-                             f"or pass kernel.T.") from None
+            raise ValueError(
+                f"{exc} A Flax Dense kernel is (D, C): use gwa.jax.head_weight(params) or pass kernel.T."
+            ) from None
         raise
     if soft:
         targets = _float_array("targets", targets)
     elif not jnp.issubdtype(targets.dtype, jnp.integer):
-        raise TypeError(f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)} "
-                        f"(cast with targets.astype(jnp.int32)).")
-    dtype = jnp.result_type(logits, embeddings, weight, *(() if bias is None else (bias,)),
-                            *((targets,) if soft else ()))
+        raise TypeError(
+            f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)} "
+            f"(cast with targets.astype(jnp.int32))."
+        )
+    dtype = jnp.result_type(
+        logits, embeddings, weight, *(() if bias is None else (bias,)), *((targets,) if soft else ())
+    )
     # Half precision (bf16 mixed-precision training) is too coarse for cosines near +-1: compute in >= f32.
     dtype = jnp.promote_types(dtype, jnp.float32)
     cast = [None if a is None else a.astype(dtype) for a in (logits, embeddings, weight, bias)]
@@ -172,8 +177,10 @@ def _check_values(logits, targets, embeddings, weight, bias, soft):
         if arr is not None:
             finite = np.isfinite(np.asarray(arr))
             if not finite.all():
-                raise ValueError(f"Expected finite `{name}`; got {int(finite.size - finite.sum())} NaN/Inf "
-                                 f"value(s) in {describe(arr)}.")
+                raise ValueError(
+                    f"Expected finite `{name}`; got {int(finite.size - finite.sum())} NaN/Inf "
+                    f"value(s) in {describe(arr)}."
+                )
 
 
 def _float_array(name: str, x):

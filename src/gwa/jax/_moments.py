@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jax
 from gwa._moments import Moments, MomentState, check_state, merge_states
 from gwa._validation import describe
 
@@ -70,8 +70,10 @@ def moments_of(scores, mask=None, *, dtype=None) -> MomentsState:
     else:
         mask = jnp.asarray(mask)
         if mask.shape != jnp.shape(scores):
-            raise ValueError(f"Expected `mask` to have the shape of `scores` {tuple(jnp.shape(scores))}; "
-                             f"got {describe(mask)}.")
+            raise ValueError(
+                f"Expected `mask` to have the shape of `scores` {tuple(jnp.shape(scores))}; "
+                f"got {describe(mask)}."
+            )
         if mask.dtype != jnp.bool_:
             raise TypeError(f"Expected `mask` to be a boolean array; got {describe(mask)}.")
         keep = jnp.ravel(mask).astype(dtype)
@@ -110,11 +112,19 @@ def moments_merge(a: MomentsState, b: MomentsState) -> MomentsState:
     delta_n = delta / jnp.where(n > 0, n, 1.0)
     mean = a.mean + nb * delta_n
     m2 = a.m2 + b.m2 + delta * delta_n * na * nb
-    m3 = (a.m3 + b.m3 + delta * delta_n * delta_n * na * nb * (na - nb)
-          + 3.0 * delta_n * (na * b.m2 - nb * a.m2))
-    m4 = (a.m4 + b.m4 + delta * delta_n ** 3 * na * nb * (na * na - na * nb + nb * nb)
-          + 6.0 * delta_n * delta_n * (na * na * b.m2 + nb * nb * a.m2)
-          + 4.0 * delta_n * (na * b.m3 - nb * a.m3))
+    m3 = (
+        a.m3
+        + b.m3
+        + delta * delta_n * delta_n * na * nb * (na - nb)
+        + 3.0 * delta_n * (na * b.m2 - nb * a.m2)
+    )
+    m4 = (
+        a.m4
+        + b.m4
+        + delta * delta_n**3 * na * nb * (na * na - na * nb + nb * nb)
+        + 6.0 * delta_n * delta_n * (na * na * b.m2 + nb * nb * a.m2)
+        + 4.0 * delta_n * (na * b.m3 - nb * a.m3)
+    )
     merged = MomentsState(n, mean, m2, m3, m4)
     # An empty side returns the other one bit for bit, as the numpy core does.
     return jax.tree.map(lambda va, vb, vm: jnp.where(nb == 0, va, jnp.where(na == 0, vb, vm)), a, b, merged)
@@ -134,12 +144,16 @@ def moments_allgather_merge(state: MomentsState, axis_name) -> MomentsState:
     own_slot = jnp.arange(size) == jax.lax.axis_index(axis_name)
     # An all-gather written as a psum of one-hot slots (adding zeros is exact): its result is replicated,
     # so shard_map accepts out_specs=P() for it, and it works the same under pmap.
-    gathered = jax.tree.map(lambda v: jax.lax.psum(jnp.where(own_slot, v, jnp.zeros_like(v)), axis_name), state)
+    gathered = jax.tree.map(
+        lambda v: jax.lax.psum(jnp.where(own_slot, v, jnp.zeros_like(v)), axis_name), state
+    )
     parts = [jax.tree.map(lambda v, i=i: v[i], gathered) for i in range(size)]
     # Pairwise tree of adjacent parts: device order is kept and rounding grows with log(devices).
     while len(parts) > 1:
-        parts = [moments_merge(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
+        parts = [
+            moments_merge(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
     return parts[0]
 
 
@@ -158,16 +172,23 @@ def to_moments(state: MomentsState) -> Moments:
         raise TypeError(f"Expected `state` to be a gwa.jax.MomentsState; got {type(state).__name__}.")
     fields = [np.asarray(jax.device_get(v), dtype=np.float64) for v in state]
     if fields[0].ndim > 1 or any(f.shape != fields[0].shape for f in fields):
-        raise ValueError(f"Expected `state` fields to be scalars or one per device (K,); got shapes "
-                         f"{[f.shape for f in fields]}.")
+        raise ValueError(
+            f"Expected `state` fields to be scalars or one per device (K,); got shapes "
+            f"{[f.shape for f in fields]}."
+        )
     if not all(np.isfinite(f).all() for f in fields):
-        raise ValueError("Expected finite moments in `state`; got NaN/Inf. A score was NaN: under jit this means "
-                         "a class id outside [0, C) or a NaN/Inf logit, embedding or weight in some batch.")
+        raise ValueError(
+            "Expected finite moments in `state`; got NaN/Inf. A score was NaN: under jit this means "
+            "a class id outside [0, C) or a NaN/Inf logit, embedding or weight in some batch."
+        )
     rows = np.atleast_2d(np.stack(fields, axis=-1))
     out = MomentState(*(0.0,) * 5)
-    for i, row in enumerate(rows):  # counts whole and >= 0, m2 >= 0: a state streaming real scores can produce
-        row_state = check_state(dict(zip(MomentState._fields, map(float, row))), "state" if len(rows) == 1 else
-                                f"state[{i}]")
+    for i, row in enumerate(
+        rows
+    ):  # counts whole and >= 0, m2 >= 0: a state streaming real scores can produce
+        row_state = check_state(
+            dict(zip(MomentState._fields, map(float, row))), "state" if len(rows) == 1 else f"state[{i}]"
+        )
         out = merge_states(out, row_state)
     return Moments(out)
 

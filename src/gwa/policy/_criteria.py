@@ -24,6 +24,7 @@ earliest epoch. A criterion is available only when its key is in the history and
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ WARMUP_FRACTION = 0.1
 #: The criterion gwa chooses by (``gwa train``'s best checkpoint, the callbacks, the report).
 DEFAULT_CRITERION = "gwa"
 
-Entry = Union[EpochSummary, Mapping[str, Any]]
+Entry = Union[EpochSummary, Mapping[str, Any]]  # noqa: UP007 - a runtime alias, Python 3.10
 
 
 def warmup_epochs(total_epochs: int) -> int:
@@ -52,14 +53,16 @@ def warmup_epochs(total_epochs: int) -> int:
     if isinstance(total_epochs, bool) or not isinstance(total_epochs, (int, np.integer)) or total_epochs < 0:
         raise ValueError(f"Expected `total_epochs` to be an integer >= 0; got {total_epochs!r}.")
     # The epsilon keeps decimal fractions exact: 0.1 * 90 must give 9, not 8.999...
-    return int(math.floor(WARMUP_FRACTION * int(total_epochs) + 1e-9))
+    return math.floor(WARMUP_FRACTION * int(total_epochs) + 1e-9)
 
 
 def as_rows(history: Sequence[Entry]) -> list[dict]:
     """The history as metric rows, each with a 1-based ``epoch`` (its position when the entry has none)."""
     if isinstance(history, (str, bytes, Mapping)) or not isinstance(history, Sequence):
-        raise TypeError(f"Expected `history` to be a sequence of EpochSummary or metric rows; got "
-                        f"{type(history).__name__}.")
+        raise TypeError(
+            f"Expected `history` to be a sequence of EpochSummary or metric rows; got "
+            f"{type(history).__name__}."
+        )
     rows = []
     for i, entry in enumerate(history):
         if isinstance(entry, EpochSummary):
@@ -67,8 +70,10 @@ def as_rows(history: Sequence[Entry]) -> list[dict]:
         elif isinstance(entry, Mapping):
             row = {"epoch": i + 1, **entry}
         else:
-            raise TypeError(f"Expected `history[{i}]` to be an EpochSummary or a metric row (dict); got "
-                            f"{type(entry).__name__}.")
+            raise TypeError(
+                f"Expected `history[{i}]` to be an EpochSummary or a metric row (dict); got "
+                f"{type(entry).__name__}."
+            )
         rows.append(row)
     return rows
 
@@ -97,14 +102,16 @@ def choose(values: Sequence[float], *, warmup: int = 0, finetune: bool = False) 
     window = v[start:]
     finite = np.isfinite(window)
     if not finite.any():
-        raise ValueError(f"Expected at least one finite value after the warm-up (from epoch {start + 1}); "
-                         f"got {window.tolist()}.")
+        raise ValueError(
+            f"Expected at least one finite value after the warm-up (from epoch {start + 1}); "
+            f"got {window.tolist()}."
+        )
     return start + int(np.argmax(np.where(finite, window, -np.inf)))
 
 
 def _first_local_minimum(v: np.ndarray, start: int) -> int:
     idx = [i for i in range(start, v.size) if np.isfinite(v[i])]
-    for a, b in zip(idx, idx[1:]):
+    for a, b in itertools.pairwise(idx):
         if v[b] >= v[a]:
             return a
     return idx[-1] if idx else start
@@ -132,26 +139,55 @@ class Criterion:
 
 
 def _alignment_criterion(name: str, key: str, description: str) -> Criterion:
-    return Criterion(name, key, description,
-                     lambda rows, warmup, finetune: choose(series(rows, key), warmup=warmup, finetune=finetune),
-                     per_epoch_value=True)
+    return Criterion(
+        name,
+        key,
+        description,
+        lambda rows, warmup, finetune: choose(series(rows, key), warmup=warmup, finetune=finetune),
+        per_epoch_value=True,
+    )
 
 
 #: Every criterion, in the order tables show them.
-CRITERIA: dict[str, Criterion] = {c.name: c for c in (
-    _alignment_criterion("gwa_paper", "gwa_paper", "GWA, paper's rule (Eq. 2 verbatim, pole included)"),
-    _alignment_criterion(DEFAULT_CRITERION, "gwa", "GWA, gwa's default (mean / Pearson kurtosis)"),
-    _alignment_criterion("align_mean", "align_mean", "mean alignment, paper's rule"),
-    Criterion("val", "val_acc", "validation split (noisy labels)", lambda rows, w, f: _argmax(series(rows, "val_acc"))),
-    Criterion("val_clean", "val_acc_clean", "validation split (clean labels)",
-              lambda rows, w, f: _argmax(series(rows, "val_acc_clean"))),
-    Criterion("labelwave", "prediction_changes", "LabelWave",
-              lambda rows, w, f: labelwave.select_epoch(series(rows, "prediction_changes"))),
-    Criterion("grad_disparity", "grad_disparity", "Gradient Disparity",
-              lambda rows, w, f: disparity.select_epoch(series(rows, "grad_disparity"))),
-    Criterion("last", "epoch", "last epoch", lambda rows, w, f: len(rows) - 1),
-    Criterion("oracle", "test_acc", "best test epoch (oracle)", lambda rows, w, f: _argmax(series(rows, "test_acc"))),
-)}
+CRITERIA: dict[str, Criterion] = {
+    c.name: c
+    for c in (
+        _alignment_criterion("gwa_paper", "gwa_paper", "GWA, paper's rule (Eq. 2 verbatim, pole included)"),
+        _alignment_criterion(DEFAULT_CRITERION, "gwa", "GWA, gwa's default (mean / Pearson kurtosis)"),
+        _alignment_criterion("align_mean", "align_mean", "mean alignment, paper's rule"),
+        Criterion(
+            "val",
+            "val_acc",
+            "validation split (noisy labels)",
+            lambda rows, w, f: _argmax(series(rows, "val_acc")),
+        ),
+        Criterion(
+            "val_clean",
+            "val_acc_clean",
+            "validation split (clean labels)",
+            lambda rows, w, f: _argmax(series(rows, "val_acc_clean")),
+        ),
+        Criterion(
+            "labelwave",
+            "prediction_changes",
+            "LabelWave",
+            lambda rows, w, f: labelwave.select_epoch(series(rows, "prediction_changes")),
+        ),
+        Criterion(
+            "grad_disparity",
+            "grad_disparity",
+            "Gradient Disparity",
+            lambda rows, w, f: disparity.select_epoch(series(rows, "grad_disparity")),
+        ),
+        Criterion("last", "epoch", "last epoch", lambda rows, w, f: len(rows) - 1),
+        Criterion(
+            "oracle",
+            "test_acc",
+            "best test epoch (oracle)",
+            lambda rows, w, f: _argmax(series(rows, "test_acc")),
+        ),
+    )
+}
 #: The criteria an online :class:`gwa.EarlyStopper` (and so the callbacks) can follow.
 MONITORABLE = tuple(name for name, c in CRITERIA.items() if c.per_epoch_value)
 
@@ -165,14 +201,25 @@ def get_criterion(name: str) -> Criterion:
 def _total(rows: list, total_epochs: int | None) -> int:
     if total_epochs is None:
         return len(rows)
-    if isinstance(total_epochs, bool) or not isinstance(total_epochs, (int, np.integer)) or total_epochs < len(rows):
-        raise ValueError(f"Expected `total_epochs` to be an integer >= the {len(rows)} epochs in the history; got "
-                         f"{total_epochs!r}.")
+    if (
+        isinstance(total_epochs, bool)
+        or not isinstance(total_epochs, (int, np.integer))
+        or total_epochs < len(rows)
+    ):
+        raise ValueError(
+            f"Expected `total_epochs` to be an integer >= the {len(rows)} epochs in the history; got "
+            f"{total_epochs!r}."
+        )
     return int(total_epochs)
 
 
-def select_epoch(history: Sequence[Entry] | Sequence[float], criterion: str = DEFAULT_CRITERION, *,
-                 finetune: bool = False, total_epochs: int | None = None) -> int:
+def select_epoch(
+    history: Sequence[Entry] | Sequence[float],
+    criterion: str = DEFAULT_CRITERION,
+    *,
+    finetune: bool = False,
+    total_epochs: int | None = None,
+) -> int:
     """The epoch (1-based) a criterion picks from a finished (or partial) history.
 
     Args:
@@ -199,8 +246,10 @@ def select_epoch(history: Sequence[Entry] | Sequence[float], criterion: str = DE
     crit = get_criterion(criterion)
     if len(history) and not isinstance(history[0], (EpochSummary, Mapping)):
         if not crit.per_epoch_value:
-            raise ValueError(f"Plain values need a per-epoch-value criterion ({', '.join(MONITORABLE)}); got "
-                             f"{criterion!r}.")
+            raise ValueError(
+                f"Plain values need a per-epoch-value criterion ({', '.join(MONITORABLE)}); got "
+                f"{criterion!r}."
+            )
         values = np.asarray(history, dtype=np.float64)
         warmup = warmup_epochs(_total(list(values), total_epochs))
         return choose(values, warmup=warmup, finetune=finetune) + 1
@@ -213,16 +262,23 @@ def select_epoch(history: Sequence[Entry] | Sequence[float], criterion: str = DE
     return int(rows[crit.pick(rows, warmup, bool(finetune))]["epoch"])
 
 
-def select_all(history: Sequence[Entry], *, finetune: bool = False,
-               total_epochs: int | None = None) -> dict[str, int]:
+def select_all(
+    history: Sequence[Entry], *, finetune: bool = False, total_epochs: int | None = None
+) -> dict[str, int]:
     """``{criterion: epoch}`` (1-based) for every criterion of :data:`CRITERIA` that can choose, in order."""
     rows = as_rows(history)
     out: dict[str, int] = {}
     if not rows:
         return out
     for name in CRITERIA:
-        try:
-            out[name] = select_epoch(rows, name, finetune=finetune, total_epochs=total_epochs)
-        except ValueError:  # key absent, or nothing finite where the rule looks (e.g. every GWA at the pole)
-            continue
+        epoch = _try_select(rows, name, finetune=finetune, total_epochs=total_epochs)
+        if epoch is not None:
+            out[name] = epoch
     return out
+
+
+def _try_select(rows: list, name: str, *, finetune: bool, total_epochs: int | None) -> int | None:
+    try:
+        return select_epoch(rows, name, finetune=finetune, total_epochs=total_epochs)
+    except ValueError:  # key absent, or nothing finite where the rule looks (e.g. every GWA at the pole)
+        return None

@@ -30,19 +30,28 @@ def check_flag_options(rule: str, last_k: int, threshold: float | None, top: int
     if isinstance(last_k, bool) or not (isinstance(last_k, (int, np.integer)) and last_k >= 1):
         raise ValueError(f"Expected `last_k` to be an integer >= 1; got {last_k!r}.")
     if top is not None and threshold is not None:
-        raise ValueError(f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}.")
+        raise ValueError(
+            f"Pass either `top` or `threshold`, not both; got top={top!r}, threshold={threshold!r}."
+        )
     if top is not None and (isinstance(top, bool) or not (isinstance(top, (int, np.integer)) and top >= 1)):
         raise ValueError(f"Expected `top` to be an integer >= 1; got {top!r}.")
     threshold = DEFAULT_THRESHOLDS[rule] if threshold is None else float(threshold)
     if not math.isfinite(threshold):
         raise ValueError(f"Expected `threshold` to be a finite number; got {threshold!r}.")
     if rule == "frac" and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"Expected `threshold` in [0, 1] for rule 'frac' (a fraction of epochs); got {threshold!r}.")
+        raise ValueError(
+            f"Expected `threshold` in [0, 1] for rule 'frac' (a fraction of epochs); got {threshold!r}."
+        )
     return threshold
 
 
-def flag_scores(matrix: np.ndarray, *, rule: str = DEFAULT_FLAG_RULE, last_k: int = DEFAULT_LAST_K,
-                threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flag_scores(
+    matrix: np.ndarray,
+    *,
+    rule: str = DEFAULT_FLAG_RULE,
+    last_k: int = DEFAULT_LAST_K,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score and decision per sample of an ``(E, N)`` alignment matrix (NaN = unseen).
 
     Returns:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from gwa.policy._criteria import (DEFAULT_CRITERION, MONITORABLE, Entry, choose, get_criterion, warmup_epochs)
 from gwa._summary import EpochSummary
+from gwa.policy._criteria import DEFAULT_CRITERION, MONITORABLE, Entry, choose, get_criterion, warmup_epochs
 
 STATE_FORMAT = 2
 
@@ -23,10 +23,10 @@ STATE_FORMAT = 2
 class StopReason(str, Enum):
     """What the last :meth:`EarlyStopper.step` decided (Lightning's ``EarlyStopping`` reasons, for GWA)."""
 
-    WARMUP = "warmup"                 #: the epoch lies in the warm-up: recorded, never chosen
-    IMPROVED = "improved"             #: the epoch is the new best
-    NOT_IMPROVED = "not_improved"     #: no new best; waiting, within the patience
-    UNDEFINED = "undefined"           #: the epoch's value is NaN (no scores, or constant scores)
+    WARMUP = "warmup"  #: the epoch lies in the warm-up: recorded, never chosen
+    IMPROVED = "improved"  #: the epoch is the new best
+    NOT_IMPROVED = "not_improved"  #: no new best; waiting, within the patience
+    UNDEFINED = "undefined"  #: the epoch's value is NaN (no scores, or constant scores)
     PATIENCE_EXHAUSTED = "patience_exhausted"  #: stop: the best epoch lies ``patience`` epochs behind
 
 
@@ -52,17 +52,29 @@ class EarlyStopper:
         'stop at epoch 5: no new best for 2 epochs since epoch 3 (gwa 0.3)'
     """
 
-    def __init__(self, criterion: str = DEFAULT_CRITERION, *, patience: int | None = None,
-                 total_epochs: int | None = None, finetune: bool = False):
+    def __init__(
+        self,
+        criterion: str = DEFAULT_CRITERION,
+        *,
+        patience: int | None = None,
+        total_epochs: int | None = None,
+        finetune: bool = False,
+    ):
         get_criterion(criterion)
         if criterion not in MONITORABLE:
-            raise ValueError(f"Expected `criterion` to be one of {list(MONITORABLE)} (one value per epoch); got "
-                             f"{criterion!r}.")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
-                                     or patience < 1):
+            raise ValueError(
+                f"Expected `criterion` to be one of {list(MONITORABLE)} (one value per epoch); got "
+                f"{criterion!r}."
+            )
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1
+        ):
             raise ValueError(f"Expected `patience` to be an integer >= 1 or None; got {patience!r}.")
-        if total_epochs is not None and (isinstance(total_epochs, bool)
-                                         or not isinstance(total_epochs, (int, np.integer)) or total_epochs < 1):
+        if total_epochs is not None and (
+            isinstance(total_epochs, bool)
+            or not isinstance(total_epochs, (int, np.integer))
+            or total_epochs < 1
+        ):
             raise ValueError(f"Expected `total_epochs` to be an integer >= 1 or None; got {total_epochs!r}.")
         self.criterion = criterion
         self.patience = None if patience is None else int(patience)
@@ -105,13 +117,17 @@ class EarlyStopper:
             return math.nan if value is None else float(value)
         if isinstance(entry, (int, float, np.floating, np.integer)) and not isinstance(entry, bool):
             return float(entry)
-        raise TypeError(f"Expected an EpochSummary, a metric row (dict) or a number; got {type(entry).__name__}.")
+        raise TypeError(
+            f"Expected an EpochSummary, a metric row (dict) or a number; got {type(entry).__name__}."
+        )
 
     def step(self, entry: Entry | float) -> bool:
         """Record one epoch; return True when training should stop now (and on every call after that)."""
         if self.total_epochs is not None and self.epoch >= self.total_epochs:
-            raise ValueError(f"EarlyStopper got epoch {self.epoch + 1} of a run planned for {self.total_epochs} "
-                             "epochs; pass the right `total_epochs`.")
+            raise ValueError(
+                f"EarlyStopper got epoch {self.epoch + 1} of a run planned for {self.total_epochs} "
+                "epochs; pass the right `total_epochs`."
+            )
         value = self.value_of(entry)
         self.values.append(value)
         epoch, name = self.epoch, self.criterion
@@ -132,8 +148,11 @@ class EarlyStopper:
         if self.patience is not None and since >= self.patience:
             self.stopped_epoch = epoch
             self.reason = StopReason.PATIENCE_EXHAUSTED
-            best = ("no epoch with a finite value" if self.best_epoch is None
-                    else f"since epoch {self.best_epoch} ({name} {self.best_value:.6g})")
+            best = (
+                "no epoch with a finite value"
+                if self.best_epoch is None
+                else f"since epoch {self.best_epoch} ({name} {self.best_value:.6g})"
+            )
             self.message = f"stop at epoch {epoch}: no new best for {since} epochs {best}"
             return True
         waiting = "" if self.patience is None else f", {since}/{self.patience} epochs without a new best"
@@ -142,8 +161,10 @@ class EarlyStopper:
             self.message = f"epoch {epoch}: {name} is undefined (no or constant scores){waiting}"
         else:
             self.reason = StopReason.NOT_IMPROVED
-            self.message = (f"epoch {epoch}: {name} {value:.6g}, best epoch {self.best_epoch} "
-                            f"({self.best_value:.6g}){waiting}")
+            self.message = (
+                f"epoch {epoch}: {name} {value:.6g}, best epoch {self.best_epoch} "
+                f"({self.best_value:.6g}){waiting}"
+            )
         return False
 
     def logged_value(self) -> float:
@@ -158,9 +179,15 @@ class EarlyStopper:
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "criterion": self.criterion, "patience": self.patience,
-                "total_epochs": self.total_epochs, "finetune": self.finetune,
-                "values": [None if math.isnan(v) else v for v in self.values], "stopped_epoch": self.stopped_epoch}
+        return {
+            "format": STATE_FORMAT,
+            "criterion": self.criterion,
+            "patience": self.patience,
+            "total_epochs": self.total_epochs,
+            "finetune": self.finetune,
+            "values": [None if math.isnan(v) else v for v in self.values],
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`: the stored values are replayed under this stopper's plan.
@@ -173,15 +200,21 @@ class EarlyStopper:
             raise ValueError(f"Expected an EarlyStopper state of format {STATE_FORMAT}; got format {got!r}.")
         for key in ("criterion", "patience", "finetune"):
             if state.get(key) != getattr(self, key):
-                raise ValueError(f"Cannot load an EarlyStopper state with {key}={state.get(key)!r} into one with "
-                                 f"{key}={getattr(self, key)!r}.")
+                raise ValueError(
+                    f"Cannot load an EarlyStopper state with {key}={state.get(key)!r} into one with "
+                    f"{key}={getattr(self, key)!r}."
+                )
         values = state.get("values")
         if not isinstance(values, list) or not all(v is None or isinstance(v, (int, float)) for v in values):
-            raise ValueError(f"Expected `values` in the EarlyStopper state to be a list of numbers or null; got "
-                             f"{values!r}.")
+            raise ValueError(
+                f"Expected `values` in the EarlyStopper state to be a list of numbers or null; got "
+                f"{values!r}."
+            )
         if self.total_epochs is not None and len(values) > self.total_epochs:
-            raise ValueError(f"Cannot load an EarlyStopper state of {len(values)} epochs into one planned for "
-                             f"{self.total_epochs} epochs.")
+            raise ValueError(
+                f"Cannot load an EarlyStopper state of {len(values)} epochs into one planned for "
+                f"{self.total_epochs} epochs."
+            )
         stopped = state.get("stopped_epoch")
         if stopped is not None and not (isinstance(stopped, int) and 1 <= stopped <= len(values)):
             raise ValueError(f"Expected `stopped_epoch` in 1..{len(values)} or null; got {stopped!r}.")

@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gwa import policy
-from gwa.rundir import Run
-from gwa.rundir import RunDirError
-from gwa.rundir import load_run
+from gwa.rundir import Run, RunDirError, load_run
 
 ALIGNMENT = "alignment"
 
@@ -121,7 +119,11 @@ def gwa_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: Readable names of the guard codes (:class:`gwa.GuardCode`), for grouping epochs in the report.
-GUARD_LABELS = {"no_scores": "no scores", "constant_scores": "constant scores", "kurtosis_pole": "kurtosis pole"}
+GUARD_LABELS = {
+    "no_scores": "no scores",
+    "constant_scores": "constant scores",
+    "kurtosis_pole": "kurtosis pole",
+}
 
 
 def guard_reasons(run: Run) -> dict[int, tuple[str, str]]:
@@ -197,7 +199,9 @@ def chosen_epochs(run: Run) -> dict[str, Choice]:
 
 def run_notes(run: Run) -> list[str]:
     """Plain-sentence caveats about a run: interrupted, no summary, missing optional files."""
-    notes = [f"Unreadable: {p}" for p in run.problems]  # corrupt metrics lines, a summary naming unlogged epochs
+    notes = [
+        f"Unreadable: {p}" for p in run.problems
+    ]  # corrupt metrics lines, a summary naming unlogged epochs
     if not run.complete:
         notes.append(
             f"This run is not complete (status {run.config.get('status')!r}); it shows the "

@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="the run directory")
     parser.add_argument(
-        "--rule", choices=FLAG_RULES, default=DEFAULT_FLAG_RULE, help="flagging rule (default lastk; see above)"
+        "--rule",
+        choices=FLAG_RULES,
+        default=DEFAULT_FLAG_RULE,
+        help="flagging rule (default lastk; see above)",
     )
     parser.add_argument(
         "--last-k",
@@ -83,7 +86,9 @@ class FlagResult:
     recall: float | None
     auroc: float | None
     auprc: float | None
-    predictions: np.ndarray | None = None  # the model's prediction at each sample's last seen epoch, when stored
+    predictions: np.ndarray | None = (
+        None  # the model's prediction at each sample's last seen epoch, when stored
+    )
 
     @property
     def flagged_ids(self) -> np.ndarray:
@@ -124,13 +129,17 @@ class FlagResult:
             + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")
         ]
         if self.is_noisy is None:
-            lines.append("no noise mask in the run (which labels are wrong is not known): precision and recall "
-                         "cannot be measured")
+            lines.append(
+                "no noise mask in the run (which labels are wrong is not known): precision and recall "
+                "cannot be measured"
+            )
             return "\n".join(lines)
 
         if not self.is_noisy.any():
-            lines.append("the noise mask marks no flipped label (a clean run): precision and recall are not "
-                         "defined; the flagged samples are atypical or hard, not known label errors")
+            lines.append(
+                "the noise mask marks no flipped label (a clean run): precision and recall are not "
+                "defined; the flagged samples are atypical or hard, not known label errors"
+            )
             return "\n".join(lines)
 
         def show(value):
@@ -211,8 +220,7 @@ def flag_samples(
 def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
     """Precision, recall of the flagged set and AUROC, AUPRC of the suspicion score against the mask."""
     try:
-        from sklearn.metrics import average_precision_score
-        from sklearn.metrics import roc_auc_score
+        from sklearn.metrics import average_precision_score, roc_auc_score
     except ModuleNotFoundError as exc:  # pragma: no cover - scikit-learn is installed with gwa[cli]
         raise ModuleNotFoundError(
             "`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa[cli]'", name="sklearn"

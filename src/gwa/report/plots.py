@@ -93,7 +93,11 @@ def _accuracy_axis(ax, epochs, accuracies: dict[str, np.ndarray], ms: float = 3)
     """A right-hand twin axis with the accuracy curves; returns (twin, handles)."""
     twin = ax.twinx()
     handles = []
-    labels = (("test_acc", "test accuracy"), ("val_acc", "validation accuracy"), ("train_acc", "training accuracy"))
+    labels = (
+        ("test_acc", "test accuracy"),
+        ("val_acc", "validation accuracy"),
+        ("train_acc", "training accuracy"),
+    )
     for key, label in labels:
         values = accuracies.get(key)
         if values is not None and np.isfinite(values).any():
@@ -162,7 +166,13 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     ms = 4 if epochs.size <= 30 else 2 if epochs.size <= 100 else 0
     trusted = np.where(guarded, np.nan, gwa)
     (h_gwa,) = ax_gwa.plot(
-        epochs, trusted, color=COLORS["gwa"], lw=2, marker="o", ms=ms, label="GWA, paper's Eq. 2 (trusted epochs)"
+        epochs,
+        trusted,
+        color=COLORS["gwa"],
+        lw=2,
+        marker="o",
+        ms=ms,
+        label="GWA, paper's Eq. 2 (trusted epochs)",
     )
     lo, hi = _gwa_limits(trusted, gwa[guarded])
     handles = [h_gwa]
@@ -206,8 +216,15 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     )
     mean_handles = [h_mean]
     if default is not None and np.isfinite(np.asarray(default, dtype=np.float64)).any():
-        (h_default,) = ax_mean.plot(epochs, default, color=COLORS["gwa"], lw=2, marker="s", ms=ms,
-                                    label="gwa (default): mean / (excess kurtosis + 3)")
+        (h_default,) = ax_mean.plot(
+            epochs,
+            default,
+            color=COLORS["gwa"],
+            lw=2,
+            marker="s",
+            ms=ms,
+            label="gwa (default): mean / (excess kurtosis + 3)",
+        )
         mean_handles.append(h_default)
     ax_mean.axhline(0, color=COLORS["zero"], lw=0.8)
     ax_mean.set_ylabel("mean alignment, gwa")

@@ -166,10 +166,20 @@ def _config_table(run) -> str:
     rows.append(["epochs run", f"{len(run.epochs)} of {planned}" if planned else len(run.epochs)])
     stopped = (summary or {}).get("stopped_epoch")
     if stopped is not None:
-        rows.append(["stopped early", f"at epoch {stopped}: {(summary or {}).get('decision', '')}".rstrip(": ")])
+        rows.append(
+            ["stopped early", f"at epoch {stopped}: {(summary or {}).get('decision', '')}".rstrip(": ")]
+        )
     signals = [s for s in run.signals() if s != analysis.ALIGNMENT]
-    rows.append(["per-sample signals", ", ".join(signals) if signals else "alignment only"
-                 if analysis.has_scores(run) else "none stored"])
+    rows.append(
+        [
+            "per-sample signals",
+            ", ".join(signals)
+            if signals
+            else "alignment only"
+            if analysis.has_scores(run)
+            else "none stored",
+        ]
+    )
     if run.labels is not None:
         known = int((run.labels >= 0).sum())
         rows.append(["labels", "stored" if known == run.labels.size else f"stored for {known} seen samples"])
@@ -239,7 +249,9 @@ def _guard_sentence(run, guarded) -> str:
     for epoch, g in zip(run.epochs, guarded, strict=True):
         if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
             code = reasons[epoch][0] if epoch in reasons else None
-            why = analysis.GUARD_LABELS.get(code, "flagged by the trainer") if code else "no finite GWA logged"
+            why = (
+                analysis.GUARD_LABELS.get(code, "flagged by the trainer") if code else "no finite GWA logged"
+            )
             by_reason.setdefault(why, []).append(int(epoch))
     flagged = sorted(e for epochs in by_reason.values() for e in epochs)
     detail = "; ".join(f"{why} at {_ranges(epochs)}" for why, epochs in by_reason.items())
@@ -308,12 +320,25 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
     columns = [("rank", True, None), ("sample id", True, None)]
     pred = analysis.last_seen_signal(run, "pred")
     loss = analysis.last_seen_signal(run, "loss")
-    columns += [("label", False, None), ("clean label", False, None), ("prediction", False, None),
-                ("mean alignment", True, None), ("last alignment", True, None), ("epochs < 0", True, None),
-                ("mislabeled?", False, "raw"), ("last loss", True, None), ("input", False, "raw")]
-    keep = {"label": run.labels is not None, "clean label": run.clean_labels is not None,
-            "prediction": pred is not None, "last loss": loss is not None, "mislabeled?": mask is not None,
-            "input": bool(index)}
+    columns += [
+        ("label", False, None),
+        ("clean label", False, None),
+        ("prediction", False, None),
+        ("mean alignment", True, None),
+        ("last alignment", True, None),
+        ("epochs < 0", True, None),
+        ("mislabeled?", False, "raw"),
+        ("last loss", True, None),
+        ("input", False, "raw"),
+    ]
+    keep = {
+        "label": run.labels is not None,
+        "clean label": run.clean_labels is not None,
+        "prediction": pred is not None,
+        "last loss": loss is not None,
+        "mislabeled?": mask is not None,
+        "input": bool(index),
+    }
     columns = [c for c in columns if keep.get(c[0], True)]
     rows = []
     for rank, i in enumerate(order, 1):

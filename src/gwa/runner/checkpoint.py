@@ -25,11 +25,14 @@ def checkpoint_dir(run_dir) -> Path:
 
 def mark(run_dir, tag: str, *, epoch: int, backend: str, file: str) -> None:
     """Record that ``checkpoints/<file>`` holds epoch ``epoch`` (1-based) as checkpoint ``tag`` (last, best_gwa)."""
-    write_json_atomic(checkpoint_dir(run_dir) / f"{tag}.json", {"epoch": int(epoch), "backend": backend,
-                                                                "file": file})
+    write_json_atomic(
+        checkpoint_dir(run_dir) / f"{tag}.json", {"epoch": int(epoch), "backend": backend, "file": file}
+    )
 
 
-def commit(run_dir, tag: str, *, epoch: int, backend: str, suffix: str, write: Callable[[IO[bytes]], None]) -> Path:
+def commit(
+    run_dir, tag: str, *, epoch: int, backend: str, suffix: str, write: Callable[[IO[bytes]], None]
+) -> Path:
     """Save checkpoint ``tag`` of ``epoch``: ``write(fh)`` fills the file; returns its path."""
     folder = checkpoint_dir(run_dir)
     name = f"{tag}-{int(epoch):04d}{suffix}"
@@ -48,13 +51,23 @@ def read_mark(run_dir, tag: str) -> dict | None:
     try:
         info = json.loads(path.read_text())
     except ValueError as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}); expected the checkpoint's epoch and file.") from None
+        raise RunDirError(
+            f"{path} is not valid JSON ({exc}); expected the checkpoint's epoch and file."
+        ) from None
     epoch = info.get("epoch") if isinstance(info, dict) else None
     file = info.get("file") if isinstance(info, dict) else None
-    if (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1 or not isinstance(file, str)
-            or Path(file).name != file or not isinstance(info.get("backend"), str)):
-        raise RunDirError(f"{path}: expected {{'epoch': int >= 1, 'backend': str, 'file': a file name in "
-                          f"{CHECKPOINT_DIR}/}}; got {info!r}.")
+    if (
+        not isinstance(epoch, int)
+        or isinstance(epoch, bool)
+        or epoch < 1
+        or not isinstance(file, str)
+        or Path(file).name != file
+        or not isinstance(info.get("backend"), str)
+    ):
+        raise RunDirError(
+            f"{path}: expected {{'epoch': int >= 1, 'backend': str, 'file': a file name in "
+            f"{CHECKPOINT_DIR}/}}; got {info!r}."
+        )
     return info
 
 
@@ -65,8 +78,9 @@ def marked_file(run_dir, tag: str = "last") -> Path:
         raise RunDirError(f"{Path(run_dir)} has no checkpoint {tag!r} ({CHECKPOINT_DIR}/{tag}.json).")
     path = Path(run_dir) / CHECKPOINT_DIR / info["file"]
     if not path.exists():
-        raise RunDirError(f"{Path(run_dir) / CHECKPOINT_DIR / (tag + '.json')} names {info['file']}, which does "
-                          f"not exist.")
+        raise RunDirError(
+            f"{Path(run_dir) / CHECKPOINT_DIR / (tag + '.json')} names {info['file']}, which does not exist."
+        )
     return path
 
 

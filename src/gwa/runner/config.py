@@ -23,49 +23,49 @@ class RunConfig:
     """Every option of ``gwa train``; field names match the command-line flags (``--num-train`` = num_train)."""
 
     # data
-    dataset: str = "digits"                 # one of DATASETS
-    data_dir: str | None = None             # where the dataset's files are (fashion-mnist, cifar10, imagefolder)
-    download: bool = False                  # allow downloads: CIFAR-10 into data_dir, timm pretrained weights
-    num_train: int | None = None            # stratified, seeded subset of the training set (None = all)
-    mnist1d_samples: int = 5000             # mnist1d: samples to generate (80% train, 20% test)
-    val_frac: float = 0.0                   # stratified hold-out from training (same label noise); 0 = none
+    dataset: str = "digits"  # one of DATASETS
+    data_dir: str | None = None  # where the dataset's files are (fashion-mnist, cifar10, imagefolder)
+    download: bool = False  # allow downloads: CIFAR-10 into data_dir, timm pretrained weights
+    num_train: int | None = None  # stratified, seeded subset of the training set (None = all)
+    mnist1d_samples: int = 5000  # mnist1d: samples to generate (80% train, 20% test)
+    val_frac: float = 0.0  # stratified hold-out from training (same label noise); 0 = none
     eval_sets: dict[str, str] = field(default_factory=dict)  # NAME -> .npz with x, y, evaluated each epoch
     # label noise
-    noise: str = "none"                     # one of NOISES
-    noise_rate: float = 0.0                 # symmetric/asymmetric: fraction of samples (or of source classes)
-    noise_file: str | None = None           # noise="file": .npy labels or CIFAR-10-N's CIFAR-10_human.pt
-    noise_key: str | None = None            # key inside a .pt label file (aggre_label, random_label1, worse_label)
+    noise: str = "none"  # one of NOISES
+    noise_rate: float = 0.0  # symmetric/asymmetric: fraction of samples (or of source classes)
+    noise_file: str | None = None  # noise="file": .npy labels or CIFAR-10-N's CIFAR-10_human.pt
+    noise_key: str | None = None  # key inside a .pt label file (aggre_label, random_label1, worse_label)
     # model
-    model: str = "mlp"                      # mlp, cnn, resnet or timm:<name>
-    hidden: tuple[int, ...] = (256, 256)    # mlp hidden layer widths
-    width: int = 32                         # cnn/resnet base channel count
-    pretrained: bool = False                # timm: load pretrained weights (only from the local cache)
-    init_checkpoint: str | None = None      # a state_dict (.pt) to start from
-    finetune: bool = False                  # choose epochs with the paper's fine-tuning rule
+    model: str = "mlp"  # mlp, cnn, resnet or timm:<name>
+    hidden: tuple[int, ...] = (256, 256)  # mlp hidden layer widths
+    width: int = 32  # cnn/resnet base channel count
+    pretrained: bool = False  # timm: load pretrained weights (only from the local cache)
+    init_checkpoint: str | None = None  # a state_dict (.pt) to start from
+    finetune: bool = False  # choose epochs with the paper's fine-tuning rule
     # optimisation
-    optimizer: str = "adam"                 # one of OPTIMIZERS
-    lr: float = 1e-3                        # peak learning rate
-    momentum: float = 0.9                   # sgd momentum
-    weight_decay: float = 0.0               # L2 (sgd, adam) or decoupled (adamw) weight decay
-    schedule: str = "constant"              # one of SCHEDULES, stepped per batch
-    warmup_epochs: int = 0                  # linear warm-up length for warmup_cosine
-    epochs: int = 20                        # training epochs
-    batch_size: int = 128                   # training batch size
-    seed: int = 0                           # seeds model init, subset, noise, split and shuffling
-    device: str = "auto"                    # one of DEVICES; auto = cuda > mps > cpu
-    amp: bool = False                       # bf16 autocast (GPU only)
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    lr: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # sgd momentum
+    weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
+    schedule: str = "constant"  # one of SCHEDULES, stepped per batch
+    warmup_epochs: int = 0  # linear warm-up length for warmup_cosine
+    epochs: int = 20  # training epochs
+    batch_size: int = 128  # training batch size
+    seed: int = 0  # seeds model init, subset, noise, split and shuffling
+    device: str = "auto"  # one of DEVICES; auto = cuda > mps > cpu
+    amp: bool = False  # bf16 autocast (GPU only)
     # tracking
     signals: tuple[str, ...] = DEFAULT_SIGNALS  # companion per-sample signals to store besides alignment
-    align_bias: bool = False                # include the head bias in the alignment (paper: no)
-    gradient_disparity: bool = False        # log the Gradient Disparity baseline each epoch
-    early_stop: int | None = None           # patience for an online stop on GWA (None = train all epochs)
+    align_bias: bool = False  # include the head bias in the alignment (paper: no)
+    gradient_disparity: bool = False  # log the Gradient Disparity baseline each epoch
+    early_stop: int | None = None  # patience for an online stop on GWA (None = train all epochs)
     # run directory
-    out: str | None = None                  # run directory (default runs/<name>)
-    name: str | None = None                 # run name (default from dataset, model, noise, seed)
-    resume: bool = False                    # continue the run in `out` from its last checkpoint
-    overwrite: bool = False                 # replace a run already in `out`
-    backend: str = "torch"                  # one of BACKENDS
-    quiet: bool = False                     # no progress bar, no line per epoch
+    out: str | None = None  # run directory (default runs/<name>)
+    name: str | None = None  # run name (default from dataset, model, noise, seed)
+    resume: bool = False  # continue the run in `out` from its last checkpoint
+    overwrite: bool = False  # replace a run already in `out`
+    backend: str = "torch"  # one of BACKENDS
+    quiet: bool = False  # no progress bar, no line per epoch
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -111,8 +111,13 @@ def _int_at_least(name: str, value, low: int, *, optional: bool = False) -> None
 
 
 def _number_in(name: str, value, low: float, high: float, *, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and low <= value and (value < high if high_open else value <= high)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value
+        and (value < high if high_open else value <= high)
+    )
     if not ok:
         bracket = ")" if high_open else "]"
         raise ValueError(f"Expected `{name}` in [{low:g}, {high:g}{bracket}; got {value!r}.")
@@ -121,8 +126,12 @@ def _number_in(name: str, value, low: float, high: float, *, high_open: bool = F
 def validate(c: RunConfig) -> None:
     """Check every field; raise ValueError naming the option, the value and the valid choices."""
     _choice("dataset", c.dataset, DATASETS)
-    if not (c.model in MODELS or (isinstance(c.model, str) and c.model.startswith("timm:") and len(c.model) > 5)):
-        raise ValueError(f"Expected `model` to be one of {', '.join(MODELS)} or timm:<name>; got {c.model!r}.")
+    if not (
+        c.model in MODELS or (isinstance(c.model, str) and c.model.startswith("timm:") and len(c.model) > 5)
+    ):
+        raise ValueError(
+            f"Expected `model` to be one of {', '.join(MODELS)} or timm:<name>; got {c.model!r}."
+        )
     _choice("optimizer", c.optimizer, OPTIMIZERS)
     _choice("schedule", c.schedule, SCHEDULES)
     _choice("device", c.device, DEVICES)
@@ -153,21 +162,31 @@ def validate(c: RunConfig) -> None:
     if c.noise in ("symmetric", "asymmetric") and c.noise_rate == 0:
         raise ValueError(f"Expected `noise_rate` > 0 with noise={c.noise!r}; got 0.")
     if c.noise in ("none", "file") and c.noise_rate != 0:
-        raise ValueError(f"`noise_rate` applies to symmetric/asymmetric noise only; got noise_rate={c.noise_rate} "
-                         f"with noise={c.noise!r}.")
+        raise ValueError(
+            f"`noise_rate` applies to symmetric/asymmetric noise only; got noise_rate={c.noise_rate} "
+            f"with noise={c.noise!r}."
+        )
     if (c.noise == "file") != (c.noise_file is not None):
-        raise ValueError(f"Expected `noise_file` exactly when noise='file'; got noise={c.noise!r}, "
-                         f"noise_file={c.noise_file!r}.")
+        raise ValueError(
+            f"Expected `noise_file` exactly when noise='file'; got noise={c.noise!r}, "
+            f"noise_file={c.noise_file!r}."
+        )
     if c.download and c.dataset != "cifar10" and not c.pretrained:
-        raise ValueError(f"`download` is supported for dataset 'cifar10' and timm's pretrained weights only; got "
-                         f"dataset={c.dataset!r} without --pretrained.")
+        raise ValueError(
+            f"`download` is supported for dataset 'cifar10' and timm's pretrained weights only; got "
+            f"dataset={c.dataset!r} without --pretrained."
+        )
     if c.dataset == "imagefolder" and not c.data_dir:
-        raise ValueError("dataset 'imagefolder' needs `data_dir` (--data-dir) with train/ and test/ subfolders.")
+        raise ValueError(
+            "dataset 'imagefolder' needs `data_dir` (--data-dir) with train/ and test/ subfolders."
+        )
     if c.resume and c.overwrite:
         raise ValueError("Expected at most one of `resume` and `overwrite`; got both.")
     if c.pretrained and not c.model.startswith("timm:"):
-        raise ValueError(f"`pretrained` needs a timm:<name> model; got model={c.model!r} (use --init-checkpoint "
-                         f"for a local state_dict).")
+        raise ValueError(
+            f"`pretrained` needs a timm:<name> model; got model={c.model!r} (use --init-checkpoint "
+            f"for a local state_dict)."
+        )
     for name, path in c.eval_sets.items():
         if not name or not name.replace("-", "_").isidentifier():
             raise ValueError(f"Expected eval-set names made of letters, digits, _ or -; got {name!r}.")

@@ -24,11 +24,27 @@ log = logging.getLogger(__name__)
 SPLIT_SEED = 0
 #: Where Debian's ``dataset-fashion-mnist`` package (first) and common manual installs put the IDX files.
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/fashion-mnist", "~/data/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -70,14 +86,20 @@ def load_mnist1d(num_samples: int = 5000) -> Dataset:
     args = get_dataset_args()
     args.num_samples = int(num_samples)
     # The generator seeds numpy's and Python's global RNGs; keep the caller's streams untouched.
-    np_state, py_state = np.random.get_state(), random.getstate()
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002 - the global stream itself
     try:
         d = make_dataset(args)
     finally:
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
-    return Dataset("mnist1d", d["x"].astype(np.float32), d["y"].astype(np.int64), d["x_test"].astype(np.float32),
-                   d["y_test"].astype(np.int64), tuple(str(i) for i in range(10)))
+    return Dataset(
+        "mnist1d",
+        d["x"].astype(np.float32),
+        d["y"].astype(np.int64),
+        d["x_test"].astype(np.float32),
+        d["y_test"].astype(np.int64),
+        tuple(str(i) for i in range(10)),
+    )
 
 
 def read_idx(path) -> np.ndarray:
@@ -89,12 +111,14 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()}).")
     ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
+    body = raw[4 + 4 * ndim :]
     if len(body) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: dims {dims} need {expected} bytes, found {len(body)}.")
+        raise ValueError(
+            f"{path} is truncated or corrupt: dims {dims} need {expected} bytes, found {len(body)}."
+        )
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
@@ -116,14 +140,20 @@ def default_fashion_mnist_dir() -> Path | None:
 def load_fashion_mnist(data_dir=None) -> Dataset:
     """Fashion-MNIST from the official IDX files (``train-images-idx3-ubyte.gz`` ...) in ``data_dir``."""
     folder = Path(data_dir).expanduser() if data_dir else default_fashion_mnist_dir()
-    hint = ("pass --data-dir DIR holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (on Debian/Ubuntu: "
-            "apt install dataset-fashion-mnist)")
+    hint = (
+        "pass --data-dir DIR holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (on Debian/Ubuntu: "
+        "apt install dataset-fashion-mnist)"
+    )
     if folder is None:
         raise FileNotFoundError(f"Fashion-MNIST not found in {', '.join(FASHION_MNIST_DIRS)}; {hint}.")
     arrays = {}
-    for key, stem in (("x_train", "train-images-idx3-ubyte"), ("y_train", "train-labels-idx1-ubyte"),
-                      ("x_test", "t10k-images-idx3-ubyte"), ("y_test", "t10k-labels-idx1-ubyte")):
+    for key, stem in (
+        ("x_train", "train-images-idx3-ubyte"),
+        ("y_train", "train-labels-idx1-ubyte"),
+        ("x_test", "t10k-images-idx3-ubyte"),
+        ("y_test", "t10k-labels-idx1-ubyte"),
+    ):
         f = _find_file(folder, stem)
         if f is None:
             raise FileNotFoundError(f"{folder} has no {stem}.gz; {hint}.")
@@ -131,17 +161,26 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"Fashion-MNIST {split} files in {folder} disagree: images {x.shape}, labels {y.shape}.")
-    return Dataset("fashion-mnist", (arrays["x_train"] / 255.0).astype(np.float32)[..., None],
-                   arrays["y_train"].astype(np.int64), (arrays["x_test"] / 255.0).astype(np.float32)[..., None],
-                   arrays["y_test"].astype(np.int64), FASHION_MNIST_CLASSES)
+            raise ValueError(
+                f"Fashion-MNIST {split} files in {folder} disagree: images {x.shape}, labels {y.shape}."
+            )
+    return Dataset(
+        "fashion-mnist",
+        (arrays["x_train"] / 255.0).astype(np.float32)[..., None],
+        arrays["y_train"].astype(np.int64),
+        (arrays["x_test"] / 255.0).astype(np.float32)[..., None],
+        arrays["y_test"].astype(np.int64),
+        FASHION_MNIST_CLASSES,
+    )
 
 
 def load_cifar10(data_dir=None, *, download: bool = False) -> Dataset:
     """CIFAR-10 in torchvision's layout (``DIR/cifar-10-batches-py``); downloaded only with ``download=True``."""
     if not data_dir:
-        raise FileNotFoundError("dataset 'cifar10' needs --data-dir DIR (holding cifar-10-batches-py; add "
-                                "--download to fetch it there).")
+        raise FileNotFoundError(
+            "dataset 'cifar10' needs --data-dir DIR (holding cifar-10-batches-py; add "
+            "--download to fetch it there)."
+        )
     root = Path(data_dir).expanduser()
     folder = root / "cifar-10-batches-py"
     if not folder.exists() and download:
@@ -149,15 +188,19 @@ def load_cifar10(data_dir=None, *, download: bool = False) -> Dataset:
 
         torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
     if not folder.exists():
-        raise FileNotFoundError(f"{folder} does not exist; point --data-dir at the folder holding "
-                                f"cifar-10-batches-py, or add --download to fetch it.")
+        raise FileNotFoundError(
+            f"{folder} does not exist; point --data-dir at the folder holding "
+            f"cifar-10-batches-py, or add --download to fetch it."
+        )
 
     def batch(name):
         d = load_array_pickle(folder / name)  # numpy arrays and plain data only: no code from the files
         if not isinstance(d, dict) or "data" not in d or "labels" not in d:
-            raise ValueError(f"Expected {folder / name} to hold a CIFAR-10 batch (a dict with 'data' and "
-                             f"'labels'); got {type(d).__name__}"
-                             f"{' with keys ' + ', '.join(map(str, d)) if isinstance(d, dict) else ''}.")
+            raise ValueError(
+                f"Expected {folder / name} to hold a CIFAR-10 batch (a dict with 'data' and "
+                f"'labels'); got {type(d).__name__}"
+                f"{' with keys ' + ', '.join(map(str, d)) if isinstance(d, dict) else ''}."
+            )
         x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return x, np.asarray(d["labels"], dtype=np.int64)
 
@@ -165,16 +208,24 @@ def load_cifar10(data_dir=None, *, download: bool = False) -> Dataset:
     x_test, y_test = batch("test_batch")
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
-    return Dataset("cifar10", (x_train / np.float32(255)).astype(np.float32), y_train,
-                   (x_test / np.float32(255)).astype(np.float32), y_test, CIFAR10_CLASSES)
+    return Dataset(
+        "cifar10",
+        (x_train / np.float32(255)).astype(np.float32),
+        y_train,
+        (x_test / np.float32(255)).astype(np.float32),
+        y_test,
+        CIFAR10_CLASSES,
+    )
 
 
 def _read_image_split(folder: Path, classes: list[str] | None):
     from PIL import Image
 
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} does not exist; --data-dir for 'imagefolder' needs train/ and test/ "
-                                f"subfolders with one folder of images per class.")
+        raise FileNotFoundError(
+            f"{folder} does not exist; --data-dir for 'imagefolder' needs train/ and test/ "
+            f"subfolders with one folder of images per class."
+        )
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
     classes = classes or found
     if not classes:
@@ -202,8 +253,10 @@ def load_imagefolder(data_dir) -> Dataset:
     images = train + test
     sizes = {im.shape[:2] for im in images}
     if len(sizes) != 1:
-        raise ValueError(f"Expected all images in {root} to have one size; got sizes {sorted(sizes)[:5]} "
-                         f"(resize them first).")
+        raise ValueError(
+            f"Expected all images in {root} to have one size; got sizes {sorted(sizes)[:5]} "
+            f"(resize them first)."
+        )
     rgb = any(im.ndim == 3 for im in images)
 
     def stack(ims):
@@ -225,8 +278,9 @@ def load_dataset(name: str, *, data_dir=None, download: bool = False, mnist1d_sa
         return load_cifar10(data_dir, download=download)
     if name == "imagefolder":
         return load_imagefolder(data_dir)
-    raise ValueError(f"Expected `dataset` to be one of digits, mnist1d, fashion-mnist, cifar10, imagefolder; "
-                     f"got {name!r}.")
+    raise ValueError(
+        f"Expected `dataset` to be one of digits, mnist1d, fashion-mnist, cifar10, imagefolder; got {name!r}."
+    )
 
 
 def load_eval_set(name: str, path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -240,14 +294,18 @@ def load_eval_set(name: str, path, input_shape: tuple[int, ...]) -> tuple[np.nda
                 raise ValueError(f"expected arrays 'x' and 'y'; got {list(z.keys())}")
             x, y = z["x"], z["y"]
     except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"Eval set {name!r}: cannot read {path} as an .npz of numeric arrays x, y: {exc}.") from None
+        raise ValueError(
+            f"Eval set {name!r}: cannot read {path} as an .npz of numeric arrays x, y: {exc}."
+        ) from None
     x = x / np.float32(255) if x.dtype == np.uint8 else x
     x = x.astype(np.float32)
-    if x.shape[1:] != tuple(input_shape) and x.shape[1:] + (1,) == tuple(input_shape):
+    if x.shape[1:] != tuple(input_shape) and (*x.shape[1:], 1) == tuple(input_shape):
         x = x[..., None]
     if x.shape[1:] != tuple(input_shape) or y.shape != (len(x),):
-        raise ValueError(f"Eval set {name!r}: expected x of shape (M, {', '.join(map(str, input_shape))}) and y "
-                         f"(M,); got x {x.shape}, y {y.shape}.")
+        raise ValueError(
+            f"Eval set {name!r}: expected x of shape (M, {', '.join(map(str, input_shape))}) and y "
+            f"(M,); got x {x.shape}, y {y.shape}."
+        )
     return x, y.astype(np.int64)
 
 
@@ -263,12 +321,12 @@ class PreparedData:
     """
 
     x_train: np.ndarray
-    y_train: np.ndarray          # labels used for training (noisy)
+    y_train: np.ndarray  # labels used for training (noisy)
     y_train_clean: np.ndarray
     noise_mask: np.ndarray
     source_index: np.ndarray
     x_val: np.ndarray | None
-    y_val: np.ndarray | None     # noisy, like training
+    y_val: np.ndarray | None  # noisy, like training
     y_val_clean: np.ndarray | None
     x_test: np.ndarray
     y_test: np.ndarray
@@ -305,30 +363,41 @@ def _stratified_pick(labels: np.ndarray, size, seed: int, what: str) -> tuple[np
     try:
         kept, picked = train_test_split(idx, test_size=size, stratify=labels, random_state=seed)
     except ValueError as exc:  # a class too small to stratify
-        raise ValueError(f"Cannot draw a stratified {what} of {size} from {len(labels)} samples: {exc}") from None
+        raise ValueError(
+            f"Cannot draw a stratified {what} of {size} from {len(labels)} samples: {exc}"
+        ) from None
     return np.sort(kept), np.sort(picked)
 
 
 def prepare(config) -> PreparedData:
     """Load ``config.dataset``, take the subset, inject label noise, hold out validation, normalise."""
-    ds = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
-                      mnist1d_samples=config.mnist1d_samples)
+    ds = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        download=config.download,
+        mnist1d_samples=config.mnist1d_samples,
+    )
     n_classes = len(ds.classes)
     index = np.arange(len(ds.y_train))
     if config.num_train is not None:
         if config.num_train > len(index):
-            raise ValueError(f"Expected `num_train` <= {len(index)} (the size of {ds.name}'s training set); "
-                             f"got {config.num_train}.")
+            raise ValueError(
+                f"Expected `num_train` <= {len(index)} (the size of {ds.name}'s training set); "
+                f"got {config.num_train}."
+            )
         if config.num_train < len(index):
             _, index = _stratified_pick(ds.y_train, config.num_train, config.seed, "training subset")
     clean = ds.y_train[index]
     if config.noise == "symmetric":
         noisy, mask = noise_lib.symmetric(clean, config.noise_rate, n_classes, seed=config.seed)
     elif config.noise == "asymmetric":
-        noisy, mask = noise_lib.asymmetric(clean, config.noise_rate, noise_lib.pairs_for(config.dataset),
-                                           seed=config.seed)
+        noisy, mask = noise_lib.asymmetric(
+            clean, config.noise_rate, noise_lib.pairs_for(config.dataset), seed=config.seed
+        )
     elif config.noise == "file":
-        noisy, mask = noise_lib.from_file(clean, config.noise_file, n_classes, key=config.noise_key, index=index)
+        noisy, mask = noise_lib.from_file(
+            clean, config.noise_file, n_classes, key=config.noise_key, index=index
+        )
     else:
         noisy, mask = clean.copy(), np.zeros(clean.shape, dtype=bool)
     x = ds.x_train[index]
@@ -336,15 +405,35 @@ def prepare(config) -> PreparedData:
     if config.val_frac > 0:
         train_rows, val_rows = _stratified_pick(noisy, config.val_frac, config.seed, "validation split")
         x_val, y_val, y_val_clean = x[val_rows], noisy[val_rows], clean[val_rows]
-        x, noisy, clean, mask, index = x[train_rows], noisy[train_rows], clean[train_rows], mask[train_rows], \
-            index[train_rows]
+        x, noisy, clean, mask, index = (
+            x[train_rows],
+            noisy[train_rows],
+            clean[train_rows],
+            mask[train_rows],
+            index[train_rows],
+        )
     # Normalise with the training inputs' statistics: per channel for images, one scalar for 1-D signals.
     axes = tuple(range(x.ndim - 1)) if x.ndim == 4 else tuple(range(x.ndim))
     mean = x.mean(axis=axes, dtype=np.float64).astype(np.float32)
     std = np.maximum(x.std(axis=axes, dtype=np.float64), 1e-6).astype(np.float32)
-    norm = lambda a: None if a is None else ((a - mean) / std).astype(np.float32)
+
+    def norm(a):
+        return None if a is None else ((a - mean) / std).astype(np.float32)
+
     eval_sets = {name: load_eval_set(name, path, ds.input_shape) for name, path in config.eval_sets.items()}
-    return PreparedData(x_train=norm(x), y_train=noisy, y_train_clean=clean, noise_mask=mask, source_index=index,
-                        x_val=norm(x_val), y_val=y_val, y_val_clean=y_val_clean, x_test=norm(ds.x_test),
-                        y_test=ds.y_test, classes=ds.classes, mean=mean, std=std,
-                        eval_sets={k: (norm(xe), ye) for k, (xe, ye) in eval_sets.items()})
+    return PreparedData(
+        x_train=norm(x),
+        y_train=noisy,
+        y_train_clean=clean,
+        noise_mask=mask,
+        source_index=index,
+        x_val=norm(x_val),
+        y_val=y_val,
+        y_val_clean=y_val_clean,
+        x_test=norm(ds.x_test),
+        y_test=ds.y_test,
+        classes=ds.classes,
+        mean=mean,
+        std=std,
+        eval_sets={k: (norm(xe), ye) for k, (xe, ye) in eval_sets.items()},
+    )

@@ -41,8 +41,14 @@ def progress_bar(total: int, *, desc: str, enabled: bool):
     epoch's end, where :func:`epoch_line` leaves one line per epoch (in a terminal and in a log alike)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
-                disable=not enabled or not sys.stderr.isatty())
+    return tqdm(
+        total=total,
+        desc=desc,
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=not enabled or not sys.stderr.isatty(),
+    )
 
 
 def _percent(value) -> str:
@@ -53,9 +59,11 @@ def epoch_line(metrics: dict, *, total_epochs: int, decision: str) -> str:
     """One line for the log about a finished epoch: its loss, accuracies, gwa and the stop decision in words."""
     epoch = int(metrics["epoch"])
     gwa = metrics.get("gwa")
-    parts = [f"epoch {epoch:>{len(str(total_epochs))}}/{total_epochs}",
-             f"loss {metrics['train_loss']:.4f}" if metrics.get("train_loss") is not None else "loss –",
-             f"train acc {_percent(metrics.get('train_acc'))}"]
+    parts = [
+        f"epoch {epoch:>{len(str(total_epochs))}}/{total_epochs}",
+        f"loss {metrics['train_loss']:.4f}" if metrics.get("train_loss") is not None else "loss –",
+        f"train acc {_percent(metrics.get('train_acc'))}",
+    ]
     if metrics.get("val_acc") is not None:
         parts.append(f"val acc {_percent(metrics['val_acc'])}")
     if metrics.get("test_acc") is not None:
@@ -86,19 +94,42 @@ class EpochLoop:
 
     def __init__(self, config, data, writer, *, echo: bool = False):
         self.config, self.data, self.writer, self.echo = config, data, writer, bool(echo)
-        self.stopper = EarlyStopper(DEFAULT_CRITERION, patience=config.early_stop, total_epochs=config.epochs,
-                                    finetune=config.finetune)
+        self.stopper = EarlyStopper(
+            DEFAULT_CRITERION,
+            patience=config.early_stop,
+            total_epochs=config.epochs,
+            finetune=config.finetune,
+        )
         self.prev_pred: np.ndarray | None = None
         self.wall_time = 0.0
 
-    def end_epoch(self, *, epoch: int, step: int, lr: float, train_loss: float, train_acc: float,
-                  summary: EpochSummary, n_duplicates: int, n_non_finite: int, pred_train: np.ndarray,
-                  scores: dict, seconds: float, predict: Callable[[np.ndarray], np.ndarray],
-                  grad_disparity: Callable[[], float] | None = None) -> EpochOutcome:
+    def end_epoch(
+        self,
+        *,
+        epoch: int,
+        step: int,
+        lr: float,
+        train_loss: float,
+        train_acc: float,
+        summary: EpochSummary,
+        n_duplicates: int,
+        n_non_finite: int,
+        pred_train: np.ndarray,
+        scores: dict,
+        seconds: float,
+        predict: Callable[[np.ndarray], np.ndarray],
+        grad_disparity: Callable[[], float] | None = None,
+    ) -> EpochOutcome:
         """Evaluate, write the metrics row and per-sample scores, and decide; see the module docstring."""
         data = self.data
-        metrics = {"epoch": epoch, "step": step, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                   **summary.metrics()}
+        metrics = {
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            **summary.metrics(),
+        }
         if data.x_val is not None:
             pred = predict(data.x_val)
             metrics["val_acc"] = float((pred == data.y_val).mean())
@@ -106,8 +137,9 @@ class EpochLoop:
         metrics["test_acc"] = float((predict(data.x_test) == data.y_test).mean())
         for name, (xe, ye) in data.eval_sets.items():
             metrics[f"eval_{name}_acc"] = float((predict(xe) == ye).mean())
-        metrics["prediction_changes"] = (None if self.prev_pred is None
-                                         else labelwave.prediction_changes(self.prev_pred, pred_train))
+        metrics["prediction_changes"] = (
+            None if self.prev_pred is None else labelwave.prediction_changes(self.prev_pred, pred_train)
+        )
         self.prev_pred = np.asarray(pred_train)
         if grad_disparity is not None:
             metrics["grad_disparity"] = grad_disparity()
@@ -117,18 +149,28 @@ class EpochLoop:
         self.writer.log_epoch(metrics, scores)
         stop = self.stopper.step(metrics)
         if self.echo:
-            print(epoch_line(metrics, total_epochs=self.config.epochs, decision=self.stopper.message),
-                  file=sys.stderr, flush=True)
+            print(
+                epoch_line(metrics, total_epochs=self.config.epochs, decision=self.stopper.message),
+                file=sys.stderr,
+                flush=True,
+            )
         if stop:  # a normal outcome, not a warning; the epoch line and the final summary show it
             log.info("early stop: %s", self.stopper.message)
         return EpochOutcome(metrics, self.stopper.best_epoch == epoch, stop)
 
     def state_dict(self) -> dict:
         """JSON-safe plain values (predictions as a list, null where unseen), saved with the ``last`` checkpoint."""
-        pred = None if self.prev_pred is None else [None if not np.isfinite(p) else int(p) for p in
-                                                   np.asarray(self.prev_pred, np.float64)]
-        return {"format": STATE_FORMAT, "stopper": self.stopper.state_dict(), "wall_time": self.wall_time,
-                "prev_pred": pred}
+        pred = (
+            None
+            if self.prev_pred is None
+            else [None if not np.isfinite(p) else int(p) for p in np.asarray(self.prev_pred, np.float64)]
+        )
+        return {
+            "format": STATE_FORMAT,
+            "stopper": self.stopper.state_dict(),
+            "wall_time": self.wall_time,
+            "prev_pred": pred,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -136,4 +178,6 @@ class EpochLoop:
         self.stopper.load_state_dict(state["stopper"])
         self.wall_time = float(state["wall_time"])
         pred = state["prev_pred"]
-        self.prev_pred = None if pred is None else np.array([np.nan if p is None else p for p in pred], np.float64)
+        self.prev_pred = (
+            None if pred is None else np.array([np.nan if p is None else p for p in pred], np.float64)
+        )

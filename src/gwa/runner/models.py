@@ -41,9 +41,17 @@ class SmallCNN(nn.Module):
         k = 5 if dims == 1 else 3
         self.dims = dims
         self.body = nn.Sequential(
-            conv(in_channels, width, k, padding=k // 2), nn.ReLU(), pool,
-            conv(width, 2 * width, k, padding=k // 2), nn.ReLU(), pool,
-            conv(2 * width, 2 * width, k, padding=k // 2), nn.ReLU(), gap, nn.Flatten())
+            conv(in_channels, width, k, padding=k // 2),
+            nn.ReLU(),
+            pool,
+            conv(width, 2 * width, k, padding=k // 2),
+            nn.ReLU(),
+            pool,
+            conv(2 * width, 2 * width, k, padding=k // 2),
+            nn.ReLU(),
+            gap,
+            nn.Flatten(),
+        )
         self.head = nn.Linear(2 * width, num_classes)
 
     def forward(self, x):
@@ -58,8 +66,11 @@ class BasicBlock(nn.Module):
         conv, bn = _conv(dims), (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)
         self.conv1, self.bn1 = conv(c_in, c_out, 3, stride=stride, padding=1, bias=False), bn(c_out)
         self.conv2, self.bn2 = conv(c_out, c_out, 3, padding=1, bias=False), bn(c_out)
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            conv(c_in, c_out, 1, stride=stride, bias=False), bn(c_out))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(conv(c_in, c_out, 1, stride=stride, bias=False), bn(c_out))
+        )
 
     def forward(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -75,9 +86,15 @@ class SmallResNet(nn.Module):
         gap = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
         self.dims = dims
         self.body = nn.Sequential(
-            conv(in_channels, width, 3, padding=1, bias=False), bn(width), nn.ReLU(),
-            BasicBlock(width, width, 1, dims), BasicBlock(width, 2 * width, 2, dims),
-            BasicBlock(2 * width, 4 * width, 2, dims), gap, nn.Flatten())
+            conv(in_channels, width, 3, padding=1, bias=False),
+            bn(width),
+            nn.ReLU(),
+            BasicBlock(width, width, 1, dims),
+            BasicBlock(width, 2 * width, 2, dims),
+            BasicBlock(2 * width, 4 * width, 2, dims),
+            gap,
+            nn.Flatten(),
+        )
         self.head = nn.Linear(4 * width, num_classes)
 
     def forward(self, x):
@@ -86,8 +103,16 @@ class SmallResNet(nn.Module):
         return self.head(self.body(x))
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, hidden=(256, 256), width: int = 32,
-                pretrained: bool = False, allow_download: bool = False) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden=(256, 256),
+    width: int = 32,
+    pretrained: bool = False,
+    allow_download: bool = False,
+) -> nn.Module:
     """Build a model for inputs of ``input_shape`` (``(H, W, C)`` images or ``(L,)`` signals).
 
     Raises:
@@ -103,17 +128,26 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, hi
     if name == "resnet":
         return SmallResNet(in_channels, num_classes, width=width, dims=2 if image else 1)
     if name.startswith("timm:"):
-        return _timm_model(name[5:], image=image, in_channels=in_channels, num_classes=num_classes,
-                           pretrained=pretrained, allow_download=allow_download)
+        return _timm_model(
+            name[5:],
+            image=image,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            pretrained=pretrained,
+            allow_download=allow_download,
+        )
     raise ValueError(f"Expected `model` to be one of mlp, cnn, resnet or timm:<name>; got {name!r}.")
 
 
-def _timm_model(name: str, *, image: bool, in_channels: int, num_classes: int, pretrained: bool,
-                allow_download: bool) -> nn.Module:
+def _timm_model(
+    name: str, *, image: bool, in_channels: int, num_classes: int, pretrained: bool, allow_download: bool
+) -> nn.Module:
     try:
         import timm
     except ModuleNotFoundError:
-        raise ModuleNotFoundError("model 'timm:...' needs the timm package: pip install timm", name="timm") from None
+        raise ModuleNotFoundError(
+            "model 'timm:...' needs the timm package: pip install timm", name="timm"
+        ) from None
     if not image:
         raise ValueError(f"timm models take images; dataset inputs are 1-D signals (model timm:{name}).")
     if name not in timm.list_models(pretrained=False) and name not in timm.list_models(pretrained=True):
@@ -121,8 +155,13 @@ def _timm_model(name: str, *, image: bool, in_channels: int, num_classes: int, p
     if not pretrained or allow_download:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
     weights = _cached_timm_weights(timm, name)
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights, "source": ""},
-                             num_classes=num_classes, in_chans=in_channels)
+    return timm.create_model(
+        name,
+        pretrained=True,
+        pretrained_cfg_overlay={"file": weights, "source": ""},
+        num_classes=num_classes,
+        in_chans=in_channels,
+    )
 
 
 def _cached_timm_weights(timm, name: str) -> str:
@@ -136,9 +175,11 @@ def _cached_timm_weights(timm, name: str) -> str:
         path = try_to_load_from_cache(hub_id, filename) if hub_id else None
         if isinstance(path, str):
             return path
-    raise FileNotFoundError(f"Pretrained weights for timm:{name} ({hub_id or 'no hub id'}) are not in the local "
-                            f"cache and downloads are off; add --download to fetch them, or pass a state_dict with "
-                            f"--init-checkpoint.")
+    raise FileNotFoundError(
+        f"Pretrained weights for timm:{name} ({hub_id or 'no hub id'}) are not in the local "
+        f"cache and downloads are off; add --download to fetch them, or pass a state_dict with "
+        f"--init-checkpoint."
+    )
 
 
 def classifier_head(model: nn.Module) -> nn.Linear | None:

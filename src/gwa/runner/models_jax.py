@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jax
 from gwa.jax import SOWN_NAME
 
 #: Models this backend builds; the others (resnet, timm:...) need BatchNorm or timm, i.e. the torch backend.
@@ -65,9 +65,15 @@ class SmallCNN(nn.Module):
         k = 5 if self.dims == 1 else 3
         window = (2,) * self.dims
         for i, channels in enumerate((self.width, 2 * self.width, 2 * self.width)):
-            fan_in = x.shape[-1] * k ** self.dims
-            x = nn.Conv(channels, (k,) * self.dims, padding="SAME", kernel_init=_torch_kernel_init,
-                        bias_init=_torch_bias_init(fan_in), name=f"conv_{i}")(x)
+            fan_in = x.shape[-1] * k**self.dims
+            x = nn.Conv(
+                channels,
+                (k,) * self.dims,
+                padding="SAME",
+                kernel_init=_torch_kernel_init,
+                bias_init=_torch_bias_init(fan_in),
+                name=f"conv_{i}",
+            )(x)
             x = nn.relu(x)
             if i < 2:
                 x = nn.max_pool(x, window, strides=window, padding="VALID")
@@ -83,18 +89,23 @@ def init_params(model: nn.Module, input_shape: tuple[int, ...], seed: int) -> di
     the parameter tree's order, so they are the same on every platform. (Compiling jax's threefry initialisers
     for a small CNN costs seconds of CPU; this costs nothing.)
     """
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))["params"]
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))[
+        "params"
+    ]
     rng = np.random.default_rng(seed)
 
     def draw(layer):
         bound = 1.0 / math.sqrt(math.prod(layer["kernel"].shape[:-1]))
-        return {k: jnp.asarray(rng.uniform(-bound, bound, v.shape).astype(np.float32)) for k, v in layer.items()}
+        return {
+            k: jnp.asarray(rng.uniform(-bound, bound, v.shape).astype(np.float32)) for k, v in layer.items()
+        }
 
     return jax.tree.map(draw, shapes, is_leaf=lambda t: isinstance(t, dict) and "kernel" in t)
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, hidden=(256, 256),
-                width: int = 32) -> nn.Module:
+def build_model(
+    name: str, *, input_shape: tuple[int, ...], num_classes: int, hidden=(256, 256), width: int = 32
+) -> nn.Module:
     """The Flax model for inputs of ``input_shape`` (``(H, W, C)`` images or ``(L,)`` signals).
 
     Raises:
@@ -104,5 +115,7 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, hi
         return MLP(tuple(int(h) for h in hidden), num_classes)
     if name == "cnn":
         return SmallCNN(num_classes, width=width, dims=2 if len(input_shape) == 3 else 1)
-    raise ValueError(f"Expected `model` to be one of {', '.join(JAX_MODELS)} with backend 'jax'; got {name!r} "
-                     f"(use --backend torch for it).")
+    raise ValueError(
+        f"Expected `model` to be one of {', '.join(JAX_MODELS)} with backend 'jax'; got {name!r} "
+        f"(use --backend torch for it)."
+    )

@@ -19,14 +19,22 @@ ASYMMETRIC_PAIRS = {
     "digits": {2: 7, 3: 8, 5: 6, 6: 5, 7: 1},
 }
 ASYMMETRIC_PAIRS["mnist1d"] = ASYMMETRIC_PAIRS["digits"]
-CIFAR10N_KEYS = ("aggre_label", "random_label1", "random_label2", "random_label3", "worse_label", "clean_label")
+CIFAR10N_KEYS = (
+    "aggre_label",
+    "random_label1",
+    "random_label2",
+    "random_label3",
+    "worse_label",
+    "clean_label",
+)
 
 
 def _check_labels(labels, num_classes: int | None) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"Expected `labels` as integer class ids of shape (N,); got shape={y.shape}, "
-                         f"dtype={y.dtype}.")
+        raise ValueError(
+            f"Expected `labels` as integer class ids of shape (N,); got shape={y.shape}, dtype={y.dtype}."
+        )
     if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
         upper = "" if num_classes is None else f", {num_classes - 1}"
         raise ValueError(f"Expected class ids in [0{upper}]; got range [{y.min()}, {y.max()}].")
@@ -66,8 +74,10 @@ def pairs_for(dataset: str) -> dict[int, int]:
     try:
         return ASYMMETRIC_PAIRS[dataset]
     except KeyError:
-        raise ValueError(f"Asymmetric noise has class pairs for {', '.join(sorted(ASYMMETRIC_PAIRS))}; "
-                         f"got dataset={dataset!r} (use noise 'symmetric' or 'file').") from None
+        raise ValueError(
+            f"Asymmetric noise has class pairs for {', '.join(sorted(ASYMMETRIC_PAIRS))}; "
+            f"got dataset={dataset!r} (use noise 'symmetric' or 'file')."
+        ) from None
 
 
 def load_label_file(path, *, key: str | None = None) -> np.ndarray:
@@ -87,8 +97,10 @@ def load_label_file(path, *, key: str | None = None) -> np.ndarray:
         obj = torch_load_arrays(path)
         if isinstance(obj, dict):
             if key is None:
-                raise ValueError(f"{path.name} holds several label sets; choose one with --noise-key "
-                                 f"({', '.join(str(k) for k in obj)}).")
+                raise ValueError(
+                    f"{path.name} holds several label sets; choose one with --noise-key "
+                    f"({', '.join(str(k) for k in obj)})."
+                )
             if key not in obj:
                 raise ValueError(f"Expected --noise-key among {', '.join(str(k) for k in obj)}; got {key!r}.")
             obj = obj[key]
@@ -97,8 +109,10 @@ def load_label_file(path, *, key: str | None = None) -> np.ndarray:
         raise ValueError(f"Expected a .npy or .pt label file; got {path.name!r}.")
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"Expected {path.name} to hold integer labels of shape (N,); got shape={labels.shape}, "
-                         f"dtype={labels.dtype}.")
+        raise ValueError(
+            f"Expected {path.name} to hold integer labels of shape (N,); got shape={labels.shape}, "
+            f"dtype={labels.dtype}."
+        )
     return labels.astype(np.int64)
 
 
@@ -108,7 +122,9 @@ def from_file(labels, path, num_classes: int, *, key: str | None = None, index=N
     file_labels = load_label_file(path, key=key)
     rows = np.arange(y.size) if index is None else np.asarray(index)
     if rows.size and rows.max() >= file_labels.size:
-        raise ValueError(f"{Path(path).name} has {file_labels.size} labels; the training set needs "
-                         f"{rows.max() + 1} (is it the label file of this dataset?).")
+        raise ValueError(
+            f"{Path(path).name} has {file_labels.size} labels; the training set needs "
+            f"{rows.max() + 1} (is it the label file of this dataset?)."
+        )
     noisy = _check_labels(file_labels[rows], num_classes)
     return noisy, noisy != y

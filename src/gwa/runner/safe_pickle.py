@@ -13,8 +13,20 @@ from pathlib import Path
 import numpy as np
 
 #: Numeric dtypes an admitted array may have; object arrays (which would hold arbitrary pickles) are refused.
-_NUMERIC_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-                   np.float16, np.float32, np.float64)
+_NUMERIC_DTYPES = (
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+)
 
 
 def _numpy_globals() -> dict[str, object]:
@@ -42,7 +54,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         allowed = _ArrayUnpickler._allowed = _ArrayUnpickler._allowed or {
-            **_numpy_globals(), "_codecs.encode": __import__("codecs").encode}  # bytes in protocol-2 pickles
+            **_numpy_globals(),
+            "_codecs.encode": __import__("codecs").encode,
+        }  # bytes in protocol-2 pickles
         key = f"{module}.{name}"
         if key not in allowed:
             raise pickle.UnpicklingError(f"it names {key}, which is not a numpy array or plain data")
@@ -59,10 +73,18 @@ def load_array_pickle(path, *, encoding: str = "latin1"):
     try:
         with open(path, "rb") as fh:
             obj = _ArrayUnpickler(fh, encoding=encoding).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError,
-            ValueError) as exc:
-        raise ValueError(f"Refusing to read {path}: expected a pickle of plain data and numeric numpy arrays; "
-                         f"{exc}.") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        raise ValueError(
+            f"Refusing to read {path}: expected a pickle of plain data and numeric numpy arrays; {exc}."
+        ) from None
     _reject_object_arrays(obj, path)
     return obj
 
@@ -82,8 +104,10 @@ def torch_load_arrays(path):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"Refusing to read {path}: expected tensors, numeric numpy arrays and plain containers "
-                         f"(torch.load with weights_only=True); {first[:300]}") from None
+        raise ValueError(
+            f"Refusing to read {path}: expected tensors, numeric numpy arrays and plain containers "
+            f"(torch.load with weights_only=True); {first[:300]}"
+        ) from None
     _reject_object_arrays(obj, path)
     return obj
 

@@ -67,29 +67,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = RunConfig()
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default {d.dataset})")
-    data.add_argument("--data-dir", help="folder with the dataset's files (fashion-mnist IDX, cifar10, imagefolder)")
-    data.add_argument("--download", action="store_true", default=None,
-                      help="allow downloading CIFAR-10 into --data-dir, or timm's pretrained weights")
+    data.add_argument(
+        "--data-dir", help="folder with the dataset's files (fashion-mnist IDX, cifar10, imagefolder)"
+    )
+    data.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="allow downloading CIFAR-10 into --data-dir, or timm's pretrained weights",
+    )
     data.add_argument("--num-train", type=int, help="stratified random subset of the training set")
-    data.add_argument("--mnist1d-samples", type=int, help=f"mnist1d: samples to generate (default {d.mnist1d_samples})")
-    data.add_argument("--val-frac", type=float, help="hold out this fraction of training as a noisy-label "
-                      "validation split (e.g. 0.1; default 0 = none)")
-    data.add_argument("--eval-set", type=_eval_set, action="append", metavar="NAME=PATH.npz",
-                      help="extra test set (arrays x, y) evaluated every epoch; repeatable")
+    data.add_argument(
+        "--mnist1d-samples", type=int, help=f"mnist1d: samples to generate (default {d.mnist1d_samples})"
+    )
+    data.add_argument(
+        "--val-frac",
+        type=float,
+        help="hold out this fraction of training as a noisy-label "
+        "validation split (e.g. 0.1; default 0 = none)",
+    )
+    data.add_argument(
+        "--eval-set",
+        type=_eval_set,
+        action="append",
+        metavar="NAME=PATH.npz",
+        help="extra test set (arrays x, y) evaluated every epoch; repeatable",
+    )
     noise = parser.add_argument_group("label noise")
     noise.add_argument("--noise", help=f"{' | '.join(NOISES)} (default {d.noise})")
     noise.add_argument("--noise-rate", type=float, help="fraction of labels to flip (symmetric, asymmetric)")
     noise.add_argument("--noise-file", help="labels to train on: .npy, or CIFAR-10-N's CIFAR-10_human.pt")
-    noise.add_argument("--noise-key", help="label set in a .pt file: aggre_label, random_label1, worse_label, ...")
+    noise.add_argument(
+        "--noise-key", help="label set in a .pt file: aggre_label, random_label1, worse_label, ..."
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--model", help=f"mlp | cnn | resnet | timm:<name> (default {d.model})")
     model.add_argument("--hidden", type=_csv_ints, help="mlp hidden widths, e.g. 256,256")
     model.add_argument("--width", type=int, help=f"cnn/resnet base channels (default {d.width})")
-    model.add_argument("--pretrained", action="store_true", default=None,
-                       help="timm: start from pretrained weights (from the local cache unless --download)")
+    model.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="timm: start from pretrained weights (from the local cache unless --download)",
+    )
     model.add_argument("--init-checkpoint", help="start from this state_dict (.pt)")
-    model.add_argument("--finetune", action="store_true", default=None,
-                       help="choose epochs with the paper's fine-tuning rule")
+    model.add_argument(
+        "--finetune",
+        action="store_true",
+        default=None,
+        help="choose epochs with the paper's fine-tuning rule",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", help=f"{' | '.join(OPTIMIZERS)} (default {d.optimizer})")
     opt.add_argument("--lr", type=float, help=f"learning rate (default {d.lr:g})")
@@ -103,22 +130,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--device", help=f"{' | '.join(DEVICES)} (default {d.device}: cuda > mps > cpu)")
     opt.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (GPU only)")
     track = parser.add_argument_group("tracking")
-    track.add_argument("--signals", type=_csv, help=f"per-sample signals to store besides alignment "
-                       f"(default {','.join(d.signals)}; '' for none)")
-    track.add_argument("--align-bias", action="store_true", default=None, help="include the head bias in alignment")
-    track.add_argument("--gradient-disparity", action="store_true", default=None,
-                       help="also log the Gradient Disparity baseline each epoch (extra backward passes)")
-    track.add_argument("--early-stop", type=int, metavar="PATIENCE",
-                       help="stop when GWA has not improved for PATIENCE epochs")
+    track.add_argument(
+        "--signals",
+        type=_csv,
+        help=f"per-sample signals to store besides alignment (default {','.join(d.signals)}; '' for none)",
+    )
+    track.add_argument(
+        "--align-bias", action="store_true", default=None, help="include the head bias in alignment"
+    )
+    track.add_argument(
+        "--gradient-disparity",
+        action="store_true",
+        default=None,
+        help="also log the Gradient Disparity baseline each epoch (extra backward passes)",
+    )
+    track.add_argument(
+        "--early-stop",
+        type=int,
+        metavar="PATIENCE",
+        help="stop when GWA has not improved for PATIENCE epochs",
+    )
     run = parser.add_argument_group("run directory")
     run.add_argument("--out", help="run directory (default runs/<name>)")
     run.add_argument("--name", help="run name (default from dataset, model, noise and seed)")
-    run.add_argument("--resume", action="store_true", default=None,
-                     help="continue the run in --out from its last checkpoint (its saved options are used)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue the run in --out from its last checkpoint (its saved options are used)",
+    )
     run.add_argument("--overwrite", action="store_true", default=None, help="replace a run already in --out")
     run.add_argument("--backend", help=f"{' | '.join(BACKENDS)} (default {d.backend})")
-    run.add_argument("-q", "--quiet", action="store_true", default=None,
-                     help="print no progress bar and no line per epoch (the final summary is still printed)")
+    run.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=None,
+        help="print no progress bar and no line per epoch (the final summary is still printed)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -138,8 +187,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if key in RESUMABLE_CHANGES or key == "out":
             continue
         if _normalise(value) != _normalise(getattr(saved_config, key)):
-            raise ValueError(f"Cannot change `{key}` when resuming {out}: it was {getattr(saved_config, key)!r}, "
-                             f"got {value!r} (drop the option, or start a new run).")
+            raise ValueError(
+                f"Cannot change `{key}` when resuming {out}: it was {getattr(saved_config, key)!r}, "
+                f"got {value!r} (drop the option, or start a new run)."
+            )
     return saved_config.replace(**{k: v for k, v in given.items() if k in RESUMABLE_CHANGES}, out=str(out))
 
 
@@ -176,28 +227,46 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
             info = checkpoint.read_mark(out, "last")
             if info is None:  # killed before its first checkpoint: what it logged is redone, identically
                 logged = len(rundir.scan_metrics(out).rows)
-                log.warning("%s has no checkpoint yet; resuming from the start%s.", out,
-                            f" (its {logged} logged epoch(s) are recomputed)" if logged else "")
+                log.warning(
+                    "%s has no checkpoint yet; resuming from the start%s.",
+                    out,
+                    f" (its {logged} logged epoch(s) are recomputed)" if logged else "",
+                )
                 info = {"epoch": 0, "backend": config.backend}
             if info["backend"] != config.backend:
-                raise ValueError(f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written "
-                                 f"by {info['backend']!r}.")
+                raise ValueError(
+                    f"Cannot resume {out} with backend {config.backend!r}: its checkpoint was written "
+                    f"by {info['backend']!r}."
+                )
             start_epoch = int(info["epoch"])
             if config.epochs < start_epoch:  # the config would say one length and the metrics another
-                raise ValueError(f"Cannot resume {out} with --epochs {config.epochs}: it already holds "
-                                 f"{start_epoch} epochs (--epochs may only grow when resuming).")
+                raise ValueError(
+                    f"Cannot resume {out} with --epochs {config.epochs}: it already holds "
+                    f"{start_epoch} epochs (--epochs may only grow when resuming)."
+                )
         elif rank == 0:  # fail before preparing the data; the writer checks again under the run's lock
-            rundir.check_writable(out, overwrite=config.overwrite, hint="pass --resume to continue it or "
-                                  "--overwrite to replace it (or choose another --out)")
+            rundir.check_writable(
+                out,
+                overwrite=config.overwrite,
+                hint="pass --resume to continue it or --overwrite to replace it (or choose another --out)",
+            )
         backend = load_backend(config.backend)
         data = prepare(config)
         if rank != 0:  # distributed: rank 0 alone writes the run directory
             backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
             return out
-        writer = rundir.RunWriter(out, config.to_dict(), data.num_samples, labels=data.y_train,
-                                  clean_labels=data.y_train_clean, noise_mask=data.noise_mask,
-                                  resume=config.resume, resume_epoch=start_epoch if config.resume else None,
-                                  overwrite=config.overwrite, lock=lock)
+        writer = rundir.RunWriter(
+            out,
+            config.to_dict(),
+            data.num_samples,
+            labels=data.y_train,
+            clean_labels=data.y_train_clean,
+            noise_mask=data.noise_mask,
+            resume=config.resume,
+            resume_epoch=start_epoch if config.resume else None,
+            overwrite=config.overwrite,
+            lock=lock,
+        )
         try:
             writer.write_array("source_index", data.source_index)
             if start_epoch < config.epochs:
@@ -250,11 +319,21 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
         criteria[name] = {"epoch": int(epoch), **{k: row.get(k) for k in acc_keys if k in row}}
     best = checkpoint.read_mark(out, f"best_{DEFAULT_CRITERION}") if rows else None
     last = rows[-1] if rows else {}
-    return {"default": DEFAULT_CRITERION, "criteria": criteria, "epochs_run": len(rows),
-            "epochs_planned": config.epochs, "final_test_acc": last.get("test_acc"),
-            "best_checkpoint": best, "num_samples": data.num_samples,
-            "noise": {"kind": config.noise, "rate_requested": config.noise_rate,
-                      "rate_actual": float(data.noise_mask.mean()), "num_noisy": int(data.noise_mask.sum())}}
+    return {
+        "default": DEFAULT_CRITERION,
+        "criteria": criteria,
+        "epochs_run": len(rows),
+        "epochs_planned": config.epochs,
+        "final_test_acc": last.get("test_acc"),
+        "best_checkpoint": best,
+        "num_samples": data.num_samples,
+        "noise": {
+            "kind": config.noise,
+            "rate_requested": config.noise_rate,
+            "rate_actual": float(data.noise_mask.mean()),
+            "num_noisy": int(data.noise_mask.sum()),
+        },
+    }
 
 
 def write_previews(writer, data) -> None:
@@ -294,4 +373,7 @@ def print_summary(out: Path, file=None) -> None:
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
-    print(f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)", file=file)
+    print(
+        f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)",
+        file=file,
+    )

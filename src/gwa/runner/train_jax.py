@@ -22,13 +22,13 @@ import time
 import types
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import gwa
 import gwa.jax as gj
+import jax
 from gwa.runner import checkpoint
 from gwa.runner.loop import EpochLoop, epoch_batches, progress_bar
 
@@ -45,14 +45,18 @@ def resolve_device(name: str):
     if name == "auto":
         return jax.devices()[0]
     if name == "mps":
-        raise ValueError("Expected `device` auto, cpu or cuda with backend 'jax'; got 'mps' (jax has no Metal "
-                         "backend here; use --backend torch).")
+        raise ValueError(
+            "Expected `device` auto, cpu or cuda with backend 'jax'; got 'mps' (jax has no Metal "
+            "backend here; use --backend torch)."
+        )
     platform = "gpu" if name == "cuda" else "cpu"
     try:
         return jax.devices(platform)[0]
     except RuntimeError:
-        raise ValueError(f"Expected an available `device`; got {name!r}, which jax does not see on this machine "
-                         f"(use --device auto or cpu).") from None
+        raise ValueError(
+            f"Expected an available `device`; got {name!r}, which jax does not see on this machine "
+            f"(use --device auto or cpu)."
+        ) from None
 
 
 def lr_schedule(config, steps_per_epoch: int, *, xp=jnp):
@@ -95,12 +99,14 @@ def per_sample_signals(logits, labels, names) -> dict:
     onehot = jax.nn.one_hot(labels, logits.shape[1], dtype=jnp.float32)
     gold_logp = jnp.sum(log_probs * onehot, axis=1)
     pred = logits.argmax(axis=1)
-    out = {"loss": -gold_logp,
-           "margin": jnp.sum(logits * onehot, axis=1) - jnp.max(jnp.where(onehot > 0, -jnp.inf, logits), axis=1),
-           "p_gold": jnp.exp(gold_logp),
-           "el2n": jnp.linalg.norm(jnp.exp(log_probs) - onehot, axis=1),
-           "pred": pred.astype(jnp.float32),
-           "correct": (pred == labels).astype(jnp.float32)}
+    out = {
+        "loss": -gold_logp,
+        "margin": jnp.sum(logits * onehot, axis=1) - jnp.max(jnp.where(onehot > 0, -jnp.inf, logits), axis=1),
+        "p_gold": jnp.exp(gold_logp),
+        "el2n": jnp.linalg.norm(jnp.exp(log_probs) - onehot, axis=1),
+        "pred": pred.astype(jnp.float32),
+        "correct": (pred == labels).astype(jnp.float32),
+    }
     return {k: out[k] for k in names}
 
 
@@ -119,19 +125,25 @@ def make_train_step(model, optimizer, *, align_bias: bool, signals: tuple[str, .
 
         (loss, (logits, sown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         # Scored with the head of this forward pass, before the update (the paper's Algorithm 1).
-        scores, defined = gj.alignment_from_flax(logits, y, sown, params, include_bias=align_bias,
-                                                 with_mask=True)
+        scores, defined = gj.alignment_from_flax(
+            logits, y, sown, params, include_bias=align_bias, with_mask=True
+        )
         finite = jnp.isfinite(scores)
         ok = valid & finite
         values = {"alignment": scores, **per_sample_signals(logits, y, signals)}
         where = jnp.where(ok, ids, y_all.shape[0])  # out of range: dropped by the scatter
-        store = {k: carry["store"][k].at[where].set(v.astype(jnp.float32), mode="drop") for k, v in values.items()}
+        store = {
+            k: carry["store"][k].at[where].set(v.astype(jnp.float32), mode="drop") for k, v in values.items()
+        }
         n_valid = jnp.sum(weight)
-        carry = {"moments": gj.moments_update(carry["moments"], scores, ok), "store": store,
-                 "loss_sum": carry["loss_sum"] + loss * n_valid,
-                 "correct": carry["correct"] + jnp.sum((logits.argmax(axis=1) == y) & valid),
-                 "n_undefined": carry["n_undefined"] + jnp.sum(ok & ~defined),
-                 "n_non_finite": carry["n_non_finite"] + jnp.sum(valid & ~finite)}
+        carry = {
+            "moments": gj.moments_update(carry["moments"], scores, ok),
+            "store": store,
+            "loss_sum": carry["loss_sum"] + loss * n_valid,
+            "correct": carry["correct"] + jnp.sum((logits.argmax(axis=1) == y) & valid),
+            "n_undefined": carry["n_undefined"] + jnp.sum(ok & ~defined),
+            "n_non_finite": carry["n_non_finite"] + jnp.sum(valid & ~finite),
+        }
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, carry
 
@@ -156,18 +168,29 @@ def _compiled_predict(model):
 def _optimizer_key(config, steps_per_epoch: int) -> tuple:
     """The options the optimizer and its schedule depend on (the run length only for decaying schedules)."""
     decays = config.schedule != "constant"
-    return (("optimizer", config.optimizer), ("lr", config.lr), ("momentum", config.momentum),
-            ("weight_decay", config.weight_decay), ("schedule", config.schedule),
-            ("epochs", config.epochs if decays else 0), ("warmup_epochs", config.warmup_epochs if decays else 0),
-            ("steps_per_epoch", steps_per_epoch if decays else 0))
+    return (
+        ("optimizer", config.optimizer),
+        ("lr", config.lr),
+        ("momentum", config.momentum),
+        ("weight_decay", config.weight_decay),
+        ("schedule", config.schedule),
+        ("epochs", config.epochs if decays else 0),
+        ("warmup_epochs", config.warmup_epochs if decays else 0),
+        ("steps_per_epoch", steps_per_epoch if decays else 0),
+    )
 
 
 def new_carry(num_samples: int, signals: tuple[str, ...]) -> dict:
     zero_i = jnp.zeros((), jnp.int32)
     store = {k: jnp.full(num_samples, jnp.nan, jnp.float32) for k in ("alignment", *signals)}
-    return {"moments": gj.moments_init(jnp.float32), "store": store,
-            "loss_sum": jnp.zeros((), jnp.float32), "correct": zero_i, "n_undefined": zero_i,
-            "n_non_finite": zero_i}
+    return {
+        "moments": gj.moments_init(jnp.float32),
+        "store": store,
+        "loss_sum": jnp.zeros((), jnp.float32),
+        "correct": zero_i,
+        "n_undefined": zero_i,
+        "n_non_finite": zero_i,
+    }
 
 
 def padded_batches(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +199,7 @@ def padded_batches(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     ids = np.zeros((len(batches), size), dtype=np.int32)
     valid = np.zeros((len(batches), size), dtype=bool)
     for i, b in enumerate(batches):
-        ids[i, :len(b)], valid[i, :len(b)] = b, True
+        ids[i, : len(b)], valid[i, : len(b)] = b, True
     return ids, valid
 
 
@@ -188,10 +211,10 @@ def make_predict(model):
     def predict(params, x: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(x), EVAL_BATCH):
-            chunk = x[i:i + EVAL_BATCH]
+            chunk = x[i : i + EVAL_BATCH]
             pad = EVAL_BATCH - len(chunk) if len(x) > EVAL_BATCH else 0  # one shape for all chunks
             padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
-            out.append(np.asarray(predict_batch(params, padded))[:len(chunk)])
+            out.append(np.asarray(predict_batch(params, padded))[: len(chunk)])
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     return predict
@@ -210,7 +233,7 @@ def gradient_disparity(model, params, data, config, epoch: int) -> float:
     grad_fn = jax.jit(jax.grad(scaled_loss))
     grads = []
     for k in range(5):
-        rows = ids[k * size:(k + 1) * size]
+        rows = ids[k * size : (k + 1) * size]
         g = grad_fn(params, jnp.asarray(data.x_train[rows]), jnp.asarray(data.y_train[rows]))
         grads.append(np.concatenate([np.asarray(v, np.float64).ravel() for v in jax.tree.leaves(g)]))
     g = np.stack(grads)
@@ -223,14 +246,26 @@ def _save_checkpoints(run_dir, ckpt_dir, epoch, params, opt_state, loop: EpochLo
 
     if is_best:
         payload = serialization.msgpack_serialize(
-            {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params))})
-        checkpoint.commit(run_dir, f"best_{gwa.DEFAULT_CRITERION}", epoch=epoch, backend=BACKEND, suffix=SUFFIX,
-                          write=lambda fh: fh.write(payload))
-    state = {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params)),
-             "opt_state": serialization.to_state_dict(jax.device_get(opt_state)),
-             "loop": json.dumps(loop.state_dict())}
+            {"epoch": epoch, "params": serialization.to_state_dict(jax.device_get(params))}
+        )
+        checkpoint.commit(
+            run_dir,
+            f"best_{gwa.DEFAULT_CRITERION}",
+            epoch=epoch,
+            backend=BACKEND,
+            suffix=SUFFIX,
+            write=lambda fh: fh.write(payload),
+        )
+    state = {
+        "epoch": epoch,
+        "params": serialization.to_state_dict(jax.device_get(params)),
+        "opt_state": serialization.to_state_dict(jax.device_get(opt_state)),
+        "loop": json.dumps(loop.state_dict()),
+    }
     payload = serialization.msgpack_serialize(state)
-    checkpoint.commit(run_dir, "last", epoch=epoch, backend=BACKEND, suffix=SUFFIX, write=lambda fh: fh.write(payload))
+    checkpoint.commit(
+        run_dir, "last", epoch=epoch, backend=BACKEND, suffix=SUFFIX, write=lambda fh: fh.write(payload)
+    )
 
 
 def _load_last(path: Path, start_epoch: int, params, opt_state):
@@ -249,19 +284,26 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     from gwa.runner.models_jax import build_model, init_params
 
     if config.init_checkpoint:
-        raise ValueError("`init_checkpoint` (a torch state_dict) cannot initialise the jax backend; use "
-                         "--backend torch.")
+        raise ValueError(
+            "`init_checkpoint` (a torch state_dict) cannot initialise the jax backend; use --backend torch."
+        )
     if config.amp:
         log.warning("--amp is not implemented by the jax backend; training in float32.")
-    model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                        hidden=config.hidden, width=config.width)
+    model = build_model(
+        config.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        hidden=config.hidden,
+        width=config.width,
+    )
     device = resolve_device(config.device)
     n = data.num_samples
     steps_per_epoch = len(epoch_batches(n, config.batch_size, config.seed, 1))
     host_schedule = lr_schedule(config, steps_per_epoch, xp=np)
     signals = tuple(dict.fromkeys((*config.signals, "pred")))
-    train_step, optimizer = _compiled_step(model, _optimizer_key(config, steps_per_epoch), config.align_bias,
-                                           signals, device.platform != "cpu")
+    train_step, optimizer = _compiled_step(
+        model, _optimizer_key(config, steps_per_epoch), config.align_bias, signals, device.platform != "cpu"
+    )
     loop = EpochLoop(config, data, writer, echo=progress)
     run_dir = writer.path
     ckpt_dir = checkpoint.checkpoint_dir(run_dir)
@@ -269,8 +311,9 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
         params = init_params(model, data.input_shape, config.seed)
         opt_state = optimizer.init(params)
         if start_epoch > 0:
-            params, opt_state, loop_state = _load_last(checkpoint.marked_file(run_dir, "last"), start_epoch, params,
-                                                       opt_state)
+            params, opt_state, loop_state = _load_last(
+                checkpoint.marked_file(run_dir, "last"), start_epoch, params, opt_state
+            )
             loop.load_state_dict(loop_state)
             if loop.stopper.should_stop:
                 return
@@ -284,25 +327,36 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             ids, valid = padded_batches(epoch_batches(n, config.batch_size, config.seed, epoch))
             with progress_bar(len(ids), desc=f"epoch {epoch}/{config.epochs}", enabled=progress) as bar:
                 for b in range(len(ids)):
-                    params, opt_state, carry = train_step(params, opt_state, carry, x_all, y_all,
-                                                          jnp.asarray(ids[b]), jnp.asarray(valid[b]))
+                    params, opt_state, carry = train_step(
+                        params, opt_state, carry, x_all, y_all, jnp.asarray(ids[b]), jnp.asarray(valid[b])
+                    )
                     step += 1
                     bar.update(1)
             host = jax.device_get({k: v for k, v in carry.items() if k != "moments"})
             summary = gwa.summarize(gj.to_moments(carry["moments"]), n_undefined=int(host["n_undefined"]))
             if host["n_non_finite"]:
-                log.warning("epoch %d: %d sample(s) with non-finite alignment left out (NaN/Inf logits).", epoch,
-                            int(host["n_non_finite"]))
+                log.warning(
+                    "epoch %d: %d sample(s) with non-finite alignment left out (NaN/Inf logits).",
+                    epoch,
+                    int(host["n_non_finite"]),
+                )
             outcome = loop.end_epoch(
-                epoch=epoch, step=step, lr=lr, train_loss=float(host["loss_sum"]) / n,
-                train_acc=int(host["correct"]) / n, summary=summary, n_duplicates=0,
-                n_non_finite=int(host["n_non_finite"]), pred_train=host["store"]["pred"],
+                epoch=epoch,
+                step=step,
+                lr=lr,
+                train_loss=float(host["loss_sum"]) / n,
+                train_acc=int(host["correct"]) / n,
+                summary=summary,
+                n_duplicates=0,
+                n_non_finite=int(host["n_non_finite"]),
+                pred_train=host["store"]["pred"],
                 seconds=time.perf_counter() - t0,
                 scores={s: host["store"][s] for s in ("alignment", *config.signals)},
-                predict=lambda x: predict(params, x),
-                grad_disparity=(lambda: gradient_disparity(model, params, data, config, epoch))
-                if config.gradient_disparity else None)
+                predict=functools.partial(predict, params),
+                grad_disparity=functools.partial(gradient_disparity, model, params, data, config, epoch)
+                if config.gradient_disparity
+                else None,
+            )
             _save_checkpoints(run_dir, ckpt_dir, epoch, params, opt_state, loop, outcome.is_best)
             if outcome.stop:
                 break
-

@@ -7,6 +7,7 @@ resumed from ``checkpoints/last.pt`` logs the same metrics as one that was never
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -16,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
+import torch
 from gwa import DEFAULT_CRITERION
 from gwa.runner import checkpoint
 from gwa.runner.loop import EpochLoop, epoch_batches, progress_bar
@@ -33,12 +34,17 @@ REFRESH_EVERY = 10
 def resolve_device(name: str) -> torch.device:
     """``auto``: cuda > mps > cpu; an explicit device that is not available is an error. Under torchrun each
     process takes the GPU of its ``LOCAL_RANK``."""
-    cuda, mps = torch.cuda.is_available(), hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    cuda, mps = (
+        torch.cuda.is_available(),
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
+    )
     if name == "auto":
         name = "cuda" if cuda else "mps" if mps else "cpu"
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ValueError(f"Expected an available `device`; got {name!r}, which this machine does not have "
-                         f"(use --device auto or cpu).")
+        raise ValueError(
+            f"Expected an available `device`; got {name!r}, which this machine does not have "
+            f"(use --device auto or cpu)."
+        )
     if name == "cuda" and "LOCAL_RANK" in os.environ:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -85,7 +91,9 @@ def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int) 
 
 def build_optimizer(config, params):
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -124,7 +132,7 @@ class _Evaluator:
         preds = []
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             for i in range(0, len(x), self.batch_size):
-                xb = to_model_input(torch.from_numpy(x[i:i + self.batch_size]).to(self.device))
+                xb = to_model_input(torch.from_numpy(x[i : i + self.batch_size]).to(self.device))
                 preds.append(model(xb).argmax(dim=1))
         return torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
 
@@ -136,8 +144,13 @@ def _gradient_disparity(model, data, config, epoch: int, device) -> float:
     rng = np.random.default_rng([config.seed, epoch, 1])
     ids = rng.permutation(data.num_samples)
     size = min(config.batch_size, max(1, data.num_samples // 5))
-    batches = [(to_model_input(torch.from_numpy(data.x_train[ids[k * size:(k + 1) * size]]).to(device)),
-                torch.from_numpy(data.y_train[ids[k * size:(k + 1) * size]]).to(device)) for k in range(5)]
+    batches = [
+        (
+            to_model_input(torch.from_numpy(data.x_train[ids[k * size : (k + 1) * size]]).to(device)),
+            torch.from_numpy(data.y_train[ids[k * size : (k + 1) * size]]).to(device),
+        )
+        for k in range(5)
+    ]
     was_training = model.training
     model.eval()  # no BatchNorm statistics update, and the tracker's hook stays quiet
     try:
@@ -148,17 +161,26 @@ def _gradient_disparity(model, data, config, epoch: int, device) -> float:
 
 def _rng_state() -> dict:
     """Tensors and plain values only, so that resume loads the checkpoint with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - a user's global stream
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     s = state["numpy"]
-    np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+    legacy = (s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"])
+    np.random.set_state(legacy)  # noqa: NPY002 - a user's global stream
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -169,8 +191,16 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
     device = resolve_device(config.device)
     rank, world, created_group = init_distributed(device)
     try:
-        _train(config, data, writer, start_epoch=start_epoch, progress=progress, device=device, rank=rank,
-               world=world)
+        _train(
+            config,
+            data,
+            writer,
+            start_epoch=start_epoch,
+            progress=progress,
+            device=device,
+            rank=rank,
+            world=world,
+        )
     finally:
         if created_group:
             import torch.distributed as dist
@@ -178,8 +208,9 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             dist.destroy_process_group()
 
 
-def _train(config, data, writer, *, start_epoch: int, progress: bool, device: torch.device, rank: int,
-           world: int) -> None:
+def _train(
+    config, data, writer, *, start_epoch: int, progress: bool, device: torch.device, rank: int, world: int
+) -> None:
     from gwa.runner.models import build_model, classifier_head
     from gwa.torch import GWATracker
 
@@ -189,27 +220,48 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
     torch.manual_seed(config.seed)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                        hidden=config.hidden, width=config.width, pretrained=config.pretrained,
-                        allow_download=config.download)
+    model = build_model(
+        config.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        hidden=config.hidden,
+        width=config.width,
+        pretrained=config.pretrained,
+        allow_download=config.download,
+    )
     if config.init_checkpoint:
         load_init_checkpoint(model, config.init_checkpoint)
     model.to(device)
     n = data.num_samples
     steps_per_epoch = len(epoch_batches(n, config.batch_size, config.seed, 1))
     if world > 1 and min(len(b) for b in epoch_batches(n, config.batch_size, config.seed, 1)) < world:
-        raise ValueError(f"Expected batches of at least {world} samples (one per process); got batch_size="
-                         f"{config.batch_size} for {n} samples.")
+        raise ValueError(
+            f"Expected batches of at least {world} samples (one per process); got batch_size="
+            f"{config.batch_size} for {n} samples."
+        )
     # Under torchrun, DDP averages the ranks' gradients; each rank trains on its share of the same global batch.
-    forward = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = (
+        model
+        if world == 1
+        else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    )
     optimizer = build_optimizer(config, model.parameters())
-    factor = lambda step: lr_factor(step, schedule=config.schedule,
-                                    total_steps=config.epochs * steps_per_epoch,
-                                    warmup_steps=config.warmup_epochs * steps_per_epoch)
+    factor = functools.partial(
+        lr_factor,
+        schedule=config.schedule,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=config.warmup_epochs * steps_per_epoch,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    tracker = GWATracker(model, head=classifier_head(model), num_samples=n, bias=config.align_bias,
-                         signals=tuple(dict.fromkeys((*config.signals, "pred"))))
+    tracker = GWATracker(
+        model,
+        head=classifier_head(model),
+        num_samples=n,
+        bias=config.align_bias,
+        signals=tuple(dict.fromkeys((*config.signals, "pred"))),
+    )
     loop = EpochLoop(config, data, writer, echo=progress and rank == 0)
     run_dir = writer.path
     ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
@@ -264,31 +316,56 @@ def _train(config, data, writer, *, start_epoch: int, progress: bool, device: to
         correct = _all_sum(correct, world)
         last_gwa = result.summary.gwa
         outcome = loop.end_epoch(
-            epoch=epoch, step=step, lr=lr, train_loss=float(loss_sum) / n, train_acc=int(correct) / n,
-            summary=result.summary, n_duplicates=result.n_duplicates, n_non_finite=result.n_non_finite,
-            pred_train=result.signals["pred"], seconds=time.perf_counter() - t0,
+            epoch=epoch,
+            step=step,
+            lr=lr,
+            train_loss=float(loss_sum) / n,
+            train_acc=int(correct) / n,
+            summary=result.summary,
+            n_duplicates=result.n_duplicates,
+            n_non_finite=result.n_non_finite,
+            pred_train=result.signals["pred"],
+            seconds=time.perf_counter() - t0,
             scores={"alignment": result.scores, **{s: result.signals[s] for s in config.signals}},
-            predict=lambda x: evaluator.predict(model, x),
-            grad_disparity=(lambda: _gradient_disparity(model, data, config, epoch, device))
-            if config.gradient_disparity else None)
+            predict=functools.partial(evaluator.predict, model),
+            grad_disparity=functools.partial(_gradient_disparity, model, data, config, epoch, device)
+            if config.gradient_disparity
+            else None,
+        )
         if rank == 0:
-            _save_checkpoints(run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, loop, outcome.is_best)
+            _save_checkpoints(
+                run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, loop, outcome.is_best
+            )
         _barrier(world)
         if outcome.stop:
             break
 
 
-def _save_checkpoints(run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, loop: EpochLoop,
-                      is_best: bool) -> None:
+def _save_checkpoints(
+    run_dir, ckpt_dir, epoch, model, optimizer, scheduler, tracker, loop: EpochLoop, is_best: bool
+) -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if is_best:
-        checkpoint.commit(run_dir, f"best_{DEFAULT_CRITERION}", epoch=epoch, backend=BACKEND, suffix=".pt",
-                          write=checkpoint.torch_writer({"model": model.state_dict(), "epoch": epoch}))
-    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "tracker": tracker.state_dict(),
-             "loop": json.dumps(loop.state_dict()), "rng": _rng_state()}
-    checkpoint.commit(run_dir, "last", epoch=epoch, backend=BACKEND, suffix=".pt",
-                      write=checkpoint.torch_writer(state))
+        checkpoint.commit(
+            run_dir,
+            f"best_{DEFAULT_CRITERION}",
+            epoch=epoch,
+            backend=BACKEND,
+            suffix=".pt",
+            write=checkpoint.torch_writer({"model": model.state_dict(), "epoch": epoch}),
+        )
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "tracker": tracker.state_dict(),
+        "loop": json.dumps(loop.state_dict()),
+        "rng": _rng_state(),
+    }
+    checkpoint.commit(
+        run_dir, "last", epoch=epoch, backend=BACKEND, suffix=".pt", write=checkpoint.torch_writer(state)
+    )
 
 
 def load_checkpoint(path, device="cpu") -> dict:
@@ -302,5 +379,7 @@ def load_checkpoint(path, device="cpu") -> dict:
             return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ValueError(f"Refusing to load {path}: expected a checkpoint of tensors and plain values "
-                         f"(torch.load with weights_only=True); {lines[-1][:300]}") from None
+        raise ValueError(
+            f"Refusing to load {path}: expected a checkpoint of tensors and plain values "
+            f"(torch.load with weights_only=True); {lines[-1][:300]}"
+        ) from None

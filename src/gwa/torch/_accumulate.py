@@ -7,7 +7,6 @@ training loop never waits for the device. The host sees the numbers once, at the
 from __future__ import annotations
 
 import torch
-
 from gwa._moments import EMPTY, MomentState
 
 #: Slots of :attr:`EpochSums.counts`. Duplicates are the sightings left over: total - valid - non-finite.
@@ -33,8 +32,9 @@ class EpochSums:
         self.shift: torch.Tensor | None = None
         self._exponents = torch.arange(1, 5, dtype=self.dtype, device=device)
 
-    def add(self, scores: torch.Tensor, undefined: torch.Tensor, valid: torch.Tensor,
-            nonfinite: torch.Tensor) -> None:
+    def add(
+        self, scores: torch.Tensor, undefined: torch.Tensor, valid: torch.Tensor, nonfinite: torch.Tensor
+    ) -> None:
         """Add the ``scores`` where ``valid``; count valid, undefined valid and non-finite sightings."""
         x = scores.to(self.dtype)
         if self.shift is None:
@@ -51,8 +51,11 @@ class EpochSums:
         return power_sums_to_state(n, float(self.shift), *(float(v) for v in self.sums.double().cpu()))
 
     def state_dict(self) -> dict:
-        return {"sums": self.sums.detach().cpu().clone(), "counts": self.counts.detach().cpu().clone(),
-                "shift": None if self.shift is None else self.shift.detach().cpu().clone()}
+        return {
+            "sums": self.sums.detach().cpu().clone(),
+            "counts": self.counts.detach().cpu().clone(),
+            "shift": None if self.shift is None else self.shift.detach().cpu().clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         device = self.sums.device
@@ -65,6 +68,6 @@ def power_sums_to_state(n: float, shift: float, s1: float, s2: float, s3: float,
     """Central moments ``(n, mean, M2, M3, M4)`` from power sums about ``shift``."""
     mu = s1 / n  # mean deviation from the shift
     m2 = s2 - n * mu * mu
-    m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu ** 3
-    m4 = s4 - 4.0 * mu * s3 + 6.0 * mu * mu * s2 - 3.0 * n * mu ** 4
+    m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu**3
+    m4 = s4 - 4.0 * mu * s3 + 6.0 * mu * mu * s2 - 3.0 * n * mu**4
     return MomentState(n, shift + mu, max(m2, 0.0), m3, max(m4, 0.0))

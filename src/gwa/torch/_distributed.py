@@ -8,9 +8,9 @@ rank gets the same, order-fixed result. Per-sample stores are reduced so that a 
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.distributed as dist
 
+import torch
 from gwa._moments import EMPTY, MomentState, merge_states
 
 
@@ -42,8 +42,9 @@ def sum_ints(values: list[int], group=None) -> list[int]:
     return t.cpu().tolist()
 
 
-def reduce_store(store: dict[str, torch.Tensor], seen: torch.Tensor, n_duplicates: int, n_non_finite: int,
-                 group=None):
+def reduce_store(
+    store: dict[str, torch.Tensor], seen: torch.Tensor, n_duplicates: int, n_non_finite: int, group=None
+):
     """Combine the ranks' per-sample stores; the lowest rank that saw a sample owns its values.
 
     Returns the host store (NaN where no rank saw a sample), the total duplicate count (repeats within ranks

@@ -47,18 +47,21 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
             try:
                 module = model.get_submodule(head)
             except AttributeError:
-                raise ValueError(f"Expected `head` to name a submodule of the model; got {head!r}. "
-                                 f"{_candidates(model)}") from None
+                raise ValueError(
+                    f"Expected `head` to name a submodule of the model; got {head!r}. {_candidates(model)}"
+                ) from None
             return _checked(*_not_lora(head, module, model), model, "`head`")
         if not isinstance(head, nn.Module):
-            raise TypeError(f"Expected `head` to be an nn.Linear or its name in the model; got {type(head).__name__}.")
+            raise TypeError(
+                f"Expected `head` to be an nn.Linear or its name in the model; got {type(head).__name__}."
+            )
         return _checked(*_not_lora(names.get(id(head), "<given>"), head, model), model, "`head`")
 
     get_classifier = getattr(model, "get_classifier", None)  # timm
     if callable(get_classifier):
         try:
             found = get_classifier()
-        except Exception:  # noqa: BLE001 - foreign models may define it differently; fall through
+        except Exception:
             found = None
         if isinstance(found, nn.Linear):
             return _not_lora(names.get(id(found), "<given>"), found, model)
@@ -73,8 +76,10 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
             return _not_lora(path, found, model)
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"Could not find a classifier head: the model has no nn.Linear layer. "
-                         f"Pass `head=` the layer that produces the logits. {_candidates(model)}")
+        raise ValueError(
+            f"Could not find a classifier head: the model has no nn.Linear layer. "
+            f"Pass `head=` the layer that produces the logits. {_candidates(model)}"
+        )
     return _not_lora(*linears[-1], model)
 
 
@@ -85,15 +90,17 @@ def _is_lora(module: nn.Module | None) -> bool:
 def _not_lora(name: str, module: nn.Module, model: nn.Module) -> tuple[str, nn.Linear]:
     """Refuse a LoRA-wrapped head, or a layer inside one (its base layer, ``lora_B``), with the reason."""
     parts = name.split(".") if name not in ("", "<given>") else []
-    owners = [(name, module)] + [(".".join(parts[:k]), model.get_submodule(".".join(parts[:k])))
-                                 for k in range(len(parts) - 1, -1, -1)]
+    owners = [(name, module)] + [
+        (".".join(parts[:k]), model.get_submodule(".".join(parts[:k]))) for k in range(len(parts) - 1, -1, -1)
+    ]
     for prefix, owner in owners:
         if _is_lora(owner):
             raise ValueError(
                 f"The classifier head {prefix or '<model>'!r} is LoRA-wrapped (PEFT): its effective weight is "
                 f"W + scale * B A, which is not the weight of one nn.Linear (gwa would hook {name!r}). gwa scores "
                 "a plain nn.Linear head: train the head fully (peft: modules_to_save=[<head name>]) or merge the "
-                "adapter (merge_and_unload()) before tracking.")
+                "adapter (merge_and_unload()) before tracking."
+            )
     return name, module
 
 
@@ -101,20 +108,31 @@ def linear_candidates(model: nn.Module, num_classes: int) -> str:
     """The model's ``nn.Linear`` layers with ``num_classes`` outputs, for error messages."""
     while isinstance(model, _WRAPPERS):
         model = model.module
-    rows = [f"{name!r} {tuple(m.weight.shape)}" for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and m.out_features == num_classes]
-    return (f"nn.Linear layers with {num_classes} outputs in the model: " + (", ".join(rows) if rows else "none")
-            + ".")
+    rows = [
+        f"{name!r} {tuple(m.weight.shape)}"
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m.out_features == num_classes
+    ]
+    return (
+        f"nn.Linear layers with {num_classes} outputs in the model: "
+        + (", ".join(rows) if rows else "none")
+        + "."
+    )
 
 
 def _checked(name: str, module: nn.Module, model: nn.Module, what: str) -> tuple[str, nn.Linear]:
     if not isinstance(module, nn.Linear):
-        raise TypeError(f"Expected {what} to be an nn.Linear (the layer producing the logits); got "
-                         f"{type(module).__name__} at {name!r}. {_candidates(model)}")
+        raise TypeError(
+            f"Expected {what} to be an nn.Linear (the layer producing the logits); got "
+            f"{type(module).__name__} at {name!r}. {_candidates(model)}"
+        )
     return name, module
 
 
 def _candidates(model: nn.Module) -> str:
-    rows = [f"{name or '<model>'} {tuple(m.weight.shape)}" for name, m in model.named_modules()
-            if isinstance(m, nn.Linear)]
+    rows = [
+        f"{name or '<model>'} {tuple(m.weight.shape)}"
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
     return "nn.Linear layers in the model (name (C, D)): " + (", ".join(rows) if rows else "none") + "."

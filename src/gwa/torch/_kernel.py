@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-
 from gwa._kernel import UNDEFINED_SCORE
 from gwa._validation import check_class_id_range, check_shapes, describe
 
@@ -85,8 +84,9 @@ def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, dtype
     return scores, ~undefined
 
 
-def head_terms(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-               dtype: torch.dtype) -> HeadTerms:
+def head_terms(
+    embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dtype: torch.dtype
+) -> HeadTerms:
     """The head's half of the cosine (no checks, no host sync; detached inputs, so no autograd graph)."""
     x = _as(embeddings.detach(), dtype)
     w = _as(weight.detach(), dtype)
@@ -164,8 +164,13 @@ def _row_scale(a: torch.Tensor) -> torch.Tensor:
 
 def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
     """Eager validation of one :func:`alignment` call (may synchronise); returns True for soft targets."""
-    named = (("logits", logits), ("targets", targets), ("embeddings", embeddings), ("weight", weight),
-             ("bias", bias))
+    named = (
+        ("logits", logits),
+        ("targets", targets),
+        ("embeddings", embeddings),
+        ("weight", weight),
+        ("bias", bias),
+    )
     for name, t in named:
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"Expected `{name}` to be a torch.Tensor; got {type(t).__name__}.")
@@ -176,8 +181,9 @@ def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
     if len(devices) > 1:
         where = ", ".join(f"{name}: {t.device}" for name, t in named if t is not None)
         raise ValueError(f"Expected all inputs on one device; got {where}.")
-    soft = check_shapes(logits.shape, targets.shape, embeddings.shape, weight.shape,
-                        None if bias is None else bias.shape)
+    soft = check_shapes(
+        logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
+    )
     if soft:
         check_soft_target_tensor(targets)
     else:
@@ -197,18 +203,24 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 def check_class_id_tensor(targets: torch.Tensor, num_classes: int) -> None:
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}.")
+        raise TypeError(
+            f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}."
+        )
     check_class_id_range(int(targets.min()), int(targets.max()), num_classes)
 
 
 def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
     if not targets.is_floating_point():
-        raise TypeError(f"Expected soft `targets` of shape (N, C) to be floating point; got {describe(targets)}.")
+        raise TypeError(
+            f"Expected soft `targets` of shape (N, C) to be floating point; got {describe(targets)}."
+        )
     t = targets.detach().double()
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"Expected finite soft `targets`; got NaN/Inf in {describe(targets)}.")
     if float(t.min()) < -atol:
-        raise ValueError(f"Expected soft `targets` to be probabilities (>= 0); got minimum {float(t.min()):.6g}.")
+        raise ValueError(
+            f"Expected soft `targets` to be probabilities (>= 0); got minimum {float(t.min()):.6g}."
+        )
     sums = t.sum(dim=1)
     worst = int((sums - 1.0).abs().argmax())
     if abs(float(sums[worst]) - 1.0) > atol:
@@ -256,8 +268,15 @@ def _tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _TINY[key]
 
 
-def capture_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor | None,
-                  *, include_bias: bool, dtype: torch.dtype) -> CaptureTerms:
+def capture_terms(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    output: torch.Tensor | None,
+    *,
+    include_bias: bool,
+    dtype: torch.dtype,
+) -> CaptureTerms:
     """The head's half for the fused path (four operations, no host sync, no autograd graph).
 
     ``output`` is the head's own output ``W x + b`` when it is exact in ``dtype`` (not autocast, same dtype):
@@ -274,15 +293,20 @@ def capture_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             # -W x = b - (W x + b): one op, and exact in W x up to one rounding of |b|.
             neg = output.neg() if b is None or include_bias else torch.sub(b, output)
         else:
-            neg = torch.matmul(x, w.T).neg_() if b is None or not include_bias else torch.addmm(b, x, w.T).neg_()
+            neg = (
+                torch.matmul(x, w.T).neg_()
+                if b is None or not include_bias
+                else torch.addmm(b, x, w.T).neg_()
+            )
         tiny = _tiny(dtype, x.device)
         if include_bias and b is not None:
             # ||[x, 1]|| ||[W b]||: the bias is one more weight column whose input is 1.
             x_norm = torch.linalg.vecdot(x, x).add_(1.0).sqrt_()
             w_norm = torch.sqrt(torch.linalg.vector_norm(w).square() + torch.dot(b, b))
             return CaptureTerms(neg, torch.addcmul(tiny, x_norm, w_norm))
-        return CaptureTerms(neg, torch.addcmul(tiny, torch.linalg.vector_norm(x, dim=1),
-                                               torch.linalg.vector_norm(w)))
+        return CaptureTerms(
+            neg, torch.addcmul(tiny, torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(w))
+        )
     finally:
         torch._C._set_grad_enabled(grad)
 
@@ -292,8 +316,9 @@ def undefined_from_norm(norm: torch.Tensor) -> torch.Tensor:
     return norm <= torch.finfo(norm.dtype).tiny
 
 
-def fused_scores(logits: torch.Tensor, index: torch.Tensor, neg_head_out: torch.Tensor,
-                 norm: torch.Tensor) -> torch.Tensor:
+def fused_scores(
+    logits: torch.Tensor, index: torch.Tensor, neg_head_out: torch.Tensor, norm: torch.Tensor
+) -> torch.Tensor:
     """Hard-label scores from the logits, ``(N, 1)`` int64 class ids and the captured terms (eight operations).
 
     Undefined cosines come out as ``0 = UNDEFINED_SCORE`` (see :func:`undefined_from_norm`); NaN/Inf in any
@@ -305,8 +330,9 @@ def fused_scores(logits: torch.Tensor, index: torch.Tensor, neg_head_out: torch.
     return numerator.div_(torch.linalg.vector_norm(g, dim=1).mul_(norm)).clamp_(-1.0, 1.0)
 
 
-def fused_soft_scores(logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor,
-                      norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_soft_scores(
+    logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor, norm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t``, rescaled by its row max-abs."""
     g = torch.softmax(logits, dim=1).sub_(targets)
     g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
@@ -346,10 +372,14 @@ class Scorer:
                 if self._compiled is None:
                     self._compiled = torch.compile(_fused_scores_functional, dynamic=None, fullgraph=True)
                 return self._compiled(logits, index, neg_head_out, norm)
-            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same math
+            except Exception as error:
                 self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                 import warnings
 
-                warnings.warn(f"gwa: torch.compile of the fused scorer failed ({self.failed}); using the eager "
-                              "path (same numbers).", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"gwa: torch.compile of the fused scorer failed ({self.failed}); using the eager "
+                    "path (same numbers).",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         return fused_scores(logits, index, neg_head_out, norm)

@@ -24,7 +24,9 @@ def check_signal_names(signals) -> tuple[str, ...]:
     return names
 
 
-def compute_signals(logits: torch.Tensor, targets: torch.Tensor, names, *, soft: bool) -> dict[str, torch.Tensor]:
+def compute_signals(
+    logits: torch.Tensor, targets: torch.Tensor, names, *, soft: bool
+) -> dict[str, torch.Tensor]:
     """Per-sample signals, each ``(N,)`` float.
 
     Args:
@@ -49,8 +51,11 @@ def compute_signals(logits: torch.Tensor, targets: torch.Tensor, names, *, soft:
         out = {}
         for name in names:
             if name == "loss":
-                out[name] = (-(targets.to(z.dtype) * log_probs).sum(dim=1) if soft
-                             else -log_probs.gather(1, labels)[:, 0])
+                out[name] = (
+                    -(targets.to(z.dtype) * log_probs).sum(dim=1)
+                    if soft
+                    else -log_probs.gather(1, labels)[:, 0]
+                )
             elif name == "margin":
                 others = z.scatter(1, labels, float("-inf")).amax(dim=1)
                 out[name] = z.gather(1, labels)[:, 0] - others

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
+import torch
 from gwa._moments import EMPTY, MomentState, batch_state
 from gwa.torch import _distributed
 from gwa.torch._accumulate import EpochSums
@@ -69,13 +69,22 @@ class Storage:
         self.chunks: list[Chunk] = []
 
     def add(self, chunk: Chunk) -> None:
-        if self.score_dtype == torch.float16:  # compact storage: 7 instead of 16 bytes per sighting, 3 ops per step
+        if (
+            self.score_dtype == torch.float16
+        ):  # compact storage: 7 instead of 16 bytes per sighting, 3 ops per step
             ids = chunk.ids
-            if ids is not None and getattr(self, "num_samples", None) is not None and self.num_samples < 2 ** 31:
+            if (
+                ids is not None
+                and getattr(self, "num_samples", None) is not None
+                and self.num_samples < 2**31
+            ):
                 ids = ids.to(torch.int32)
-            chunk = chunk._replace(ids=ids, scores=chunk.scores.to(self.score_dtype),
-                                   undefined=_undefined_mask(chunk.undefined),
-                                   signals={k: v.to(self.score_dtype) for k, v in chunk.signals.items()})
+            chunk = chunk._replace(
+                ids=ids,
+                scores=chunk.scores.to(self.score_dtype),
+                undefined=_undefined_mask(chunk.undefined),
+                signals={k: v.to(self.score_dtype) for k, v in chunk.signals.items()},
+            )
         self.chunks.append(chunk)
 
     def bind(self, device: torch.device) -> None:
@@ -86,8 +95,12 @@ class Storage:
 
     def nbytes(self) -> int:
         """Bytes of device memory the epoch's per-sample data holds now (ids, scores, undefined, signals)."""
-        return sum(t.nbytes for c in self.chunks for t in (c.ids, c.scores, c.undefined, *c.signals.values())
-                   if t is not None)
+        return sum(
+            t.nbytes
+            for c in self.chunks
+            for t in (c.ids, c.scores, c.undefined, *c.signals.values())
+            if t is not None
+        )
 
     # -- shared by the two stores --------------------------------------------------------------------------
     def _concatenate(self, device: torch.device):
@@ -96,9 +109,14 @@ class Storage:
         if not chunks:
             empty = torch.zeros(0, device=device)
             return (empty.long(), empty.double(), empty.bool(), {k: empty.float() for k in self.signal_names})
-        ids = torch.cat([c.ids.long() if c.ids is not None else
-                         torch.arange(c.offset, c.offset + c.scores.shape[0], device=c.scores.device)
-                         for c in chunks])
+        ids = torch.cat(
+            [
+                c.ids.long()
+                if c.ids is not None
+                else torch.arange(c.offset, c.offset + c.scores.shape[0], device=c.scores.device)
+                for c in chunks
+            ]
+        )
         scores = torch.cat([c.scores for c in chunks]).double()
         undefined = torch.cat([_undefined_mask(c.undefined) for c in chunks])
         signals = {k: torch.cat([c.signals[k] for c in chunks]).float() for k in self.signal_names}
@@ -113,12 +131,30 @@ class Storage:
         return (owner[ids] == position) & finite
 
     def state_dict(self) -> dict:
-        return {"chunks": [(None if c.ids is None else c.ids.cpu(), c.offset, c.scores.cpu(), c.undefined.cpu(),
-                            {k: v.cpu() for k, v in c.signals.items()}) for c in self.chunks]}
+        return {
+            "chunks": [
+                (
+                    None if c.ids is None else c.ids.cpu(),
+                    c.offset,
+                    c.scores.cpu(),
+                    c.undefined.cpu(),
+                    {k: v.cpu() for k, v in c.signals.items()},
+                )
+                for c in self.chunks
+            ]
+        }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
-        self.chunks = [Chunk(None if i is None else i.to(device), int(o), s.to(device), u.to(device),
-                             {k: v.to(device) for k, v in sig.items()}) for i, o, s, u, sig in state["chunks"]]
+        self.chunks = [
+            Chunk(
+                None if i is None else i.to(device),
+                int(o),
+                s.to(device),
+                u.to(device),
+                {k: v.to(device) for k, v in sig.items()},
+            )
+            for i, o, s, u, sig in state["chunks"]
+        ]
 
 
 class IndexedStore(Storage):
@@ -145,21 +181,30 @@ class IndexedStore(Storage):
         # Dense per-sample arrays on the device: NaN (not seen) except where a first sighting wrote.
         slot = ids.masked_fill(~keep, n)  # rows that must not be written go to a spare last slot
         dense = {}
-        for name, values in (("score", scores), ("undefined", undefined.double()),
-                             *((k, v.double()) for k, v in signals.items())):
+        for name, values in (
+            ("score", scores),
+            ("undefined", undefined.double()),
+            *((k, v.double()) for k, v in signals.items()),
+        ):
             dense[name] = torch.full((n + 1,), float("nan"), dtype=torch.float64, device=device)
             dense[name].index_put_((slot,), values)
         seen = ~dense["score"][:-1].isnan()
         if distributed and not positions:
             host, n_duplicates, n_non_finite = _distributed.reduce_store(
-                {k: v for k, v in dense.items()}, seen, n_duplicates, n_non_finite, group)
+                dict(dense.items()), seen, n_duplicates, n_non_finite, group
+            )
         else:
             host = {k: v[:-1].cpu().numpy() for k, v in dense.items()}
         valid = ~np.isnan(host["score"])
         undefined_host = np.nan_to_num(host["undefined"]) > 0.5
-        tally = EpochTally(batch_state(host["score"][valid]), int(undefined_host[valid].sum()), n_non_finite,
-                           n_duplicates, host["score"].astype(np.float32),
-                           signals={k: host[k].astype(np.float32) for k in self.signal_names})
+        tally = EpochTally(
+            batch_state(host["score"][valid]),
+            int(undefined_host[valid].sum()),
+            n_non_finite,
+            n_duplicates,
+            host["score"].astype(np.float32),
+            signals={k: host[k].astype(np.float32) for k in self.signal_names},
+        )
         if distributed and positions:
             _merge_counts_across_ranks(tally, group)
         return tally
@@ -177,15 +222,23 @@ class SparseStore(Storage):
         undefined = undefined.cpu().numpy().astype(bool)
         signals = {k: v.cpu().numpy() for k, v in signals.items()}
         if distributed and not positions:
-            ids, scores, undefined, signals = _distributed.gather_chunks(ids, scores, undefined, signals, group)
+            ids, scores, undefined, signals = _distributed.gather_chunks(
+                ids, scores, undefined, signals, group
+            )
         finite = ~np.isnan(scores)  # NaN marks non-finite inputs: not a sighting of the id
         n_non_finite = int((~finite).sum())
         ids, scores, undefined = ids[finite], scores[finite], undefined[finite]
         signals = {k: v[finite] for k, v in signals.items()}
         _, first = np.unique(ids, return_index=True)  # sorted unique ids, index of each one's first sighting
-        tally = EpochTally(batch_state(scores[first]), int(undefined[first].sum()), n_non_finite,
-                           len(ids) - len(first), scores[first].astype(np.float32), ids[first],
-                           {k: v[first].astype(np.float32) for k, v in signals.items()})
+        tally = EpochTally(
+            batch_state(scores[first]),
+            int(undefined[first].sum()),
+            n_non_finite,
+            len(ids) - len(first),
+            scores[first].astype(np.float32),
+            ids[first],
+            {k: v[first].astype(np.float32) for k, v in signals.items()},
+        )
         if distributed and positions:
             _merge_counts_across_ranks(tally, group)
         return tally
@@ -241,7 +294,8 @@ def _merge_counts_across_ranks(tally: EpochTally, group) -> None:
     """Moments merged in rank order and counts summed (per-sample arrays stay per rank)."""
     tally.state = _distributed.merge_moment_states(tally.state, group)
     tally.n_undefined, tally.n_non_finite, tally.n_duplicates = _distributed.sum_ints(
-        [tally.n_undefined, tally.n_non_finite, tally.n_duplicates], group)
+        [tally.n_undefined, tally.n_non_finite, tally.n_duplicates], group
+    )
 
 
 def make_storage(num_samples: int | None, store_scores: bool, signals, score_dtype) -> Storage:

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from torch import nn
 
+import torch
 from gwa._kernel import UNDEFINED_SCORE
 from gwa._moments import Moments
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
@@ -51,6 +50,7 @@ from gwa.torch._storage import (
     Storage,
     make_storage,
 )
+from torch import nn
 
 logger = logging.getLogger("gwa")
 
@@ -61,8 +61,12 @@ SOFT_TARGET_ATOL = 1e-4
 #: Relative tolerance when the logits given to ``update`` are not the head's output tensor but should hold its
 #: values up to a positive scale (``logits / T``, a cast, a copy).
 SAME_VALUES_RTOL = 1e-3
-_SCORE_DTYPES = {torch.float32: torch.float32, torch.float16: torch.float16, "float32": torch.float32,
-                 "float16": torch.float16}
+_SCORE_DTYPES = {
+    torch.float32: torch.float32,
+    torch.float16: torch.float16,
+    "float32": torch.float32,
+    "float16": torch.float16,
+}
 
 
 def _dead_ref():
@@ -123,8 +127,10 @@ class _Plan(NamedTuple):
 def _class_id_error(error: Exception, num_classes: int) -> Exception:
     if "out of bounds" not in str(error) and "out of range" not in str(error):
         return error
-    return ValueError(f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
-                      "an id out of range.")
+    return ValueError(
+        f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
+        "an id out of range."
+    )
 
 
 class GWATracker:
@@ -189,15 +195,30 @@ class GWATracker:
         (1, 6, (6,))
     """
 
-    def __init__(self, model: nn.Module | None = None, *, head: nn.Module | str | None = None,
-                 num_samples: int | None = None, bias: bool = False, signals=(), store_scores: bool = True,
-                 score_dtype=torch.float32, compile: bool = False, unpaired: str = "raise",
-                 min_denominator: float = MIN_DENOMINATOR, beta: float = PAPER_BETA, process_group=None):
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                        or num_samples <= 0):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        *,
+        head: nn.Module | str | None = None,
+        num_samples: int | None = None,
+        bias: bool = False,
+        signals=(),
+        store_scores: bool = True,
+        score_dtype=torch.float32,
+        compile: bool = False,
+        unpaired: str = "raise",
+        min_denominator: float = MIN_DENOMINATOR,
+        beta: float = PAPER_BETA,
+        process_group=None,
+    ):
+        if num_samples is not None and (
+            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0
+        ):
             raise ValueError(f"Expected `num_samples` to be a positive int or None; got {num_samples!r}.")
         if score_dtype not in _SCORE_DTYPES:
-            raise ValueError(f"Expected `score_dtype` to be torch.float32 or torch.float16; got {score_dtype!r}.")
+            raise ValueError(
+                f"Expected `score_dtype` to be torch.float32 or torch.float16; got {score_dtype!r}."
+            )
         if unpaired not in ("raise", "skip"):
             raise ValueError(f"Expected `unpaired` to be 'raise' or 'skip'; got {unpaired!r}.")
         self.num_samples = num_samples
@@ -208,7 +229,9 @@ class GWATracker:
         self.unpaired = unpaired
         self.min_denominator = float(min_denominator)
         if self.min_denominator != self.min_denominator:
-            raise ValueError("Expected `min_denominator` to be a number; got nan (it would switch the guard off).")
+            raise ValueError(
+                "Expected `min_denominator` to be a number; got nan (it would switch the guard off)."
+            )
         self.beta = check_positive("beta", beta)
         self.process_group = process_group
         self.history: list[EpochSummary] = []
@@ -231,11 +254,15 @@ class GWATracker:
             self.head_name, self.head = find_head(model, head)
             self._model_ref = weakref.ref(model)
             if self.bias and self.head.bias is None:
-                raise ValueError(f"Expected the head {self.head_name!r} to have a bias because bias=True; "
-                                 "it has none.")
+                raise ValueError(
+                    f"Expected the head {self.head_name!r} to have a bias because bias=True; it has none."
+                )
             self._handle = self.head.register_forward_hook(self._capture)
-            logger.info("gwa: tracking the classifier head %r, nn.Linear of weight shape (C, D) = %s",
-                        self.head_name, self.head_shape)
+            logger.info(
+                "gwa: tracking the classifier head %r, nn.Linear of weight shape (C, D) = %s",
+                self.head_name,
+                self.head_shape,
+            )
         self._storage_args = (num_samples, self.store_scores, self.signals, self.score_dtype)
         self._device: torch.device | None = None
         self._pending_state: dict | None = None
@@ -253,8 +280,10 @@ class GWATracker:
 
     def __repr__(self) -> str:
         head = "explicit (no hook)" if self.head is None else f"{self.head_name!r} {self.head_shape}"
-        return (f"GWATracker(head={head}, storage={self._storage.name}, num_samples={self.num_samples}, "
-                f"epoch={self.epoch})")
+        return (
+            f"GWATracker(head={head}, storage={self._storage.name}, num_samples={self.num_samples}, "
+            f"epoch={self.epoch})"
+        )
 
     @contextlib.contextmanager
     def paused(self):
@@ -274,10 +303,14 @@ class GWATracker:
         weight, bias = module.weight, module.bias
         error = terms = None
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
-            error = ValueError(f"Expected the head {self.head_name!r} to receive embeddings of shape (N, D); got "
-                               f"{describe(x)}. Flatten the sequence dimension or pass embeddings= to update().")
+            error = ValueError(
+                f"Expected the head {self.head_name!r} to receive embeddings of shape (N, D); got "
+                f"{describe(x)}. Flatten the sequence dimension or pass embeddings= to update()."
+            )
         else:
-            dtype = torch.float64 if x.dtype == torch.float64 or weight.dtype == torch.float64 else torch.float32
+            dtype = (
+                torch.float64 if x.dtype == torch.float64 or weight.dtype == torch.float64 else torch.float32
+            )
             if torch.is_autocast_enabled(x.device.type):
                 # Autocast ran W x in half precision: recompute it in the compute dtype.
                 with torch.autocast(device_type=x.device.type, enabled=False):
@@ -287,19 +320,36 @@ class GWATracker:
                 terms = capture_terms(x, weight, bias, out, include_bias=self.bias, dtype=dtype)
         if len(self._captures) >= MAX_PENDING_CAPTURES:
             self._captures.popleft()
-            self._warn_once("overflow", f"{MAX_PENDING_CAPTURES} forward passes of the head in training mode were "
-                            "captured without update(); dropping the oldest. Call update() once per forward, or "
-                            "wrap forwards that are not scored in `with tracker.paused():`.")
+            self._warn_once(
+                "overflow",
+                f"{MAX_PENDING_CAPTURES} forward passes of the head in training mode were "
+                "captured without update(); dropping the oldest. Call update() once per forward, or "
+                "wrap forwards that are not scored in `with tracker.paused():`.",
+            )
         is_tensor = isinstance(output, torch.Tensor)
-        self._captures.append(_Capture(
-            weakref.ref(output) if is_tensor else _dead_ref, terms, tuple(getattr(x, "shape", ())),
-            tuple(weight.shape), None if bias is None or not self.bias else tuple(bias.shape), error,
-            output.detach() if is_tensor and not self._head_verified else None))
+        self._captures.append(
+            _Capture(
+                weakref.ref(output) if is_tensor else _dead_ref,
+                terms,
+                tuple(getattr(x, "shape", ())),
+                tuple(weight.shape),
+                None if bias is None or not self.bias else tuple(bias.shape),
+                error,
+                output.detach() if is_tensor and not self._head_verified else None,
+            )
+        )
 
     # --------------------------------------------------------------------------------------------------- update
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, sample_ids=None, *,
-               embeddings: torch.Tensor | None = None, weight: torch.Tensor | None = None,
-               bias: torch.Tensor | None = None) -> torch.Tensor:
+    def update(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        sample_ids=None,
+        *,
+        embeddings: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Score one batch and add it to the epoch. No host synchronisation after the epoch's first call.
 
         Call once per forward pass of the model in training mode (with gradient accumulation: once per
@@ -332,28 +382,48 @@ class GWATracker:
             # head output of the oldest pending forward. Everything the slow path would check is unchanged, so
             # go straight to the kernel (on a CPU, Python and dispatch cost more here than the arithmetic).
             capture = self._captures[0]
-            if (capture.output() is logits and capture.error is None and logits.shape == plan.logits_shape
-                    and targets.shape == plan.targets_shape and targets.dtype is plan.targets_dtype
-                    and targets.get_device() == plan.device_index
-                    and (sample_ids is None if plan.positions else
-                         (type(sample_ids) is torch.Tensor and sample_ids.dtype is torch.int64
-                          and sample_ids.shape == plan.targets_shape
-                          and sample_ids.get_device() == plan.device_index))):
+            if (
+                capture.output() is logits
+                and capture.error is None
+                and logits.shape == plan.logits_shape
+                and targets.shape == plan.targets_shape
+                and targets.dtype is plan.targets_dtype
+                and targets.get_device() == plan.device_index
+                and (
+                    sample_ids is None
+                    if plan.positions
+                    else (
+                        type(sample_ids) is torch.Tensor
+                        and sample_ids.dtype is torch.int64
+                        and sample_ids.shape == plan.targets_shape
+                        and sample_ids.get_device() == plan.device_index
+                    )
+                )
+            ):
                 self._captures.popleft()
                 neg, norm = capture.terms
                 z = logits.detach()
                 if z.dtype is not neg.dtype:
                     z = z.to(neg.dtype)
                 if plan.assert_range:
-                    torch._assert_async(((targets >= 0) & (targets < plan.num_classes)).all(),
-                                        f"gwa: `targets` class ids out of range [0, {plan.num_classes - 1}]")
+                    torch._assert_async(
+                        ((targets >= 0) & (targets < plan.num_classes)).all(),
+                        f"gwa: `targets` class ids out of range [0, {plan.num_classes - 1}]",
+                    )
                 try:
                     scores = fused_scores(z, targets.view(-1, 1), neg, norm)
                 except (RuntimeError, IndexError) as error:
                     raise _class_id_error(error, plan.num_classes) from None
                 values = compute_signals(logits, targets, self.signals, soft=False) if plan.signals else {}
-                self._storage.add(Chunk(None if plan.positions or not plan.keeps_ids else sample_ids,
-                                        self._sightings, scores, norm, values))
+                self._storage.add(
+                    Chunk(
+                        None if plan.positions or not plan.keeps_ids else sample_ids,
+                        self._sightings,
+                        scores,
+                        norm,
+                        values,
+                    )
+                )
                 self._sightings += scores.shape[0]
                 return scores
         return self._update(logits, targets, sample_ids, embeddings, weight, bias)
@@ -369,11 +439,15 @@ class GWATracker:
         if soft and not targets.is_floating_point():
             raise TypeError(f"Expected soft `targets` (B, C) to be floating point; got {describe(targets)}.")
         if not soft and (targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool):
-            raise TypeError(f"Expected `targets` of shape (B,) to hold integer class ids; got {describe(targets)}.")
+            raise TypeError(
+                f"Expected `targets` of shape (B,) to hold integer class ids; got {describe(targets)}."
+            )
         if self._positions is not None and (sample_ids is None) != self._positions:
-            raise ValueError("Expected `sample_ids` in every update() of an epoch or in none; got "
-                             f"sample_ids={'None' if sample_ids is None else 'ids'} after updates "
-                             f"{'without' if self._positions else 'with'} them.")
+            raise ValueError(
+                "Expected `sample_ids` in every update() of an epoch or in none; got "
+                f"sample_ids={'None' if sample_ids is None else 'ids'} after updates "
+                f"{'without' if self._positions else 'with'} them."
+            )
         terms = self._terms_for(logits, targets, embeddings, weight, bias)
         if terms is None:  # unpaired="skip"
             self._n_unpaired += logits.shape[0]
@@ -402,9 +476,13 @@ class GWATracker:
             index = targets.view(-1, 1)
             if index.dtype != torch.int64:
                 index = index.long()
-            if device.type != "cpu" or self._scorer.compile:  # eager CPU ops raise at once; compiled code may not
-                torch._assert_async(((targets >= 0) & (targets < num_classes)).all(),
-                                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]")
+            if (
+                device.type != "cpu" or self._scorer.compile
+            ):  # eager CPU ops raise at once; compiled code may not
+                torch._assert_async(
+                    ((targets >= 0) & (targets < num_classes)).all(),
+                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]",
+                )
             try:
                 scores = self._scorer(z, index, neg, norm)
                 undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op per step)
@@ -415,30 +493,60 @@ class GWATracker:
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
         self._storage.add(Chunk(ids, self._sightings, scores, undefined, values))
         self._sightings += scores.shape[0]
-        if (not soft and embeddings is None and weight is None and not self._scorer.compile
-                and targets.dtype is torch.int64
-                and self._last_by_identity and (sample_ids is None or ids is None or ids is sample_ids)):
-            self._plan = _Plan(logits.shape, targets.shape, targets.dtype, logits.get_device(), sample_ids is None,
-                               self._storage.keeps_ids, device.type != "cpu", num_classes,
-                               bool(self.signals) and self.store_scores)
+        if (
+            not soft
+            and embeddings is None
+            and weight is None
+            and not self._scorer.compile
+            and targets.dtype is torch.int64
+            and self._last_by_identity
+            and (sample_ids is None or ids is None or ids is sample_ids)
+        ):
+            self._plan = _Plan(
+                logits.shape,
+                targets.shape,
+                targets.dtype,
+                logits.get_device(),
+                sample_ids is None,
+                self._storage.keeps_ids,
+                device.type != "cpu",
+                num_classes,
+                bool(self.signals) and self.store_scores,
+            )
         return scores
 
     def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | None:
         if embeddings is not None or weight is not None:
             if embeddings is None or weight is None:
-                raise ValueError("Expected both `embeddings` and `weight` for the explicit path; got only "
-                                 f"{'embeddings' if weight is None else 'weight'}.")
+                raise ValueError(
+                    "Expected both `embeddings` and `weight` for the explicit path; got only "
+                    f"{'embeddings' if weight is None else 'weight'}."
+                )
             if self.bias and bias is None:
                 raise ValueError("Expected `bias=` in update() because the tracker has bias=True.")
             bias = bias if self.bias else None
-            check_shapes(logits.shape, targets.shape, embeddings.shape, weight.shape,
-                         None if bias is None else bias.shape)
-            return capture_terms(embeddings, weight, bias, None, include_bias=bias is not None,
-                                 dtype=compute_dtype(logits, embeddings, weight))
+            check_shapes(
+                logits.shape,
+                targets.shape,
+                embeddings.shape,
+                weight.shape,
+                None if bias is None else bias.shape,
+            )
+            return capture_terms(
+                embeddings,
+                weight,
+                bias,
+                None,
+                include_bias=bias is not None,
+                dtype=compute_dtype(logits, embeddings, weight),
+            )
         if not self._captures:
-            hint = ("the tracker has no model: pass embeddings= and weight=" if self._handle is None else
-                    f"run the model forward with the head {self.head_name!r} in training mode (model.train()) "
-                    "before each update(), once per update")
+            hint = (
+                "the tracker has no model: pass embeddings= and weight="
+                if self._handle is None
+                else f"run the model forward with the head {self.head_name!r} in training mode (model.train()) "
+                "before each update(), once per update"
+            )
             raise RuntimeError(f"update() found no captured forward pass of the head; {hint}.")
         capture = self._pop_capture(logits)
         if capture is None:
@@ -449,8 +557,15 @@ class GWATracker:
             raise ValueError(
                 f"Expected `logits` for the captured forward pass of batch size {capture.embeddings_shape[0]}; got "
                 f"logits.shape={tuple(logits.shape)}. With several forwards per step (gradient accumulation), "
-                "call update() once per forward, in order.")
-        signature = (logits.shape, targets.shape, capture.embeddings_shape, capture.weight_shape, capture.bias_shape)
+                "call update() once per forward, in order."
+            )
+        signature = (
+            logits.shape,
+            targets.shape,
+            capture.embeddings_shape,
+            capture.weight_shape,
+            capture.bias_shape,
+        )
         if signature != self._checked_shapes:  # the same shapes step after step: check them once
             try:
                 check_shapes(*signature)
@@ -459,9 +574,11 @@ class GWATracker:
                     raise
                 model = self._model_ref() if getattr(self, "_model_ref", None) is not None else None
                 candidates = linear_candidates(model, logits.shape[1]) if model is not None else ""
-                raise ValueError(f"{error} The hooked head {self.head_name!r} (nn.Linear, weight "
-                                 f"{capture.weight_shape}) does not produce these logits (C={logits.shape[1]}): pass "
-                                 f"GWATracker(model, head=...) the classifier layer. {candidates}") from None
+                raise ValueError(
+                    f"{error} The hooked head {self.head_name!r} (nn.Linear, weight "
+                    f"{capture.weight_shape}) does not produce these logits (C={logits.shape[1]}): pass "
+                    f"GWATracker(model, head=...) the classifier layer. {candidates}"
+                ) from None
             self._checked_shapes = signature
         if not self._head_verified:
             self._verify_head(logits, capture)
@@ -472,9 +589,12 @@ class GWATracker:
         for skipped, capture in enumerate(self._captures):
             if capture.output() is logits:
                 if skipped:
-                    self._warn_once("skipped", f"{skipped} captured forward pass(es) of the head had no update() "
-                                    "before the one whose logits were given; they were dropped. Wrap forwards "
-                                    "that are not scored in `with tracker.paused():`.")
+                    self._warn_once(
+                        "skipped",
+                        f"{skipped} captured forward pass(es) of the head had no update() "
+                        "before the one whose logits were given; they were dropped. Wrap forwards "
+                        "that are not scored in `with tracker.paused():`.",
+                    )
                 for _ in range(skipped + 1):
                     self._captures.popleft()
                 self._last_by_identity = True
@@ -484,13 +604,17 @@ class GWATracker:
             return self._captures.popleft()
         pending = len(self._captures)
         self._captures.clear()  # none of them can be paired any more
-        message = (f"update() cannot tell which of {pending} captured forward passes of the head "
-                   f"{self.head_name!r} produced these logits: they are not the head's output tensor (e.g. "
-                   "logits / T, a copy, a DDP output) and several training-mode forwards ran since the last "
-                   "update(). Pass the head's output itself, call update() after each forward, or wrap forwards "
-                   "that are not scored in `with tracker.paused():`.")
+        message = (
+            f"update() cannot tell which of {pending} captured forward passes of the head "
+            f"{self.head_name!r} produced these logits: they are not the head's output tensor (e.g. "
+            "logits / T, a copy, a DDP output) and several training-mode forwards ran since the last "
+            "update(). Pass the head's output itself, call update() after each forward, or wrap forwards "
+            "that are not scored in `with tracker.paused():`."
+        )
         if self.unpaired == "skip":
-            self._warn_once("unpaired", message + " Skipping (unpaired='skip'); counted in EpochResult.n_unpaired.")
+            self._warn_once(
+                "unpaired", message + " Skipping (unpaired='skip'); counted in EpochResult.n_unpaired."
+            )
             return None
         raise RuntimeError(message + " (Or GWATracker(unpaired='skip') to skip such updates and count them.)")
 
@@ -505,7 +629,8 @@ class GWATracker:
             o, z = out.detach().double().flatten(), logits.detach().double().flatten()
             scale = float(o @ z) / max(float(o @ o), 1e-300)
             ok = scale > 0 and float(torch.linalg.vector_norm(z - scale * o)) <= SAME_VALUES_RTOL * max(
-                float(torch.linalg.vector_norm(z)), 1e-300)
+                float(torch.linalg.vector_norm(z)), 1e-300
+            )
         if not ok:
             model = self._model_ref() if getattr(self, "_model_ref", None) is not None else None
             candidates = linear_candidates(model, logits.shape[1]) if model is not None else ""
@@ -513,15 +638,19 @@ class GWATracker:
                 f"Expected `logits` produced by the hooked head {self.head_name!r} (nn.Linear, weight {self.head_shape}); "
                 f"got logits that are not its output, nor its output up to a positive scale: the head gwa found "
                 f"is not the layer that produced the logits. Pass GWATracker(model, head=...) the classifier "
-                f"layer. {candidates}")
+                f"layer. {candidates}"
+            )
         self._head_verified = True
 
     def _resolve_ids(self, sample_ids, batch: int, device: torch.device, first: bool) -> torch.Tensor | None:
         if sample_ids is None:
             if self.store_scores and self._storage.keeps_ids:
-                self._warn_once("positions", "update() got no sample_ids: storing scores by running position in "
-                                "the epoch (the paper's behaviour). Pass sample_ids= (dataset indices) so that "
-                                "scores follow samples across shuffled epochs.")
+                self._warn_once(
+                    "positions",
+                    "update() got no sample_ids: storing scores by running position in "
+                    "the epoch (the paper's behaviour). Pass sample_ids= (dataset indices) so that "
+                    "scores follow samples across shuffled epochs.",
+                )
             self._positions = True
             return None
         self._positions = False
@@ -529,7 +658,9 @@ class GWATracker:
             return None
         ids = sample_ids if isinstance(sample_ids, torch.Tensor) else torch.tensor(np.asarray(sample_ids))
         if ids.shape != (batch,):
-            raise ValueError(f"Expected `sample_ids` of shape (B,) = ({batch},); got shape={tuple(ids.shape)}.")
+            raise ValueError(
+                f"Expected `sample_ids` of shape (B,) = ({batch},); got shape={tuple(ids.shape)}."
+            )
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"Expected integer `sample_ids`; got {describe(ids)}.")
         if ids.device != device or ids.dtype != torch.int64:
@@ -539,8 +670,10 @@ class GWATracker:
             lo, hi = ids.aminmax()
             lo, hi = int(lo), int(hi)
             if lo < 0 or hi >= self.num_samples:
-                raise ValueError(f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples="
-                                 f"{self.num_samples}); got an id out of range ({lo if lo < 0 else hi}).")
+                raise ValueError(
+                    f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples="
+                    f"{self.num_samples}); got an id out of range ({lo if lo < 0 else hi})."
+                )
         return ids
 
     # ------------------------------------------------------------------------------------------------ end epoch
@@ -564,29 +697,50 @@ class GWATracker:
         if distributed:
             positions = self._check_ranks_agree()
             if positions and self.store_scores and self._storage.keeps_ids:
-                self._warn_once("dist-positions", "update() got no sample_ids under torch.distributed: moments "
-                                "are merged across ranks, per-sample scores by position stay per rank.")
+                self._warn_once(
+                    "dist-positions",
+                    "update() got no sample_ids under torch.distributed: moments "
+                    "are merged across ranks, per-sample scores by position stay per rank.",
+                )
         tally = self._storage.finish(distributed=distributed, positions=positions, group=self.process_group)
         if tally.bad_ids is not None:
             count, lo, hi = tally.bad_ids
-            raise ValueError(f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples={self.num_samples});"
-                             f" got {count} id(s) out of range in epoch {self.epoch + 1} (min {lo}, max {hi}).")
-        summary = summarize(Moments(tally.state), beta=self.beta, n_undefined=tally.n_undefined,
-                            min_denominator=self.min_denominator)
+            raise ValueError(
+                f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples={self.num_samples});"
+                f" got {count} id(s) out of range in epoch {self.epoch + 1} (min {lo}, max {hi})."
+            )
+        summary = summarize(
+            Moments(tally.state),
+            beta=self.beta,
+            n_undefined=tally.n_undefined,
+            min_denominator=self.min_denominator,
+        )
         if tally.n_non_finite:
-            warnings.warn(f"gwa: {tally.n_non_finite} sample(s) with NaN/Inf logits, embeddings or targets were "
-                          f"skipped in epoch {self.epoch + 1} (see EpochResult.n_non_finite).", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"gwa: {tally.n_non_finite} sample(s) with NaN/Inf logits, embeddings or targets were "
+                f"skipped in epoch {self.epoch + 1} (see EpochResult.n_non_finite).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self._n_unpaired:
-            warnings.warn(f"gwa: {self._n_unpaired} sample(s) of update() calls whose forward pass could not be "
-                          f"identified were skipped in epoch {self.epoch + 1} (see EpochResult.n_unpaired).",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"gwa: {self._n_unpaired} sample(s) of update() calls whose forward pass could not be "
+                f"identified were skipped in epoch {self.epoch + 1} (see EpochResult.n_unpaired).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.epoch += 1
         self.history.append(summary)
-        result = EpochResult(epoch=self.epoch, summary=summary, scores=tally.scores if self.store_scores else None,
-                             sample_ids=tally.sample_ids, signals=tally.signals if self.store_scores else {},
-                             n_duplicates=int(tally.n_duplicates), n_non_finite=int(tally.n_non_finite),
-                             n_unpaired=self._n_unpaired)
+        result = EpochResult(
+            epoch=self.epoch,
+            summary=summary,
+            scores=tally.scores if self.store_scores else None,
+            sample_ids=tally.sample_ids,
+            signals=tally.signals if self.store_scores else {},
+            n_duplicates=int(tally.n_duplicates),
+            n_non_finite=int(tally.n_non_finite),
+            n_unpaired=self._n_unpaired,
+        )
         self._reset_epoch()
         return result
 
@@ -597,10 +751,14 @@ class GWATracker:
         """
         dtype = 0 if self._dtype is None else {torch.float32: 32, torch.float64: 64}.get(self._dtype, 1)
         ids = {None: 0, False: 1, True: 2}[self._positions]
-        fields = {"storage": {"indexed": 0, "sparse": 1, "moments": 2}[self._storage.name],
-                  "num_samples": -1 if self.num_samples is None else self.num_samples,
-                  "store_scores": int(self.store_scores), "signals": _signal_code(self.signals),
-                  "sample_ids (1: given, 2: None)": ids, "dtype (bits)": dtype}
+        fields = {
+            "storage": {"indexed": 0, "sparse": 1, "moments": 2}[self._storage.name],
+            "num_samples": -1 if self.num_samples is None else self.num_samples,
+            "store_scores": int(self.store_scores),
+            "signals": _signal_code(self.signals),
+            "sample_ids (1: given, 2: None)": ids,
+            "dtype (bits)": dtype,
+        }
         table = _distributed.gather_ints(list(fields.values()), self.process_group)
         problems = []
         for k, name in enumerate(fields):
@@ -611,9 +769,11 @@ class GWATracker:
                 shown = ", ".join(f"rank {rank}: {v}" for rank, v in values.items())
                 problems.append(f"{name.split(' ')[0]} ({shown})")
         if problems:
-            raise RuntimeError("gwa: torch.distributed ranks disagree on the tracker's settings, so they would "
-                               f"call different collectives: {'; '.join(problems)}. Create the tracker with the "
-                               "same arguments on every rank and pass sample_ids on all ranks or on none.")
+            raise RuntimeError(
+                "gwa: torch.distributed ranks disagree on the tracker's settings, so they would "
+                f"call different collectives: {'; '.join(problems)}. Create the tracker with the "
+                "same arguments on every rank and pass sample_ids on all ranks or on none."
+            )
         self._agreed = True
         return any(row[4] == 2 for row in table)
 
@@ -622,7 +782,9 @@ class GWATracker:
         """Create the epoch's device state on first use, on the first logits' device."""
         if self._device is not None:
             if device != self._device:
-                raise ValueError(f"Expected `logits` on {self._device} like the earlier batches; got {device}.")
+                raise ValueError(
+                    f"Expected `logits` on {self._device} like the earlier batches; got {device}."
+                )
             return
         self._device = device
         self._storage.bind(device)
@@ -654,9 +816,16 @@ class GWATracker:
                 "soft_violations": None if self._soft_violations is None else self._soft_violations.tolist(),
                 "data": self._storage.state_dict(),
             }
-        return {"format": STATE_FORMAT, "epoch": self.epoch, "history": [_summary_state(s) for s in self.history],
-                "num_samples": self.num_samples, "bias": self.bias, "signals": list(self.signals),
-                "beta": self.beta, "epoch_state": epoch_state}
+        return {
+            "format": STATE_FORMAT,
+            "epoch": self.epoch,
+            "history": [_summary_state(s) for s in self.history],
+            "num_samples": self.num_samples,
+            "bias": self.bias,
+            "signals": list(self.signals),
+            "beta": self.beta,
+            "epoch_state": epoch_state,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (validated: format, settings, counts, shapes); the partial epoch resumes."""
@@ -686,7 +855,7 @@ class GWATracker:
             self._handle = None
         self._captures.clear()
 
-    def __enter__(self) -> GWATracker:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> GWATracker:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -714,8 +883,11 @@ def _summary_from_state(state: dict) -> EpochSummary:
         from gwa import _summary
 
         structured = getattr(_summary, "Guard", None)
-        state["guard"] = (structured(_summary.GuardCode(guard["code"]), guard["message"]) if structured is not None
-                          else guard["message"])
+        state["guard"] = (
+            structured(_summary.GuardCode(guard["code"]), guard["message"])
+            if structured is not None
+            else guard["message"]
+        )
     return EpochSummary(**state)
 
 
@@ -741,14 +913,20 @@ def _raise_soft_target_violations(counts, epoch: int | None = None) -> None:
         return
     where = f" in epoch {epoch} (checked on the device, read at end_epoch)" if epoch is not None else ""
     if multi_hot:
-        raise ValueError(f"Expected soft `targets` to be probability rows; got {multi_hot} multi-hot row(s){where} "
-                         "(several labels set to 1): GWA is defined for softmax cross-entropy, one label or one "
-                         "probability vector per sample, not for multi-label (BCE) targets.")
+        raise ValueError(
+            f"Expected soft `targets` to be probability rows; got {multi_hot} multi-hot row(s){where} "
+            "(several labels set to 1): GWA is defined for softmax cross-entropy, one label or one "
+            "probability vector per sample, not for multi-label (BCE) targets."
+        )
     if negative:
-        raise ValueError(f"Expected soft `targets` to be probabilities (>= 0); got {negative} row(s) with negative "
-                         f"entries{where}.")
-    raise ValueError(f"Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); got "
-                     f"{off} row(s) that do not{where}.")
+        raise ValueError(
+            f"Expected soft `targets` to be probabilities (>= 0); got {negative} row(s) with negative "
+            f"entries{where}."
+        )
+    raise ValueError(
+        f"Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); got "
+        f"{off} row(s) that do not{where}."
+    )
 
 
 __all__ = ["UNDEFINED_SCORE", "EpochResult", "GWATracker", "IndexedStore", "MomentsOnly", "SparseStore"]
