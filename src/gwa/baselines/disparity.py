@@ -11,9 +11,10 @@ minimum for ``patience`` epochs and keep the epoch of the minimum (:func:`select
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 #: Epochs without a new GD minimum before the rule stops (our choice; the paper gives none we could find).
 DEFAULT_PATIENCE = 5
@@ -88,7 +89,7 @@ def gradient_disparity(model, loss_fn: Callable, batches: Iterable, *, train: bo
     return float(torch.pdist(torch.stack(grads)).mean())
 
 
-def select_epoch(values: Sequence[float], *, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> int:
+def select_epoch(values: npt.ArrayLike, *, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> int:
     """GD's stop rule: the epoch of the minimum, stopping after ``patience`` epochs without a new minimum.
 
     An online rule (it never looks ahead of the epoch it stops at); NaN epochs count as no improvement. Ties go to

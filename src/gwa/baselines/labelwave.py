@@ -17,9 +17,9 @@ Choices the paper leaves open, fixed here:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 DEFAULT_WINDOW = 3
 
@@ -58,7 +58,7 @@ def prediction_change_curve(predictions) -> np.ndarray:
     return out
 
 
-def moving_average(values: Sequence[float], k: int = DEFAULT_WINDOW) -> np.ndarray:
+def moving_average(values: npt.ArrayLike, k: int = DEFAULT_WINDOW) -> np.ndarray:
     """Trailing mean over ``k`` entries; NaN until ``k`` consecutive finite values are available.
 
     Args:
@@ -81,7 +81,7 @@ def moving_average(values: Sequence[float], k: int = DEFAULT_WINDOW) -> np.ndarr
     return out
 
 
-def first_local_minimum(values: Sequence[float]) -> int:
+def first_local_minimum(values: npt.ArrayLike) -> int:
     """0-based index of the first local minimum of a curve, ignoring NaN entries (see the module's rules).
 
     Raises:
@@ -100,7 +100,7 @@ def first_local_minimum(values: Sequence[float]) -> int:
     return int(start)
 
 
-def select_epoch(prediction_changes_per_epoch: Sequence[float], k: int = DEFAULT_WINDOW) -> int:
+def select_epoch(prediction_changes_per_epoch: npt.ArrayLike, k: int = DEFAULT_WINDOW) -> int:
     """LabelWave's stop point: the first local minimum of the ``k``-epoch moving average of PC.
 
     Args:

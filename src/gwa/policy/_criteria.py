@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from gwa._summary import EpochSummary
 from gwa.baselines import disparity, labelwave
@@ -83,7 +84,7 @@ def series(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=np.float64)
 
 
-def choose(values: Sequence[float], *, warmup: int = 0, finetune: bool = False) -> int:
+def choose(values: npt.ArrayLike, *, warmup: int = 0, finetune: bool = False) -> int:
     """The paper's stop rule on one per-epoch curve; a 0-based index into ``values``.
 
     Skip the first ``warmup`` entries, then the argmax; with ``finetune``, the argmax from the first local
@@ -214,7 +215,7 @@ def _total(rows: list, total_epochs: int | None) -> int:
 
 
 def select_epoch(
-    history: Sequence[Entry] | Sequence[float],
+    history: Sequence[Entry] | Sequence[float] | np.ndarray,
     criterion: str = DEFAULT_CRITERION,
     *,
     finetune: bool = False,
@@ -253,7 +254,7 @@ def select_epoch(
         values = np.asarray(history, dtype=np.float64)
         warmup = warmup_epochs(_total(list(values), total_epochs))
         return choose(values, warmup=warmup, finetune=finetune) + 1
-    rows = as_rows(history)
+    rows = as_rows(history)  # type: ignore[arg-type]  # plain values were handled above
     if not rows:
         raise ValueError("Expected a non-empty `history`; got no epochs.")
     if not any(r.get(crit.key) is not None for r in rows):
