@@ -43,10 +43,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+fcntl: ModuleType | None  # None where the platform has no fcntl
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory lock, everything else holds
@@ -134,7 +136,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` so that it is either its old or its new content after any crash.
 
     ``write(fh)`` fills a temporary file next to ``path`` (``<name>.tmp``); it is synced, renamed over ``path``
@@ -170,7 +172,7 @@ def save_npy_atomic(path, array: np.ndarray) -> None:
     write_atomic(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
 
 
-def score_file(signal: str, epoch: int) -> str:
+def score_file(signal: str, epoch: int | np.integer) -> str:
     return f"{SCORES_DIR}/{signal}_{int(epoch):04d}.npy"
 
 
@@ -188,7 +190,7 @@ class RunLock:
     the earlier holder can no longer write.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._fd: int | None = None
         self.superseded = False

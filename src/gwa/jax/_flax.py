@@ -23,6 +23,8 @@ from the same parameters the forward pass used, i.e. before the optimizer step, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 from gwa.jax._kernel import alignment_with_mask
 
@@ -46,7 +48,7 @@ def sown_embeddings(intermediates, *, name: str = SOWN_NAME):
     Raises:
         ValueError: when nothing, or more than one value, was sown under ``name``.
     """
-    groups: dict[tuple, list] = {}
+    groups: dict[tuple[str, ...], list] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
         keys = _path_keys(path)
         if name in keys:
@@ -57,10 +59,10 @@ def sown_embeddings(intermediates, *, name: str = SOWN_NAME):
             f"{_SOW_HINT}."
         )
     if len(groups) > 1:
-        where = ", ".join("/".join(k) for k in groups)
+        places = ", ".join("/".join(k) for k in groups)
         raise ValueError(
             f"Expected one value sown under {name!r} in `intermediates`; found it at several places: "
-            f"{where}. Pass the subtree of the head's module, or sow under distinct names."
+            f"{places}. Pass the subtree of the head's module, or sow under distinct names."
         )
     ((where, leaves),) = groups.items()
     if len(leaves) != 1:
@@ -132,7 +134,8 @@ def alignment_from_flax(
 def _head_leaf(params, head, leaf_name: str):
     params = _as_param_tree(params)
     head_keys = _head_keys(head)
-    found, layers = [], {}
+    found: list = []
+    layers: dict[tuple[str, ...], Any] = {}  # every layer with a leaf_name, for the error message
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = _path_keys(path)
         if keys and keys[0] == "params":

@@ -48,6 +48,7 @@ class EpochSums:
         n = float(self.counts[N_VALID])
         if n == 0:
             return EMPTY
+        assert self.shift is not None  # set by the first add(), before any count
         return power_sums_to_state(n, float(self.shift), *(float(v) for v in self.sums.double().cpu()))
 
     def state_dict(self) -> dict:

@@ -7,11 +7,16 @@ rank gets the same, order-fixed result. Per-sample stores are reduced so that a 
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch.distributed as dist
 
 import torch
 from gwa._moments import EMPTY, MomentState, merge_states
+
+#: One rank's per-sample chunk: ids, scores, undefined flags, signals.
+_Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, dict]
 
 
 def is_active(group=None) -> bool:
@@ -76,10 +81,13 @@ def reduce_store(
     return host, n_duplicates, n_non_finite
 
 
-def gather_chunks(ids: np.ndarray, scores: np.ndarray, undefined: np.ndarray, signals: dict, group=None):
+def gather_chunks(
+    ids: np.ndarray, scores: np.ndarray, undefined: np.ndarray, signals: dict, group=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """All-gather the ranks' (ids, scores, undefined, signals) and concatenate them in rank order."""
-    gathered = [None] * dist.get_world_size(group)
-    dist.all_gather_object(gathered, (ids, scores, undefined, signals), group=group)
+    slots: list[_Chunk | None] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(slots, (ids, scores, undefined, signals), group=group)
+    gathered = cast(list[_Chunk], slots)  # all_gather_object fills every slot
     ids = np.concatenate([g[0] for g in gathered])
     scores = np.concatenate([g[1] for g in gathered])
     undefined = np.concatenate([g[2] for g in gathered])

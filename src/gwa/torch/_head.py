@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from torch import nn
+
+_M = TypeVar("_M", bound=nn.Module)
 
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 # Attribute paths of Hugging Face sequence-classification heads, in the order they are tried.
@@ -72,7 +76,9 @@ def find_head(model: nn.Module, head: nn.Module | str | None = None) -> tuple[st
             found = model.get_submodule(path)
         except AttributeError:
             continue
-        if isinstance(found, nn.Linear) or _is_lora(found):
+        if _is_lora(found):
+            _not_lora(path, found, model)  # raises
+        if isinstance(found, nn.Linear):
             return _not_lora(path, found, model)
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
@@ -87,7 +93,7 @@ def _is_lora(module: nn.Module | None) -> bool:
     return module is not None and all(hasattr(module, a) for a in ("base_layer", "lora_A", "lora_B"))
 
 
-def _not_lora(name: str, module: nn.Module, model: nn.Module) -> tuple[str, nn.Linear]:
+def _not_lora(name: str, module: _M, model: nn.Module) -> tuple[str, _M]:
     """Refuse a LoRA-wrapped head, or a layer inside one (its base layer, ``lora_B``), with the reason."""
     parts = name.split(".") if name not in ("", "<given>") else []
     owners = [(name, module)] + [

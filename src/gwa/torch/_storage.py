@@ -73,11 +73,8 @@ class Storage:
             self.score_dtype == torch.float16
         ):  # compact storage: 7 instead of 16 bytes per sighting, 3 ops per step
             ids = chunk.ids
-            if (
-                ids is not None
-                and getattr(self, "num_samples", None) is not None
-                and self.num_samples < 2**31
-            ):
+            num_samples = getattr(self, "num_samples", None)  # IndexedStore: ids below it may fit int32
+            if ids is not None and num_samples is not None and num_samples < 2**31:
                 ids = ids.to(torch.int32)
             chunk = chunk._replace(
                 ids=ids,
@@ -162,7 +159,7 @@ class IndexedStore(Storage):
 
     name = "indexed"
 
-    def __init__(self, num_samples: int, signals, score_dtype):
+    def __init__(self, num_samples: int, signals: tuple[str, ...], score_dtype: torch.dtype):
         super().__init__(signals, score_dtype)
         self.num_samples = num_samples
 
@@ -250,7 +247,7 @@ class MomentsOnly(Storage):
     name = "moments"
     keeps_ids = False
 
-    def __init__(self, signals=(), score_dtype=torch.float32):
+    def __init__(self, signals: tuple[str, ...] = (), score_dtype: torch.dtype = torch.float32):
         super().__init__((), score_dtype)
         self.sums: EpochSums | None = None
 
@@ -259,11 +256,13 @@ class MomentsOnly(Storage):
 
     def add(self, chunk: Chunk) -> None:
         nonfinite = chunk.scores.isnan()
+        assert self.sums is not None  # the tracker binds the storage before its first add()
         self.sums.add(chunk.scores, _undefined_mask(chunk.undefined), ~nonfinite, nonfinite)
 
     def finish(self, *, distributed: bool, positions: bool, group=None) -> EpochTally:
         if self.sums is None:
             self.bind(torch.device("cpu"))
+        assert self.sums is not None  # bind() created it
         state = self.sums.to_state()
         _, n_undefined, n_non_finite = self.sums.counts.cpu().tolist()
         tally = EpochTally(state, n_undefined, n_non_finite)
@@ -282,6 +281,7 @@ class MomentsOnly(Storage):
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         self.bind(device)
+        assert self.sums is not None  # bind() created it
         if state["sums"] is not None:
             self.sums.load_state_dict(state["sums"])
 
@@ -298,7 +298,9 @@ def _merge_counts_across_ranks(tally: EpochTally, group) -> None:
     )
 
 
-def make_storage(num_samples: int | None, store_scores: bool, signals, score_dtype) -> Storage:
+def make_storage(
+    num_samples: int | None, store_scores: bool, signals: tuple[str, ...], score_dtype: torch.dtype
+) -> Storage:
     if num_samples is not None:
         return IndexedStore(num_samples, signals, score_dtype)
     if store_scores:

@@ -20,6 +20,7 @@ import logging
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -101,7 +102,7 @@ class EpochResult:
 
 
 class _Capture(NamedTuple):
-    output: weakref.ref  # the head's output, to pair update(logits) with its own forward pass
+    output: Callable[[], torch.Tensor | None]  # weak ref to the head's output, to pair update(logits) with it
     terms: CaptureTerms | None
     embeddings_shape: tuple
     weight_shape: tuple
@@ -195,6 +196,17 @@ class GWATracker:
         (1, 6, (6,))
     """
 
+    # The epoch's state, (re)set by _reset_epoch().
+    _storage: Storage
+    _device: torch.device | None
+    _sightings: int
+    _positions: bool | None  # None: no update yet; True: running positions; False: ids
+    _dtype: torch.dtype | None  # compute dtype of the epoch's scores
+    _n_unpaired: int
+    _soft_violations: torch.Tensor | None
+    _plan: _Plan | None  # the epoch's first update always takes the checked path
+    _last_by_identity: bool
+
     def __init__(
         self,
         model: nn.Module | None = None,
@@ -240,9 +252,9 @@ class GWATracker:
         self.head: nn.Linear | None = None
         self._handle = None
         self._captures: deque[_Capture] = deque()
-        self._warned = set()
+        self._warned: set[str] = set()
         self._paused = False
-        self._checked_shapes = None
+        self._checked_shapes: tuple[torch.Size, torch.Size, tuple, tuple, tuple | None] | None = None
         self._head_verified = False
         self._agreed = False
         self._scorer = Scorer(compile)
@@ -264,14 +276,14 @@ class GWATracker:
                 self.head_shape,
             )
         self._storage_args = (num_samples, self.store_scores, self.signals, self.score_dtype)
-        self._device: torch.device | None = None
+        self._device = None
         self._pending_state: dict | None = None
         self._reset_epoch()
 
     @property
     def head_shape(self) -> tuple[int, int] | None:
         """``(C, D)`` of the hooked head's weight, None on the explicit path."""
-        return None if self.head is None else tuple(self.head.weight.shape)
+        return None if self.head is None else (self.head.weight.shape[0], self.head.weight.shape[1])
 
     @property
     def storage(self) -> Storage:
@@ -401,6 +413,7 @@ class GWATracker:
                 )
             ):
                 self._captures.popleft()
+                assert capture.terms is not None  # a capture without an error has its terms
                 neg, norm = capture.terms
                 z = logits.detach()
                 if z.dtype is not neg.dtype:
@@ -667,8 +680,8 @@ class GWATracker:
             ids = ids.to(device, torch.int64, non_blocking=True)
         if first and self.num_samples is not None:
             # The epoch's first batch is checked at once; later batches at end_epoch (no host read per step).
-            lo, hi = ids.aminmax()
-            lo, hi = int(lo), int(hi)
+            bounds = ids.aminmax()
+            lo, hi = int(bounds.min), int(bounds.max)
             if lo < 0 or hi >= self.num_samples:
                 raise ValueError(
                     f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples="
@@ -704,6 +717,7 @@ class GWATracker:
                 )
         tally = self._storage.finish(distributed=distributed, positions=positions, group=self.process_group)
         if tally.bad_ids is not None:
+            assert self.num_samples is not None  # only the IndexedStore (num_samples given) checks the ids
             count, lo, hi = tally.bad_ids
             raise ValueError(
                 f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples={self.num_samples});"
@@ -793,14 +807,14 @@ class GWATracker:
             self._pending_state = None
 
     def _reset_epoch(self) -> None:
-        self._storage: Storage = make_storage(*self._storage_args)
+        self._storage = make_storage(*self._storage_args)
         self._device = None
         self._sightings = 0
-        self._positions: bool | None = None  # None: no update yet; True: running positions; False: ids
-        self._dtype: torch.dtype | None = None  # compute dtype of the epoch's scores
+        self._positions = None
+        self._dtype = None
         self._n_unpaired = 0
-        self._soft_violations: torch.Tensor | None = None
-        self._plan: _Plan | None = None  # the epoch's first update always takes the checked path
+        self._soft_violations = None
+        self._plan = None
         self._last_by_identity = False
 
     def state_dict(self) -> dict:
@@ -839,6 +853,7 @@ class GWATracker:
         self._pending_state = epoch_state
 
     def _load_epoch_state(self, s: dict) -> None:
+        assert self._device is not None  # called by _bind(), once the epoch's device is known
         self._sightings = int(s["sightings"])
         self._positions = s["positions"]
         self._dtype = None if s.get("dtype") is None else getattr(torch, s["dtype"])
