@@ -7,7 +7,6 @@ same epoch and stop at the same one, and write the same run directory (:mod:`gwa
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -30,9 +29,8 @@ def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -
     ``metric_for_best_model="gwa"`` in Hugging Face keep gwa's own choice. ``gwa_paper`` is the paper's Eq. 2
     verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired.
     """
-    warmup = policy.warmup_epochs(total_epochs if total_epochs else epoch)
     return {
-        "gwa": math.nan if epoch <= warmup else float(summary.gwa),
+        "gwa": policy.monitor_value(summary.gwa, epoch=epoch, total_epochs=total_epochs),
         "gwa_paper": float(summary.gwa_paper),
         "gwa_paper_flagged": float(summary.flagged),
         "gwa/align_mean": float(summary.mean),

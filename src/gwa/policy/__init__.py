@@ -11,6 +11,7 @@ from gwa.policy._criteria import WARMUP_FRACTION
 from gwa.policy._criteria import Criterion
 from gwa.policy._criteria import as_rows
 from gwa.policy._criteria import choose
+from gwa.policy._criteria import monitor_value
 from gwa.policy._criteria import select_all
 from gwa.policy._criteria import select_epoch
 from gwa.policy._criteria import series
@@ -27,5 +28,5 @@ from gwa.policy._stopper import StopReason
 __all__ = [
     "CRITERIA", "DEFAULT_CRITERION", "DEFAULT_FLAG_RULE", "DEFAULT_LAST_K", "DEFAULT_THRESHOLDS", "FLAG_RULES",
     "MONITORABLE", "WARMUP_FRACTION", "Criterion", "EarlyStopper", "StopReason", "as_rows", "check_flag_options",
-    "choose", "flag_scores", "select_all", "select_epoch", "series", "warmup_epochs",
+    "choose", "flag_scores", "monitor_value", "select_all", "select_epoch", "series", "warmup_epochs",
 ]

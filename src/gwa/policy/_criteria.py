@@ -57,6 +57,20 @@ def warmup_epochs(total_epochs: int) -> int:
     return math.floor(WARMUP_FRACTION * int(total_epochs) + 1e-9)
 
 
+def monitor_value(value: float, *, epoch: int, total_epochs: int | None) -> float:
+    """An epoch's value as loggers see it: NaN in the warm-up, which no alignment criterion chooses.
+
+    So a trainer's own monitor on it (Lightning's ``ModelCheckpoint(monitor="gwa", mode="max")``, Hugging Face's
+    ``metric_for_best_model="gwa"``) keeps the epoch gwa's criterion chooses. Without ``total_epochs`` the
+    warm-up is that of the epochs so far.
+
+    Example:
+        >>> monitor_value(0.3, epoch=2, total_epochs=20), monitor_value(0.3, epoch=3, total_epochs=20)
+        (nan, 0.3)
+    """
+    return math.nan if epoch <= warmup_epochs(total_epochs or epoch) else float(value)
+
+
 def as_rows(history: Sequence[Entry]) -> list[dict]:
     """The history as metric rows, each with a 1-based ``epoch`` (its position when the entry has none)."""
     if isinstance(history, (str, bytes, Mapping)) or not isinstance(history, Sequence):

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from gwa._summary import EpochSummary
-from gwa.policy._criteria import DEFAULT_CRITERION, MONITORABLE, Entry, choose, get_criterion, warmup_epochs
+from gwa.policy._criteria import (
+    DEFAULT_CRITERION,
+    MONITORABLE,
+    Entry,
+    choose,
+    get_criterion,
+    monitor_value,
+    warmup_epochs,
+)
 
 STATE_FORMAT = 2
 
@@ -173,9 +181,9 @@ class EarlyStopper:
         So a trainer's own monitor on this value (Lightning's ``ModelCheckpoint(monitor="gwa", mode="max")``,
         Hugging Face's ``metric_for_best_model="gwa"``) keeps the epoch this stopper chooses.
         """
-        if not self.values or self.epoch <= self.warmup:
+        if not self.values:
             return math.nan
-        return self.values[-1]
+        return monitor_value(self.values[-1], epoch=self.epoch, total_epochs=self.total_epochs)
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
