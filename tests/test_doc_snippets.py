@@ -43,6 +43,7 @@ TORCHRUN = (
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
+import gwa
 from gwa.torch import GWATracker
 from gwa.rundir import RunWriter
 dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
