@@ -70,6 +70,22 @@ optimizer = optax.sgd(0.1)
 opt_state, moments = optimizer.init(params), gwa.jax.moments_init()
 """
 )
+FLAX_LOOP = (
+    FLAX_STEP
+    + """
+@jax.jit
+def train_step(params, opt_state, moments, x, y):
+    def loss_fn(params):
+        logits, sown = model.apply({"params": params}, x, mutable=["intermediates"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, sown)
+    (loss, (logits, sown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    moments = gwa.jax.moments_update(moments, gwa.jax.alignment_from_flax(logits, y, sown, params))
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, moments, loss
+batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+epochs = 4
+"""
+)
 SHARD = (
     FLAX
     + """
@@ -149,6 +165,10 @@ def _check_flax_step(ns):
     assert gwa.summarize(ns["gwa"].jax.to_moments(out[2])).n == 16
 
 
+def _check_flax_loop(ns):
+    assert ns["stopper"].epoch == 4 and ns["stopper"].best_epoch in (1, 2, 3, 4)
+
+
 def _check_shard(ns):
     import numpy as np
 
@@ -175,6 +195,7 @@ SETUPS = {
     ("README.md", "With Lightning"): (LIGHTNING, _check_lightning),
     ("README.md", "With Hugging Face"): (HF, _check_hf),
     ("README.md", "With torchrun"): (TORCHRUN, _check_torchrun),
+    ("README.md", "With Flax"): (FLAX_LOOP, _check_flax_loop),
     ("jax.md", "The one line in your model"): (FLAX, _check_module),
     ("jax.md", "A train step"): (FLAX_STEP, _check_flax_step),
     ("jax.md", "A train step#2"): (SHARD, _check_shard),
@@ -209,7 +230,7 @@ def test_snippet_runs(key, code, tmp_path, monkeypatch):
         pytest.importorskip("lightning")
     if key[1].startswith("With Hugging Face"):
         pytest.importorskip("transformers")
-    if key[0] == "jax.md":
+    if key[0] == "jax.md" or key[1] == "With Flax":
         pytest.importorskip("flax")
     prelude, check = SETUPS[key]
     ns: dict = {}
