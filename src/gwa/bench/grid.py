@@ -247,6 +247,10 @@ class RunResult:
     detection: dict[str, tuple[float, float]] = field(default_factory=dict)  # score -> (AUROC, AUPRC)
     flag: tuple[float | None, float | None] | None = None                     # (precision, recall)
     noise_fraction: float = 0.0
+    #: method -> {"precision", "recall", "f1", "auroc", "sample_passes"}: gwa's flag rules and, when its result
+    #: file exists, cleanlab (noisy full runs only)
+    flags: dict[str, dict[str, float]] = field(default_factory=dict)
+    noise_estimate: float | None = None                                        # gwa.policy.estimate_noise_rate
 
 
 def _variant(val_frac: float) -> str | None:
@@ -288,7 +292,38 @@ def load_result(path: Path) -> RunResult | None:
 
         flagged = flag_samples(run, rule="lastk", last_k=FLAG_LAST_K)
         result.flag = (flagged.precision, flagged.recall)
+        result.flags = flag_comparison(run, path.parent, path.name)
+        result.noise_estimate = policy.estimate_noise_rate(run.score_matrix("alignment")).rate
     return result
+
+
+#: gwa's flag rules in the flag table, the default first.
+FLAG_METHODS = ("lastk", "mean", "frac")
+
+
+def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and AUROC of gwa's flag rules (one training run) and of cleanlab (K folds, when
+    ``root/cleanlab/<name>.npz`` exists) against the run's noise mask; ``sample_passes`` = epochs x samples."""
+    from gwa.bench import cleanlab_baseline
+    from gwa.report.flag import flag_samples
+
+    mask = run.noise_mask.astype(bool)
+    passes = float(len(run.epochs) * mask.size)
+    out = {}
+    for rule in FLAG_METHODS:
+        f = flag_samples(run, rule=rule, last_k=FLAG_LAST_K)
+        flagged = np.zeros(mask.size, dtype=bool)
+        flagged[f.sample_ids[f.flagged]] = True
+        out[rule] = {**cleanlab_baseline.flag_quality(flagged, mask), "auroc": float(f.auroc or float("nan")),
+                     "sample_passes": passes}
+    cl = cleanlab_baseline.load_result(root, name)
+    if cl is not None:
+        from sklearn.metrics import roc_auc_score
+
+        out["cleanlab"] = {**cleanlab_baseline.flag_quality(cl["flagged"], mask),
+                           "auroc": float(roc_auc_score(mask, -cl["quality"])),
+                           "sample_passes": float(cl["sample_passes"])}
+    return out
 
 
 def candidate_choices(rows: list[dict]) -> dict[str, int]:
@@ -303,6 +338,30 @@ def candidate_choices(rows: list[dict]) -> dict[str, int]:
         except (ValueError, KeyError):
             continue
     return out
+
+
+def flag_table(results: list[RunResult]) -> str:
+    """gwa's flag rules against cleanlab, pooled over the noisy full runs that have a cleanlab result (paired)."""
+    runs = [r for r in results if "cleanlab" in r.flags]
+    if not runs:
+        return ""
+    labels = {"lastk": f"gwa default: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
+              "mean": "gwa: mean alignment over epochs < 0 (1 run)",
+              "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
+              "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)"}
+    header = ["method", "runs", "precision", "recall", "F1", "AUROC", "training sample-passes (relative)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in (*FLAG_METHODS, "cleanlab"):
+        vals = {k: np.array([r.flags[method][k] for r in runs], dtype=float) for k in runs[0].flags[method]}
+        cell = lambda v: "–" if not np.isfinite(v).any() else f"{np.nanmean(v):.3f}"
+        rel = np.mean(vals["sample_passes"] / np.array([r.flags["lastk"]["sample_passes"] for r in runs]))
+        lines.append(f"| {labels[method]} | {len(runs)} | {cell(vals['precision'])} | {cell(vals['recall'])} | "
+                     f"{cell(vals['f1'])} | {cell(vals['auroc'])} | {rel:.1f}x |")
+    est = np.array([r.noise_estimate for r in runs], dtype=float)
+    truth = np.array([r.noise_fraction for r in runs])
+    lines += ["", (f"Estimated label-noise rate (share of samples with mean alignment < 0) against the truth over "
+                   f"these runs: mean absolute error {100 * np.mean(np.abs(est - truth)):.1f} points.")]
+    return "\n".join(lines)
 
 
 def _median_curve(matrix: np.ndarray) -> np.ndarray:
@@ -579,6 +638,11 @@ def render(results: list[RunResult], meta: dict) -> str:
         "mean ± std over the pooled runs."), "",
         detection_table(results), "",
     ]
+    flags = flag_table(results)
+    if flags:
+        parts += ["## Mislabel flags: gwa (one run) against cleanlab (K-fold cross-validation)", "",
+                  "Mean over the noisy full runs with a cleanlab result; F1 = 0 where nothing is flagged.", "",
+                  flags, ""]
     curves = curve_tables(results)
     if curves:
         parts += ["## Per-epoch statistics of the alignment distribution (first seed)", "", curves, ""]
@@ -599,6 +663,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the grid's)")
+    parser.add_argument("--cleanlab", action="store_true",
+                        help="also run the cleanlab baseline (5-fold cross-validated trainings of each noisy full "
+                             "run's recipe; needs `pip install cleanlab`) and tabulate it beside gwa's flag rules")
+
+
+def run_cleanlab_all(root: Path, log=print) -> None:
+    """cleanlab for every complete noisy full run under ``root`` that has no result yet (resumable)."""
+    from gwa.bench import cleanlab_baseline
+    from gwa.runner.config import RunConfig
+
+    for cfg in sorted(Path(root).glob("*/config.json")):
+        c = json.loads(cfg.read_text())
+        if c.get("noise", "none") == "none" or _variant(c.get("val_frac", 0.0)) != "full" or \
+                not is_complete(cfg.parent) or cleanlab_baseline.result_path(root, cfg.parent.name).exists():
+            continue
+        t0 = time.perf_counter()
+        config = RunConfig.from_dict({**c, "quiet": True})
+        cleanlab_baseline.run_cleanlab(config, root)
+        log(f"cleanlab {cfg.parent.name} {time.perf_counter() - t0:.1f}s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -630,6 +713,8 @@ def run(args: argparse.Namespace) -> int:
         (root / "bench.json").write_text(json.dumps(meta, indent=2) + "\n")
         if errors:
             print(f"{len(errors)} run(s) failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+    if args.cleanlab:
+        run_cleanlab_all(root, log=lambda m: print(m, file=sys.stderr, flush=True))
     meta = {**meta, "aggregate_command": f"gwa bench --from-runs {shlex.quote(str(root))}"}
     results = collect(root, log=lambda m: print(m, file=sys.stderr))
     if not results:
