@@ -78,12 +78,70 @@ def run(seed: int, schedule: str, epochs: int, noise: str, rate: float) -> dict:
             "steps_per_epoch": steps, "rows": rows, "step_mean_online": step_means}
 
 
+def analyse(results: list[dict]) -> str:
+    """Markdown: per run, the epoch where each estimator's mean alignment peaks and the epoch gwa's default rule
+    (warm-up 10%) picks on each, with the test accuracy there."""
+    from gwa import policy
+
+    lines = [("| run | peak of mean γ (online / offline) | gwa default picks (online / offline) | test % there "
+              "(online / offline) | last-epoch test % | rank corr. online-offline (epochs 1, 5, last) |"),
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        rows = r["rows"]
+        test = [x["test_acc"] for x in rows]
+        peak = [1 + int(np.argmax([x[k]["mean"] for x in rows])) for k in ("online", "offline")]
+        pick = [policy.select_epoch([x[k]["gwa"] for x in rows], "gwa") for k in ("online", "offline")]
+        corr = [rows[i]["spearman_online_offline"] for i in (0, 4, len(rows) - 1)]
+        noise = "clean" if r["noise"] == "none" else f"sym {100 * r['noise_rate']:g}%"
+        lines.append(f"| {r['schedule']}, {noise}, seed {r['seed']} | {peak[0]} / {peak[1]} | {pick[0]} / {pick[1]} | "
+                     f"{100 * test[pick[0] - 1]:.1f} / {100 * test[pick[1] - 1]:.1f} | {100 * test[-1]:.1f} | "
+                     + ", ".join(f"{c:.2f}" for c in corr) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results if r["schedule"] == "constant"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    for ax, noise in zip(axes, ("none", "symmetric")):
+        for r in (r for r in runs if r["noise"] == noise):
+            e = [x["epoch"] for x in r["rows"]]
+            ax.plot(e, [x["online"]["mean"] for x in r["rows"]], "-", color=f"C{r['seed']}",
+                    label=f"seed {r['seed']} online")
+            ax.plot(e, [x["offline"]["mean"] for x in r["rows"]], "--", color=f"C{r['seed']}",
+                    label=f"seed {r['seed']} offline (end-of-epoch W)")
+        ax2 = ax.twinx()
+        for r in (r for r in runs if r["noise"] == noise):
+            ax2.plot([x["epoch"] for x in r["rows"]], [x["test_acc"] for x in r["rows"]], ":", color=f"C{r['seed']}",
+                     alpha=0.6)
+        ax2.set_ylabel("test accuracy (dotted)")
+        ax.axvline(2.5, color="grey", lw=0.8)
+        ax.set_title(f"digits CNN w16, constant lr, {'clean' if noise == 'none' else '40% symmetric noise'}")
+        ax.set_xlabel("epoch (10 optimizer steps each)")
+        ax.set_ylabel("mean alignment")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--analyse-only", action="store_true")
+    p.add_argument("--plot", help="write the constant-lr curves to this PNG")
     args = p.parse_args()
+    if args.analyse_only:
+        results = json.loads(Path(args.out).read_text())
+        print(analyse(results))
+        if args.plot:
+            plot(results, args.plot)
+        return
     torch.set_num_threads(1)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else []

@@ -58,12 +58,64 @@ def analyse(out: Path, job_list: list[Job]) -> dict:
     return table
 
 
+def summary(table: dict) -> str:
+    """Markdown: test accuracy (mean over seeds) at each criterion's choice, first 20 epochs vs all 200, per
+    schedule and noise; and the paired difference to the val10 split of the same horizon."""
+    import numpy as np
+
+    groups: dict = {}
+    for name, entry in table.items():
+        key = tuple(name.split("_")[2:4])  # (noise, schedule)
+        groups.setdefault(key, []).append(entry)
+    lines = ["| setting (seeds) | horizon | " + " | ".join((*CRITERIA, "val")) + " |", "|" + "---|" * (len(CRITERIA) + 3)]
+    for (noise, schedule), entries in sorted(groups.items()):
+        for horizon in (SHORT, EPOCHS):
+            cells = []
+            for c in (*CRITERIA, "val"):
+                acc = [e[horizon][c][1] for e in entries if c in e[horizon]]
+                d = [e[horizon][c][1] - e[horizon]["val"][1] for e in entries if c in e[horizon]]
+                ep = [e[horizon][c][0] for e in entries if c in e[horizon]]
+                cells.append(f"{100 * np.mean(acc):.1f} ({100 * np.mean(d):+.1f}; ep {','.join(map(str, ep))})")
+            lines.append(f"| {noise}, {schedule} ({len(entries)}) | epochs 1-{horizon} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(out: Path, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (noise, schedule) in zip(axes.flat, [("clean", "constant"), ("sym0.4", "constant"),
+                                                 ("clean", "cosine"), ("sym0.4", "cosine")]):
+        ax2 = ax.twinx()
+        for seed in (0, 1, 2):
+            run_dir = out / f"digits_cnn_{noise}_{schedule}_seed{seed}_full"
+            if not is_complete(run_dir):
+                continue
+            rows = load_run(run_dir).metrics
+            e = [r["epoch"] for r in rows]
+            ax.plot(e, [r["gwa"] for r in rows], color=f"C{seed}", label=f"seed {seed}: gwa (mean / Pearson kurtosis)")
+            ax2.plot(e, [r["test_acc"] for r in rows], ":", color=f"C{seed}", alpha=0.7)
+        for x in (2.5, 20.5):
+            ax.axvline(x, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(f"digits CNN w16, {schedule} lr, {noise}, 200 epochs (2,000 steps)")
+        ax.set_xlabel("epoch (log scale; lines: warm-up 2, end of the first 10% = 20)")
+        ax2.set_ylabel("test accuracy (dotted)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--schedules", default="constant,cosine")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--analyse-only", action="store_true")
+    p.add_argument("--plot", help="write the curves to this PNG")
     args = p.parse_args()
     out = Path(args.out)
     job_list = jobs(args.schedules.split(","), [int(s) for s in args.seeds.split(",")])
@@ -75,6 +127,9 @@ def main() -> None:
         for horizon, picks in entry.items():
             text = ", ".join(f"{k} {e} ({100 * a:.1f})" for k, (e, a) in picks.items() if k in (*CRITERIA, "val"))
             print(f"{name} first {horizon}: {text}")
+    print(summary(table))
+    if args.plot:
+        plot(out, args.plot)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,15 @@ def test_research_candidates_on_hand_built_rows():
     # every GWA flagged: the guarded rule cannot choose, the fallback takes the mean alignment
     assert pick["gwa_guarded_or_mean"] == 3
     assert int(np.argmax(default[1:])) + 2 == 4
+
+
+def test_warmup_in_steps_skips_the_first_100_optimizer_steps():
+    from gwa.bench.candidates import warmup_in_steps
+
+    gwa_curve = [9, 8, 7, 6, 5, 1, 2, 3, 2, 1]          # a transient peak in the first epochs
+    rows = [{"gwa": g, "step": 24 * (e + 1)} for e, g in enumerate(gwa_curve)]
+    assert warmup_in_steps(rows) == 4                    # epochs 1-4 end within 96 steps; argmax of 5, 1, 2, 3, ...
+    rows = [{"gwa": g, "step": 200 * (e + 1)} for e, g in enumerate(gwa_curve)]
+    assert warmup_in_steps(rows) == 1                    # long epochs: the paper's 10% (1 epoch) applies
+    rows = [{"gwa": g, "step": 5 * (e + 1)} for e, g in enumerate(gwa_curve)]
+    assert warmup_in_steps(rows) == 9                    # every epoch within 100 steps: only the last is left
