@@ -22,6 +22,7 @@ from gwa.bench.grid import collect
 from gwa.rundir import load_run
 
 CRITERIA = (("gwa", "gwa default"), ("cand:gwa_warmup100", "registered candidate gwa_warmup100"),
+            ("cand:gwa_after_transient", "candidate gwa_after_transient (in-sample on H1/H2; registered for H3)"),
             ("gwa_paper", "GWA paper verbatim"), ("align_mean", "mean alignment"),
             ("labelwave", "LabelWave"), ("grad_disparity", "Gradient Disparity"), ("last", "last epoch"),
             ("val_clean", "val 10% clean labels"), ("oracle", "oracle (bound)"))
@@ -82,7 +83,8 @@ def criterion_tables(by) -> list[str]:
             cells.append(paired.format_interval(paired.two_level_bootstrap(d)))
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     # success criteria of item 3, for the default and the registered candidate
-    for key, label in (("gwa", "gwa default"), ("cand:gwa_warmup100", "registered candidate gwa_warmup100")):
+    for key, label in (("gwa", "gwa default"), ("cand:gwa_warmup100", "registered candidate gwa_warmup100"),
+                       ("cand:gwa_after_transient", "candidate gwa_after_transient (in-sample on H1/H2)")):
         out += ["", f"### Item 3 success criteria: {label}", ""]
         for g in ("symmetric, MLP", "symmetric, CNN", "asymmetric, MLP", "asymmetric, CNN"):
             d = {s: [delta(p, key) for p in by[s].values()] for s in settings if groups[g](s)}

@@ -45,6 +45,24 @@ def warmup_in_steps(rows: list[dict]) -> int:
     return choose(series(rows, "gwa"), warmup=min(warmup, len(rows) - 1))
 
 
+def after_transient(rows: list[dict], alignment) -> int:
+    """gwa's default rule restricted to the epochs the ``early_transient`` diagnostic would not flag: training
+    accuracy within :data:`gwa.policy._diagnostics.TRANSIENT_ACC_GAP` of what the model fits (the run's maximum
+    training accuracy, capped at 1 - the estimated noise rate), on top of the paper's warm-up. Designed after the
+    held-out blocks H1/H2 were read (in-sample there); registered before H3 was trained."""
+    from gwa.policy import estimate_noise_rate
+    from gwa.policy._diagnostics import TRANSIENT_ACC_GAP
+
+    acc = series(rows, "train_acc")
+    reachable = min(float(np.nanmax(acc)), 1.0 - estimate_noise_rate(alignment).rate)
+    values = series(rows, "gwa")
+    values[~(acc >= reachable - TRANSIENT_ACC_GAP)] = np.nan
+    return _rule(values)
+
+
+#: Candidates that need the per-sample alignment matrix besides the rows: name -> (rows, (E, N)) -> index.
+SCORE_ROW_CANDIDATES = {"gwa_after_transient": after_transient}
+
 #: name -> chooser over metric rows (0-based index).
 CANDIDATES = {
     "gwa_guarded": guarded_paper,

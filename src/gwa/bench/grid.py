@@ -390,6 +390,7 @@ SCORE_CANDIDATES = {"align_median": _median_curve, "align_positive_mean": _posit
 
 
 def score_candidate_choices(run) -> dict[str, int]:
+    from gwa.bench.candidates import SCORE_ROW_CANDIDATES
     from gwa.policy import choose, warmup_epochs
 
     matrix = run.score_matrix("alignment")
@@ -398,6 +399,11 @@ def score_candidate_choices(run) -> dict[str, int]:
         try:
             out[f"cand:{name}"] = run.epochs[choose(curve(matrix), warmup=warmup_epochs(len(run.epochs)))]
         except ValueError:
+            continue
+    for name, pick in SCORE_ROW_CANDIDATES.items():
+        try:
+            out[f"cand:{name}"] = run.epochs[pick(run.metrics, matrix)]
+        except (ValueError, KeyError):
             continue
     return out
 
@@ -506,9 +512,9 @@ def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
 
 
 def candidate_rows(results: list[RunResult]) -> tuple:
-    from gwa.bench.candidates import CANDIDATES
+    from gwa.bench.candidates import CANDIDATES, SCORE_ROW_CANDIDATES
 
-    names = [*CANDIDATES, *SCORE_CANDIDATES]
+    names = [*CANDIDATES, *SCORE_CANDIDATES, *SCORE_ROW_CANDIDATES]
     return tuple((f"candidate: {name}", "full", f"cand:{name}") for name in names)
 
 
