@@ -171,8 +171,12 @@ def diagnostic_table(by) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("runs")
+    p.add_argument("--only", metavar="DATASET:MODEL", help="one block, e.g. fashion-mnist:cnn (H3)")
     args = p.parse_args()
     results = collect(Path(args.runs), log=lambda m: None)
+    if args.only:
+        dataset, model = args.only.split(":")
+        results = [r for r in results if r.setting[:2] == (dataset, model)]
     by = pairs(results)
     n = sum(len(v) for v in by.values())
     lines = [f"Complete (full, val10) pairs: {n} over {len(by)} settings; seeds per setting: "
