@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("cleanlab")
 
-from gwa.bench import cleanlab_baseline as cb  # noqa: E402
-from gwa.bench import grid  # noqa: E402
+from gwa.bench import cleanlab_baseline as cb
+from gwa.bench import grid
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_sample():
@@ -51,10 +51,11 @@ def test_cleanlab_flags_exactly_the_confidently_contradicted_labels():
 
 
 def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
     from gwa.runner.config import RunConfig
     from gwa.runner.data import prepare
     from gwa.runner.train import run_training
-    from sklearn.metrics import roc_auc_score
 
     root = tmp_path / "runs"
     config = RunConfig(dataset="digits", model="mlp", hidden=(64,), num_train=400, noise="symmetric",
