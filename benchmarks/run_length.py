@@ -21,18 +21,23 @@ from gwa import policy
 from gwa.bench.grid import Job, is_complete, run_jobs
 from gwa.rundir import load_run
 
-EPOCHS = 200
-SHORT = 20
 CRITERIA = ("gwa", "gwa_paper", "align_mean", "labelwave", "grad_disparity", "last", "oracle")
 
 
-def jobs(schedules, seeds) -> list[Job]:
-    return [Job("digits", "cnn", noise, rate, schedule, seed, variant, EPOCHS, (("width", 16),))
+#: (dataset, epochs of the long run, model options): the digits CNN of the dev grid, and the MNIST-1D CNN of the
+#: held-out grid's block H1 (30 epochs there) at 10x its steps, on development seeds.
+MODELS = {"digits": (200, (("width", 16),)), "mnist1d": (300, (("mnist1d_samples", 5000), ("width", 32)))}
+
+
+def jobs(schedules, seeds, dataset: str = "digits") -> list[Job]:
+    epochs, options = MODELS[dataset]
+    return [Job(dataset, "cnn", noise, rate, schedule, seed, variant, epochs, options)
             for schedule in schedules for seed in seeds for noise, rate in (("none", 0.0), ("symmetric", 0.4))
             for variant in ("full", "val10")]
 
 
 def _choices(rows: list[dict], horizon: int) -> dict[str, tuple[int, float]]:
+    horizon = min(horizon, len(rows))
     rows = rows[:horizon]
     out = {}
     for name, epoch in policy.select_all(rows, total_epochs=horizon).items():
@@ -50,7 +55,7 @@ def analyse(out: Path, job_list: list[Job]) -> dict:
             continue
         full_rows, val_rows = load_run(out / job.name).metrics, load_run(out / val.name).metrics
         entry = {}
-        for horizon in (SHORT, EPOCHS):
+        for horizon in (len(full_rows) // 10, len(full_rows)):
             picks = _choices(full_rows, horizon)
             picks["val"] = _choices(val_rows, horizon)["val"]
             entry[horizon] = picks
@@ -69,7 +74,7 @@ def summary(table: dict) -> str:
         groups.setdefault(key, []).append(entry)
     lines = ["| setting (seeds) | horizon | " + " | ".join((*CRITERIA, "val")) + " |", "|" + "---|" * (len(CRITERIA) + 3)]
     for (noise, schedule), entries in sorted(groups.items()):
-        for horizon in (SHORT, EPOCHS):
+        for horizon in sorted({int(h) for e in entries for h in e}):
             cells = []
             for c in (*CRITERIA, "val"):
                 acc = [e[horizon][c][1] for e in entries if c in e[horizon]]
@@ -116,19 +121,20 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--analyse-only", action="store_true")
     p.add_argument("--plot", help="write the curves to this PNG")
+    p.add_argument("--dataset", choices=tuple(MODELS), default="digits")
     args = p.parse_args()
     out = Path(args.out)
-    job_list = jobs(args.schedules.split(","), [int(s) for s in args.seeds.split(",")])
+    job_list = jobs(args.schedules.split(","), [int(s) for s in args.seeds.split(",")], args.dataset)
     if not args.analyse_only:
         run_jobs(job_list, out, workers=1, threads=1)
     table = analyse(out, job_list)
-    (out / "run_length.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / f"run_length_{args.dataset}.json").write_text(json.dumps(table, indent=1) + "\n")
     for name, entry in table.items():
         for horizon, picks in entry.items():
             text = ", ".join(f"{k} {e} ({100 * a:.1f})" for k, (e, a) in picks.items() if k in (*CRITERIA, "val"))
             print(f"{name} first {horizon}: {text}")
     print(summary(table))
-    if args.plot:
+    if args.plot and args.dataset == "digits":
         plot(out, args.plot)
 
 
