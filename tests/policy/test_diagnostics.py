@@ -92,6 +92,8 @@ def test_accepts_epoch_summaries_and_an_explicit_epoch():
     history = [gwa.summarize(rng.normal(m, 0.02, 400)) for m in (0.01, 0.05, 0.03, 0.03, 0.03)]
     assert policy.diagnose(history) == []
     assert policy.diagnose(history, epoch=5) == []
+    with pytest.raises(ValueError, match="among the history's epochs 1..5; got 6"):
+        policy.diagnose(history, epoch=6)
     with pytest.raises(ValueError, match="non-empty"):
         policy.diagnose([])
     with pytest.raises(ValueError, match="criterion"):

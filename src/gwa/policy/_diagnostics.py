@@ -88,7 +88,10 @@ def diagnose(history: Sequence[Entry], criterion: str = DEFAULT_CRITERION, *, ep
     total = len(rows) if total_epochs is None else int(total_epochs)
     if epoch is None:
         epoch = select_epoch(rows, criterion, finetune=finetune, total_epochs=total)
-    i = [int(r["epoch"]) for r in rows].index(int(epoch))
+    epochs = [int(r["epoch"]) for r in rows]
+    if int(epoch) not in epochs:
+        raise ValueError(f"Expected `epoch` among the history's epochs {epochs[0]}..{epochs[-1]}; got {epoch}.")
+    i = epochs.index(int(epoch))
     noise = None
     if alignment is not None:
         noise = estimate_noise_rate(alignment)
