@@ -48,6 +48,10 @@ TABLE_ROWS = (
     ("Oracle (best test)", "full", "oracle"),
 )
 REFERENCE = ("val10", "val")
+GRIDS = ("reduced", "full", "case", "heldout")
+#: The held-out grid's label noise and seeds (docs/protocol.md): different seeds from the development grid's 0-2.
+HELDOUT_NOISE = (("none", 0.0), ("symmetric", 0.2), ("symmetric", 0.4), ("asymmetric", 0.2), ("asymmetric", 0.4))
+HELDOUT_SEEDS = (100, 101, 102, 103, 104)
 #: The flag rule whose precision/recall the detection table reports.
 FLAG_LAST_K = 3
 
@@ -104,8 +108,12 @@ def grid_plans(grid: str, *, cuda: bool) -> tuple[list[DatasetPlan], tuple, tupl
     if grid == "case":  # the issue's Fashion-MNIST failure case: MLP 784-512-512-10, Adam 1e-3 constant, 10k
         plans = [DatasetPlan("fashion-mnist", ("mlp",), 30, {"num_train": 10000}, {"mlp": {"hidden": (512, 512)}})]
         return plans, (("none", 0.0), ("symmetric", 0.4)), ("constant",), (0, 1, 2), tuple(VARIANTS)
+    if grid == "heldout":  # issue 12's pre-registered held-out grid (docs/protocol.md); never used for tuning
+        plans = [DatasetPlan("mnist1d", ("cnn",), 30, {"mnist1d_samples": 5000}, {"cnn": {"width": 32}}),
+                 DatasetPlan("fashion-mnist", ("mlp", "cnn"), 20, {"num_train": 3000}, small)]
+        return plans, HELDOUT_NOISE, ("constant",), HELDOUT_SEEDS, ("full", "val10")
     if grid != "full":
-        raise ValueError(f"Expected `grid` to be one of reduced, full, case; got {grid!r}.")
+        raise ValueError(f"Expected `grid` to be one of {', '.join(GRIDS)}; got {grid!r}.")
     # Sized for a 2-core CPU (about 40 minutes with two workers): small subsets, small models, 20 epochs.
     plans = [DatasetPlan("digits", ("mlp", "cnn"), 20, {}, small),
              DatasetPlan("mnist1d", ("mlp",), 20, {"mnist1d_samples": 5000}, small)]
@@ -131,7 +139,7 @@ def make_jobs(grid: str, *, cuda: bool = False, seeds: int | None = None) -> lis
     stopped early still has whole settings of one schedule."""
     plans, noises, schedules, seed_list, variants = grid_plans(grid, cuda=cuda)
     if seeds is not None:
-        seed_list = tuple(range(seeds))
+        seed_list = tuple(seed_list[0] + i for i in range(seeds))
     jobs = []
     for schedule in schedules:
         for plan in plans:
@@ -239,6 +247,10 @@ class RunResult:
     detection: dict[str, tuple[float, float]] = field(default_factory=dict)  # score -> (AUROC, AUPRC)
     flag: tuple[float | None, float | None] | None = None                     # (precision, recall)
     noise_fraction: float = 0.0
+    #: method -> {"precision", "recall", "f1", "auroc", "sample_passes"}: gwa's flag rules and, when its result
+    #: file exists, cleanlab (noisy full runs only)
+    flags: dict[str, dict[str, float]] = field(default_factory=dict)
+    noise_estimate: float | None = None                                        # gwa.policy.estimate_noise_rate
 
 
 def _variant(val_frac: float) -> str | None:
@@ -280,7 +292,38 @@ def load_result(path: Path) -> RunResult | None:
 
         flagged = flag_samples(run, rule="lastk", last_k=FLAG_LAST_K)
         result.flag = (flagged.precision, flagged.recall)
+        result.flags = flag_comparison(run, path.parent, path.name)
+        result.noise_estimate = policy.estimate_noise_rate(run.score_matrix("alignment")).rate
     return result
+
+
+#: gwa's flag rules in the flag table, the default first.
+FLAG_METHODS = ("lastk", "mean", "frac")
+
+
+def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and AUROC of gwa's flag rules (one training run) and of cleanlab (K folds, when
+    ``root/cleanlab/<name>.npz`` exists) against the run's noise mask; ``sample_passes`` = epochs x samples."""
+    from gwa.bench import cleanlab_baseline
+    from gwa.report.flag import flag_samples
+
+    mask = run.noise_mask.astype(bool)
+    passes = float(len(run.epochs) * mask.size)
+    out = {}
+    for rule in FLAG_METHODS:
+        f = flag_samples(run, rule=rule, last_k=FLAG_LAST_K)
+        flagged = np.zeros(mask.size, dtype=bool)
+        flagged[f.sample_ids[f.flagged]] = True
+        out[rule] = {**cleanlab_baseline.flag_quality(flagged, mask), "auroc": float(f.auroc or float("nan")),
+                     "sample_passes": passes}
+    cl = cleanlab_baseline.load_result(root, name)
+    if cl is not None:
+        from sklearn.metrics import roc_auc_score
+
+        out["cleanlab"] = {**cleanlab_baseline.flag_quality(cl["flagged"], mask),
+                           "auroc": float(roc_auc_score(mask, -cl["quality"])),
+                           "sample_passes": float(cl["sample_passes"])}
+    return out
 
 
 def candidate_choices(rows: list[dict]) -> dict[str, int]:
@@ -295,6 +338,30 @@ def candidate_choices(rows: list[dict]) -> dict[str, int]:
         except (ValueError, KeyError):
             continue
     return out
+
+
+def flag_table(results: list[RunResult]) -> str:
+    """gwa's flag rules against cleanlab, pooled over the noisy full runs that have a cleanlab result (paired)."""
+    runs = [r for r in results if "cleanlab" in r.flags]
+    if not runs:
+        return ""
+    labels = {"lastk": f"gwa default: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
+              "mean": "gwa: mean alignment over epochs < 0 (1 run)",
+              "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
+              "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)"}
+    header = ["method", "runs", "precision", "recall", "F1", "AUROC", "training sample-passes (relative)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in (*FLAG_METHODS, "cleanlab"):
+        vals = {k: np.array([r.flags[method][k] for r in runs], dtype=float) for k in runs[0].flags[method]}
+        cell = lambda v: "–" if not np.isfinite(v).any() else f"{np.nanmean(v):.3f}"
+        rel = np.mean(vals["sample_passes"] / np.array([r.flags["lastk"]["sample_passes"] for r in runs]))
+        lines.append(f"| {labels[method]} | {len(runs)} | {cell(vals['precision'])} | {cell(vals['recall'])} | "
+                     f"{cell(vals['f1'])} | {cell(vals['auroc'])} | {rel:.1f}x |")
+    est = np.array([r.noise_estimate for r in runs], dtype=float)
+    truth = np.array([r.noise_fraction for r in runs])
+    lines += ["", (f"Estimated label-noise rate (share of samples with mean alignment < 0) against the truth over "
+                   f"these runs: mean absolute error {100 * np.mean(np.abs(est - truth)):.1f} points.")]
+    return "\n".join(lines)
 
 
 def _median_curve(matrix: np.ndarray) -> np.ndarray:
@@ -323,6 +390,7 @@ SCORE_CANDIDATES = {"align_median": _median_curve, "align_positive_mean": _posit
 
 
 def score_candidate_choices(run) -> dict[str, int]:
+    from gwa.bench.candidates import SCORE_ROW_CANDIDATES
     from gwa.policy import choose, warmup_epochs
 
     matrix = run.score_matrix("alignment")
@@ -331,6 +399,11 @@ def score_candidate_choices(run) -> dict[str, int]:
         try:
             out[f"cand:{name}"] = run.epochs[choose(curve(matrix), warmup=warmup_epochs(len(run.epochs)))]
         except ValueError:
+            continue
+    for name, pick in SCORE_ROW_CANDIDATES.items():
+        try:
+            out[f"cand:{name}"] = run.epochs[pick(run.metrics, matrix)]
+        except (ValueError, KeyError):
             continue
     return out
 
@@ -439,9 +512,9 @@ def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
 
 
 def candidate_rows(results: list[RunResult]) -> tuple:
-    from gwa.bench.candidates import CANDIDATES
+    from gwa.bench.candidates import CANDIDATES, SCORE_ROW_CANDIDATES
 
-    names = [*CANDIDATES, *SCORE_CANDIDATES]
+    names = [*CANDIDATES, *SCORE_CANDIDATES, *SCORE_ROW_CANDIDATES]
     return tuple((f"candidate: {name}", "full", f"cand:{name}") for name in names)
 
 
@@ -571,6 +644,11 @@ def render(results: list[RunResult], meta: dict) -> str:
         "mean ± std over the pooled runs."), "",
         detection_table(results), "",
     ]
+    flags = flag_table(results)
+    if flags:
+        parts += ["## Mislabel flags: gwa (one run) against cleanlab (K-fold cross-validation)", "",
+                  "Mean over the noisy full runs with a cleanlab result; F1 = 0 where nothing is flagged.", "",
+                  flags, ""]
     curves = curve_tables(results)
     if curves:
         parts += ["## Per-epoch statistics of the alignment distribution (first seed)", "", curves, ""]
@@ -581,15 +659,35 @@ def render(results: list[RunResult], meta: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", choices=("reduced", "full", "case"), default="reduced",
-                        help="reduced: seconds, keeps the code path alive; full: the benchmark of docs/benchmarks.md; "
-                             "case: the Fashion-MNIST 40%% failure case of the issue (default reduced)")
+    parser.add_argument("--grid", choices=GRIDS, default="reduced",
+                        help="reduced: seconds, keeps the code path alive; full: the development grid of "
+                             "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout: "
+                             "the pre-registered held-out grid of docs/protocol.md (default reduced)")
     parser.add_argument("--out", default="runs/bench", help="folder for the run directories (default runs/bench)")
     parser.add_argument("--from-runs", metavar="DIR", help="only rebuild the tables from the run directories in DIR")
     parser.add_argument("--report", metavar="MD", help="write the markdown tables here (default OUT/bench.md)")
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the grid's)")
+    parser.add_argument("--cleanlab", action="store_true",
+                        help="also run the cleanlab baseline (5-fold cross-validated trainings of each noisy full "
+                             "run's recipe; needs `pip install cleanlab`) and tabulate it beside gwa's flag rules")
+
+
+def run_cleanlab_all(root: Path, log=print) -> None:
+    """cleanlab for every complete noisy full run under ``root`` that has no result yet (resumable)."""
+    from gwa.bench import cleanlab_baseline
+    from gwa.runner.config import RunConfig
+
+    for cfg in sorted(Path(root).glob("*/config.json")):
+        c = json.loads(cfg.read_text())
+        if c.get("noise", "none") == "none" or _variant(c.get("val_frac", 0.0)) != "full" or \
+                not is_complete(cfg.parent) or cleanlab_baseline.result_path(root, cfg.parent.name).exists():
+            continue
+        t0 = time.perf_counter()
+        config = RunConfig.from_dict({**c, "quiet": True})
+        cleanlab_baseline.run_cleanlab(config, root)
+        log(f"cleanlab {cfg.parent.name} {time.perf_counter() - t0:.1f}s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -621,6 +719,8 @@ def run(args: argparse.Namespace) -> int:
         (root / "bench.json").write_text(json.dumps(meta, indent=2) + "\n")
         if errors:
             print(f"{len(errors)} run(s) failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+    if args.cleanlab:
+        run_cleanlab_all(root, log=lambda m: print(m, file=sys.stderr, flush=True))
     meta = {**meta, "aggregate_command": f"gwa bench --from-runs {shlex.quote(str(root))}"}
     results = collect(root, log=lambda m: print(m, file=sys.stderr))
     if not results:
