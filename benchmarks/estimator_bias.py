@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 import gwa
+import torch
 from gwa.runner.config import RunConfig
 from gwa.runner.data import prepare
 from gwa.runner.loop import epoch_batches
@@ -31,12 +31,26 @@ from gwa.runner.train_torch import build_optimizer, lr_factor, to_model_input
 
 def _stats(scores: np.ndarray) -> dict:
     s = gwa.summarize(scores)
-    return {"mean": s.mean, "excess_kurtosis": s.excess_kurtosis, "gwa": s.gwa, "median": float(np.median(scores))}
+    return {
+        "mean": s.mean,
+        "excess_kurtosis": s.excess_kurtosis,
+        "gwa": s.gwa,
+        "median": float(np.median(scores)),
+    }
 
 
 def run(seed: int, schedule: str, epochs: int, noise: str, rate: float) -> dict:
-    config = RunConfig(dataset="digits", model="cnn", width=16, schedule=schedule, epochs=epochs, seed=seed,
-                       noise=noise, noise_rate=rate, quiet=True)
+    config = RunConfig(
+        dataset="digits",
+        model="cnn",
+        width=16,
+        schedule=schedule,
+        epochs=epochs,
+        seed=seed,
+        noise=noise,
+        noise_rate=rate,
+        quiet=True,
+    )
     data = prepare(config)
     torch.manual_seed(seed)
     model = build_model("cnn", input_shape=data.input_shape, num_classes=data.num_classes, width=16)
@@ -46,8 +60,9 @@ def run(seed: int, schedule: str, epochs: int, noise: str, rate: float) -> dict:
     opt = build_optimizer(config, model.parameters())
     n = data.num_samples
     steps = len(epoch_batches(n, config.batch_size, seed, 1))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, schedule=schedule,
-                                                                      total_steps=epochs * steps, warmup_steps=0))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, schedule=schedule, total_steps=epochs * steps, warmup_steps=0)
+    )
     x_all, y_all = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     x_test, y_test = to_model_input(torch.from_numpy(data.x_test)), torch.from_numpy(data.y_test)
     rows, step_means = [], []
@@ -70,12 +85,28 @@ def run(seed: int, schedule: str, epochs: int, noise: str, rate: float) -> dict:
             logits = model(to_model_input(x_all))
             offline = gwa.alignment(logits, y_all, captured["x"], head.weight).double().numpy()
             test_acc = float((model(x_test).argmax(1) == y_test).float().mean())
-        rows.append({"epoch": epoch, "step": epoch * steps, "test_acc": test_acc,
-                     "online": _stats(online), "offline": _stats(offline),
-                     "spearman_online_offline": float(np.corrcoef(np.argsort(np.argsort(online)),
-                                                                  np.argsort(np.argsort(offline)))[0, 1])})
-    return {"seed": seed, "schedule": schedule, "noise": noise, "noise_rate": rate, "epochs": epochs,
-            "steps_per_epoch": steps, "rows": rows, "step_mean_online": step_means}
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": epoch * steps,
+                "test_acc": test_acc,
+                "online": _stats(online),
+                "offline": _stats(offline),
+                "spearman_online_offline": float(
+                    np.corrcoef(np.argsort(np.argsort(online)), np.argsort(np.argsort(offline)))[0, 1]
+                ),
+            }
+        )
+    return {
+        "seed": seed,
+        "schedule": schedule,
+        "noise": noise,
+        "noise_rate": rate,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "rows": rows,
+        "step_mean_online": step_means,
+    }
 
 
 def analyse(results: list[dict]) -> str:
@@ -83,9 +114,13 @@ def analyse(results: list[dict]) -> str:
     (warm-up 10%) picks on each, with the test accuracy there."""
     from gwa import policy
 
-    lines = [("| run | peak of mean γ (online / offline) | gwa default picks (online / offline) | test % there "
-              "(online / offline) | last-epoch test % | rank corr. online-offline (epochs 1, 5, last) |"),
-             "|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| run | peak of mean γ (online / offline) | gwa default picks (online / offline) | test % there "
+            "(online / offline) | last-epoch test % | rank corr. online-offline (epochs 1, 5, last) |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         rows = r["rows"]
         test = [x["test_acc"] for x in rows]
@@ -93,9 +128,12 @@ def analyse(results: list[dict]) -> str:
         pick = [policy.select_epoch([x[k]["gwa"] for x in rows], "gwa") for k in ("online", "offline")]
         corr = [rows[i]["spearman_online_offline"] for i in (0, 4, len(rows) - 1)]
         noise = "clean" if r["noise"] == "none" else f"sym {100 * r['noise_rate']:g}%"
-        lines.append(f"| {r['schedule']}, {noise}, seed {r['seed']} | {peak[0]} / {peak[1]} | {pick[0]} / {pick[1]} | "
-                     f"{100 * test[pick[0] - 1]:.1f} / {100 * test[pick[1] - 1]:.1f} | {100 * test[-1]:.1f} | "
-                     + ", ".join(f"{c:.2f}" for c in corr) + " |")
+        lines.append(
+            f"| {r['schedule']}, {noise}, seed {r['seed']} | {peak[0]} / {peak[1]} | {pick[0]} / {pick[1]} | "
+            f"{100 * test[pick[0] - 1]:.1f} / {100 * test[pick[1] - 1]:.1f} | {100 * test[-1]:.1f} | "
+            + ", ".join(f"{c:.2f}" for c in corr)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -110,14 +148,29 @@ def plot(results: list[dict], path: str) -> None:
     for ax, noise in zip(axes, ("none", "symmetric")):
         for r in (r for r in runs if r["noise"] == noise):
             e = [x["epoch"] for x in r["rows"]]
-            ax.plot(e, [x["online"]["mean"] for x in r["rows"]], "-", color=f"C{r['seed']}",
-                    label=f"seed {r['seed']} online")
-            ax.plot(e, [x["offline"]["mean"] for x in r["rows"]], "--", color=f"C{r['seed']}",
-                    label=f"seed {r['seed']} offline (end-of-epoch W)")
+            ax.plot(
+                e,
+                [x["online"]["mean"] for x in r["rows"]],
+                "-",
+                color=f"C{r['seed']}",
+                label=f"seed {r['seed']} online",
+            )
+            ax.plot(
+                e,
+                [x["offline"]["mean"] for x in r["rows"]],
+                "--",
+                color=f"C{r['seed']}",
+                label=f"seed {r['seed']} offline (end-of-epoch W)",
+            )
         ax2 = ax.twinx()
         for r in (r for r in runs if r["noise"] == noise):
-            ax2.plot([x["epoch"] for x in r["rows"]], [x["test_acc"] for x in r["rows"]], ":", color=f"C{r['seed']}",
-                     alpha=0.6)
+            ax2.plot(
+                [x["epoch"] for x in r["rows"]],
+                [x["test_acc"] for x in r["rows"]],
+                ":",
+                color=f"C{r['seed']}",
+                alpha=0.6,
+            )
         ax2.set_ylabel("test accuracy (dotted)")
         ax.axvline(2.5, color="grey", lw=0.8)
         ax.set_title(f"digits CNN w16, constant lr, {'clean' if noise == 'none' else '40% symmetric noise'}")
@@ -154,8 +207,16 @@ def main() -> None:
                 results.append(run(seed, schedule, args.epochs, noise, rate))
                 out.write_text(json.dumps(results) + "\n")  # resumable: one finished run at a time
                 r = results[-1]["rows"]
-                print(seed, schedule, noise, "online mean", [round(x["online"]["mean"], 3) for x in r],
-                      "offline mean", [round(x["offline"]["mean"], 3) for x in r], flush=True)
+                print(
+                    seed,
+                    schedule,
+                    noise,
+                    "online mean",
+                    [round(x["online"]["mean"], 3) for x in r],
+                    "offline mean",
+                    [round(x["offline"]["mean"], 3) for x in r],
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

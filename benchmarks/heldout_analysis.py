@@ -21,13 +21,23 @@ from gwa.bench import paired
 from gwa.bench.grid import collect
 from gwa.rundir import load_run
 
-CRITERIA = (("gwa", "gwa default"), ("cand:gwa_warmup100", "registered candidate gwa_warmup100"),
-            ("cand:gwa_after_transient", "candidate gwa_after_transient (in-sample on H1/H2; registered for H3)"),
-            ("gwa_paper", "GWA paper verbatim"), ("align_mean", "mean alignment"),
-            ("labelwave", "LabelWave"), ("grad_disparity", "Gradient Disparity"), ("last", "last epoch"),
-            ("val_clean", "val 10% clean labels"), ("oracle", "oracle (bound)"))
-BLOCK = {("mnist1d", "cnn"): "H1 MNIST-1D CNN", ("fashion-mnist", "mlp"): "H2 FMNIST MLP",
-         ("fashion-mnist", "cnn"): "H3 FMNIST CNN"}
+CRITERIA = (
+    ("gwa", "gwa default"),
+    ("cand:gwa_warmup100", "registered candidate gwa_warmup100"),
+    ("cand:gwa_after_transient", "candidate gwa_after_transient (in-sample on H1/H2; registered for H3)"),
+    ("gwa_paper", "GWA paper verbatim"),
+    ("align_mean", "mean alignment"),
+    ("labelwave", "LabelWave"),
+    ("grad_disparity", "Gradient Disparity"),
+    ("last", "last epoch"),
+    ("val_clean", "val 10% clean labels"),
+    ("oracle", "oracle (bound)"),
+)
+BLOCK = {
+    ("mnist1d", "cnn"): "H1 MNIST-1D CNN",
+    ("fashion-mnist", "mlp"): "H2 FMNIST MLP",
+    ("fashion-mnist", "cnn"): "H3 FMNIST CNN",
+}
 
 
 def noise_label(noise: str, rate: float) -> str:
@@ -44,8 +54,11 @@ def pairs(results) -> dict[tuple, dict[int, dict]]:
     by: dict[tuple, dict[int, dict]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         by[r.setting][r.seed][r.variant] = r
-    return {s: {k: v for k, v in seeds.items() if {"full", "val10"} <= set(v)} for s, seeds in by.items()
-            if any({"full", "val10"} <= set(v) for v in seeds.values())}
+    return {
+        s: {k: v for k, v in seeds.items() if {"full", "val10"} <= set(v)}
+        for s, seeds in by.items()
+        if any({"full", "val10"} <= set(v) for v in seeds.values())
+    }
 
 
 def delta(run_pair: dict, criterion: str) -> float:
@@ -55,14 +68,21 @@ def delta(run_pair: dict, criterion: str) -> float:
 
 def criterion_tables(by) -> list[str]:
     settings = sorted(by, key=lambda s: (s[0], s[1], s[2], s[3]))
-    out = ["### Per setting: Δ test accuracy vs the noisy 10% split (points), mean over seeds [seed-bootstrap 95%]",
-           "", "| criterion | " + " | ".join(f"{setting_label(s)} (n={len(by[s])})" for s in settings) + " |",
-           "|" + "---|" * (len(settings) + 1)]
+    out = [
+        "### Per setting: Δ test accuracy vs the noisy 10% split (points), mean over seeds [seed-bootstrap 95%]",
+        "",
+        "| criterion | " + " | ".join(f"{setting_label(s)} (n={len(by[s])})" for s in settings) + " |",
+        "|" + "---|" * (len(settings) + 1),
+    ]
     val_acc = [f"{100 * np.mean([p['val10'].test_at['val'] for p in by[s].values()]):.1f}" for s in settings]
     out.append("| val 10% noisy: test accuracy (%) | " + " | ".join(val_acc) + " |")
     for key, label in CRITERIA:
-        cells = [paired.format_interval(paired.two_level_bootstrap({s: [delta(p, key) for p in by[s].values()]}),
-                                        digits=1) for s in settings]
+        cells = [
+            paired.format_interval(
+                paired.two_level_bootstrap({s: [delta(p, key) for p in by[s].values()]}), digits=1
+            )
+            for s in settings
+        ]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     groups = {
         "symmetric, MLP": lambda s: s[2] == "symmetric" and s[1] == "mlp",
@@ -73,9 +93,15 @@ def criterion_tables(by) -> list[str]:
         "clean": lambda s: s[2] == "none",
         "all": lambda s: True,
     }
-    out += ["", "### Pooled: Δ vs the noisy 10% split (points), mean of setting means [two-level bootstrap 95%]", "",
-            "| criterion | " + " | ".join(f"{g} ({sum(map(f, settings))} settings)" for g, f in groups.items()) + " |",
-            "|" + "---|" * (len(groups) + 1)]
+    out += [
+        "",
+        "### Pooled: Δ vs the noisy 10% split (points), mean of setting means [two-level bootstrap 95%]",
+        "",
+        "| criterion | "
+        + " | ".join(f"{g} ({sum(map(f, settings))} settings)" for g, f in groups.items())
+        + " |",
+        "|" + "---|" * (len(groups) + 1),
+    ]
     for key, label in CRITERIA:
         cells = []
         for f in groups.values():
@@ -83,68 +109,109 @@ def criterion_tables(by) -> list[str]:
             cells.append(paired.format_interval(paired.two_level_bootstrap(d)))
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     # success criteria of item 3, for the default and the registered candidate
-    for key, label in (("gwa", "gwa default"), ("cand:gwa_warmup100", "registered candidate gwa_warmup100"),
-                       ("cand:gwa_after_transient", "candidate gwa_after_transient (in-sample on H1/H2)")):
+    for key, label in (
+        ("gwa", "gwa default"),
+        ("cand:gwa_warmup100", "registered candidate gwa_warmup100"),
+        ("cand:gwa_after_transient", "candidate gwa_after_transient (in-sample on H1/H2)"),
+    ):
         out += ["", f"### Item 3 success criteria: {label}", ""]
         for g in ("symmetric, MLP", "symmetric, CNN", "asymmetric, MLP", "asymmetric, CNN"):
             d = {s: [delta(p, key) for p in by[s].values()] for s in settings if groups[g](s)}
             est = paired.two_level_bootstrap(d)
-            verdict = "not evaluated (no run)" if not d else \
-                ("met" if est[0] >= -1 else f"missed by {-1 - est[0]:.2f}") + \
-                ("; demonstrated (low >= -1)" if d and est[1] >= -1 else "")
+            verdict = (
+                "not evaluated (no run)"
+                if not d
+                else ("met" if est[0] >= -1 else f"missed by {-1 - est[0]:.2f}")
+                + ("; demonstrated (low >= -1)" if d and est[1] >= -1 else "")
+            )
             out.append(f"- S3a {g}: {paired.format_interval(est)} -> {verdict}")
         per_setting = {s: float(np.mean([delta(p, key) for p in by[s].values()])) for s in settings}
         if per_setting:
             worst = min(per_setting, key=per_setting.get)
             below = [setting_label(s) for s in settings if per_setting[s] < -3]
-            out.append(f"- S3b: worst setting {setting_label(worst)} at {per_setting[worst]:+.2f}; settings below -3: "
-                       f"{len(below)} of {len(settings)} ({', '.join(below) or 'none'}) -> "
-                       f"{'met' if not below else 'missed'}")
+            out.append(
+                f"- S3b: worst setting {setting_label(worst)} at {per_setting[worst]:+.2f}; settings below -3: "
+                f"{len(below)} of {len(settings)} ({', '.join(below) or 'none'}) -> "
+                f"{'met' if not below else 'missed'}"
+            )
     return out
 
 
 def flag_tables(by) -> list[str]:
     runs = {(s, k): p["full"] for s, seeds in by.items() for k, p in seeds.items() if s[2] != "none"}
     with_cl = {key: r for key, r in runs.items() if "cleanlab" in r.flags}
-    out = ["", f"### Mislabel flags: {len(with_cl)} of {len(runs)} noisy full runs have a cleanlab result", ""]
+    out = [
+        "",
+        f"### Mislabel flags: {len(with_cl)} of {len(runs)} noisy full runs have a cleanlab result",
+        "",
+    ]
     if with_cl:
         out += ["| method | precision | recall | F1 | AUROC | sample-passes |", "|---|---|---|---|---|---|"]
         for m in ("lastk", "mean", "frac", "cleanlab"):
-            v = {k: np.array([r.flags[m][k] for r in with_cl.values()], float) for k in with_cl[next(iter(with_cl))].flags[m]}
-            out.append(f"| {m if m != 'lastk' else 'lastk (gwa default)'} | {np.nanmean(v['precision']):.3f} | "
-                       f"{np.nanmean(v['recall']):.3f} | {np.nanmean(v['f1']):.3f} | {np.nanmean(v['auroc']):.3f} | "
-                       f"{np.mean(v['sample_passes']):.0f} |")
+            v = {
+                k: np.array([r.flags[m][k] for r in with_cl.values()], float)
+                for k in with_cl[next(iter(with_cl))].flags[m]
+            }
+            out.append(
+                f"| {m if m != 'lastk' else 'lastk (gwa default)'} | {np.nanmean(v['precision']):.3f} | "
+                f"{np.nanmean(v['recall']):.3f} | {np.nanmean(v['f1']):.3f} | {np.nanmean(v['auroc']):.3f} | "
+                f"{np.mean(v['sample_passes']):.0f} |"
+            )
         mean_auroc = [r.detection["alignment_mean"][0] for r in with_cl.values()]
-        out.append(f"| ranking: mean alignment over all epochs (gwa, secondary) | | | | {np.mean(mean_auroc):.3f} | |")
+        out.append(
+            f"| ranking: mean alignment over all epochs (gwa, secondary) | | | | {np.mean(mean_auroc):.3f} | |"
+        )
         for metric, code in (("f1", "S5a"), ("auroc", "S5b")):
             d = defaultdict(list)
             for (s, _k), r in with_cl.items():
                 d[s].append(r.flags["lastk"][metric] - r.flags["cleanlab"][metric])
             est = paired.two_level_bootstrap(d)
-            out.append(f"- {code}: gwa default minus cleanlab, {metric}: {paired.format_interval(est, digits=3)} -> "
-                       f"{'met' if est[0] > 0 else 'missed'} ({len(d)} settings)")
+            out.append(
+                f"- {code}: gwa default minus cleanlab, {metric}: {paired.format_interval(est, digits=3)} -> "
+                f"{'met' if est[0] > 0 else 'missed'} ({len(d)} settings)"
+            )
         by_group = defaultdict(list)
         for (s, _k), r in with_cl.items():
             by_group[f"{BLOCK.get((s[0], s[1]))}, {s[2]}"].append(
-                (r.flags["lastk"]["f1"], r.flags["cleanlab"]["f1"], r.flags["lastk"]["auroc"], r.flags["cleanlab"]["auroc"]))
-        out += ["", "| block, noise | runs | F1 gwa | F1 cleanlab | AUROC gwa | AUROC cleanlab |", "|---|---|---|---|---|---|"]
+                (
+                    r.flags["lastk"]["f1"],
+                    r.flags["cleanlab"]["f1"],
+                    r.flags["lastk"]["auroc"],
+                    r.flags["cleanlab"]["auroc"],
+                )
+            )
+        out += [
+            "",
+            "| block, noise | runs | F1 gwa | F1 cleanlab | AUROC gwa | AUROC cleanlab |",
+            "|---|---|---|---|---|---|",
+        ]
         for g, v in sorted(by_group.items()):
             a = np.array(v)
-            out.append(f"| {g} | {len(v)} | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} | {a[:, 2].mean():.3f} | "
-                       f"{a[:, 3].mean():.3f} |")
+            out.append(
+                f"| {g} | {len(v)} | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} | {a[:, 2].mean():.3f} | "
+                f"{a[:, 3].mean():.3f} |"
+            )
     err = defaultdict(list)
     for s, seeds in by.items():
         for p in seeds.values():
             r = p["full"]
-            err[s[2]].append(np.nan if r.noise_estimate is None else 100 * (r.noise_estimate - r.noise_fraction))
-    out += ["", "### Noise-rate estimate (share of samples with mean alignment < 0) minus the truth, points", ""]
+            err[s[2]].append(
+                np.nan if r.noise_estimate is None else 100 * (r.noise_estimate - r.noise_fraction)
+            )
+    out += [
+        "",
+        "### Noise-rate estimate (share of samples with mean alignment < 0) minus the truth, points",
+        "",
+    ]
     for kind, e in sorted(err.items()):
         e = np.array(e, float)
         if kind == "none":
             continue
-        out.append(f"- {kind}: {len(e)} runs, mean error {np.nanmean(e):+.1f}, mean absolute error "
-                   f"{np.nanmean(np.abs(e)):.1f}" + (f" -> S5c {'met' if np.nanmean(np.abs(e)) <= 3 else 'missed'}"
-                                                    if kind == "symmetric" else ""))
+        out.append(
+            f"- {kind}: {len(e)} runs, mean error {np.nanmean(e):+.1f}, mean absolute error "
+            f"{np.nanmean(np.abs(e)):.1f}"
+            + (f" -> S5c {'met' if np.nanmean(np.abs(e)) <= 3 else 'missed'}" if kind == "symmetric" else "")
+        )
     return out
 
 
@@ -160,8 +227,13 @@ def diagnostic_table(by) -> list[str]:
             for code in {d.code for d in diags} | ({"any"} if diags else set()):
                 fired[group][code] += 1
     codes = sorted({c for g in fired.values() for c in g})
-    out = ["", "### Trust diagnostics on the full runs (share of runs where each fires)", "",
-           "| diagnostic | runs where gwa loses > 2 points to val10 | other runs |", "|---|---|---|"]
+    out = [
+        "",
+        "### Trust diagnostics on the full runs (share of runs where each fires)",
+        "",
+        "| diagnostic | runs where gwa loses > 2 points to val10 | other runs |",
+        "|---|---|---|",
+    ]
     for c in codes:
         cells = [f"{fired[g][c]}/{count[g]}" for g in ("loses > 2", "others")]
         out.append(f"| {c} | " + " | ".join(cells) + " |")
@@ -179,8 +251,11 @@ def main() -> None:
         results = [r for r in results if r.setting[:2] == (dataset, model)]
     by = pairs(results)
     n = sum(len(v) for v in by.values())
-    lines = [f"Complete (full, val10) pairs: {n} over {len(by)} settings; seeds per setting: "
-             + ", ".join(f"{setting_label(s)}: {sorted(v)}" for s, v in sorted(by.items())), ""]
+    lines = [
+        f"Complete (full, val10) pairs: {n} over {len(by)} settings; seeds per setting: "
+        + ", ".join(f"{setting_label(s)}: {sorted(v)}" for s, v in sorted(by.items())),
+        "",
+    ]
     lines += criterion_tables(by) + flag_tables(by) + diagnostic_table(by)
     print("\n".join(lines))
 

@@ -31,9 +31,13 @@ MODELS = {"digits": (200, (("width", 16),)), "mnist1d": (300, (("mnist1d_samples
 
 def jobs(schedules, seeds, dataset: str = "digits") -> list[Job]:
     epochs, options = MODELS[dataset]
-    return [Job(dataset, "cnn", noise, rate, schedule, seed, variant, epochs, options)
-            for schedule in schedules for seed in seeds for noise, rate in (("none", 0.0), ("symmetric", 0.4))
-            for variant in ("full", "val10")]
+    return [
+        Job(dataset, "cnn", noise, rate, schedule, seed, variant, epochs, options)
+        for schedule in schedules
+        for seed in seeds
+        for noise, rate in (("none", 0.0), ("symmetric", 0.4))
+        for variant in ("full", "val10")
+    ]
 
 
 def _choices(rows: list[dict], horizon: int) -> dict[str, tuple[int, float]]:
@@ -72,7 +76,10 @@ def summary(table: dict) -> str:
     for name, entry in table.items():
         key = tuple(name.split("_")[2:4])  # (noise, schedule)
         groups.setdefault(key, []).append(entry)
-    lines = ["| setting (seeds) | horizon | " + " | ".join((*CRITERIA, "val")) + " |", "|" + "---|" * (len(CRITERIA) + 3)]
+    lines = [
+        "| setting (seeds) | horizon | " + " | ".join((*CRITERIA, "val")) + " |",
+        "|" + "---|" * (len(CRITERIA) + 3),
+    ]
     for (noise, schedule), entries in sorted(groups.items()):
         for horizon in sorted({int(h) for e in entries for h in e}):
             cells = []
@@ -80,8 +87,12 @@ def summary(table: dict) -> str:
                 acc = [e[horizon][c][1] for e in entries if c in e[horizon]]
                 d = [e[horizon][c][1] - e[horizon]["val"][1] for e in entries if c in e[horizon]]
                 ep = [e[horizon][c][0] for e in entries if c in e[horizon]]
-                cells.append(f"{100 * np.mean(acc):.1f} ({100 * np.mean(d):+.1f}; ep {','.join(map(str, ep))})")
-            lines.append(f"| {noise}, {schedule} ({len(entries)}) | epochs 1-{horizon} | " + " | ".join(cells) + " |")
+                cells.append(
+                    f"{100 * np.mean(acc):.1f} ({100 * np.mean(d):+.1f}; ep {','.join(map(str, ep))})"
+                )
+            lines.append(
+                f"| {noise}, {schedule} ({len(entries)}) | epochs 1-{horizon} | " + " | ".join(cells) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -92,8 +103,9 @@ def plot(out: Path, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for ax, (noise, schedule) in zip(axes.flat, [("clean", "constant"), ("sym0.4", "constant"),
-                                                 ("clean", "cosine"), ("sym0.4", "cosine")]):
+    for ax, (noise, schedule) in zip(
+        axes.flat, [("clean", "constant"), ("sym0.4", "constant"), ("clean", "cosine"), ("sym0.4", "cosine")]
+    ):
         ax2 = ax.twinx()
         for seed in (0, 1, 2):
             run_dir = out / f"digits_cnn_{noise}_{schedule}_seed{seed}_full"
@@ -101,7 +113,12 @@ def plot(out: Path, path: str) -> None:
                 continue
             rows = load_run(run_dir).metrics
             e = [r["epoch"] for r in rows]
-            ax.plot(e, [r["gwa"] for r in rows], color=f"C{seed}", label=f"seed {seed}: gwa (mean / Pearson kurtosis)")
+            ax.plot(
+                e,
+                [r["gwa"] for r in rows],
+                color=f"C{seed}",
+                label=f"seed {seed}: gwa (mean / Pearson kurtosis)",
+            )
             ax2.plot(e, [r["test_acc"] for r in rows], ":", color=f"C{seed}", alpha=0.7)
         for x in (2.5, 20.5):
             ax.axvline(x, color="grey", lw=0.8)
@@ -131,7 +148,9 @@ def main() -> None:
     (out / f"run_length_{args.dataset}.json").write_text(json.dumps(table, indent=1) + "\n")
     for name, entry in table.items():
         for horizon, picks in entry.items():
-            text = ", ".join(f"{k} {e} ({100 * a:.1f})" for k, (e, a) in picks.items() if k in (*CRITERIA, "val"))
+            text = ", ".join(
+                f"{k} {e} ({100 * a:.1f})" for k, (e, a) in picks.items() if k in (*CRITERIA, "val")
+            )
             print(f"{name} first {horizon}: {text}")
     print(summary(table))
     if args.plot and args.dataset == "digits":

@@ -46,13 +46,13 @@ def test_research_candidates_on_hand_built_rows():
 def test_warmup_in_steps_skips_the_first_100_optimizer_steps():
     from gwa.bench.candidates import warmup_in_steps
 
-    gwa_curve = [9, 8, 7, 6, 5, 1, 2, 3, 2, 1]          # a transient peak in the first epochs
+    gwa_curve = [9, 8, 7, 6, 5, 1, 2, 3, 2, 1]  # a transient peak in the first epochs
     rows = [{"gwa": g, "step": 24 * (e + 1)} for e, g in enumerate(gwa_curve)]
-    assert warmup_in_steps(rows) == 4                    # epochs 1-4 end within 96 steps; argmax of 5, 1, 2, 3, ...
+    assert warmup_in_steps(rows) == 4  # epochs 1-4 end within 96 steps; argmax of 5, 1, 2, 3, ...
     rows = [{"gwa": g, "step": 200 * (e + 1)} for e, g in enumerate(gwa_curve)]
-    assert warmup_in_steps(rows) == 1                    # long epochs: the paper's 10% (1 epoch) applies
+    assert warmup_in_steps(rows) == 1  # long epochs: the paper's 10% (1 epoch) applies
     rows = [{"gwa": g, "step": 5 * (e + 1)} for e, g in enumerate(gwa_curve)]
-    assert warmup_in_steps(rows) == 9                    # every epoch within 100 steps: only the last is left
+    assert warmup_in_steps(rows) == 9  # every epoch within 100 steps: only the last is left
 
 
 def test_after_transient_skips_epochs_the_model_has_not_fit_yet():
@@ -62,7 +62,7 @@ def test_after_transient_skips_epochs_the_model_has_not_fit_yet():
     acc = [0.2, 0.4, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99]
     rows = [{"gwa": g, "train_acc": a} for g, a in zip(gwa_curve, acc)]
     clean = np.full((10, 100), 0.05)
-    assert after_transient(rows, clean) == 6             # eligible from acc >= 0.84 (epoch 6); max 0.035 at epoch 7
+    assert after_transient(rows, clean) == 6  # eligible from acc >= 0.84 (epoch 6); max 0.035 at epoch 7
     noisy = clean.copy()
-    noisy[:, :50] = -0.05                                 # estimated noise 50%: fits ~0.5, so epoch 3 is eligible
+    noisy[:, :50] = -0.05  # estimated noise 50%: fits ~0.5, so epoch 3 is eligible
     assert after_transient(rows, noisy) == 2

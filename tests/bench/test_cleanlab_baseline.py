@@ -26,10 +26,12 @@ def test_folds_are_stratified_disjoint_and_cover_every_sample():
 
 def test_flag_quality_on_hand_built_sets():
     mask = np.array([True, False, True, False, False])
-    assert cb.flag_quality(np.array([True, True, False, False, False]), mask) == \
-        pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
-    assert cb.flag_quality(np.array([True, False, True, True, False]), mask) == \
-        pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8})
+    assert cb.flag_quality(np.array([True, True, False, False, False]), mask) == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    )
+    assert cb.flag_quality(np.array([True, False, True, True, False]), mask) == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8}
+    )
     nothing = cb.flag_quality(np.zeros(5, dtype=bool), mask)
     assert np.isnan(nothing["precision"]) and nothing["recall"] == 0.0 and nothing["f1"] == 0.0
     with pytest.raises(ValueError, match="same shape"):
@@ -58,9 +60,21 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     from gwa.runner.train import run_training
 
     root = tmp_path / "runs"
-    config = RunConfig(dataset="digits", model="mlp", hidden=(64,), num_train=400, noise="symmetric",
-                       noise_rate=0.3, epochs=2, lr=1e-2, batch_size=32, seed=0, quiet=True,
-                       out=str(root / "digits_mlp_sym0.3"), name="digits_mlp_sym0.3")
+    config = RunConfig(
+        dataset="digits",
+        model="mlp",
+        hidden=(64,),
+        num_train=400,
+        noise="symmetric",
+        noise_rate=0.3,
+        epochs=2,
+        lr=1e-2,
+        batch_size=32,
+        seed=0,
+        quiet=True,
+        out=str(root / "digits_mlp_sym0.3"),
+        name="digits_mlp_sym0.3",
+    )
     run_training(config, progress=False)
     grid.run_cleanlab_all(root, log=lambda m: None)
     res = cb.load_result(root, "digits_mlp_sym0.3")

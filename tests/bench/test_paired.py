@@ -35,5 +35,6 @@ def test_empty_and_deterministic():
     d = {"a": [0.1, -0.3, 0.2], "b": [1.0, 0.4, 0.0], "c": [-0.5, -0.2, 0.1]}
     assert paired.two_level_bootstrap(d) == paired.two_level_bootstrap(d)
     wide = {k: list(np.random.default_rng(i).normal(0, 1, 5)) for i, k in enumerate("abcdef")}
-    assert paired.two_level_bootstrap(wide, resamples=500, seed=1) != \
-        paired.two_level_bootstrap(wide, resamples=500, seed=2)
+    assert paired.two_level_bootstrap(wide, resamples=500, seed=1) != paired.two_level_bootstrap(
+        wide, resamples=500, seed=2
+    )

@@ -26,7 +26,9 @@ def test_early_transient_fires_only_while_the_model_has_not_fit_the_data():
     assert _codes(diags) == ["early_transient"]
     d = diags[0]
     assert d.evidence == {"epoch": 3, "train_acc": 0.5, "reachable_train_acc": 0.99}
-    assert "epoch 3" in d.message and "validation split" in d.action and str(d).startswith("[early_transient]")
+    assert (
+        "epoch 3" in d.message and "validation split" in d.action and str(d).startswith("[early_transient]")
+    )
     # same curve, but the model already fits the data at epoch 3: no transient
     assert policy.diagnose(_rows(gwa=GWA_PEAK3, train_acc=ACC_FITTED)) == []
     # a choice after the first 30% of training is never called a transient
@@ -40,8 +42,8 @@ def test_early_transient_accounts_for_the_noise_plateau():
     scores = np.concatenate([rng.normal(0.05, 0.01, (10, 600)), rng.normal(-0.05, 0.01, (10, 400))], axis=1)
     acc = [0.3, 0.5, 0.55, 0.6, 0.62, 0.7, 0.8, 0.9, 0.95, 0.99]
     rows = _rows(gwa=GWA_PEAK3, train_acc=acc)
-    assert "early_transient" in _codes(policy.diagnose(rows))            # without the scores: 0.55 vs 0.99
-    codes = _codes(policy.diagnose(rows, alignment=scores))               # with them: 0.55 vs 1 - 0.4
+    assert "early_transient" in _codes(policy.diagnose(rows))  # without the scores: 0.55 vs 0.99
+    codes = _codes(policy.diagnose(rows, alignment=scores))  # with them: 0.55 vs 1 - 0.4
     assert "early_transient" not in codes and "label_noise" in codes
 
 
@@ -52,7 +54,7 @@ def test_still_rising_at_the_last_epoch():
     assert diags[0].evidence["last_values"] == pytest.approx([0.07, 0.08, 0.09, 0.10])
     # a run that stopped before its planned end is not judged, nor a curve with a dip in its last 3 epochs
     assert policy.diagnose(_rows(gwa=rising, train_acc=ACC_FITTED), total_epochs=20) == []
-    dip = rising[:8] + [0.075, 0.10]
+    dip = [*rising[:8], 0.075, 0.1]
     assert policy.diagnose(_rows(gwa=dip, train_acc=ACC_FITTED)) == []
 
 
@@ -80,8 +82,12 @@ def test_short_warmup_counts_optimizer_steps():
 def test_paper_pole_only_for_the_paper_criterion():
     kurt = [0.0, -1.5, -1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     mean = [0.05] * 10
-    rows = _rows(align_mean=mean, align_excess_kurtosis=kurt, gwa=[m / (k + 3) for m, k in zip(mean, kurt)],
-                 gwa_paper=[m / (k + 1.2) for m, k in zip(mean, kurt)])
+    rows = _rows(
+        align_mean=mean,
+        align_excess_kurtosis=kurt,
+        gwa=[m / (k + 3) for m, k in zip(mean, kurt)],
+        gwa_paper=[m / (k + 1.2) for m, k in zip(mean, kurt)],
+    )
     diags = policy.diagnose(rows, "gwa_paper")
     assert _codes(diags) == ["paper_pole"] and diags[0].evidence == {"epochs_at_pole": 2}
     assert policy.diagnose(rows, "gwa") == []

@@ -7,14 +7,15 @@ from gwa import policy
 
 
 def _bimodal(rng, n_clean, n_noisy, epochs=6, clean=0.06, noisy=-0.05, sd=0.015):
-    return np.concatenate([rng.normal(clean, sd, (epochs, n_clean)), rng.normal(noisy, sd, (epochs, n_noisy))],
-                          axis=1)
+    return np.concatenate(
+        [rng.normal(clean, sd, (epochs, n_clean)), rng.normal(noisy, sd, (epochs, n_noisy))], axis=1
+    )
 
 
 def test_negative_share_counts_samples_with_negative_mean_alignment():
-    m = np.array([[0.2, -0.1, 0.3, np.nan, -0.4],
-                  [0.1, -0.3, -0.5, np.nan, 0.1],
-                  [0.0, 0.2, 0.1, np.nan, np.nan]])
+    m = np.array(
+        [[0.2, -0.1, 0.3, np.nan, -0.4], [0.1, -0.3, -0.5, np.nan, 0.1], [0.0, 0.2, 0.1, np.nan, np.nan]]
+    )
     # per-sample means over seen epochs: 0.1, -0.0667, -0.0333, (unseen), -0.15 -> 3 of 4 seen are negative
     est = policy.estimate_noise_rate(m)
     assert est.method == "negative_share" and est.n_samples == 4
@@ -37,7 +38,7 @@ def test_both_methods_recover_the_share_of_a_separated_negative_mode(rng, rate):
 
 
 def test_mixture_says_zero_for_one_positive_mode_where_the_share_counts_its_tail(rng):
-    m = rng.normal(0.03, 0.03, (5, 3000))       # per-sample means ~ N(0.03, 0.013): ~1% below 0
+    m = rng.normal(0.03, 0.03, (5, 3000))  # per-sample means ~ N(0.03, 0.013): ~1% below 0
     assert policy.estimate_noise_rate(m, method="mixture").rate == 0.0
     share = policy.estimate_noise_rate(m).rate
     assert 0.0 < share < 0.03

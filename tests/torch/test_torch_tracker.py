@@ -113,6 +113,11 @@ def test_update_needs_a_fresh_capture_and_matching_batch():
     model(x)  # eval forwards are not captured
     with pytest.raises(RuntimeError, match="found no captured forward pass"):
         tracker.update(model(x), y, ids)
+    model.train()
+    with torch.no_grad():  # nor no_grad ones: the message names that cause too
+        logits = model(x)
+    with pytest.raises(RuntimeError, match=r"with autograd on \(not under torch.no_grad\(\)"):
+        tracker.update(logits, y, ids)
 
 
 def test_gradient_accumulation_one_update_per_forward():

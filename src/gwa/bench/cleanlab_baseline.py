@@ -34,22 +34,34 @@ def fold_ids(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
 
 def _train_and_predict(config, x_tr, y_tr, x_te, num_classes: int, input_shape) -> np.ndarray:
     """The run's recipe on ``(x_tr, y_tr)`` (torch, CPU or the config's device); softmax probabilities on x_te."""
-    import torch
     import torch.nn.functional as F
 
+    import torch
     from gwa.runner.loop import epoch_batches
     from gwa.runner.models import build_model
     from gwa.runner.train_torch import build_optimizer, lr_factor, resolve_device, to_model_input
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, input_shape=input_shape, num_classes=num_classes, hidden=config.hidden,
-                        width=config.width).to(device)
+    model = build_model(
+        config.model,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        hidden=config.hidden,
+        width=config.width,
+    ).to(device)
     optimizer = build_optimizer(config, model.parameters())
     n = len(y_tr)
     steps = len(epoch_batches(n, config.batch_size, config.seed, 1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, schedule=config.schedule, total_steps=config.epochs * steps, warmup_steps=config.warmup_epochs * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(
+            s,
+            schedule=config.schedule,
+            total_steps=config.epochs * steps,
+            warmup_steps=config.warmup_epochs * steps,
+        ),
+    )
     x_tr_t, y_tr_t = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     model.train()
     for epoch in range(1, config.epochs + 1):
@@ -64,7 +76,7 @@ def _train_and_predict(config, x_tr, y_tr, x_te, num_classes: int, input_shape) 
     out = []
     with torch.inference_mode():
         for i in range(0, len(x_te), 512):
-            xb = to_model_input(torch.from_numpy(x_te[i:i + 512]).to(device))
+            xb = to_model_input(torch.from_numpy(x_te[i : i + 512]).to(device))
             out.append(torch.softmax(model(xb).float(), dim=1).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -74,14 +86,22 @@ def out_of_fold_probs(config, *, k: int = K_FOLDS) -> tuple[np.ndarray, np.ndarr
     from gwa.runner.data import prepare
 
     if config.val_frac:
-        raise ValueError(f"Expected the configuration of a full run (val_frac 0); got val_frac={config.val_frac}.")
+        raise ValueError(
+            f"Expected the configuration of a full run (val_frac 0); got val_frac={config.val_frac}."
+        )
     data = prepare(config)
     probs = np.zeros((data.num_samples, data.num_classes))
     t0 = time.perf_counter()
     for held in fold_ids(data.y_train, k, config.seed):
         train = np.setdiff1d(np.arange(data.num_samples), held)
-        probs[held] = _train_and_predict(config, data.x_train[train], data.y_train[train], data.x_train[held],
-                                         data.num_classes, data.input_shape)
+        probs[held] = _train_and_predict(
+            config,
+            data.x_train[train],
+            data.y_train[train],
+            data.x_train[held],
+            data.num_classes,
+            data.input_shape,
+        )
     return probs, data.y_train, time.perf_counter() - t0
 
 
@@ -91,8 +111,10 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray
     from cleanlab.rank import get_label_quality_scores
 
     labels = np.asarray(labels, dtype=np.int64)
-    return (np.asarray(find_label_issues(labels, pred_probs), dtype=bool),
-            np.asarray(get_label_quality_scores(labels, pred_probs), dtype=np.float64))
+    return (
+        np.asarray(find_label_issues(labels, pred_probs), dtype=bool),
+        np.asarray(get_label_quality_scores(labels, pred_probs), dtype=np.float64),
+    )
 
 
 def result_path(root: Path, run_name: str) -> Path:
@@ -107,8 +129,15 @@ def run_cleanlab(config, root: Path, *, k: int = K_FOLDS) -> Path:
     path = result_path(root, config.run_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, flagged=flagged, quality=quality, pred_probs=probs, k=np.int64(k), seconds=np.float64(seconds),
-             sample_passes=np.int64(config.epochs * len(labels) * (k - 1)))
+    np.savez(
+        tmp,
+        flagged=flagged,
+        quality=quality,
+        pred_probs=probs,
+        k=np.int64(k),
+        seconds=np.float64(seconds),
+        sample_passes=np.int64(config.epochs * len(labels) * (k - 1)),
+    )
     tmp.replace(path)
     return path
 
@@ -126,7 +155,9 @@ def flag_quality(flagged: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     precision NaN when nothing is flagged)."""
     flagged, mask = np.asarray(flagged, dtype=bool), np.asarray(mask, dtype=bool)
     if flagged.shape != mask.shape:
-        raise ValueError(f"Expected `flagged` and `mask` of the same shape; got {flagged.shape} and {mask.shape}.")
+        raise ValueError(
+            f"Expected `flagged` and `mask` of the same shape; got {flagged.shape} and {mask.shape}."
+        )
     tp = int((flagged & mask).sum())
     precision = tp / flagged.sum() if flagged.any() else float("nan")
     recall = tp / mask.sum() if mask.any() else float("nan")

@@ -50,7 +50,13 @@ TABLE_ROWS = (
 REFERENCE = ("val10", "val")
 GRIDS = ("reduced", "full", "case", "heldout")
 #: The held-out grid's label noise and seeds (docs/protocol.md): different seeds from the development grid's 0-2.
-HELDOUT_NOISE = (("none", 0.0), ("symmetric", 0.2), ("symmetric", 0.4), ("asymmetric", 0.2), ("asymmetric", 0.4))
+HELDOUT_NOISE = (
+    ("none", 0.0),
+    ("symmetric", 0.2),
+    ("symmetric", 0.4),
+    ("asymmetric", 0.2),
+    ("asymmetric", 0.4),
+)
 HELDOUT_SEEDS = (100, 101, 102, 103, 104)
 #: The flag rule whose precision/recall the detection table reports.
 FLAG_LAST_K = 3
@@ -79,10 +85,22 @@ class Job:
         from gwa.runner.config import RunConfig
 
         full = self.variant == "full"
-        options = {"dataset": self.dataset, "model": self.model, "noise": self.noise, "noise_rate": self.noise_rate,
-                   "schedule": self.schedule, "seed": self.seed, "epochs": self.epochs,
-                   "val_frac": VARIANTS[self.variant], "gradient_disparity": full, "out": str(out / self.name),
-                   "name": self.name, "overwrite": True, "quiet": True, **dict(self.options)}
+        options = {
+            "dataset": self.dataset,
+            "model": self.model,
+            "noise": self.noise,
+            "noise_rate": self.noise_rate,
+            "schedule": self.schedule,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "val_frac": VARIANTS[self.variant],
+            "gradient_disparity": full,
+            "out": str(out / self.name),
+            "name": self.name,
+            "overwrite": True,
+            "quiet": True,
+            **dict(self.options),
+        }
         if not full:  # validation-split runs only choose epochs: no per-sample signals besides alignment
             options["signals"] = ()
         return RunConfig(**options)
@@ -93,11 +111,13 @@ class DatasetPlan:
     dataset: str
     models: tuple[str, ...]
     epochs: int
-    options: dict = field(default_factory=dict)          # RunConfig fields for the data
-    model_options: dict = field(default_factory=dict)    # model -> RunConfig fields
+    options: dict = field(default_factory=dict)  # RunConfig fields for the data
+    model_options: dict = field(default_factory=dict)  # model -> RunConfig fields
 
 
-def grid_plans(grid: str, *, cuda: bool) -> tuple[list[DatasetPlan], tuple, tuple[str, ...], tuple[int, ...], tuple]:
+def grid_plans(
+    grid: str, *, cuda: bool
+) -> tuple[list[DatasetPlan], tuple, tuple[str, ...], tuple[int, ...], tuple]:
     """``(plans, noise settings, schedules, seeds, variants)`` of a named grid."""
     from gwa.runner.data import default_fashion_mnist_dir
 
@@ -106,17 +126,23 @@ def grid_plans(grid: str, *, cuda: bool) -> tuple[list[DatasetPlan], tuple, tupl
         plans = [DatasetPlan("digits", ("mlp",), 5, {}, {"mlp": {"hidden": (32,)}})]
         return plans, (("none", 0.0), ("symmetric", 0.4)), ("cosine",), (0,), tuple(VARIANTS)
     if grid == "case":  # the issue's Fashion-MNIST failure case: MLP 784-512-512-10, Adam 1e-3 constant, 10k
-        plans = [DatasetPlan("fashion-mnist", ("mlp",), 30, {"num_train": 10000}, {"mlp": {"hidden": (512, 512)}})]
+        plans = [
+            DatasetPlan("fashion-mnist", ("mlp",), 30, {"num_train": 10000}, {"mlp": {"hidden": (512, 512)}})
+        ]
         return plans, (("none", 0.0), ("symmetric", 0.4)), ("constant",), (0, 1, 2), tuple(VARIANTS)
     if grid == "heldout":  # issue 12's pre-registered held-out grid (docs/protocol.md); never used for tuning
-        plans = [DatasetPlan("mnist1d", ("cnn",), 30, {"mnist1d_samples": 5000}, {"cnn": {"width": 32}}),
-                 DatasetPlan("fashion-mnist", ("mlp", "cnn"), 20, {"num_train": 3000}, small)]
+        plans = [
+            DatasetPlan("mnist1d", ("cnn",), 30, {"mnist1d_samples": 5000}, {"cnn": {"width": 32}}),
+            DatasetPlan("fashion-mnist", ("mlp", "cnn"), 20, {"num_train": 3000}, small),
+        ]
         return plans, HELDOUT_NOISE, ("constant",), HELDOUT_SEEDS, ("full", "val10")
     if grid != "full":
         raise ValueError(f"Expected `grid` to be one of {', '.join(GRIDS)}; got {grid!r}.")
     # Sized for a 2-core CPU (about 40 minutes with two workers): small subsets, small models, 20 epochs.
-    plans = [DatasetPlan("digits", ("mlp", "cnn"), 20, {}, small),
-             DatasetPlan("mnist1d", ("mlp",), 20, {"mnist1d_samples": 5000}, small)]
+    plans = [
+        DatasetPlan("digits", ("mlp", "cnn"), 20, {}, small),
+        DatasetPlan("mnist1d", ("mlp",), 20, {"mnist1d_samples": 5000}, small),
+    ]
     if default_fashion_mnist_dir() is not None:
         plans.append(DatasetPlan("fashion-mnist", ("mlp",), 20, {"num_train": 4000}, small))
     if cuda and _cifar10_present():
@@ -148,8 +174,19 @@ def make_jobs(grid: str, *, cuda: bool = False, seeds: int | None = None) -> lis
                 for seed in seed_list:
                     for noise, rate in noises:
                         for variant in variants:
-                            jobs.append(Job(plan.dataset, model, noise, rate, schedule, seed, variant, plan.epochs,
-                                            tuple(sorted(options.items()))))
+                            jobs.append(
+                                Job(
+                                    plan.dataset,
+                                    model,
+                                    noise,
+                                    rate,
+                                    schedule,
+                                    seed,
+                                    variant,
+                                    plan.epochs,
+                                    tuple(sorted(options.items())),
+                                )
+                            )
     return jobs
 
 
@@ -158,7 +195,6 @@ def make_jobs(grid: str, *, cuda: bool = False, seeds: int | None = None) -> lis
 
 def _worker_init(threads: int) -> None:
     import torch
-
     from gwa.runner import data
 
     torch.set_num_threads(threads)
@@ -176,14 +212,16 @@ def _run_job(job: Job, out: str) -> tuple[str, float, str | None]:
     try:
         run_training(job.config(Path(out)), progress=False)
         return job.name, time.perf_counter() - t0, None
-    except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid; reported, retried next time
+    except Exception as exc:
         return job.name, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
 
 def is_complete(path: Path) -> bool:
     try:
-        return json.loads((path / "config.json").read_text()).get("status") == "complete" and \
-            (path / "summary.json").exists()
+        return (
+            json.loads((path / "config.json").read_text()).get("status") == "complete"
+            and (path / "summary.json").exists()
+        )
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -191,8 +229,10 @@ def is_complete(path: Path) -> bool:
 def run_jobs(jobs: list[Job], out: Path, *, workers: int = 1, threads: int = 1, log=print) -> list[str]:
     """Train every job whose run directory is not complete yet; returns the error lines."""
     todo = [j for j in jobs if not is_complete(out / j.name)]
-    log(f"{len(jobs) - len(todo)} of {len(jobs)} runs already complete; training {len(todo)} "
-        f"with {workers} worker(s)")
+    log(
+        f"{len(jobs) - len(todo)} of {len(jobs)} runs already complete; training {len(todo)} "
+        f"with {workers} worker(s)"
+    )
     errors = []
     done = 0
 
@@ -205,7 +245,6 @@ def run_jobs(jobs: list[Job], out: Path, *, workers: int = 1, threads: int = 1, 
 
     if workers <= 1:
         import torch
-
         from gwa.runner import data
 
         # In this process: the same thread limit and dataset cache as a worker, undone afterwards.
@@ -221,8 +260,9 @@ def run_jobs(jobs: list[Job], out: Path, *, workers: int = 1, threads: int = 1, 
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+    ) as pool:
         futures = [pool.submit(_run_job, job, str(out)) for job in todo]
         for f in as_completed(futures):
             report(*f.result())
@@ -237,20 +277,20 @@ class RunResult:
     """What the tables need from one finished run directory."""
 
     path: Path
-    setting: tuple          # (dataset, model, noise, noise_rate, schedule)
+    setting: tuple  # (dataset, model, noise, noise_rate, schedule)
     seed: int
     variant: str
     epochs: int
     wall_time: float
-    test_at: dict[str, float]                       # criterion -> test accuracy at its chosen epoch
-    chosen: dict[str, int]                          # criterion -> epoch
+    test_at: dict[str, float]  # criterion -> test accuracy at its chosen epoch
+    chosen: dict[str, int]  # criterion -> epoch
     detection: dict[str, tuple[float, float]] = field(default_factory=dict)  # score -> (AUROC, AUPRC)
-    flag: tuple[float | None, float | None] | None = None                     # (precision, recall)
+    flag: tuple[float | None, float | None] | None = None  # (precision, recall)
     noise_fraction: float = 0.0
     #: method -> {"precision", "recall", "f1", "auroc", "sample_passes"}: gwa's flag rules and, when its result
     #: file exists, cleanlab (noisy full runs only)
     flags: dict[str, dict[str, float]] = field(default_factory=dict)
-    noise_estimate: float | None = None                                        # gwa.policy.estimate_noise_rate
+    noise_estimate: float | None = None  # gwa.policy.estimate_noise_rate
 
 
 def _variant(val_frac: float) -> str | None:
@@ -272,17 +312,25 @@ def load_result(path: Path) -> RunResult | None:
     if variant is None or not run.metrics:
         return None
     rows = run.metrics
-    chosen = policy.select_all(rows, finetune=bool(c.get("finetune")), total_epochs=int(c.get("epochs") or len(rows)))
+    chosen = policy.select_all(
+        rows, finetune=bool(c.get("finetune")), total_epochs=int(c.get("epochs") or len(rows))
+    )
     chosen.update(candidate_choices(rows))
     if variant == "full" and "alignment" in run.signals():
         chosen.update(score_candidate_choices(run))
     test = policy.series(rows, "test_acc")
     index = {int(r["epoch"]): i for i, r in enumerate(rows)}
     test_at = {k: float(test[index[e]]) for k, e in chosen.items()}
-    result = RunResult(path=path, setting=(c["dataset"], c["model"], c["noise"], float(c["noise_rate"]),
-                                           c["schedule"]),
-                       seed=int(c["seed"]), variant=variant, epochs=len(rows),
-                       wall_time=float(rows[-1].get("wall_time") or 0.0), test_at=test_at, chosen=chosen)
+    result = RunResult(
+        path=path,
+        setting=(c["dataset"], c["model"], c["noise"], float(c["noise_rate"]), c["schedule"]),
+        seed=int(c["seed"]),
+        variant=variant,
+        epochs=len(rows),
+        wall_time=float(rows[-1].get("wall_time") or 0.0),
+        test_at=test_at,
+        chosen=chosen,
+    )
     mask = run.noise_mask
     if variant == "full" and mask is not None and mask.any() and not mask.all():
         result.noise_fraction = float(mask.mean())
@@ -314,15 +362,20 @@ def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
         f = flag_samples(run, rule=rule, last_k=FLAG_LAST_K)
         flagged = np.zeros(mask.size, dtype=bool)
         flagged[f.sample_ids[f.flagged]] = True
-        out[rule] = {**cleanlab_baseline.flag_quality(flagged, mask), "auroc": float(f.auroc or float("nan")),
-                     "sample_passes": passes}
+        out[rule] = {
+            **cleanlab_baseline.flag_quality(flagged, mask),
+            "auroc": float(f.auroc or float("nan")),
+            "sample_passes": passes,
+        }
     cl = cleanlab_baseline.load_result(root, name)
     if cl is not None:
         from sklearn.metrics import roc_auc_score
 
-        out["cleanlab"] = {**cleanlab_baseline.flag_quality(cl["flagged"], mask),
-                           "auroc": float(roc_auc_score(mask, -cl["quality"])),
-                           "sample_passes": float(cl["sample_passes"])}
+        out["cleanlab"] = {
+            **cleanlab_baseline.flag_quality(cl["flagged"], mask),
+            "auroc": float(roc_auc_score(mask, -cl["quality"])),
+            "sample_passes": float(cl["sample_passes"]),
+        }
     return out
 
 
@@ -345,22 +398,34 @@ def flag_table(results: list[RunResult]) -> str:
     runs = [r for r in results if "cleanlab" in r.flags]
     if not runs:
         return ""
-    labels = {"lastk": f"gwa default: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
-              "mean": "gwa: mean alignment over epochs < 0 (1 run)",
-              "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
-              "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)"}
+    labels = {
+        "lastk": f"gwa default: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
+        "mean": "gwa: mean alignment over epochs < 0 (1 run)",
+        "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
+        "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)",
+    }
     header = ["method", "runs", "precision", "recall", "F1", "AUROC", "training sample-passes (relative)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in (*FLAG_METHODS, "cleanlab"):
         vals = {k: np.array([r.flags[method][k] for r in runs], dtype=float) for k in runs[0].flags[method]}
-        cell = lambda v: "–" if not np.isfinite(v).any() else f"{np.nanmean(v):.3f}"
+
+        def cell(v):
+            return "–" if not np.isfinite(v).any() else f"{np.nanmean(v):.3f}"
+
         rel = np.mean(vals["sample_passes"] / np.array([r.flags["lastk"]["sample_passes"] for r in runs]))
-        lines.append(f"| {labels[method]} | {len(runs)} | {cell(vals['precision'])} | {cell(vals['recall'])} | "
-                     f"{cell(vals['f1'])} | {cell(vals['auroc'])} | {rel:.1f}x |")
+        lines.append(
+            f"| {labels[method]} | {len(runs)} | {cell(vals['precision'])} | {cell(vals['recall'])} | "
+            f"{cell(vals['f1'])} | {cell(vals['auroc'])} | {rel:.1f}x |"
+        )
     est = np.array([r.noise_estimate for r in runs], dtype=float)
     truth = np.array([r.noise_fraction for r in runs])
-    lines += ["", (f"Estimated label-noise rate (share of samples with mean alignment < 0) against the truth over "
-                   f"these runs: mean absolute error {100 * np.mean(np.abs(est - truth)):.1f} points.")]
+    lines += [
+        "",
+        (
+            f"Estimated label-noise rate (share of samples with mean alignment < 0) against the truth over "
+            f"these runs: mean absolute error {100 * np.mean(np.abs(est - truth)):.1f} points."
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -434,7 +499,9 @@ def _mean_std(values: list[float]) -> str:
 
 def _setting_label(setting: tuple) -> str:
     dataset, _model, noise, rate, _schedule = setting
-    noise_text = "clean" if noise == "none" else f"{'sym' if noise == 'symmetric' else 'asym'} {100 * rate:g}%"
+    noise_text = (
+        "clean" if noise == "none" else f"{'sym' if noise == 'symmetric' else 'asym'} {100 * rate:g}%"
+    )
     return f"{dataset} {noise_text}"
 
 
@@ -446,7 +513,9 @@ def _by_setting(results: list[RunResult]) -> dict[tuple, dict[tuple[str, int], R
 
 
 def _values(runs: dict, variant: str, criterion: str) -> dict[int, float]:
-    return {seed: r.test_at[criterion] for (v, seed), r in runs.items() if v == variant and criterion in r.test_at}
+    return {
+        seed: r.test_at[criterion] for (v, seed), r in runs.items() if v == variant and criterion in r.test_at
+    }
 
 
 def accuracy_tables(results: list[RunResult], rows=TABLE_ROWS) -> str:
@@ -458,8 +527,12 @@ def accuracy_tables(results: list[RunResult], rows=TABLE_ROWS) -> str:
     parts = []
     for (model, schedule), settings in groups.items():
         header = ["criterion", *(_setting_label(s) for s in settings)]
-        lines = [f"#### {model.upper()}, {schedule} schedule",
-                 "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [
+            f"#### {model.upper()}, {schedule} schedule",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for label, variant, criterion in rows:
             cells = []
             for s in settings:
@@ -473,8 +546,13 @@ def accuracy_tables(results: list[RunResult], rows=TABLE_ROWS) -> str:
                 vals = _values(by[s], variant, criterion)
                 paired = [vals[k] - ref[k] for k in vals if k in ref]
                 diff_cells[label].append("–" if not paired else f"{100 * np.mean(paired):+.1f}")
-        lines += ["", "Difference to the noisy 10% validation split (mean over seeds, points):", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [
+            "",
+            "Difference to the noisy 10% validation split (mean over seeds, points):",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         lines += [f"| {label} | " + " | ".join(diff_cells[label]) + " |" for label, _, _ in rows]
         seeds = sorted({k[1] for s in settings for k in by[s]})
         lines += ["", f"Test accuracy (%) at each criterion's epoch, mean ± std over seeds {seeds}.", ""]
@@ -485,8 +563,16 @@ def accuracy_tables(results: list[RunResult], rows=TABLE_ROWS) -> str:
 def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
     """Criteria over all settings: mean difference to the noisy 10% split, wins/losses, regret to the oracle."""
     by = _by_setting(results)
-    header = ["criterion", "settings", "Δ vs val 10% noisy (all)", "Δ (clean labels)", "Δ (noisy labels)",
-              "better / worse than val 10% noisy", "regret to oracle (mean)", "regret (worst setting)"]
+    header = [
+        "criterion",
+        "settings",
+        "Δ vs val 10% noisy (all)",
+        "Δ (clean labels)",
+        "Δ (noisy labels)",
+        "better / worse than val 10% noisy",
+        "regret to oracle (mean)",
+        "regret (worst setting)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, variant, criterion in rows:
         diffs, regrets, noisy, clean = [], [], [], []
@@ -504,10 +590,15 @@ def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
             reg = [oracle[k] - vals[k] for k in vals if k in oracle]
             if reg:
                 regrets.append(float(np.mean(reg)))
-        fmt = lambda x: "–" if not x else f"{100 * np.mean(x):+.2f}"
-        lines.append(f"| {label} | {len(diffs)} | {fmt(diffs)} | {fmt(clean)} | {fmt(noisy)} | {wins} / {losses} | "
-                     f"{'–' if not regrets else f'{100 * np.mean(regrets):.2f}'} | "
-                     f"{'–' if not regrets else f'{100 * np.max(regrets):.2f}'} |")
+
+        def fmt(x):
+            return "–" if not x else f"{100 * np.mean(x):+.2f}"
+
+        lines.append(
+            f"| {label} | {len(diffs)} | {fmt(diffs)} | {fmt(clean)} | {fmt(noisy)} | {wins} / {losses} | "
+            f"{'–' if not regrets else f'{100 * np.mean(regrets):.2f}'} | "
+            f"{'–' if not regrets else f'{100 * np.max(regrets):.2f}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -555,8 +646,12 @@ def detection_table(results: list[RunResult]) -> str:
             lines.append(f"| {metric}: {label} | " + " | ".join(cells) + " |")
     pre = [cell([r.flag[0] for r in groups[k] if r.flag and r.flag[0] is not None]) for k in keys]
     rec = [cell([r.flag[1] for r in groups[k] if r.flag and r.flag[1] is not None]) for k in keys]
-    lines.append(f"| precision: alignment < 0 in each of the last {FLAG_LAST_K} epochs | " + " | ".join(pre) + " |")
-    lines.append(f"| recall: alignment < 0 in each of the last {FLAG_LAST_K} epochs | " + " | ".join(rec) + " |")
+    lines.append(
+        f"| precision: alignment < 0 in each of the last {FLAG_LAST_K} epochs | " + " | ".join(pre) + " |"
+    )
+    lines.append(
+        f"| recall: alignment < 0 in each of the last {FLAG_LAST_K} epochs | " + " | ".join(rec) + " |"
+    )
     frac = [cell([r.noise_fraction for r in groups[k]]) for k in keys]
     lines.append("| fraction of mislabeled samples | " + " | ".join(frac) + " |")
     counts = [str(len(groups[k])) for k in keys]
@@ -584,10 +679,26 @@ def curve_tables(results: list[RunResult]) -> str:
         a = run.score_matrix("alignment").astype(np.float64)
         mask = run.noise_mask.astype(bool) if run.noise_mask is not None else np.zeros(a.shape[1], dtype=bool)
         median = _median_curve(a)
-        header = ["epoch", "test acc", "mean γ", "median γ", "excess kurtosis", "κ + 1.2", "GWA (paper)",
-                  "flagged", "mean / (κ + 3)", "share γ < 0", "mean γ clean", "mean γ mislabeled"]
-        lines = [f"#### {_setting_label(setting)}, {setting[1]}, {setting[4]} schedule, seed {r.seed}", "",
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        header = [
+            "epoch",
+            "test acc",
+            "mean γ",
+            "median γ",
+            "excess kurtosis",
+            "κ + 1.2",
+            "GWA (paper)",
+            "flagged",
+            "mean / (κ + 3)",
+            "share γ < 0",
+            "mean γ clean",
+            "mean γ mislabeled",
+        ]
+        lines = [
+            f"#### {_setting_label(setting)}, {setting[1]}, {setting[4]} schedule, seed {r.seed}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for i, row in enumerate(run.metrics):
             g = a[i]
             seen = np.isfinite(g)
@@ -596,9 +707,11 @@ def curve_tables(results: list[RunResult]) -> str:
             gwa_text = "∞" if row.get("gwa_paper") is None else f"{row['gwa_paper']:.3f}"
             noisy = f"{np.mean(g[seen & mask]):.4f}" if (seen & mask).any() else "–"
             pearson = "–" if row.get("gwa") is None else f"{row['gwa']:.4f}"
-            lines.append(f"| {row['epoch']} | {100 * row['test_acc']:.1f} | {mean:.4f} | {median[i]:.4f} | "
-                         f"{kurt:.2f} | {kurt + 1.2:.2f} | {gwa_text} | {'yes' if row.get('gwa_paper_flagged') else ''} | "
-                         f"{pearson} | {np.mean(g[seen] < 0):.3f} | {np.mean(g[seen & ~mask]):.4f} | {noisy} |")
+            lines.append(
+                f"| {row['epoch']} | {100 * row['test_acc']:.1f} | {mean:.4f} | {median[i]:.4f} | "
+                f"{kurt:.2f} | {kurt + 1.2:.2f} | {gwa_text} | {'yes' if row.get('gwa_paper_flagged') else ''} | "
+                f"{pearson} | {np.mean(g[seen] < 0):.3f} | {np.mean(g[seen & ~mask]):.4f} | {noisy} |"
+            )
         picks = ", ".join(f"{k.removeprefix('cand:')} → {e}" for k, e in r.chosen.items())
         lines += ["", f"Chosen epochs: {picks}.", ""]
         parts.append("\n".join(lines))
@@ -617,8 +730,10 @@ def machine_description() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} logical cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, {platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, {gpu}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {platform.system()} {platform.release()}"
+    )
 
 
 def render(results: list[RunResult], meta: dict) -> str:
@@ -626,29 +741,50 @@ def render(results: list[RunResult], meta: dict) -> str:
     n_runs = len(results)
     train_s = sum(r.wall_time for r in results)
     parts = [
-        "## Provenance", "",
+        "## Provenance",
+        "",
         f"- training command: `{meta.get('command', 'unknown')}`",
         f"- tables rebuilt with: `{meta.get('aggregate_command', 'unknown')}`",
         f"- machine: {meta.get('machine', 'unknown')}",
-        (f"- {n_runs} runs; summed training time {train_s / 60:.1f} min; bench wall time "
-        f"{meta.get('elapsed_s', float('nan')) / 60:.1f} min with {meta.get('workers', '?')} worker(s)"),
+        (
+            f"- {n_runs} runs; summed training time {train_s / 60:.1f} min; bench wall time "
+            f"{meta.get('elapsed_s', float('nan')) / 60:.1f} min with {meta.get('workers', '?')} worker(s)"
+        ),
         "",
-        "## Stop criteria: test accuracy at the chosen epoch", "", accuracy_tables(results), "",
-        "## Stop criteria over all settings", "",
-        ("Δ: test accuracy at the criterion's epoch minus test accuracy at the epoch chosen by the noisy 10% "
-        "validation split (same setting and seed), averaged over seeds, then over settings (points). Regret: "
-        "oracle (best test epoch of the full run) minus the criterion, same averaging."), "",
-        summary_table(results, TABLE_ROWS + candidate_rows(results)), "",
-        "## Mislabel detection (full-data runs with label noise)", "",
-        ("AUROC / AUPRC against the noise mask, every score oriented so that higher = more likely mislabeled; "
-        "mean ± std over the pooled runs."), "",
-        detection_table(results), "",
+        "## Stop criteria: test accuracy at the chosen epoch",
+        "",
+        accuracy_tables(results),
+        "",
+        "## Stop criteria over all settings",
+        "",
+        (
+            "Δ: test accuracy at the criterion's epoch minus test accuracy at the epoch chosen by the noisy 10% "
+            "validation split (same setting and seed), averaged over seeds, then over settings (points). Regret: "
+            "oracle (best test epoch of the full run) minus the criterion, same averaging."
+        ),
+        "",
+        summary_table(results, TABLE_ROWS + candidate_rows(results)),
+        "",
+        "## Mislabel detection (full-data runs with label noise)",
+        "",
+        (
+            "AUROC / AUPRC against the noise mask, every score oriented so that higher = more likely mislabeled; "
+            "mean ± std over the pooled runs."
+        ),
+        "",
+        detection_table(results),
+        "",
     ]
     flags = flag_table(results)
     if flags:
-        parts += ["## Mislabel flags: gwa (one run) against cleanlab (K-fold cross-validation)", "",
-                  "Mean over the noisy full runs with a cleanlab result; F1 = 0 where nothing is flagged.", "",
-                  flags, ""]
+        parts += [
+            "## Mislabel flags: gwa (one run) against cleanlab (K-fold cross-validation)",
+            "",
+            "Mean over the noisy full runs with a cleanlab result; F1 = 0 where nothing is flagged.",
+            "",
+            flags,
+            "",
+        ]
     curves = curve_tables(results)
     if curves:
         parts += ["## Per-epoch statistics of the alignment distribution (first seed)", "", curves, ""]
@@ -659,19 +795,32 @@ def render(results: list[RunResult], meta: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", choices=GRIDS, default="reduced",
-                        help="reduced: seconds, keeps the code path alive; full: the development grid of "
-                             "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout: "
-                             "the pre-registered held-out grid of docs/protocol.md (default reduced)")
-    parser.add_argument("--out", default="runs/bench", help="folder for the run directories (default runs/bench)")
-    parser.add_argument("--from-runs", metavar="DIR", help="only rebuild the tables from the run directories in DIR")
-    parser.add_argument("--report", metavar="MD", help="write the markdown tables here (default OUT/bench.md)")
+    parser.add_argument(
+        "--grid",
+        choices=GRIDS,
+        default="reduced",
+        help="reduced: seconds, keeps the code path alive; full: the development grid of "
+        "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout: "
+        "the pre-registered held-out grid of docs/protocol.md (default reduced)",
+    )
+    parser.add_argument(
+        "--out", default="runs/bench", help="folder for the run directories (default runs/bench)"
+    )
+    parser.add_argument(
+        "--from-runs", metavar="DIR", help="only rebuild the tables from the run directories in DIR"
+    )
+    parser.add_argument(
+        "--report", metavar="MD", help="write the markdown tables here (default OUT/bench.md)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the grid's)")
-    parser.add_argument("--cleanlab", action="store_true",
-                        help="also run the cleanlab baseline (5-fold cross-validated trainings of each noisy full "
-                             "run's recipe; needs `pip install cleanlab`) and tabulate it beside gwa's flag rules")
+    parser.add_argument(
+        "--cleanlab",
+        action="store_true",
+        help="also run the cleanlab baseline (5-fold cross-validated trainings of each noisy full "
+        "run's recipe; needs `pip install cleanlab`) and tabulate it beside gwa's flag rules",
+    )
 
 
 def run_cleanlab_all(root: Path, log=print) -> None:
@@ -681,8 +830,12 @@ def run_cleanlab_all(root: Path, log=print) -> None:
 
     for cfg in sorted(Path(root).glob("*/config.json")):
         c = json.loads(cfg.read_text())
-        if c.get("noise", "none") == "none" or _variant(c.get("val_frac", 0.0)) != "full" or \
-                not is_complete(cfg.parent) or cleanlab_baseline.result_path(root, cfg.parent.name).exists():
+        if (
+            c.get("noise", "none") == "none"
+            or _variant(c.get("val_frac", 0.0)) != "full"
+            or not is_complete(cfg.parent)
+            or cleanlab_baseline.result_path(root, cfg.parent.name).exists()
+        ):
             continue
         t0 = time.perf_counter()
         config = RunConfig.from_dict({**c, "quiet": True})
@@ -696,8 +849,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"Expected `--{name}` >= 1; got {getattr(args, name)}.")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"Expected `--seeds` >= 1; got {args.seeds}.")
-    command = "gwa bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else \
-        "gwa bench (called from Python)"
+    command = (
+        "gwa bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
+        else "gwa bench (called from Python)"
+    )
     if args.from_runs:
         root = Path(args.from_runs)
         if not root.is_dir():
@@ -711,11 +867,23 @@ def run(args: argparse.Namespace) -> int:
         root.mkdir(parents=True, exist_ok=True)
         jobs = make_jobs(args.grid, cuda=torch.cuda.is_available(), seeds=args.seeds)
         t0 = time.perf_counter()
-        errors = run_jobs(jobs, root, workers=args.workers, threads=args.threads,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
-        meta = {"command": command, "grid": args.grid, "workers": args.workers, "threads": args.threads,
-                "elapsed_s": time.perf_counter() - t0, "machine": machine_description(), "errors": errors,
-                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        errors = run_jobs(
+            jobs,
+            root,
+            workers=args.workers,
+            threads=args.threads,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        meta = {
+            "command": command,
+            "grid": args.grid,
+            "workers": args.workers,
+            "threads": args.threads,
+            "elapsed_s": time.perf_counter() - t0,
+            "machine": machine_description(),
+            "errors": errors,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
         (root / "bench.json").write_text(json.dumps(meta, indent=2) + "\n")
         if errors:
             print(f"{len(errors)} run(s) failed:\n  " + "\n  ".join(errors), file=sys.stderr)
@@ -732,4 +900,3 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     print(f"tables written to {out}", file=sys.stderr)
     return 1 if (not args.from_runs and meta.get("errors")) else 0
-

@@ -21,8 +21,13 @@ def pooled_mean(diffs: Mapping[Hashable, Sequence[float]]) -> float:
     return float(np.mean(means)) if means else float("nan")
 
 
-def two_level_bootstrap(diffs: Mapping[Hashable, Sequence[float]], *, resamples: int = RESAMPLES, seed: int = SEED,
-                        level: float = 0.95) -> tuple[float, float, float]:
+def two_level_bootstrap(
+    diffs: Mapping[Hashable, Sequence[float]],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
     """``(pooled mean, low, high)`` of per-(setting, seed) paired differences ``{setting: [d_seed, ...]}``.
 
     Example:

@@ -62,8 +62,15 @@ class Diagnostic:
         return f"[{self.code}] {self.message} -> {self.action}"
 
 
-def diagnose(history: Sequence[Entry], criterion: str = DEFAULT_CRITERION, *, epoch: int | None = None,
-             alignment=None, total_epochs: int | None = None, finetune: bool = False) -> list[Diagnostic]:
+def diagnose(
+    history: Sequence[Entry],
+    criterion: str = DEFAULT_CRITERION,
+    *,
+    epoch: int | None = None,
+    alignment=None,
+    total_epochs: int | None = None,
+    finetune: bool = False,
+) -> list[Diagnostic]:
     """The diagnostics that apply to ``criterion``'s choice in ``history``.
 
     Args:
@@ -90,7 +97,9 @@ def diagnose(history: Sequence[Entry], criterion: str = DEFAULT_CRITERION, *, ep
         epoch = select_epoch(rows, criterion, finetune=finetune, total_epochs=total)
     epochs = [int(r["epoch"]) for r in rows]
     if int(epoch) not in epochs:
-        raise ValueError(f"Expected `epoch` among the history's epochs {epochs[0]}..{epochs[-1]}; got {epoch}.")
+        raise ValueError(
+            f"Expected `epoch` among the history's epochs {epochs[0]}..{epochs[-1]}; got {epoch}."
+        )
     i = epochs.index(int(epoch))
     noise = None
     if alignment is not None:
@@ -107,7 +116,7 @@ def _early_transient(rows, criterion, i, total, noise) -> Diagnostic | None:
     acc = series(rows, "train_acc")
     if not np.isfinite(acc[i]) or i + 1 > TRANSIENT_FRACTION * total:
         return None
-    later = acc[i + 1:]
+    later = acc[i + 1 :]
     later = later[np.isfinite(later)]
     if later.size == 0:
         return None
@@ -122,21 +131,23 @@ def _early_transient(rows, criterion, i, total, noise) -> Diagnostic | None:
         f"accuracy ({acc[i]:.1%}) is {reachable - acc[i]:.1%} below what the model fits later ({reachable:.1%}): "
         f"the alignment peaked before the model learned the data",
         "train longer (the warm-up should cover the transient), or keep a small validation split for this run",
-        {"epoch": int(rows[i]["epoch"]), "train_acc": float(acc[i]), "reachable_train_acc": reachable})
+        {"epoch": int(rows[i]["epoch"]), "train_acc": float(acc[i]), "reachable_train_acc": reachable},
+    )
 
 
 def _still_rising(rows, criterion, i, total, noise) -> Diagnostic | None:
     key = get_criterion(criterion).key
     if not get_criterion(criterion).per_epoch_value or i != len(rows) - 1 or len(rows) < total:
         return None
-    v = series(rows, key)[-(RISING_EPOCHS + 1):]
+    v = series(rows, key)[-(RISING_EPOCHS + 1) :]
     if v.size < RISING_EPOCHS + 1 or not np.all(np.isfinite(v)) or not np.all(np.diff(v) > 0):
         return None
     return Diagnostic(
         "still_rising",
         f"the chosen epoch is the last one and {key} rose in each of the last {RISING_EPOCHS} epochs",
         "train longer: the best epoch may lie beyond this run",
-        {"last_values": [float(x) for x in v]})
+        {"last_values": [float(x) for x in v]},
+    )
 
 
 def _label_noise(rows, criterion, i, total, noise) -> Diagnostic | None:
@@ -148,7 +159,8 @@ def _label_noise(rows, criterion, i, total, noise) -> Diagnostic | None:
         f"(share of samples with mean alignment < 0)",
         "inspect the flagged samples (gwa flag); alignment-based stopping is unreliable on class-conditional "
         "noise: keep a small validation split for this run",
-        {"noise_rate": noise.rate, "method": noise.method})
+        {"noise_rate": noise.rate, "method": noise.method},
+    )
 
 
 def _short_warmup(rows, criterion, i, total, noise) -> Diagnostic | None:
@@ -164,13 +176,14 @@ def _short_warmup(rows, criterion, i, total, noise) -> Diagnostic | None:
         f"the warm-up skips {int(skipped)} optimizer steps (the first {w} epochs); early alignment transients "
         f"last longer than that in short runs",
         "train with more optimizer steps (more epochs or a smaller batch) before trusting the choice",
-        {"warmup_epochs": w, "warmup_steps": int(skipped)})
+        {"warmup_epochs": w, "warmup_steps": int(skipped)},
+    )
 
 
 def _paper_pole(rows, criterion, i, total, noise) -> Diagnostic | None:
     if criterion != "gwa_paper":
         return None
-    kurt = series(rows, "align_excess_kurtosis")[warmup_epochs(total):]
+    kurt = series(rows, "align_excess_kurtosis")[warmup_epochs(total) :]
     n_pole = int(np.sum(np.isfinite(kurt) & (kurt + 1.2 <= 0)))
     if n_pole == 0:
         return None
@@ -178,4 +191,5 @@ def _paper_pole(rows, criterion, i, total, noise) -> Diagnostic | None:
         "paper_pole",
         f"the paper's denominator (excess kurtosis + 1.2) is <= 0 in {n_pole} epoch(s) after the warm-up",
         "use gwa's default criterion ('gwa', mean / Pearson kurtosis), which has no pole",
-        {"epochs_at_pole": n_pole})
+        {"epochs_at_pole": n_pole},
+    )

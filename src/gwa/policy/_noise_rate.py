@@ -30,9 +30,9 @@ class NoiseRateEstimate:
     rate: float
     method: str
     n_samples: int
-    low_mean: float       # mean of the lower mode (negative_share: mean of the samples below 0)
-    high_mean: float      # mean of the upper mode (negative_share: mean of the samples at or above 0)
-    separation: float     # Ashman's D of the two-component fit (NaN for negative_share)
+    low_mean: float  # mean of the lower mode (negative_share: mean of the samples below 0)
+    high_mean: float  # mean of the upper mode (negative_share: mean of the samples at or above 0)
+    separation: float  # Ashman's D of the two-component fit (NaN for negative_share)
 
 
 def per_sample_mean(matrix) -> np.ndarray:
@@ -79,11 +79,16 @@ def estimate_noise_rate(matrix, *, method: str = "negative_share") -> NoiseRateE
         raise ValueError("Expected at least one sample seen in some epoch; got none.")
     if method == "negative_share":
         neg = x < 0
-        mean = lambda v: float(v.mean()) if v.size else float("nan")
-        return NoiseRateEstimate(float(neg.mean()), method, int(x.size), mean(x[neg]), mean(x[~neg]), float("nan"))
+
+        def mean(v):
+            return float(v.mean()) if v.size else float("nan")
+
+        return NoiseRateEstimate(
+            float(neg.mean()), method, int(x.size), mean(x[neg]), mean(x[~neg]), float("nan")
+        )
     if x.size < 4 or float(x.std()) == 0.0:
         return NoiseRateEstimate(0.0, method, int(x.size), float(x.mean()), float(x.mean()), 0.0)
     w_low, mu_low, mu_high, sd_low, sd_high = _two_gaussians(x)
-    separation = float(np.sqrt(2) * abs(mu_high - mu_low) / np.sqrt(sd_low ** 2 + sd_high ** 2))
+    separation = float(np.sqrt(2) * abs(mu_high - mu_low) / np.sqrt(sd_low**2 + sd_high**2))
     rate = w_low if (mu_low < 0 and separation > MIN_SEPARATION) else 0.0
     return NoiseRateEstimate(rate, method, int(x.size), mu_low, mu_high, separation)

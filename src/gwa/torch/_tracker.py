@@ -558,7 +558,8 @@ class GWATracker:
                 "the tracker has no model: pass embeddings= and weight="
                 if self._handle is None
                 else f"run the model forward with the head {self.head_name!r} in training mode (model.train()) "
-                "before each update(), once per update"
+                "and with autograd on (not under torch.no_grad() or torch.inference_mode(), and not inside "
+                "tracker.paused()) before each update(), once per update"
             )
             raise RuntimeError(f"update() found no captured forward pass of the head; {hint}.")
         capture = self._pop_capture(logits)
