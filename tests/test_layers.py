@@ -14,7 +14,7 @@ LINT = Path(sys.executable).with_name("lint-imports")
 def _lint(tree: Path) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(tree / "src"), "PATH": str(LINT.parent)}
     return subprocess.run(
-        [str(LINT), "--no-cache", "--config", str(tree / "pyproject.toml")],
+        [str(LINT), "--no-cache", str(tree / "pyproject.toml")],
         cwd=tree,
         env=env,
         capture_output=True,
