@@ -58,6 +58,15 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
     assert r and float(r.group(1)) == pytest.approx(
         np.corrcoef(run.series("align_mean"), run.series("test_acc"))[0, 1], abs=0.006
     )
+    # How far to trust the choice: gwa.policy.diagnose on the default criterion, one line each under the table.
+    found = policy.diagnose(
+        run.metrics, alignment=run.score_matrix(), total_epochs=run.config["epochs"], finetune=False
+    )
+    assert [(d["code"], d["message"]) for d in run.summary["diagnostics"]] == [
+        (d.code, d.message) for d in found
+    ]
+    trust = [line for line in text.splitlines() if line.startswith("  trust: ")]
+    assert trust == ([f"  trust: {d}" for d in found] or ["  trust: no diagnostic fired"])
     report = re.search(r"report: (\S+)", text).group(1)
     assert report.endswith("report.html") and (out / "report" / "report.html").exists()
     assert np.isfinite(run.series("test_acc")).all()

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -135,6 +136,20 @@ def _logged_gwa_expected():
     return [math.nan if e <= WARMUP else HISTORY[e - 1].gwa for e in range(1, STOP + 1)]
 
 
+def _check_diagnostics(callback, caught, summary=None):
+    """The callback's diagnostics are gwa.policy.diagnose's on its rows (with the last epoch's alignment), each
+    warned once at the end of training and, with a run directory, written to summary.json."""
+    last = callback.last_result.scores
+    alignment = None if last is None else np.asarray(last, np.float64)[None]
+    expected = policy.diagnose(callback.rows, "gwa", alignment=alignment, total_epochs=TOTAL)
+    assert callback.diagnostics == expected and expected  # a tiny run: its warm-up is too short
+    warned = [str(w.message) for w in caught if str(w.message).startswith("gwa: [")]
+    assert warned == [f"gwa: {d}" for d in expected]
+    assert all(w.category is RuntimeWarning for w in caught if str(w.message).startswith("gwa: ["))
+    if summary is not None:
+        assert summary["diagnostics"] == json.loads(json.dumps([dataclasses.asdict(d) for d in expected]))
+
+
 # ---------------------------------------------------------------------------------------------- (c) gwa train
 
 TINY = {
@@ -245,7 +260,9 @@ def test_d_lightning_callbacks_and_lightnings_own_monitors(tmp_path, synthetic_t
 
     callbacks = [gwa_cb, early, Record(), ckpt] if gwa_first else [early, ckpt, gwa_cb, Record()]
     trainer = S.trainer(TOTAL, callbacks, enable_checkpointing=True)
-    trainer.fit(S.Module(), S.loader(16))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(S.Module(), S.loader(16))
     assert synthetic_tracker == list(range(1, STOP + 1))
     np.testing.assert_allclose(logged, _logged_gwa_expected(), rtol=1e-6)  # NaN in the warm-up
     # Lightning's ModelCheckpoint keeps epoch BEST (its file name has the 0-based epoch) with BEST's value.
@@ -259,6 +276,7 @@ def test_d_lightning_callbacks_and_lightnings_own_monitors(tmp_path, synthetic_t
     run = load_run(tmp_path / "run")
     assert run.summary["best_epoch"] == run.summary["criteria"]["gwa"]["epoch"] == BEST
     assert run.summary["stopped_epoch"] == STOP
+    _check_diagnostics(gwa_cb, caught, summary=run.summary)
 
 
 @pytest.mark.parametrize("max_epochs", [10, 20])
@@ -344,7 +362,10 @@ def test_e_hugging_face_callback(tmp_path, synthetic_tracker):
 
     torch.set_num_threads(1)
     cb = GWATrainerCallback(patience=PATIENCE)
-    trainer = _hf_train(tmp_path, cb)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = _hf_train(tmp_path, cb)
+    _check_diagnostics(cb, caught)
     assert synthetic_tracker == list(range(1, STOP + 1))
     assert cb.best_epoch == BEST and cb.stopped_epoch == STOP
     logged = [h["gwa"] for h in trainer.state.log_history if "gwa" in h]

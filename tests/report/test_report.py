@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gwa
 from gwa.report.html import fmt
 from gwa.report.report import write_report
 from gwa.rundir import RunDirError, load_run
@@ -184,3 +185,31 @@ def test_errors(tmp_path, run_dir, commands, capsys, write_run):
         write_report(empty)
     with pytest.raises(ValueError, match=r"Expected `top_samples` to be an integer >= 0; got -1"):
         write_report(run_dir, top_samples=-1)
+
+
+# ---------------------------------------------------------------------------------------------- trust diagnostics
+# The docstring example of gwa.policy.diagnose: the alignment peaks at epoch 3 while the model still fits 50%.
+DIAGNOSE_GWA = [0.01, 0.05, 0.09, 0.06, 0.04, 0.03, 0.03, 0.03, 0.03, 0.03]
+DIAGNOSE_ACC = [0.2, 0.4, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99]
+
+
+def test_report_shows_the_diagnostics_recomputed_from_the_rows(tmp_path, write_run):
+    rows = [{"gwa": g, "train_acc": a} for g, a in zip(DIAGNOSE_GWA, DIAGNOSE_ACC, strict=True)]
+    expected = gwa.policy.diagnose([{"epoch": e, **r} for e, r in enumerate(rows, start=1)])
+    assert [d.code for d in expected] == ["early_transient"]
+    run = write_run(tmp_path / "run", metrics=rows)
+    page = write_report(run).read_text()
+    assert "How far to trust the choice" in page and "early_transient" in page
+    assert "keep a small validation split for this run" in page and "No diagnostic fired." not in page
+
+
+def test_report_reads_the_summarys_diagnostics_escaped(tmp_path, write_run):
+    rows = [{"gwa": g, "train_acc": a} for g, a in zip(DIAGNOSE_GWA, DIAGNOSE_ACC, strict=True)]
+    stored = [{"code": "made_up", "message": "a <b>bold</b> claim", "action": "do x & y", "evidence": {}}]
+    summary = {"default": "gwa", "criteria": {"gwa": {"epoch": 3}}, "diagnostics": stored}
+    page = write_report(write_run(tmp_path / "a", metrics=rows, summary=summary)).read_text()
+    assert "made_up" in page and "a &lt;b&gt;bold&lt;/b&gt; claim" in page and "do x &amp; y" in page
+    assert "early_transient" not in page  # the stored list is shown as it is, not recomputed
+    summary["diagnostics"] = []
+    page = write_report(write_run(tmp_path / "b", metrics=rows, summary=summary)).read_text()
+    assert "No diagnostic fired." in page

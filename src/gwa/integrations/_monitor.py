@@ -7,6 +7,7 @@ same epoch and stop at the same one, and write the same run directory (:mod:`gwa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -83,6 +84,8 @@ class EpochMonitor:
         self.best_state: dict | None = None
         self.best_state_epoch: int | None = None
         self.writer: RunWriter | None = None
+        self.diagnostics: list[policy.Diagnostic] = []
+        self._last_scores: np.ndarray | None = None
         self._pending: dict | None = None
         self._started = False
         self._wall = 0.0
@@ -101,6 +104,7 @@ class EpochMonitor:
                 self.monitor, patience=self.patience, total_epochs=self.max_epochs, finetune=self.finetune
             )
             self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
+        self.diagnostics, self._last_scores = [], None
         self._started = True
         if self.run_dir is not None and write:
             if num_samples is None:
@@ -182,6 +186,7 @@ class EpochMonitor:
             )
         _add_train_metrics(row, result)
         self.rows.append(row)
+        self._last_scores = None if result.scores is None or not per_sample else result.scores
         self.stopper.step(row)
         if self.best_epoch == epoch and self.restore_best_weights and model_state is not None:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
@@ -209,7 +214,8 @@ class EpochMonitor:
     def finish(
         self, load_state: Callable[[dict], object] | None = None, *, summary: dict | None = None
     ) -> None:
-        """End of training: load the best weights (when kept) and close the run directory with its choices."""
+        """End of training: load the best weights (when kept), judge the monitored criterion's choice
+        (:attr:`diagnostics`, by :func:`gwa.policy.diagnose`) and close the run directory with both."""
         if self.best_state is not None and load_state is not None:
             if self.best_state_epoch != self.best_epoch:
                 warnings.warn(
@@ -220,6 +226,20 @@ class EpochMonitor:
                     stacklevel=2,
                 )
             load_state(self.best_state)
+        # The last epoch's per-sample alignment, (1, N), for the noise check (omitted when none was scored).
+        scores = None if self._last_scores is None else np.asarray(self._last_scores, np.float64)[None]
+        alignment = scores if scores is not None and np.isfinite(scores).any() else None
+        self.diagnostics = (
+            policy.diagnose(
+                self.rows,
+                self.monitor,
+                alignment=alignment,
+                total_epochs=self.stopper.total_epochs,
+                finetune=self.finetune,
+            )
+            if self.rows
+            else []
+        )
         if self.writer is not None:
             choices = (
                 policy.select_all(self.rows, finetune=self.finetune, total_epochs=self.stopper.total_epochs)
@@ -233,6 +253,7 @@ class EpochMonitor:
                     "best_epoch": self.best_epoch,
                     "stopped_epoch": self.stopped_epoch,
                     "decision": self.stopper.message,
+                    "diagnostics": [dataclasses.asdict(d) for d in self.diagnostics],
                     **(summary or {}),
                 }
             )
@@ -270,6 +291,12 @@ class EpochMonitor:
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])
         self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
+
+
+def warn_diagnostics(diagnostics) -> None:
+    """One ``RuntimeWarning`` per diagnostic, at the end of training (on the writing rank)."""
+    for d in diagnostics:
+        warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=3)
 
 
 def _add_train_metrics(row: dict, result) -> None:

@@ -42,8 +42,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import torch
 from gwa.integrations._collect import LabelCollector, PreviewCollector
-from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
+from gwa.policy import Diagnostic
 from gwa.torch import GWATracker, find_head
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
@@ -76,6 +77,9 @@ class GWATrainerCallback(TrainerCallback):
     ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``. Reporting integrations
     (TensorBoard, W&B) run before user callbacks; to have them receive the keys, put this callback first:
     ``trainer.callback_handler.callbacks.insert(0, callback)`` instead of ``callbacks=[callback]``.
+
+    After training, :attr:`diagnostics` says why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is
+    also warned (``RuntimeWarning``) on the main process and written to the run directory's summary.json.
 
     Example:
         >>> cb = GWATrainerCallback(patience=3, restore_best_weights=True)  # doctest: +SKIP
@@ -318,6 +322,8 @@ class GWATrainerCallback(TrainerCallback):
             self.monitor.write_previews(self._previews.previews())
         best = {} if self.best_model_dir is None else {"best_model_dir": str(self.best_model_dir)}
         self.monitor.finish(model.load_state_dict, summary=best)
+        if state.is_world_process_zero:
+            warn_diagnostics(self.diagnostics)
 
     def _save_best(self, args, model, epoch: int, processor) -> None:
         """Save the model of the new best epoch with ``save_pretrained`` (replacing the previous best)."""
@@ -382,6 +388,11 @@ class GWATrainerCallback(TrainerCallback):
     @property
     def stopped_epoch(self) -> int | None:
         return self.monitor.stopped_epoch
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        """Why not to trust the best epoch (:func:`gwa.policy.diagnose`), after training; empty: none known."""
+        return self.monitor.diagnostics
 
 
 def _pooled_head_input(model, x, logits, weight, bias, args, kwargs, head_name) -> torch.Tensor:

@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import Callback
 import torch
 from gwa import policy
 from gwa.integrations._collect import LabelCollector, PreviewCollector
-from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import GWATracker
 
@@ -92,6 +92,8 @@ class GWACallback(Callback):
         rows: per-epoch metric rows (the run directory's ``metrics.jsonl``).
         best_epoch, stopped_epoch: 1-based epochs chosen by the criterion so far and of the stop (or None).
         last_result: the last :class:`gwa.torch.EpochResult`.
+        diagnostics: after training, why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is also
+            warned (``RuntimeWarning``) on rank 0 and written to the run directory's summary.json.
 
     Example:
         >>> trainer = L.Trainer(max_epochs=30, callbacks=[GWACallback(patience=5, restore_best_weights=True)])
@@ -258,6 +260,8 @@ class GWACallback(Callback):
         if self._previews is not None:
             self.monitor.write_previews(self._previews.previews())
         self.monitor.finish(pl_module.load_state_dict)
+        if trainer.is_global_zero:
+            warn_diagnostics(self.diagnostics)
         self._remove_hooks(keep_tracker=True)
 
     def _remove_hooks(self, keep_tracker: bool = False) -> None:
@@ -292,6 +296,11 @@ class GWACallback(Callback):
     @property
     def stopped_epoch(self) -> int | None:
         return self.monitor.stopped_epoch
+
+    @property
+    def diagnostics(self) -> list[policy.Diagnostic]:
+        """Why not to trust the best epoch (:func:`gwa.policy.diagnose`), after training; empty: none known."""
+        return self.monitor.diagnostics
 
 
 def _dataset_size(trainer) -> int | None:

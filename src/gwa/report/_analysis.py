@@ -197,6 +197,40 @@ def chosen_epochs(run: Run) -> dict[str, Choice]:
     return out or recompute_choices(run)
 
 
+def diagnostics(run: Run) -> list[dict]:
+    """Why not to trust the default criterion's choice, as ``{code, message, action, evidence}`` dicts: from
+    summary.json when it has them, else :func:`gwa.policy.diagnose` over the metric rows (with the per-sample
+    alignment when stored)."""
+    summary = run.summary or {}
+    stored = summary.get("diagnostics")
+    if isinstance(stored, list):
+        return [d for d in stored if isinstance(d, dict) and "code" in d]
+    require_epochs(run)
+    criterion = summary.get("default") or summary.get("monitor") or run.config.get("monitor")
+    criterion = criterion if criterion in policy.CRITERIA else policy.DEFAULT_CRITERION
+    planned = run.config.get("epochs") or run.config.get("max_epochs")
+    total = int(planned) if isinstance(planned, int) and planned >= len(run.metrics) else None
+    choice = chosen_epochs(run).get(criterion)
+    epoch = choice.epoch if choice is not None and choice.epoch in run.epochs else None
+    alignment = None
+    if has_scores(run):
+        try:
+            alignment = alignment_matrix(run)
+        except RunDirError:  # scores stored for some epochs only
+            alignment = None
+    if alignment is not None and not np.isfinite(alignment).any():
+        alignment = None
+    found = policy.diagnose(
+        run.metrics,
+        criterion,
+        epoch=epoch,
+        alignment=alignment,
+        total_epochs=total,
+        finetune=bool(run.config.get("finetune")),
+    )
+    return [{"code": d.code, "message": d.message, "action": d.action, "evidence": d.evidence} for d in found]
+
+
 def run_notes(run: Run) -> list[str]:
     """Plain-sentence caveats about a run: interrupted, no summary, missing optional files."""
     notes = [

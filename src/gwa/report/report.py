@@ -1,7 +1,7 @@
 """``gwa report RUN [--out DIR]``: figures (PNG) and one self-contained HTML page for a run directory.
 
 The page has a header (run config, each stop criterion's epoch and test accuracy, the GWA guard explained when
-it fired), the GWA and mean-alignment curves against accuracy, the per-epoch distribution of per-sample
+it fired, how far to trust the default criterion's choice: :func:`gwa.policy.diagnose`), the GWA and mean-alignment curves against accuracy, the per-epoch distribution of per-sample
 alignment, a data map (per-sample mean vs. std of alignment over epochs) and the most negatively aligned
 samples with thumbnails of their inputs. Images are embedded as base64 data URIs; the page loads nothing.
 Interrupted runs are reported as far as they got, with a note.
@@ -237,7 +237,20 @@ def _summary_block(run, choices, guarded) -> str:
     body += f"<p class='muted'>Chosen epochs from {source}.</p>"
     if guarded.any():
         body += _guard_sentence(run, guarded)
-    return body
+    return body + _trust_block(run)
+
+
+def _trust_block(run) -> str:
+    """How far to trust the default criterion's choice: each diagnostic (gwa.policy.diagnose) with its action."""
+    found = analysis.diagnostics(run)
+    if not found:
+        return "<h3>How far to trust the choice</h3><p>No diagnostic fired.</p>"
+    items = "".join(
+        f"<li><b>{markup.esc(d.get('code'))}</b>: {markup.esc(d.get('message'))}. "
+        f"<i>Action:</i> {markup.esc(d.get('action'))}.</li>"
+        for d in found
+    )
+    return f"<h3>How far to trust the choice</h3><ul>{items}</ul>"
 
 
 def _guard_sentence(run, guarded) -> str:

@@ -306,7 +306,8 @@ def load_backend(name: str):
 
 
 def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
-    """summary.json: for each criterion, the chosen epoch and the accuracies there."""
+    """summary.json: for each criterion, the chosen epoch and the accuracies there; the default criterion's
+    choice with its trust diagnostics (:func:`gwa.policy.diagnose`)."""
     from gwa import DEFAULT_CRITERION, policy
     from gwa.runner import checkpoint
 
@@ -326,6 +327,7 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
         "epochs_planned": config.epochs,
         "final_test_acc": last.get("test_acc"),
         "best_checkpoint": best,
+        "diagnostics": [dataclasses.asdict(d) for d in run_diagnostics(rows, config, out)],
         "num_samples": data.num_samples,
         "noise": {
             "kind": config.noise,
@@ -334,6 +336,22 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
             "num_noisy": int(data.noise_mask.sum()),
         },
     }
+
+
+def run_diagnostics(rows: list[dict], config: RunConfig, out: Path) -> list:
+    """:func:`gwa.policy.diagnose` of the default criterion's choice, with the run's per-sample alignment."""
+    from gwa import DEFAULT_CRITERION, policy
+    from gwa.rundir import RunDirError, load_run
+
+    if not rows:
+        return []
+    try:
+        alignment = load_run(out).score_matrix("alignment")
+    except RunDirError:  # no per-sample scores stored
+        alignment = None
+    return policy.diagnose(
+        rows, DEFAULT_CRITERION, alignment=alignment, total_epochs=config.epochs, finetune=config.finetune
+    )
 
 
 def write_previews(writer, data) -> None:
@@ -373,7 +391,16 @@ def print_summary(out: Path, file=None) -> None:
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
+    for line in trust_lines(summary):
+        print(line, file=file)
     print(
         f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)",
         file=file,
     )
+
+
+def trust_lines(summary: dict) -> list[str]:
+    """One line per diagnostic of summary.json (:func:`gwa.policy.diagnose` on the default criterion's choice)."""
+    diagnostics = summary.get("diagnostics") or []
+    lines = [f"  trust: [{d['code']}] {d['message']} -> {d['action']}" for d in diagnostics]
+    return lines or ["  trust: no diagnostic fired"]
