@@ -37,7 +37,7 @@ def test_each_reason():
     assert s.reason is StopReason.UNDEFINED and "1/3 epochs without a new best" in s.message
     s.step(0.05)
     assert s.reason is StopReason.NOT_IMPROVED
-    assert s.message == "epoch 5: gwa 0.05, best epoch 3 (0.1), 2/3 epochs without a new best"
+    assert s.message == "epoch 5: best epoch 3 (gwa 0.1), 2/3 epochs without a new best"
     assert not s.should_stop
 
 

@@ -170,8 +170,7 @@ class EarlyStopper:
         else:
             self.reason = StopReason.NOT_IMPROVED
             self.message = (
-                f"epoch {epoch}: {name} {value:.6g}, best epoch {self.best_epoch} "
-                f"({self.best_value:.6g}){waiting}"
+                f"epoch {epoch}: best epoch {self.best_epoch} ({name} {self.best_value:.6g}){waiting}"
             )
         return False
 

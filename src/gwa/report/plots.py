@@ -19,6 +19,7 @@ COLORS = {
     "noisy": "#DD8452",
     "all": "#4C72B0",
     "gwa": "#222222",
+    "gwa_paper": "#8c6d31",
     "align": "#4C72B0",
     "test_acc": "#55A868",
     "val_acc": "#8172B3",
@@ -168,7 +169,7 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
     (h_gwa,) = ax_gwa.plot(
         epochs,
         trusted,
-        color=COLORS["gwa"],
+        color=COLORS["gwa_paper"],
         lw=2,
         marker="o",
         ms=ms,
