@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gwa import EarlyStopper, EpochSummary, policy
+from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary, policy
 from gwa.rundir import RunWriter
 
 #: Criteria the integrations can follow (one value per epoch): ``gwa`` (the default), ``gwa_paper``, ``align_mean``.
@@ -61,7 +61,7 @@ class EpochMonitor:
     def __init__(
         self,
         *,
-        monitor: str = "gwa",
+        monitor: str = DEFAULT_CRITERION,
         patience: int | None = None,
         finetune: bool = False,
         restore_best_weights: bool = False,

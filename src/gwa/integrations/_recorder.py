@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from gwa import DEFAULT_CRITERION
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
 
@@ -51,7 +52,7 @@ class RunRecorder:
         tracker,
         *,
         total_epochs: int | None = None,
-        monitor: str = "gwa",
+        monitor: str = DEFAULT_CRITERION,
         patience: int | None = None,
         finetune: bool = False,
         config: dict | None = None,

@@ -44,7 +44,7 @@ import torch
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
-from gwa.policy import Diagnostic
+from gwa.policy import DEFAULT_CRITERION, Diagnostic
 from gwa.torch import GWATracker, find_head
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
@@ -92,7 +92,7 @@ class GWATrainerCallback(TrainerCallback):
         head=None,
         id_key: str = "sample_id",
         num_samples: int | None = None,
-        monitor: str = "gwa",
+        monitor: str = DEFAULT_CRITERION,
         patience: int | None = None,
         finetune: bool = False,
         restore_best_weights: bool = False,

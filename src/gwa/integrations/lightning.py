@@ -31,7 +31,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 import torch
-from gwa import policy
+from gwa import DEFAULT_CRITERION, policy
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
@@ -106,7 +106,7 @@ class GWACallback(Callback):
         head=None,
         num_samples: int | None = None,
         batch_to_targets_ids: Callable[[Any], tuple] | None = None,
-        monitor: str = "gwa",
+        monitor: str = DEFAULT_CRITERION,
         patience: int | None = None,
         finetune: bool = False,
         restore_best_weights: bool = False,
