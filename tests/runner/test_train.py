@@ -183,9 +183,9 @@ def _cli(argv, capsys):
     return code, capsys.readouterr().err
 
 
-def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
-    out = str(tmp_path / "run")
-    base = [
+def _tiny_run(out: str) -> list[str]:
+    """A 2-epoch digits MLP run into ``out``, quiet."""
+    return [
         "train",
         "--dataset",
         "digits",
@@ -199,6 +199,11 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
         out,
         "-q",
     ]
+
+
+def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = _tiny_run(out)
     assert _cli(base, capsys)[0] == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["status"] == "complete" and config["hidden"] == [16] and config["format"] == 2
@@ -220,20 +225,7 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
 
 def test_cli_train_refuses_to_resume_a_format1_run(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = [
-        "train",
-        "--dataset",
-        "digits",
-        "--num-train",
-        "200",
-        "--hidden",
-        "16",
-        "--epochs",
-        "2",
-        "--out",
-        out,
-        "-q",
-    ]
+    argv = _tiny_run(out)
     assert _cli(argv, capsys)[0] == 0
     # A run of format 1 (an older gwa) is read, but never resumed: its rows have other keys.
     cfg_path = tmp_path / "run" / "config.json"

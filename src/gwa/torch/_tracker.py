@@ -297,6 +297,11 @@ class GWATracker:
             f"epoch={self.epoch})"
         )
 
+    def _head_candidates(self, num_classes: int) -> str:
+        """The model's nn.Linear layers with ``num_classes`` outputs, for an error message ("" without a model)."""
+        model = self._model_ref() if getattr(self, "_model_ref", None) is not None else None
+        return linear_candidates(model, num_classes) if model is not None else ""
+
     @contextlib.contextmanager
     def paused(self):
         """Forward passes inside this block are not captured (a second SAM pass, an extra augmented view)."""
@@ -586,8 +591,7 @@ class GWATracker:
             except ValueError as error:
                 if tuple(capture.weight_shape[:1]) == tuple(logits.shape[1:2]):
                     raise
-                model = self._model_ref() if getattr(self, "_model_ref", None) is not None else None
-                candidates = linear_candidates(model, logits.shape[1]) if model is not None else ""
+                candidates = self._head_candidates(logits.shape[1])
                 raise ValueError(
                     f"{error} The hooked head {self.head_name!r} (nn.Linear, weight "
                     f"{capture.weight_shape}) does not produce these logits (C={logits.shape[1]}): pass "
@@ -646,8 +650,7 @@ class GWATracker:
                 float(torch.linalg.vector_norm(z)), 1e-300
             )
         if not ok:
-            model = self._model_ref() if getattr(self, "_model_ref", None) is not None else None
-            candidates = linear_candidates(model, logits.shape[1]) if model is not None else ""
+            candidates = self._head_candidates(logits.shape[1])
             raise ValueError(
                 f"Expected `logits` produced by the hooked head {self.head_name!r} (nn.Linear, weight {self.head_shape}); "
                 f"got logits that are not its output, nor its output up to a positive scale: the head gwa found "
