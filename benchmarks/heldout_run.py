@@ -26,13 +26,13 @@ def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
 
 
-def block_jobs(block: int):
+def block_jobs(block: int, grid: str = "heldout"):
     dataset, model = BLOCKS[block]
-    return [j for j in make_jobs("heldout") if j.dataset == dataset and j.model == model]
+    return [j for j in make_jobs(grid) if j.dataset == dataset and j.model == model]
 
 
-def cleanlab_block(root: Path, block: int) -> None:
-    for job in block_jobs(block):
+def cleanlab_block(root: Path, block: int, grid: str = "heldout") -> None:
+    for job in block_jobs(block, grid):
         if job.variant != "full" or job.noise == "none":
             continue
         run_dir = root / job.name
@@ -50,6 +50,9 @@ def cleanlab_block(root: Path, block: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
+    p.add_argument(
+        "--grid", choices=("heldout", "heldout2"), default="heldout", help="H (seeds 100-104) or H' (105-109)"
+    )
     args = p.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -59,9 +62,9 @@ def main() -> None:
     for what, block in ORDER:
         log(f"{what} {BLOCKS[block]}")
         if what == "train":
-            run_jobs(block_jobs(block), root, workers=1, threads=1, log=log)
+            run_jobs(block_jobs(block, args.grid), root, workers=1, threads=1, log=log)
         else:
-            cleanlab_block(root, block)
+            cleanlab_block(root, block, args.grid)
     log("done")
 
 
