@@ -114,7 +114,7 @@ def test_model_ranking_end_to_end_tiny(model_ranking, tmp_path):
         dataset="digits",
         data_options=(),
         architectures=("mlp-32", "mlp-128", "cnn-w4"),
-        epochs=2,
+        epochs=10,
         seeds=(0, 1),
     )
     model_ranking.train_all(plan, tmp_path, log=lambda *_: None)
@@ -124,9 +124,10 @@ def test_model_ranking_end_to_end_tiny(model_ranking, tmp_path):
     assert (
         run.config["width"] == 4 and result["runs"]["cnn-w4"]["1"]["test_last"] == run.metrics[-1]["test_acc"]
     )
-    assert result["runs"]["cnn-w4"]["1"]["max_align"] == pytest.approx(
-        max(r["align_mean"] for r in run.metrics)
-    )
+    values = result["runs"]["cnn-w4"]["1"]
+    assert values["max_align"] == pytest.approx(max(r["align_mean"] for r in run.metrics))
+    # 10 epochs: warm-up 1, so the exploratory statistic skips epoch 1
+    assert values["max_align_after_warmup"] == pytest.approx(max(r["align_mean"] for r in run.metrics[1:]))
     assert set(result["tau_over_architectures"]) == {f"{s} vs {t}" for s, t in model_ranking.PAIRS}
     for key, tau in result["tau_over_architectures"].items():
         stat, target = key.split(" vs ")
