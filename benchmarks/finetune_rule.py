@@ -54,8 +54,10 @@ class Plan:
     dataset: str = "fashion-mnist"
     model: str = "cnn"
     model_options: tuple = (("width", 16),)
-    pretrain_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
-    finetune_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
+    pretrain_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)  # None: every class
+    finetune_classes: tuple[int, ...] | None = (5, 6, 7, 8, 9)
+    keep_head: bool = False  # fine-tune from the whole model (same classes), not just its body
+    pretrain_seed_offset: int = 0  # pretrain subset/initialisation seed = seed + offset
     pretrain_train: int = 3000
     finetune_train: int = 2000
     pretrain_epochs: int = 10
@@ -65,8 +67,21 @@ class Plan:
 
 
 #: ``cnn``: SmallCNN width 16, 20 fine-tuning epochs (320 steps); ``mlp``: MLP 256-256, 40 epochs (640 steps),
-#: long enough for the noisy labels to be memorised.
-PLANS = {"cnn": Plan(), "mlp": Plan(model="mlp", model_options=(("hidden", (256, 256)),), epochs=40)}
+#: long enough for the noisy labels to be memorised; ``mlp-continue``: the same MLP pretrained on a clean subset
+#: of all ten classes (another seed's subset), then fine-tuned whole, head included, on noisy labels.
+_MLP = Plan(model="mlp", model_options=(("hidden", (256, 256)),), epochs=40)
+PLANS = {
+    "cnn": Plan(),
+    "mlp": _MLP,
+    "mlp-continue": dataclasses.replace(
+        _MLP,
+        pretrain_classes=None,
+        finetune_classes=None,
+        keep_head=True,
+        pretrain_seed_offset=1000,
+        noises=(("symmetric", 0.4), ("asymmetric", 0.4)),
+    ),
+}
 
 
 def _noise_name(noise: str, rate: float) -> str:
@@ -82,7 +97,7 @@ def pretrain_config(plan: Plan, seed: int, out: Path):
         classes=plan.pretrain_classes,
         num_train=plan.pretrain_train,
         epochs=plan.pretrain_epochs,
-        seed=seed,
+        seed=seed + plan.pretrain_seed_offset,
         signals=(),
         out=str(out / f"pretrain_seed{seed}"),
         overwrite=True,
@@ -116,15 +131,16 @@ def finetune_config(plan: Plan, seed: int, noise: str, rate: float, variant: str
     )
 
 
-def save_body(run_dir: Path, path: Path) -> Path:
-    """The pretrained model's last state_dict without its head (``head.*``), for ``--init-checkpoint``."""
+def save_body(run_dir: Path, path: Path, *, keep_head: bool = False) -> Path:
+    """The pretrained model's last state_dict without its head (``head.*``; whole with ``keep_head``), for
+    ``--init-checkpoint``."""
     import torch
     from gwa.runner import checkpoint
     from gwa.runner.train_torch import load_checkpoint
 
     state = load_checkpoint(checkpoint.marked_file(run_dir, "last"))["model"]
-    body = {k: v for k, v in state.items() if not k.startswith("head.")}
-    if len(body) == len(state):
+    body = {k: v for k, v in state.items() if keep_head or not k.startswith("head.")}
+    if len(body) == len(state) and not keep_head:
         raise ValueError(
             f"Expected a `head.*` tensor in {run_dir}'s checkpoint; got keys {sorted(state)[:8]}."
         )
@@ -146,7 +162,7 @@ def train_all(plan: Plan, out: Path, log=print) -> float:
         if not (is_complete(pre.out_dir) and body.exists()):
             t0 = time.perf_counter()
             run_training(pre, progress=False)
-            save_body(pre.out_dir, body)
+            save_body(pre.out_dir, body, keep_head=plan.keep_head)
             seconds += time.perf_counter() - t0
             log(f"pretrained seed {seed}: {time.perf_counter() - t0:.1f}s")
         for noise, rate in plan.noises:
@@ -174,15 +190,26 @@ def choices(full_rows: list[dict], val_rows: list[dict], epochs: int) -> dict[st
     return out
 
 
+def first_minimum_epoch(rows: list[dict], key: str, epochs: int) -> int:
+    """Where the fine-tuning rule starts looking (1-based): the first epoch after the warm-up whose next value
+    is not lower (the definition of :func:`gwa.policy.choose`); the warm-up's end when the curve rises at once."""
+    values = [float(r[key]) for r in rows]
+    for i in range(policy.warmup_epochs(epochs), len(values) - 1):
+        if values[i + 1] >= values[i]:
+            return i + 1
+    return len(values)
+
+
 def analyse(plan: Plan, out: Path) -> dict:
     """Per (setting, seed) choices, then per setting and pooled over the noisy settings: mean test accuracy and
     the paired difference to the split with its bootstrap interval (points)."""
     runs: dict[str, dict[int, dict]] = {}
-    pretrain_acc = {}
+    pretrain_acc, overlap = {}, {}
     for seed in plan.seeds:
         pre = pretrain_config(plan, seed, out)
         if is_complete(pre.out_dir):
             pretrain_acc[seed] = float(load_run(pre.out_dir).metrics[-1]["test_acc"])
+            overlap[seed] = _shared_samples(plan, seed, out)
         for noise, rate in plan.noises:
             full = finetune_config(plan, seed, noise, rate, "full", Path("-"), out).out_dir
             val = finetune_config(plan, seed, noise, rate, "val10", Path("-"), out).out_dir
@@ -194,16 +221,29 @@ def analyse(plan: Plan, out: Path) -> dict:
                 float(np.asarray(full_run.noise_mask).mean()) if full_run.noise_mask is not None else 0
             )
             picks["_noise_rate_actual"] = rate_actual  # type: ignore[assignment]
+            picks["_first_minimum_epoch"] = first_minimum_epoch(full_run.metrics, "gwa", plan.epochs)  # type: ignore[assignment]
             runs.setdefault(_noise_name(noise, rate), {})[seed] = picks
     settings = {setting: _cells({setting: by_seed}) for setting, by_seed in runs.items()}
     noisy = {s: v for s, v in runs.items() if s != "clean"}
     return {
         "plan": dataclasses.asdict(plan),
         "pretrain_test_acc_last": {str(k): v for k, v in pretrain_acc.items()},
+        "pretrain_samples_in_finetune_set": {str(k): v for k, v in overlap.items()},
         "runs": {s: {str(k): v for k, v in by_seed.items()} for s, by_seed in runs.items()},
         "settings": settings,
         "pooled_noisy": _cells(noisy) if noisy else {},
     }
+
+
+def _shared_samples(plan: Plan, seed: int, out: Path) -> int | None:
+    """How many training samples (rows of the original training set) the pretraining and the full fine-tuning
+    run of ``seed`` share; None when either is missing."""
+    noise, rate = plan.noises[0]
+    pre = pretrain_config(plan, seed, out).out_dir / "source_index.npy"
+    full = finetune_config(plan, seed, noise, rate, "full", Path("-"), out).out_dir / "source_index.npy"
+    if not (pre.exists() and full.exists()):
+        return None
+    return int(np.intersect1d(np.load(pre), np.load(full)).size)
 
 
 def _cells(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:

@@ -63,6 +63,11 @@ def test_the_fine_tuning_rule_waits_for_the_first_minimum(finetune_rule):
     assert (
         picks["gwa, default rule"]["test_acc"] == 0.60 and picks["gwa, fine-tuning rule"]["test_acc"] == 0.80
     )
+    assert finetune_rule.first_minimum_epoch(full, "gwa", 10) == 4
+    assert finetune_rule.first_minimum_epoch(full, "gwa_paper", 10) == 2
+    assert (
+        finetune_rule.first_minimum_epoch([{"g": v} for v in (3, 2, 1)], "g", 3) == 3
+    )  # never rises: the last
 
 
 def test_finetune_experiment_end_to_end_tiny(finetune_rule, tmp_path):
@@ -80,6 +85,8 @@ def test_finetune_experiment_end_to_end_tiny(finetune_rule, tmp_path):
     finetune_rule.train_all(plan, tmp_path, log=lambda *_: None)
     body = torch.load(tmp_path / "body_seed0.pt", weights_only=True)
     assert body and not any(k.startswith("head.") for k in body)
+    whole = finetune_rule.save_body(tmp_path / "pretrain_seed0", tmp_path / "whole.pt", keep_head=True)
+    assert set(torch.load(whole, weights_only=True)) == {*body, "head.weight", "head.bias"}
     run = load_run(tmp_path / "finetune_asy0.4_seed1_full")
     assert run.config["init_checkpoint"] == str(tmp_path / "body_seed0.pt").replace("seed0", "seed1")
     assert (
@@ -97,7 +104,7 @@ def test_finetune_experiment_end_to_end_tiny(finetune_rule, tmp_path):
     for setting, by_seed in result["runs"].items():
         assert set(by_seed) == {"0", "1"}
         for picks in by_seed.values():
-            assert picks["last epoch"]["epoch"] == 3
+            assert picks["last epoch"]["epoch"] == 3 and 1 <= picks["_first_minimum_epoch"] <= 3
             # the oracle bounds every rule of the full run (the split's pick is from its own run)
             accs = [p["test_acc"] for k, p in picks.items() if not k.startswith("_") and k != reference]
             assert picks["oracle (best test)"]["test_acc"] == max(accs)
