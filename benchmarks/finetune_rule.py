@@ -334,35 +334,45 @@ def main(argv=None) -> int:
     from _machine import cpu_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="folder for the run directories")
+    p.add_argument(
+        "--out", required=True, help="folder for the run directories (with --plan all: OUT/<plan>)"
+    )
     p.add_argument("--json", help="write the result here (default OUT/finetune_rule.json)")
     p.add_argument("--seeds", help="comma-separated seeds (default 200-204)")
     p.add_argument("--analyse-only", action="store_true", help="read the run directories, train nothing")
-    p.add_argument("--plot", help="write the curves to this PNG")
-    p.add_argument("--plan", choices=tuple(PLANS), default="cnn", help="the recipe (default cnn)")
+    p.add_argument("--plot", help="write the curves to this PNG (with --plan all: PLOT's stem + _<plan>.png)")
+    p.add_argument("--plan", choices=(*PLANS, "all"), default="cnn", help="the recipe (default cnn)")
     args = p.parse_args(argv)
-    plan = PLANS[args.plan]
-    if args.seeds:
-        plan = dataclasses.replace(plan, seeds=tuple(int(s) for s in args.seeds.split(",")))
-    out = Path(args.out)
-    seconds = None
-    if not args.analyse_only:
-        seconds = train_all(plan, out)
-    result = analyse(plan, out)
-    result["machine"] = f"{cpu_model()}, torch 1 thread, nice 19"
-    if seconds is not None:
-        result["training_seconds_this_invocation"] = round(seconds, 1)
-    path = Path(args.json) if args.json else out / "finetune_rule.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One file for every plan: {plan name: result}; the other plans' results are kept.
-    everything = json.loads(path.read_text()) if path.exists() else {}
-    everything[args.plan] = result
-    path.write_text(json.dumps(everything, indent=1) + "\n")
-    print(table(result))
-    print()
-    print(epochs_table(result))
-    if args.plot:
-        plot(plan, out, args.plot)
+    names = list(PLANS) if args.plan == "all" else [args.plan]
+    root = Path(args.out)
+    path = Path(args.json) if args.json else root / "finetune_rule.json"
+    for name in names:
+        plan = PLANS[name]
+        if args.seeds:
+            plan = dataclasses.replace(plan, seeds=tuple(int(s) for s in args.seeds.split(",")))
+        out = root / name if args.plan == "all" else root
+        seconds = None if args.analyse_only else train_all(plan, out)
+        result = analyse(plan, out)
+        result["machine"] = f"{cpu_model()}, torch 1 thread, nice 19"
+        if seconds is not None:
+            result["training_seconds_this_invocation"] = round(seconds, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One file for every plan: {plan name: result}; the other plans' results are kept.
+        everything = json.loads(path.read_text()) if path.exists() else {}
+        everything[name] = result
+        path.write_text(json.dumps(everything, indent=1) + "\n")
+        print(f"plan {name}:\n")
+        print(table(result))
+        print()
+        print(epochs_table(result))
+        print()
+        if args.plot:
+            png = (
+                args.plot
+                if args.plan != "all"
+                else str(Path(args.plot).with_name(f"{Path(args.plot).stem}_{name}.png"))
+            )
+            plot(plan, out, png)
     return 0
 
 

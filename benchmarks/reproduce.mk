@@ -67,7 +67,9 @@ $(OUT)/tables/heldout2.md: | $(OUT)/tables
 	$(PYTHON) benchmarks/heldout_analysis.py $(OUT)/heldout2 > $@.tmp && mv $@.tmp $@
 
 $(OUT)/tables/finetune_rule.md: | $(OUT)/tables
-	$(TIME) finetune_rule -- $(PYTHON) benchmarks/finetune_rule.py --out $(OUT)/finetune_rule > $@.tmp && mv $@.tmp $@
+	$(TIME) finetune_rule -- $(PYTHON) benchmarks/finetune_rule.py --plan all --out $(OUT)/finetune_rule \
+		--json $(OUT)/finetune_rule.json --plot $(OUT)/tables/finetune_rule.png > $@.tmp && mv $@.tmp $@
 
 $(OUT)/tables/model_ranking.md: | $(OUT)/tables
-	$(TIME) model_ranking -- $(PYTHON) benchmarks/model_ranking.py --out $(OUT)/model_ranking > $@.tmp && mv $@.tmp $@
+	$(TIME) model_ranking -- $(PYTHON) benchmarks/model_ranking.py --plan all --out $(OUT)/model_ranking \
+		--json $(OUT)/model_ranking.json --plot $(OUT)/tables/model_ranking.png > $@.tmp && mv $@.tmp $@
