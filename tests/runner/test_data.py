@@ -206,3 +206,13 @@ def test_classes_bad_values_name_the_option():
         data.prepare(RunConfig(dataset="digits", classes=(0, 4), noise="asymmetric", noise_rate=0.2))
     with pytest.raises(ValueError, match=r"Expected `num_train` <= \d+ .* in `classes`"):
         data.prepare(RunConfig(dataset="digits", classes=(0, 1), num_train=1000))
+
+
+def test_classes_filter_and_relabel_the_eval_sets_too(tmp_path):
+    d = data.load_digits()
+    np.savez(tmp_path / "extra.npz", x=d.x_test[:40], y=d.y_test[:40])
+    p = data.prepare(RunConfig(classes=(9, 4), eval_sets={"extra": str(tmp_path / "extra.npz")}))
+    xe, ye = p.eval_sets["extra"]
+    keep = np.isin(d.y_test[:40], [9, 4])
+    assert len(ye) == keep.sum() > 0 and np.array_equal(np.array([9, 4])[ye], d.y_test[:40][keep])
+    np.testing.assert_allclose(p.raw(xe), d.x_test[:40][keep], atol=1e-5)
