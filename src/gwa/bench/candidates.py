@@ -60,8 +60,94 @@ def after_transient(rows: list[dict], alignment) -> int:
     return _rule(values)
 
 
+#: The memorisation alarm of ``gwa_memorisation`` fires when, at the last epoch, the share of negatively aligned
+#: samples is below this fraction of its maximum after the warm-up (the mislabeled mode is being fitted) ...
+NEG_SHARE_KEPT = 0.75
+#: ... or when the default GWA is more than this fraction of its maximum's magnitude below that maximum.
+GWA_DROP = 0.2
+
+
+def negative_share(alignment) -> np.ndarray:
+    """``(E,)``: per epoch, the share of the samples seen in it whose alignment is < 0 (NaN = unseen)."""
+    a = np.asarray(alignment, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"Expected `alignment` of shape (epochs, samples); got shape={a.shape}.")
+    seen = np.isfinite(a)
+    count = seen.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (seen & (a < 0)).sum(axis=1) / count, np.nan)
+
+
+def memorisation_alarm(rows: list[dict], alignment) -> bool:
+    """Whether the finished run shows memorisation at its last epoch: the negatively aligned share fell below
+    :data:`NEG_SHARE_KEPT` of its maximum after the warm-up, or the default GWA fell more than :data:`GWA_DROP`
+    of its maximum's magnitude below that maximum (a NaN at the last epoch counts as an alarm)."""
+    if not rows:
+        raise ValueError("Expected a non-empty `rows`; got no epochs.")
+    warmup = warmup_epochs(len(rows))
+    neg = negative_share(alignment)
+    gwa = series(rows, "gwa")
+    if neg.size != len(rows):
+        raise ValueError(f"Expected `alignment` with one row per epoch ({len(rows)}); got {neg.size} rows.")
+    after_neg, after_gwa = neg[warmup:], gwa[warmup:]
+    if not (np.isfinite(neg[-1]) and np.isfinite(gwa[-1])):
+        return True
+    peak_gwa = float(np.nanmax(after_gwa))
+    return bool(
+        neg[-1] < NEG_SHARE_KEPT * float(np.nanmax(after_neg))
+        or gwa[-1] < peak_gwa - GWA_DROP * abs(peak_gwa)
+    )
+
+
+def gwa_memorisation(rows: list[dict], alignment) -> int:
+    """The last epoch unless :func:`memorisation_alarm` fires, else ``gwa_after_transient``'s epoch.
+
+    Why (issue 12, from the development data D and the first held-out grid H, in-sample): where the model does
+    not fit its flipped labels (the CNNs of H under class-pair noise), the test accuracy still rises at the end
+    while GWA is flat within its epoch-to-epoch noise, so its argmax is a coin toss among late epochs; where it
+    memorises (the MLPs), the negatively aligned mode shrinks and the argmax is needed."""
+    if memorisation_alarm(rows, alignment):
+        return after_transient(rows, alignment)
+    return len(rows) - 1
+
+
+def flag_window_end(rows: list[dict], alignment) -> int:
+    """Last epoch (0-based) of the ``window_mean`` flag rule's window: ``gwa_after_transient``'s epoch."""
+    return after_transient(rows, alignment)
+
+
+def window_mean_flags(rows: list[dict], alignment) -> tuple[np.ndarray, np.ndarray]:
+    """Flag rule ``window_mean``: ``(score, flagged)`` per sample, score = mean alignment over the epochs after
+    the warm-up through :func:`flag_window_end` (NaN = never seen there), flagged where it is < 0.
+
+    Why: flipped samples are negatively aligned until the model memorises them; averaging over epochs before the
+    chosen one keeps the memorised epochs of a run that overfits out of the score."""
+    a = np.asarray(alignment, dtype=np.float64)
+    start = min(warmup_epochs(len(rows)), len(rows) - 1)
+    window = a[start : flag_window_end(rows, a) + 1]
+    seen = np.isfinite(window)
+    count = seen.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(count > 0, np.where(seen, window, 0.0).sum(axis=0) / count, np.nan)
+    return score, np.isfinite(score) & (score < 0)
+
+
+def window_noise_rate(rows: list[dict], alignment) -> float:
+    """Noise-rate estimator ``window_share``: the share of the samples seen in the window that
+    :func:`window_mean_flags` flags."""
+    score, flagged = window_mean_flags(rows, alignment)
+    seen = np.isfinite(score)
+    if not seen.any():
+        raise ValueError("Expected at least one sample seen in the flag window; got none.")
+    return float(flagged[seen].mean())
+
+
 #: Candidates that need the per-sample alignment matrix besides the rows: name -> (rows, (E, N)) -> index.
-SCORE_ROW_CANDIDATES = {"gwa_after_transient": after_transient}
+SCORE_ROW_CANDIDATES = {"gwa_after_transient": after_transient, "gwa_memorisation": gwa_memorisation}
+#: Flag-rule candidates: name -> (rows, (E, N)) -> (score, flagged); lower score = more suspicious.
+FLAG_CANDIDATES = {"window_mean": window_mean_flags}
+#: Noise-rate candidates: name -> (rows, (E, N)) -> estimated rate in [0, 1].
+NOISE_RATE_CANDIDATES = {"window_share": window_noise_rate}
 
 #: name -> chooser over metric rows (0-based index).
 CANDIDATES = {
