@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -152,3 +153,14 @@ def test_cli_error_is_one_line_exit_2(tmp_path, commands, capsys):
 def test_type_error_for_non_path():
     with pytest.raises(TypeError, match=r"Expected `run` to be a gwa.rundir.Run or a path; got type int"):
         flag_samples(3)
+
+
+def test_a_failed_rewrite_keeps_the_earlier_csv(hand_run, tmp_path):
+    out = tmp_path / "flagged.csv"
+    flag_samples(hand_run).to_csv(out)
+    before = out.read_text()
+    broken = dataclasses.replace(flag_samples(hand_run, rule="mean"), predictions=np.zeros(2))  # too short
+    with pytest.raises(IndexError):
+        broken.to_csv(out)
+    assert out.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("flagged")) == ["flagged.csv"]

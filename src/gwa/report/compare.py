@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gwa.rundir import write_atomic
+
 MIN_RUNS_FOR_CORRELATION = 3
 EXACT_SPEARMAN_MAX_RUNS = 8  # 8! = 40320 pairings: well under a second
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     if args.out is not None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_atomic(args.out, lambda fh: fh.write((text + "\n").encode()))
         print(f"tables written to {args.out}")
     if args.plot is not None:
         result.plot(args.plot)

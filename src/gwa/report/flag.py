@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gwa.policy import DEFAULT_FLAG_RULE, DEFAULT_LAST_K, FLAG_RULES, check_flag_options, flag_scores
+from gwa.rundir import write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +100,7 @@ class FlagResult:
     def to_csv(self, path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as fh:
+        with io.StringIO(newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(
                 ["rank", "sample_id", "label", "score", "flagged"]
@@ -119,6 +121,8 @@ class FlagResult:
                     pred = self.predictions[i]
                     row.append(int(pred) if np.isfinite(pred) else "")
                 writer.writerow(row)
+            text = fh.getvalue()
+        write_atomic(path, lambda out: out.write(text.encode()))  # an earlier ranking survives a crash
         return path
 
     def summary(self) -> str:
