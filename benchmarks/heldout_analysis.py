@@ -34,15 +34,16 @@ CRITERIA = (
     ("val_clean", "val 10% clean labels"),
     ("oracle", "oracle (bound)"),
 )
-#: Flag rows of the table: gwa's rules from one run, the candidates, cleanlab.
-FLAG_ROWS = ("lastk", "mean", "frac", "cand:window_mean", "cleanlab")
-#: Flag rules judged against cleanlab (S5a/S5b): the default and the rules registered for H'.
-FLAG_VERDICTS = ("lastk", "cand:window_mean", "frac")
+#: Flag rows of the table: gwa's rules from one run, cleanlab.
+FLAG_ROWS = ("window", "lastk", "mean", "frac", "cleanlab")
+#: Flag rules judged against cleanlab (S5a/S5b): the default, the default before H' and the rules registered for
+#: H' (``window`` was registered as ``cand:window_mean`` and promoted after H').
+FLAG_VERDICTS = ("window", "lastk", "frac")
 FLAG_LABELS = {
-    "lastk": "lastk (gwa default)",
+    "window": "window (gwa default; registered for H' as cand:window_mean)",
+    "lastk": "lastk (the default until H')",
     "mean": "mean (all epochs)",
     "frac": "frac (registered for H')",
-    "cand:window_mean": "cand:window_mean (registered for H')",
     "cleanlab": "cleanlab (5-fold)",
 }
 NOISE_ESTIMATORS = (

@@ -133,21 +133,17 @@ def test_gwa_memorisation_keeps_the_last_epoch_unless_the_alarm_fires():
     assert gwa_memorisation(rows, shrinking) == after_transient(rows, shrinking) == 1  # GWA's argmax, epoch 2
 
 
-def test_window_mean_flags_average_the_epochs_before_the_chosen_one():
-    from gwa.bench.candidates import window_mean_flags, window_noise_rate
+def test_window_share_is_the_share_the_default_flag_rule_flags():
+    from gwa.bench.candidates import window_noise_rate
 
-    # 10 epochs, warm-up 1; after_transient picks epoch 4 (GWA's maximum), so the window is epochs 2-4
+    # 10 epochs, warm-up 1; gwa_after_transient picks epoch 4 (GWA's maximum), so the window is epochs 2-4
     rows = _memo_rows([0.9, 0.2, 0.3, 0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2])
     m = np.full((10, 4), 0.1)
-    m[1:4, 0] = -0.1  # flipped, memorised after epoch 4: flagged on the window, not on later epochs
+    m[1:4, 0] = -0.1  # flipped, memorised after epoch 4: counted on the window, not on later epochs
     m[4:, 0] = 0.3
-    m[:, 1] = [0.5, -0.2, -0.2, 0.1, -0.5, -0.5, -0.5, -0.5, -0.5, -0.5]  # window mean -0.1: flagged
-    m[1:4, 2] = [0.2, np.nan, -0.1]  # one unseen epoch skipped: mean 0.05, kept
-    m[:, 3] = np.nan  # never seen
-    score, flagged = window_mean_flags(rows, m)
-    np.testing.assert_allclose(score[:3], [-0.1, -0.1, 0.05])
-    assert np.isnan(score[3])
-    assert flagged.tolist() == [True, True, False, False]
-    assert window_noise_rate(rows, m) == pytest.approx(2 / 3)  # of the 3 samples seen in the window
+    m[:, 1] = [0.5, -0.2, -0.2, 0.1, -0.5, -0.5, -0.5, -0.5, -0.5, -0.5]  # window mean -0.1: counted
+    m[1:4, 2] = [0.2, np.nan, -0.1]  # one unseen epoch skipped: mean 0.05, not counted
+    m[:, 3] = np.nan  # never seen: not in the denominator
+    assert window_noise_rate(rows, m) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="at least one sample seen"):
         window_noise_rate(rows, np.full((10, 4), np.nan))

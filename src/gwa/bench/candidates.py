@@ -47,17 +47,14 @@ def warmup_in_steps(rows: list[dict]) -> int:
 
 def after_transient(rows: list[dict], alignment) -> int:
     """gwa's default rule restricted to the epochs the ``early_transient`` diagnostic would not flag: training
-    accuracy within :data:`gwa.policy._diagnostics.TRANSIENT_ACC_GAP` of what the model fits (the run's maximum
-    training accuracy, capped at 1 - the estimated noise rate), on top of the paper's warm-up. Designed after the
-    held-out blocks H1/H2 were read (in-sample there); registered before H3 was trained."""
-    from gwa.policy import estimate_noise_rate
-    from gwa.policy._diagnostics import TRANSIENT_ACC_GAP
+    accuracy within :data:`gwa.policy.TRANSIENT_ACC_GAP` of what the model fits (the run's maximum training
+    accuracy, capped at 1 - the estimated noise rate), on top of the paper's warm-up. Designed after the held-out
+    blocks H1/H2 were read (in-sample there); registered before H3 was trained. Now the core policy's
+    :func:`gwa.policy.after_transient_epoch` (which, unlike the registered version, keeps epochs without a
+    logged training accuracy; every benchmark run logs it)."""
+    from gwa.policy import after_transient_epoch
 
-    acc = series(rows, "train_acc")
-    reachable = min(float(np.nanmax(acc)), 1.0 - estimate_noise_rate(alignment).rate)
-    values = series(rows, "gwa")
-    values[~(acc >= reachable - TRANSIENT_ACC_GAP)] = np.nan
-    return _rule(values)
+    return after_transient_epoch(rows, alignment)
 
 
 #: The memorisation alarm of ``gwa_memorisation`` fires when, at the last epoch, the share of negatively aligned
@@ -111,31 +108,13 @@ def gwa_memorisation(rows: list[dict], alignment) -> int:
     return len(rows) - 1
 
 
-def flag_window_end(rows: list[dict], alignment) -> int:
-    """Last epoch (0-based) of the ``window_mean`` flag rule's window: ``gwa_after_transient``'s epoch."""
-    return after_transient(rows, alignment)
-
-
-def window_mean_flags(rows: list[dict], alignment) -> tuple[np.ndarray, np.ndarray]:
-    """Flag rule ``window_mean``: ``(score, flagged)`` per sample, score = mean alignment over the epochs after
-    the warm-up through :func:`flag_window_end` (NaN = never seen there), flagged where it is < 0.
-
-    Why: flipped samples are negatively aligned until the model memorises them; averaging over epochs before the
-    chosen one keeps the memorised epochs of a run that overfits out of the score."""
-    a = np.asarray(alignment, dtype=np.float64)
-    start = min(warmup_epochs(len(rows)), len(rows) - 1)
-    window = a[start : flag_window_end(rows, a) + 1]
-    seen = np.isfinite(window)
-    count = seen.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(count > 0, np.where(seen, window, 0.0).sum(axis=0) / count, np.nan)
-    return score, np.isfinite(score) & (score < 0)
-
-
 def window_noise_rate(rows: list[dict], alignment) -> float:
-    """Noise-rate estimator ``window_share``: the share of the samples seen in the window that
-    :func:`window_mean_flags` flags."""
-    score, flagged = window_mean_flags(rows, alignment)
+    """Noise-rate estimator ``window_share``: the share of the samples seen in the window that the core policy's
+    ``window`` flag rule flags (:func:`gwa.policy.flag_scores`; registered as ``cand:window_mean`` and promoted
+    to the default flag rule after H')."""
+    from gwa.policy import flag_scores
+
+    score, flagged, _ = flag_scores(np.asarray(alignment, dtype=np.float64), rule="window", history=rows)
     seen = np.isfinite(score)
     if not seen.any():
         raise ValueError("Expected at least one sample seen in the flag window; got none.")
@@ -144,8 +123,9 @@ def window_noise_rate(rows: list[dict], alignment) -> float:
 
 #: Candidates that need the per-sample alignment matrix besides the rows: name -> (rows, (E, N)) -> index.
 SCORE_ROW_CANDIDATES = {"gwa_after_transient": after_transient, "gwa_memorisation": gwa_memorisation}
-#: Flag-rule candidates: name -> (rows, (E, N)) -> (score, flagged); lower score = more suspicious.
-FLAG_CANDIDATES = {"window_mean": window_mean_flags}
+#: Flag-rule candidates: name -> (rows, (E, N)) -> (score, flagged); lower score = more suspicious. None is open:
+#: ``window_mean``, registered for H', met S5a and S5b there and is the core policy's default rule ``window``.
+FLAG_CANDIDATES: dict = {}
 #: Noise-rate candidates: name -> (rows, (E, N)) -> estimated rate in [0, 1].
 NOISE_RATE_CANDIDATES = {"window_share": window_noise_rate}
 

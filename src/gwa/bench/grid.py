@@ -354,7 +354,7 @@ def load_result(path: Path) -> RunResult | None:
 
 
 #: gwa's flag rules in the flag table, the default first.
-FLAG_METHODS = ("lastk", "mean", "frac")
+FLAG_METHODS = ("window", "lastk", "mean", "frac")
 
 
 def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
@@ -435,7 +435,8 @@ def flag_table(results: list[RunResult]) -> str:
     if not runs:
         return ""
     labels = {
-        "lastk": f"gwa default: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
+        "window": "gwa default: mean alignment < 0 from the warm-up to the chosen epoch (1 run)",
+        "lastk": f"gwa: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
         "mean": "gwa: mean alignment over epochs < 0 (1 run)",
         "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
         "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)",
