@@ -145,7 +145,9 @@ class StoreInput(nn.Module):
         return self.head(x)
 
 
-VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused")
+VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused", "gwa deferred")
+#: ``GWATracker(defer=...)`` of the "gwa deferred" variant: batches scored together.
+DEFER = 32
 
 
 def step_overhead(
@@ -161,7 +163,12 @@ def step_overhead(
         models["paper's example"][-1] = StoreInput(models["paper's example"][-1])
     for v, m in models.items():
         if v.startswith("gwa"):
-            trackers[v] = GWATracker(m, num_samples=num_samples, compile=v == "gwa fused")
+            trackers[v] = GWATracker(
+                m,
+                num_samples=num_samples,
+                compile=v == "gwa fused",
+                defer=DEFER if v == "gwa deferred" else 0,
+            )
     opts = {v: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for v, m in models.items()}
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
@@ -324,6 +331,9 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn for (b)")
     parser.add_argument("--no-kernel", action="store_true", help="skip the kernel comparison (a)")
     parser.add_argument(
+        "--variants", default=",".join(VARIANTS[1:]), help="comma-separated variants of (b) besides plain"
+    )
+    parser.add_argument(
         "--clock",
         choices=("thread", "wall"),
         default="thread",
@@ -361,9 +371,10 @@ def main() -> None:
         f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager and fused "
         f"(torch.compile); up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians, ratio to plain"
     )
+    variants = ("plain", *(v for v in VARIANTS[1:] if v in args.variants.split(",")))
     print(
         f"{'model':<38} {'batch':>5} {'rounds':>6} {'plain ms':>9} "
-        + " ".join(f"{v:>16}" for v in VARIANTS[1:])
+        + " ".join(f"{v:>16}" for v in variants[1:])
     )
     chosen = [
         k
@@ -374,11 +385,11 @@ def main() -> None:
     for name, (make, shape) in ((k, INPUTS[k]) for k in chosen):
         for batch in (128, 512):
             r = step_overhead(
-                make, shape, batch, rounds, args.steps_per_round, 5.0 if args.quick else args.budget
+                make, shape, batch, rounds, args.steps_per_round, 5.0 if args.quick else args.budget, variants
             )
             cells = " ".join(
                 f"{r['ratio'][v]:>9.4f} ({100 * (r['ratio'][v] - 1):+5.1f}%)"[:16].rjust(16)
-                for v in VARIANTS[1:]
+                for v in variants[1:]
             )
             print(f"{name:<38} {batch:>5} {r['rounds']:>6} {r['ms']['plain']:>9.2f} {cells}", flush=True)
             if r["compile_failed"]:
