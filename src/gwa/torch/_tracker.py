@@ -266,6 +266,7 @@ class GWATracker:
             raise ValueError(f"Expected `unpaired` to be 'raise' or 'skip'; got {unpaired!r}.")
         self.num_samples = num_samples
         self.bias = bool(bias)
+        self._bias_out = not self.bias  # the hook's steady-state path: the bias stays out of the cosine
         self.signals = check_signal_names(signals)
         self.store_scores = bool(store_scores)
         self.score_dtype = _SCORE_DTYPES[score_dtype]
@@ -349,7 +350,34 @@ class GWATracker:
         if self._paused or not module.training or not torch.is_grad_enabled():
             return
         x = inputs[0] if inputs else None
-        weight, bias = module.weight, module.bias
+        weight = module.weight
+        if (
+            self._bias_out
+            and self._head_verified
+            and type(x) is torch.Tensor
+            and type(output) is torch.Tensor
+            and len(self._captures) < MAX_PENDING_CAPTURES
+            and x.dim() == 2
+        ):
+            # Steady state: the head's output is exact in its dtype (same dtype in and out: autocast would have
+            # given a half-precision output), so -W x is read off it. Each line here runs once per step.
+            dtype = output.dtype
+            if (dtype is torch.float32 or dtype is torch.float64) and x.dtype is dtype and weight.dtype is dtype:
+                self._captures.append(
+                    _Capture(
+                        weakref.ref(output),
+                        capture_split_terms(x, weight, module.bias, output)
+                        if self.defer
+                        else capture_terms(x, weight, module.bias, output, include_bias=False, dtype=dtype),
+                        x.shape,
+                        weight.shape,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+                return
+        bias = module.bias
         error = terms = None
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
             error = ValueError(
@@ -466,9 +494,20 @@ class GWATracker:
                 z = logits.detach()
                 if z.dtype is not neg.dtype:
                     z = z.to(neg.dtype)
-                if self.defer:
+                if self.defer:  # _defer() inlined: the batch is kept and scored with the next ones
+                    pending = self._deferred
+                    if pending and (self._deferred_soft or z.dtype is not pending[0].logits.dtype):
+                        self._score_deferred()
+                        pending = self._deferred
+                    if not pending:
+                        self._deferred_soft = False
+                        self._deferred_offset = self._sightings
                     ids = None if plan.positions or not plan.keeps_ids else sample_ids
-                    self._defer(_Deferred(z, targets, neg, norm, ids, _versions(z, targets, ids)))
+                    pending.append(_Deferred(z, targets, neg, norm, ids, _versions(z, targets, ids)))
+                    self._sightings += z.shape[0]
+                    self._deferred_rows += z.numel()
+                    if len(pending) >= self.defer or self._deferred_rows >= DEFER_MAX_ELEMENTS:
+                        self._score_deferred()
                     return None
                 if plan.assert_range:
                     torch._assert_async(
