@@ -72,6 +72,9 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     def kernel():  # the public function: validates its inputs eagerly (reads them on the host)
         return alignment(logits, y, x, w)
 
+    def from_output():  # the public function given the head's output: W x read from it, not recomputed
+        return alignment(logits, y, x, w, head_output=logits)
+
     def unchecked():  # the two halves from embeddings (W x recomputed), no validation
         terms = head_terms(x, w, dtype=torch.float32)
         return scores_from_head_terms(logits, y, terms, soft=False)[0]
@@ -85,9 +88,11 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     reference = brute()
     err = float((reference - kernel()).abs().max())
     err_fused = float((reference - tracker_kernel()).abs().max())
+    err_output = float((reference - from_output()).abs().max())
     t_brute = statistics.median(timed(brute, repeats))
     t_kernel = statistics.median(timed(kernel, repeats * 5))
     t_unchecked = statistics.median(timed(unchecked, repeats * 5))
+    t_output = statistics.median(timed(from_output, repeats * 20))
     t_fused = statistics.median(timed(tracker_kernel, repeats * 20))
     return {
         "n": n,
@@ -97,6 +102,9 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
         "unchecked_ms": 1e3 * t_unchecked,
         "unchecked_speedup": t_brute / t_unchecked,
         "max_abs_diff": err,
+        "output_ms": 1e3 * t_output,
+        "output_speedup": t_brute / t_output,
+        "output_diff": err_output,
         "fused_ms": 1e3 * t_fused,
         "fused_speedup": t_brute / t_fused,
         "fused_diff": err_fused,
@@ -357,13 +365,15 @@ def main() -> None:
     print("\n(a) kernel vs per-sample autograd gradients, C=1000, D=2048, float32, medians")
     print(
         f"{'N':>4} {'autograd ms':>12} {'alignment() ms':>15} {'speedup':>8} {'unchecked ms':>13} {'speedup':>8} "
-        f"{'max |diff|':>11} {'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}"
+        f"{'max |diff|':>11} {'head_output= ms':>16} {'speedup':>8} {'max |diff|':>11} "
+        f"{'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}"
     )
     for n in () if args.no_kernel else (32, 128):
         r = kernel_vs_autograd(n, 1000, 2048, repeats=2 if args.quick else 5)
         print(
             f"{r['n']:>4} {r['brute_ms']:>12.2f} {r['kernel_ms']:>15.3f} {r['speedup']:>7.0f}x "
             f"{r['unchecked_ms']:>13.3f} {r['unchecked_speedup']:>7.0f}x {r['max_abs_diff']:>11.1e} "
+            f"{r['output_ms']:>16.3f} {r['output_speedup']:>7.0f}x {r['output_diff']:>11.1e} "
             f"{r['fused_ms']:>11.3f} {r['fused_speedup']:>7.0f}x {r['fused_diff']:>11.1e}"
         )
     print(
