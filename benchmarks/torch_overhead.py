@@ -2,12 +2,14 @@
 
 Run:  python benchmarks/torch_overhead.py [--threads 1] [--rounds 40] [--quick]
 
-Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048; (b) a full training step (forward,
-loss, backward, SGD step) of an MLP and a small CNN at batch 128 and 512: plain, the paper's example (the seed
-README's ``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa eager
-and gwa fused (``torch.compile``), rounds interleaved, medians and ratios to plain; (c) where the tracker's time
-goes (torch profiler, MLP batch 128); (d) the host-synchronisation check of update(). All numbers come from this
-one run; the machine is printed first.
+Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048 (the public ``alignment()`` with and
+without ``head_output=``, and the tracker's per-step kernel); (b) a full training step (forward, loss, backward,
+SGD step) of an MLP and a small CNN at batch 128 and 512: plain, the paper's example (the seed README's
+``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa eager (the
+default), gwa fused (``torch.compile``) and gwa deferred (``GWATracker(defer=32)``: batches scored together),
+rounds interleaved, medians and ratios to plain; (c) where the tracker's time goes (torch profiler, MLP batch
+128, eager and deferred); (d) the host-synchronisation check of update(). All numbers come from this one run;
+the machine is printed first.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def step_overhead(
     }
 
 
-def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
+def profile_tracker(make_model, shape, batch: int, steps: int = 200, defer: int = 0) -> str:
     """The tracker's own operations inside training steps (torch profiler, self CPU time per step).
 
     The hook and ``update()`` run inside ``record_function`` ranges; every ATen op under them is charged to
@@ -240,7 +242,7 @@ def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
     torch.manual_seed(0)
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    tracker = GWATracker(model, num_samples=50_000)
+    tracker = GWATracker(model, num_samples=50_000, defer=defer)
     tracker._handle.remove()
     capture = tracker._capture
 
@@ -378,8 +380,9 @@ def main() -> None:
         )
     print(
         f"\n(b) training step (forward, CE loss, backward, SGD momentum step): plain, the paper's example "
-        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager and fused "
-        f"(torch.compile); up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians, ratio to plain"
+        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager (default), fused "
+        f"(torch.compile) and deferred (defer={DEFER}); up to {rounds} interleaved rounds x {args.steps_per_round} "
+        "steps, medians, ratio to plain"
     )
     variants = ("plain", *(v for v in VARIANTS[1:] if v in args.variants.split(",")))
     print(
@@ -410,6 +413,10 @@ def main() -> None:
             "tracker's ops only (self CPU time per step)"
         )
         print(profile_tracker(mlp, (1, 28, 28), 128))
+        print(
+            f"\nthe same with GWATracker(defer={DEFER}) (update() keeps the batch; every {DEFER}th scores {DEFER})"
+        )
+        print(profile_tracker(mlp, (1, 28, 28), 128, defer=DEFER))
     print("\n(d) host synchronisation in update():", sync_check())
 
 

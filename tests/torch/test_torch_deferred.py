@@ -224,7 +224,9 @@ def test_deferred_update_does_not_read_values_on_the_host(monkeypatch, soft):
     for t in trackers:
         r = t.end_epoch()
         assert r.summary.n == 32
-        assert r.summary.gwa == pytest.approx(expected.summary.gwa, rel=1e-3 if t.score_dtype == torch.float16 else 1e-5)
+        assert r.summary.gwa == pytest.approx(
+            expected.summary.gwa, rel=1e-3 if t.score_dtype == torch.float16 else 1e-5
+        )
 
 
 def test_deferred_state_dict_resumes_the_partial_epoch():
@@ -256,7 +258,9 @@ def test_deferred_class_ids_out_of_range():
     model = mlp(torch.float64)
     tracker = GWATracker(model, num_samples=16, defer=4)
     x, y, ids = next(data(1))
-    with pytest.raises(ValueError, match=r"`targets` class ids in \[0, 3\] \(C=4 from logits\); got an id out"):
+    with pytest.raises(
+        ValueError, match=r"`targets` class ids in \[0, 3\] \(C=4 from logits\); got an id out"
+    ):
         tracker.update(model(x), y + 4, ids)  # the epoch's first update: checked at once
     tracker.update(model(x), y, ids)
     tracker.update(model(x), y.clone().fill_(7), ids + 8)  # later: checked when the batches are scored

@@ -264,7 +264,7 @@ def test_head_output_gives_the_same_scores(n, c, d, target_kind, with_bias):
 
 def test_head_output_with_temperature_and_zero_embeddings():
     """logits = out / T are scored against the head's own output; a zero embedding stays undefined."""
-    x, w, b, y = make_problem(6, 4, 5, "hard", seed=2)
+    x, w, _, y = make_problem(6, 4, 5, "hard", seed=2)
     x[2] = 0.0
     out = x @ w.T
     got, mask = alignment_with_mask(out / 3.0, y, x, w, head_output=out)
@@ -279,9 +279,21 @@ def test_head_output_with_temperature_and_zero_embeddings():
     [
         (lambda o: o.numpy(), TypeError, r"Expected `head_output` to be a torch.Tensor; got ndarray"),
         (lambda o: o.long(), TypeError, r"Expected `head_output` to be a floating-point tensor; got"),
-        (lambda o: o[:, :3], ValueError, r"`head_output` of shape \(N, C\) = \(5, 4\) like `logits`; got shape=\(5, 3\)"),
-        (lambda o: o.index_fill(0, torch.tensor([1]), float("nan")), ValueError, r"finite `head_output`; got 4"),
-        (lambda o: o + 1.0, ValueError, r"`head_output` to be embeddings @ weight.T \(without the head's bias: pass"),
+        (
+            lambda o: o[:, :3],
+            ValueError,
+            r"`head_output` of shape \(N, C\) = \(5, 4\) like `logits`; got shape=\(5, 3\)",
+        ),
+        (
+            lambda o: o.index_fill(0, torch.tensor([1]), float("nan")),
+            ValueError,
+            r"finite `head_output`; got 4",
+        ),
+        (
+            lambda o: o + 1.0,
+            ValueError,
+            r"`head_output` to be embeddings @ weight.T \(without the head's bias: pass",
+        ),
     ],
     ids=["not a tensor", "integer", "shape", "nan", "not the product"],
 )

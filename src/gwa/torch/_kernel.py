@@ -45,7 +45,9 @@ def compute_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = Non
     return torch.float32
 
 
-def alignment(logits, targets, embeddings, weight, bias=None, *, head_output=None, dtype=None) -> torch.Tensor:
+def alignment(
+    logits, targets, embeddings, weight, bias=None, *, head_output=None, dtype=None
+) -> torch.Tensor:
     """Per-sample alignment of the negative loss gradient on the head with the head's weights.
 
     Args:
@@ -115,10 +117,8 @@ def head_terms(
         scale = scale.clamp_min(1.0)
     # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
     x = x / scale
-    if output is None:
-        neg_head_out = (x @ w.T).neg_()
-    else:
-        neg_head_out = _as(output.detach(), dtype).div(scale).neg_()
+    # A given output is W x (+ b): read, not recomputed (the one N x C x D product of this function).
+    neg_head_out = (x @ w.T).neg_() if output is None else _as(output.detach(), dtype).div(scale).neg_()
     emb_norm_sq = torch.linalg.vecdot(x, x)
     flat = w.reshape(-1)
     weight_norm_sq = torch.dot(flat, flat)
@@ -383,7 +383,16 @@ class SplitNorm(NamedTuple):
     weight_norm: torch.Tensor
 
 
-def capture_split_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor):
+class SplitTerms(NamedTuple):
+    """:class:`CaptureTerms` whose norm is a :class:`SplitNorm`."""
+
+    neg_head_out: torch.Tensor
+    norm: SplitNorm
+
+
+def capture_split_terms(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor
+) -> SplitTerms:
     """:func:`capture_terms` with the norm left as a :class:`SplitNorm` (three operations instead of four).
 
     For heads whose bias stays out of the cosine, with ``x``, ``weight`` and ``output`` in the compute dtype and
@@ -393,7 +402,7 @@ def capture_split_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     torch._C._set_grad_enabled(False)
     try:
         neg = output.neg() if bias is None else torch.sub(bias, output)
-        return CaptureTerms(
+        return SplitTerms(
             neg, SplitNorm(torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(weight))
         )
     finally:

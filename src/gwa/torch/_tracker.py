@@ -22,7 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from gwa.torch._kernel import (
     CaptureTerms,
     Scorer,
     SplitNorm,
+    SplitTerms,
     capture_split_terms,
     capture_terms,
     compute_dtype,
@@ -109,7 +110,7 @@ class EpochResult:
 
 class _Capture(NamedTuple):
     output: Callable[[], torch.Tensor | None]  # weak ref to the head's output, to pair update(logits) with it
-    terms: CaptureTerms | None
+    terms: CaptureTerms | SplitTerms | None  # SplitTerms only with defer
     embeddings_shape: tuple
     weight_shape: tuple
     bias_shape: tuple | None
@@ -231,6 +232,10 @@ class GWATracker:
     _soft_violations: torch.Tensor | None
     _plan: _Plan | None  # the epoch's first update always takes the checked path
     _last_by_identity: bool
+    _deferred: list[_Deferred]  # defer: batches kept, not yet scored
+    _deferred_rows: int  # their logits' elements (rows x classes)
+    _deferred_soft: bool  # their targets are probabilities
+    _deferred_offset: int  # running position of their first sample
 
     def __init__(
         self,
@@ -362,7 +367,11 @@ class GWATracker:
             # Steady state: the head's output is exact in its dtype (same dtype in and out: autocast would have
             # given a half-precision output), so -W x is read off it. Each line here runs once per step.
             dtype = output.dtype
-            if (dtype is torch.float32 or dtype is torch.float64) and x.dtype is dtype and weight.dtype is dtype:
+            if (
+                (dtype is torch.float32 or dtype is torch.float64)
+                and x.dtype is dtype
+                and weight.dtype is dtype
+            ):
                 self._captures.append(
                     _Capture(
                         weakref.ref(output),
@@ -378,7 +387,8 @@ class GWATracker:
                 )
                 return
         bias = module.bias
-        error = terms = None
+        error: Exception | None = None
+        terms: CaptureTerms | SplitTerms | None = None
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
             error = ValueError(
                 f"Expected the head {self.head_name!r} to receive embeddings of shape (N, D); got "
@@ -514,6 +524,7 @@ class GWATracker:
                         ((targets >= 0) & (targets < plan.num_classes)).all(),
                         f"gwa: `targets` class ids out of range [0, {plan.num_classes - 1}]",
                     )
+                norm = cast(torch.Tensor, norm)  # a SplitNorm only with defer
                 try:
                     scores = fused_scores(z, targets.view(-1, 1), neg, norm)
                 except (RuntimeError, IndexError) as error:
@@ -582,9 +593,11 @@ class GWATracker:
                     raise _class_id_error(IndexError("out of bounds"), num_classes)
             ids = self._resolve_ids(sample_ids, z.shape[0], device, first)
             self._dtype = neg.dtype
-            self._defer(_Deferred(z, t if soft else targets, neg, norm, ids, _versions(z, targets, ids)), soft)
+            item = _Deferred(z, t if soft else targets, neg, norm, ids, _versions(z, targets, ids))
+            self._defer(item, soft)
             self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
             return None
+        norm = cast(torch.Tensor, norm)  # a SplitNorm only with defer
         if soft:
             scores, undefined = fused_soft_scores(z, t, neg, norm)
         else:
@@ -701,7 +714,7 @@ class GWATracker:
         )
         self._storage.add(Chunk(ids, self._deferred_offset, scores, undefined, values))
 
-    def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | None:
+    def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | SplitTerms | None:
         if embeddings is not None or weight is not None:
             if embeddings is None or weight is None:
                 raise ValueError(
@@ -989,7 +1002,7 @@ class GWATracker:
         self._soft_violations = None
         self._plan = None
         self._last_by_identity = False
-        self._deferred: list[_Deferred] = []
+        self._deferred = []
         self._deferred_rows = 0  # rows x classes pending
         self._deferred_soft = False
         self._deferred_offset = 0
