@@ -429,24 +429,13 @@ def _softmax_rows(z: torch.Tensor) -> torch.Tensor:
 
     PyTorch's CPU kernel for a softmax over a last dimension narrower than its vector width runs row by row
     (about 15 us for 128 x 10, 500 us for 4096 x 10 here); over the first dimension of the transposed view it
-    vectorises across rows instead (4 us, 50 us), for float64 up to about 32 classes.
+    vectorises across rows instead (4 us, 50 us), for float64 up to about 32 classes. The result is made
+    contiguous again: the row reductions that follow are several times slower on the transposed layout.
     """
     c = z.shape[1]
     if z.device.type == "cpu" and (c < 16 or (c <= 32 and z.dtype == torch.float64)):
-        return torch.softmax(z.t(), dim=0).t()
+        return torch.softmax(z.t(), dim=0).t().contiguous()
     return torch.softmax(z, dim=1)
-
-
-def _row_norm(g: torch.Tensor) -> torch.Tensor:
-    """``||g||`` of each row; for the transposed layout of :func:`_softmax_rows`, as ``sqrt(g . g)``.
-
-    ``vector_norm`` over a strided last dimension is slow on a CPU (350 us for 4096 x 10 here, against 9 us).
-    ``||g|| >= 1`` in the hard-label kernel and is rescaled to max-abs 1 in the soft one, so ``g . g`` cannot
-    overflow or underflow.
-    """
-    if g.is_contiguous():
-        return torch.linalg.vector_norm(g, dim=1)
-    return torch.linalg.vecdot(g, g).sqrt_()
 
 
 def fused_scores(
@@ -460,7 +449,7 @@ def fused_scores(
     """
     g = _softmax_rows(logits.scatter(1, index, float("-inf"), reduce="add")).scatter_(1, index, -1.0)
     numerator = torch.linalg.vecdot(g, neg_head_out)
-    return numerator.div_(_row_norm(g).mul_(norm)).clamp_(-1.0, 1.0)
+    return numerator.div_(torch.linalg.vector_norm(g, dim=1).mul_(norm)).clamp_(-1.0, 1.0)
 
 
 def fused_soft_scores(
@@ -470,7 +459,7 @@ def fused_soft_scores(
     g = _softmax_rows(logits).sub_(targets)
     g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
     numerator = torch.linalg.vecdot(g, neg_head_out)
-    denominator = _row_norm(g).mul_(norm)
+    denominator = torch.linalg.vector_norm(g, dim=1).mul_(norm)
     # g = 0 (softmax equal to the targets) or a zero embedding or head: undefined.
     undefined = (denominator == 0) | undefined_from_norm(norm)
     return numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE), undefined
