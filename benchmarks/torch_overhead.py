@@ -344,7 +344,7 @@ def main() -> None:
         help=f"steps of each variant per round (default {DEFER} for the MLP: one deferred scoring per round; "
         "3 for the CNN, whose steps are 20-40x longer)",
     )
-    parser.add_argument("--budget", type=float, default=40.0, help="seconds per training-step configuration")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds per training-step configuration")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler table (c)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn for (b)")

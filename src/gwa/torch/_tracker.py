@@ -325,7 +325,10 @@ class GWATracker:
 
     @property
     def storage(self) -> Storage:
-        """The epoch's storage strategy: :class:`IndexedStore`, :class:`SparseStore` or :class:`MomentsOnly`."""
+        """The epoch's storage strategy: :class:`IndexedStore`, :class:`SparseStore` or :class:`MomentsOnly`.
+
+        With ``defer``, batches not yet scored are not in it (they are kept by the tracker until scored).
+        """
         return self._storage
 
     def __repr__(self) -> str:
