@@ -85,7 +85,16 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     assert roc_auc_score(mask, -res["quality"]) > 0.8
     # the bench reads the stored result: cleanlab's numbers recomputed by hand, gwa's rules beside it
     result = grid.load_result(root / "digits_mlp_sym0.3")
-    assert set(result.flags) == {"lastk", "mean", "frac", "cleanlab"}
+    assert set(result.flags) == {"window", "lastk", "mean", "frac", "cleanlab"}
+    # the default flag rule and the registered noise-rate estimator, recomputed from the run directory
+    from gwa.policy import flag_scores
+    from gwa.rundir import load_run
+
+    run = load_run(root / "digits_mlp_sym0.3")
+    _, flagged, _ = flag_scores(run.score_matrix("alignment"), history=run.metrics, total_epochs=2)
+    assert result.flags["window"]["f1"] == pytest.approx(cb.flag_quality(flagged, mask)["f1"])
+    assert result.noise_estimates["cand:window_share"] == pytest.approx(flagged.mean())
+    assert result.noise_estimates["negative_share"] == pytest.approx(result.noise_estimate)
     assert result.flags["cleanlab"]["f1"] == pytest.approx(cb.flag_quality(res["flagged"], mask)["f1"])
     assert result.flags["cleanlab"]["sample_passes"] == 4 * result.flags["lastk"]["sample_passes"]
     assert 0.0 < result.noise_estimate < 1.0

@@ -5,6 +5,7 @@ each writes, read back by ``gwa report`` and ``gwa flag``."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -550,3 +551,37 @@ def test_hf_image_model_stores_pixel_values_as_previews(tmp_path):
     assert run.config["head"] == "classifier" and run.preview_ids.tolist() == list(range(24))
     np.testing.assert_allclose(run.previews, pixels.numpy())
     np.testing.assert_array_equal(run.labels, np.arange(24) % 3)
+
+
+def test_hf_best_folder_is_swapped_in_whole(tmp_path):
+    """A crash while saving a new best (here: save_pretrained raising) leaves the previous best intact."""
+    from gwa.integrations.huggingface import GWATrainerCallback
+
+    class Model(torch.nn.Module):
+        def __init__(self, fail=False):
+            super().__init__()
+            self.fail, self.head = fail, torch.nn.Linear(2, 2)
+
+        def save_pretrained(self, folder):
+            if self.fail:
+                (folder / "half-written.bin").write_bytes(b"x")
+                raise OSError(28, "No space left on device")
+            torch.save(self.state_dict(), folder / "model.pt")
+
+    class Args:
+        output_dir = str(tmp_path / "out")
+
+    cb = GWATrainerCallback(restore_best_weights=True)
+    cb._save_best(Args(), Model(), 2, None)
+    best = tmp_path / "out" / "gwa-best"
+    assert json.loads((best / "gwa_best.json").read_text())["epoch"] == 2
+    with pytest.raises(OSError, match="No space left"):
+        cb._save_best(Args(), Model(fail=True), 3, None)
+    assert sorted(p.name for p in best.iterdir()) == ["gwa_best.json", "model.pt"]
+    assert json.loads((best / "gwa_best.json").read_text())["epoch"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "gwa-best"
+    ]  # the half-written copy is gone
+    cb._save_best(Args(), Model(), 4, None)
+    assert json.loads((best / "gwa_best.json").read_text())["epoch"] == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gwa-best"]  # no staging or old folder

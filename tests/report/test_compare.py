@@ -105,6 +105,9 @@ def test_markdown_and_cli(four_runs, tmp_path, commands, capsys):
         "| max mean alignment | test acc at its epoch | 4 | undefined (constant values) | undefined |" in text
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lines[-1].startswith(
+        "How far to trust the ranking: in gwa's benchmark the max mean alignment did not"
+    )
 
 
 def test_duplicate_names_show_paths(tmp_path, write_run):
@@ -127,6 +130,7 @@ def test_too_few_runs_for_correlation(four_runs):
     res = compare_runs(four_runs[:2])
     assert res.correlations == []
     assert "Rank correlations need at least 3 runs" in res.to_markdown()
+    assert res.to_markdown().endswith("(docs/benchmarks.md, 'Model ranking').")
 
 
 def test_incomplete_run_is_marked(tmp_path, write_run):

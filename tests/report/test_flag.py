@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def hand_run(tmp_path, write_run):
 
 
 def test_lastk_rule_exact(hand_run):
-    res = flag_samples(hand_run)  # lastk, k=3, threshold 0
+    res = flag_samples(hand_run, rule="lastk")  # k=3, threshold 0
     # Last 3 seen epochs: s3 uses epochs 1, 2, 4 (unseen in 3); s2 has a positive value among its last 3.
     np.testing.assert_array_equal(res.sample_ids, [3, 1, 2, 5, 6, 0])
     np.testing.assert_allclose(res.scores, [-0.8 / 3, -0.2, -0.5 / 3, 0.15 / 3, 0.59 / 3, 0.3])
@@ -44,12 +45,27 @@ def test_lastk_rule_exact(hand_run):
 
 
 def test_lastk_threshold_top_and_k(hand_run):
-    np.testing.assert_array_equal(flag_samples(hand_run, threshold=-0.15).flagged_ids, [3])
-    np.testing.assert_array_equal(flag_samples(hand_run, top=2).flagged_ids, [3, 1])
-    np.testing.assert_array_equal(flag_samples(hand_run, top=100).flagged_ids, [3, 1, 2, 5, 6, 0])
-    one = flag_samples(hand_run, last_k=1)  # last seen value < 0
+    np.testing.assert_array_equal(flag_samples(hand_run, rule="lastk", threshold=-0.15).flagged_ids, [3])
+    np.testing.assert_array_equal(flag_samples(hand_run, rule="lastk", top=2).flagged_ids, [3, 1])
+    np.testing.assert_array_equal(
+        flag_samples(hand_run, rule="lastk", top=100).flagged_ids, [3, 1, 2, 5, 6, 0]
+    )
+    one = flag_samples(hand_run, rule="lastk", last_k=1)  # last seen value < 0
     assert set(one.flagged_ids) == {1, 2, 3, 6}
     assert one.sample_ids[0] == 3  # -0.4
+
+
+def test_window_rule_is_the_default(tmp_path, write_run):
+    # GWA peaks at epoch 2 and no training accuracy is logged (no transient to skip); 4 epochs: no warm-up.
+    rows = [{"gwa": g} for g in (0.1, 0.3, 0.2, 0.1)]
+    run = write_run(tmp_path / "w", MATRIX, metrics=rows, noise_mask=NOISY, labels=LABELS)
+    res = flag_samples(run)
+    assert res.rule == "window" and "over epochs 1-2" in res.description
+    # means over epochs 1-2: s0 0.45, s1 0.05, s2 -0.45, s3 -0.2, s5 0.1, s6 0.1 (s5 before s6: lower id)
+    np.testing.assert_array_equal(res.sample_ids, [2, 3, 1, 5, 6, 0])
+    np.testing.assert_allclose(res.scores, [-0.45, -0.2, 0.05, 0.1, 0.1, 0.45])
+    np.testing.assert_array_equal(res.flagged_ids, [2, 3])
+    assert res.precision == 0.5 and res.recall == pytest.approx(1 / 3)
 
 
 def test_mean_rule_exact(hand_run):
@@ -108,7 +124,8 @@ def test_help_documents_the_rules(commands, capsys):
         commands(["flag", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "'lastk' (default): alignment below T (default 0) in each of the last k epochs" in text
+    assert "'window' (default): mean alignment below T (default 0) over the epochs after the" in text
+    assert "'lastk': alignment below T (default 0) in each of the last k epochs" in text
     assert "'frac': fraction of epochs with alignment < 0 at least T (default 0.5)" in text
 
 
@@ -120,7 +137,10 @@ def test_cli_top_and_threshold_are_exclusive(hand_run, commands):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"rule": "median"}, r"Expected `rule` to be one of \['frac', 'lastk', 'mean'\]; got 'median'"),
+        (
+            {"rule": "median"},
+            r"Expected `rule` to be one of \['frac', 'lastk', 'mean', 'window'\]; got 'median'",
+        ),
         ({"last_k": 0}, r"Expected `last_k` to be an integer >= 1; got 0"),
         ({"top": 0}, r"Expected `top` to be an integer >= 1; got 0"),
         ({"top": True}, r"Expected `top` to be an integer >= 1; got True"),
@@ -152,3 +172,14 @@ def test_cli_error_is_one_line_exit_2(tmp_path, commands, capsys):
 def test_type_error_for_non_path():
     with pytest.raises(TypeError, match=r"Expected `run` to be a gwa.rundir.Run or a path; got type int"):
         flag_samples(3)
+
+
+def test_a_failed_rewrite_keeps_the_earlier_csv(hand_run, tmp_path):
+    out = tmp_path / "flagged.csv"
+    flag_samples(hand_run).to_csv(out)
+    before = out.read_text()
+    broken = dataclasses.replace(flag_samples(hand_run, rule="mean"), predictions=np.zeros(2))  # too short
+    with pytest.raises(IndexError):
+        broken.to_csv(out)
+    assert out.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("flagged")) == ["flagged.csv"]

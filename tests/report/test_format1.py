@@ -240,17 +240,22 @@ def test_gwa_report_on_a_format1_run(old_run, tmp_path, commands, capsys):
 def test_gwa_flag_on_a_format1_run(old_run, tmp_path, commands, capsys):
     path, written = old_run
     out = tmp_path / "flagged.csv"
-    assert commands(["flag", str(path), "--out", str(out)]) == 0
+    assert commands(["flag", str(path), "--rule", "lastk", "--out", str(out)]) == 0
     assert f"ranking written to {out}" in capsys.readouterr().out
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    _, decision, _ = flag_scores(written["matrix"])
+    _, decision, _ = flag_scores(written["matrix"], rule="lastk")
     flagged_ids = {int(r["sample_id"]) for r in rows if r["flagged"] == "1"}
     # Negative in each of the last 3 epochs: mislabeled samples 0-7 (8 and 9 are positive at epoch 8's linspace).
     assert flagged_ids == set(np.flatnonzero(decision).tolist()) == set(range(8))
     assert all(r["is_noisy"] == ("1" if int(r["sample_id"]) < 10 else "0") for r in rows)
-    res = flag_samples(path)
+    res = flag_samples(path, rule="lastk")
     assert res.precision == 1.0 and res.recall == pytest.approx(0.8)
+    # the default rule reads a format-1 run's rows too: the same decision as the core policy on them
+    res = flag_samples(path)
+    _, decision, _ = flag_scores(written["matrix"], history=load_run(path).metrics)
+    assert res.rule == "window" and set(res.flagged_ids.tolist()) == set(np.flatnonzero(decision).tolist())
+    assert res.flagged.any()
 
 
 def test_resuming_a_format1_run_is_refused(old_run):

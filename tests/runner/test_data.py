@@ -167,3 +167,52 @@ def test_prepare_rejects_oversized_subset_and_reads_eval_sets(tmp_path):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 5, 5)), y=np.zeros(3, dtype=int))
     with pytest.raises(ValueError, match=r"Eval set 'wrong': expected x of shape \(M, 8, 8, 1\)"):
         data.load_eval_set("wrong", tmp_path / "wrong.npz", (8, 8, 1))
+
+
+def test_prepare_keeps_only_the_given_classes_relabelled_in_their_order():
+    full = data.load_digits()
+    p = data.prepare(RunConfig(dataset="digits", classes=(7, 2, 5), num_train=150, seed=3))
+    assert p.classes == ("7", "2", "5") and p.num_classes == 3 and p.num_samples == 150
+    # Labels are the position in `classes`; source_index points into the original training set.
+    original = full.y_train[p.source_index]
+    assert set(original.tolist()) == {2, 5, 7}
+    assert np.array_equal(np.array([7, 2, 5])[p.y_train], original)
+    np.testing.assert_allclose(p.raw(p.x_train), full.x_train[p.source_index], atol=1e-5)
+    # The test set keeps every test sample of those classes and no other.
+    keep = np.isin(full.y_test, [7, 2, 5])
+    assert len(p.y_test) == keep.sum()
+    assert np.array_equal(np.array([7, 2, 5])[p.y_test], full.y_test[keep])
+
+
+def test_classes_with_noise_flip_inside_the_kept_classes():
+    sym = data.prepare(RunConfig(dataset="digits", classes=(0, 1, 2, 3), noise="symmetric", noise_rate=0.4))
+    assert sym.y_train.max() == 3 and abs(sym.noise_mask.mean() - 0.4) < 0.01
+    # Digits pairs inside (5, 6, 7, 1): 5<->6 and 7->1; in new ids 0<->1 and 2->3.
+    asym = data.prepare(RunConfig(dataset="digits", classes=(5, 6, 7, 1), noise="asymmetric", noise_rate=0.4))
+    moved = {
+        (int(a), int(b)) for a, b in zip(asym.y_train_clean[asym.noise_mask], asym.y_train[asym.noise_mask])
+    }
+    assert moved == {(0, 1), (1, 0), (2, 3)}
+
+
+def test_classes_bad_values_name_the_option():
+    with pytest.raises(ValueError, match=r"Expected `classes` to be class ids in \[0, 9\] .* got \[3, 10\]"):
+        data.prepare(RunConfig(dataset="digits", classes=(3, 10)))
+    with pytest.raises(ValueError, match=r"Expected `classes` to be two or more distinct class ids"):
+        RunConfig(classes=(3, 3))
+    with pytest.raises(ValueError, match=r"Expected `classes` to be two or more distinct class ids"):
+        RunConfig(classes=(4,))
+    with pytest.raises(ValueError, match=r"needs a class pair inside `classes`"):
+        data.prepare(RunConfig(dataset="digits", classes=(0, 4), noise="asymmetric", noise_rate=0.2))
+    with pytest.raises(ValueError, match=r"Expected `num_train` <= \d+ .* in `classes`"):
+        data.prepare(RunConfig(dataset="digits", classes=(0, 1), num_train=1000))
+
+
+def test_classes_filter_and_relabel_the_eval_sets_too(tmp_path):
+    d = data.load_digits()
+    np.savez(tmp_path / "extra.npz", x=d.x_test[:40], y=d.y_test[:40])
+    p = data.prepare(RunConfig(classes=(9, 4), eval_sets={"extra": str(tmp_path / "extra.npz")}))
+    xe, ye = p.eval_sets["extra"]
+    keep = np.isin(d.y_test[:40], [9, 4])
+    assert len(ye) == keep.sum() > 0 and np.array_equal(np.array([9, 4])[ye], d.y_test[:40][keep])
+    np.testing.assert_allclose(p.raw(xe), d.x_test[:40][keep], atol=1e-5)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,9 +9,9 @@ torch = pytest.importorskip("torch")
 import gwa
 from gwa import cli, policy
 from gwa.rundir import load_run
-from gwa.runner import train_torch
+from gwa.runner import checkpoint, train_torch
 from gwa.runner.config import RunConfig
-from gwa.runner.data import prepare
+from gwa.runner.data import load_digits, prepare
 from gwa.runner.models import build_model
 from gwa.runner.train import run_training
 
@@ -223,6 +224,32 @@ def test_cli_train_overwrite_resume_and_errors(tmp_path, capsys):
     assert code == 2 and "format 99" in err
 
 
+def test_cli_train_on_some_classes_then_fine_tune_the_body_on_the_others(tmp_path, capsys):
+    pre = str(tmp_path / "pre")
+    assert _cli([*_tiny_run(pre), "--classes", "0,1,2,3,4"], capsys)[0] == 0
+    run = load_run(pre)
+    assert set(run.labels.tolist()) == {0, 1, 2, 3, 4} and json.loads(
+        (tmp_path / "pre" / "config.json").read_text()
+    )["classes"] == [0, 1, 2, 3, 4]
+    state = train_torch.load_checkpoint(checkpoint.marked_file(pre, "last"))["model"]
+    torch.save({k: v for k, v in state.items() if not k.startswith("head.")}, tmp_path / "body.pt")
+    out = str(tmp_path / "ft")
+    argv = [
+        *_tiny_run(out),
+        "--classes",
+        "5,6,7,8,9",
+        "--init-checkpoint",
+        str(tmp_path / "body.pt"),
+        "--finetune",
+    ]
+    assert _cli(argv, capsys)[0] == 0
+    ft = load_run(out)
+    # The fine-tuning run trained on the other five classes, relabelled 0-4, and started from the body.
+    source_index = np.load(Path(out) / "source_index.npy")
+    assert np.array_equal(load_digits().y_train[source_index], ft.labels + 5)
+    assert ft.config["finetune"] is True and "gwa" in ft.summary["criteria"]
+
+
 def test_cli_train_refuses_to_resume_a_format1_run(tmp_path, capsys):
     out = str(tmp_path / "run")
     argv = _tiny_run(out)
@@ -250,6 +277,11 @@ def test_cli_train_refuses_to_resume_a_format1_run(tmp_path, capsys):
         (["--model", "vgg16"], "Expected `model` to be one of mlp, cnn, resnet or timm:<name>; got 'vgg16'"),
         (["--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "has no train-images-idx3-ubyte.gz"),
         (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "`device`"),
+        (
+            ["--classes", "3,12"],
+            "Expected `classes` to be class ids in [0, 9] (digits has 10 classes); got [3, 12]",
+        ),
+        (["--classes", "3"], "Expected `classes` to be two or more distinct class ids >= 0; got (3,)"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):

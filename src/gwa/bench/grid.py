@@ -293,6 +293,9 @@ class RunResult:
     #: file exists, cleanlab (noisy full runs only)
     flags: dict[str, dict[str, float]] = field(default_factory=dict)
     noise_estimate: float | None = None  # gwa.policy.estimate_noise_rate
+    #: estimator -> estimated noise rate, every full run with alignment scores (clean ones too): the default
+    #: ``negative_share`` and the candidates of :data:`gwa.bench.candidates.NOISE_RATE_CANDIDATES` (``cand:``)
+    noise_estimates: dict[str, float] = field(default_factory=dict)
 
 
 def _variant(val_frac: float) -> str | None:
@@ -334,8 +337,11 @@ def load_result(path: Path) -> RunResult | None:
         chosen=chosen,
     )
     mask = run.noise_mask
+    if variant == "full" and "alignment" in run.signals():
+        result.noise_estimates = noise_rate_estimates(run)
+        if mask is not None:
+            result.noise_fraction = float(mask.mean())
     if variant == "full" and mask is not None and mask.any() and not mask.all():
-        result.noise_fraction = float(mask.mean())
         scores = detection.run_scores(run, epoch=chosen.get(policy.DEFAULT_CRITERION))
         result.detection = {name: detection.ranking_quality(s, mask) for name, s in scores.items()}
         from gwa.report.flag import flag_samples
@@ -348,13 +354,16 @@ def load_result(path: Path) -> RunResult | None:
 
 
 #: gwa's flag rules in the flag table, the default first.
-FLAG_METHODS = ("lastk", "mean", "frac")
+FLAG_METHODS = ("window", "lastk", "mean", "frac")
 
 
 def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and AUROC of gwa's flag rules (one training run) and of cleanlab (K folds, when
     ``root/cleanlab/<name>.npz`` exists) against the run's noise mask; ``sample_passes`` = epochs x samples."""
+    from sklearn.metrics import roc_auc_score
+
     from gwa.bench import cleanlab_baseline
+    from gwa.bench.candidates import FLAG_CANDIDATES
     from gwa.report.flag import flag_samples
 
     mask = run.noise_mask.astype(bool)
@@ -369,15 +378,40 @@ def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
             "auroc": float(f.auroc or float("nan")),
             "sample_passes": passes,
         }
+    matrix = run.score_matrix("alignment")
+    for cand, flag_rule in FLAG_CANDIDATES.items():
+        try:
+            score, flagged = flag_rule(run.metrics, matrix)
+        except ValueError:
+            continue
+        seen = np.isfinite(score)
+        out[f"cand:{cand}"] = {
+            **cleanlab_baseline.flag_quality(flagged, mask),
+            "auroc": float(roc_auc_score(mask[seen], -score[seen])),
+            "sample_passes": passes,
+        }
     cl = cleanlab_baseline.load_result(root, name)
     if cl is not None:
-        from sklearn.metrics import roc_auc_score
-
         out["cleanlab"] = {
             **cleanlab_baseline.flag_quality(cl["flagged"], mask),
             "auroc": float(roc_auc_score(mask, -cl["quality"])),
             "sample_passes": float(cl["sample_passes"]),
         }
+    return out
+
+
+def noise_rate_estimates(run) -> dict[str, float]:
+    """``{estimator: rate}`` of one run: gwa's default and every noise-rate candidate (prefixed ``cand:``)."""
+    from gwa import policy
+    from gwa.bench.candidates import NOISE_RATE_CANDIDATES
+
+    matrix = run.score_matrix("alignment")
+    out = {"negative_share": policy.estimate_noise_rate(matrix).rate}
+    for name, estimate in NOISE_RATE_CANDIDATES.items():
+        try:
+            out[f"cand:{name}"] = estimate(run.metrics, matrix)
+        except ValueError:
+            continue
     return out
 
 
@@ -401,7 +435,8 @@ def flag_table(results: list[RunResult]) -> str:
     if not runs:
         return ""
     labels = {
-        "lastk": f"gwa default: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
+        "window": "gwa default: mean alignment < 0 from the warm-up to the chosen epoch (1 run)",
+        "lastk": f"gwa: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
         "mean": "gwa: mean alignment over epochs < 0 (1 run)",
         "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
         "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)",

@@ -154,13 +154,13 @@ def _tracking_text(run) -> str:
 def _flag_text(run) -> str:
     from gwa.report.flag import flag_samples
 
-    result = flag_samples(run)  # the documented default: alignment < 0 in each of the last 3 epochs
+    result = flag_samples(run)  # the documented default rule
 
     def show(v):
         return "n/a" if v is None else f"{v:.2f}"
 
     return (
-        f"flagged as likely mislabeled (alignment < 0 in each of the last 3 epochs): "
+        f"flagged as likely mislabeled by rule {result.description}: "
         f"{int(result.flagged.sum())} of {result.sample_ids.size} training samples; against the "
         f"{int(run.noise_mask.sum())} flipped labels: precision {show(result.precision)}, recall "
         f"{show(result.recall)}"

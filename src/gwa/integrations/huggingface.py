@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -332,24 +333,33 @@ class GWATrainerCallback(TrainerCallback):
         ):
             return
         folder = Path(self._best_model_dir) if self._best_model_dir else Path(args.output_dir) / BEST_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        if hasattr(model, "save_pretrained"):
-            model.save_pretrained(folder)
-        else:
-            torch.save(model.state_dict(), folder / "pytorch_model.bin")
-        if processor is not None and hasattr(processor, "save_pretrained"):
-            processor.save_pretrained(folder)
-        value = self.monitor.stopper.best_value
-        (folder / "gwa_best.json").write_text(
-            json.dumps(
-                {
-                    "epoch": epoch,
-                    "monitor": self.monitor.monitor,
-                    "value": value if math.isfinite(value) else None,
-                }
-            )
-            + "\n"
-        )
+        # Written beside the folder, then swapped in: a crash while saving leaves the previous best intact
+        # (in ``folder`` or, between the two renames, in ``<folder>.old``).
+        staging, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            if hasattr(model, "save_pretrained"):
+                model.save_pretrained(staging)
+            else:
+                torch.save(model.state_dict(), staging / "pytorch_model.bin")
+            if processor is not None and hasattr(processor, "save_pretrained"):
+                processor.save_pretrained(staging)
+            value = self.monitor.stopper.best_value
+            record = {
+                "epoch": epoch,
+                "monitor": self.monitor.monitor,
+                "value": value if math.isfinite(value) else None,
+            }
+            (staging / "gwa_best.json").write_text(json.dumps(record) + "\n")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
         self.best_model_dir = folder
 
     # ------------------------------------------------------------------------------------------------- state

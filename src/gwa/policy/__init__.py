@@ -26,9 +26,11 @@ from gwa.policy._flags import (
     FLAG_RULES,
     check_flag_options,
     flag_scores,
+    flag_window,
 )
 from gwa.policy._noise_rate import NOISE_RATE_METHODS, NoiseRateEstimate, estimate_noise_rate
 from gwa.policy._stopper import EarlyStopper, StopReason
+from gwa.policy._transient import TRANSIENT_ACC_GAP, after_transient_epoch, past_transient
 
 __all__ = [
     "CRITERIA",
@@ -39,19 +41,23 @@ __all__ = [
     "FLAG_RULES",
     "MONITORABLE",
     "NOISE_RATE_METHODS",
+    "TRANSIENT_ACC_GAP",
     "WARMUP_FRACTION",
     "Criterion",
     "Diagnostic",
     "EarlyStopper",
     "NoiseRateEstimate",
     "StopReason",
+    "after_transient_epoch",
     "as_rows",
     "check_flag_options",
     "choose",
     "diagnose",
     "estimate_noise_rate",
     "flag_scores",
+    "flag_window",
     "monitor_value",
+    "past_transient",
     "select_all",
     "select_epoch",
     "series",

@@ -41,9 +41,9 @@ from gwa.policy._criteria import (
     warmup_epochs,
 )
 from gwa.policy._noise_rate import estimate_noise_rate
+from gwa.policy._transient import TRANSIENT_ACC_GAP
 
 TRANSIENT_FRACTION = 0.3
-TRANSIENT_ACC_GAP = 0.15
 RISING_EPOCHS = 3
 NOISE_ALARM = 0.10
 MIN_WARMUP_STEPS = 50

@@ -170,12 +170,17 @@ class Choice:
     source: str
 
 
+def planned_epochs(run: Run) -> int | None:
+    """The run's planned number of epochs (fixes the warm-up), or None when its config does not say."""
+    planned = run.config.get("epochs") or run.config.get("max_epochs")
+    return int(planned) if isinstance(planned, int) and planned >= len(run.metrics) else None
+
+
 def recompute_choices(run: Run) -> dict[str, Choice]:
     """Stop criteria recomputed from metrics.jsonl (when summary.json is absent, e.g. an interrupted run), by the
     core policy (:func:`gwa.policy.select_all`) with the run's planned epochs and fine-tuning rule."""
     require_epochs(run)
-    planned = run.config.get("epochs") or run.config.get("max_epochs")
-    total = int(planned) if isinstance(planned, int) and planned >= len(run.metrics) else None
+    total = planned_epochs(run)
     candidates = policy.select_all(run.metrics, finetune=bool(run.config.get("finetune")), total_epochs=total)
     return {
         name: Choice(name, epoch, metric_at(run, "test_acc", epoch), "recomputed")
@@ -208,8 +213,7 @@ def diagnostics(run: Run) -> list[dict]:
     require_epochs(run)
     criterion = summary.get("default") or summary.get("monitor") or run.config.get("monitor")
     criterion = criterion if criterion in policy.CRITERIA else policy.DEFAULT_CRITERION
-    planned = run.config.get("epochs") or run.config.get("max_epochs")
-    total = int(planned) if isinstance(planned, int) and planned >= len(run.metrics) else None
+    total = planned_epochs(run)
     choice = chosen_epochs(run).get(criterion)
     epoch = choice.epoch if choice is not None and choice.epoch in run.epochs else None
     alignment = None

@@ -1,7 +1,7 @@
 """``gwa flag RUN``: training samples ranked as likely mislabeled, exported as CSV.
 
-The rules (``lastk``, the default; ``mean``; ``frac``) are the core policy's (:mod:`gwa.policy`, flag rules);
-each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
+The rules (``window``, the default; ``lastk``; ``mean``; ``frac``) are the core policy's (:mod:`gwa.policy`, flag
+rules); each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
 
 ``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
 ``rank, sample_id, label, score, flagged`` (then ``is_noisy`` when the run's noise mask is known and
@@ -13,17 +13,28 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gwa.policy import DEFAULT_FLAG_RULE, DEFAULT_LAST_K, FLAG_RULES, check_flag_options, flag_scores
+from gwa.policy import (
+    DEFAULT_FLAG_RULE,
+    DEFAULT_LAST_K,
+    FLAG_RULES,
+    check_flag_options,
+    flag_scores,
+    flag_window,
+)
+from gwa.rundir import write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        f"{parser.description}. Rules: 'lastk' (default): alignment below T (default 0) in each "
+        f"{parser.description}. Rules: 'window' (default): mean alignment below T (default 0) over the "
+        "epochs after the warm-up through the epoch gwa's default rule chooses past the early transient, "
+        "ranked by that mean; 'lastk': alignment below T (default 0) in each "
         "of the last k epochs where the sample was seen, ranked by its mean over those epochs; "
         "'mean': mean alignment over all epochs below T (default 0); 'frac': fraction of epochs "
         "with alignment < 0 at least T (default 0.5). --top K flags the first K of the ranking "
@@ -34,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rule",
         choices=FLAG_RULES,
         default=DEFAULT_FLAG_RULE,
-        help="flagging rule (default lastk; see above)",
+        help=f"flagging rule (default {DEFAULT_FLAG_RULE}; see above)",
     )
     parser.add_argument(
         "--last-k",
@@ -50,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="T",
-        help="the rule's threshold (defaults: lastk 0, mean 0, frac 0.5)",
+        help="the rule's threshold (defaults: window 0, lastk 0, mean 0, frac 0.5)",
     )
     parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN/flagged.csv)")
 
@@ -98,7 +109,7 @@ class FlagResult:
     def to_csv(self, path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as fh:
+        with io.StringIO(newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(
                 ["rank", "sample_id", "label", "score", "flagged"]
@@ -119,6 +130,8 @@ class FlagResult:
                     pred = self.predictions[i]
                     row.append(int(pred) if np.isfinite(pred) else "")
                 writer.writerow(row)
+            text = fh.getvalue()
+        write_atomic(path, lambda out: out.write(text.encode()))  # an earlier ranking survives a crash
         return path
 
     def summary(self) -> str:
@@ -165,9 +178,9 @@ def flag_samples(
 
     Args:
         run: a run directory path or a loaded :class:`gwa.rundir.Run`.
-        rule: ``"lastk"``, ``"mean"`` or ``"frac"`` (see the module docstring).
+        rule: ``"window"`` (default), ``"lastk"``, ``"mean"`` or ``"frac"`` (see :mod:`gwa.policy`'s flag rules).
         last_k: epochs the ``lastk`` rule looks at.
-        threshold: the rule's threshold (default 0 for ``lastk``/``mean``, 0.5 for ``frac``).
+        threshold: the rule's threshold (default 0 for ``window``/``lastk``/``mean``, 0.5 for ``frac``).
         top: flag the first ``top`` samples of the ranking instead of applying the threshold.
 
     Returns:
@@ -186,7 +199,17 @@ def flag_samples(
     threshold = check_flag_options(rule, last_k, threshold, top)
     run = A.open_run(run)
     matrix = A.alignment_matrix(run)
-    score, decision, key = flag_scores(matrix, rule=rule, last_k=int(last_k), threshold=threshold)
+    score, decision, key = flag_scores(
+        matrix,
+        rule=rule,
+        last_k=int(last_k),
+        threshold=threshold,
+        history=run.metrics,
+        total_epochs=A.planned_epochs(run),
+    )
+    window = (
+        flag_window(run.metrics, matrix, total_epochs=A.planned_epochs(run)) if rule == "window" else (0, 0)
+    )
     ids = np.flatnonzero(np.isfinite(key))
     # Sort by the suspicion key; frac ties go to the lower mean alignment; remaining ties by sample id.
     tiebreak = A.sample_stats(matrix).mean[ids] if rule == "frac" else np.zeros(ids.size)
@@ -194,6 +217,10 @@ def flag_samples(
     flagged = decision[ids] if top is None else np.arange(ids.size) < top
     mask = None if run.noise_mask is None else run.noise_mask.astype(bool)[ids]
     desc = {
+        "window": (
+            f"window (mean alignment < {threshold:g} over epochs {window[0] + 1}-{window[1] + 1}: after the "
+            "warm-up through the epoch gwa's default rule chooses past the early transient)"
+        ),
         "lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
         "mean": f"mean (mean alignment over epochs < {threshold:g})",
         "frac": f"frac (fraction of epochs with alignment < 0 >= {threshold:g})",

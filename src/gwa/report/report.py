@@ -18,6 +18,7 @@ import numpy as np
 from gwa.report import _analysis as analysis
 from gwa.report import html as markup
 from gwa.report import plots
+from gwa.rundir import write_atomic
 
 DEFAULT_TOP_SAMPLES = 20
 #: Config entries shown in the run table when present (``gwa train`` writes the first ones, the callbacks and
@@ -145,7 +146,7 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         )
     page = markup.page(f"gwa report: {run.name}", "\n".join(parts))
     html_path = out / "report.html"
-    html_path.write_text(page, encoding="utf-8")
+    write_atomic(html_path, lambda fh: fh.write(page.encode("utf-8")))  # an old report survives a crash
     return html_path
 
 

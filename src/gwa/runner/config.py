@@ -27,6 +27,7 @@ class RunConfig:
     data_dir: str | None = None  # where the dataset's files are (fashion-mnist, cifar10, imagefolder)
     download: bool = False  # allow downloads: CIFAR-10 into data_dir, timm pretrained weights
     num_train: int | None = None  # stratified, seeded subset of the training set (None = all)
+    classes: tuple[int, ...] | None = None  # keep only these class ids (train and test), relabelled 0..k-1
     mnist1d_samples: int = 5000  # mnist1d: samples to generate (80% train, 20% test)
     val_frac: float = 0.0  # stratified hold-out from training (same label noise); 0 = none
     eval_sets: dict[str, str] = field(default_factory=dict)  # NAME -> .npz with x, y, evaluated each epoch
@@ -69,6 +70,8 @@ class RunConfig:
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
+        if isinstance(self.classes, list):  # from config.json
+            self.classes = tuple(self.classes)
         self.signals = tuple(self.signals)
         self.eval_sets = dict(self.eval_sets)
         validate(self)
@@ -123,6 +126,23 @@ def _number_in(name: str, value, low: float, high: float, *, high_open: bool = F
         raise ValueError(f"Expected `{name}` in [{low:g}, {high:g}{bracket}; got {value!r}.")
 
 
+def _check_classes(c: RunConfig) -> None:
+    if c.classes is None:
+        return
+    ok = (
+        isinstance(c.classes, tuple)
+        and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in c.classes)
+        and len(set(c.classes)) == len(c.classes) >= 2
+    )
+    if not ok:
+        raise ValueError(f"Expected `classes` to be two or more distinct class ids >= 0; got {c.classes!r}.")
+    if c.noise == "file":
+        raise ValueError(
+            "`classes` cannot be combined with noise='file' (the file's labels use the full label space); "
+            f"got classes={c.classes!r}."
+        )
+
+
 def validate(c: RunConfig) -> None:
     """Check every field; raise ValueError naming the option, the value and the valid choices."""
     _choice("dataset", c.dataset, DATASETS)
@@ -149,6 +169,7 @@ def validate(c: RunConfig) -> None:
     _int_at_least("num_train", c.num_train, 2, optional=True)
     _int_at_least("mnist1d_samples", c.mnist1d_samples, 20)
     _int_at_least("early_stop", c.early_stop, 1, optional=True)
+    _check_classes(c)
     if not c.hidden or any(h < 1 for h in c.hidden):
         raise ValueError(f"Expected `hidden` to be one or more widths >= 1; got {c.hidden!r}.")
     if c.warmup_epochs >= c.epochs and c.schedule == "warmup_cosine":

@@ -369,6 +369,52 @@ def _stratified_pick(labels: np.ndarray, size, seed: int, what: str) -> tuple[np
     return np.sort(kept), np.sort(picked)
 
 
+def _class_map(classes, num_classes: int, dataset: str) -> np.ndarray | None:
+    """Original class id -> new id (0..k-1 in the order given), -1 for a dropped class; None = keep all."""
+    if classes is None:
+        return None
+    out_of_range = [k for k in classes if k >= num_classes]
+    if out_of_range:
+        raise ValueError(
+            f"Expected `classes` to be class ids in [0, {num_classes - 1}] ({dataset} has {num_classes} "
+            f"classes); got {list(classes)}."
+        )
+    relabel = np.full(num_classes, -1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    return relabel
+
+
+def _kept_rows(y: np.ndarray, relabel: np.ndarray) -> np.ndarray:
+    keep = (y >= 0) & (y < relabel.size)
+    keep[keep] = relabel[y[keep]] >= 0
+    return np.flatnonzero(keep)
+
+
+def _relabelled(x: np.ndarray, y: np.ndarray, relabel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = _kept_rows(y, relabel)
+    return x[rows], relabel[y[rows]]
+
+
+def _keep_classes(ds: Dataset, relabel: np.ndarray, classes) -> tuple[Dataset, np.ndarray]:
+    """The dataset restricted to ``classes`` (train and test, relabelled) and the original rows of its
+    training samples."""
+    rows = _kept_rows(ds.y_train, relabel)
+    x_test, y_test = _relabelled(ds.x_test, ds.y_test, relabel)
+    names = tuple(ds.classes[k] for k in classes)
+    return Dataset(ds.name, ds.x_train[rows], relabel[ds.y_train[rows]], x_test, y_test, names), rows
+
+
+def _pairs_within(pairs: dict[int, int], relabel: np.ndarray, classes) -> dict[int, int]:
+    """The asymmetric flips whose source and target both lie in ``classes``, in the new class ids."""
+    kept = {int(relabel[s]): int(relabel[t]) for s, t in pairs.items() if relabel[s] >= 0 and relabel[t] >= 0}
+    if not kept:
+        raise ValueError(
+            f"Asymmetric noise needs a class pair inside `classes`; got classes={list(classes)} and the pairs "
+            f"{pairs} (source: target)."
+        )
+    return kept
+
+
 def prepare(config) -> PreparedData:
     """Load ``config.dataset``, take the subset, inject label noise, hold out validation, normalise."""
     ds = load_dataset(
@@ -377,13 +423,17 @@ def prepare(config) -> PreparedData:
         download=config.download,
         mnist1d_samples=config.mnist1d_samples,
     )
+    relabel = _class_map(config.classes, len(ds.classes), ds.name)
+    original_rows = np.arange(len(ds.y_train))
+    if relabel is not None:
+        ds, original_rows = _keep_classes(ds, relabel, config.classes)
     n_classes = len(ds.classes)
     index = np.arange(len(ds.y_train))
     if config.num_train is not None:
         if config.num_train > len(index):
             raise ValueError(
-                f"Expected `num_train` <= {len(index)} (the size of {ds.name}'s training set); "
-                f"got {config.num_train}."
+                f"Expected `num_train` <= {len(index)} (the size of {ds.name}'s training set"
+                f"{'' if relabel is None else ' in `classes`'}); got {config.num_train}."
             )
         if config.num_train < len(index):
             _, index = _stratified_pick(ds.y_train, config.num_train, config.seed, "training subset")
@@ -391,9 +441,10 @@ def prepare(config) -> PreparedData:
     if config.noise == "symmetric":
         noisy, mask = noise_lib.symmetric(clean, config.noise_rate, n_classes, seed=config.seed)
     elif config.noise == "asymmetric":
-        noisy, mask = noise_lib.asymmetric(
-            clean, config.noise_rate, noise_lib.pairs_for(config.dataset), seed=config.seed
-        )
+        pairs = noise_lib.pairs_for(config.dataset)
+        if relabel is not None:
+            pairs = _pairs_within(pairs, relabel, config.classes)
+        noisy, mask = noise_lib.asymmetric(clean, config.noise_rate, pairs, seed=config.seed)
     elif config.noise == "file":
         noisy, mask = noise_lib.from_file(
             clean, config.noise_file, n_classes, key=config.noise_key, index=index
@@ -421,12 +472,14 @@ def prepare(config) -> PreparedData:
         return None if a is None else ((a - mean) / std).astype(np.float32)
 
     eval_sets = {name: load_eval_set(name, path, ds.input_shape) for name, path in config.eval_sets.items()}
+    if relabel is not None:
+        eval_sets = {name: _relabelled(xe, ye, relabel) for name, (xe, ye) in eval_sets.items()}
     return PreparedData(
         x_train=norm(x),
         y_train=noisy,
         y_train_clean=clean,
         noise_mask=mask,
-        source_index=index,
+        source_index=original_rows[index],
         x_val=norm(x_val),
         y_val=y_val,
         y_val_clean=y_val_clean,

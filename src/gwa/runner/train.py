@@ -78,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--num-train", type=int, help="stratified random subset of the training set")
     data.add_argument(
+        "--classes",
+        type=_csv_ints,
+        help="keep only these class ids, e.g. 5,6,7,8,9 (train and test; relabelled 0..k-1 in this order)",
+    )
+    data.add_argument(
         "--mnist1d-samples", type=int, help=f"mnist1d: samples to generate (default {d.mnist1d_samples})"
     )
     data.add_argument(
