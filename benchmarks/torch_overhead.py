@@ -2,12 +2,14 @@
 
 Run:  python benchmarks/torch_overhead.py [--threads 1] [--rounds 40] [--quick]
 
-Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048; (b) a full training step (forward,
-loss, backward, SGD step) of an MLP and a small CNN at batch 128 and 512: plain, the paper's example (the seed
-README's ``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa eager
-and gwa fused (``torch.compile``), rounds interleaved, medians and ratios to plain; (c) where the tracker's time
-goes (torch profiler, MLP batch 128); (d) the host-synchronisation check of update(). All numbers come from this
-one run; the machine is printed first.
+Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048 (the public ``alignment()`` with and
+without ``head_output=``, and the tracker's per-step kernel); (b) a full training step (forward, loss, backward,
+SGD step) of an MLP and a small CNN at batch 128 and 512: plain, the paper's example (the seed README's
+``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa eager (the
+default), gwa fused (``torch.compile``) and gwa deferred (``GWATracker(defer=32)``: batches scored together),
+rounds interleaved, medians and ratios to plain; (c) where the tracker's time goes (torch profiler, MLP batch
+128, eager and deferred); (d) the host-synchronisation check of update(). All numbers come from this one run;
+the machine is printed first.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     def kernel():  # the public function: validates its inputs eagerly (reads them on the host)
         return alignment(logits, y, x, w)
 
+    def from_output():  # the public function given the head's output: W x read from it, not recomputed
+        return alignment(logits, y, x, w, head_output=logits)
+
     def unchecked():  # the two halves from embeddings (W x recomputed), no validation
         terms = head_terms(x, w, dtype=torch.float32)
         return scores_from_head_terms(logits, y, terms, soft=False)[0]
@@ -85,9 +90,11 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
     reference = brute()
     err = float((reference - kernel()).abs().max())
     err_fused = float((reference - tracker_kernel()).abs().max())
+    err_output = float((reference - from_output()).abs().max())
     t_brute = statistics.median(timed(brute, repeats))
     t_kernel = statistics.median(timed(kernel, repeats * 5))
     t_unchecked = statistics.median(timed(unchecked, repeats * 5))
+    t_output = statistics.median(timed(from_output, repeats * 20))
     t_fused = statistics.median(timed(tracker_kernel, repeats * 20))
     return {
         "n": n,
@@ -97,6 +104,9 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
         "unchecked_ms": 1e3 * t_unchecked,
         "unchecked_speedup": t_brute / t_unchecked,
         "max_abs_diff": err,
+        "output_ms": 1e3 * t_output,
+        "output_speedup": t_brute / t_output,
+        "output_diff": err_output,
         "fused_ms": 1e3 * t_fused,
         "fused_speedup": t_brute / t_fused,
         "fused_diff": err_fused,
@@ -145,7 +155,9 @@ class StoreInput(nn.Module):
         return self.head(x)
 
 
-VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused")
+VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused", "gwa deferred")
+#: ``GWATracker(defer=...)`` of the "gwa deferred" variant: batches scored together.
+DEFER = 32
 
 
 def step_overhead(
@@ -161,7 +173,12 @@ def step_overhead(
         models["paper's example"][-1] = StoreInput(models["paper's example"][-1])
     for v, m in models.items():
         if v.startswith("gwa"):
-            trackers[v] = GWATracker(m, num_samples=num_samples, compile=v == "gwa fused")
+            trackers[v] = GWATracker(
+                m,
+                num_samples=num_samples,
+                compile=v == "gwa fused",
+                defer=DEFER if v == "gwa deferred" else 0,
+            )
     opts = {v: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for v, m in models.items()}
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
@@ -197,7 +214,10 @@ def step_overhead(
         # Rotate which variant goes first so that drift in machine load hits all alike.
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
-            times[v] += timed(lambda v=v: step(v), steps_per_round)
+            # One value per round: its mean step. With rounds of DEFER steps, each round of the deferred
+            # variant holds exactly one scoring of DEFER batches, so its cost is in every value, not an outlier
+            # that a median over single steps would drop.
+            times[v].append(statistics.fmean(timed(lambda v=v: step(v), steps_per_round)))
     for t in trackers.values():
         t.end_epoch()
         t.remove()
@@ -213,7 +233,7 @@ def step_overhead(
     }
 
 
-def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
+def profile_tracker(make_model, shape, batch: int, steps: int = 200, defer: int = 0) -> str:
     """The tracker's own operations inside training steps (torch profiler, self CPU time per step).
 
     The hook and ``update()`` run inside ``record_function`` ranges; every ATen op under them is charged to
@@ -225,7 +245,7 @@ def profile_tracker(make_model, shape, batch: int, steps: int = 200) -> str:
     torch.manual_seed(0)
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    tracker = GWATracker(model, num_samples=50_000)
+    tracker = GWATracker(model, num_samples=50_000, defer=defer)
     tracker._handle.remove()
     capture = tracker._capture
 
@@ -317,12 +337,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds per configuration")
-    parser.add_argument("--steps-per-round", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=40.0, help="seconds per training-step configuration")
+    parser.add_argument(
+        "--steps-per-round",
+        type=int,
+        default=None,
+        help=f"steps of each variant per round (default {DEFER} for the MLP: one deferred scoring per round; "
+        "3 for the CNN, whose steps are 20-40x longer)",
+    )
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds per training-step configuration")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler table (c)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn for (b)")
     parser.add_argument("--no-kernel", action="store_true", help="skip the kernel comparison (a)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS[1:]), help="comma-separated variants of (b) besides plain"
+    )
     parser.add_argument(
         "--clock",
         choices=("thread", "wall"),
@@ -347,23 +376,28 @@ def main() -> None:
     print("\n(a) kernel vs per-sample autograd gradients, C=1000, D=2048, float32, medians")
     print(
         f"{'N':>4} {'autograd ms':>12} {'alignment() ms':>15} {'speedup':>8} {'unchecked ms':>13} {'speedup':>8} "
-        f"{'max |diff|':>11} {'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}"
+        f"{'max |diff|':>11} {'head_output= ms':>16} {'speedup':>8} {'max |diff|':>11} "
+        f"{'tracker ms':>11} {'speedup':>8} {'max |diff|':>11}"
     )
     for n in () if args.no_kernel else (32, 128):
         r = kernel_vs_autograd(n, 1000, 2048, repeats=2 if args.quick else 5)
         print(
             f"{r['n']:>4} {r['brute_ms']:>12.2f} {r['kernel_ms']:>15.3f} {r['speedup']:>7.0f}x "
             f"{r['unchecked_ms']:>13.3f} {r['unchecked_speedup']:>7.0f}x {r['max_abs_diff']:>11.1e} "
+            f"{r['output_ms']:>16.3f} {r['output_speedup']:>7.0f}x {r['output_diff']:>11.1e} "
             f"{r['fused_ms']:>11.3f} {r['fused_speedup']:>7.0f}x {r['fused_diff']:>11.1e}"
         )
     print(
         f"\n(b) training step (forward, CE loss, backward, SGD momentum step): plain, the paper's example "
-        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager and fused "
-        f"(torch.compile); up to {rounds} interleaved rounds x {args.steps_per_round} steps, medians, ratio to plain"
+        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager (default), fused "
+        f"(torch.compile) and deferred (defer={DEFER}); up to {rounds} interleaved rounds of "
+        f"{args.steps_per_round or DEFER} (MLP) or {args.steps_per_round or 3} (CNN) steps, median over rounds of the "
+        "round's mean step, ratio to plain"
     )
+    variants = ("plain", *(v for v in VARIANTS[1:] if v in args.variants.split(",")))
     print(
         f"{'model':<38} {'batch':>5} {'rounds':>6} {'plain ms':>9} "
-        + " ".join(f"{v:>16}" for v in VARIANTS[1:])
+        + " ".join(f"{v:>16}" for v in variants[1:])
     )
     chosen = [
         k
@@ -374,11 +408,17 @@ def main() -> None:
     for name, (make, shape) in ((k, INPUTS[k]) for k in chosen):
         for batch in (128, 512):
             r = step_overhead(
-                make, shape, batch, rounds, args.steps_per_round, 5.0 if args.quick else args.budget
+                make,
+                shape,
+                batch,
+                rounds,
+                args.steps_per_round or (DEFER if make is mlp else 3),
+                5.0 if args.quick else args.budget,
+                variants,
             )
             cells = " ".join(
                 f"{r['ratio'][v]:>9.4f} ({100 * (r['ratio'][v] - 1):+5.1f}%)"[:16].rjust(16)
-                for v in VARIANTS[1:]
+                for v in variants[1:]
             )
             print(f"{name:<38} {batch:>5} {r['rounds']:>6} {r['ms']['plain']:>9.2f} {cells}", flush=True)
             if r["compile_failed"]:
@@ -389,6 +429,10 @@ def main() -> None:
             "tracker's ops only (self CPU time per step)"
         )
         print(profile_tracker(mlp, (1, 28, 28), 128))
+        print(
+            f"\nthe same with GWATracker(defer={DEFER}) (update() keeps the batch; every {DEFER}th scores {DEFER})"
+        )
+        print(profile_tracker(mlp, (1, 28, 28), 128, defer=DEFER))
     print("\n(d) host synchronisation in update():", sync_check())
 
 

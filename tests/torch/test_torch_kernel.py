@@ -228,3 +228,78 @@ def test_finite_check_survives_an_overflowing_sum():
             torch.tensor([[1.0, float("inf")], [0.0, 1.0]]),
             torch.ones(3, 2),
         )
+
+
+@pytest.mark.parametrize(("n", "c", "d"), SHAPES)
+@pytest.mark.parametrize("target_kind", ["hard", "smooth", "mixup"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_head_output_gives_the_same_scores(n, c, d, target_kind, with_bias):
+    """W x read from the head's output instead of recomputed: the per-sample autograd values and the numpy core."""
+    x, w, b, targets = make_problem(n, c, d, target_kind, seed=n * c + d)
+    logits = x @ w.T + b
+    # The head's output as given: W x + b with the bias in the cosine, W x (logits - b) without.
+    out = logits if with_bias else logits - b
+    bias = b if with_bias else None
+    expected = brute_force(x, targets, w, b, with_bias)
+    got64, mask = alignment_with_mask(logits, targets, x, w, bias, head_output=out)
+    assert got64.dtype == torch.float64
+    assert torch.max(torch.abs(got64 - expected)) <= 1e-10
+    ref, ref_mask = numpy_alignment_with_mask(
+        logits.numpy(), targets.numpy(), x.numpy(), w.numpy(), None if bias is None else bias.numpy()
+    )
+    np.testing.assert_allclose(got64.numpy(), ref, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(mask.numpy(), ref_mask)
+    f = {k: v.float() for k, v in {"x": x, "w": w, "b": b, "logits": logits, "out": out}.items()}
+    got32 = alignment(
+        f["logits"],
+        targets.float() if targets.is_floating_point() else targets,
+        f["x"],
+        f["w"],
+        f["b"] if with_bias else None,
+        head_output=f["out"],
+    )
+    assert got32.dtype == torch.float32
+    assert torch.max(torch.abs(got32.double() - expected)) <= 1e-5
+
+
+def test_head_output_with_temperature_and_zero_embeddings():
+    """logits = out / T are scored against the head's own output; a zero embedding stays undefined."""
+    x, w, _, y = make_problem(6, 4, 5, "hard", seed=2)
+    x[2] = 0.0
+    out = x @ w.T
+    got, mask = alignment_with_mask(out / 3.0, y, x, w, head_output=out)
+    ref, ref_mask = numpy_alignment_with_mask((out / 3.0).numpy(), y.numpy(), x.numpy(), w.numpy())
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(mask.numpy(), ref_mask)
+    assert not bool(mask[2])
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda o: o.numpy(), TypeError, r"Expected `head_output` to be a torch.Tensor; got ndarray"),
+        (lambda o: o.long(), TypeError, r"Expected `head_output` to be a floating-point tensor; got"),
+        (
+            lambda o: o[:, :3],
+            ValueError,
+            r"`head_output` of shape \(N, C\) = \(5, 4\) like `logits`; got shape=\(5, 3\)",
+        ),
+        (
+            lambda o: o.index_fill(0, torch.tensor([1]), float("nan")),
+            ValueError,
+            r"finite `head_output`; got 4",
+        ),
+        (
+            lambda o: o + 1.0,
+            ValueError,
+            r"`head_output` to be embeddings @ weight.T \(without the head's bias: pass",
+        ),
+    ],
+    ids=["not a tensor", "integer", "shape", "nan", "not the product"],
+)
+def test_head_output_errors(make, error, match):
+    x, w, b, y = make_problem(5, 4, 3, "hard", seed=4)
+    with pytest.raises(error, match=match):
+        alignment(x @ w.T, y, x, w, head_output=make(x @ w.T))
+    with pytest.raises(ValueError, match=r"embeddings @ weight.T \+ bias from the same forward pass"):
+        alignment(x @ w.T + b, y, x, w, b, head_output=x @ w.T)  # the bias left out of the given output

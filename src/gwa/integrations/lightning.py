@@ -37,6 +37,9 @@ from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import GWATracker
 
+#: ``GWATracker(defer=...)`` of the callback: batches scored together (see ``docs/performance.md``).
+CALLBACK_DEFER = 32
+
 _TARGET_KEYS = ("targets", "labels", "label", "y")
 _ID_KEYS = ("sample_ids", "sample_id", "index", "idx")
 
@@ -161,8 +164,14 @@ class GWACallback(Callback):
         _check_early_stopping(trainer)
         num_samples = self.num_samples or _dataset_size(trainer)
         self._remove_hooks()
+        # The callback never reads a batch's scores, only the epoch's: score batches together (defer).
         self.tracker = GWATracker(
-            pl_module, head=self.head, num_samples=num_samples, bias=self.bias, signals=self.signals
+            pl_module,
+            head=self.head,
+            num_samples=num_samples,
+            bias=self.bias,
+            signals=self.signals,
+            defer=CALLBACK_DEFER,
         )
         # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
         self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)

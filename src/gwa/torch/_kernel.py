@@ -45,7 +45,9 @@ def compute_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = Non
     return torch.float32
 
 
-def alignment(logits, targets, embeddings, weight, bias=None, *, dtype=None) -> torch.Tensor:
+def alignment(
+    logits, targets, embeddings, weight, bias=None, *, head_output=None, dtype=None
+) -> torch.Tensor:
     """Per-sample alignment of the negative loss gradient on the head with the head's weights.
 
     Args:
@@ -54,6 +56,12 @@ def alignment(logits, targets, embeddings, weight, bias=None, *, dtype=None) -> 
         embeddings: ``(N, D)`` inputs of the head from the same forward pass.
         weight: ``(C, D)`` head weight used in that forward pass.
         bias: optional ``(C,)`` head bias; when given it joins the cosine.
+        head_output: optional ``(N, C)`` ``embeddings @ weight.T`` (``+ bias`` when ``bias`` is given) from the
+            same forward pass, typically the logits themselves: ``W x`` is then read from it instead of
+            recomputed (the kernel's one large product, ``N x C x D`` multiply-adds). For an ``nn.Linear`` head
+            with a bias that stays out of the cosine, pass ``logits - head.bias``. Its first row is checked
+            against the product on its first 16 classes (relative tolerance 1e-2, which admits a bf16/fp16
+            autocast output).
         dtype: compute dtype; default float64 if any input is float64, else float32.
 
     Returns:
@@ -63,31 +71,44 @@ def alignment(logits, targets, embeddings, weight, bias=None, *, dtype=None) -> 
     Raises:
         TypeError: on non-tensor or non-floating inputs, or non-integer class ids.
         ValueError: on mismatched shapes, class ids out of range, soft targets that are not probabilities,
-            NaN/Inf inputs, or inputs on different devices.
+            NaN/Inf inputs, inputs on different devices, or a ``head_output`` that is not the head's product.
 
     Example:
         >>> import torch, gwa.torch
         >>> W = torch.eye(2); x = torch.tensor([[1.0, 0.0]])
         >>> round(float(gwa.torch.alignment(x @ W.T, torch.tensor([0]), x, W)[0]), 4)
         0.5
+        >>> logits = x @ W.T
+        >>> round(float(gwa.torch.alignment(logits, torch.tensor([0]), x, W, head_output=logits)[0]), 4)
+        0.5
     """
-    scores, _ = alignment_with_mask(logits, targets, embeddings, weight, bias, dtype=dtype)
+    scores, _ = alignment_with_mask(
+        logits, targets, embeddings, weight, bias, head_output=head_output, dtype=dtype
+    )
     return scores
 
 
-def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, dtype=None):
+def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, head_output=None, dtype=None):
     """Like :func:`alignment`, and also return the ``(N,)`` boolean mask of defined cosines."""
-    soft = check_tensor_inputs(logits, targets, embeddings, weight, bias)
+    soft = check_tensor_inputs(logits, targets, embeddings, weight, bias, head_output)
     dtype = compute_dtype(logits, embeddings, weight, bias, dtype=dtype)
-    terms = head_terms(embeddings, weight, bias, dtype=dtype)
+    terms = head_terms(embeddings, weight, bias, dtype=dtype, output=head_output)
     scores, undefined = scores_from_head_terms(logits, targets, terms, soft=soft)
     return scores, ~undefined
 
 
 def head_terms(
-    embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dtype: torch.dtype
+    embeddings: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    dtype: torch.dtype,
+    output: torch.Tensor | None = None,
 ) -> HeadTerms:
-    """The head's half of the cosine (no checks, no host sync; detached inputs, so no autograd graph)."""
+    """The head's half of the cosine (no checks, no host sync; detached inputs, so no autograd graph).
+
+    ``output``: ``W x`` (``W x + b`` with ``bias``) of these embeddings, read instead of recomputed.
+    """
     x = _as(embeddings.detach(), dtype)
     w = _as(weight.detach(), dtype)
     scale = _row_scale(x)
@@ -96,7 +117,8 @@ def head_terms(
         scale = scale.clamp_min(1.0)
     # Rescaled rows keep ||x||^2 in range; W (x / s) = (W x) / s because the head is linear.
     x = x / scale
-    neg_head_out = (x @ w.T).neg_()
+    # A given output is W x (+ b): read, not recomputed (the one N x C x D product of this function).
+    neg_head_out = (x @ w.T).neg_() if output is None else _as(output.detach(), dtype).div(scale).neg_()
     emb_norm_sq = torch.linalg.vecdot(x, x)
     flat = w.reshape(-1)
     weight_norm_sq = torch.dot(flat, flat)
@@ -104,7 +126,8 @@ def head_terms(
         b = _as(bias.detach(), dtype)
         inv_scale = scale.reciprocal()
         # [W b] . [d x^T, d] = d . (W x + b); rescaling x by 1/s rescales the bias slot by 1/s too.
-        neg_head_out = torch.addcmul(neg_head_out, inv_scale, b[None, :], value=-1.0)
+        if output is None:  # a given output already holds the bias
+            neg_head_out = torch.addcmul(neg_head_out, inv_scale, b[None, :], value=-1.0)
         emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
         weight_norm_sq = weight_norm_sq + torch.dot(b, b)
     return HeadTerms(neg_head_out, emb_norm_sq.mul_(weight_norm_sq))
@@ -162,7 +185,7 @@ def _row_scale(a: torch.Tensor) -> torch.Tensor:
     return a.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
 
 
-def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
+def check_tensor_inputs(logits, targets, embeddings, weight, bias=None, head_output=None) -> bool:
     """Eager validation of one :func:`alignment` call (may synchronise); returns True for soft targets."""
     named = (
         ("logits", logits),
@@ -170,11 +193,19 @@ def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
         ("embeddings", embeddings),
         ("weight", weight),
         ("bias", bias),
+        ("head_output", head_output),
     )
     for name, t in named:
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"Expected `{name}` to be a torch.Tensor; got {type(t).__name__}.")
-    for name, t in (("logits", logits), ("embeddings", embeddings), ("weight", weight), ("bias", bias)):
+    floats = (
+        ("logits", logits),
+        ("embeddings", embeddings),
+        ("weight", weight),
+        ("bias", bias),
+        ("head_output", head_output),
+    )
+    for name, t in floats:
         if t is not None and not t.is_floating_point():
             raise TypeError(f"Expected `{name}` to be a floating-point tensor; got {describe(t)}.")
     devices = {t.device for _, t in named if t is not None}
@@ -188,12 +219,41 @@ def check_tensor_inputs(logits, targets, embeddings, weight, bias=None) -> bool:
         check_soft_target_tensor(targets)
     else:
         check_class_id_tensor(targets, logits.shape[1])
-    for name, t in (("logits", logits), ("embeddings", embeddings), ("weight", weight), ("bias", bias)):
+    if head_output is not None and tuple(head_output.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"Expected `head_output` of shape (N, C) = {tuple(logits.shape)} like `logits`; got "
+            f"shape={tuple(head_output.shape)}."
+        )
+    for name, t in floats:
         if t is not None and not _all_finite(t):
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 raise ValueError(f"Expected finite `{name}`; got {bad} NaN/Inf value(s) in {describe(t)}.")
+    if head_output is not None and head_output.shape[0]:
+        _check_head_output_row(head_output, embeddings, weight, bias)
     return soft
+
+
+#: Classes of the first row of ``head_output`` that :func:`alignment` checks against ``W x_0 (+ b)``.
+HEAD_OUTPUT_CHECKED_CLASSES = 16
+
+
+def _check_head_output_row(head_output, embeddings, weight, bias) -> None:
+    """``head_output[0, :k]`` must be ``W[:k] x_0`` (``+ b[:k]``): k dot products, not the N x C product."""
+    k = HEAD_OUTPUT_CHECKED_CLASSES
+    x0 = embeddings[0].detach().double()
+    expected = weight[:k].detach().double() @ x0
+    if bias is not None:
+        expected = expected + bias[:k].detach().double()
+    got = head_output[0, :k].detach().double()
+    error = float(torch.linalg.vector_norm(got - expected))
+    scale = float(torch.linalg.vector_norm(expected))
+    if error > 1e-2 * scale + 1e-30:
+        with_bias = " + bias" if bias is not None else " (without the head's bias: pass logits - head.bias)"
+        raise ValueError(
+            f"Expected `head_output` to be embeddings @ weight.T{with_bias} from the same forward pass; got a "
+            f"first row {error:.3g} away from that product (norm {scale:.3g}, first {k} classes)."
+        )
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -311,9 +371,71 @@ def capture_terms(
         torch._C._set_grad_enabled(grad)
 
 
+class SplitNorm(NamedTuple):
+    """:attr:`CaptureTerms.norm` in two parts, multiplied later (``GWATracker(defer=...)``): one op less per step.
+
+    Attributes:
+        x_norm: ``(N,)`` ``||x||`` of each row, compute dtype.
+        weight_norm: ``()`` ``||W||_F`` of the forward's weights.
+    """
+
+    x_norm: torch.Tensor
+    weight_norm: torch.Tensor
+
+
+class SplitTerms(NamedTuple):
+    """:class:`CaptureTerms` whose norm is a :class:`SplitNorm`."""
+
+    neg_head_out: torch.Tensor
+    norm: SplitNorm
+
+
+def capture_split_terms(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor
+) -> SplitTerms:
+    """:func:`capture_terms` with the norm left as a :class:`SplitNorm` (three operations instead of four).
+
+    For heads whose bias stays out of the cosine, with ``x``, ``weight`` and ``output`` in the compute dtype and
+    ``output`` exact (not autocast). :func:`join_norms` later gives the same numbers as :func:`capture_terms`.
+    """
+    grad = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    try:
+        neg = output.neg() if bias is None else torch.sub(bias, output)
+        return SplitTerms(
+            neg, SplitNorm(torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(weight))
+        )
+    finally:
+        torch._C._set_grad_enabled(grad)
+
+
+def join_norms(norms: list) -> torch.Tensor:
+    """The ``(N,)`` :attr:`CaptureTerms.norm` of several captures (tensors or :class:`SplitNorm`), concatenated."""
+    if all(type(n) is SplitNorm for n in norms):
+        x_norm = norms[0].x_norm if len(norms) == 1 else torch.cat([n.x_norm for n in norms])
+        w_norm = torch.cat([n.weight_norm.expand(n.x_norm.shape[0]) for n in norms])
+        return torch.addcmul(_tiny(x_norm.dtype, x_norm.device), x_norm, w_norm)
+    parts = [join_norms([n]) if type(n) is SplitNorm else n for n in norms]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def undefined_from_norm(norm: torch.Tensor) -> torch.Tensor:
     """Undefined cosines (zero embedding or head) from :attr:`CaptureTerms.norm`."""
     return norm <= torch.finfo(norm.dtype).tiny
+
+
+def _softmax_rows(z: torch.Tensor) -> torch.Tensor:
+    """``softmax(z, dim=1)``; on a CPU with few classes, through the transposed view (same values).
+
+    PyTorch's CPU kernel for a softmax over a last dimension narrower than its vector width runs row by row
+    (about 15 us for 128 x 10, 500 us for 4096 x 10 here); over the first dimension of the transposed view it
+    vectorises across rows instead (4 us, 50 us), for float64 up to about 32 classes. The result is made
+    contiguous again: the row reductions that follow are several times slower on the transposed layout.
+    """
+    c = z.shape[1]
+    if z.device.type == "cpu" and (c < 16 or (c <= 32 and z.dtype == torch.float64)):
+        return torch.softmax(z.t(), dim=0).t().contiguous()
+    return torch.softmax(z, dim=1)
 
 
 def fused_scores(
@@ -325,7 +447,7 @@ def fused_scores(
     input give NaN (``z_y + (-inf)`` stays NaN when ``z_y`` is NaN or +inf, so a non-finite label logit is not
     masked away). No host sync. Needs C >= 2.
     """
-    g = torch.softmax(logits.scatter(1, index, float("-inf"), reduce="add"), dim=1).scatter_(1, index, -1.0)
+    g = _softmax_rows(logits.scatter(1, index, float("-inf"), reduce="add")).scatter_(1, index, -1.0)
     numerator = torch.linalg.vecdot(g, neg_head_out)
     return numerator.div_(torch.linalg.vector_norm(g, dim=1).mul_(norm)).clamp_(-1.0, 1.0)
 
@@ -334,7 +456,7 @@ def fused_soft_scores(
     logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor, norm: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t``, rescaled by its row max-abs."""
-    g = torch.softmax(logits, dim=1).sub_(targets)
+    g = _softmax_rows(logits).sub_(targets)
     g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
     numerator = torch.linalg.vecdot(g, neg_head_out)
     denominator = torch.linalg.vector_norm(g, dim=1).mul_(norm)

@@ -22,7 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -36,10 +36,14 @@ from gwa.torch._head import find_head, linear_candidates
 from gwa.torch._kernel import (
     CaptureTerms,
     Scorer,
+    SplitNorm,
+    SplitTerms,
+    capture_split_terms,
     capture_terms,
     compute_dtype,
     fused_scores,
     fused_soft_scores,
+    join_norms,
 )
 from gwa.torch._signals import check_signal_names, compute_signals
 from gwa.torch._storage import (
@@ -62,6 +66,9 @@ SOFT_TARGET_ATOL = 1e-4
 #: Relative tolerance when the logits given to ``update`` are not the head's output tensor but should hold its
 #: values up to a positive scale (``logits / T``, a cast, a copy).
 SAME_VALUES_RTOL = 1e-3
+#: With ``defer``, the pending steps are scored early once they hold this many logits (rows x classes), so that
+#: the deferred buffer stays below about ``2 x 4 x DEFER_MAX_ELEMENTS`` bytes (float32 ``z`` and ``-W x``).
+DEFER_MAX_ELEMENTS = 1 << 22
 _SCORE_DTYPES = {
     torch.float32: torch.float32,
     torch.float16: torch.float16,
@@ -103,12 +110,23 @@ class EpochResult:
 
 class _Capture(NamedTuple):
     output: Callable[[], torch.Tensor | None]  # weak ref to the head's output, to pair update(logits) with it
-    terms: CaptureTerms | None
+    terms: CaptureTerms | SplitTerms | None  # SplitTerms only with defer
     embeddings_shape: tuple
     weight_shape: tuple
     bias_shape: tuple | None
     error: Exception | None
     values: torch.Tensor | None  # the head's output, kept until the tracker has verified its head once
+
+
+class _Deferred(NamedTuple):
+    """One ``update()`` whose scoring is deferred (``defer``): what the kernel needs, all detached."""
+
+    logits: torch.Tensor  # (B, C) in the compute dtype
+    targets: torch.Tensor  # (B,) class ids or (B, C) probabilities in the compute dtype
+    neg: torch.Tensor
+    norm: torch.Tensor | SplitNorm
+    ids: torch.Tensor | None
+    versions: tuple  # in-place version counters of (logits, targets, ids) when kept
 
 
 class _Plan(NamedTuple):
@@ -154,6 +172,14 @@ class GWATracker:
         compile: run the fused scorer through ``torch.compile`` (falls back to the eager path, with a warning,
             where compiling fails). Off by default: on a CPU it saves about 10 us per step for about 15 s of
             compilation per batch shape.
+        defer: score the batches of ``defer`` consecutive :meth:`update` calls together, in one pass of the
+            kernel over their rows, instead of each at once (0, the default). :meth:`update` then keeps only
+            detached references (logits, ``-W x`` and norms from the forward hook, targets, ids) and returns
+            None; the scores are the same (the same kernel on the same rows, see ``docs/performance.md``). It
+            costs ``defer`` batches of logits twice over in memory (scored early above
+            :data:`DEFER_MAX_ELEMENTS` logits) and saves the kernel's eight operations per step, which is what
+            a step pays on a CPU. Class ids out of range are then reported when their batch is scored (the
+            ``defer``-th update, :meth:`end_epoch` or :meth:`state_dict`), not by their own ``update()``.
         unpaired: what :meth:`update` does when it cannot tell which captured forward pass produced its logits
             (they are not the head's output tensor and several forward passes are pending): ``"raise"``
             (default) or ``"skip"`` (return NaN scores, count the samples in :attr:`EpochResult.n_unpaired`).
@@ -206,6 +232,10 @@ class GWATracker:
     _soft_violations: torch.Tensor | None
     _plan: _Plan | None  # the epoch's first update always takes the checked path
     _last_by_identity: bool
+    _deferred: list[_Deferred]  # defer: batches kept, not yet scored
+    _deferred_rows: int  # their logits' elements (rows x classes)
+    _deferred_soft: bool  # their targets are probabilities
+    _deferred_offset: int  # running position of their first sample
 
     def __init__(
         self,
@@ -218,6 +248,7 @@ class GWATracker:
         store_scores: bool = True,
         score_dtype=torch.float32,
         compile: bool = False,
+        defer: int = 0,
         unpaired: str = "raise",
         min_denominator: float = MIN_DENOMINATOR,
         beta: float = PAPER_BETA,
@@ -231,14 +262,21 @@ class GWATracker:
             raise ValueError(
                 f"Expected `score_dtype` to be torch.float32 or torch.float16; got {score_dtype!r}."
             )
+        if isinstance(defer, bool) or not isinstance(defer, int) or defer < 0:
+            raise ValueError(
+                f"Expected `defer` to be a non-negative int (update() calls scored together; 0: each "
+                f"at once); got {defer!r}."
+            )
         if unpaired not in ("raise", "skip"):
             raise ValueError(f"Expected `unpaired` to be 'raise' or 'skip'; got {unpaired!r}.")
         self.num_samples = num_samples
         self.bias = bool(bias)
+        self._bias_out = not self.bias  # the hook's steady-state path: the bias stays out of the cosine
         self.signals = check_signal_names(signals)
         self.store_scores = bool(store_scores)
         self.score_dtype = _SCORE_DTYPES[score_dtype]
         self.unpaired = unpaired
+        self.defer = defer
         self.min_denominator = float(min_denominator)
         if self.min_denominator != self.min_denominator:
             raise ValueError(
@@ -287,7 +325,10 @@ class GWATracker:
 
     @property
     def storage(self) -> Storage:
-        """The epoch's storage strategy: :class:`IndexedStore`, :class:`SparseStore` or :class:`MomentsOnly`."""
+        """The epoch's storage strategy: :class:`IndexedStore`, :class:`SparseStore` or :class:`MomentsOnly`.
+
+        With ``defer``, batches not yet scored are not in it (they are kept by the tracker until scored).
+        """
         return self._storage
 
     def __repr__(self) -> str:
@@ -317,8 +358,40 @@ class GWATracker:
         if self._paused or not module.training or not torch.is_grad_enabled():
             return
         x = inputs[0] if inputs else None
-        weight, bias = module.weight, module.bias
-        error = terms = None
+        weight = module.weight
+        if (
+            self._bias_out
+            and self._head_verified
+            and type(x) is torch.Tensor
+            and type(output) is torch.Tensor
+            and len(self._captures) < MAX_PENDING_CAPTURES
+            and x.dim() == 2
+        ):
+            # Steady state: the head's output is exact in its dtype (same dtype in and out: autocast would have
+            # given a half-precision output), so -W x is read off it. Each line here runs once per step.
+            dtype = output.dtype
+            if (
+                (dtype is torch.float32 or dtype is torch.float64)
+                and x.dtype is dtype
+                and weight.dtype is dtype
+            ):
+                self._captures.append(
+                    _Capture(
+                        weakref.ref(output),
+                        capture_split_terms(x, weight, module.bias, output)
+                        if self.defer
+                        else capture_terms(x, weight, module.bias, output, include_bias=False, dtype=dtype),
+                        x.shape,
+                        weight.shape,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+                return
+        bias = module.bias
+        error: Exception | None = None
+        terms: CaptureTerms | SplitTerms | None = None
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
             error = ValueError(
                 f"Expected the head {self.head_name!r} to receive embeddings of shape (N, D); got "
@@ -332,6 +405,16 @@ class GWATracker:
                 # Autocast ran W x in half precision: recompute it in the compute dtype.
                 with torch.autocast(device_type=x.device.type, enabled=False):
                     terms = capture_terms(x, weight, bias, None, include_bias=self.bias, dtype=dtype)
+            elif (
+                self.defer
+                and not self.bias
+                and type(output) is torch.Tensor
+                and output.dtype is dtype
+                and x.dtype is dtype
+                and weight.dtype is dtype
+            ):
+                # The batch is scored later: its norm's product is taken then, for all batches at once.
+                terms = capture_split_terms(x, weight, bias, output)
             else:
                 out = output if isinstance(output, torch.Tensor) else None
                 terms = capture_terms(x, weight, bias, out, include_bias=self.bias, dtype=dtype)
@@ -366,7 +449,7 @@ class GWATracker:
         embeddings: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         """Score one batch and add it to the epoch. No host synchronisation after the epoch's first call.
 
         Call once per forward pass of the model in training mode (with gradient accumulation: once per
@@ -383,7 +466,8 @@ class GWATracker:
             bias: ``(C,)`` head bias (explicit path with ``bias=True``).
 
         Returns:
-            ``(B,)`` detached scores on the logits' device; NaN for samples with NaN/Inf inputs.
+            ``(B,)`` detached scores on the logits' device; NaN for samples with NaN/Inf inputs. None with
+            ``defer`` (the batch is scored later, together with the next ones).
 
         Raises:
             RuntimeError: when no forward pass of the head in training mode is waiting to be consumed, or when
@@ -423,11 +507,27 @@ class GWATracker:
                 z = logits.detach()
                 if z.dtype is not neg.dtype:
                     z = z.to(neg.dtype)
+                if self.defer:  # _defer() inlined: the batch is kept and scored with the next ones
+                    pending = self._deferred
+                    if pending and (self._deferred_soft or z.dtype is not pending[0].logits.dtype):
+                        self._score_deferred()
+                        pending = self._deferred
+                    if not pending:
+                        self._deferred_soft = False
+                        self._deferred_offset = self._sightings
+                    ids = None if plan.positions or not plan.keeps_ids else sample_ids
+                    pending.append(_Deferred(z, targets, neg, norm, ids, _versions(z, targets, ids)))
+                    self._sightings += z.shape[0]
+                    self._deferred_rows += z.numel()
+                    if len(pending) >= self.defer or self._deferred_rows >= DEFER_MAX_ELEMENTS:
+                        self._score_deferred()
+                    return None
                 if plan.assert_range:
                     torch._assert_async(
                         ((targets >= 0) & (targets < plan.num_classes)).all(),
                         f"gwa: `targets` class ids out of range [0, {plan.num_classes - 1}]",
                     )
+                norm = cast(torch.Tensor, norm)  # a SplitNorm only with defer
                 try:
                     scores = fused_scores(z, targets.view(-1, 1), neg, norm)
                 except (RuntimeError, IndexError) as error:
@@ -446,7 +546,7 @@ class GWATracker:
                 return scores
         return self._update(logits, targets, sample_ids, embeddings, weight, bias)
 
-    def _update(self, logits, targets, sample_ids, embeddings, weight, bias) -> torch.Tensor:
+    def _update(self, logits, targets, sample_ids, embeddings, weight, bias) -> torch.Tensor | None:
         """All checks, every input form (explicit path, soft targets, casts); sets :attr:`_plan` for the next."""
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"Expected `logits` to be a torch.Tensor; got {type(logits).__name__}.")
@@ -469,7 +569,7 @@ class GWATracker:
         terms = self._terms_for(logits, targets, embeddings, weight, bias)
         if terms is None:  # unpaired="skip"
             self._n_unpaired += logits.shape[0]
-            return torch.full((logits.shape[0],), float("nan"), device=logits.device)
+            return None if self.defer else torch.full((logits.shape[0],), float("nan"), device=logits.device)
         device = logits.device
         first = self._sightings == 0
         self._bind(device)
@@ -489,6 +589,19 @@ class GWATracker:
                 self._soft_violations = violations
             else:
                 self._soft_violations += violations
+        if self.defer:
+            if first and not soft:  # later batches' class ids are checked when they are scored
+                bounds = targets.aminmax()
+                if int(bounds.min) < 0 or int(bounds.max) >= num_classes:
+                    raise _class_id_error(IndexError("out of bounds"), num_classes)
+            ids = self._resolve_ids(sample_ids, z.shape[0], device, first)
+            self._dtype = neg.dtype
+            item = _Deferred(z, t if soft else targets, neg, norm, ids, _versions(z, targets, ids))
+            self._defer(item, soft)
+            self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
+            return None
+        norm = cast(torch.Tensor, norm)  # a SplitNorm only with defer
+        if soft:
             scores, undefined = fused_soft_scores(z, t, neg, norm)
         else:
             index = targets.view(-1, 1)
@@ -511,6 +624,11 @@ class GWATracker:
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
         self._storage.add(Chunk(ids, self._sightings, scores, undefined, values))
         self._sightings += scores.shape[0]
+        self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
+        return scores
+
+    def _set_plan(self, logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes) -> None:
+        """Let the next call with the same signature take the fast path (hard labels, logits by identity)."""
         if (
             not soft
             and embeddings is None
@@ -527,13 +645,79 @@ class GWATracker:
                 logits.get_device(),
                 sample_ids is None,
                 self._storage.keeps_ids,
-                device.type != "cpu",
+                logits.device.type != "cpu",
                 num_classes,
                 bool(self.signals) and self.store_scores,
             )
-        return scores
 
-    def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | None:
+    # -------------------------------------------------------------------------------------------- deferred
+    def _defer(self, item: _Deferred, soft: bool = False) -> None:
+        """Keep one batch for later scoring; score the pending ones when ``defer`` are pending or they are large."""
+        pending = self._deferred
+        if pending and (
+            soft is not self._deferred_soft
+            or item.logits.dtype is not pending[0].logits.dtype
+            or item.logits.shape[1] != pending[0].logits.shape[1]
+        ):
+            self._score_deferred()  # one kernel call needs one kind of targets, dtype and class count
+            pending = self._deferred
+        if not pending:
+            self._deferred_soft = soft
+            self._deferred_offset = self._sightings
+        pending.append(item)
+        self._sightings += item.logits.shape[0]
+        self._deferred_rows += item.logits.numel()
+        if len(pending) >= self.defer or self._deferred_rows >= DEFER_MAX_ELEMENTS:
+            self._score_deferred()
+
+    def _score_deferred(self) -> None:
+        """Score the pending batches in one pass of the kernel and add them to the storage as one chunk."""
+        pending = self._deferred
+        if not pending:
+            return
+        self._deferred = []
+        self._deferred_rows = 0
+        for item in pending:
+            if _versions(item.logits, item.targets, item.ids) != item.versions:
+                raise RuntimeError(
+                    "gwa: a tensor given to update() (logits, targets or sample_ids) was modified in place "
+                    "before its batch was scored (GWATracker(defer=...) keeps references, not copies). "
+                    "Pass tensors that are not modified afterwards, or use defer=0."
+                )
+
+        def cat(tensors):
+            return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+        z = cat([d.logits for d in pending])
+        targets = cat([d.targets for d in pending])
+        neg = cat([d.neg for d in pending])
+        norm = join_norms([d.norm for d in pending])
+        ids = None if pending[0].ids is None else cat([d.ids for d in pending])
+        if self._deferred_soft:
+            scores, undefined = fused_soft_scores(z, targets, neg, norm)
+        else:
+            num_classes = z.shape[1]
+            index = targets.view(-1, 1)
+            if index.dtype != torch.int64:
+                index = index.long()
+            if z.device.type != "cpu" or self._scorer.compile:  # eager CPU ops raise at once
+                torch._assert_async(
+                    ((targets >= 0) & (targets < num_classes)).all(),
+                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]",
+                )
+            try:
+                scores = self._scorer(z, index, neg, norm)
+            except (RuntimeError, IndexError) as error:
+                raise _class_id_error(error, num_classes) from None
+            undefined = norm
+        values = (
+            compute_signals(z, targets, self.signals, soft=self._deferred_soft)
+            if self.store_scores and self.signals
+            else {}
+        )
+        self._storage.add(Chunk(ids, self._deferred_offset, scores, undefined, values))
+
+    def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | SplitTerms | None:
         if embeddings is not None or weight is not None:
             if embeddings is None or weight is None:
                 raise ValueError(
@@ -707,6 +891,7 @@ class GWATracker:
                 collectives (storage, ``num_samples``, ids given or not, dtype, signals); every rank raises.
         """
         self._captures.clear()
+        self._score_deferred()
         if self._soft_violations is not None:
             _raise_soft_target_violations(self._soft_violations.tolist(), epoch=self.epoch + 1)
         distributed = _distributed.is_active(self.process_group)
@@ -820,9 +1005,14 @@ class GWATracker:
         self._soft_violations = None
         self._plan = None
         self._last_by_identity = False
+        self._deferred = []
+        self._deferred_rows = 0  # rows x classes pending
+        self._deferred_soft = False
+        self._deferred_offset = 0
 
     def state_dict(self) -> dict:
         """Plain values and CPU tensors: settings, epoch counter, history and the partial epoch."""
+        self._score_deferred()
         epoch_state = self._pending_state
         if self._device is not None:
             epoch_state = {
@@ -908,6 +1098,11 @@ def _summary_from_state(state: dict) -> EpochSummary:
             else guard["message"]
         )
     return EpochSummary(**state)
+
+
+def _versions(logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | None) -> tuple:
+    """In-place version counters of the tensors a deferred batch keeps by reference."""
+    return (logits._version, targets._version, None if ids is None else ids._version)
 
 
 def _signal_code(signals) -> int:
