@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/heldout_analysis.py /work/evid_runs/heldout > heldout.md
 
-Reads every complete run under RUNS (``gwa.bench.grid.collect``); pairs each full run with the val10 run of the
+Reads every complete run under RUNS (``gwa.bench.results.collect``); pairs each full run with the val10 run of the
 same setting and seed; prints per-setting and pooled paired differences to the noisy 10% split with two-level
 bootstrap intervals, the success criteria S3a/S3b/S5a-c, flag quality against cleanlab, the noise-rate errors and
 how often each trust diagnostic fires.
@@ -18,7 +18,8 @@ import numpy as np
 
 from gwa import policy
 from gwa.bench import paired
-from gwa.bench.grid import HELDOUT2_SEEDS, HELDOUT_SEEDS, collect
+from gwa.bench.grid import HELDOUT2_SEEDS, HELDOUT_SEEDS
+from gwa.bench.results import collect
 from gwa.rundir import load_run
 
 CRITERIA = (

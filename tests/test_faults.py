@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from gwa import rundir
+from gwa.rundir import _atomic
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -63,11 +64,11 @@ def _writes_of_a_run(tmp_path) -> int:
         nonlocal count
         count += 1
 
-    original, rundir._fault_point = rundir._fault_point, counting
+    original, _atomic._fault_point = _atomic._fault_point, counting
     try:
         assert main(["train", *ARGS, "--out", str(tmp_path / "ref")]) == 0
     finally:
-        rundir._fault_point = original
+        _atomic._fault_point = original
     return count
 
 
@@ -113,7 +114,7 @@ def test_sigkill_at_evenly_spread_writes_then_recovery_gives_the_uninterrupted_r
 
 _STOPPED = """
 import os, signal, sys
-import gwa.rundir as rd
+import gwa.rundir._writer as rd  # where RunWriter looks up write_json_atomic
 original = rd.write_json_atomic
 def stop_after_config(path, obj):
     original(path, obj)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gwa import GuardCode, rundir
-from gwa.rundir import RunDirError, RunDirWarning, RunWriter, load_run
+from gwa.rundir import RunDirError, RunDirWarning, RunWriter, _atomic, load_run
 
 torch = pytest.importorskip("torch")
 
@@ -532,7 +532,7 @@ def test_cli_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys
         if len(writes) == 4:  # a few files in: labels, then the disk fills
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "x.tmp"))
 
-    monkeypatch.setattr(rundir, "_fault_point", disk_full)
+    monkeypatch.setattr(_atomic, "_fault_point", disk_full)
     code = _train(tmp_path, "--epochs", "2")
     err = capsys.readouterr().err
     assert code == 2 and err == f"gwa train: error: No space left on device: {tmp_path / 'run' / 'x.tmp'}\n"

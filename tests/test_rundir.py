@@ -436,7 +436,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 def test_metrics_are_never_torn_by_the_writer(tmp_path, monkeypatch):
     """metrics.jsonl is replaced whole: a failure while writing an epoch leaves the previous rows intact."""
-    import gwa.rundir as rd
+    from gwa.rundir import _atomic
 
     writer = RunWriter(tmp_path / "run", {}, N)
     writer.log_epoch({"epoch": 1, "gwa": 0.5})
@@ -444,7 +444,7 @@ def test_metrics_are_never_torn_by_the_writer(tmp_path, monkeypatch):
     def fail():
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rd, "_fault_point", fail)
+    monkeypatch.setattr(_atomic, "_fault_point", fail)
     with pytest.raises(OSError, match="No space left on device"):
         writer.log_epoch({"epoch": 2, "gwa": 0.6})
     monkeypatch.undo()

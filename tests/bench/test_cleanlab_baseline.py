@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 pytest.importorskip("cleanlab")
 
 from gwa.bench import cleanlab_baseline as cb
-from gwa.bench import grid
+from gwa.bench import command, results, tables
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_sample():
@@ -76,7 +76,7 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
         name="digits_mlp_sym0.3",
     )
     run_training(config, progress=False)
-    grid.run_cleanlab_all(root, log=lambda m: None)
+    command.run_cleanlab_all(root, log=lambda m: None)
     res = cb.load_result(root, "digits_mlp_sym0.3")
     mask = prepare(config).noise_mask
     assert res["pred_probs"].shape == (400, 10) and np.allclose(res["pred_probs"].sum(axis=1), 1.0)
@@ -84,7 +84,7 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     # 2 epochs are enough for out-of-sample probabilities that rank the flipped labels far above chance
     assert roc_auc_score(mask, -res["quality"]) > 0.8
     # the bench reads the stored result: cleanlab's numbers recomputed by hand, gwa's rules beside it
-    result = grid.load_result(root / "digits_mlp_sym0.3")
+    result = results.load_result(root / "digits_mlp_sym0.3")
     assert set(result.flags) == {"window", "lastk", "mean", "frac", "cleanlab"}
     # the default flag rule and the registered noise-rate estimator, recomputed from the run directory
     from gwa.policy import flag_scores
@@ -98,10 +98,10 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     assert result.flags["cleanlab"]["f1"] == pytest.approx(cb.flag_quality(res["flagged"], mask)["f1"])
     assert result.flags["cleanlab"]["sample_passes"] == 4 * result.flags["lastk"]["sample_passes"]
     assert 0.0 < result.noise_estimate < 1.0
-    table = grid.flag_table([result])
+    table = tables.flag_table([result])
     assert "| cleanlab find_label_issues" in table and "4.0x" in table
     # resumable: a second call trains nothing (the stored file is untouched)
     before = cb.result_path(root, "digits_mlp_sym0.3").stat().st_mtime_ns
-    grid.run_cleanlab_all(root, log=lambda m: None)
+    command.run_cleanlab_all(root, log=lambda m: None)
     assert cb.result_path(root, "digits_mlp_sym0.3").stat().st_mtime_ns == before
     assert json.loads((root / "digits_mlp_sym0.3" / "config.json").read_text())["noise_rate"] == 0.3

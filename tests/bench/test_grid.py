@@ -12,13 +12,14 @@ pytest.importorskip("sklearn")
 from sklearn.metrics import roc_auc_score
 
 import gwa
-from gwa.bench import grid as bench
+from gwa.bench import command, grid
+from gwa.bench.results import collect
 from gwa.rundir import load_run
 
 
 def _args(**kw):
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    command.add_arguments(parser)
     args = parser.parse_args([])
     for k, v in kw.items():
         setattr(args, k, v)
@@ -28,15 +29,15 @@ def _args(**kw):
 @pytest.fixture(scope="module")
 def reduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "runs"
-    assert bench.run(_args(grid="reduced", out=str(out))) == 0
+    assert command.run(_args(grid="reduced", out=str(out))) == 0
     return out
 
 
 def test_reduced_grid_writes_every_run_and_the_tables(reduced):
-    jobs = bench.make_jobs("reduced")
+    jobs = grid.make_jobs("reduced")
     assert {j.variant for j in jobs} == {"full", "val10", "val1"}
     for job in jobs:
-        assert bench.is_complete(reduced / job.name)
+        assert grid.is_complete(reduced / job.name)
     text = (reduced / "bench.md").read_text()
     for heading in ("## Provenance", "## Stop criteria: test accuracy", "## Mislabel detection"):
         assert heading in text
@@ -45,9 +46,9 @@ def test_reduced_grid_writes_every_run_and_the_tables(reduced):
 
 
 def test_table_cells_match_the_run_directories(reduced):
-    results = {(r.setting, r.variant): r for r in bench.collect(reduced, log=lambda m: None)}
+    results = {(r.setting, r.variant): r for r in collect(reduced, log=lambda m: None)}
     setting = ("digits", "mlp", "symmetric", 0.4, "cosine")
-    full = load_run(reduced / bench.make_jobs("reduced")[-3].name)
+    full = load_run(reduced / grid.make_jobs("reduced")[-3].name)
     assert full.config["val_frac"] == 0.0 and full.config["noise"] == "symmetric"
     test = full.series("test_acc")
     assert results[(setting, "full")].test_at["oracle"] == pytest.approx(test.max())
@@ -58,7 +59,7 @@ def test_table_cells_match_the_run_directories(reduced):
     assert results[(setting, "full")].test_at["gwa"] == pytest.approx(test[chosen - 1])
     paper = gwa.select_epoch(full.metrics, "gwa_paper", total_epochs=full.config["epochs"])
     assert results[(setting, "full")].test_at["gwa_paper"] == pytest.approx(test[paper - 1])
-    val = load_run(reduced / bench.make_jobs("reduced")[-2].name)
+    val = load_run(reduced / grid.make_jobs("reduced")[-2].name)
     assert val.config["val_frac"] == 0.1
     pick = int(np.argmax(val.series("val_acc")))
     assert results[(setting, "val10")].test_at["val"] == pytest.approx(val.series("test_acc")[pick])
@@ -72,11 +73,11 @@ def test_table_cells_match_the_run_directories(reduced):
 def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
     first = (reduced / "bench.md").read_text()
     report = tmp_path / "again.md"
-    assert bench.run(_args(from_runs=str(reduced), report=str(report))) == 0
+    assert command.run(_args(from_runs=str(reduced), report=str(report))) == 0
     assert report.read_text() == first
     # starting the grid again trains nothing: every run is complete
     lines = []
-    assert bench.run_jobs(bench.make_jobs("reduced"), reduced, log=lines.append) == []
+    assert grid.run_jobs(grid.make_jobs("reduced"), reduced, log=lines.append) == []
     assert lines == ["6 of 6 runs already complete; training 0 with 1 worker(s)"]
 
 
@@ -86,17 +87,17 @@ def test_in_process_runs_leave_threads_and_the_loader_as_they_were(reduced, tmp_
 
     before = torch.get_num_threads(), data.load_dataset
     lines = []
-    job = bench.make_jobs("reduced")[1]  # a validation-split run, trained again in a fresh folder
-    assert bench.run_jobs([job], tmp_path, threads=1, log=lines.append) == []
-    assert bench.is_complete(tmp_path / job.name)
+    job = grid.make_jobs("reduced")[1]  # a validation-split run, trained again in a fresh folder
+    assert grid.run_jobs([job], tmp_path, threads=1, log=lines.append) == []
+    assert grid.is_complete(tmp_path / job.name)
     assert (torch.get_num_threads(), data.load_dataset) == before
     assert not hasattr(data.load_dataset, "cache_info")
 
 
 def test_errors():
     with pytest.raises(ValueError, match="`grid`"):
-        bench.make_jobs("huge")
+        grid.make_jobs("huge")
     with pytest.raises(ValueError, match="--workers"):
-        bench.run(_args(workers=0))
+        command.run(_args(workers=0))
     with pytest.raises(FileNotFoundError, match="--from-runs"):
-        bench.run(_args(from_runs="/nonexistent/bench"))
+        command.run(_args(from_runs="/nonexistent/bench"))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gwa.bench.grid import add_arguments
+from gwa.bench.command import add_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKEFILE = ROOT / "benchmarks" / "reproduce.mk"
