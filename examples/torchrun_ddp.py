@@ -154,6 +154,7 @@ def main(argv=None) -> None:
         print(f"best epoch by gwa's default criterion: {stopper.best_epoch}", flush=True)
         writer.finish()
     if distributed:
+        dist.barrier()  # tear the group down together: gloo can abort a rank whose peer left first
         dist.destroy_process_group()
 
 

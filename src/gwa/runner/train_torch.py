@@ -201,11 +201,19 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             rank=rank,
             world=world,
         )
-    finally:
-        if created_group:
+    except BaseException:
+        if created_group:  # no barrier: the other ranks may be gone; leave without waiting for them
             import torch.distributed as dist
 
             dist.destroy_process_group()
+        raise
+    if created_group:
+        import torch.distributed as dist
+
+        # Tear the group down together: gloo can abort a rank ("terminate called without an active exception")
+        # whose peer destroyed its side and exited first, which happened here under load.
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _train(
