@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 import gwa
 from gwa.bench import command, grid
 from gwa.bench.results import collect
+from gwa.report.flag import flag_samples
 from gwa.rundir import load_run
 
 
@@ -68,6 +69,17 @@ def test_table_cells_match_the_run_directories(reduced):
     expected = roc_auc_score(full.noise_mask, -np.nanmean(a, axis=0))
     assert results[(setting, "full")].detection["alignment_mean"][0] == pytest.approx(expected)
     assert (setting, "val1") in results
+    # the detection table's precision and recall rows: the flag rules' own numbers on this one noisy run
+    text = (reduced / "bench.md").read_text()
+    for rule, label in (("window", "default flag rule `window`"), ("lastk", "`lastk`")):
+        flagged = flag_samples(full, rule=rule)
+        for metric in ("precision", "recall"):
+            value = getattr(flagged, metric)
+            assert results[(setting, "full")].flags[rule][metric] == pytest.approx(value)
+            assert f"| {metric}: {label} (" in text
+            assert f"| {value:.3f} |" in next(
+                line for line in text.splitlines() if line.startswith(f"| {metric}: {label} (")
+            )
 
 
 def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):

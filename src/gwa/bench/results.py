@@ -9,7 +9,7 @@ import numpy as np
 
 from gwa.bench.grid import is_complete, variant_of
 
-#: The flag rule whose precision/recall the detection table reports.
+#: k of the ``lastk`` flag rule in the tables.
 FLAG_LAST_K = 3
 
 
@@ -26,7 +26,6 @@ class RunResult:
     test_at: dict[str, float]  # criterion -> test accuracy at its chosen epoch
     chosen: dict[str, int]  # criterion -> epoch
     detection: dict[str, tuple[float, float]] = field(default_factory=dict)  # score -> (AUROC, AUPRC)
-    flag: tuple[float | None, float | None] | None = None  # (precision, recall)
     noise_fraction: float = 0.0
     #: method -> {"precision", "recall", "f1", "auroc", "sample_passes"}: gwa's flag rules and, when its result
     #: file exists, cleanlab (noisy full runs only)
@@ -76,10 +75,6 @@ def load_result(path: Path) -> RunResult | None:
     if variant == "full" and mask is not None and mask.any() and not mask.all():
         scores = detection.run_scores(run, epoch=chosen.get(policy.DEFAULT_CRITERION))
         result.detection = {name: detection.ranking_quality(s, mask) for name, s in scores.items()}
-        from gwa.report.flag import flag_samples
-
-        flagged = flag_samples(run, rule="lastk", last_k=FLAG_LAST_K)
-        result.flag = (flagged.precision, flagged.recall)
         result.flags = flag_comparison(run, path.parent, path.name)
         result.noise_estimate = policy.estimate_noise_rate(run.score_matrix("alignment")).rate
     return result

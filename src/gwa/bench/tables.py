@@ -181,14 +181,14 @@ def detection_table(results: list[RunResult]) -> str:
         for key, label in DETECTION_SCORES:
             cells = [cell([r.detection[key][idx] for r in groups[k] if key in r.detection]) for k in keys]
             lines.append(f"| {metric}: {label} | " + " | ".join(cells) + " |")
-    pre = [cell([r.flag[0] for r in groups[k] if r.flag and r.flag[0] is not None]) for k in keys]
-    rec = [cell([r.flag[1] for r in groups[k] if r.flag and r.flag[1] is not None]) for k in keys]
-    lines.append(
-        f"| precision: alignment < 0 in each of the last {FLAG_LAST_K} epochs | " + " | ".join(pre) + " |"
+    flag_rules = (
+        ("window", "default flag rule `window` (mean alignment < 0, warm-up to the chosen epoch)"),
+        ("lastk", f"`lastk` (alignment < 0 in each of the last {FLAG_LAST_K} epochs)"),
     )
-    lines.append(
-        f"| recall: alignment < 0 in each of the last {FLAG_LAST_K} epochs | " + " | ".join(rec) + " |"
-    )
+    for metric in ("precision", "recall"):
+        for rule, label in flag_rules:
+            cells = [cell([r.flags[rule][metric] for r in groups[k] if rule in r.flags]) for k in keys]
+            lines.append(f"| {metric}: {label} | " + " | ".join(cells) + " |")
     frac = [cell([r.noise_fraction for r in groups[k]]) for k in keys]
     lines.append("| fraction of mislabeled samples | " + " | ".join(frac) + " |")
     counts = [str(len(groups[k])) for k in keys]
