@@ -16,9 +16,7 @@ ranks the architectures by their split's best accuracy (the val10 runs), against
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -251,47 +249,20 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    from _machine import cpu_model
+    from _plans import run_plans
 
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    p.add_argument(
-        "--out", required=True, help="folder for the run directories (with --plan all: OUT/<plan>)"
+    return run_plans(
+        __doc__,
+        PLANS,
+        default="short",
+        json_name="model_ranking.json",
+        plot_help="the scatter plots",
+        train_all=train_all,
+        analyse=analyse,
+        render=lambda name, plan, result: f"plan {name} ({plan.epochs} epochs):\n\n{tables(result)}",
+        plot=lambda plan, out, result, png: plot(result, png),
+        argv=argv,
     )
-    p.add_argument("--json", help="write the result here (default OUT/model_ranking.json)")
-    p.add_argument("--seeds", help="comma-separated seeds (default 200-204)")
-    p.add_argument("--analyse-only", action="store_true", help="read the run directories, train nothing")
-    p.add_argument("--plot", help="write the scatter plots to this PNG (with --plan all: stem + _<plan>.png)")
-    p.add_argument("--plan", choices=(*PLANS, "all"), default="short", help="the recipe (default short)")
-    args = p.parse_args(argv)
-    names = list(PLANS) if args.plan == "all" else [args.plan]
-    root = Path(args.out)
-    path = Path(args.json) if args.json else root / "model_ranking.json"
-    for name in names:
-        plan = PLANS[name]
-        if args.seeds:
-            plan = dataclasses.replace(plan, seeds=tuple(int(s) for s in args.seeds.split(",")))
-        out = root / name if args.plan == "all" else root
-        seconds = None if args.analyse_only else train_all(plan, out)
-        result = analyse(plan, out)
-        result["machine"] = f"{cpu_model()}, torch 1 thread, nice 19"
-        if seconds is not None:
-            result["training_seconds_this_invocation"] = round(seconds, 1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One file for every plan: {plan name: result}; the other plans' results are kept.
-        everything = json.loads(path.read_text()) if path.exists() else {}
-        everything[name] = result
-        path.write_text(json.dumps(everything, indent=1) + "\n")
-        print(f"plan {name} ({plan.epochs} epochs):\n")
-        print(tables(result))
-        print()
-        if args.plot:
-            png = (
-                args.plot
-                if args.plan != "all"
-                else str(Path(args.plot).with_name(f"{Path(args.plot).stem}_{name}.png"))
-            )
-            plot(result, png)
-    return 0
 
 
 if __name__ == "__main__":
