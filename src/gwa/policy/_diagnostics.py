@@ -158,8 +158,8 @@ def _label_noise(rows, criterion, i, total, noise) -> Diagnostic | None:
         f"the per-sample alignment has a negatively aligned mode: estimated label-noise rate {noise.rate:.0%} "
         f"(share of samples with mean alignment < 0)",
         "inspect the flagged samples (gwa flag); if the noise may be class-conditional (labels swapped between "
-        "similar classes), keep a small validation split for this run: there gwa's default fell 10 points "
-        "behind one on CNNs in the held-out benchmark (docs/benchmarks.md)",
+        "similar classes), keep a small validation split for this run: there gwa's default fell 10-14 points "
+        "behind one on CNNs in both held-out benchmarks (docs/benchmarks.md)",
         {"noise_rate": noise.rate, "method": noise.method},
     )
 
