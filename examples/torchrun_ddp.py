@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -160,3 +161,8 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # A torchrun worker whose work is done: skip the interpreter's teardown, as multiprocessing does for its
+        # children (a gloo rank could abort there under load: "terminate called without an active exception").
+        sys.stdout.flush()
+        os._exit(0)

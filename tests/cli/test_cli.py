@@ -117,3 +117,29 @@ def test_command_missing_its_extra(fake_command, capsys):
         "pip install 'gwa[cli]'\n"
     )
     assert cli.main(["fake"]) == 0  # the other commands still work
+
+
+def test_a_torchrun_worker_leaves_without_the_interpreter_teardown(fake_command, monkeypatch, capsys):
+    """Under torchrun (WORLD_SIZE > 1) the command's status is the process's, through os._exit after flushing;
+    a single process (or torchrun with one worker) returns it as usual."""
+    exits = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    assert cli.main(["fake", "--do", "three"]) == 3  # not a torchrun worker
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli.main(["fake"]) == 0  # one worker: nothing to tear down together
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv, code in ((["fake"], 0), (["fake", "--do", "three"], 3), (["fake", "--do", "value"], 2)):
+        with pytest.raises(Exited):
+            cli.main(argv)
+        assert exits[-1] == code
+    assert exits == [0, 3, 2]
+    assert "ran fake" in capsys.readouterr().out

@@ -22,7 +22,7 @@ def run(cmd):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-3000:]}"
 
 
 @pytest.mark.slow  # three Python processes importing torch and sklearn

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(args._module)
     warnings.showwarning = _show_warning
+    code = _run(module, args)
+    _leave_torchrun_worker(code)
+    return code
+
+
+def _run(module, args: argparse.Namespace) -> int:
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
@@ -86,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"gwa {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _leave_torchrun_worker(code: int) -> None:
+    """End a ``torchrun`` worker (``WORLD_SIZE`` > 1) without the interpreter's teardown, as multiprocessing ends
+    its children. With all its work written and the process group destroyed, a gloo rank could still abort in
+    the C++ teardown at exit ("terminate called without an active exception", seen under load), which torchrun
+    then reports as a failed run."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _one_line(exc: BaseException) -> str:

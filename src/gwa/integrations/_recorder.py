@@ -7,6 +7,10 @@ from gwa import DEFAULT_CRITERION
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
 
+#: ``GWATracker(defer=...)`` of the trainer callbacks, which read only the epoch's scores, never a batch's:
+#: batches scored together, the same scores with fewer operations per step (see ``docs/performance.md``).
+CALLBACK_DEFER = 32
+
 #: Per-sample signals the report and ``gwa flag`` use: the loss, the prediction and whether it was right.
 RECOMMENDED_SIGNALS = ("loss", "pred", "correct")
 

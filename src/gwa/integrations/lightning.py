@@ -34,11 +34,8 @@ import torch
 from gwa import DEFAULT_CRITERION, policy
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
-from gwa.integrations._recorder import RECOMMENDED_SIGNALS
+from gwa.integrations._recorder import CALLBACK_DEFER, RECOMMENDED_SIGNALS
 from gwa.torch import GWATracker
-
-#: ``GWATracker(defer=...)`` of the callback: batches scored together (see ``docs/performance.md``).
-CALLBACK_DEFER = 32
 
 _TARGET_KEYS = ("targets", "labels", "label", "y")
 _ID_KEYS = ("sample_ids", "sample_id", "index", "idx")
