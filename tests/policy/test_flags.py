@@ -71,7 +71,7 @@ def test_window_rule_averages_from_the_warm_up_to_the_choice_past_the_transient(
     # M's estimated noise rate is 75% (3 of 4 seen samples have a negative mean), so the model fits about 0.25:
     # epochs 1-2 (0.05, 0.08) are in the early transient and the window ends at epoch 3, GWA's maximum after it
     rows = _rows([0.1, 0.3, 0.2, 0.1], acc=[0.05, 0.08, 0.25, 0.25])
-    assert flag_window(rows, M) == (0, 2)
+    assert flag_window(rows, M) == (1, 3)
     score, _, _ = flag_scores(M, history=rows, threshold=-0.2)
     np.testing.assert_allclose(score[:4], [0.4 / 3, -0.2, -0.8 / 3, -0.3])
 
@@ -84,5 +84,5 @@ def test_window_rule_needs_the_history_and_falls_back_without_gwa():
     with pytest.raises(ValueError, match="non-empty `history`"):
         flag_window([], M)
     # no finite GWA anywhere: the window runs from the warm-up to the last epoch
-    assert flag_window([{}, {}, {}, {}], M) == (0, 3)
-    assert flag_window([{}] * 4, M, total_epochs=20) == (2, 3)
+    assert flag_window([{}, {}, {}, {}], M) == (1, 4)
+    assert flag_window([{}] * 4, M, total_epochs=20) == (3, 4)

@@ -29,10 +29,10 @@ def test_past_transient_is_within_15_points_of_what_the_model_fits():
 
 def test_after_transient_epoch_is_the_default_rule_over_those_epochs():
     clean = np.full((10, 100), 0.05)
-    assert after_transient_epoch(_rows(), clean) == 6  # 0.035 at epoch 7, not the transient's 0.09
-    assert after_transient_epoch(_rows([None] * 10), clean) == 2  # nothing known: the default rule's epoch 3
+    assert after_transient_epoch(_rows(), clean) == 7  # 0.035 at epoch 7, not the transient's 0.09
+    assert after_transient_epoch(_rows([None] * 10), clean) == 3  # nothing known: the default rule's epoch 3
     # planned for 40 epochs: the warm-up covers 4 epochs, which changes nothing past the transient here
-    assert after_transient_epoch(_rows(), clean, total_epochs=40) == 6
+    assert after_transient_epoch(_rows(), clean, total_epochs=40) == 7
     rows = [{"gwa": float("nan"), "train_acc": 0.9}] * 3
     with pytest.raises(ValueError, match="at least one finite value"):
         after_transient_epoch(rows, np.full((3, 4), 0.05))

@@ -54,7 +54,7 @@ def after_transient(rows: list[dict], alignment) -> int:
     logged training accuracy; every benchmark run logs it)."""
     from gwa.policy import after_transient_epoch
 
-    return after_transient_epoch(rows, alignment)
+    return after_transient_epoch(rows, alignment) - 1  # the bench's candidates return 0-based indices
 
 
 #: The memorisation alarm of ``gwa_memorisation`` fires when, at the last epoch, the share of negatively aligned

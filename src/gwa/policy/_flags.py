@@ -54,7 +54,7 @@ def check_flag_options(rule: str, last_k: int, threshold: float | None, top: int
 
 
 def flag_window(history: Sequence[Entry], alignment, *, total_epochs: int | None = None) -> tuple[int, int]:
-    """First and last epoch (0-based, inclusive) the ``window`` rule averages over: from the end of the warm-up
+    """First and last epoch (1-based, inclusive) the ``window`` rule averages over: from the end of the warm-up
     through the epoch gwa's default rule chooses among those past the early transient
     (:func:`gwa.policy.after_transient_epoch`); through the last epoch when that rule cannot choose (no finite
     ``gwa`` there).
@@ -63,16 +63,18 @@ def flag_window(history: Sequence[Entry], alignment, *, total_epochs: int | None
         >>> import numpy as np
         >>> rows = [{"gwa": g, "train_acc": 0.9} for g in (0.9, 0.2, 0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2)]
         >>> flag_window(rows, np.full((10, 4), 0.1))   # warm-up: epoch 1; the default rule picks epoch 3
-        (1, 2)
+        (2, 3)
     """
     rows = as_rows(history)
     if not rows:
         raise ValueError("Expected a non-empty `history`; got no epochs.")
-    first = min(warmup_epochs(total_epochs or len(rows)), len(rows) - 1)
+    first = (
+        min(warmup_epochs(total_epochs or len(rows)), len(rows) - 1) + 1
+    )  # the first epoch after the warm-up
     try:
         last = after_transient_epoch(rows, alignment, total_epochs=total_epochs)
     except ValueError:
-        last = len(rows) - 1
+        last = len(rows)
     return first, max(first, last)
 
 
@@ -125,7 +127,7 @@ def flag_scores(
                 f"Expected `history` with one entry per row of `matrix` ({matrix.shape[0]}); got {len(history)}."
             )
         first, last = flag_window(history, matrix, total_epochs=total_epochs)
-        matrix = matrix[first : last + 1]
+        matrix = matrix[first - 1 : last]
     seen = np.isfinite(matrix)
     values = np.where(seen, matrix, 0.0)
     n_seen = seen.sum(axis=0)

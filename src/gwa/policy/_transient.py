@@ -33,7 +33,7 @@ def past_transient(history: Sequence[Entry], alignment) -> np.ndarray:
 
 def after_transient_epoch(history: Sequence[Entry], alignment, *, total_epochs: int | None = None) -> int:
     """gwa's default rule (warm-up, then the argmax of ``gwa``) over the epochs :func:`past_transient` keeps;
-    a 0-based index into the history.
+    the chosen epoch, 1-based like :func:`gwa.select_epoch`.
 
     Args:
         history: the run's epochs (:class:`gwa.EpochSummary` or metric rows with ``gwa`` and ``train_acc``).
@@ -47,10 +47,10 @@ def after_transient_epoch(history: Sequence[Entry], alignment, *, total_epochs: 
         >>> import numpy as np
         >>> rows = [{"gwa": g, "train_acc": a} for g, a in zip([.01, .05, .09, .06, .04, .03, .035, .03, .03, .03],
         ...                                                    [.2, .4, .5, .7, .8, .9, .95, .97, .98, .99])]
-        >>> after_transient_epoch(rows, np.full((10, 100), 0.05))  # the peak at index 2 is in the transient
-        6
+        >>> after_transient_epoch(rows, np.full((10, 100), 0.05))  # the peak at epoch 3 is in the transient
+        7
     """
     rows = as_rows(history)
     values = series(rows, "gwa")
     values[~past_transient(rows, alignment)] = np.nan
-    return choose(values, warmup=warmup_epochs(total_epochs or len(rows)))
+    return choose(values, warmup=warmup_epochs(total_epochs or len(rows))) + 1

@@ -208,7 +208,7 @@ def flag_samples(
         total_epochs=A.planned_epochs(run),
     )
     window = (
-        flag_window(run.metrics, matrix, total_epochs=A.planned_epochs(run)) if rule == "window" else (0, 0)
+        flag_window(run.metrics, matrix, total_epochs=A.planned_epochs(run)) if rule == "window" else (1, 1)
     )
     ids = np.flatnonzero(np.isfinite(key))
     # Sort by the suspicion key; frac ties go to the lower mean alignment; remaining ties by sample id.
@@ -218,7 +218,7 @@ def flag_samples(
     mask = None if run.noise_mask is None else run.noise_mask.astype(bool)[ids]
     desc = {
         "window": (
-            f"window (mean alignment < {threshold:g} over epochs {window[0] + 1}-{window[1] + 1}: after the "
+            f"window (mean alignment < {threshold:g} over epochs {window[0]}-{window[1]}: after the "
             "warm-up through the epoch gwa's default rule chooses past the early transient)"
         ),
         "lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
