@@ -120,8 +120,9 @@ def test_command_missing_its_extra(fake_command, capsys):
 
 
 def test_a_torchrun_worker_leaves_without_the_interpreter_teardown(fake_command, monkeypatch, capsys):
-    """Under torchrun (WORLD_SIZE > 1) the command's status is the process's, through os._exit after flushing;
-    a single process (or torchrun with one worker) returns it as usual."""
+    """Under torchrun (WORLD_SIZE > 1) the command's status becomes the process's, through os._exit after
+    flushing; a single process (or torchrun with one worker) returns it as usual. (The exit itself is replaced:
+    flushing closes the log handlers, which the test process still needs.)"""
     exits = []
 
     class Exited(Exception):
@@ -131,7 +132,7 @@ def test_a_torchrun_worker_leaves_without_the_interpreter_teardown(fake_command,
         exits.append(code)
         raise Exited
 
-    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli, "_exit_process", fake_exit)
     assert cli.main(["fake", "--do", "three"]) == 3  # not a torchrun worker
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     monkeypatch.setenv("WORLD_SIZE", "1")
@@ -143,3 +144,10 @@ def test_a_torchrun_worker_leaves_without_the_interpreter_teardown(fake_command,
         assert exits[-1] == code
     assert exits == [0, 3, 2]
     assert "ran fake" in capsys.readouterr().out
+
+
+def test_exit_process_flushes_and_keeps_the_status():
+    code = "from gwa.cli import _exit_process; print('unflushed', end=''); _exit_process(7)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7
+    assert done.stdout == "unflushed"  # os._exit alone would lose it: stdout to a pipe is block-buffered

@@ -102,6 +102,11 @@ def _leave_torchrun_worker(code: int) -> None:
     then reports as a failed run."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
+    _exit_process(code)
+
+
+def _exit_process(code: int) -> None:
+    """Flush what Python buffers (streams, log handlers), then end the process at once with ``code``."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
