@@ -5,15 +5,18 @@ Dry run on the CPU at tiny size (what the test suite runs):  python benchmarks/g
 
 For each model (torchvision ResNet-18, timm ConvNeXt) at batch 512 and each precision (fp32, bf16 autocast):
 
-1. **Overhead**: training steps (forward, cross-entropy, backward, SGD momentum step) of two identical models,
-   one with ``GWATracker(model, num_samples=...)`` calling ``update`` every step, in interleaved rounds; each
-   round is timed with ``torch.cuda.synchronize`` before and after; medians; ratio tracked / plain.
+1. **Overhead**: training steps (forward, cross-entropy, backward, SGD momentum step) of three identical
+   models: plain; ``GWATracker(model, num_samples=...)`` (the default: batches scored together, every 32nd
+   ``update``); and ``GWATracker(..., defer=0)`` (each batch scored in its ``update``), in interleaved rounds;
+   each round is timed with ``torch.cuda.synchronize`` before and after; medians; ratios to plain.
 2. **No host sync**: after the epoch's first ``update`` (which checks its inputs eagerly), tracked steps run
    under ``torch.cuda.set_sync_debug_mode("error")``, which raises on any synchronising CUDA call (the plain
-   step is checked the same way first, so that a sync of the training step itself is told apart).
-3. **Scores vs the CPU reference**: one more tracked forward; its head input, logits and head weight are copied
-   to the CPU and scored by the numpy core ``gwa.alignment`` in float64; the largest absolute difference must
-   stay below 1e-4 (fp32) or 2e-3 (bf16 autocast, where the logits themselves are bf16).
+   step is checked the same way first, so that a sync of the training step itself is told apart); the default
+   tracker runs 33 steps there, so that a scoring of 32 kept batches is among them.
+3. **Scores vs the CPU reference**: one more tracked forward for each tracker; its head input, logits and head
+   weight are copied to the CPU and scored by the numpy core ``gwa.alignment`` in float64 (the default
+   tracker's scores are read from ``end_epoch``); the largest absolute difference must stay below 1e-4 (fp32)
+   or 2e-3 (bf16 autocast, where the logits themselves are bf16).
 
 Prints the machine and one table; exits non-zero if a check fails.
 """
@@ -60,7 +63,10 @@ class HeadInput:
 def reference_check(
     model: nn.Module, tracker, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, precision: str
 ) -> float:
-    """Max |tracker score - numpy float64 reference| for one tracked forward of ``x`` (any device)."""
+    """Max |tracker score - numpy float64 reference| for one tracked forward of ``x`` (any device).
+
+    The tracker must be at the start of an epoch; with ``defer`` the scores are read from its ``end_epoch``.
+    """
     import gwa
 
     grab = HeadInput(tracker.head)
@@ -68,6 +74,8 @@ def reference_check(
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x)
         scores = tracker.update(logits, y, ids)
+        if tracker.defer:
+            scores = torch.from_numpy(tracker.end_epoch().scores[ids.cpu().numpy()])
         expected = gwa.alignment(
             logits.detach().double().cpu().numpy(),
             y.cpu().numpy(),
@@ -121,64 +129,76 @@ def check(
     opt_plain = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
     opt_tracked = torch.optim.SGD(tracked.parameters(), lr=0.01, momentum=0.9)
     num_samples = 100 * batch
-    tracker = GWATracker(tracked, num_samples=num_samples)
+    models = {"plain": plain, "default": tracked, "defer=0": build(name, num_classes).to(device)}
+    models["defer=0"].load_state_dict(plain.state_dict())
+    models["defer=0"].train()
+    opts = {"plain": opt_plain, "default": opt_tracked}
+    opts["defer=0"] = torch.optim.SGD(models["defer=0"].parameters(), lr=0.01, momentum=0.9)
+    trackers = {
+        "default": GWATracker(tracked, num_samples=num_samples),
+        "defer=0": GWATracker(models["defer=0"], num_samples=num_samples, defer=0),
+    }
     x = torch.randn(batch, 3, image, image, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
     ids = torch.randperm(num_samples, device=device)[:batch]
+
+    def step(which: str) -> None:
+        train_step(models[which], opts[which], x, y, precision, trackers.get(which), ids)
+
     for _ in range(2):  # warm-up (cuDNN autotuning); the tracker's first update checks its inputs eagerly
-        train_step(plain, opt_plain, x, y, precision)
-        train_step(tracked, opt_tracked, x, y, precision, tracker, ids)
+        for which in models:
+            step(which)
     sync(device)
-    # 2. no host sync: the plain step first, so that a sync of the training step itself is told apart
-    plain_syncs = tracked_syncs = None
-    for which, step in (
-        ("plain", lambda: train_step(plain, opt_plain, x, y, precision)),
-        ("tracked", lambda: train_step(tracked, opt_tracked, x, y, precision, tracker, ids)),
-    ):
+    # 2. no host sync: the plain step first, so that a sync of the training step itself is told apart; the
+    # default tracker for DEFAULT_DEFER + 1 steps, so that one scoring of the kept batches runs under the check
+    syncs = {}
+    for which in models:
         sync_debug(device, "error")
         try:
-            step()
-            error = None
+            for _ in range(trackers[which].defer + 1 if which in trackers else 1):
+                step(which)
+            syncs[which] = None
         except RuntimeError as e:
-            error = str(e).splitlines()[0]
+            syncs[which] = str(e).splitlines()[0]
         finally:
             sync_debug(device, "default")
-        if which == "plain":
-            plain_syncs = error
-        else:
-            tracked_syncs = error
-    # 1. overhead: interleaved rounds, each timed between two synchronisations
-    times = {"plain": [], "tracked": []}
+    # 1. overhead: interleaved rounds (the order rotates), each timed between two synchronisations
+    times = {which: [] for which in models}
+    order = list(models)
     for r in range(rounds):
-        for which in ("plain", "tracked") if r % 2 == 0 else ("tracked", "plain"):
+        for which in order[r % 3 :] + order[: r % 3]:
             sync(device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                if which == "plain":
-                    train_step(plain, opt_plain, x, y, precision)
-                else:
-                    train_step(tracked, opt_tracked, x, y, precision, tracker, ids)
+                step(which)
             sync(device)
             times[which].append((time.perf_counter() - t0) / steps)
-    tracker.end_epoch()
-    # 3. scores vs the CPU reference, on a fresh epoch of the same tracker
+    # 3. scores vs the CPU reference, on a fresh epoch of each tracker
     small = min(batch, 64)
-    diff = reference_check(
-        tracked, tracker, x[:small], y[:small], torch.arange(small, device=device), precision
-    )
-    tracker.end_epoch()
-    tracker.remove()
-    plain_s, tracked_s = statistics.median(times["plain"]), statistics.median(times["tracked"])
+    diffs = {}
+    for which, tracker in trackers.items():
+        tracker.end_epoch()
+        diffs[which] = reference_check(
+            models[which], tracker, x[:small], y[:small], torch.arange(small, device=device), precision
+        )
+        if not tracker.defer:
+            tracker.end_epoch()
+        tracker.remove()
+    median = {which: statistics.median(t) for which, t in times.items()}
+    diff = max(diffs.values())
+    tracked_syncs = syncs["default"] or syncs["defer=0"]
     return {
         "model": name,
         "precision": precision,
-        "plain_ms": 1e3 * plain_s,
-        "tracked_ms": 1e3 * tracked_s,
-        "overhead": tracked_s / plain_s - 1.0,
-        "plain_sync": plain_syncs,
+        "plain_ms": 1e3 * median["plain"],
+        "tracked_ms": 1e3 * median["default"],
+        "overhead": median["default"] / median["plain"] - 1.0,
+        "eager_ms": 1e3 * median["defer=0"],
+        "eager_overhead": median["defer=0"] / median["plain"] - 1.0,
+        "plain_sync": syncs["plain"],
         "tracked_sync": tracked_syncs,
         "max_diff": diff,
-        "ok": tracked_syncs is None or plain_syncs is not None,
+        "ok": tracked_syncs is None or syncs["plain"] is not None,
         "diff_ok": diff <= TOLERANCE[precision],
     }
 
@@ -220,10 +240,10 @@ def main(argv=None) -> int:
         "steps, medians of per-round step times (wall, synchronised)\n"
     )
     print(
-        "| model | precision | plain ms/step | tracked ms/step | overhead | host sync in tracked step | "
-        "max abs diff vs CPU float64 |"
+        "| model | precision | plain ms/step | gwa (default) ms/step | overhead | gwa (`defer=0`) ms/step | "
+        "overhead | host sync in tracked steps | max abs diff vs CPU float64 |"
     )
-    print("|---|---|---:|---:|---:|---|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
     failed = False
     started = time.perf_counter()
     for name in ("resnet18", args.convnext):
@@ -244,7 +264,7 @@ def main(argv=None) -> int:
             )
             print(
                 f"| {name} | {precision} | {r['plain_ms']:.2f} | {r['tracked_ms']:.2f} | "
-                f"{100 * r['overhead']:+.2f}% | {sync_note if device.type == 'cuda' else 'n/a (CPU)'} | "
+                f"{100 * r['overhead']:+.2f}% | {r['eager_ms']:.2f} | {100 * r['eager_overhead']:+.2f}% | {sync_note if device.type == 'cuda' else 'n/a (CPU)'} | "
                 f"{r['max_diff']:.1e}{'' if r['diff_ok'] else ' FAIL'} |",
                 flush=True,
             )

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import gwa
 import torch
-from gwa.torch import GWATracker
+from gwa.torch import DEFAULT_DEFER, GWATracker
 from gwa.torch import _tracker as tracker_module
 from gwa.torch._kernel import _softmax_rows
 from torch import nn
@@ -97,6 +97,24 @@ def test_deferred_scores_match_the_numpy_core(dtype, defer, bias):
     assert result.summary.n == 56 and result.n_duplicates == 0
 
 
+def test_the_default_scores_32_updates_together_and_matches_defer_0():
+    model = mlp(torch.float32)
+    default, eager = GWATracker(model, num_samples=264), GWATracker(model, num_samples=264, defer=0)
+    assert default.defer == DEFAULT_DEFER == 32 and eager.defer == 0
+    returned = []
+    real_update = default.update
+    default.update = lambda *a, **k: returned.append(real_update(*a, **k))
+    expected = train(model, [eager, default], data(33, dtype=torch.float32))
+    assert returned == [None] * 33  # update() keeps the batch; nothing to return
+    chunks = default.state_dict()["epoch_state"]["data"]["chunks"]
+    assert [c[2].shape[0] for c in chunks] == [32 * 8, 8]  # 32 updates scored at once, the 33rd by state_dict
+    a, b = eager.end_epoch(), default.end_epoch()
+    np.testing.assert_allclose(b.scores, a.scores, rtol=0, atol=1e-6)
+    ids = np.concatenate([i.numpy() for _, _, i in data(33, dtype=torch.float32)])
+    np.testing.assert_allclose(b.scores[ids], expected, rtol=0, atol=TOL[torch.float32])
+    assert b.summary.gwa == pytest.approx(a.summary.gwa, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -113,7 +131,7 @@ def test_deferred_scores_match_the_numpy_core(dtype, defer, bias):
 def test_deferred_epoch_equals_the_per_step_epoch_with_duplicates(kwargs, after_step):
     """Repeated ids across and within chunks: first sightings win, as on the per-step path."""
     model = mlp(torch.float32)
-    eager, deferred = GWATracker(model, **kwargs), GWATracker(model, defer=3, **kwargs)
+    eager, deferred = GWATracker(model, defer=0, **kwargs), GWATracker(model, defer=3, **kwargs)
     train(model, [eager, deferred], data(8, num_samples=40, dtype=torch.float32), after_step=after_step)
     a, b = eager.end_epoch(), deferred.end_epoch()
     assert b.n_duplicates == a.n_duplicates == (0 if kwargs == {"store_scores": False} else 24)
@@ -135,7 +153,7 @@ def test_deferred_positions_soft_targets_and_temperature():
     """No sample ids (running positions across chunks), soft targets every third batch (a chunk boundary each
     time the kind changes), and logits / T (not the head's output: paired as the only pending capture)."""
     model = mlp(torch.float64)
-    eager, deferred = GWATracker(model), GWATracker(model, defer=4)
+    eager, deferred = GWATracker(model, defer=0), GWATracker(model, defer=4)
     with pytest.warns(UserWarning, match="no sample_ids"):
         expected = train(model, [eager, deferred], data(9), soft_every=3, temperature=2.0, ids=False)
     got = stored_scores(deferred)
@@ -160,7 +178,7 @@ def test_deferred_chunks_also_close_on_the_element_budget(monkeypatch):
 
 def test_deferred_undefined_and_non_finite_samples():
     model = mlp(torch.float64, bias=False)
-    eager, deferred = GWATracker(model, num_samples=32), GWATracker(model, num_samples=32, defer=2)
+    eager, deferred = GWATracker(model, num_samples=32, defer=0), GWATracker(model, num_samples=32, defer=2)
     x = torch.randn(8, 5, dtype=torch.float64)
     for k in range(3):
         xk = x.clone()
@@ -198,7 +216,7 @@ def test_deferred_update_does_not_read_values_on_the_host(monkeypatch, soft):
         GWATracker(model, store_scores=False, defer=2),
         GWATracker(model, num_samples=64, score_dtype=torch.float16, defer=2),
     ]
-    eager = GWATracker(model, num_samples=64)
+    eager = GWATracker(model, num_samples=64, defer=0)
     batches = list(data(4, num_samples=64, dtype=torch.float32))
 
     def target(y):
@@ -272,7 +290,7 @@ def test_deferred_paused_and_autocast():
     """Forwards inside paused() are not captured; an autocast forward (bf16 head output) is rescored in
     float32 by the hook, as on the per-step path."""
     model = mlp(torch.float32)
-    eager, deferred = GWATracker(model, num_samples=24), GWATracker(model, num_samples=24, defer=5)
+    eager, deferred = GWATracker(model, num_samples=24, defer=0), GWATracker(model, num_samples=24, defer=5)
     for k, (x, y, ids) in enumerate(data(3, dtype=torch.float32)):
         with deferred.paused(), eager.paused():
             model(x)  # an extra forward that is not scored

@@ -125,7 +125,10 @@ def _compiles() -> bool:
 def test_compiled_tracker_matches_eager_and_reads_nothing_on_the_host(monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 4))
-    eager, fused = GWATracker(model, num_samples=32), GWATracker(model, num_samples=32, compile=True)
+    eager, fused = (
+        GWATracker(model, num_samples=32, defer=0),
+        GWATracker(model, num_samples=32, compile=True, defer=0),
+    )
     g = torch.Generator().manual_seed(0)
     data = [
         (
@@ -184,7 +187,7 @@ def _epoch(tracker, n_batches=5, batch=16, num_samples=80, repeat_ids=False, see
 def test_unique_ids_fast_path_and_the_fallback_when_ids_repeat(num_samples):
     """Unique ids: every sighting is kept as scored. Repeated ids: the first sighting of each id counts."""
     for repeat in (False, True):
-        tracker = GWATracker(num_samples=num_samples)
+        tracker = GWATracker(num_samples=num_samples, defer=0)
         steps = _epoch(tracker, repeat_ids=repeat)
         result = tracker.end_epoch()
         first: dict[int, float] = {}
@@ -204,7 +207,10 @@ def test_unique_ids_fast_path_and_the_fallback_when_ids_repeat(num_samples):
 
 
 def test_float16_storage_and_bytes_per_sample():
-    full, half = GWATracker(num_samples=80), GWATracker(num_samples=80, score_dtype=torch.float16)
+    full, half = (
+        GWATracker(num_samples=80, defer=0),
+        GWATracker(num_samples=80, score_dtype=torch.float16, defer=0),
+    )
     _epoch(full)
     _epoch(half)
     # Held per sighting: int64 id + float32 score + float32 norm (undefined where 0), or, compact: int32 id +
@@ -214,13 +220,13 @@ def test_float16_storage_and_bytes_per_sample():
     a, b = full.end_epoch(), half.end_epoch()
     np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-3)  # float16: ~3 significant digits
     assert abs(a.summary.mean - b.summary.mean) < 1e-3 and abs(a.summary.gwa - b.summary.gwa) < 1e-2
-    moments = GWATracker(store_scores=False)
+    moments = GWATracker(store_scores=False, defer=0)
     _epoch(moments)
     assert moments.storage.nbytes() == 4 * 8 + 3 * 8 + 8  # power sums, counts, shift: O(1)
     with pytest.raises(
         ValueError, match="`score_dtype` to be torch.float32 or torch.float16; got torch.int8"
     ):
-        GWATracker(score_dtype=torch.int8)
+        GWATracker(score_dtype=torch.int8, defer=0)
 
 
 def test_out_of_range_ids_after_the_first_batch_are_reported_at_end_epoch():
@@ -239,7 +245,7 @@ def test_out_of_range_ids_after_the_first_batch_are_reported_at_end_epoch():
 def test_steady_state_fast_path_keeps_every_check_that_can_fail():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 4))
-    tracker = GWATracker(model, num_samples=40, signals=("loss",))
+    tracker = GWATracker(model, num_samples=40, signals=("loss",), defer=0)
     x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
     tracker.update(model(x), y, torch.arange(8))
     assert tracker._plan is not None  # the next matching call takes the fast path

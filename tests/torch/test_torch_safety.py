@@ -35,7 +35,7 @@ class WithAux(nn.Module):
 def test_auxiliary_head_never_wins_silently():
     torch.manual_seed(0)
     model = WithAux()
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     assert tracker.head_name == "aux"  # the documented rule: the last nn.Linear registered
     x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
     logits = model(x)
@@ -43,7 +43,7 @@ def test_auxiliary_head_never_wins_silently():
         ValueError, match=r"hooked head 'aux' \(nn.Linear, weight \(4, 16\)\).*head=.*'fc' \(4, 16\)"
     ):
         tracker.update(logits, y, torch.arange(8))
-    fixed = GWATracker(model, head="fc")
+    fixed = GWATracker(model, head="fc", defer=0)
     logits = model(x)
     got = fixed.update(logits, y, torch.arange(8))
     torch.testing.assert_close(got, expected_scores(logits, y, torch.relu(model.body(x)), model.fc))
@@ -91,7 +91,7 @@ def test_lora_wrapped_head_is_refused_clearly(head):
 def test_temperature_scaled_logits_are_paired_and_verified():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     for _ in range(3):
         x, y = torch.randn(8, 6), torch.randint(0, 5, (8,))
         out = model(x)
@@ -106,7 +106,7 @@ def test_extra_forward_is_refused_not_paired_with_the_wrong_batch():
     """The audit's F6: a training-mode forward between the step's forward and its update, logits not the output."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     x, y = torch.randn(8, 6), torch.randint(0, 5, (8,))
     out = model(x)
     model(torch.randn(8, 6))  # e.g. a SAM second pass or a validation forward without no_grad
@@ -125,7 +125,7 @@ def test_extra_forward_is_refused_not_paired_with_the_wrong_batch():
 def test_identity_pairing_skips_an_unscored_forward_with_a_warning():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     x, y = torch.randn(8, 6), torch.randint(0, 5, (8,))
     model(torch.randn(8, 6))
     out = model(x)
@@ -137,7 +137,7 @@ def test_identity_pairing_skips_an_unscored_forward_with_a_warning():
 def test_unpaired_skip_returns_nan_and_counts():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))
-    tracker = GWATracker(model, num_samples=16, unpaired="skip")
+    tracker = GWATracker(model, num_samples=16, unpaired="skip", defer=0)
     x, y = torch.randn(8, 6), torch.randint(0, 5, (8,))
     out = model(x)
     model(x)
@@ -150,7 +150,7 @@ def test_unpaired_skip_returns_nan_and_counts():
         result = tracker.end_epoch()
     assert result.n_unpaired == 8 and result.summary.n == 8
     with pytest.raises(ValueError, match="`unpaired` to be 'raise' or 'skip'; got 'ignore'"):
-        GWATracker(unpaired="ignore")
+        GWATracker(unpaired="ignore", defer=0)
 
 
 def _explicit(n=6, c=4, d=3, seed=0):
@@ -186,7 +186,7 @@ def test_soft_targets_are_validated_at_the_first_update(targets, message):
 
 def test_soft_target_violations_after_the_first_batch_fail_end_epoch():
     logits, x, w = _explicit()
-    tracker = GWATracker(num_samples=12)
+    tracker = GWATracker(num_samples=12, defer=0)
     good = F.one_hot(torch.arange(6) % 4, 4).float() * 0.9 + 0.025
     tracker.update(logits, good, torch.arange(6), embeddings=x, weight=w)
     bad = good.clone()
@@ -201,7 +201,7 @@ def test_soft_target_violations_after_the_first_batch_fail_end_epoch():
 def test_label_smoothing_scores_match_the_core():
     logits, x, w = _explicit(n=8, c=5, d=4)
     smooth = F.one_hot(torch.arange(8) % 5, 5).double() * 0.9 + 0.02
-    tracker = GWATracker(num_samples=8)
+    tracker = GWATracker(num_samples=8, defer=0)
     got = tracker.update(logits.double(), smooth, torch.arange(8), embeddings=x.double(), weight=w.double())
     expected = gwa.alignment(logits.double().numpy(), smooth.numpy(), x.double().numpy(), w.double().numpy())
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-10)

@@ -45,7 +45,7 @@ def per_sample_oracle(model, x, y):
 def test_scores_use_the_weights_of_the_forward_pass(optimizer_cls):
     model = mlp()
     opt = optimizer_cls(model.parameters(), lr=0.5)
-    before, after = GWATracker(model, num_samples=64), GWATracker(model, num_samples=64)
+    before, after = GWATracker(model, num_samples=64, defer=0), GWATracker(model, num_samples=64, defer=0)
     for x, y, ids in batches(4):
         logits = model(x)
         expected = per_sample_oracle(model, x, y)  # weights of this forward pass
@@ -66,7 +66,7 @@ def test_scores_use_the_weights_of_the_forward_pass(optimizer_cls):
 
 def test_summary_is_exact_moments_of_the_scores():
     model = mlp(dtype=torch.float64)
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     all_scores = []
     for x, y, ids in batches(5, dtype=torch.float64):
         all_scores.append(tracker.update(model(x), y, ids))
@@ -82,7 +82,7 @@ def test_explicit_path_without_hooks_and_bias():
     g = torch.Generator().manual_seed(0)
     x, w, b = torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
     y = torch.tensor([0, 1, 2, 3, 0, 1])
-    tracker = GWATracker(bias=True, num_samples=6)
+    tracker = GWATracker(bias=True, num_samples=6, defer=0)
     got = tracker.update(x @ w.T + b, y, torch.arange(6), embeddings=x, weight=w, bias=b)
     torch.testing.assert_close(got, alignment(x @ w.T + b, y, x, w, b))
     ids = torch.arange(6)
@@ -122,7 +122,7 @@ def test_update_needs_a_fresh_capture_and_matching_batch():
 
 def test_gradient_accumulation_one_update_per_forward():
     model = mlp()
-    acc, ref = GWATracker(model), GWATracker(model)
+    acc, ref = GWATracker(model, defer=0), GWATracker(model, defer=0)
     ref.remove()
     (x1, y1, i1), (x2, y2, i2) = batches(2)
     l1, l2 = model(x1), model(x2)
@@ -134,7 +134,7 @@ def test_gradient_accumulation_one_update_per_forward():
 
 def test_unconsumed_forwards_are_skipped_when_the_logits_are_the_heads_output():
     model = mlp()
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     (x1, _, _), (x2, y2, i2) = batches(2)
     with torch.no_grad():
         model(x1)  # no_grad forwards (teacher, EMA, scoring) are never captured
@@ -151,7 +151,7 @@ def test_unconsumed_forwards_are_skipped_when_the_logits_are_the_heads_output():
 
 def test_autocast_forward_is_scored_in_float32():
     model = mlp()
-    tracker = GWATracker(model)
+    tracker = GWATracker(model, defer=0)
     x, y, ids = next(batches(1))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x)
@@ -178,7 +178,7 @@ def _explicit_batches(n_batches=6, batch=5, num_samples=12, seed=3):
 @pytest.mark.parametrize("num_samples", [12, None])
 def test_duplicates_count_once_first_occurrence_wins(num_samples):
     data = _explicit_batches()
-    tracker = GWATracker(num_samples=num_samples, signals=("loss",))
+    tracker = GWATracker(num_samples=num_samples, signals=("loss",), defer=0)
     first: dict[int, float] = {}
     n_seen = 0
     for logits, y, ids, x, w in data:
@@ -213,7 +213,7 @@ def test_non_finite_samples_are_skipped_counted_and_warned(num_samples):
     logits[2, 1] = float("nan")
     x_bad = x.clone()
     x_bad[5, 0] = float("inf")
-    tracker = GWATracker(num_samples=num_samples)
+    tracker = GWATracker(num_samples=num_samples, defer=0)
     scores = tracker.update(logits, y, torch.arange(10), embeddings=x_bad, weight=w)
     assert torch.isnan(scores[[2, 5]]).all() and torch.isfinite(scores[[0, 1, 3, 4, 6, 7, 8, 9]]).all()
     with pytest.warns(RuntimeWarning, match="2 sample\\(s\\) with NaN/Inf logits, embeddings or targets"):
@@ -319,10 +319,10 @@ def test_update_does_not_read_values_on_the_host(monkeypatch, soft):
     """After the epoch's first update (eager checks), no .item()/.tolist()/.cpu()/bool()/... inside update()."""
     model = mlp()
     trackers = [
-        GWATracker(model, num_samples=64, signals=("loss", "margin", "pred")),
-        GWATracker(model),
-        GWATracker(model, store_scores=False),
-        GWATracker(model, num_samples=64, score_dtype=torch.float16),
+        GWATracker(model, num_samples=64, signals=("loss", "margin", "pred"), defer=0),
+        GWATracker(model, defer=0),
+        GWATracker(model, store_scores=False, defer=0),
+        GWATracker(model, num_samples=64, score_dtype=torch.float16, defer=0),
     ]
     data = list(batches(2, num_samples=64))
 
@@ -417,7 +417,7 @@ def test_empty_epoch_is_guarded_not_an_error():
 
 def test_bias_through_the_hook_matches_the_kernel():
     model = mlp()
-    tracker = GWATracker(model, bias=True)
+    tracker = GWATracker(model, bias=True, defer=0)
     x, y, ids = next(batches(1))
     logits = model(x)
     head = model[-1]
@@ -444,11 +444,12 @@ def test_hugging_face_model_end_to_end():
     tokens = torch.randint(0, 50, (4, 7))
     labels = torch.tensor([0, 1, 2, 0])
     logits = model(input_ids=tokens).logits
-    scores = tracker.update(logits, labels, torch.arange(4))
+    tracker.update(logits, labels, torch.arange(4))  # the default: scored with the next batches, at end_epoch
     pooled = model.bert(input_ids=tokens).pooler_output.detach()
     expected = alignment(logits.detach(), labels, pooled, model.classifier.weight.detach())
-    torch.testing.assert_close(scores, expected)
-    assert tracker.end_epoch().summary.n == 4
+    result = tracker.end_epoch()
+    torch.testing.assert_close(torch.from_numpy(result.scores), expected)
+    assert result.summary.n == 4
 
 
 def test_timm_model_end_to_end():
@@ -459,9 +460,10 @@ def test_timm_model_end_to_end():
     images = torch.randn(6, 3, 32, 32)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     logits = model(images)
-    scores = tracker.update(logits, labels, torch.arange(6))
+    tracker.update(logits, labels, torch.arange(6))  # the default: scored with the next batches, at end_epoch
     features = model.forward_head(
         model.forward_features(images), pre_logits=True
     ).detach()  # BN in train mode
     expected = alignment(logits.detach(), labels, features, model.fc.weight.detach())
+    scores = torch.from_numpy(tracker.end_epoch().scores)
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)

@@ -7,10 +7,6 @@ from gwa import DEFAULT_CRITERION
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor
 
-#: ``GWATracker(defer=...)`` of the trainer callbacks, which read only the epoch's scores, never a batch's:
-#: batches scored together, the same scores with fewer operations per step (see ``docs/performance.md``).
-CALLBACK_DEFER = 32
-
 #: Per-sample signals the report and ``gwa flag`` use: the loss, the prediction and whether it was right.
 RECOMMENDED_SIGNALS = ("loss", "pred", "correct")
 
@@ -105,8 +101,9 @@ class RunRecorder:
         if self._previews is not None and inputs is not None:
             self._previews.observe(inputs, sample_ids)
 
-    def update(self, logits, targets, sample_ids, *, inputs=None) -> torch.Tensor:
-        """``tracker.update(logits, targets, sample_ids=...)``, then :meth:`observe`; returns the batch's scores."""
+    def update(self, logits, targets, sample_ids, *, inputs=None) -> torch.Tensor | None:
+        """``tracker.update(logits, targets, sample_ids=...)``, then :meth:`observe`; returns what it returns (the
+        batch's scores with ``defer=0``, else None)."""
         if sample_ids is None:
             raise ValueError(
                 "Expected `sample_ids` (the samples' indices in the training set) for a run directory; "

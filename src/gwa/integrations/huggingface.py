@@ -44,7 +44,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 import torch
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
-from gwa.integrations._recorder import CALLBACK_DEFER, RECOMMENDED_SIGNALS
+from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.policy import DEFAULT_CRITERION, Diagnostic
 from gwa.torch import GWATracker, find_head
 
@@ -166,9 +166,7 @@ class GWATrainerCallback(TrainerCallback):
                 f"Expected the head {self.head_name!r} to have a bias because bias=True; it has none."
             )
         # Explicit path (embeddings= and weight= in update): the head input may need pooling (see the module doc).
-        self.tracker = GWATracker(
-            None, num_samples=num_samples, bias=self.bias, signals=self.signals, defer=CALLBACK_DEFER
-        )
+        self.tracker = GWATracker(None, num_samples=num_samples, bias=self.bias, signals=self.signals)
         self._handles = [
             model.register_forward_pre_hook(self._take_ids, with_kwargs=True),
             head.register_forward_hook(self._take_head_input),

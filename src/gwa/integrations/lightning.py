@@ -34,7 +34,7 @@ import torch
 from gwa import DEFAULT_CRITERION, policy
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
-from gwa.integrations._recorder import CALLBACK_DEFER, RECOMMENDED_SIGNALS
+from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import GWATracker
 
 _TARGET_KEYS = ("targets", "labels", "label", "y")
@@ -161,14 +161,12 @@ class GWACallback(Callback):
         _check_early_stopping(trainer)
         num_samples = self.num_samples or _dataset_size(trainer)
         self._remove_hooks()
-        # The callback never reads a batch's scores, only the epoch's: score batches together (defer).
         self.tracker = GWATracker(
             pl_module,
             head=self.head,
             num_samples=num_samples,
             bias=self.bias,
             signals=self.signals,
-            defer=CALLBACK_DEFER,
         )
         # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
         self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)

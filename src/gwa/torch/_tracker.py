@@ -4,8 +4,10 @@ A forward hook on the classifier head takes, while the head is in training mode,
 the head with the weights *of that forward pass* (``-W x`` and ``||x|| ||W||_F``); :meth:`GWATracker.update`
 then needs only the logits and the targets, so its scores are the same before or after ``optimizer.step()``.
 
-The per-step path is fused: four tensor operations in the hook and eight in ``update`` (see
-:func:`gwa.torch._kernel.fused_scores`), no host synchronisation, and no per-step bookkeeping of repeated
+By default ``update`` keeps the batch (detached references) and every 32nd call scores the kept batches in one
+pass of the fused kernel (:func:`gwa.torch._kernel.fused_scores`): three tensor operations in the hook per step
+and none in ``update``; with ``defer=0`` each ``update`` runs the kernel (four operations in the hook, eight in
+``update``) and returns the batch's scores. No host synchronisation, and no per-step bookkeeping of repeated
 sample ids: each step's scores are kept as they are and duplicates are resolved once, at ``end_epoch``
 (:mod:`gwa.torch._storage`). Checks that can wait (sample-id range, soft-target rows after the first batch)
 run on the device and are read at ``end_epoch``; a call with the same shapes, dtypes and devices as the last
@@ -69,6 +71,10 @@ SAME_VALUES_RTOL = 1e-3
 #: With ``defer``, the pending steps are scored early once they hold this many logits (rows x classes), so that
 #: the deferred buffer stays below about ``2 x 4 x DEFER_MAX_ELEMENTS`` bytes (float32 ``z`` and ``-W x``).
 DEFER_MAX_ELEMENTS = 1 << 22
+#: ``GWATracker(defer=...)`` by default: the batches of 32 consecutive ``update()`` calls are scored together, in
+#: one pass of the kernel (the same scores; on a CPU a step then pays three operations instead of twelve). Pass
+#: ``defer=0`` for the batch's scores from each ``update()``.
+DEFAULT_DEFER = 32
 _SCORE_DTYPES = {
     torch.float32: torch.float32,
     torch.float16: torch.float16,
@@ -173,13 +179,16 @@ class GWATracker:
             where compiling fails). Off by default: on a CPU it saves about 10 us per step for about 15 s of
             compilation per batch shape.
         defer: score the batches of ``defer`` consecutive :meth:`update` calls together, in one pass of the
-            kernel over their rows, instead of each at once (0, the default). :meth:`update` then keeps only
-            detached references (logits, ``-W x`` and norms from the forward hook, targets, ids) and returns
-            None; the scores are the same (the same kernel on the same rows, see ``docs/performance.md``). It
-            costs ``defer`` batches of logits twice over in memory (scored early above
-            :data:`DEFER_MAX_ELEMENTS` logits) and saves the kernel's eight operations per step, which is what
-            a step pays on a CPU. Class ids out of range are then reported when their batch is scored (the
-            ``defer``-th update, :meth:`end_epoch` or :meth:`state_dict`), not by their own ``update()``.
+            kernel over their rows (:data:`DEFAULT_DEFER` = 32); 0: score each batch in its own ``update()``,
+            which then returns the batch's scores. With ``defer``, :meth:`update` keeps only detached references
+            (logits, ``-W x`` and norms from the forward hook, targets, ids) and returns None; the scores are the
+            same (the same kernel on the same rows, see ``docs/performance.md``). It costs ``defer`` batches of
+            logits twice over in memory (scored early above :data:`DEFER_MAX_ELEMENTS` logits) and saves the
+            kernel's eight operations per step, which is what a step pays on a CPU. Class ids out of range are
+            then reported when their batch is scored (the ``defer``-th update, :meth:`end_epoch` or
+            :meth:`state_dict`), not by their own ``update()`` (the epoch's first ``update()`` checks at once),
+            and a logits, targets or ids tensor changed in place before its batch is scored raises a
+            ``RuntimeError``.
         unpaired: what :meth:`update` does when it cannot tell which captured forward pass produced its logits
             (they are not the head's output tensor and several forward passes are pending): ``"raise"``
             (default) or ``"skip"`` (return NaN scores, count the samples in :attr:`EpochResult.n_unpaired`).
@@ -209,14 +218,15 @@ class GWATracker:
     scores, are left out of the moments and the store, and are counted in :attr:`EpochResult.n_non_finite`
     (with a ``RuntimeWarning`` at ``end_epoch``), so they cannot poison the epoch silently.
 
-    The returned per-step scores are also the tracker's stored copy: read them, do not modify them in place.
+    With ``defer=0``, the returned per-step scores are also the tracker's stored copy: read them, do not modify
+    them in place.
 
     Example:
         >>> import torch, gwa.torch
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         >>> with gwa.torch.GWATracker(model, num_samples=6) as tracker:
         ...     logits = model(torch.randn(6, 4))
-        ...     scores = tracker.update(logits, torch.tensor([0, 1, 2, 0, 1, 2]), sample_ids=torch.arange(6))
+        ...     tracker.update(logits, torch.tensor([0, 1, 2, 0, 1, 2]), sample_ids=torch.arange(6))
         ...     result = tracker.end_epoch()
         >>> result.epoch, result.summary.n, result.scores.shape
         (1, 6, (6,))
@@ -248,7 +258,7 @@ class GWATracker:
         store_scores: bool = True,
         score_dtype=torch.float32,
         compile: bool = False,
-        defer: int = 0,
+        defer: int = DEFAULT_DEFER,
         unpaired: str = "raise",
         min_denominator: float = MIN_DENOMINATOR,
         beta: float = PAPER_BETA,
@@ -466,8 +476,8 @@ class GWATracker:
             bias: ``(C,)`` head bias (explicit path with ``bias=True``).
 
         Returns:
-            ``(B,)`` detached scores on the logits' device; NaN for samples with NaN/Inf inputs. None with
-            ``defer`` (the batch is scored later, together with the next ones).
+            None by default (``defer``: the batch is scored later, together with the next ones). With
+            ``defer=0``: ``(B,)`` detached scores on the logits' device; NaN for samples with NaN/Inf inputs.
 
         Raises:
             RuntimeError: when no forward pass of the head in training mode is waiting to be consumed, or when
