@@ -5,10 +5,11 @@ Run:  python benchmarks/torch_overhead.py [--threads 1] [--rounds 40] [--quick]
 Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048 (the public ``alignment()`` with and
 without ``head_output=``, and the tracker's per-step kernel); (b) a full training step (forward, loss, backward,
 SGD step) of an MLP and a small CNN at batch 128 and 512: plain, the paper's example (the seed README's
-``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa eager (the
-default), gwa fused (``torch.compile``) and gwa deferred (``GWATracker(defer=32)``: batches scored together),
-rounds interleaved, medians and ratios to plain; (c) where the tracker's time goes (torch profiler, MLP batch
-128, eager and deferred); (d) the host-synchronisation check of update(). All numbers come from this one run;
+``compute_alignment``: a module that stores the head input, 8 operations after the step), gwa default
+(``GWATracker(model, num_samples=...)``: the batches of 32 updates scored together), gwa eager (``defer=0``: each
+batch scored in its update) and gwa fused (``defer=0, compile=True``), rounds interleaved, medians and ratios to
+plain; (c) where the tracker's time goes (torch profiler, MLP batch 128, default and eager); (d) the
+host-synchronisation check of update(). All numbers come from this one run;
 the machine is printed first.
 """
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 import torch
-from gwa.torch import GWATracker, alignment
+from gwa.torch import DEFAULT_DEFER, GWATracker, alignment
 from gwa.torch._kernel import capture_terms, fused_scores, head_terms, scores_from_head_terms
 from torch import nn
 
@@ -155,9 +156,10 @@ class StoreInput(nn.Module):
         return self.head(x)
 
 
-VARIANTS = ("plain", "paper's example", "gwa eager", "gwa fused", "gwa deferred")
-#: ``GWATracker(defer=...)`` of the "gwa deferred" variant: batches scored together.
-DEFER = 32
+#: "gwa default" is ``GWATracker(model, num_samples=...)`` (batches of DEFAULT_DEFER updates scored together);
+#: "gwa eager" and "gwa fused" score each batch in its ``update()`` (``defer=0``), fused with ``compile=True``.
+VARIANTS = ("plain", "paper's example", "gwa default", "gwa eager", "gwa fused")
+DEFER = DEFAULT_DEFER
 
 
 def step_overhead(
@@ -177,7 +179,7 @@ def step_overhead(
                 m,
                 num_samples=num_samples,
                 compile=v == "gwa fused",
-                defer=DEFER if v == "gwa deferred" else 0,
+                defer=DEFER if v == "gwa default" else 0,
             )
     opts = {v: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for v, m in models.items()}
     x = torch.randn(batch, *shape)
@@ -214,7 +216,7 @@ def step_overhead(
         # Rotate which variant goes first so that drift in machine load hits all alike.
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
-            # One value per round: its mean step. With rounds of DEFER steps, each round of the deferred
+            # One value per round: its mean step. With rounds of DEFER steps, each round of the default
             # variant holds exactly one scoring of DEFER batches, so its cost is in every value, not an outlier
             # that a median over single steps would drop.
             times[v].append(statistics.fmean(timed(lambda v=v: step(v), steps_per_round)))
@@ -233,7 +235,7 @@ def step_overhead(
     }
 
 
-def profile_tracker(make_model, shape, batch: int, steps: int = 200, defer: int = 0) -> str:
+def profile_tracker(make_model, shape, batch: int, defer: int, steps: int = 200) -> str:
     """The tracker's own operations inside training steps (torch profiler, self CPU time per step).
 
     The hook and ``update()`` run inside ``record_function`` ranges; every ATen op under them is charged to
@@ -316,21 +318,29 @@ def sync_check() -> str:
             "patched to raise inside update() after the epoch's first update, which checks its inputs eagerly)."
         )
     model = mlp().cuda()
-    tracker = GWATracker(
-        model, num_samples=1000, signals=("loss", "margin", "p_gold", "el2n", "pred", "correct")
-    )
     x = torch.randn(64, 1, 28, 28, device="cuda")
     y = torch.randint(0, 10, (64,), device="cuda")
     ids = torch.randperm(1000, device="cuda")[:64]
-    tracker.update(model(x), y, ids)  # the epoch's first update checks its inputs eagerly (one host read)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            tracker.update(model(x), y, ids)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    tracker.end_epoch()
-    return "CUDA: 3 update() calls under torch.cuda.set_sync_debug_mode('error') raised nothing."
+    for defer in (DEFER, 0):
+        tracker = GWATracker(
+            model,
+            num_samples=1000,
+            signals=("loss", "margin", "p_gold", "el2n", "pred", "correct"),
+            defer=defer,
+        )
+        tracker.update(model(x), y, ids)  # the epoch's first update checks its inputs eagerly (one host read)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(DEFER + 1):  # the default scores the kept batches once among these
+                tracker.update(model(x), y, ids)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        tracker.end_epoch()
+        tracker.remove()
+    return (
+        f"CUDA: {DEFER + 1} update() calls under torch.cuda.set_sync_debug_mode('error') raised nothing, with the "
+        "default tracker and with defer=0."
+    )
 
 
 def main() -> None:
@@ -389,8 +399,8 @@ def main() -> None:
         )
     print(
         f"\n(b) training step (forward, CE loss, backward, SGD momentum step): plain, the paper's example "
-        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) eager (default), fused "
-        f"(torch.compile) and deferred (defer={DEFER}); up to {rounds} interleaved rounds of "
+        f"(post-step weights, scores kept on device), GWATracker(num_samples=50000) default (defer={DEFER}), "
+        f"eager (defer=0) and fused (defer=0, torch.compile); up to {rounds} interleaved rounds of "
         f"{args.steps_per_round or DEFER} (MLP) or {args.steps_per_round or 3} (CNN) steps, median over rounds of the "
         "round's mean step, ratio to plain"
     )
@@ -428,11 +438,10 @@ def main() -> None:
             "\n(c) where the tracker's time goes: torch profiler over 200 MLP training steps at batch 128, the "
             "tracker's ops only (self CPU time per step)"
         )
-        print(profile_tracker(mlp, (1, 28, 28), 128))
-        print(
-            f"\nthe same with GWATracker(defer={DEFER}) (update() keeps the batch; every {DEFER}th scores {DEFER})"
-        )
+        print(f"the default, GWATracker(defer={DEFER}) (update() keeps the batch; every {DEFER}th scores {DEFER})")
         print(profile_tracker(mlp, (1, 28, 28), 128, defer=DEFER))
+        print("\nthe same with GWATracker(defer=0) (each update() scores its batch)")
+        print(profile_tracker(mlp, (1, 28, 28), 128, defer=0))
     print("\n(d) host synchronisation in update():", sync_check())
 
 

@@ -11,6 +11,8 @@ import torch
 from gwa._kernel import alignment_with_mask as numpy_alignment_with_mask
 from gwa.torch import GWATracker
 from gwa.torch._kernel import (
+    capture_split_terms,
+    join_norms,
     Scorer,
     _fused_scores_functional,
     capture_terms,
@@ -86,6 +88,26 @@ def test_fused_zero_embedding_is_undefined_and_non_finite_is_nan():
     got, undefined = fused_scores(logits, y[:, None], *terms), undefined_from_norm(terms.norm)
     assert got[0] == gwa.UNDEFINED_SCORE and bool(undefined[0])
     assert torch.isnan(got[1:3]).all() and not undefined[1:3].any() and torch.isfinite(got[3])
+
+
+@pytest.mark.parametrize(
+    "sizes", [[5], [4, 4, 4], [4, 7, 1], [3, 3, 6]], ids=["one", "equal", "unequal", "last"]
+)
+def test_split_norms_join_to_the_capture_norms(sizes):
+    """Deferred batches keep ||x|| and ||W|| apart; joined, they are the per-step path's norm, batch by batch."""
+    g = torch.Generator().manual_seed(3)
+    splits, whole = [], []
+    for n in sizes:
+        x, w = (
+            torch.randn(n, 6, generator=g, dtype=torch.float64),
+            torch.randn(3, 6, generator=g, dtype=torch.float64),
+        )
+        out = x @ w.T
+        splits.append(capture_split_terms(x, w, None, out).norm)
+        whole.append(capture_terms(x, w, None, out, include_bias=False, dtype=torch.float64).norm)
+    joined = join_norms(splits)
+    assert joined.shape == (sum(sizes),)
+    torch.testing.assert_close(joined, torch.cat(whole), rtol=1e-15, atol=0)
 
 
 def test_functional_form_for_compile_matches_the_eager_kernel():

@@ -412,9 +412,17 @@ def capture_split_terms(
 def join_norms(norms: list) -> torch.Tensor:
     """The ``(N,)`` :attr:`CaptureTerms.norm` of several captures (tensors or :class:`SplitNorm`), concatenated."""
     if all(type(n) is SplitNorm for n in norms):
-        x_norm = norms[0].x_norm if len(norms) == 1 else torch.cat([n.x_norm for n in norms])
-        w_norm = torch.cat([n.weight_norm.expand(n.x_norm.shape[0]) for n in norms])
-        return torch.addcmul(_tiny(x_norm.dtype, x_norm.device), x_norm, w_norm)
+        if len(norms) == 1:
+            x_norm, w_norm = norms[0]
+            return torch.addcmul(_tiny(x_norm.dtype, x_norm.device), x_norm, w_norm)
+        x_norm = torch.cat([n.x_norm for n in norms])
+        w_norm = torch.stack([n.weight_norm for n in norms])
+        rows = norms[0].x_norm.shape[0]
+        if all(n.x_norm.shape[0] == rows for n in norms):  # equal batches: one broadcast, no per-batch op
+            tiny = _tiny(x_norm.dtype, x_norm.device)
+            return torch.addcmul(tiny, x_norm.view(len(norms), rows), w_norm.view(-1, 1)).view(-1)
+        w_rows = torch.cat([n.weight_norm.expand(n.x_norm.shape[0]) for n in norms])
+        return torch.addcmul(_tiny(x_norm.dtype, x_norm.device), x_norm, w_rows)
     parts = [join_norms([n]) if type(n) is SplitNorm else n for n in norms]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
