@@ -438,7 +438,9 @@ def main() -> None:
             "\n(c) where the tracker's time goes: torch profiler over 200 MLP training steps at batch 128, the "
             "tracker's ops only (self CPU time per step)"
         )
-        print(f"the default, GWATracker(defer={DEFER}) (update() keeps the batch; every {DEFER}th scores {DEFER})")
+        print(
+            f"the default, GWATracker(defer={DEFER}) (update() keeps the batch; every {DEFER}th scores {DEFER})"
+        )
         print(profile_tracker(mlp, (1, 28, 28), 128, defer=DEFER))
         print("\nthe same with GWATracker(defer=0) (each update() scores its batch)")
         print(profile_tracker(mlp, (1, 28, 28), 128, defer=0))

@@ -11,13 +11,13 @@ import torch
 from gwa._kernel import alignment_with_mask as numpy_alignment_with_mask
 from gwa.torch import GWATracker
 from gwa.torch._kernel import (
-    capture_split_terms,
-    join_norms,
     Scorer,
     _fused_scores_functional,
+    capture_split_terms,
     capture_terms,
     fused_scores,
     fused_soft_scores,
+    join_norms,
     undefined_from_norm,
 )
 from gwa.torch._storage import IndexedStore, MomentsOnly, SparseStore
