@@ -1,6 +1,6 @@
 """Cost of gwa.torch: the closed-form kernel vs per-sample autograd, and the tracker's share of a training step.
 
-Run:  python benchmarks/torch_overhead.py [--threads 1] [--rounds 40] [--quick]
+Run:  python benchmarks/torch_overhead.py [--threads 1] [--rounds 100] [--quick]
 
 Prints (a) kernel vs brute-force per-sample gradients at C=1000, D=2048 (the public ``alignment()`` with and
 without ``head_output=``, and the tracker's per-step kernel); (b) a full training step (forward, loss, backward,
@@ -158,80 +158,97 @@ class StoreInput(nn.Module):
 
 #: "gwa default" is ``GWATracker(model, num_samples=...)`` (batches of DEFAULT_DEFER updates scored together);
 #: "gwa eager" and "gwa fused" score each batch in its ``update()`` (``defer=0``), fused with ``compile=True``.
-VARIANTS = ("plain", "paper's example", "gwa default", "gwa eager", "gwa fused")
+#: "plain (control)" is plain again: the spread between the two plain rows is the measurement's own noise.
+VARIANTS = ("plain", "paper's example", "gwa default", "gwa eager", "gwa fused", "plain (control)")
 DEFER = DEFAULT_DEFER
 
 
 def step_overhead(
     make_model, shape, batch: int, rounds: int, steps_per_round: int, budget_s: float, variants=VARIANTS
 ) -> dict:
+    """Median step of each variant over interleaved rounds, all on one model and one optimizer.
+
+    One model for all variants: separate but identical model instances differ in speed by up to 1.3 % here (their
+    tensors land at different addresses), which is as large as what is measured. Each variant is installed at the
+    start of its part of a round (a fresh tracker, or the paper's wrapper around the head), runs one untimed step
+    (a tracker's first update of an epoch checks its inputs eagerly), ``steps_per_round`` timed steps, and is
+    removed (``end_epoch``, the paper's end-of-epoch concatenation) untimed.
+    """
     torch.manual_seed(0)
-    models = {v: make_model() for v in variants}
-    for m in models.values():
-        m.load_state_dict(models[variants[0]].state_dict())
+    model = make_model()
+    head = model[-1]
+    paper = StoreInput(head)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     num_samples = 50_000
-    trackers = {}
-    if "paper's example" in models:
-        models["paper's example"][-1] = StoreInput(models["paper's example"][-1])
-    for v, m in models.items():
-        if v.startswith("gwa"):
-            trackers[v] = GWATracker(
-                m,
-                num_samples=num_samples,
-                compile=v == "gwa fused",
-                defer=DEFER if v == "gwa default" else 0,
-            )
-    opts = {v: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for v, m in models.items()}
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
     ids = torch.randperm(num_samples)[:batch]
-    paper_scores = []
+    paper_scores: list[torch.Tensor] = []
+    compile_failed = None
 
-    def step(v):
-        model, opt = models[v], opts[v]
+    def install(v):
+        if v == "paper's example":
+            model[-1] = paper
+        if not v.startswith("gwa"):
+            return None
+        return GWATracker(
+            model, num_samples=num_samples, compile=v == "gwa fused", defer=DEFER if v == "gwa default" else 0
+        )
+
+    def uninstall(tracker) -> None:
+        nonlocal compile_failed
+        if tracker is not None:
+            tracker.end_epoch()
+            tracker.remove()
+            compile_failed = compile_failed or tracker._scorer.failed
+        model[-1] = head
+        if paper_scores:
+            torch.cat(paper_scores).numpy()  # the paper's example concatenates at the end of the epoch
+            paper_scores.clear()
+
+    def step(v, tracker):
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if v in trackers:
-            trackers[v].update(logits, y, ids)
+        if tracker is not None:
+            tracker.update(logits, y, ids)
         opt.step()
         if v == "paper's example":  # compute_alignment of the seed README's gwa_torch.py, post-step weights
             with torch.no_grad():
-                head = model[-1]
-                w, emb = head.head.weight, head.x
+                w, emb = paper.head.weight, paper.x
                 diff = torch.softmax(logits, dim=-1) - F.one_hot(y, logits.shape[-1])
                 v_ = diff @ w
                 dot = -(emb * v_).sum(-1)
                 paper_scores.append(dot / (emb.norm(dim=-1) * diff.norm(dim=-1) * w.norm() + 1e-12))
 
-    for _ in range(3):  # warm-up (and the fused variant's compilation)
-        for v in variants:
-            step(v)
+    for v in variants:  # warm-up (and the fused variant's compilation)
+        tracker = install(v)
+        for _ in range(3):
+            step(v, tracker)
+        uninstall(tracker)
     # Fewer rounds for slow steps, so that every configuration takes about budget_s (never fewer than 6).
-    step_s = statistics.median(timed(lambda: step(variants[0]), 3))
-    rounds = int(min(rounds, max(6, budget_s / (len(variants) * steps_per_round * step_s))))
+    step_s = statistics.median(timed(lambda: step("plain", None), 3))
+    rounds = int(min(rounds, max(6, budget_s / (len(variants) * (steps_per_round + 1) * step_s))))
     times = {v: [] for v in variants}
     for r in range(rounds):
         # Rotate which variant goes first so that drift in machine load hits all alike.
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
+            tracker = install(v)
+            step(v, tracker)  # untimed: the epoch's first update checks its inputs eagerly (one host read)
             # One value per round: its mean step. With rounds of DEFER steps, each round of the default
             # variant holds exactly one scoring of DEFER batches, so its cost is in every value, not an outlier
             # that a median over single steps would drop.
-            times[v].append(statistics.fmean(timed(lambda v=v: step(v), steps_per_round)))
-    for t in trackers.values():
-        t.end_epoch()
-        t.remove()
-    if paper_scores:
-        torch.cat(paper_scores).numpy()  # the paper's example concatenates at the end of the epoch
+            times[v].append(statistics.fmean(timed(lambda v=v, t=tracker: step(v, t), steps_per_round)))
+            uninstall(tracker)
     med = {v: statistics.median(ts) for v, ts in times.items()}
     return {
         "batch": batch,
         "rounds": rounds,
         "ms": {v: 1e3 * m for v, m in med.items()},
         "ratio": {v: m / med["plain"] for v, m in med.items()},
-        "compile_failed": trackers["gwa fused"]._scorer.failed if "gwa fused" in trackers else None,
+        "compile_failed": compile_failed if "gwa fused" in variants else None,
     }
 
 
@@ -346,7 +363,7 @@ def sync_check() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds per configuration")
+    parser.add_argument("--rounds", type=int, default=100, help="interleaved rounds per configuration")
     parser.add_argument(
         "--steps-per-round",
         type=int,
@@ -354,7 +371,7 @@ def main() -> None:
         help=f"steps of each variant per round (default {DEFER} for the MLP: one deferred scoring per round; "
         "3 for the CNN, whose steps are 20-40x longer)",
     )
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds per training-step configuration")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds per training-step configuration")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler table (c)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn for (b)")
