@@ -22,7 +22,7 @@ import tempfile
 import time
 import warnings
 
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_model, stable_malloc  # benchmarks/ is on sys.path when a script runs
 
 import torch
 
@@ -189,7 +189,13 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is dropped)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", choices=("lightning", "hf"), help="run one trainer only")
+    p.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="keep glibc's moving mmap/trim thresholds (default: fixed)",
+    )
     args = p.parse_args(argv)
+    allocator = "malloc: system defaults" if args.system_malloc else stable_malloc()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     import logging
@@ -197,6 +203,7 @@ def main(argv=None) -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     print("machine:", machine())
+    print(allocator)
     print(
         f"repeats {args.repeats}, epochs per fit {args.epochs} (first dropped); ms per training step, median "
         "of per-fit medians [min-max over fits], thread CPU time\n"

@@ -22,7 +22,7 @@ import statistics
 import time
 
 import torch.nn.functional as F
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_model, stable_malloc  # benchmarks/ is on sys.path when a script runs
 
 import torch
 from gwa.torch import DEFAULT_DEFER, GWATracker, alignment
@@ -385,7 +385,14 @@ def main() -> None:
         default="thread",
         help="thread: CPU time of the timing thread (needs --threads 1); wall: elapsed time",
     )
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="keep glibc's moving mmap/trim thresholds (default: fixed, so that page faults per step do not "
+        "depend on the allocation history)",
+    )
     args = parser.parse_args()
+    allocator = "malloc: system defaults" if args.system_malloc else stable_malloc()
     global CLOCK
     if args.clock == "wall":
         CLOCK = time.perf_counter
@@ -395,6 +402,7 @@ def main() -> None:
     torch.set_num_interop_threads(1)
     rounds = 3 if args.quick else args.rounds
     print("machine:", machine())
+    print(allocator)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"clock: {'CPU time of the timing thread' if args.clock == 'thread' else 'wall'}; "

@@ -483,6 +483,16 @@ def _fused_scores_functional(logits, index, neg_head_out, norm):
     return (numerator / denominator).clamp(-1.0, 1.0)
 
 
+def class_id_error(error: Exception, num_classes: int) -> Exception:
+    """The kernel's indexing error for a class id out of range, as a ``ValueError`` naming `targets`."""
+    if "out of bounds" not in str(error) and "out of range" not in str(error):
+        return error
+    return ValueError(
+        f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
+        "an id out of range."
+    )
+
+
 class Scorer:
     """The hard-label fused scorer, eager or through ``torch.compile``.
 
@@ -495,6 +505,26 @@ class Scorer:
         self.compile = bool(compile)
         self._compiled = None
         self.failed: str | None = None
+
+    def score_ids(self, logits, targets, neg_head_out, norm) -> torch.Tensor:
+        """Scores for ``(N,)`` integer class ids; an id out of range raises a ``ValueError`` naming `targets`.
+
+        On a CPU the eager kernel's indexing raises at once; elsewhere (and compiled) the range is asserted on the
+        device, without a host sync.
+        """
+        num_classes = logits.shape[1]
+        index = targets.view(-1, 1)
+        if index.dtype != torch.int64:
+            index = index.long()
+        if logits.device.type != "cpu" or self.compile:
+            torch._assert_async(
+                ((targets >= 0) & (targets < num_classes)).all(),
+                f"gwa: `targets` class ids out of range [0, {num_classes - 1}]",
+            )
+        try:
+            return self(logits, index, neg_head_out, norm)
+        except (RuntimeError, IndexError) as error:
+            raise class_id_error(error, num_classes) from None
 
     def __call__(self, logits, index, neg_head_out, norm):
         if self.compile and self.failed is None:

@@ -17,13 +17,11 @@ fully checked one, whose logits are the head's output, goes straight to the kern
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 import numpy as np
@@ -34,19 +32,20 @@ from gwa._moments import Moments
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_positive, check_shapes, describe
 from gwa.torch import _distributed
+from gwa.torch._deferred import DEFAULT_DEFER, DEFER_MAX_ELEMENTS, Deferred, score_pending, versions
 from gwa.torch._head import find_head, linear_candidates
 from gwa.torch._kernel import (
     CaptureTerms,
     Scorer,
-    SplitNorm,
     SplitTerms,
     capture_split_terms,
     capture_terms,
+    class_id_error,
     compute_dtype,
     fused_scores,
     fused_soft_scores,
-    join_norms,
 )
+from gwa.torch._result import EpochResult, summary_from_state, summary_state
 from gwa.torch._signals import check_signal_names, compute_signals
 from gwa.torch._storage import (
     STATE_FORMAT,
@@ -68,13 +67,6 @@ SOFT_TARGET_ATOL = 1e-4
 #: Relative tolerance when the logits given to ``update`` are not the head's output tensor but should hold its
 #: values up to a positive scale (``logits / T``, a cast, a copy).
 SAME_VALUES_RTOL = 1e-3
-#: With ``defer``, the pending steps are scored early once they hold this many logits (rows x classes), so that
-#: the deferred buffer stays below about ``2 x 4 x DEFER_MAX_ELEMENTS`` bytes (float32 ``z`` and ``-W x``).
-DEFER_MAX_ELEMENTS = 1 << 22
-#: ``GWATracker(defer=...)`` by default: the batches of 32 consecutive ``update()`` calls are scored together, in
-#: one pass of the kernel (the same scores; on a CPU a step then pays three operations instead of twelve). Pass
-#: ``defer=0`` for the batch's scores from each ``update()``.
-DEFAULT_DEFER = 32
 _SCORE_DTYPES = {
     torch.float32: torch.float32,
     torch.float16: torch.float16,
@@ -87,33 +79,6 @@ def _dead_ref():
     return None
 
 
-@dataclass
-class EpochResult:
-    """What :meth:`GWATracker.end_epoch` returns.
-
-    Attributes:
-        epoch: 1-based epoch number.
-        summary: the epoch's :class:`gwa.EpochSummary` (GWA, moments, guard, ``n_undefined``).
-        scores: float32 per-sample scores; ``(num_samples,)`` indexed by sample id with NaN where unseen when
-            the tracker has ``num_samples``, else aligned with :attr:`sample_ids`. None if not stored.
-        sample_ids: int64 ids of :attr:`scores` when the tracker has no ``num_samples`` (sorted, unique), else None.
-        signals: companion per-sample signals, same layout as :attr:`scores`.
-        n_duplicates: occurrences of an already-seen sample id in the epoch (counted once, not again).
-        n_non_finite: samples skipped because their logits, embeddings or soft targets were NaN/Inf.
-        n_unpaired: samples of ``update()`` calls skipped because their forward pass could not be identified
-            (only with ``unpaired="skip"``).
-    """
-
-    epoch: int
-    summary: EpochSummary
-    scores: np.ndarray | None
-    sample_ids: np.ndarray | None = None
-    signals: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    n_duplicates: int = 0
-    n_non_finite: int = 0
-    n_unpaired: int = 0
-
-
 class _Capture(NamedTuple):
     output: Callable[[], torch.Tensor | None]  # weak ref to the head's output, to pair update(logits) with it
     terms: CaptureTerms | SplitTerms | None  # SplitTerms only with defer
@@ -122,17 +87,6 @@ class _Capture(NamedTuple):
     bias_shape: tuple | None
     error: Exception | None
     values: torch.Tensor | None  # the head's output, kept until the tracker has verified its head once
-
-
-class _Deferred(NamedTuple):
-    """One ``update()`` whose scoring is deferred (``defer``): what the kernel needs, all detached."""
-
-    logits: torch.Tensor  # (B, C) in the compute dtype
-    targets: torch.Tensor  # (B,) class ids or (B, C) probabilities in the compute dtype
-    neg: torch.Tensor
-    norm: torch.Tensor | SplitNorm
-    ids: torch.Tensor | None
-    versions: tuple  # in-place version counters of (logits, targets, ids) when kept
 
 
 class _Plan(NamedTuple):
@@ -147,15 +101,6 @@ class _Plan(NamedTuple):
     assert_range: bool
     num_classes: int
     signals: bool
-
-
-def _class_id_error(error: Exception, num_classes: int) -> Exception:
-    if "out of bounds" not in str(error) and "out of range" not in str(error):
-        return error
-    return ValueError(
-        f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
-        "an id out of range."
-    )
 
 
 class GWATracker:
@@ -242,7 +187,7 @@ class GWATracker:
     _soft_violations: torch.Tensor | None
     _plan: _Plan | None  # the epoch's first update always takes the checked path
     _last_by_identity: bool
-    _deferred: list[_Deferred]  # defer: batches kept, not yet scored
+    _deferred: list[Deferred]  # defer: batches kept, not yet scored
     _deferred_rows: int  # their logits' elements (rows x classes)
     _deferred_soft: bool  # their targets are probabilities
     _deferred_offset: int  # running position of their first sample
@@ -526,7 +471,7 @@ class GWATracker:
                         self._deferred_soft = False
                         self._deferred_offset = self._sightings
                     ids = None if plan.positions or not plan.keeps_ids else sample_ids
-                    pending.append(_Deferred(z, targets, neg, norm, ids, _versions(z, targets, ids)))
+                    pending.append(Deferred(z, targets, neg, norm, ids, versions(z, targets, ids)))
                     self._sightings += z.shape[0]
                     self._deferred_rows += z.numel()
                     if len(pending) >= self.defer or self._deferred_rows >= DEFER_MAX_ELEMENTS:
@@ -541,7 +486,7 @@ class GWATracker:
                 try:
                     scores = fused_scores(z, targets.view(-1, 1), neg, norm)
                 except (RuntimeError, IndexError) as error:
-                    raise _class_id_error(error, plan.num_classes) from None
+                    raise class_id_error(error, plan.num_classes) from None
                 values = compute_signals(logits, targets, self.signals, soft=False) if plan.signals else {}
                 self._storage.add(
                     Chunk(
@@ -603,10 +548,10 @@ class GWATracker:
             if first and not soft:  # later batches' class ids are checked when they are scored
                 bounds = targets.aminmax()
                 if int(bounds.min) < 0 or int(bounds.max) >= num_classes:
-                    raise _class_id_error(IndexError("out of bounds"), num_classes)
+                    raise class_id_error(IndexError("out of bounds"), num_classes)
             ids = self._resolve_ids(sample_ids, z.shape[0], device, first)
             self._dtype = neg.dtype
-            item = _Deferred(z, t if soft else targets, neg, norm, ids, _versions(z, targets, ids))
+            item = Deferred(z, t if soft else targets, neg, norm, ids, versions(z, targets, ids))
             self._defer(item, soft)
             self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
             return None
@@ -614,21 +559,8 @@ class GWATracker:
         if soft:
             scores, undefined = fused_soft_scores(z, t, neg, norm)
         else:
-            index = targets.view(-1, 1)
-            if index.dtype != torch.int64:
-                index = index.long()
-            if (
-                device.type != "cpu" or self._scorer.compile
-            ):  # eager CPU ops raise at once; compiled code may not
-                torch._assert_async(
-                    ((targets >= 0) & (targets < num_classes)).all(),
-                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]",
-                )
-            try:
-                scores = self._scorer(z, index, neg, norm)
-                undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op per step)
-            except (RuntimeError, IndexError) as error:
-                raise _class_id_error(error, num_classes) from None
+            scores = self._scorer.score_ids(z, targets, neg, norm)
+            undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op per step)
         ids = self._resolve_ids(sample_ids, scores.shape[0], device, first)
         self._dtype = neg.dtype
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
@@ -661,7 +593,7 @@ class GWATracker:
             )
 
     # -------------------------------------------------------------------------------------------- deferred
-    def _defer(self, item: _Deferred, soft: bool = False) -> None:
+    def _defer(self, item: Deferred, soft: bool = False) -> None:
         """Keep one batch for later scoring; score the pending ones when ``defer`` are pending or they are large."""
         pending = self._deferred
         if pending and (
@@ -687,43 +619,11 @@ class GWATracker:
             return
         self._deferred = []
         self._deferred_rows = 0
-        for item in pending:
-            if _versions(item.logits, item.targets, item.ids) != item.versions:
-                raise RuntimeError(
-                    "gwa: a tensor given to update() (logits, targets or sample_ids) was modified in place "
-                    "before its batch was scored (GWATracker(defer=...) keeps references, not copies). "
-                    "Pass tensors that are not modified afterwards, or use defer=0."
-                )
-
-        def cat(tensors):
-            return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-
-        z = cat([d.logits for d in pending])
-        targets = cat([d.targets for d in pending])
-        neg = cat([d.neg for d in pending])
-        norm = join_norms([d.norm for d in pending])
-        ids = None if pending[0].ids is None else cat([d.ids for d in pending])
-        if self._deferred_soft:
-            scores, undefined = fused_soft_scores(z, targets, neg, norm)
-        else:
-            num_classes = z.shape[1]
-            index = targets.view(-1, 1)
-            if index.dtype != torch.int64:
-                index = index.long()
-            if z.device.type != "cpu" or self._scorer.compile:  # eager CPU ops raise at once
-                torch._assert_async(
-                    ((targets >= 0) & (targets < num_classes)).all(),
-                    f"gwa: `targets` class ids out of range [0, {num_classes - 1}]",
-                )
-            try:
-                scores = self._scorer(z, index, neg, norm)
-            except (RuntimeError, IndexError) as error:
-                raise _class_id_error(error, num_classes) from None
-            undefined = norm
-        values = (
-            compute_signals(z, targets, self.signals, soft=self._deferred_soft)
-            if self.store_scores and self.signals
-            else {}
+        scores, undefined, values, ids = score_pending(
+            pending,
+            soft=self._deferred_soft,
+            scorer=self._scorer,
+            signals=self.signals if self.store_scores else (),
         )
         self._storage.add(Chunk(ids, self._deferred_offset, scores, undefined, values))
 
@@ -1037,7 +937,7 @@ class GWATracker:
         return {
             "format": STATE_FORMAT,
             "epoch": self.epoch,
-            "history": [_summary_state(s) for s in self.history],
+            "history": [summary_state(s) for s in self.history],
             "num_samples": self.num_samples,
             "bias": self.bias,
             "signals": list(self.signals),
@@ -1051,7 +951,7 @@ class GWATracker:
 
         epoch_state = validate_state(state, self)
         self.epoch = int(state["epoch"])
-        self.history = [_summary_from_state(s) for s in state["history"]]
+        self.history = [summary_from_state(s) for s in state["history"]]
         self._captures.clear()
         self._reset_epoch()
         self._pending_state = epoch_state
@@ -1084,35 +984,6 @@ class GWATracker:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(f"gwa: {message}", UserWarning, stacklevel=3)
-
-
-def _summary_state(summary: EpochSummary) -> dict:
-    """The summary's fields as plain values (``torch.load(weights_only=True)`` admits no enums or classes)."""
-    out = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
-    guard = out.get("guard")
-    if guard is not None and not isinstance(guard, str):  # a structured guard: a code and a message
-        out["guard"] = {"code": str(getattr(guard.code, "value", guard.code)), "message": str(guard.message)}
-    return out
-
-
-def _summary_from_state(state: dict) -> EpochSummary:
-    state = dict(state)
-    guard = state.get("guard")
-    if isinstance(guard, dict):
-        from gwa import _summary
-
-        structured = getattr(_summary, "Guard", None)
-        state["guard"] = (
-            structured(_summary.GuardCode(guard["code"]), guard["message"])
-            if structured is not None
-            else guard["message"]
-        )
-    return EpochSummary(**state)
-
-
-def _versions(logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | None) -> tuple:
-    """In-place version counters of the tensors a deferred batch keeps by reference."""
-    return (logits._version, targets._version, None if ids is None else ids._version)
 
 
 def _signal_code(signals) -> int:
