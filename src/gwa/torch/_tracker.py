@@ -121,8 +121,8 @@ class GWATracker:
             signals during the epoch (float16: 11 instead of 13 bytes per sighting; scores rounded to about 3
             significant digits, and the epoch's moments are taken from the rounded scores).
         compile: run the fused scorer through ``torch.compile`` (falls back to the eager path, with a warning,
-            where compiling fails). Off by default: on a CPU it saves about 10 us per step for about 15 s of
-            compilation per batch shape.
+            where compiling fails). Off by default: on a CPU it was slower than the eager kernel in every run of
+            ``benchmarks/torch_overhead.py``, and each batch shape costs about 15 s of compilation.
         defer: score the batches of ``defer`` consecutive :meth:`update` calls together, in one pass of the
             kernel over their rows (:data:`DEFAULT_DEFER` = 32); 0: score each batch in its own ``update()``,
             which then returns the batch's scores. With ``defer``, :meth:`update` keeps only detached references
