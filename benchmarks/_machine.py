@@ -12,9 +12,9 @@ def cpu_model() -> str:
 
 #: glibc's defaults: allocations above 128 KB are mmap'd, and freed heap tops above 256 KB are returned to the OS.
 #: Both thresholds then move with the allocation history, so the pages a training step faults in vary with what
-#: else a process allocates: measured on the MLP step here, 0 to 170 minor page faults per step (up to 0.37 ms of
-#: system time) between configurations whose tensor work differs by microseconds. PyTorch's CPU allocator does
-#: not cache, so every tensor goes through malloc.
+#: else a process allocates (``benchmarks/harness_artifacts.py``: 4.8 to 97 minor page faults per MLP step between
+#: configurations whose tensor work differs by microseconds). PyTorch's CPU allocator does not cache, so every
+#: tensor goes through malloc.
 STABLE_MMAP_THRESHOLD = 1 << 26
 STABLE_TRIM_THRESHOLD = 1 << 28
 

@@ -122,20 +122,13 @@ def check(
     from gwa.torch import GWATracker
 
     torch.manual_seed(0)
-    plain, tracked = build(name, num_classes).to(device), build(name, num_classes).to(device)
-    tracked.load_state_dict(plain.state_dict())
-    plain.train()
-    tracked.train()
-    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
-    opt_tracked = torch.optim.SGD(tracked.parameters(), lr=0.01, momentum=0.9)
+    models = {which: build(name, num_classes).to(device).train() for which in ("plain", "default", "defer=0")}
+    for model in models.values():
+        model.load_state_dict(models["plain"].state_dict())
+    opts = {which: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for which, m in models.items()}
     num_samples = 100 * batch
-    models = {"plain": plain, "default": tracked, "defer=0": build(name, num_classes).to(device)}
-    models["defer=0"].load_state_dict(plain.state_dict())
-    models["defer=0"].train()
-    opts = {"plain": opt_plain, "default": opt_tracked}
-    opts["defer=0"] = torch.optim.SGD(models["defer=0"].parameters(), lr=0.01, momentum=0.9)
     trackers = {
-        "default": GWATracker(tracked, num_samples=num_samples),
+        "default": GWATracker(models["default"], num_samples=num_samples),
         "defer=0": GWATracker(models["defer=0"], num_samples=num_samples, defer=0),
     }
     x = torch.randn(batch, 3, image, image, device=device)

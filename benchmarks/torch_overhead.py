@@ -168,8 +168,8 @@ def step_overhead(
 ) -> dict:
     """Median step of each variant over interleaved rounds, all on one model and one optimizer.
 
-    One model for all variants: separate but identical model instances differ in speed by up to 1.3 % here (their
-    tensors land at different addresses), which is as large as what is measured. Each variant is installed at the
+    One model for all variants: separate but identical model instances differ in speed by up to about a point here
+    (``benchmarks/harness_artifacts.py``), comparable to what is measured. Each variant is installed at the
     start of its part of a round (a fresh tracker, or the paper's wrapper around the head), runs one untimed step
     (a tracker's first update of an epoch checks its inputs eagerly), ``steps_per_round`` timed steps, and is
     removed (``end_epoch``, the paper's end-of-epoch concatenation) untimed.
