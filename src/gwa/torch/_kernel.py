@@ -134,7 +134,8 @@ def head_terms(
 
 
 def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, soft: bool) -> torch.Tensor:
-    """``softmax(logits) - targets``; for class ids the target entry is ``-sum`` of the others (no cancellation)."""
+    """``softmax(logits) - targets``; the target entry (the largest one for soft targets) is ``-sum`` of the others,
+    as in the numpy core: no cancellation when ``p`` and the target both round to 1."""
     probs = torch.softmax(logits, dim=1)
     if soft:
         targets = targets.to(probs.dtype)
@@ -142,11 +143,22 @@ def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, sof
         # As the numpy core: an entry within rounding of its operands is zero, so a target equal to the
         # prediction is a zero gradient (undefined), not rounding noise rescaled into a direction.
         tol = 4 * torch.finfo(probs.dtype).eps * torch.maximum(probs, targets.abs())
-        return diff.masked_fill(diff.abs() <= tol, 0.0)
+        return _largest_target_entry_exact(diff.masked_fill_(diff.abs() <= tol, 0.0), targets)
     index = targets.long()[:, None]
     diff = probs.scatter_(1, index, 0.0)
     # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
     return diff.scatter_(1, index, diff.sum(dim=1, keepdim=True).neg_())
+
+
+def _largest_target_entry_exact(diff: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``diff`` (in place) with the entry at each row's largest target replaced by ``-sum`` of the others.
+
+    A row of softmax cross-entropy's gradient sums to 0, so this is ``p_k - t_k``, computed without the
+    cancellation of ``p_k - t_k`` when both round to 1 (one-hot rows of confident samples).
+    """
+    largest = targets.argmax(dim=1, keepdim=True)
+    diff.scatter_(1, largest, 0.0)
+    return diff.scatter_(1, largest, diff.sum(dim=1, keepdim=True).neg_())
 
 
 def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: HeadTerms, *, soft: bool):
@@ -463,8 +475,9 @@ def fused_scores(
 def fused_soft_scores(
     logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor, norm: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t``, rescaled by its row max-abs."""
-    g = _softmax_rows(logits).sub_(targets)
+    """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t`` with its largest-target entry exact (as
+    :func:`loss_gradient_wrt_logits`), rescaled by its row max-abs."""
+    g = _largest_target_entry_exact(_softmax_rows(logits).sub_(targets), targets)
     g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
     numerator = torch.linalg.vecdot(g, neg_head_out)
     denominator = torch.linalg.vector_norm(g, dim=1).mul_(norm)
