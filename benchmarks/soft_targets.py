@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
+
+import torch
 
 EPS = 0.1
 SEEDS = (0, 1, 2)
@@ -44,7 +45,11 @@ BATCH = 128
 ARMS = {"smoothed_loss": (EPS, ("smoothed", "hard")), "plain_loss": (0.0, ("hard",))}
 
 
-def run_one(dataset: str, model_name: str, options: dict, noise: str, rate: float, seed: int, arm: str) -> dict:
+def run_one(
+    dataset: str, model_name: str, options: dict, noise: str, rate: float, seed: int, arm: str
+) -> dict:
+    from sklearn.metrics import roc_auc_score
+
     import gwa
     import gwa.torch
     from gwa.policy import flag_scores
@@ -52,7 +57,6 @@ def run_one(dataset: str, model_name: str, options: dict, noise: str, rate: floa
     from gwa.runner.data import prepare
     from gwa.runner.loop import epoch_batches
     from gwa.runner.models import build_model, classifier_head
-    from sklearn.metrics import roc_auc_score
 
     smoothing, scorings = ARMS[arm]
     model_opts = {k: v for k, v in options.items() if k in ("hidden", "width")}
@@ -87,7 +91,9 @@ def run_one(dataset: str, model_name: str, options: dict, noise: str, rate: floa
             with torch.no_grad():  # the forward pass's weights: scored before the step
                 emb, weight = captured["x"], head.weight
                 for scoring in scorings:
-                    target = (1 - EPS) * F.one_hot(y, c).to(logits.dtype) + EPS / c if scoring == "smoothed" else y
+                    target = (
+                        (1 - EPS) * F.one_hot(y, c).to(logits.dtype) + EPS / c if scoring == "smoothed" else y
+                    )
                     matrices[scoring][epoch, ids] = gwa.torch.alignment(logits, target, emb, weight).numpy()
                 correct += int((logits.argmax(1) == y).sum())
             opt.zero_grad()
@@ -98,7 +104,9 @@ def run_one(dataset: str, model_name: str, options: dict, noise: str, rate: floa
             test_acc.append(float((model(x_test).argmax(1) == y_test).float().mean()))
         train_acc.append(correct / n)
         for scoring in scorings:
-            history[scoring].append({**gwa.summarize(matrices[scoring][epoch]).metrics(), "train_acc": train_acc[-1]})
+            history[scoring].append(
+                {**gwa.summarize(matrices[scoring][epoch]).metrics(), "train_acc": train_acc[-1]}
+            )
     result = {
         "dataset": dataset,
         "model": model_name,
@@ -210,7 +218,9 @@ def tables(runs: list[dict]) -> str:
                 format_interval(two_level_bootstrap(_by_setting(runs, noise, arm, s, key)), scale, digits)
                 for arm, s, _ in columns
             ]
-            diff = format_interval(two_level_bootstrap(_paired(runs, noise, key, "hard", "smoothed")), scale, digits)
+            diff = format_interval(
+                two_level_bootstrap(_paired(runs, noise, key, "hard", "smoothed")), scale, digits
+            )
             lines.append(f"| {FAMILY[noise]} | " + " | ".join(cells) + f" | {diff} |")
     n_runs = {arm: sum(r["arm"] == arm for r in runs) for arm in ARMS}
     lines.append(f"\nruns: {n_runs}")

@@ -81,7 +81,12 @@ def test_one_hot_rows_equal_class_ids_at_margins_up_to_50(backend):
     by_ids, by_rows = align(z, y, x, w), align(z, one_hot, x, w)
     assert np.abs(by_rows - by_ids).max() <= 1e-6
     # And both are the float64 value (the class-id path was exact before; the margins reach 50).
-    assert np.abs(by_ids - gwa.alignment(z.astype(np.float64), y, x.astype(np.float64), w.astype(np.float64))).max() <= 1e-6
+    assert (
+        np.abs(
+            by_ids - gwa.alignment(z.astype(np.float64), y, x.astype(np.float64), w.astype(np.float64))
+        ).max()
+        <= 1e-6
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

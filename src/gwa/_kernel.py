@@ -80,27 +80,27 @@ def alignment_with_mask(logits, targets, embeddings, weight, bias=None):
 
 
 def loss_gradient_wrt_logits(logits: np.ndarray, targets: np.ndarray, soft: bool) -> np.ndarray:
-    """``softmax(logits) - targets`` without cancellation in the target entry (the largest one for soft targets).
+    """``softmax(logits) - targets`` without cancellation in the target entry (for soft targets: one >= 3/4).
 
-    For class ids ``y`` the target entry is ``p_y - 1 = -sum_{j != y} p_j``. For probability rows the entry at the
-    largest target ``k`` is ``-sum_{j != k} (p_j - t_j)``: equal to ``p_k - t_k`` for a row summing to 1, and
-    exact where ``p_k`` and ``t_k`` both round to 1 (one-hot and near-one-hot rows of confident samples), where the
-    direct difference cancels to rounding noise. For one-hot rows it gives the class-id numbers bit for bit.
+    For class ids ``y`` the target entry is ``p_y - 1 = -sum_{j != y} p_j``. For probability rows the entry of a
+    target ``t_k >= 3/4`` (a row has at most one) is ``-sum_{j != k} (p_j - t_j)``: equal to ``p_k - t_k`` for a row
+    summing to 1, and exact where ``p_k`` and ``t_k`` both round to 1 (one-hot and near-one-hot rows of confident
+    samples), where the direct difference cancels to rounding noise. One-hot rows give the class-id numbers bit for
+    bit. Only an entry whose target is near 1 can cancel like that; the torch and jax kernels use the same rule.
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
-    rows = np.arange(len(targets))
     if soft:
         diff = probs - targets
         # An entry below the rounding error of its operands is zero: otherwise a target equal to the prediction
         # (a zero gradient) leaves rounding noise that the row rescaling below turns into a full direction.
         diff[np.abs(diff) <= 4 * np.finfo(np.float64).eps * np.maximum(probs, np.abs(targets))] = 0.0
-        largest = np.argmax(targets, axis=1)
-        diff[rows, largest] = 0.0
-        # The row of softmax cross-entropy's gradient sums to 0: the largest-target entry is minus the others.
-        diff[rows, largest] = -diff.sum(axis=1)
-        return diff
+        # The row of softmax cross-entropy's gradient sums to 0: the entry of a target >= 3/4 is minus the others.
+        major = targets >= 0.75
+        others = np.where(major, 0.0, diff)
+        return np.where(major, -others.sum(axis=1, keepdims=True), others)
+    rows = np.arange(len(targets))
     diff = probs.copy()
     diff[rows, targets] = 0.0
     # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.

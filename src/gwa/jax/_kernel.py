@@ -64,7 +64,7 @@ def alignment_with_mask(logits, targets, embeddings, weight, bias=None):
 
 
 def loss_gradient_wrt_logits(logits, targets, soft: bool):
-    """``softmax(logits) - targets`` with the target entry (for probability rows: the largest target's) as
+    """``softmax(logits) - targets`` with the target entry (for probability rows: a target >= 3/4) as
     ``-sum`` of the other entries, as in the numpy core: no cancellation when ``p`` and the target round to 1."""
     probs = jax.nn.softmax(logits, axis=1)
     if soft:
@@ -74,10 +74,11 @@ def loss_gradient_wrt_logits(logits, targets, soft: bool):
         # a zero gradient, undefined), not rounding noise rescaled into a direction.
         tol = 4 * jnp.finfo(probs.dtype).eps * jnp.maximum(probs, jnp.abs(targets))
         diff = jnp.where(jnp.abs(diff) <= tol, 0.0, diff)
-        is_largest = jnp.argmax(targets, axis=1)[:, None] == jnp.arange(logits.shape[1])
-        others = jnp.where(is_largest, 0.0, diff)
-        # The row of the gradient sums to 0: the largest-target entry is minus the others (p_k - t_k, exact).
-        return jnp.where(is_largest, -others.sum(axis=1, keepdims=True), others)
+        # The row of the gradient sums to 0: the entry of a target >= 3/4 (at most one a row; only an entry whose
+        # target is near 1 can cancel) is minus the others, p_k - t_k without cancellation.
+        major = targets >= 0.75
+        others = jnp.where(major, 0.0, diff)
+        return jnp.where(major, -others.sum(axis=1, keepdims=True), others)
     is_target = targets[:, None] == jnp.arange(logits.shape[1])
     others = jnp.where(is_target, 0.0, probs)
     # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
