@@ -166,20 +166,29 @@ def test_lightning_logs_gwa_for_modelcheckpoint_through_its_logger(tmp_path):
     assert float(rows[-1]["gwa"]) == pytest.approx(cb.rows[-1]["gwa"], rel=1e-5)
 
 
-def test_lightning_warns_when_the_loss_smooths_labels_but_class_ids_are_scored():
+def test_lightning_scores_class_ids_under_label_smoothing_and_warns_about_smoothed_targets():
+    """Class ids are what to score under label smoothing (docs/soft-targets.md); smoothed rows get a warning."""
     S = _lightning()
     from gwa.integrations.lightning import GWACallback
 
     def fit(**kwargs):
+        cb = GWACallback()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            S.trainer(1, [GWACallback()]).fit(_loss_only_module(S, **kwargs), _xy_loader(S, with_index=True))
-        return [str(w.message) for w in caught if "label_smoothing" in str(w.message)]
+            S.trainer(1, [cb]).fit(_loss_only_module(S, **kwargs), _xy_loader(S, with_index=True))
+        return cb.tracker.label_smoothing, [
+            str(w.message) for w in caught if "label_smoothing" in str(w.message)
+        ]
 
-    warned = fit(smoothing=0.1)
-    assert len(warned) == 1 and "label_smoothing=0.1" in warned[0] and "'targets'" in warned[0]
-    assert fit(smoothing=0.1, return_targets=True) == []
-    assert fit(smoothing=0.0) == []
+    assert fit(smoothing=0.1) == (0.1, [])
+    smoothing, warned = fit(smoothing=0.1, return_targets=True)
+    assert (
+        smoothing == 0.1
+        and len(warned) == 1
+        and "label_smoothing=0.1" in warned[0]
+        and "look smoothed" in warned[0]
+    )
+    assert fit(smoothing=0.0) == (0.0, [])
 
 
 def test_lightning_ddp_with_a_plain_loss_and_xy_batches_gives_the_numbers_of_one_process(tmp_path):

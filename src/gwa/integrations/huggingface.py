@@ -155,9 +155,9 @@ class GWATrainerCallback(TrainerCallback):
             raise ValueError(
                 f"GWATrainerCallback: TrainingArguments(label_smoothing_factor={args.label_smoothing_factor}) makes "
                 "the Trainer take `labels` out of the batch before the model's forward, so the callback cannot see "
-                "the targets, and scores against the hard labels would be for another loss than the one trained. "
-                "Train with label_smoothing_factor=0 to track GWA, or use the plain tracker with the smoothed "
-                "targets (docs/soft-targets.md)."
+                "the targets. Keep label_smoothing_factor=0 and smooth in a Trainer subclass whose compute_loss "
+                "passes `labels` on to the model (the callback then scores the hard labels, which measured better "
+                "than the smoothed targets): see docs/soft-targets.md."
             )
         num_samples = self.num_samples or _dataset_size(train_dataloader)
         self.head_name, head = find_head(model, self.head)

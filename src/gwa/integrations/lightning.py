@@ -167,6 +167,7 @@ class GWACallback(Callback):
             num_samples=num_samples,
             bias=self.bias,
             signals=self.signals,
+            label_smoothing=_label_smoothing(pl_module),
         )
         # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
         self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)
@@ -355,13 +356,16 @@ def _label_smoothing(module: torch.nn.Module) -> float:
 
 
 def _warn_if_smoothing_ignored(module, targets) -> None:
+    """Warn when the scored targets look like the loss's smoothed distribution (every entry >= eps / C)."""
     smoothing = _label_smoothing(module)
-    if smoothing > 0 and isinstance(targets, torch.Tensor) and targets.dim() == 1:
+    if smoothing <= 0 or not isinstance(targets, torch.Tensor) or targets.dim() != 2:
+        return
+    if bool((targets.detach() >= (1 - 1e-3) * smoothing / targets.shape[1]).all()):
         warnings.warn(
-            f"GWACallback: the module's CrossEntropyLoss has label_smoothing={smoothing:g} but the "
-            "targets scored are class ids, so the scores are for the unsmoothed loss. Return the "
-            "smoothed targets from training_step: {'loss': loss, 'targets': (1 - eps) * "
-            "F.one_hot(y, C) + eps / C} (see docs/soft-targets.md).",
+            f"GWACallback: the module's CrossEntropyLoss has label_smoothing={smoothing:g} and the targets "
+            "scored look smoothed (every entry >= eps / C). Score what the loss is given (class ids, or mixup "
+            "rows before smoothing): against the smoothed distribution the stop choice and the flags were "
+            "worse (docs/soft-targets.md).",
             UserWarning,
             stacklevel=3,
         )

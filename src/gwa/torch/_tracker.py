@@ -30,7 +30,7 @@ import torch
 from gwa._kernel import UNDEFINED_SCORE
 from gwa._moments import Moments
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
-from gwa._validation import check_positive, check_shapes, describe
+from gwa._validation import check_finite, check_positive, check_shapes, describe
 from gwa.torch import _distributed
 from gwa.torch._deferred import DEFAULT_DEFER, DEFER_MAX_ELEMENTS, Deferred, score_pending, versions
 from gwa.torch._head import find_head, linear_candidates
@@ -114,6 +114,10 @@ class GWATracker:
             ``[0, num_samples)``). None: sorted unique ids and their scores.
         bias: include the head bias in the cosine (the paper leaves it out).
         signals: companion per-sample signals to store, among ``loss, margin, p_gold, el2n, pred, correct``.
+        label_smoothing: the loss's label smoothing (``F.cross_entropy(..., label_smoothing=eps)``), recorded in
+            :attr:`label_smoothing`. Pass :meth:`update` the targets the loss is given (class ids, or mixup rows),
+            not the smoothed distribution: scores against them gave the better stop choice and flags in
+            ``benchmarks/soft_targets.py`` (docs/soft-targets.md).
         store_scores: keep per-sample scores (and signals). False without ``num_samples`` keeps only the
             epoch's moments (O(1) memory; repeated ids then count each time); with ``num_samples`` the epoch
             still keeps its sightings to count each sample once, and returns no per-sample arrays.
@@ -200,6 +204,7 @@ class GWATracker:
         num_samples: int | None = None,
         bias: bool = False,
         signals=(),
+        label_smoothing: float = 0.0,
         store_scores: bool = True,
         score_dtype=torch.float32,
         compile: bool = False,
@@ -228,6 +233,7 @@ class GWATracker:
         self.bias = bool(bias)
         self._bias_out = not self.bias  # the hook's steady-state path: the bias stays out of the cosine
         self.signals = check_signal_names(signals)
+        self.label_smoothing = check_finite("label_smoothing", label_smoothing, low=0.0, high=1.0)
         self.store_scores = bool(store_scores)
         self.score_dtype = _SCORE_DTYPES[score_dtype]
         self.unpaired = unpaired
