@@ -10,6 +10,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 
+@pytest.mark.slow
 def test_a_compute_loss_subclass_smooths_the_loss_and_the_callback_scores_the_hard_labels(tmp_path):
     import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, BertConfig, Trainer, TrainingArguments
