@@ -195,6 +195,44 @@ def _paired(runs, noise, key, a, b) -> dict:
     return cells
 
 
+def _level(estimate, scale: float, digits: int) -> str:
+    mean, low, high = (scale * x for x in estimate)
+    return "–" if not np.isfinite(mean) else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def per_setting(runs: list[dict]) -> str:
+    """Seed means per dataset/model: flag AUROC and chosen-epoch test accuracy, smoothed vs hard scoring."""
+    lines = [
+        "\nper setting (smoothed-loss arm, mean over seeds): AUROC smoothed / hard; accuracy % smoothed / hard\n",
+        "| setting | noise | AUROC smoothed | AUROC hard | acc smoothed | acc hard | oracle acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for dataset, model, _ in SETTINGS:
+        for noise in FAMILY:
+            sel = [
+                r
+                for r in runs
+                if r["dataset"] == dataset
+                and r["model"] == model
+                and r["noise"] == noise
+                and r["arm"] == "smoothed_loss"
+            ]
+            if not sel:
+                continue
+
+            def mean(scoring, key, rows=sel):
+                vals = [r["scorings"][scoring][key] for r in rows if r["scorings"][scoring][key] is not None]
+                return float(np.mean(vals)) if vals else float("nan")
+
+            oracle = float(np.mean([max(r["test_acc"]) for r in sel]))
+            lines.append(
+                f"| {dataset}/{model} | {FAMILY[noise]} | {mean('smoothed', 'flag_auroc'):.3f} | "
+                f"{mean('hard', 'flag_auroc'):.3f} | {100 * mean('smoothed', 'chosen_test_acc'):.1f} | "
+                f"{100 * mean('hard', 'chosen_test_acc'):.1f} | {100 * oracle:.1f} |"
+            )
+    return "\n".join(lines)
+
+
 def tables(runs: list[dict]) -> str:
     from gwa.bench.paired import format_interval, two_level_bootstrap
 
@@ -215,7 +253,7 @@ def tables(runs: list[dict]) -> str:
         digits = 3 if scale == 1.0 else 1
         for noise in FAMILY:
             cells = [
-                format_interval(two_level_bootstrap(_by_setting(runs, noise, arm, s, key)), scale, digits)
+                _level(two_level_bootstrap(_by_setting(runs, noise, arm, s, key)), scale, digits)
                 for arm, s, _ in columns
             ]
             diff = format_interval(
@@ -234,7 +272,9 @@ def main() -> None:
     args = parser.parse_args()
     if not args.table:
         run_all(args.out)
-    print(tables(load(args.out)))
+    runs = load(args.out)
+    print(tables(runs))
+    print(per_setting(runs))
 
 
 if __name__ == "__main__":
