@@ -99,6 +99,7 @@ class EpochLoop:
             patience=config.early_stop,
             total_epochs=config.epochs,
             finetune=config.finetune,
+            warn=False,  # gwa train prints a trust: line per diagnostic in its summary
         )
         self.prev_pred: np.ndarray | None = None
         self.wall_time = 0.0
