@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The release a user installs: build the sdist and the wheel, check their metadata (twine), install the wheel into
+# a fresh virtual environment with the extra `gwa demo` needs, and run the demo from there (not from the source
+# tree). pip reuses its cache (and any local wheels pip is configured to find), so torch is not downloaded again.
+# Usage: bash scripts/check_wheel.sh [WORKDIR]   (default: a temporary directory, removed at the end)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+WORK=${1:-$(mktemp -d)}
+mkdir -p "$WORK"
+[ $# -ge 1 ] || trap 'rm -rf "$WORK"' EXIT
+start=$SECONDS
+"$PY" -m build --sdist --wheel --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+"$PY" -m twine check --strict "$WORK"/dist/*
+wheel=$(ls "$WORK"/dist/gwa_alignment-*.whl)
+echo "check_wheel: built $(basename "$wheel") and $(basename "$WORK"/dist/gwa_alignment-*.tar.gz) in $((SECONDS - start)) s"
+python3 -m venv "$WORK/venv" 2>/dev/null || "$PY" -m venv --without-pip "$WORK/venv"
+[ -x "$WORK/venv/bin/pip" ] || "$PY" -m pip --python "$WORK/venv/bin/python" install --quiet pip
+# The same torch as the development environment when it has one (one build, not a second multi-GB download).
+TORCH_PIN=$("$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null || echo torch)
+"$WORK/venv/bin/python" -m pip install --quiet "$wheel[cli]" "$TORCH_PIN"
+echo "check_wheel: installed with the 'cli' extra ($TORCH_PIN) at $((SECONDS - start)) s"
+cd "$WORK"  # away from the source tree: the demo must run from the installed wheel
+"$WORK/venv/bin/python" -c "import gwa, sys; assert '/site-packages/' in gwa.__file__, gwa.__file__; print('gwa', gwa.__version__, 'from', gwa.__file__)"
+"$WORK/venv/bin/gwa" demo --quick --out "$WORK/demo" >"$WORK/demo.log" 2>&1 || { cat "$WORK/demo.log"; exit 1; }
+grep -q "GWA (gwa's default rule)" "$WORK/demo.log" && test -f "$WORK/demo/report/report.html"
+echo "check_wheel: gwa demo --quick ran from the wheel; total $((SECONDS - start)) s"
