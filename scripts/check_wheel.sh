@@ -17,10 +17,22 @@ wheel=$(ls "$WORK"/dist/gwa_alignment-*.whl)
 echo "check_wheel: built $(basename "$wheel") and $(basename "$WORK"/dist/gwa_alignment-*.tar.gz) in $((SECONDS - start)) s"
 python3 -m venv "$WORK/venv" 2>/dev/null || "$PY" -m venv --without-pip "$WORK/venv"
 [ -x "$WORK/venv/bin/pip" ] || "$PY" -m pip --python "$WORK/venv/bin/python" install --quiet pip
-# The same torch as the development environment when it has one (one build, not a second multi-GB download).
-TORCH_PIN=$("$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null || echo torch)
-"$WORK/venv/bin/python" -m pip install --quiet "$wheel[cli]" "$TORCH_PIN"
-echo "check_wheel: installed with the 'cli' extra ($TORCH_PIN) at $((SECONDS - start)) s"
+# Which torch: $GWA_CHECK_TORCH when set; else a torch wheel in pip's --find-links folders (a local CPU build installs
+# in seconds, where the index's default build pulls several GB of CUDA libraries: 10 min on the first run here);
+# else the development environment's version.
+TORCH_PIN=${GWA_CHECK_TORCH:-$("$WORK/venv/bin/python" - <<'PYEOF'
+import glob, os, subprocess, sys
+tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+dirs = os.environ.get("PIP_FIND_LINKS", "").split()
+dirs += subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True,
+                       text=True).stdout.split()
+wheels = sorted({w for d in dirs for w in glob.glob(os.path.join(d, f"torch-*-{tag}-{tag}-*linux*.whl"))})
+print(wheels[-1] if wheels else "")
+PYEOF
+)}
+[ -n "$TORCH_PIN" ] || TORCH_PIN=$("$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null || echo torch)
+"$WORK/venv/bin/python" -m pip install --quiet "$wheel[cli]" "$TORCH_PIN" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+echo "check_wheel: installed with the 'cli' extra ($(basename "$TORCH_PIN")) at $((SECONDS - start)) s"
 cd "$WORK"  # away from the source tree: the demo must run from the installed wheel
 "$WORK/venv/bin/python" -c "import gwa, sys; assert '/site-packages/' in gwa.__file__, gwa.__file__; print('gwa', gwa.__version__, 'from', gwa.__file__)"
 "$WORK/venv/bin/gwa" demo --quick --out "$WORK/demo" >"$WORK/demo.log" 2>&1 || { cat "$WORK/demo.log"; exit 1; }

@@ -133,7 +133,10 @@ def test_demo_without_torch_names_the_extra_to_install(tmp_path):
         "sys.exit(main(['demo', '--quick', '--out', sys.argv[1]]))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", block_torch, str(tmp_path / "demo")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", block_torch, str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr == (

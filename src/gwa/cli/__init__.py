@@ -108,16 +108,14 @@ def _run(module, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except ModuleNotFoundError as exc:
-        if args.verbose or not exc.name or exc.name.startswith("gwa"):
-            raise
-        print(missing_extra(args.command, exc.name), file=sys.stderr)
-        return 2
     except (CommandError, ValueError, OSError, ModuleNotFoundError) as exc:
-        # Errors a user can cause (bad input, a corrupt or foreign file, a full disk, a locked run) end in one
-        # line; anything else is a bug and keeps its traceback.
+        # Errors a user can cause (bad input, a corrupt or foreign file, a full disk, a locked run, a missing
+        # extra) end in one line; anything else is a bug and keeps its traceback.
         if args.verbose:
             raise
+        if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("gwa"):
+            print(missing_extra(args.command, exc.name), file=sys.stderr)
+            return 2
         print(f"gwa {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
