@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The release a user installs: build the sdist and the wheel, check their metadata (twine), install the wheel into
 # a fresh virtual environment with the extra `gwa demo` needs, and run the demo from there (not from the source
-# tree). pip reuses its cache (and any local wheels pip is configured to find), so torch is not downloaded again.
+# tree). Dependencies are kept in a wheelhouse between runs, so torch and the rest are downloaded once.
 # Usage: bash scripts/check_wheel.sh [WORKDIR]   (default: a temporary directory, removed at the end)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,15 @@ print(wheels[-1] if wheels else "")
 PYEOF
 )}
 [ -n "$TORCH_PIN" ] || TORCH_PIN=$("$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null || echo torch)
-"$WORK/venv/bin/python" -m pip install --quiet "$wheel[cli]" "$TORCH_PIN" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+# pip's HTTP cache kept nothing here (each run downloaded every dependency again: 6 min), so the dependencies go to a
+# wheelhouse kept between runs ($GWA_WHEELHOUSE, default .cache/wheelhouse): files already there are not fetched.
+WHEELHOUSE=${GWA_WHEELHOUSE:-$ROOT/.cache/wheelhouse}
+mkdir -p "$WHEELHOUSE"
+quiet() { grep -v "is ignored: it is neither" || true; }
+"$WORK/venv/bin/python" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
+  "$wheel[cli]" "$TORCH_PIN" 2>&1 | quiet
+echo "check_wheel: dependencies in $WHEELHOUSE at $((SECONDS - start)) s"
+"$WORK/venv/bin/python" -m pip install --quiet --no-index --find-links "$WHEELHOUSE" "$wheel[cli]" "$TORCH_PIN" 2>&1 | quiet
 echo "check_wheel: installed with the 'cli' extra ($(basename "$TORCH_PIN")) at $((SECONDS - start)) s"
 cd "$WORK"  # away from the source tree: the demo must run from the installed wheel
 "$WORK/venv/bin/python" -c "import gwa, sys; assert '/site-packages/' in gwa.__file__, gwa.__file__; print('gwa', gwa.__version__, 'from', gwa.__file__)"

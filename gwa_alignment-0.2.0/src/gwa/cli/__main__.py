@@ -1,0 +1,5 @@
+import sys
+
+from gwa.cli import main
+
+sys.exit(main())

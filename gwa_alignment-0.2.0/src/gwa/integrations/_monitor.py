@@ -1,0 +1,323 @@
+"""What every integration does once an epoch's alignment is known: metrics, stop decision, best epoch, run directory.
+
+The trainer-specific callbacks only find logits, targets and sample ids and call :class:`GWATracker`; the decision
+is the core policy's :class:`gwa.EarlyStopper`, so Lightning, Hugging Face, a plain loop and ``gwa train`` keep the
+same epoch and stop at the same one, and write the same run directory (:mod:`gwa.rundir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary, policy
+from gwa.rundir import RunWriter
+
+#: Criteria the integrations can follow (one value per epoch): ``gwa`` (the default), ``gwa_paper``, ``align_mean``.
+MONITORS = policy.MONITORABLE
+
+
+def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -> dict[str, float]:
+    """The scalars a trainer's loggers receive each epoch.
+
+    ``gwa`` is the value gwa's default criterion ranks epochs by (:attr:`gwa.EpochSummary.gwa`), NaN in the warm-up
+    epochs the criterion never picks: so ``ModelCheckpoint(monitor="gwa", mode="max")`` in Lightning and
+    ``metric_for_best_model="gwa"`` in Hugging Face keep gwa's own choice. ``gwa_paper`` is the paper's Eq. 2
+    verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired.
+    """
+    return {
+        "gwa": policy.monitor_value(summary.gwa, epoch=epoch, total_epochs=total_epochs),
+        "gwa_paper": float(summary.gwa_paper),
+        "gwa_paper_flagged": float(summary.flagged),
+        "gwa/align_mean": float(summary.mean),
+        "gwa/align_std": float(summary.std),
+        "gwa/excess_kurtosis": float(summary.excess_kurtosis),
+    }
+
+
+class EpochMonitor:
+    """Stop rule, best epoch (and optionally its weights) and run directory, fed one epoch at a time.
+
+    Args:
+        monitor: the criterion that picks the best epoch: ``"gwa"`` (gwa's default, :data:`gwa.DEFAULT_CRITERION`),
+            ``"gwa_paper"`` (the paper's GWA verbatim) or ``"align_mean"``.
+        patience: stop when the best epoch lies this many epochs (after the warm-up) behind the current one;
+            None never stops (the best epoch is still tracked).
+        finetune: use the paper's fine-tuning rule (first minimum, then the maximum after it).
+        restore_best_weights: keep a CPU copy of the weights of the best epoch so that :meth:`finish` can load
+            them into the model, whether or not training stopped early.
+        run_dir: write a run directory there (needs sample ids for the per-sample scores).
+        run_config: extra JSON-serialisable entries for the run's ``config.json``.
+        overwrite: allow ``run_dir`` to replace another run.
+        labels: optional ``(N,)`` training labels by sample id, written to ``labels.npy`` (used by ``gwa flag``).
+        noise_mask: optional ``(N,)`` bool mask of known mislabeled samples, for ``gwa flag`` / ``gwa report``.
+    """
+
+    def __init__(
+        self,
+        *,
+        monitor: str = DEFAULT_CRITERION,
+        patience: int | None = None,
+        finetune: bool = False,
+        restore_best_weights: bool = False,
+        run_dir=None,
+        run_config: dict | None = None,
+        overwrite: bool = False,
+        labels=None,
+        noise_mask=None,
+    ):
+        EarlyStopper(monitor, patience=patience, finetune=finetune)  # validates the options now
+        if run_config is not None and not isinstance(run_config, dict):
+            raise TypeError(f"Expected `run_config` to be a dict; got {type(run_config).__name__}.")
+        self.monitor, self.patience, self.finetune = monitor, patience, bool(finetune)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.run_dir, self.run_config, self.overwrite = run_dir, dict(run_config or {}), bool(overwrite)
+        self.labels, self.noise_mask = labels, noise_mask
+        self.max_epochs: int | None = None
+        self.rows: list[dict] = []
+        self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune, warn=False)
+        self.best_state: dict | None = None
+        self.best_state_epoch: int | None = None
+        self.writer: RunWriter | None = None
+        self.diagnostics: list[policy.Diagnostic] = []
+        self._last_scores: np.ndarray | None = None
+        self._pending: dict | None = None
+        self._started = False
+        self._wall = 0.0
+        self._t0: float | None = None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def start(self, *, max_epochs: int | None, num_samples: int | None, write: bool, framework: str) -> None:
+        """Begin (or resume) training: open the run directory on the writing rank."""
+        self.max_epochs = max_epochs if max_epochs and max_epochs > 0 else None
+        resumed = self._pending is not None
+        if resumed:
+            self._load_pending()
+        else:  # a new fit with the same callback starts from scratch
+            self.rows = []
+            self.stopper = EarlyStopper(
+                self.monitor,
+                patience=self.patience,
+                total_epochs=self.max_epochs,
+                finetune=self.finetune,
+                warn=False,
+            )
+            self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
+        self.diagnostics, self._last_scores = [], None
+        self._started = True
+        if self.run_dir is not None and write:
+            if num_samples is None:
+                raise ValueError(
+                    "Expected `num_samples` (the dataset size) to write `run_dir`; got None and could "
+                    "not infer it from the training dataloader's dataset."
+                )
+            config = {
+                "framework": framework,
+                "monitor": self.monitor,
+                "patience": self.patience,
+                "finetune": self.finetune,
+                "max_epochs": self.max_epochs,
+                **self.run_config,
+            }
+            self.writer = RunWriter(
+                self.run_dir,
+                config,
+                num_samples,
+                labels=self.labels,
+                noise_mask=self.noise_mask,
+                resume=resumed and _has_run(self.run_dir),
+                resume_epoch=len(self.rows) if resumed else None,
+                overwrite=self.overwrite,
+            )
+        self._t0 = time.perf_counter()
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The best epoch so far (1-based), by the monitored criterion."""
+        return self.stopper.best_epoch
+
+    @property
+    def stopped_epoch(self) -> int | None:
+        return self.stopper.stopped_epoch
+
+    def log_values(self, summary: EpochSummary, epoch: int) -> dict[str, float]:
+        """The epoch's scalars for the trainer's loggers (:func:`log_values`)."""
+        return log_values(summary, epoch=epoch, total_epochs=self.max_epochs)
+
+    def end_epoch(
+        self,
+        result,
+        *,
+        extra: dict | None = None,
+        model_state: Callable[[], dict] | None = None,
+        per_sample: bool = True,
+    ) -> tuple[dict, bool]:
+        """Record one :class:`gwa.torch.EpochResult`.
+
+        Args:
+            result: the tracker's epoch result.
+            extra: further scalars for the metrics row (``step``, ``train_loss``, ``val_acc``, ...).
+            model_state: returns the model's ``state_dict``; called when the epoch is the new best and
+                ``restore_best_weights`` is on.
+            per_sample: write the per-sample scores; False when the batches carried no sample ids (scores by
+                position in the epoch would follow no sample across shuffled epochs).
+
+        Returns:
+            ``(row, stop)``: the run directory's metrics row and whether the stop rule fired.
+        """
+        if not self._started:
+            raise RuntimeError("EpochMonitor.end_epoch() before start().")
+        now = time.perf_counter()
+        self._wall += now - (self._t0 or now)
+        self._t0 = now
+        epoch = int(result.epoch)
+        row = {
+            "epoch": epoch,
+            **(extra or {}),
+            **result.summary.metrics(),
+            "n_duplicates": int(result.n_duplicates),
+            "n_non_finite": int(result.n_non_finite),
+            "wall_time": self._wall,
+        }
+        if epoch != self.stopper.epoch + 1:
+            raise ValueError(
+                f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}."
+            )
+        _add_train_metrics(row, result)
+        self.rows.append(row)
+        self._last_scores = None if result.scores is None or not per_sample else result.scores
+        self.stopper.step(row)
+        if self.best_epoch == epoch and self.restore_best_weights and model_state is not None:
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
+            self.best_state_epoch = epoch
+        if self.writer is not None:
+            scores = (
+                None
+                if result.scores is None or not per_sample
+                else {"alignment": result.scores, **result.signals}
+            )
+            self.writer.log_epoch(row, scores)
+        return row, self.stopped_epoch is not None
+
+    def write_labels(self, labels) -> None:
+        """Write the training labels by sample id (``-1`` where unseen) gathered from the batches, unless the user
+        gave ``labels=``."""
+        if self.writer is not None and self.labels is None and labels is not None:
+            self.writer.write_labels(labels)
+
+    def write_previews(self, previews) -> None:
+        """Write ``(sample_ids, inputs)`` for the report's thumbnails (None: nothing to write)."""
+        if self.writer is not None and previews is not None:
+            self.writer.write_previews(*previews)
+
+    def finish(
+        self, load_state: Callable[[dict], object] | None = None, *, summary: dict | None = None
+    ) -> None:
+        """End of training: load the best weights (when kept), judge the monitored criterion's choice
+        (:attr:`diagnostics`, by :func:`gwa.policy.diagnose`) and close the run directory with both."""
+        if self.best_state is not None and load_state is not None:
+            if self.best_state_epoch != self.best_epoch:
+                warnings.warn(
+                    f"gwa: the best epoch is {self.best_epoch}, but the weights kept are those of epoch "
+                    f"{self.best_state_epoch} (the criterion moved back to an epoch not kept, e.g. with "
+                    "finetune=True); loading them.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            load_state(self.best_state)
+        # The last epoch's per-sample alignment, (1, N), for the noise check (omitted when none was scored).
+        scores = None if self._last_scores is None else np.asarray(self._last_scores, np.float64)[None]
+        alignment = scores if scores is not None and np.isfinite(scores).any() else None
+        self.diagnostics = (
+            policy.diagnose(
+                self.rows,
+                self.monitor,
+                alignment=alignment,
+                total_epochs=self.stopper.total_epochs,
+                finetune=self.finetune,
+            )
+            if self.rows
+            else []
+        )
+        if self.writer is not None:
+            choices = (
+                policy.select_all(self.rows, finetune=self.finetune, total_epochs=self.stopper.total_epochs)
+                if self.rows
+                else {}
+            )
+            self.writer.write_summary(
+                {
+                    "criteria": {name: {"epoch": e} for name, e in choices.items()},
+                    "monitor": self.monitor,
+                    "best_epoch": self.best_epoch,
+                    "stopped_epoch": self.stopped_epoch,
+                    "decision": self.stopper.message,
+                    "diagnostics": [dataclasses.asdict(d) for d in self.diagnostics],
+                    **(summary or {}),
+                }
+            )
+            self.writer.finish()
+
+    # ------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Plain values (and CPU tensors for the best weights): enough to resume with the same decisions."""
+        if not self._started:
+            return {"monitor": self.monitor, **(self._pending or {})}
+        return {
+            "monitor": self.monitor,
+            "rows": [dict(r) for r in self.rows],
+            "stopper": self.stopper.state_dict(),
+            "max_epochs": self.max_epochs,
+            "wall": self._wall,
+            "best_state": self.best_state,
+            "best_state_epoch": self.best_state_epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("monitor") != self.monitor:
+            raise ValueError(f"Expected a state with monitor={self.monitor!r}; got {state.get('monitor')!r}.")
+        self._pending = dict(state) if "rows" in state else None
+        if self._started and self._pending is not None:
+            self._load_pending()
+
+    def _load_pending(self) -> None:
+        state, self._pending = self._pending, None
+        self.rows = [dict(r) for r in state["rows"]]
+        # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
+        self.stopper = EarlyStopper(
+            self.monitor,
+            patience=self.patience,
+            total_epochs=self.max_epochs,
+            finetune=self.finetune,
+            warn=False,
+        )
+        self.stopper.load_state_dict(state["stopper"])
+        self._wall = float(state["wall"])
+        self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
+
+
+def warn_diagnostics(diagnostics) -> None:
+    """One ``RuntimeWarning`` per diagnostic, at the end of training (on the writing rank)."""
+    for d in diagnostics:
+        warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=3)
+
+
+def _add_train_metrics(row: dict, result) -> None:
+    """Training loss and accuracy of the epoch from the per-sample signals, when stored and not logged already:
+    the mean over the samples seen (at their forward pass, as ``gwa train`` logs them)."""
+    for key, signal in (("train_loss", "loss"), ("train_acc", "correct")):
+        values = result.signals.get(signal)
+        if row.get(key) is None and values is not None:
+            values = np.asarray(values, dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                row[key] = float(finite.mean())
+
+
+def _has_run(path) -> bool:
+    return (Path(path) / "config.json").exists()

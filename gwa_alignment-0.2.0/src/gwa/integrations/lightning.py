@@ -1,0 +1,394 @@
+"""Lightning callback: GWA from the training batches, logged, with a stop rule and best-epoch choice.
+
+Contract with the ``LightningModule`` (nothing to change in the usual one):
+
+- ``training_step`` may return the loss tensor alone: the callback keeps the classifier head's own output of the
+  step's forward pass (a forward hook of its own on the head), which is what the tracker scores. A dict with
+  ``"logits"`` is used as given; ``"targets"`` and ``"sample_ids"`` in it override what is read from the batch.
+- The batch holds the targets and, for per-sample scores, the sample ids (dataset indices): a tuple/list
+  ``(x, y)`` or ``(x, y, ..., ids)`` (ids last; :class:`gwa.integrations.WithIndex` appends them to any map-style
+  dataset), or a dict with ``"targets"``/``"labels"``/``"label"``/``"y"`` and
+  ``"sample_ids"``/``"sample_id"``/``"index"``/``"idx"``. Anything else: pass ``batch_to_targets_ids``.
+  Without ids, the moments, GWA, the logged values and the stop decision are the same; only the per-sample
+  scores (and with them ``gwa flag`` and the report's sample sections) need ids.
+- The head is found by :func:`gwa.torch.find_head` (``head=`` to override); one forward of the module in training
+  mode per ``training_step`` (a second forward, e.g. for a consistency loss, needs ``head=`` on a layer only the
+  scored pass runs, or the plain tracker).
+
+The callback computes GWA, logs it and decides to stop in the same hook (``on_train_epoch_end``), so the
+decision does not depend on the order of callbacks (Lightning PR #16567). Under ``strategy="ddp"`` the moments
+are merged exactly across ranks and the per-sample scores are deduplicated by sample id, so every rank gets the
+same value and the same stop decision; rank 0 writes the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+import torch
+from gwa import DEFAULT_CRITERION, policy
+from gwa.integrations._collect import LabelCollector, PreviewCollector
+from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
+from gwa.integrations._recorder import RECOMMENDED_SIGNALS
+from gwa.torch import GWATracker
+
+_TARGET_KEYS = ("targets", "labels", "label", "y")
+_ID_KEYS = ("sample_ids", "sample_id", "index", "idx")
+
+
+def default_batch_to_targets_ids(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(targets, sample_ids or None)`` from ``(x, y)``, ``(x, y, ..., ids)`` or a dict (keys in the module doc)."""
+    if isinstance(batch, Mapping):
+        targets = next((batch[k] for k in _TARGET_KEYS if k in batch), None)
+        if targets is None:
+            raise ValueError(
+                f"Expected the batch dict to hold the targets under one of {_TARGET_KEYS}; got keys "
+                f"{sorted(map(str, batch))}. Pass `batch_to_targets_ids=`."
+            )
+        return targets, next((batch[k] for k in _ID_KEYS if k in batch), None)
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[1], batch[-1] if len(batch) >= 3 else None
+    raise ValueError(
+        f"Expected the batch to be (x, y), (x, y, ..., sample_ids) or a dict; got "
+        f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}"
+        ". Pass `batch_to_targets_ids=`."
+    )
+
+
+class GWACallback(Callback):
+    """Track gradient-weight alignment in a Lightning ``fit``; log it, stop on it, pick the best epoch by it.
+
+    Args:
+        head: the classifier head (``nn.Linear`` or its dotted name in the LightningModule); default: found.
+        num_samples: dataset size (sample ids in ``[0, N)``); default ``len(train_dataloader.dataset)``.
+        batch_to_targets_ids: ``batch -> (targets, sample_ids or None)``; default
+            :func:`default_batch_to_targets_ids`.
+        monitor: the criterion of :mod:`gwa.policy` that picks the best epoch: ``"gwa"`` (gwa's
+            default), ``"gwa_paper"`` (the paper's GWA verbatim) or ``"align_mean"``; the first 10% of
+            ``max_epochs`` are a warm-up that is never best (the paper's rule).
+        patience: stop when the best epoch lies this many epochs (after the warm-up) behind; None: never stop.
+        finetune: the paper's fine-tuning rule (first minimum, then the maximum after it).
+        restore_best_weights: at the end of ``fit``, load the weights of the best epoch (kept on the CPU and in
+            the callback's checkpoint state), whether or not training stopped early.
+        run_dir: write a run directory (``gwa report / flag / compare`` read it): metrics, the labels seen with
+            each sample id (unless ``labels=`` is given), per-sample scores and signals (with sample ids), inputs
+            of some samples for thumbnails (float inputs), and each criterion's epoch at the end.
+        run_config, overwrite, labels, noise_mask: see :class:`gwa.integrations.EpochMonitor`.
+        signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``); default
+            ``("loss", "pred", "correct")`` with ``run_dir`` (the report's predictions, training loss and
+            accuracy), else none.
+        bias: include the head bias in the cosine.
+        log: log ``gwa`` (the default criterion's value, NaN in the warm-up: ``ModelCheckpoint(monitor="gwa",
+            mode="max")`` keeps gwa's own best epoch), ``gwa_paper`` (the paper's value verbatim),
+            ``gwa_paper_flagged``, ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``.
+
+    Attributes:
+        tracker: the :class:`gwa.torch.GWATracker` (after ``fit`` starts); ``tracker.history`` has the summaries.
+        rows: per-epoch metric rows (the run directory's ``metrics.jsonl``).
+        best_epoch, stopped_epoch: 1-based epochs chosen by the criterion so far and of the stop (or None).
+        last_result: the last :class:`gwa.torch.EpochResult`.
+        diagnostics: after training, why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is also
+            warned (``RuntimeWarning``) on rank 0 and written to the run directory's summary.json.
+
+    Example:
+        >>> trainer = L.Trainer(max_epochs=30, callbacks=[GWACallback(patience=5, restore_best_weights=True)])
+        ... # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        head=None,
+        num_samples: int | None = None,
+        batch_to_targets_ids: Callable[[Any], tuple] | None = None,
+        monitor: str = DEFAULT_CRITERION,
+        patience: int | None = None,
+        finetune: bool = False,
+        restore_best_weights: bool = False,
+        run_dir=None,
+        run_config: dict | None = None,
+        overwrite: bool = False,
+        labels=None,
+        noise_mask=None,
+        signals=None,
+        bias: bool = False,
+        log: bool = True,
+    ):
+        if batch_to_targets_ids is not None and not callable(batch_to_targets_ids):
+            raise TypeError(
+                f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}."
+            )
+        self.monitor = EpochMonitor(
+            monitor=monitor,
+            patience=patience,
+            finetune=finetune,
+            restore_best_weights=restore_best_weights,
+            run_dir=run_dir,
+            run_config=run_config,
+            overwrite=overwrite,
+            labels=labels,
+            noise_mask=noise_mask,
+        )
+        if signals is None:
+            signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
+        self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
+        self.batch_to_targets_ids = batch_to_targets_ids or default_batch_to_targets_ids
+        self.tracker: GWATracker | None = None
+        self.last_result = None
+        self._head_handle = None
+        self._head_output: torch.Tensor | None = None
+        self._labels: LabelCollector | None = None
+        self._previews: PreviewCollector | None = None
+        self._epoch_without_ids = False
+        self._checked_smoothing = False
+        self._pending_tracker: dict | None = None
+        self._state_key: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        # Lightning reads this on every hook call: build it once.
+        if self._state_key is None:
+            self._state_key = self._generate_state_key(monitor=self.monitor.monitor)
+        return self._state_key
+
+    # ------------------------------------------------------------------------------------------------- hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        _check_early_stopping(trainer)
+        num_samples = self.num_samples or _dataset_size(trainer)
+        self._remove_hooks()
+        self.tracker = GWATracker(
+            pl_module,
+            head=self.head,
+            num_samples=num_samples,
+            bias=self.bias,
+            signals=self.signals,
+        )
+        # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
+        self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)
+        if self._pending_tracker is not None:
+            self.tracker.load_state_dict(self._pending_tracker)
+            self._pending_tracker = None
+        writing = self.monitor.run_dir is not None and num_samples is not None
+        self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
+        self._previews = PreviewCollector(num_samples) if writing and trainer.is_global_zero else None
+        self._checked_smoothing = False
+        for key, value in _run_facts(trainer, pl_module, self.tracker).items():
+            self.monitor.run_config.setdefault(key, value)
+        self.monitor.start(
+            max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
+            num_samples=num_samples,
+            write=trainer.is_global_zero,
+            framework="lightning",
+        )
+
+    def _keep_head_output(self, module, inputs, output) -> None:
+        if module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+            self._head_output = output
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        head_output, self._head_output = self._head_output, None  # never keep a step's graph alive longer
+        if outputs is None:  # training_step returned None: Lightning skipped the step
+            return
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if logits is None:
+            logits = head_output
+        if logits is None:
+            raise RuntimeError(
+                f"GWACallback: the head {self.tracker.head_name!r} did not run in training mode with "
+                "autograd during this training_step, so there are no logits to score. Run the "
+                "forward in training_step (not under torch.no_grad()), pass `head=` the layer that "
+                "produces the logits, or return {'loss': loss, 'logits': logits}."
+            )
+        targets, ids = self.batch_to_targets_ids(batch)
+        if isinstance(outputs, Mapping):
+            targets = outputs.get("targets", targets)
+            ids = outputs.get("sample_ids", ids)
+        if not self._checked_smoothing:
+            self._checked_smoothing = True
+            _warn_if_smoothing_ignored(pl_module, targets)
+        if ids is None:
+            self._epoch_without_ids = True
+            with warnings.catch_warnings():  # said once, in the callback's own words, at the end of the epoch
+                warnings.filterwarnings("ignore", message="gwa: update\\(\\) got no sample_ids")
+                self.tracker.update(logits, targets)
+            return
+        self.tracker.update(logits, targets, sample_ids=ids)
+        if self._labels is not None:
+            self._labels.observe(targets, ids)
+        if self._previews is not None:
+            x = batch[0] if isinstance(batch, (tuple, list)) and batch else None
+            self._previews.observe(x, ids)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Compute, log and decide here, in one hook: no dependence on the order of callbacks.
+        without_ids, self._epoch_without_ids = self._epoch_without_ids, False
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="gwa: update\\(\\) got no sample_ids under")
+            result = self.tracker.end_epoch()
+        self.last_result = result
+        if without_ids and self.monitor.run_dir is not None and result.epoch == 1:
+            warnings.warn(
+                "GWACallback: the batches carry no sample ids, so the run directory gets the metrics of "
+                "every epoch but no per-sample scores (gwa flag and the report's sample sections need "
+                "them). Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index).",
+                UserWarning,
+                stacklevel=2,
+            )
+        if without_ids:
+            result = dataclasses.replace(result, scores=None)
+        extra = {"step": int(trainer.global_step), **_scalar_metrics(trainer.callback_metrics)}
+        model_state = pl_module.state_dict if self.monitor.restore_best_weights else None
+        _, stop = self.monitor.end_epoch(
+            result, extra=extra, model_state=model_state, per_sample=not without_ids
+        )
+        if self._labels is not None:
+            self.monitor.write_labels(self._labels.labels())  # a collective under DDP: every rank calls it
+        if self._previews is not None:
+            self._previews.want(result.scores)
+        if self.log:
+            # The values are already global (merged across ranks); sync_dist averages equal values and keeps
+            # Lightning from warning that epoch-level values are not synchronised.
+            for name, value in self.monitor.log_values(result.summary, result.epoch).items():
+                pl_module.log(
+                    name, value, on_step=False, on_epoch=True, prog_bar=name == "gwa", sync_dist=True
+                )
+        if stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._previews is not None:
+            self.monitor.write_previews(self._previews.previews())
+        self.monitor.finish(pl_module.load_state_dict)
+        if trainer.is_global_zero:
+            warn_diagnostics(self.diagnostics)
+        self._remove_hooks(keep_tracker=True)
+
+    def _remove_hooks(self, keep_tracker: bool = False) -> None:
+        if self._head_handle is not None:
+            self._head_handle.remove()
+            self._head_handle = None
+        self._head_output = None
+        if self.tracker is not None and not keep_tracker:
+            self.tracker.remove()
+
+    # ------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        tracker = self.tracker.state_dict() if self.tracker is not None else self._pending_tracker
+        return {"tracker": tracker, "monitor": self.monitor.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.monitor.load_state_dict(state_dict["monitor"])
+        if self.tracker is not None and state_dict["tracker"] is not None:
+            self.tracker.load_state_dict(state_dict["tracker"])
+        else:
+            self._pending_tracker = state_dict["tracker"]
+
+    # ----------------------------------------------------------------------------------------------- results
+    @property
+    def rows(self) -> list[dict]:
+        return self.monitor.rows
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.monitor.best_epoch
+
+    @property
+    def stopped_epoch(self) -> int | None:
+        return self.monitor.stopped_epoch
+
+    @property
+    def diagnostics(self) -> list[policy.Diagnostic]:
+        """Why not to trust the best epoch (:func:`gwa.policy.diagnose`), after training; empty: none known."""
+        return self.monitor.diagnostics
+
+
+def _dataset_size(trainer) -> int | None:
+    loader = trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:  # an IterableDataset without __len__
+        return None
+
+
+def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
+    """The trainer's logged scalars (e.g. ``train_loss``, ``val_acc``), without the callback's own keys."""
+    out = {}
+    for name, value in metrics.items():
+        if name in ("gwa", "gwa_paper", "gwa_paper_flagged", "epoch", "step") or name.startswith("gwa/"):
+            continue
+        if (isinstance(value, torch.Tensor) and value.numel() == 1) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        ):
+            out[name] = float(value)
+    return out
+
+
+def _run_facts(trainer, pl_module, tracker) -> dict:
+    """What the report's run table shows for a Lightning run: model, head, optimizer, batch size, devices."""
+    facts = {
+        "model": type(pl_module).__name__,
+        "head": tracker.head_name,
+        "head_shape": list(tracker.head.weight.shape),
+        "world_size": int(trainer.world_size),
+    }
+    optimizers = getattr(trainer, "optimizers", None) or []
+    if optimizers:
+        facts["optimizer"] = type(optimizers[0]).__name__
+        facts["lr"] = optimizers[0].param_groups[0].get("lr")
+    batch_size = getattr(trainer.train_dataloader, "batch_size", None)
+    if isinstance(batch_size, int):
+        facts["batch_size"] = batch_size
+    return facts
+
+
+def _label_smoothing(module: torch.nn.Module) -> float:
+    """The label smoothing of a ``CrossEntropyLoss`` the module holds (as a submodule or attribute), else 0."""
+    losses = [m for m in module.modules() if isinstance(m, torch.nn.CrossEntropyLoss)]
+    losses += [v for v in vars(module).values() if isinstance(v, torch.nn.CrossEntropyLoss)]
+    return max((float(loss.label_smoothing) for loss in losses), default=0.0)
+
+
+def _warn_if_smoothing_ignored(module, targets) -> None:
+    smoothing = _label_smoothing(module)
+    if smoothing > 0 and isinstance(targets, torch.Tensor) and targets.dim() == 1:
+        warnings.warn(
+            f"GWACallback: the module's CrossEntropyLoss has label_smoothing={smoothing:g} but the "
+            "targets scored are class ids, so the scores are for the unsmoothed loss. Return the "
+            "smoothed targets from training_step: {'loss': loss, 'targets': (1 - eps) * "
+            "F.one_hot(y, C) + eps / C} (see docs/soft-targets.md).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _check_early_stopping(trainer) -> None:
+    """Refuse Lightning's ``EarlyStopping(monitor="gwa")`` in a form that would stop in gwa's warm-up.
+
+    ``gwa`` is logged as NaN in the warm-up (the first 10% of ``max_epochs``): with ``check_finite=True`` (its
+    default) EarlyStopping would stop at epoch 1, and with a patience within the warm-up it would stop before
+    any epoch can be chosen.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    warmup = policy.warmup_epochs(total) if total else 0
+    for cb in trainer.callbacks:
+        if not isinstance(cb, EarlyStopping) or cb.monitor != "gwa" or warmup == 0:
+            continue
+        if cb.check_finite:
+            raise ValueError(
+                f"EarlyStopping(monitor='gwa') needs check_finite=False: gwa is NaN in the warm-up "
+                f"(epochs 1-{warmup} of {total}), which gwa never chooses. Or stop with "
+                "GWACallback(patience=...) instead."
+            )
+        if cb.patience <= warmup:
+            raise ValueError(
+                f"EarlyStopping(monitor='gwa') needs patience > {warmup}, the warm-up epochs of "
+                f"max_epochs={total}; got patience={cb.patience}."
+            )

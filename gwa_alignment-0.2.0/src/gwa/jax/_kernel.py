@@ -1,0 +1,195 @@
+r"""Per-sample gradient-weight alignment in JAX: the numpy reference kernel, pure and ``jit``-able.
+
+Same closed form and the same numerical care as :mod:`gwa._kernel`: the hard-label entry of
+``softmax(z) - y`` is ``-sum`` of the other probabilities (no cancellation when ``p_y`` rounds to 1),
+rows of the gradient and the embeddings are rescaled by their max-abs before norms (confident samples do not
+underflow; with a bias the row ``[x, 1]``, so ``1 / s`` cannot overflow), ``[W b]`` is rescaled as a whole
+(``||W||_F^2`` neither overflows nor underflows for extreme heads), and an undefined
+cosine (zero embedding, zero gradient or zero head) is :data:`gwa.UNDEFINED_SCORE`.
+
+Shapes and dtypes are checked at trace time. Values cannot be checked inside ``jit``; there, a class id
+outside ``[0, C)`` or a NaN/Inf input gives a NaN score, which :func:`gwa.jax.to_moments` refuses on the
+host, so a bad batch is never averaged in silently. Called eagerly (concrete arrays) the values are checked
+up front with the same rules and messages as the numpy core.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+import jax
+from gwa._kernel import UNDEFINED_SCORE
+from gwa._validation import check_class_ids, check_shapes, check_soft_targets, describe
+
+
+def alignment(logits, targets, embeddings, weight, bias=None):
+    """Per-sample alignment between the negative loss gradient on the head and the head's weights.
+
+    Args:
+        logits: ``(N, C)`` pre-softmax outputs of the head.
+        targets: ``(N,)`` integer class ids, or ``(N, C)`` probabilities (label smoothing, mixup).
+        embeddings: ``(N, D)`` inputs of the head from the same forward pass.
+        weight: ``(C, D)`` head weight used in that forward pass (torch layout). A Flax ``Dense`` kernel is
+            ``(D, C)``: pass ``gwa.jax.head_weight(params)`` instead of transposing by hand.
+        bias: optional ``(C,)`` head bias; when given it joins the cosine. The paper leaves it out.
+
+    Returns:
+        ``(N,)`` scores in ``[-1, 1]`` in the inputs' floating dtype; undefined cosines are
+        :data:`gwa.UNDEFINED_SCORE`.
+
+    Raises:
+        ValueError: on mismatched shapes (at trace time); eagerly also on class ids out of range, soft
+            targets that are not probabilities and NaN/Inf inputs.
+        TypeError: on non-numeric inputs or class ids that are not integers.
+
+    Example:
+        >>> import jax.numpy as jnp, gwa.jax
+        >>> W = jnp.eye(2); x = jnp.array([[1.0, 0.0]])
+        >>> round(float(gwa.jax.alignment(x @ W.T, jnp.array([0]), x, W)[0]), 4)
+        0.5
+    """
+    scores, _ = alignment_with_mask(logits, targets, embeddings, weight, bias)
+    return scores
+
+
+def alignment_with_mask(logits, targets, embeddings, weight, bias=None):
+    """Like :func:`alignment`, and also return the ``(N,)`` boolean mask of defined cosines.
+
+    ``~mask`` marks the samples given :data:`gwa.UNDEFINED_SCORE`; ``jnp.sum(~mask)`` is the epoch's
+    ``n_undefined`` for :func:`gwa.summarize`.
+    """
+    logits, targets, embeddings, weight, bias, soft = _check_inputs(logits, targets, embeddings, weight, bias)
+    return _alignment_jit(logits, targets, embeddings, weight, bias, soft)
+
+
+def loss_gradient_wrt_logits(logits, targets, soft: bool):
+    """``softmax(logits) - targets`` with the hard-label entry as ``-sum`` of the other probabilities."""
+    probs = jax.nn.softmax(logits, axis=1)
+    if soft:
+        targets = targets.astype(probs.dtype)
+        diff = probs - targets
+        # As the numpy core: an entry within rounding of its operands is zero (a target equal to the prediction is
+        # a zero gradient, undefined), not rounding noise rescaled into a direction.
+        tol = 4 * jnp.finfo(probs.dtype).eps * jnp.maximum(probs, jnp.abs(targets))
+        return jnp.where(jnp.abs(diff) <= tol, 0.0, diff)
+    is_target = targets[:, None] == jnp.arange(logits.shape[1])
+    others = jnp.where(is_target, 0.0, probs)
+    # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
+    return jnp.where(is_target, -others.sum(axis=1, keepdims=True), others)
+
+
+def _alignment_unchecked(logits, targets, embeddings, weight, bias, soft):
+    diff = loss_gradient_wrt_logits(logits, targets, soft)
+    # Rescale rows so that tiny gradients (confident samples) do not underflow in the norm.
+    diff = diff / _row_scale(diff)
+    # The cosine is invariant to scaling [W b] as a whole: rescale it so ||W||_F^2 neither overflows nor
+    # underflows for extreme (finite) weights.
+    head_scale = jnp.max(jnp.abs(weight))
+    if bias is not None:
+        head_scale = jnp.maximum(head_scale, jnp.max(jnp.abs(bias)))
+    head_scale = jnp.where(head_scale > 0, head_scale, 1.0)
+    weight = weight / head_scale
+    scale = _row_scale(embeddings)
+    if bias is not None:
+        bias = bias / head_scale
+        # The row is [x, 1]: its max-abs is at least 1, so that 1 / s cannot overflow for tiny x.
+        scale = jnp.maximum(scale, 1.0)
+    emb = embeddings / scale
+    head_out = emb @ weight.T  # W x, up to the row scale of x
+    weight_norm_sq = jnp.sum(weight * weight)
+    emb_norm_sq = jnp.sum(emb * emb, axis=1)
+    if bias is not None:
+        scale = scale[:, 0]
+        # [W b] . [d x^T, d] = d.(W x + b); rescaling x by s rescales the bias slot by 1/s too.
+        head_out = head_out + bias[None, :] / scale[:, None]
+        weight_norm_sq = weight_norm_sq + jnp.sum(bias * bias)
+        emb_norm_sq = emb_norm_sq + 1.0 / (scale * scale)
+    numerator = -jnp.sum(diff * head_out, axis=1)
+    denominator = jnp.sqrt(jnp.sum(diff * diff, axis=1) * emb_norm_sq * weight_norm_sq)
+    # Only an exact zero is "undefined"; NaN (bad inputs under jit) must propagate, not become 0.
+    undefined = denominator == 0
+    ratio = jnp.clip(numerator / jnp.where(undefined, 1.0, denominator), -1.0, 1.0)
+    scores = jnp.where(undefined, jnp.asarray(UNDEFINED_SCORE, ratio.dtype), ratio)
+    if not soft:
+        # A class id outside [0, C) has no one-hot row: its score is meaningless, so make it loud.
+        in_range = (targets >= 0) & (targets < logits.shape[1])
+        scores = jnp.where(in_range, scores, jnp.nan)
+    return scores, ~undefined
+
+
+# Compiled once per shape: eager calls run one fused kernel instead of dozens of dispatched ops; inside an
+# outer jit this is inlined.
+_alignment_jit = jax.jit(_alignment_unchecked, static_argnums=5)
+
+
+def _row_scale(a):
+    """Max-abs of each row (1 for all-zero rows), shape (N, 1)."""
+    scale = jnp.max(jnp.abs(a), axis=1, keepdims=True)
+    return jnp.where(scale > 0, scale, 1.0)
+
+
+def _check_inputs(logits, targets, embeddings, weight, bias):
+    logits = _float_array("logits", logits)
+    embeddings = _float_array("embeddings", embeddings)
+    weight = _float_array("weight", weight)
+    bias = None if bias is None else _float_array("bias", bias)
+    targets = jnp.asarray(targets)
+    try:
+        soft = check_shapes(
+            logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
+        )
+    except ValueError as exc:
+        d, c = embeddings.shape[-1], logits.shape[-1]
+        if weight.ndim == 2 and weight.shape == (d, c) and d != c:
+            raise ValueError(
+                f"{exc} A Flax Dense kernel is (D, C): use gwa.jax.head_weight(params) or pass kernel.T."
+            ) from None
+        raise
+    if soft:
+        targets = _float_array("targets", targets)
+    elif not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(
+            f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)} "
+            f"(cast with targets.astype(jnp.int32))."
+        )
+    dtype = jnp.result_type(
+        logits, embeddings, weight, *(() if bias is None else (bias,)), *((targets,) if soft else ())
+    )
+    # Half precision (bf16 mixed-precision training) is too coarse for cosines near +-1: compute in >= f32.
+    dtype = jnp.promote_types(dtype, jnp.float32)
+    cast = [None if a is None else a.astype(dtype) for a in (logits, embeddings, weight, bias)]
+    logits, embeddings, weight, bias = cast
+    if soft:
+        targets = targets.astype(dtype)
+    if not any(isinstance(a, jax.core.Tracer) for a in (logits, targets, embeddings, weight, bias)):
+        _check_values(logits, targets, embeddings, weight, bias, soft)
+    return logits, targets, embeddings, weight, bias, soft
+
+
+def _check_values(logits, targets, embeddings, weight, bias, soft):
+    """Eager-only checks, the numpy core's rules: ranges, probabilities, finiteness."""
+    if soft:
+        check_soft_targets(np.asarray(targets))
+    else:
+        check_class_ids(np.asarray(targets), logits.shape[1])
+    for name, arr in (("logits", logits), ("embeddings", embeddings), ("weight", weight), ("bias", bias)):
+        if arr is not None:
+            finite = np.isfinite(np.asarray(arr))
+            if not finite.all():
+                raise ValueError(
+                    f"Expected finite `{name}`; got {int(finite.size - finite.sum())} NaN/Inf "
+                    f"value(s) in {describe(arr)}."
+                )
+
+
+def _float_array(name: str, x):
+    try:
+        arr = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(f"Expected `{name}` to be a real-valued array; got {describe(x)}.") from None
+    if jnp.issubdtype(arr.dtype, jnp.floating):
+        return arr
+    if jnp.issubdtype(arr.dtype, jnp.integer) and arr.dtype != jnp.bool_:
+        return arr.astype(jnp.result_type(float))
+    raise TypeError(f"Expected `{name}` to be a real-valued array; got {describe(arr)}.")

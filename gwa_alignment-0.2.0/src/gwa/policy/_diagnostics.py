@@ -1,0 +1,196 @@
+"""Trust diagnostics: when not to trust an epoch choice, each with a code, a message and an action.
+
+:func:`diagnose` looks at a finished (or partial) history, the epoch a criterion chose in it and, optionally, the
+per-sample alignment matrix, and returns the :class:`Diagnostic` objects that apply (an empty list: nothing
+known speaks against the choice). Checks, all from training-time quantities only:
+
+============================ =============================================================================
+``early_transient``          the choice lies in the first :data:`TRANSIENT_FRACTION` of training while the
+                             training accuracy there is still :data:`TRANSIENT_ACC_GAP` below what the model
+                             fits later (capped at 1 - estimated noise rate): the alignment peaked before the
+                             model learned the data, a transient seen in short runs (the digits CNN)
+``still_rising``             the choice is the last epoch and the criterion rose over the last epochs:
+                             training longer may choose a better epoch
+``label_noise``              the per-sample alignment is bimodal, with an estimated noise rate of at least
+                             :data:`NOISE_ALARM`: alignment criteria lose to a validation split on
+                             class-conditional noise in gwa's benchmarks
+``short_warmup``             the warm-up skips fewer than :data:`MIN_WARMUP_STEPS` optimizer steps (needs a
+                             ``step`` key in the rows)
+``paper_pole``               (criterion ``gwa_paper``) the paper's denominator is at or below 0 at some
+                             epoch after the warm-up, so its argmax may sit at the kurtosis pole
+============================ =============================================================================
+
+The thresholds were set on the development grid (digits; docs/protocol.md) and are reported, with how often each
+diagnostic fires, on the held-out grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gwa.policy._criteria import (
+    DEFAULT_CRITERION,
+    Entry,
+    as_rows,
+    get_criterion,
+    select_epoch,
+    series,
+    warmup_epochs,
+)
+from gwa.policy._noise_rate import estimate_noise_rate
+from gwa.policy._transient import TRANSIENT_ACC_GAP
+
+TRANSIENT_FRACTION = 0.3
+RISING_EPOCHS = 3
+NOISE_ALARM = 0.10
+MIN_WARMUP_STEPS = 50
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One reason not to trust a choice: a stable ``code``, what was seen, and what to do about it."""
+
+    code: str
+    message: str
+    action: str
+    evidence: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message} -> {self.action}"
+
+
+def diagnose(
+    history: Sequence[Entry],
+    criterion: str = DEFAULT_CRITERION,
+    *,
+    epoch: int | None = None,
+    alignment=None,
+    total_epochs: int | None = None,
+    finetune: bool = False,
+) -> list[Diagnostic]:
+    """The diagnostics that apply to ``criterion``'s choice in ``history``.
+
+    Args:
+        history: the run's epochs (:class:`gwa.EpochSummary` or metric rows; ``train_acc`` and ``step`` keys are
+            used when present).
+        criterion: the criterion whose choice is judged.
+        epoch: its chosen epoch (1-based); default: :func:`gwa.select_epoch` on the history.
+        alignment: optional ``(E, N)`` per-sample alignment (NaN = unseen), for the noise-rate checks.
+        total_epochs: the planned number of epochs (fixes the warm-up); default the history's length.
+        finetune: the paper's fine-tuning rule, as for :func:`gwa.select_epoch`.
+
+    Example:
+        >>> rows = [{"gwa": g, "train_acc": a} for g, a in zip([.01, .05, .09, .06, .04, .03, .03, .03, .03, .03],
+        ...                                                    [.2, .4, .5, .7, .8, .9, .95, .97, .98, .99])]
+        >>> [d.code for d in diagnose(rows)]
+        ['early_transient']
+    """
+    get_criterion(criterion)
+    rows = as_rows(history)
+    if not rows:
+        raise ValueError("Expected a non-empty `history`; got no epochs.")
+    total = len(rows) if total_epochs is None else int(total_epochs)
+    if epoch is None:
+        epoch = select_epoch(rows, criterion, finetune=finetune, total_epochs=total)
+    epochs = [int(r["epoch"]) for r in rows]
+    if int(epoch) not in epochs:
+        raise ValueError(
+            f"Expected `epoch` among the history's epochs {epochs[0]}..{epochs[-1]}; got {epoch}."
+        )
+    i = epochs.index(int(epoch))
+    noise = None
+    if alignment is not None:
+        noise = estimate_noise_rate(alignment)
+    out: list[Diagnostic] = []
+    for check in (_early_transient, _still_rising, _label_noise, _short_warmup, _paper_pole):
+        d = check(rows, criterion, i, total, noise)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def _early_transient(rows, criterion, i, total, noise) -> Diagnostic | None:
+    acc = series(rows, "train_acc")
+    if not np.isfinite(acc[i]) or i + 1 > TRANSIENT_FRACTION * total:
+        return None
+    later = acc[i + 1 :]
+    later = later[np.isfinite(later)]
+    if later.size == 0:
+        return None
+    reachable = float(later.max())
+    if noise is not None:  # a noisy run's plateau before memorisation is about 1 - noise rate
+        reachable = min(reachable, 1.0 - noise.rate)
+    if acc[i] > reachable - TRANSIENT_ACC_GAP:
+        return None
+    return Diagnostic(
+        "early_transient",
+        f"epoch {rows[i]['epoch']} lies in the first {TRANSIENT_FRACTION:.0%} of training and its training "
+        f"accuracy ({acc[i]:.1%}) is {reachable - acc[i]:.1%} below what the model fits later ({reachable:.1%}): "
+        f"the alignment peaked before the model learned the data",
+        "train longer (the warm-up should cover the transient), or keep a small validation split for this run",
+        {"epoch": int(rows[i]["epoch"]), "train_acc": float(acc[i]), "reachable_train_acc": reachable},
+    )
+
+
+def _still_rising(rows, criterion, i, total, noise) -> Diagnostic | None:
+    key = get_criterion(criterion).key
+    if not get_criterion(criterion).per_epoch_value or i != len(rows) - 1 or len(rows) < total:
+        return None
+    v = series(rows, key)[-(RISING_EPOCHS + 1) :]
+    if v.size < RISING_EPOCHS + 1 or not np.all(np.isfinite(v)) or not np.all(np.diff(v) > 0):
+        return None
+    return Diagnostic(
+        "still_rising",
+        f"the chosen epoch is the last one and {key} rose in each of the last {RISING_EPOCHS} epochs",
+        "train longer: the best epoch may lie beyond this run",
+        {"last_values": [float(x) for x in v]},
+    )
+
+
+def _label_noise(rows, criterion, i, total, noise) -> Diagnostic | None:
+    if noise is None or noise.rate < NOISE_ALARM:
+        return None
+    return Diagnostic(
+        "label_noise",
+        f"the per-sample alignment has a negatively aligned mode: estimated label-noise rate {noise.rate:.0%} "
+        f"(share of samples with mean alignment < 0)",
+        "inspect the flagged samples (gwa flag); if the noise may be class-conditional (labels swapped between "
+        "similar classes), keep a small validation split for this run: there gwa's default fell 10-14 points "
+        "behind one on CNNs in both held-out benchmarks (docs/benchmarks.md)",
+        {"noise_rate": noise.rate, "method": noise.method},
+    )
+
+
+def _short_warmup(rows, criterion, i, total, noise) -> Diagnostic | None:
+    if not get_criterion(criterion).per_epoch_value:
+        return None
+    steps = series(rows, "step")
+    w = warmup_epochs(total)
+    skipped = 0.0 if w == 0 else steps[w - 1]
+    if not np.isfinite(steps).any() or not (w == 0 or np.isfinite(skipped)) or skipped >= MIN_WARMUP_STEPS:
+        return None
+    return Diagnostic(
+        "short_warmup",
+        f"the warm-up skips {int(skipped)} optimizer steps (the first {w} epochs); early alignment transients "
+        f"last longer than that in short runs",
+        "train with more optimizer steps (more epochs or a smaller batch) before trusting the choice",
+        {"warmup_epochs": w, "warmup_steps": int(skipped)},
+    )
+
+
+def _paper_pole(rows, criterion, i, total, noise) -> Diagnostic | None:
+    if criterion != "gwa_paper":
+        return None
+    kurt = series(rows, "align_excess_kurtosis")[warmup_epochs(total) :]
+    n_pole = int(np.sum(np.isfinite(kurt) & (kurt + 1.2 <= 0)))
+    if n_pole == 0:
+        return None
+    return Diagnostic(
+        "paper_pole",
+        f"the paper's denominator (excess kurtosis + 1.2) is <= 0 in {n_pole} epoch(s) after the warm-up",
+        "use gwa's default criterion ('gwa', mean / Pearson kurtosis), which has no pole",
+        {"epochs_at_pole": n_pole},
+    )

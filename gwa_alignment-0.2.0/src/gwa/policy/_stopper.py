@@ -1,0 +1,266 @@
+"""The online decision: after each epoch, the best epoch so far, whether to stop, and why.
+
+:class:`EarlyStopper` keeps the history of one criterion's per-epoch values and recomputes the criterion's choice
+(:func:`gwa.select_epoch`) after every epoch, with the warm-up of the *planned* run; so its best epoch at the end
+of a run is by construction the post-hoc choice over the same history. Every training surface (``gwa train``,
+the Lightning and Hugging Face callbacks, the plain-loop helper) decides through it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from gwa._summary import EpochSummary
+from gwa.policy._criteria import (
+    DEFAULT_CRITERION,
+    MONITORABLE,
+    Entry,
+    choose,
+    get_criterion,
+    monitor_value,
+    warmup_epochs,
+)
+from gwa.policy._diagnostics import Diagnostic, diagnose
+
+STATE_FORMAT = 2
+
+
+class StopReason(str, Enum):
+    """What the last :meth:`EarlyStopper.step` decided (Lightning's ``EarlyStopping`` reasons, for GWA)."""
+
+    WARMUP = "warmup"  #: the epoch lies in the warm-up: recorded, never chosen
+    IMPROVED = "improved"  #: the epoch is the new best
+    NOT_IMPROVED = "not_improved"  #: no new best; waiting, within the patience
+    UNDEFINED = "undefined"  #: the epoch's value is NaN (no scores, or constant scores)
+    PATIENCE_EXHAUSTED = "patience_exhausted"  #: stop: the best epoch lies ``patience`` epochs behind
+
+
+class EarlyStopper:
+    """Online best epoch and stop decision for one criterion; the same answer as :func:`gwa.select_epoch`.
+
+    Args:
+        criterion: ``"gwa"`` (the default), ``"gwa_paper"`` or ``"align_mean"``.
+        patience: stop once the best epoch lies this many epochs behind the current one (counted after the
+            warm-up); ``None`` never stops (the best epoch is still tracked).
+        total_epochs: the planned number of epochs; fixes the warm-up (the first 10%). ``None``: the warm-up
+            grows with the epochs seen, and the best epoch agrees with the post-hoc choice over them.
+        finetune: the paper's fine-tuning rule (first minimum, then the maximum).
+        warn: when the choice is made (the stop, or the last of ``total_epochs``), raise one ``RuntimeWarning`` per
+            diagnostic of :func:`gwa.policy.diagnose` and keep them in :attr:`diagnostics`; a loop that ends
+            otherwise calls :meth:`judge`. The callbacks and ``RunRecorder`` pass False and warn themselves, with
+            the per-sample alignment's noise check too.
+
+    Attributes:
+        diagnostics: the :class:`gwa.policy.Diagnostic` list against the choice, once it is made (else empty).
+
+    Example:
+        >>> import gwa
+        >>> stopper = gwa.EarlyStopper(patience=2, total_epochs=10)
+        >>> [stopper.step(v) for v in [0.9, 0.1, 0.3, 0.2, 0.25]]
+        [False, False, False, False, True]
+        >>> stopper.best_epoch, stopper.reason.value
+        (3, 'patience_exhausted')
+        >>> stopper.message
+        'stop at epoch 5: no new best for 2 epochs since epoch 3 (gwa 0.3)'
+    """
+
+    def __init__(
+        self,
+        criterion: str = DEFAULT_CRITERION,
+        *,
+        patience: int | None = None,
+        total_epochs: int | None = None,
+        finetune: bool = False,
+        warn: bool = True,
+    ):
+        get_criterion(criterion)
+        if criterion not in MONITORABLE:
+            raise ValueError(
+                f"Expected `criterion` to be one of {list(MONITORABLE)} (one value per epoch); got "
+                f"{criterion!r}."
+            )
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1
+        ):
+            raise ValueError(f"Expected `patience` to be an integer >= 1 or None; got {patience!r}.")
+        if total_epochs is not None and (
+            isinstance(total_epochs, bool)
+            or not isinstance(total_epochs, (int, np.integer))
+            or total_epochs < 1
+        ):
+            raise ValueError(f"Expected `total_epochs` to be an integer >= 1 or None; got {total_epochs!r}.")
+        self.criterion = criterion
+        self.patience = None if patience is None else int(patience)
+        self.total_epochs = None if total_epochs is None else int(total_epochs)
+        self.finetune = bool(finetune)
+        self.warn = bool(warn)
+        self.reset()
+
+    def reset(self) -> None:
+        self.values: list[float] = []
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self.reason: StopReason | None = None
+        self.message = "no epoch seen yet"
+        self.diagnostics: list[Diagnostic] = []
+        self._rows: list[dict] = []  # what diagnose() reads: each epoch's metric row (or the value alone)
+        self._judged = False
+
+    # ------------------------------------------------------------------------------------------------ decision
+    @property
+    def epoch(self) -> int:
+        """The last epoch seen (1-based; 0 before the first)."""
+        return len(self.values)
+
+    @property
+    def warmup(self) -> int:
+        """Epochs that can neither be chosen nor count toward the patience."""
+        return warmup_epochs(self.total_epochs if self.total_epochs is not None else self.epoch)
+
+    @property
+    def best_value(self) -> float:
+        return math.nan if self.best_epoch is None else self.values[self.best_epoch - 1]
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stopped_epoch is not None
+
+    def value_of(self, entry: Entry | float) -> float:
+        """The criterion's value of one epoch (an :class:`gwa.EpochSummary`, a metric row or a number)."""
+        if isinstance(entry, EpochSummary):
+            entry = entry.metrics()
+        if isinstance(entry, dict):
+            value = entry.get(get_criterion(self.criterion).key)
+            return math.nan if value is None else float(value)
+        if isinstance(entry, (int, float, np.floating, np.integer)) and not isinstance(entry, bool):
+            return float(entry)
+        raise TypeError(
+            f"Expected an EpochSummary, a metric row (dict) or a number; got {type(entry).__name__}."
+        )
+
+    def step(self, entry: Entry | float) -> bool:
+        """Record one epoch; return True when training should stop now (and on every call after that)."""
+        stop = self._decide(entry)
+        row = entry.metrics() if isinstance(entry, EpochSummary) else entry
+        self._rows.append(dict(row) if isinstance(row, dict) else {get_criterion(self.criterion).key: row})
+        if self.warn and not self._judged and (stop or self.epoch == self.total_epochs):
+            self.judge()
+        return stop
+
+    def judge(self) -> list[Diagnostic]:
+        """Diagnose the choice so far (:attr:`diagnostics`), one ``RuntimeWarning`` each; done once by
+        :meth:`step` when the choice is made (``warn=True``)."""
+        self._judged = True
+        self.diagnostics = (
+            diagnose(self._rows, self.criterion, total_epochs=self.total_epochs, finetune=self.finetune)
+            if self.best_epoch is not None
+            else []
+        )
+        for d in self.diagnostics:
+            warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=3)
+        return self.diagnostics
+
+    def _decide(self, entry: Entry | float) -> bool:
+        if self.total_epochs is not None and self.epoch >= self.total_epochs:
+            raise ValueError(
+                f"EarlyStopper got epoch {self.epoch + 1} of a run planned for {self.total_epochs} "
+                "epochs; pass the right `total_epochs`."
+            )
+        value = self.value_of(entry)
+        self.values.append(value)
+        epoch, name = self.epoch, self.criterion
+        try:
+            self.best_epoch = choose(self.values, warmup=self.warmup, finetune=self.finetune) + 1
+        except ValueError:
+            self.best_epoch = None
+        if self.stopped_epoch is not None:
+            return True
+        if epoch <= self.warmup:
+            self.reason = StopReason.WARMUP
+            self.message = f"epoch {epoch}: warm-up (epochs 1-{self.warmup} are never chosen)"
+            return False
+        if self.best_epoch == epoch:
+            self.reason, self.message = StopReason.IMPROVED, f"epoch {epoch}: new best ({name} {value:.6g})"
+            return False
+        since = epoch - max(self.best_epoch or 0, self.warmup)
+        if self.patience is not None and since >= self.patience:
+            self.stopped_epoch = epoch
+            self.reason = StopReason.PATIENCE_EXHAUSTED
+            best = (
+                "no epoch with a finite value"
+                if self.best_epoch is None
+                else f"since epoch {self.best_epoch} ({name} {self.best_value:.6g})"
+            )
+            self.message = f"stop at epoch {epoch}: no new best for {since} epochs {best}"
+            return True
+        waiting = "" if self.patience is None else f", {since}/{self.patience} epochs without a new best"
+        if math.isnan(value):
+            self.reason = StopReason.UNDEFINED
+            self.message = f"epoch {epoch}: {name} is undefined (no or constant scores){waiting}"
+        else:
+            self.reason = StopReason.NOT_IMPROVED
+            self.message = (
+                f"epoch {epoch}: best epoch {self.best_epoch} ({name} {self.best_value:.6g}){waiting}"
+            )
+        return False
+
+    def logged_value(self) -> float:
+        """The last epoch's value as loggers should see it: NaN in the warm-up, which the criterion never picks.
+
+        So a trainer's own monitor on this value (Lightning's ``ModelCheckpoint(monitor="gwa", mode="max")``,
+        Hugging Face's ``metric_for_best_model="gwa"``) keeps the epoch this stopper chooses.
+        """
+        if not self.values:
+            return math.nan
+        return monitor_value(self.values[-1], epoch=self.epoch, total_epochs=self.total_epochs)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "criterion": self.criterion,
+            "patience": self.patience,
+            "total_epochs": self.total_epochs,
+            "finetune": self.finetune,
+            "values": [None if math.isnan(v) else v for v in self.values],
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`: the stored values are replayed under this stopper's plan.
+
+        The criterion, patience and rule must match; ``total_epochs`` may differ (a resumed run planned longer),
+        and the decision is then the one the new plan gives for the same values.
+        """
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"Expected an EarlyStopper state of format {STATE_FORMAT}; got format {got!r}.")
+        for key in ("criterion", "patience", "finetune"):
+            if state.get(key) != getattr(self, key):
+                raise ValueError(
+                    f"Cannot load an EarlyStopper state with {key}={state.get(key)!r} into one with "
+                    f"{key}={getattr(self, key)!r}."
+                )
+        values = state.get("values")
+        if not isinstance(values, list) or not all(v is None or isinstance(v, (int, float)) for v in values):
+            raise ValueError(
+                f"Expected `values` in the EarlyStopper state to be a list of numbers or null; got "
+                f"{values!r}."
+            )
+        if self.total_epochs is not None and len(values) > self.total_epochs:
+            raise ValueError(
+                f"Cannot load an EarlyStopper state of {len(values)} epochs into one planned for "
+                f"{self.total_epochs} epochs."
+            )
+        stopped = state.get("stopped_epoch")
+        if stopped is not None and not (isinstance(stopped, int) and 1 <= stopped <= len(values)):
+            raise ValueError(f"Expected `stopped_epoch` in 1..{len(values)} or null; got {stopped!r}.")
+        self.reset()
+        for v in values:  # replayed silently: the choice was judged (or not yet made) in the stored run
+            self._decide(math.nan if v is None else float(v))
+            self._rows.append({get_criterion(self.criterion).key: math.nan if v is None else float(v)})

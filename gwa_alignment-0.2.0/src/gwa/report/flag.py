@@ -1,0 +1,263 @@
+"""``gwa flag RUN``: training samples ranked as likely mislabeled, exported as CSV.
+
+The rules (``window``, the default; ``lastk``; ``mean``; ``frac``) are the core policy's (:mod:`gwa.policy`, flag
+rules); each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
+
+``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
+``rank, sample_id, label, score, flagged`` (then ``is_noisy`` when the run's noise mask is known and
+``prediction`` when the run stored the ``pred`` signal), one row per seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
+and the AUROC / AUPRC of the ranking score (scikit-learn), against the mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gwa.policy import (
+    DEFAULT_FLAG_RULE,
+    DEFAULT_LAST_K,
+    FLAG_RULES,
+    check_flag_options,
+    flag_scores,
+    flag_window,
+)
+from gwa.rundir import write_atomic
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        f"{parser.description}. Rules: 'window' (default): mean alignment below T (default 0) over the "
+        "epochs after the warm-up through the epoch gwa's default rule chooses past the early transient, "
+        "ranked by that mean; 'lastk': alignment below T (default 0) in each "
+        "of the last k epochs where the sample was seen, ranked by its mean over those epochs; "
+        "'mean': mean alignment over all epochs below T (default 0); 'frac': fraction of epochs "
+        "with alignment < 0 at least T (default 0.5). --top K flags the first K of the ranking "
+        "instead."
+    )
+    parser.add_argument("run", metavar="RUN", help="the run directory")
+    parser.add_argument(
+        "--rule",
+        choices=FLAG_RULES,
+        default=DEFAULT_FLAG_RULE,
+        help=f"flagging rule (default {DEFAULT_FLAG_RULE}; see above)",
+    )
+    parser.add_argument(
+        "--last-k",
+        type=int,
+        default=DEFAULT_LAST_K,
+        metavar="K",
+        help=f"epochs the lastk rule looks at (default {DEFAULT_LAST_K})",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=None, metavar="K", help="flag the K highest-ranked samples")
+    which.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="the rule's threshold (defaults: window 0, lastk 0, mean 0, frac 0.5)",
+    )
+    parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN/flagged.csv)")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = flag_samples(
+        args.run, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold
+    )
+    out = Path(args.out) if args.out is not None else Path(args.run) / "flagged.csv"
+    result.to_csv(out)
+    print(result.summary())
+    print(f"ranking written to {out}")
+    return 0
+
+
+@dataclass(frozen=True)
+class FlagResult:
+    """Seen samples in rank order (arrays of shape ``(M,)``), which of them are flagged, and quality numbers.
+
+    ``precision``, ``recall``, ``auroc`` and ``auprc`` are measured against the run's noise mask; they are
+    ``None`` when the mask is unknown or the number is undefined (nothing flagged, or one class only).
+    """
+
+    rule: str
+    description: str
+    sample_ids: np.ndarray
+    scores: np.ndarray
+    flagged: np.ndarray
+    labels: np.ndarray | None
+    is_noisy: np.ndarray | None
+    n_unseen: int
+    precision: float | None
+    recall: float | None
+    auroc: float | None
+    auprc: float | None
+    predictions: np.ndarray | None = (
+        None  # the model's prediction at each sample's last seen epoch, when stored
+    )
+
+    @property
+    def flagged_ids(self) -> np.ndarray:
+        """Sample ids of the flagged samples, in rank order."""
+        return self.sample_ids[self.flagged]
+
+    def to_csv(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with io.StringIO(newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(
+                ["rank", "sample_id", "label", "score", "flagged"]
+                + (["is_noisy"] if self.is_noisy is not None else [])
+                + (["prediction"] if self.predictions is not None else [])
+            )
+            for rank, i in enumerate(range(self.sample_ids.size), 1):
+                row = [
+                    rank,
+                    int(self.sample_ids[i]),
+                    "" if self.labels is None else int(self.labels[i]),
+                    f"{self.scores[i]:.6g}",
+                    int(self.flagged[i]),
+                ]
+                if self.is_noisy is not None:
+                    row.append(int(self.is_noisy[i]))
+                if self.predictions is not None:
+                    pred = self.predictions[i]
+                    row.append(int(pred) if np.isfinite(pred) else "")
+                writer.writerow(row)
+            text = fh.getvalue()
+        write_atomic(path, lambda out: out.write(text.encode()))  # an earlier ranking survives a crash
+        return path
+
+    def summary(self) -> str:
+        """A few lines for the terminal: what was flagged and, when the mask is known, how well."""
+        n = self.sample_ids.size
+        lines = [
+            f"rule {self.description}: flagged {int(self.flagged.sum())} of {n} samples"
+            + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")
+        ]
+        if self.is_noisy is None:
+            lines.append(
+                "no noise mask in the run (which labels are wrong is not known): precision and recall "
+                "cannot be measured"
+            )
+            return "\n".join(lines)
+
+        if not self.is_noisy.any():
+            lines.append(
+                "the noise mask marks no flipped label (a clean run): precision and recall are not "
+                "defined; the flagged samples are atypical or hard, not known label errors"
+            )
+            return "\n".join(lines)
+
+        def show(value):
+            return "n/a" if value is None else f"{value:.3f}"
+
+        lines.append(
+            f"against the noise mask ({int(self.is_noisy.sum())} flipped labels): precision "
+            f"{show(self.precision)}, recall {show(self.recall)}; ranking score AUROC {show(self.auroc)}, "
+            f"AUPRC {show(self.auprc)} (chance {self.is_noisy.mean():.3f})"
+        )
+        return "\n".join(lines)
+
+
+def flag_samples(
+    run,
+    *,
+    rule: str = DEFAULT_FLAG_RULE,
+    last_k: int = DEFAULT_LAST_K,
+    threshold: float | None = None,
+    top: int | None = None,
+) -> FlagResult:
+    """Rank a run's training samples as likely mislabeled and flag the most suspicious ones.
+
+    Args:
+        run: a run directory path or a loaded :class:`gwa.rundir.Run`.
+        rule: ``"window"`` (default), ``"lastk"``, ``"mean"`` or ``"frac"`` (see :mod:`gwa.policy`'s flag rules).
+        last_k: epochs the ``lastk`` rule looks at.
+        threshold: the rule's threshold (default 0 for ``window``/``lastk``/``mean``, 0.5 for ``frac``).
+        top: flag the first ``top`` samples of the ranking instead of applying the threshold.
+
+    Returns:
+        A :class:`FlagResult`; ``result.flagged_ids`` are the flagged sample ids, most suspicious first.
+
+    Raises:
+        gwa.rundir.RunDirError: not a run directory, no finished epoch, or missing per-sample scores.
+        ValueError: for a bad option.
+
+    Example:
+        >>> res = flag_samples("runs/digits-noise0.2")  # doctest: +SKIP
+        >>> res.flagged_ids[:5], res.precision, res.recall  # doctest: +SKIP
+    """
+    from gwa.report import _analysis as A
+
+    threshold = check_flag_options(rule, last_k, threshold, top)
+    run = A.open_run(run)
+    matrix = A.alignment_matrix(run)
+    score, decision, key = flag_scores(
+        matrix,
+        rule=rule,
+        last_k=int(last_k),
+        threshold=threshold,
+        history=run.metrics,
+        total_epochs=A.planned_epochs(run),
+    )
+    window = (
+        flag_window(run.metrics, matrix, total_epochs=A.planned_epochs(run)) if rule == "window" else (1, 1)
+    )
+    ids = np.flatnonzero(np.isfinite(key))
+    # Sort by the suspicion key; frac ties go to the lower mean alignment; remaining ties by sample id.
+    tiebreak = A.sample_stats(matrix).mean[ids] if rule == "frac" else np.zeros(ids.size)
+    ids = ids[np.lexsort((ids, tiebreak, key[ids]))]
+    flagged = decision[ids] if top is None else np.arange(ids.size) < top
+    mask = None if run.noise_mask is None else run.noise_mask.astype(bool)[ids]
+    desc = {
+        "window": (
+            f"window (mean alignment < {threshold:g} over epochs {window[0]}-{window[1]}: after the "
+            "warm-up through the epoch gwa's default rule chooses past the early transient)"
+        ),
+        "lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
+        "mean": f"mean (mean alignment over epochs < {threshold:g})",
+        "frac": f"frac (fraction of epochs with alignment < 0 >= {threshold:g})",
+    }[rule]
+    if top is not None:
+        desc = f"{rule} ranking, top {top}"
+    quality = _quality(mask, flagged, -key[ids]) if mask is not None else (None,) * 4
+    pred = A.last_seen_signal(run, "pred")
+    labels = None if run.labels is None else run.labels[ids]
+    return FlagResult(
+        rule,
+        desc,
+        ids,
+        score[ids],
+        flagged,
+        labels,
+        mask,
+        int(matrix.shape[1] - ids.size),
+        *quality,
+        predictions=None if pred is None else pred[ids],
+    )
+
+
+def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
+    """Precision, recall of the flagged set and AUROC, AUPRC of the suspicion score against the mask."""
+    try:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+    except ModuleNotFoundError as exc:  # pragma: no cover - scikit-learn is installed with gwa-alignment[cli]
+        raise ModuleNotFoundError(
+            "`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa-alignment[cli]'",
+            name="sklearn",
+        ) from exc
+    tp = int((flagged & mask).sum())
+    # Without a single known flipped label, precision is not 0 but undefined: nothing could be found.
+    precision = tp / int(flagged.sum()) if flagged.any() and mask.any() else None
+    recall = tp / int(mask.sum()) if mask.any() else None
+    both = mask.any() and not mask.all()
+    auroc = float(roc_auc_score(mask, suspicion)) if both else None
+    auprc = float(average_precision_score(mask, suspicion)) if both else None
+    return precision, recall, auroc, auprc

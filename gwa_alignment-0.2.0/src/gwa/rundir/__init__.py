@@ -1,0 +1,90 @@
+"""The run directory: the contract between training (any trainer) and analysis (report, flag, compare).
+
+Layout (``FORMAT`` = 2; format-1 runs are still read), all plain files::
+
+    RUN/
+      config.json            {"format": 2, "gwa_version": ..., "status": "running"|"complete", ...run config}
+      metrics.jsonl          one JSON object per finished epoch (keys below), appended as epochs end
+      labels.npy             int64 (N,): the training labels used, indexed by sample id
+      clean_labels.npy       int64 (N,): the labels before noise injection (when known)
+      noise_mask.npy         bool (N,): True where the training label was changed (when known)
+      scores/alignment_0001.npy   float32 (N,): epoch 1's alignment per sample id, NaN where unseen
+      scores/<signal>_0001.npy    optional further per-sample signals (loss, margin, p_gold, el2n, correct)
+      source_index.npy       int64 (N,): each sample id's index in the source dataset (written by gwa train)
+      previews.npy, preview_ids.npy   optional inputs of some samples for the report's thumbnails:
+                             (K, H, W), (K, H, W, 3) images or (K, L) 1-D signals, and their sample ids (K,)
+      summary.json           {"format": 2, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
+      checkpoints/           framework checkpoints: last.json names the file resume reads (last-0005.pt),
+                             best_<criterion>.json its file; never read by the analysis side
+      gwa.lock               advisory lock held by the one process writing the run (holds its pid)
+
+Epochs are numbered from 1. Metric keys written by gwa's trainers (absent or ``null`` when not measured):
+``epoch, step, lr, train_loss, train_acc``, the alignment keys of :meth:`gwa.EpochSummary.metrics` (``align_mean,
+align_std, align_excess_kurtosis, gwa`` (the default criterion's value), ``gwa_paper, gwa_paper_flagged, gwa_guard``
+(a :class:`gwa.GuardCode` value), ``gwa_guard_message, n_scores, n_undefined``), n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
+test_acc, eval_<name>_acc, prediction_changes, grad_disparity, wall_time`` plus any extra scalar a trainer logs.
+Non-finite floats are written as ``null``.
+
+Safety (docs/reliability.md): a run directory is a gwa run when its ``config.json`` carries ``format`` and
+``gwa_version``; ``overwrite`` replaces only such a run and deletes only the files gwa writes. One writer at a
+time holds ``gwa.lock``. Every file is written to a temporary name, synced and renamed, so a kill leaves each
+file either old or new. Nothing here reads or writes a pickle.
+"""
+
+from gwa.rundir._atomic import FAULT_ENV, save_npy_atomic, write_atomic, write_json_atomic
+from gwa.rundir._errors import RunDirError, RunDirWarning
+from gwa.rundir._format import (
+    CHECKPOINT_DIR,
+    FORMAT,
+    LOCK_FILE,
+    OWN_FILES,
+    READABLE_FORMATS,
+    SCORES_DIR,
+    own_files,
+    score_file,
+    upgrade_row,
+)
+from gwa.rundir._lock import RunLock
+from gwa.rundir._reader import (
+    MetricsProblem,
+    MetricsScan,
+    Run,
+    load_array,
+    load_run,
+    read_config,
+    read_metrics,
+    scan_metrics,
+)
+from gwa.rundir._target import check_directory, check_writable, is_gwa_run
+from gwa.rundir._writer import RunWriter
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "FAULT_ENV",
+    "FORMAT",
+    "LOCK_FILE",
+    "OWN_FILES",
+    "READABLE_FORMATS",
+    "SCORES_DIR",
+    "MetricsProblem",
+    "MetricsScan",
+    "Run",
+    "RunDirError",
+    "RunDirWarning",
+    "RunLock",
+    "RunWriter",
+    "check_directory",
+    "check_writable",
+    "is_gwa_run",
+    "load_array",
+    "load_run",
+    "own_files",
+    "read_config",
+    "read_metrics",
+    "save_npy_atomic",
+    "scan_metrics",
+    "score_file",
+    "upgrade_row",
+    "write_atomic",
+    "write_json_atomic",
+]

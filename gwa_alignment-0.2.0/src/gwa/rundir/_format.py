@@ -1,0 +1,72 @@
+"""The format: its version, the names of a run's files, which files are gwa's, and format-1 rows upgraded."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 2
+#: Formats this gwa reads: format 1 (gwa 0.1) logged the paper's value as ``gwa``; its rows are upgraded on read.
+READABLE_FORMATS = (1, 2)
+SCORES_DIR = "scores"
+CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = "gwa.lock"
+#: Files gwa writes at the top of a run directory: ``overwrite`` deletes these and nothing else (besides the
+#: score and checkpoint files matching :data:`_OWN_SCORE` and :data:`_OWN_CHECKPOINT`).
+OWN_FILES = (
+    "metrics.jsonl",
+    "metrics.jsonl.torn",
+    "summary.json",
+    "labels.npy",
+    "clean_labels.npy",
+    "noise_mask.npy",
+    "source_index.npy",
+    "previews.npy",
+    "preview_ids.npy",
+    "config.json",
+)
+_OWN_SCORE = re.compile(r"[A-Za-z0-9_]+_\d{4,}\.npy(\.tmp|\.tmp\.npy)?")
+_OWN_CHECKPOINT = re.compile(r"(last|best_[A-Za-z0-9_]+)(-\d{4,})?\.(pt|msgpack|json)(\.tmp)?")
+
+
+def score_file(signal: str, epoch: int | np.integer) -> str:
+    return f"{SCORES_DIR}/{signal}_{int(epoch):04d}.npy"
+
+
+def own_files(path) -> list[Path]:
+    """The files in ``path`` that gwa writes (what ``overwrite`` deletes), sorted."""
+    path = Path(path)
+    found = [path / name for name in OWN_FILES if (path / name).is_file()]
+    found += [path / f"{name}.tmp" for name in OWN_FILES if (path / f"{name}.tmp").is_file()]
+    for folder, pattern in ((SCORES_DIR, _OWN_SCORE), (CHECKPOINT_DIR, _OWN_CHECKPOINT)):
+        if (path / folder).is_dir():
+            found += [f for f in (path / folder).iterdir() if f.is_file() and pattern.fullmatch(f.name)]
+    return sorted(found)
+
+
+def upgrade_row(row: dict, fmt: int) -> dict:
+    """A metrics row of run-directory format ``fmt`` in the keys of the current format.
+
+    Format 1 logged the paper's value as ``gwa`` (and ``gwa_flagged``, a prose ``gwa_guard``); format 2 logs the
+    default criterion's value as ``gwa`` and the paper's as ``gwa_paper``.
+    """
+    if fmt != 1 or "gwa_paper" in row:
+        return row
+    from gwa._summary import pearson_ratio
+
+    out = dict(row)
+    out["gwa_paper"] = out.pop("gwa", None)
+    out["gwa_paper_flagged"] = out.pop("gwa_flagged", None)
+    message = out.pop("gwa_guard", None)
+    codes = (("no scores", "no_scores"), ("constant", "constant_scores"), ("kurtosis pole", "kurtosis_pole"))
+    out["gwa_guard"] = (
+        None if message is None else next((c for p, c in codes if message.startswith(p)), "kurtosis_pole")
+    )
+    out["gwa_guard_message"] = message
+    mean, kurt = out.get("align_mean"), out.get("align_excess_kurtosis")
+    value = None if mean is None or kurt is None else pearson_ratio(mean, kurt)
+    out["gwa"] = value if value is not None and math.isfinite(value) else None
+    return out

@@ -1,0 +1,130 @@
+"""Label-noise injection: symmetric, asymmetric class-pair flips, or labels read from a file (CIFAR-10-N).
+
+Every function returns ``(noisy_labels, mask)`` with ``mask = noisy_labels != clean_labels``, both ``(N,)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: Asymmetric flips (source class -> target class) per label space, as in Patrini et al. 2017 / Han et al. 2018.
+ASYMMETRIC_PAIRS = {
+    # T-shirt(0) <-> shirt(6), pullover(2) <-> coat(4), sneaker(7) <-> ankle boot(9)
+    "fashion-mnist": {6: 0, 0: 6, 2: 4, 4: 2, 7: 9, 9: 7},
+    # truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog
+    "cifar10": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3},
+    # digits look-alikes: 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1
+    "digits": {2: 7, 3: 8, 5: 6, 6: 5, 7: 1},
+}
+ASYMMETRIC_PAIRS["mnist1d"] = ASYMMETRIC_PAIRS["digits"]
+CIFAR10N_KEYS = (
+    "aggre_label",
+    "random_label1",
+    "random_label2",
+    "random_label3",
+    "worse_label",
+    "clean_label",
+)
+
+
+def _check_labels(labels, num_classes: int | None) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"Expected `labels` as integer class ids of shape (N,); got shape={y.shape}, dtype={y.dtype}."
+        )
+    if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+        upper = "" if num_classes is None else f", {num_classes - 1}"
+        raise ValueError(f"Expected class ids in [0{upper}]; got range [{y.min()}, {y.max()}].")
+    return y.astype(np.int64)
+
+
+def symmetric(labels, rate: float, num_classes: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move exactly ``round(rate * N)`` samples, chosen uniformly, to a uniformly random *other* class."""
+    y = _check_labels(labels, num_classes)
+    if not 0 <= rate < 1:
+        raise ValueError(f"Expected `rate` in [0, 1); got {rate!r}.")
+    if num_classes < 2:
+        raise ValueError(f"Expected `num_classes` >= 2; got {num_classes}.")
+    rng = np.random.default_rng(seed)
+    flip = rng.choice(y.size, size=round(rate * y.size), replace=False)
+    noisy = y.copy()
+    # An offset in 1..C-1 added modulo C is uniform over the other classes.
+    noisy[flip] = (y[flip] + rng.integers(1, num_classes, size=flip.size)) % num_classes
+    return noisy, noisy != y
+
+
+def asymmetric(labels, rate: float, pairs: dict[int, int], *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """In each source class of ``pairs``, move exactly ``round(rate * n_class)`` samples to its target class."""
+    y = _check_labels(labels, None)
+    if not 0 <= rate < 1:
+        raise ValueError(f"Expected `rate` in [0, 1); got {rate!r}.")
+    rng = np.random.default_rng(seed)
+    noisy = y.copy()
+    for source in sorted(pairs):
+        members = np.flatnonzero(y == source)  # chosen among the clean labels: a flipped 2->7 stays 7
+        flip = rng.choice(members, size=round(rate * members.size), replace=False)
+        noisy[flip] = pairs[source]
+    return noisy, noisy != y
+
+
+def pairs_for(dataset: str) -> dict[int, int]:
+    try:
+        return ASYMMETRIC_PAIRS[dataset]
+    except KeyError:
+        raise ValueError(
+            f"Asymmetric noise has class pairs for {', '.join(sorted(ASYMMETRIC_PAIRS))}; "
+            f"got dataset={dataset!r} (use noise 'symmetric' or 'file')."
+        ) from None
+
+
+def load_label_file(path, *, key: str | None = None) -> np.ndarray:
+    """Labels from a ``.npy`` array or a ``.pt`` dict such as CIFAR-10-N's ``CIFAR-10_human.pt``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Label file {path} does not exist (--noise-file).")
+    if path.suffix == ".npy":
+        try:
+            labels = np.load(path, allow_pickle=False)  # never a pickle: object arrays are refused
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"Cannot read label file {path} as a numeric .npy array: {exc}.") from None
+    elif path.suffix in (".pt", ".pth"):
+        from gwa.runner.safe_pickle import torch_load_arrays
+
+        # CIFAR-10_human.pt is a dict of numpy arrays, downloaded from the internet: admit arrays, run nothing.
+        obj = torch_load_arrays(path)
+        if isinstance(obj, dict):
+            if key is None:
+                raise ValueError(
+                    f"{path.name} holds several label sets; choose one with --noise-key "
+                    f"({', '.join(str(k) for k in obj)})."
+                )
+            if key not in obj:
+                raise ValueError(f"Expected --noise-key among {', '.join(str(k) for k in obj)}; got {key!r}.")
+            obj = obj[key]
+        labels = obj.numpy() if hasattr(obj, "numpy") else np.asarray(obj)
+    else:
+        raise ValueError(f"Expected a .npy or .pt label file; got {path.name!r}.")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"Expected {path.name} to hold integer labels of shape (N,); got shape={labels.shape}, "
+            f"dtype={labels.dtype}."
+        )
+    return labels.astype(np.int64)
+
+
+def from_file(labels, path, num_classes: int, *, key: str | None = None, index=None):
+    """Replace ``labels`` with those in a file; ``index`` maps each sample to its row in the file."""
+    y = _check_labels(labels, num_classes)
+    file_labels = load_label_file(path, key=key)
+    rows = np.arange(y.size) if index is None else np.asarray(index)
+    if rows.size and rows.max() >= file_labels.size:
+        raise ValueError(
+            f"{Path(path).name} has {file_labels.size} labels; the training set needs "
+            f"{rows.max() + 1} (is it the label file of this dataset?)."
+        )
+    noisy = _check_labels(file_labels[rows], num_classes)
+    return noisy, noisy != y

@@ -1,0 +1,73 @@
+"""Deferred scoring, the tracker's default: batches kept by reference and scored together.
+
+``GWATracker.update`` keeps what the kernel needs from each batch (detached references, no copies) as a
+:class:`Deferred`; every ``defer``-th call, and ``end_epoch``/``state_dict``, :func:`score_pending` concatenates
+the kept batches and scores them in one pass of the fused kernel. The same operations on the same rows as batch by
+batch, so the same scores; a step then pays the forward hook's three operations instead of twelve, which is what a
+step costs on a CPU (``docs/performance.md``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from gwa.torch._kernel import Scorer, SplitNorm, fused_soft_scores, join_norms
+from gwa.torch._signals import compute_signals
+
+#: ``GWATracker(defer=...)`` by default: the batches of 32 consecutive ``update()`` calls are scored together.
+#: ``defer=0`` scores each batch in its own ``update()``, which then returns the batch's scores.
+DEFAULT_DEFER = 32
+#: The kept batches are scored early once they hold this many logits (rows x classes), so that they stay below
+#: about ``2 x 4 x DEFER_MAX_ELEMENTS`` bytes (float32 ``z`` and ``-W x``).
+DEFER_MAX_ELEMENTS = 1 << 22
+
+
+class Deferred(NamedTuple):
+    """One ``update()`` whose scoring is deferred: what the kernel needs, all detached."""
+
+    logits: torch.Tensor  # (B, C) in the compute dtype
+    targets: torch.Tensor  # (B,) class ids or (B, C) probabilities in the compute dtype
+    neg: torch.Tensor
+    norm: torch.Tensor | SplitNorm
+    ids: torch.Tensor | None
+    versions: tuple  # in-place version counters of (logits, targets, ids) when kept
+
+
+def versions(logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | None) -> tuple:
+    """In-place version counters of the tensors a deferred batch keeps by reference."""
+    return (logits._version, targets._version, None if ids is None else ids._version)
+
+
+def score_pending(
+    pending: list[Deferred], *, soft: bool, scorer: Scorer, signals
+) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor | None]:
+    """Scores, undefined marks, signal values and ids of the kept batches, in one pass of the kernel.
+
+    Raises:
+        RuntimeError: a kept logits, targets or ids tensor was changed in place after its ``update()``.
+        ValueError: a class id out of range (reported here, when its batch is scored).
+    """
+    for item in pending:
+        if versions(item.logits, item.targets, item.ids) != item.versions:
+            raise RuntimeError(
+                "gwa: a tensor given to update() (logits, targets or sample_ids) was modified in place "
+                "before its batch was scored (GWATracker(defer=...) keeps references, not copies). "
+                "Pass tensors that are not modified afterwards, or use defer=0."
+            )
+
+    def cat(tensors):
+        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+    z = cat([d.logits for d in pending])
+    targets = cat([d.targets for d in pending])
+    neg = cat([d.neg for d in pending])
+    norm = join_norms([d.norm for d in pending])
+    ids = None if pending[0].ids is None else cat([d.ids for d in pending])
+    if soft:
+        scores, undefined = fused_soft_scores(z, targets, neg, norm)
+    else:
+        scores = scorer.score_ids(z, targets, neg, norm)
+        undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op here)
+    values = compute_signals(z, targets, signals, soft=soft) if signals else {}
+    return scores, undefined, values, ids

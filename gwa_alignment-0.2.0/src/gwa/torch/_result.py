@@ -1,0 +1,61 @@
+"""What an epoch of :class:`gwa.torch.GWATracker` gives back, and its summaries as checkpointable plain values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from gwa._summary import EpochSummary
+
+
+@dataclass
+class EpochResult:
+    """What :meth:`GWATracker.end_epoch` returns.
+
+    Attributes:
+        epoch: 1-based epoch number.
+        summary: the epoch's :class:`gwa.EpochSummary` (GWA, moments, guard, ``n_undefined``).
+        scores: float32 per-sample scores; ``(num_samples,)`` indexed by sample id with NaN where unseen when
+            the tracker has ``num_samples``, else aligned with :attr:`sample_ids`. None if not stored.
+        sample_ids: int64 ids of :attr:`scores` when the tracker has no ``num_samples`` (sorted, unique), else None.
+        signals: companion per-sample signals, same layout as :attr:`scores`.
+        n_duplicates: occurrences of an already-seen sample id in the epoch (counted once, not again).
+        n_non_finite: samples skipped because their logits, embeddings or soft targets were NaN/Inf.
+        n_unpaired: samples of ``update()`` calls skipped because their forward pass could not be identified
+            (only with ``unpaired="skip"``).
+    """
+
+    epoch: int
+    summary: EpochSummary
+    scores: np.ndarray | None
+    sample_ids: np.ndarray | None = None
+    signals: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    n_duplicates: int = 0
+    n_non_finite: int = 0
+    n_unpaired: int = 0
+
+
+def summary_state(summary: EpochSummary) -> dict:
+    """The summary's fields as plain values (``torch.load(weights_only=True)`` admits no enums or classes)."""
+    out = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
+    guard = out.get("guard")
+    if guard is not None and not isinstance(guard, str):  # a structured guard: a code and a message
+        out["guard"] = {"code": str(getattr(guard.code, "value", guard.code)), "message": str(guard.message)}
+    return out
+
+
+def summary_from_state(state: dict) -> EpochSummary:
+    state = dict(state)
+    guard = state.get("guard")
+    if isinstance(guard, dict):
+        from gwa import _summary
+
+        structured = getattr(_summary, "Guard", None)
+        state["guard"] = (
+            structured(_summary.GuardCode(guard["code"]), guard["message"])
+            if structured is not None
+            else guard["message"]
+        )
+    return EpochSummary(**state)
