@@ -1,5 +1,0 @@
-import sys
-
-from gwa.cli import main
-
-sys.exit(main())
