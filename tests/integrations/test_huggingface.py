@@ -227,6 +227,7 @@ def test_clear_errors(tmp_path):
         GWATrainerCallback(patience=1.5)
 
 
+@pytest.mark.slow
 def test_tensorboard_sees_gwa_with_the_callback_last(tmp_path, monkeypatch):
     """The Trainer puts its reporting callbacks (report_to) before the user's; gwa's values reach TensorBoard
     anyway, once per epoch, with the callback last in the list."""

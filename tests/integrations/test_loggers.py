@@ -48,6 +48,7 @@ def _loop(run_dir, loggers, *, epochs=EPOCHS):
     return recorder
 
 
+@pytest.mark.slow
 def test_tensorboard_event_file_holds_gwa_the_choice_and_histograms(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -107,6 +108,7 @@ def _key(item) -> str:
     return "/".join(item.nested_key) or item.key
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_gwa_the_choice_and_histograms(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -196,6 +196,7 @@ def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     assert flagged.sample_ids.size == 300 and int(flagged.flagged.sum()) == 20
 
 
+@pytest.mark.slow
 def test_jax_runner_logs_to_tensorboard(tmp_path):
     """`gwa train --backend jax --tensorboard DIR`: each epoch's gwa, decision and alignment histogram, then the
     chosen epoch, read back from the event file and matched to the run directory."""
