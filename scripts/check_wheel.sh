@@ -36,10 +36,15 @@ PYEOF
 WHEELHOUSE=${GWA_WHEELHOUSE:-$ROOT/.cache/wheelhouse}
 mkdir -p "$WHEELHOUSE"
 quiet() { grep -v "is ignored: it is neither" || true; }
-"$WORK/venv/bin/python" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
-  "$wheel[cli]" "$TORCH_PIN" 2>&1 | quiet
-echo "check_wheel: dependencies in $WHEELHOUSE at $((SECONDS - start)) s"
-"$WORK/venv/bin/python" -m pip install --quiet --no-index --find-links "$WHEELHOUSE" "$wheel[cli]" "$TORCH_PIN" 2>&1 | quiet
+offline_install() {
+  "$WORK/venv/bin/python" -m pip install --quiet --no-index --find-links "$WHEELHOUSE" "$wheel[cli]" "$TORCH_PIN"
+}
+if ! offline_install >"$WORK/pip.log" 2>&1; then  # a first run, or new dependencies: fetch what is missing
+  "$WORK/venv/bin/python" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
+    "$wheel[cli]" "$TORCH_PIN" 2>&1 | quiet
+  echo "check_wheel: dependencies fetched into $WHEELHOUSE at $((SECONDS - start)) s"
+  offline_install 2>&1 | quiet
+fi
 echo "check_wheel: installed with the 'cli' extra ($(basename "$TORCH_PIN")) at $((SECONDS - start)) s"
 cd "$WORK"  # away from the source tree: the demo must run from the installed wheel
 "$WORK/venv/bin/python" -c "import gwa, sys; assert '/site-packages/' in gwa.__file__, gwa.__file__; print('gwa', gwa.__version__, 'from', gwa.__file__)"
