@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install gwa with every extra and the test tools.
+# Create .venv (if missing) and install gwa (the distribution gwa-alignment) with every extra, the test tools and
+# the documentation site's tools (MkDocs, Material, mkdocstrings).
 # torch is pinned on purpose: an unpinned `torch` can pull a different multi-GB build. 2.14.1 with
 # torchvision 0.29.1 is a pair that imports together; on a CPU-only machine you may instead install a
 # CPU wheel of torch first (see README), and this script keeps it.
@@ -12,7 +13,7 @@ python -m pip install --quiet --upgrade pip
 if ! python -c "import torch, torchvision" 2>/dev/null; then
   python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
-python -m pip install --quiet -e ".[all,test]"
+python -m pip install --quiet -e ".[all,test,docs]"
 # Headless Chromium for the browser test of the HTML report (tests/report/test_browser.py), where apt exists.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

@@ -185,17 +185,12 @@ def _check_module(ns):
     assert variables["params"]["head"]["kernel"].shape == (32, 10)
 
 
-#: (document, section heading) -> (prelude, check)
+#: (document, section heading) -> (prelude, check); the pages under docs/guide/ are tests/test_site.py's
 SETUPS = {
     ("README.md", "In your PyTorch loop"): (TORCH, _check_loop),
-    ("README.md", "Reports from your own loop"): (TORCH, _check_recorder),
     ("soft-targets.md", "Label smoothing"): (SOFT, _check_soft),
     ("soft-targets.md", "Mixup and CutMix"): (SOFT, _check_soft),
     ("soft-targets.md", "Distillation"): (SOFT, _check_soft),
-    ("README.md", "With Lightning"): (LIGHTNING, _check_lightning),
-    ("README.md", "With Hugging Face"): (HF, _check_hf),
-    ("README.md", "With torchrun"): (TORCHRUN, _check_torchrun),
-    ("README.md", "With Flax"): (FLAX_LOOP, _check_flax_loop),
     ("jax.md", "The one line in your model"): (FLAX, _check_module),
     ("jax.md", "A train step"): (FLAX_STEP, _check_flax_step),
     ("jax.md", "A train step#2"): (SHARD, _check_shard),

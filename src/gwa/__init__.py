@@ -8,7 +8,7 @@ from gwa._moments import Moments
 from gwa._summary import PAPER_BETA, EpochSummary, Guard, GuardCode, gwa_value, pearson_ratio, summarize
 from gwa.policy import DEFAULT_CRITERION, EarlyStopper, StopReason, select_epoch
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_CRITERION",

@@ -113,10 +113,37 @@ def test_interrupt_and_real_bugs(fake_command, capsys):
 def test_command_missing_its_extra(fake_command, capsys):
     assert cli.main(["needy"]) == 2
     assert capsys.readouterr().err == (
-        "gwa needy: error: this command needs the 'missing_extra_pkg_for_test' package: "
-        "pip install 'gwa[cli]'\n"
+        "gwa needy: error: this command needs the 'missing_extra_pkg_for_test' package, which is not installed; "
+        "install the 'cli' extra: pip install 'gwa-alignment[cli]'\n"
     )
     assert cli.main(["fake"]) == 0  # the other commands still work
+
+
+def test_demo_without_torch_names_the_extra_to_install(tmp_path):
+    """`gwa demo` in an interpreter where torch cannot be imported (as without it installed) says which extra to
+    install, not "No module named 'torch'"."""
+    block_torch = (
+        "import sys\n"
+        "class BlockTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+        "sys.meta_path.insert(0, BlockTorch())\n"
+        "from gwa.cli import main\n"
+        "sys.exit(main(['demo', '--quick', '--out', sys.argv[1]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", block_torch, str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "gwa demo: error: this command needs the 'torch' package, which is not installed; install the 'cli' "
+        "extra: pip install 'gwa-alignment[cli]'\n"
+    )
+    assert not (tmp_path / "demo").exists()
 
 
 def test_a_torchrun_worker_leaves_without_the_interpreter_teardown(fake_command, monkeypatch, capsys):

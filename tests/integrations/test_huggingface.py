@@ -225,3 +225,26 @@ def test_clear_errors(tmp_path):
         GWATrainerCallback(id_key=0)
     with pytest.raises(ValueError, match="patience"):
         GWATrainerCallback(patience=1.5)
+
+
+@pytest.mark.slow
+def test_tensorboard_sees_gwa_with_the_callback_last(tmp_path, monkeypatch):
+    """The Trainer puts its reporting callbacks (report_to) before the user's; gwa's values reach TensorBoard
+    anyway, once per epoch, with the callback last in the list."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    cb = GWATrainerCallback()
+    trainer = train(cb, tmp_path / "out", report_to=["tensorboard"])
+    names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
+    assert names.index("TensorBoardCallback") < names.index("GWATrainerCallback")  # TensorBoard first
+    (run_dir,) = {p.parent for p in (tmp_path / "tb").rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    logged = [gwa.policy.monitor_value(r["gwa"], epoch=r["epoch"], total_epochs=3) for r in cb.rows]
+    assert [e.step for e in events.Scalars("train/gwa")] == [r["step"] for r in cb.rows]  # once per epoch
+    np.testing.assert_allclose([e.value for e in events.Scalars("train/gwa")], logged, rtol=1e-6)
+    np.testing.assert_allclose(
+        [e.value for e in events.Scalars("train/gwa_paper")], [r["gwa_paper"] for r in cb.rows], rtol=1e-6
+    )

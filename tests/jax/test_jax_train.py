@@ -194,3 +194,25 @@ def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     assert len(compare_runs([jax_run, torch_run]).rows) == 2
     flagged = flag_samples(jax_run, top=20)
     assert flagged.sample_ids.size == 300 and int(flagged.flagged.sum()) == 20
+
+
+@pytest.mark.slow
+def test_jax_runner_logs_to_tensorboard(tmp_path):
+    """`gwa train --backend jax --tensorboard DIR`: each epoch's gwa, decision and alignment histogram, then the
+    chosen epoch, read back from the event file and matched to the run directory."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = load_run(
+        run_training(_tiny(tmp_path, "tb", epochs=10, tensorboard=str(tmp_path / "tb")), progress=False)
+    )
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("gwa")] == run.epochs == list(range(1, 11))
+    assert np.isnan(events.Scalars("gwa")[0].value)  # the warm-up epoch (1 of 10) is never chosen
+    np.testing.assert_allclose(
+        [e.value for e in events.Scalars("gwa")[1:]], [r["gwa"] for r in run.metrics[1:]], rtol=1e-6
+    )
+    assert [e.value for e in events.Scalars("gwa/chosen_epoch")] == [run.summary["criteria"]["gwa"]["epoch"]]
+    hists = events.Histograms("gwa/alignment")
+    assert len(hists) == 10 and all(h.histogram_value.num == 300 for h in hists)

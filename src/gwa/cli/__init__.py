@@ -23,6 +23,32 @@ COMMANDS = {
 }
 
 
+#: The distribution name on the package index (``gwa`` there is an unrelated project); the import and the command
+#: stay ``gwa``.
+DISTRIBUTION = "gwa-alignment"
+#: Which extra installs a third-party module a command imports (the `cli` extra holds what `gwa demo` needs).
+EXTRA_OF = {
+    "cleanlab": "bench",
+    "jax": "jax",
+    "flax": "jax",
+    "optax": "jax",
+    "timm": "timm",
+    "lightning": "lightning",
+    "transformers": "huggingface",
+    "accelerate": "huggingface",
+}
+
+
+def missing_extra(command: str, module: str) -> str:
+    """The one-line answer to a missing optional package: which extra to install."""
+    top = module.split(".")[0]
+    extra = EXTRA_OF.get(top, "cli")
+    return (
+        f"gwa {command}: error: this command needs the '{top}' package, which is not installed; install the "
+        f"'{extra}' extra: pip install '{DISTRIBUTION}[{extra}]'"
+    )
+
+
 class CommandError(Exception):
     """An expected failure of a command: printed as one line, exit status 2."""
 
@@ -63,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     missing = getattr(args, "_missing", None)
     if missing is not None:
-        print(
-            f"gwa {args.command}: error: this command needs the '{missing.name}' package: "
-            f"pip install 'gwa[cli]'",
-            file=sys.stderr,
-        )
+        print(missing_extra(args.command, missing.name), file=sys.stderr)
         return 2
     module = importlib.import_module(args._module)
     warnings.showwarning = _show_warning
@@ -87,10 +109,13 @@ def _run(module, args: argparse.Namespace) -> int:
         )
         return 130
     except (CommandError, ValueError, OSError, ModuleNotFoundError) as exc:
-        # Errors a user can cause (bad input, a corrupt or foreign file, a full disk, a locked run) end in one
-        # line; anything else is a bug and keeps its traceback.
+        # Errors a user can cause (bad input, a corrupt or foreign file, a full disk, a locked run, a missing
+        # extra) end in one line; anything else is a bug and keeps its traceback.
         if args.verbose:
             raise
+        if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("gwa"):
+            print(missing_extra(args.command, exc.name), file=sys.stderr)
+            return 2
         print(f"gwa {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

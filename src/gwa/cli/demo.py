@@ -171,5 +171,5 @@ def _report_text(out: Path) -> str:
     try:
         from gwa.report.report import write_report
     except ModuleNotFoundError as exc:  # matplotlib missing: the run directory is still complete
-        return f"report: not written ({exc}); install gwa[cli] and run `gwa report {out}`"
+        return f"report: not written ({exc}); install gwa-alignment[cli] and run `gwa report {out}`"
     return f"report: {write_report(out)}"

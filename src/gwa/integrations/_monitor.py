@@ -80,7 +80,7 @@ class EpochMonitor:
         self.labels, self.noise_mask = labels, noise_mask
         self.max_epochs: int | None = None
         self.rows: list[dict] = []
-        self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune)
+        self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune, warn=False)
         self.best_state: dict | None = None
         self.best_state_epoch: int | None = None
         self.writer: RunWriter | None = None
@@ -101,7 +101,11 @@ class EpochMonitor:
         else:  # a new fit with the same callback starts from scratch
             self.rows = []
             self.stopper = EarlyStopper(
-                self.monitor, patience=self.patience, total_epochs=self.max_epochs, finetune=self.finetune
+                self.monitor,
+                patience=self.patience,
+                total_epochs=self.max_epochs,
+                finetune=self.finetune,
+                warn=False,
             )
             self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
         self.diagnostics, self._last_scores = [], None
@@ -286,7 +290,11 @@ class EpochMonitor:
         self.rows = [dict(r) for r in state["rows"]]
         # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
         self.stopper = EarlyStopper(
-            self.monitor, patience=self.patience, total_epochs=self.max_epochs, finetune=self.finetune
+            self.monitor,
+            patience=self.patience,
+            total_epochs=self.max_epochs,
+            finetune=self.finetune,
+            warn=False,
         )
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from gwa import DEFAULT_CRITERION
 from gwa.integrations._collect import LabelCollector, PreviewCollector
-from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
+from gwa.integrations.loggers import check_loggers, epoch_values
 
 #: Per-sample signals the report and ``gwa flag`` use: the loss, the prediction and whether it was right.
 RECOMMENDED_SIGNALS = ("loss", "pred", "correct")
@@ -31,6 +32,12 @@ class RunRecorder:
         noise_mask: ``(N,)`` bool mask of known mislabeled samples (for ``gwa flag``'s precision and recall).
         previews: keep some inputs (float tensors: images or 1-D signals) for the report's thumbnails.
         overwrite: allow replacing another run in ``run_dir``.
+        loggers: :class:`gwa.integrations.loggers.TensorBoardLogger`, :class:`~gwa.integrations.loggers.WandbLogger`
+            (or a list of them) receiving each epoch's values, the stop decision and a histogram of the
+            per-sample alignment, then the chosen epoch and the diagnostics; closed by :meth:`finish`.
+
+    When the choice is made (:meth:`finish`, or leaving the ``with`` block), each diagnostic of
+    :func:`gwa.policy.diagnose` is raised as one ``RuntimeWarning`` and kept in :attr:`diagnostics`.
 
     Under ``torch.distributed`` create it on every rank; rank 0 writes, and :meth:`end_epoch` is a collective.
 
@@ -60,7 +67,9 @@ class RunRecorder:
         noise_mask=None,
         previews: bool = True,
         overwrite: bool = False,
+        loggers=None,
     ):
+        self.loggers = check_loggers(loggers)
         num_samples = getattr(tracker, "num_samples", None)
         if not isinstance(num_samples, int):
             raise TypeError(
@@ -89,8 +98,9 @@ class RunRecorder:
             if (torch.distributed.is_available() and torch.distributed.is_initialized())
             else 0
         )
+        self._writes = rank == 0
         self.monitor.start(
-            max_epochs=total_epochs, num_samples=num_samples, write=rank == 0, framework="loop"
+            max_epochs=total_epochs, num_samples=num_samples, write=self._writes, framework="loop"
         )
         self._finished = False
 
@@ -117,6 +127,14 @@ class RunRecorder:
         """Record the tracker's :class:`gwa.torch.EpochResult` with your epoch's scalars (``train_loss``,
         ``test_acc``, ``val_acc``, ...); returns True when the stop rule says to stop."""
         _, stop = self.monitor.end_epoch(result, extra=metrics)
+        if self.loggers and self._writes:
+            values = epoch_values(
+                self.monitor.log_values(result.summary, int(result.epoch)),
+                best_epoch=self.best_epoch,
+                stop=stop,
+            )
+            for logger in self.loggers:
+                logger.log_epoch(int(result.epoch), values, alignment=result.scores)
         if self._labels is not None:
             self.monitor.write_labels(self._labels.labels())
         if self._previews is not None:
@@ -131,6 +149,11 @@ class RunRecorder:
         if self._previews is not None:
             self.monitor.write_previews(self._previews.previews())
         self.monitor.finish()
+        if self._writes:
+            warn_diagnostics(self.diagnostics)
+            for logger in self.loggers:
+                logger.log_choice(self.best_epoch, self.diagnostics)
+                logger.close()
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -148,6 +171,12 @@ class RunRecorder:
     def message(self) -> str:
         """The last decision in words (:attr:`gwa.EarlyStopper.message`)."""
         return self.monitor.stopper.message
+
+    @property
+    def diagnostics(self) -> list:
+        """What :func:`gwa.policy.diagnose` says against the choice (:class:`gwa.policy.Diagnostic`); empty
+        before :meth:`finish` and when nothing known speaks against it."""
+        return self.monitor.diagnostics
 
     @property
     def rows(self) -> list[dict]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -74,10 +75,9 @@ class GWATrainerCallback(TrainerCallback):
     per-sample signals, a few ``pixel_values`` inputs for the report's thumbnails (image models), and facts for the
     report's run table (model class, head, learning rate, batch size, seed).
 
-    Logged (through ``on_log``, into ``state.log_history`` and the callbacks after this one): ``gwa``,
-    ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``. Reporting integrations
-    (TensorBoard, W&B) run before user callbacks; to have them receive the keys, put this callback first:
-    ``trainer.callback_handler.callbacks.insert(0, callback)`` instead of ``callbacks=[callback]``.
+    Logged (through ``on_log``, into ``state.log_history`` and every reporting callback, TensorBoard, W&B, ...,
+    wherever this callback sits in the list): ``gwa``, ``gwa/align_mean``, ``gwa/align_std``,
+    ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``.
 
     After training, :attr:`diagnostics` says why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is
     also warned (``RuntimeWarning``) on the main process and written to the run directory's summary.json.
@@ -301,6 +301,10 @@ class GWATrainerCallback(TrainerCallback):
             # Trainer.log appended a copy of `logs` (plus "step") to the history before this event.
             if state.log_history and state.log_history[-1].get("step") == state.global_step:
                 state.log_history[-1].update(self._to_log)
+            # The reporting callbacks (TensorBoard, W&B, ...) come before the user's in the Trainer's list, so
+            # they saw this log without gwa's values: hand these to them, and the callback's position is free.
+            for reporter in _reporters_before(self):
+                reporter.on_log(args, state, control, logs=dict(self._to_log), **kwargs)
             self._to_log = None
 
     def on_save(self, args, state, control, **kwargs):
@@ -403,6 +407,23 @@ class GWATrainerCallback(TrainerCallback):
     def diagnostics(self) -> list[Diagnostic]:
         """Why not to trust the best epoch (:func:`gwa.policy.diagnose`), after training; empty: none known."""
         return self.monitor.diagnostics
+
+
+def _reporters_before(callback) -> list:
+    """The Trainer's reporting callbacks that received the current ``on_log`` before ``callback``: found on the
+    ``CallbackHandler`` dispatching it (no event hands the handler over); none when it cannot be found."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    frame = sys._getframe(1)
+    for _ in range(4):  # on_log <- CallbackHandler.call_event (<- on_log)
+        frame = frame.f_back
+        if frame is None:
+            return []
+        callbacks = getattr(frame.f_locals.get("self"), "callbacks", None)
+        if isinstance(callbacks, list) and any(cb is callback for cb in callbacks):
+            before = callbacks[: next(i for i, cb in enumerate(callbacks) if cb is callback)]
+            return [cb for cb in before if isinstance(cb, tuple(INTEGRATION_TO_CALLBACK.values()))]
+    return []
 
 
 def _pooled_head_input(model, x, logits, weight, bias, args, kwargs, head_name) -> torch.Tensor:

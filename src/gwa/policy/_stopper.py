@@ -9,6 +9,7 @@ the Lightning and Hugging Face callbacks, the plain-loop helper) decides through
 from __future__ import annotations
 
 import math
+import warnings
 from enum import Enum
 from typing import Any
 
@@ -24,6 +25,7 @@ from gwa.policy._criteria import (
     monitor_value,
     warmup_epochs,
 )
+from gwa.policy._diagnostics import Diagnostic, diagnose
 
 STATE_FORMAT = 2
 
@@ -48,6 +50,13 @@ class EarlyStopper:
         total_epochs: the planned number of epochs; fixes the warm-up (the first 10%). ``None``: the warm-up
             grows with the epochs seen, and the best epoch agrees with the post-hoc choice over them.
         finetune: the paper's fine-tuning rule (first minimum, then the maximum).
+        warn: when the choice is made (the stop, or the last of ``total_epochs``), raise one ``RuntimeWarning`` per
+            diagnostic of :func:`gwa.policy.diagnose` and keep them in :attr:`diagnostics`; a loop that ends
+            otherwise calls :meth:`judge`. The callbacks and ``RunRecorder`` pass False and warn themselves, with
+            the per-sample alignment's noise check too.
+
+    Attributes:
+        diagnostics: the :class:`gwa.policy.Diagnostic` list against the choice, once it is made (else empty).
 
     Example:
         >>> import gwa
@@ -67,6 +76,7 @@ class EarlyStopper:
         patience: int | None = None,
         total_epochs: int | None = None,
         finetune: bool = False,
+        warn: bool = True,
     ):
         get_criterion(criterion)
         if criterion not in MONITORABLE:
@@ -88,6 +98,7 @@ class EarlyStopper:
         self.patience = None if patience is None else int(patience)
         self.total_epochs = None if total_epochs is None else int(total_epochs)
         self.finetune = bool(finetune)
+        self.warn = bool(warn)
         self.reset()
 
     def reset(self) -> None:
@@ -96,6 +107,9 @@ class EarlyStopper:
         self.stopped_epoch: int | None = None
         self.reason: StopReason | None = None
         self.message = "no epoch seen yet"
+        self.diagnostics: list[Diagnostic] = []
+        self._rows: list[dict] = []  # what diagnose() reads: each epoch's metric row (or the value alone)
+        self._judged = False
 
     # ------------------------------------------------------------------------------------------------ decision
     @property
@@ -131,6 +145,27 @@ class EarlyStopper:
 
     def step(self, entry: Entry | float) -> bool:
         """Record one epoch; return True when training should stop now (and on every call after that)."""
+        stop = self._decide(entry)
+        row = entry.metrics() if isinstance(entry, EpochSummary) else entry
+        self._rows.append(dict(row) if isinstance(row, dict) else {get_criterion(self.criterion).key: row})
+        if self.warn and not self._judged and (stop or self.epoch == self.total_epochs):
+            self.judge()
+        return stop
+
+    def judge(self) -> list[Diagnostic]:
+        """Diagnose the choice so far (:attr:`diagnostics`), one ``RuntimeWarning`` each; done once by
+        :meth:`step` when the choice is made (``warn=True``)."""
+        self._judged = True
+        self.diagnostics = (
+            diagnose(self._rows, self.criterion, total_epochs=self.total_epochs, finetune=self.finetune)
+            if self.best_epoch is not None
+            else []
+        )
+        for d in self.diagnostics:
+            warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=3)
+        return self.diagnostics
+
+    def _decide(self, entry: Entry | float) -> bool:
         if self.total_epochs is not None and self.epoch >= self.total_epochs:
             raise ValueError(
                 f"EarlyStopper got epoch {self.epoch + 1} of a run planned for {self.total_epochs} "
@@ -226,5 +261,6 @@ class EarlyStopper:
         if stopped is not None and not (isinstance(stopped, int) and 1 <= stopped <= len(values)):
             raise ValueError(f"Expected `stopped_epoch` in 1..{len(values)} or null; got {stopped!r}.")
         self.reset()
-        for v in values:
-            self.step(math.nan if v is None else float(v))
+        for v in values:  # replayed silently: the choice was judged (or not yet made) in the stored run
+            self._decide(math.nan if v is None else float(v))
+            self._rows.append({get_criterion(self.criterion).key: math.nan if v is None else float(v)})

@@ -4,5 +4,5 @@
 - :mod:`gwa.report.flag`: ``gwa flag``, training samples ranked as likely mislabeled (:func:`flag_samples`).
 - :mod:`gwa.report.compare`: ``gwa compare``, runs ranked by alignment next to their test accuracy.
 
-matplotlib (``pip install 'gwa[plot]'``) is imported only when a figure is drawn.
+matplotlib (``pip install 'gwa-alignment[plot]'``) is imported only when a figure is drawn.
 """

@@ -248,9 +248,10 @@ def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
     """Precision, recall of the flagged set and AUROC, AUPRC of the suspicion score against the mask."""
     try:
         from sklearn.metrics import average_precision_score, roc_auc_score
-    except ModuleNotFoundError as exc:  # pragma: no cover - scikit-learn is installed with gwa[cli]
+    except ModuleNotFoundError as exc:  # pragma: no cover - scikit-learn is installed with gwa-alignment[cli]
         raise ModuleNotFoundError(
-            "`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa[cli]'", name="sklearn"
+            "`gwa flag` measures AUROC/AUPRC with scikit-learn: pip install 'gwa-alignment[cli]'",
+            name="sklearn",
         ) from exc
     tp = int((flagged & mask).sum())
     # Without a single known flipped label, precision is not 0 but undefined: nothing could be found.

@@ -48,7 +48,7 @@ def pyplot():
         import matplotlib
     except ModuleNotFoundError as exc:  # pragma: no cover - matplotlib is installed in the test env
         raise ModuleNotFoundError(
-            "gwa's report figures need matplotlib: pip install 'gwa[plot]'", name="matplotlib"
+            "gwa's report figures need matplotlib: pip install 'gwa-alignment[plot]'", name="matplotlib"
         ) from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

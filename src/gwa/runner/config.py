@@ -67,6 +67,10 @@ class RunConfig:
     overwrite: bool = False  # replace a run already in `out`
     backend: str = "torch"  # one of BACKENDS
     quiet: bool = False  # no progress bar, no line per epoch
+    tensorboard: str | None = None  # also log each epoch to TensorBoard event files in this folder
+    wandb: str | None = (
+        None  # also log each epoch to this Weights & Biases project (WANDB_MODE=offline works)
+    )
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)

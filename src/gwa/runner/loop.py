@@ -90,15 +90,19 @@ class EpochLoop:
         data: the prepared data (evaluation sets, number of samples).
         writer: the run directory's writer (a :class:`gwa.runner.train.ReadOnlyWriter` on ranks > 0).
         echo: print :func:`epoch_line` to stderr after every epoch (off with ``--quiet`` and on ranks > 0).
+        loggers: :mod:`gwa.integrations.loggers` receiving each epoch's values, decision and alignment histogram
+            (``gwa train --tensorboard/--wandb``; the caller logs the choice and closes them).
     """
 
-    def __init__(self, config, data, writer, *, echo: bool = False):
+    def __init__(self, config, data, writer, *, echo: bool = False, loggers: list | None = None):
         self.config, self.data, self.writer, self.echo = config, data, writer, bool(echo)
+        self.loggers = list(loggers or [])
         self.stopper = EarlyStopper(
             DEFAULT_CRITERION,
             patience=config.early_stop,
             total_epochs=config.epochs,
             finetune=config.finetune,
+            warn=False,  # gwa train prints a trust: line per diagnostic in its summary
         )
         self.prev_pred: np.ndarray | None = None
         self.wall_time = 0.0
@@ -148,6 +152,14 @@ class EpochLoop:
         metrics["wall_time"] = self.wall_time
         self.writer.log_epoch(metrics, scores)
         stop = self.stopper.step(metrics)
+        if self.loggers:
+            from gwa.integrations import log_values
+            from gwa.integrations.loggers import epoch_values
+
+            values = log_values(summary, epoch=epoch, total_epochs=self.config.epochs)
+            values = epoch_values(values, best_epoch=self.stopper.best_epoch, stop=stop)
+            for logger in self.loggers:
+                logger.log_epoch(epoch, values, alignment=scores.get("alignment"))
         if self.echo:
             print(
                 epoch_line(metrics, total_epochs=self.config.epochs, decision=self.stopper.message),

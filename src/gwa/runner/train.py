@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PREVIEW_ALL_BYTES = 8 * 2**20
 PREVIEW_COUNT = 256
 #: Options that may differ from the saved config when resuming.
-RESUMABLE_CHANGES = ("epochs", "quiet", "device", "resume", "overwrite")
+RESUMABLE_CHANGES = ("epochs", "quiet", "device", "resume", "overwrite", "tensorboard", "wandb")
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -173,6 +173,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="print no progress bar and no line per epoch (the final summary is still printed)",
     )
+    run.add_argument(
+        "--tensorboard", metavar="DIR", help="also log each epoch to TensorBoard event files in DIR"
+    )
+    run.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log each epoch to this Weights & Biases project (WANDB_MODE=offline)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -274,10 +282,18 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
         )
         try:
             writer.write_array("source_index", data.source_index)
+            loggers = make_loggers(config)
             if start_epoch < config.epochs:
-                backend.train(config, data, writer, start_epoch=start_epoch, progress=progress)
+                backend.train(
+                    config, data, writer, start_epoch=start_epoch, progress=progress, loggers=loggers
+                )
             rows = rundir.read_metrics(out)
-            writer.write_summary(build_summary(rows, config, data, out))
+            summary = build_summary(rows, config, data, out)
+            writer.write_summary(summary)
+            for logger in loggers:  # the default criterion's choice and what speaks against it
+                chosen = summary["criteria"].get(summary["default"], {}).get("epoch")
+                logger.log_choice(chosen, [policy_diagnostic(d) for d in summary["diagnostics"]])
+                logger.close()
             write_previews(writer, data)
             writer.finish()
         finally:
@@ -286,6 +302,25 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
         if lock is not None:
             lock.release()
     return out
+
+
+def make_loggers(config: RunConfig) -> list:
+    """``--tensorboard`` and ``--wandb``: the loggers of :mod:`gwa.integrations.loggers` (rank 0 only)."""
+    from gwa.integrations.loggers import TensorBoardLogger, WandbLogger
+
+    loggers: list = []
+    if config.tensorboard:
+        loggers.append(TensorBoardLogger(config.tensorboard))
+    if config.wandb:
+        loggers.append(WandbLogger(project=config.wandb, name=config.run_name, config=config.to_dict()))
+    return loggers
+
+
+def policy_diagnostic(d: dict):
+    """A diagnostic of summary.json as the :class:`gwa.policy.Diagnostic` it was."""
+    from gwa.policy import Diagnostic
+
+    return Diagnostic(**d)
 
 
 def process_rank() -> int:

@@ -186,7 +186,9 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) -> None:
+def train(
+    config, data, writer, *, start_epoch: int = 0, progress: bool = True, loggers: list | None = None
+) -> None:
     """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.runner.train` for the contract."""
     device = resolve_device(config.device)
     rank, world, created_group = init_distributed(device)
@@ -200,6 +202,7 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
             device=device,
             rank=rank,
             world=world,
+            loggers=loggers,
         )
     except BaseException:
         if created_group:  # no barrier: the other ranks may be gone; leave without waiting for them
@@ -217,7 +220,16 @@ def train(config, data, writer, *, start_epoch: int = 0, progress: bool = True) 
 
 
 def _train(
-    config, data, writer, *, start_epoch: int, progress: bool, device: torch.device, rank: int, world: int
+    config,
+    data,
+    writer,
+    *,
+    start_epoch: int,
+    progress: bool,
+    device: torch.device,
+    rank: int,
+    world: int,
+    loggers: list | None = None,
 ) -> None:
     from gwa.runner.models import build_model, classifier_head
     from gwa.torch import GWATracker
@@ -270,7 +282,7 @@ def _train(
         bias=config.align_bias,
         signals=tuple(dict.fromkeys((*config.signals, "pred"))),
     )
-    loop = EpochLoop(config, data, writer, echo=progress and rank == 0)
+    loop = EpochLoop(config, data, writer, echo=progress and rank == 0, loggers=loggers)
     run_dir = writer.path
     ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
     if start_epoch > 0:
