@@ -182,6 +182,7 @@ def test_lightning_warns_when_the_loss_smooths_labels_but_class_ids_are_scored()
     assert fit(smoothing=0.0) == []
 
 
+@pytest.mark.slow  # two Lightning DDP processes
 def test_lightning_ddp_with_a_plain_loss_and_xy_batches_gives_the_numbers_of_one_process(tmp_path):
     S = _lightning()
     script = Path(__file__).with_name("_dropin_ddp_script.py")
@@ -428,6 +429,7 @@ def _check_complete_report(run_dir: Path, framework: str):
     return page
 
 
+@pytest.mark.slow  # Lightning and HF fits, then three reports
 def test_reports_of_lightning_hf_and_plain_loop_runs_are_complete(tmp_path):
     S = _lightning()
     from gwa.integrations.lightning import GWACallback
