@@ -359,6 +359,7 @@ def hf_run(tmp_path, epochs=4, **kwargs):
     return cb, keep.weights, model, items
 
 
+@pytest.mark.slow  # a Hugging Face Trainer fit
 def test_hf_keeps_the_best_model_on_disk_without_an_eval_set(tmp_path):
     from transformers import AutoModelForSequenceClassification
 

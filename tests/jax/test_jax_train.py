@@ -178,6 +178,7 @@ def test_tiny_jax_run_writes_a_run_directory_that_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(resumed.scores(3), run.scores(3))
 
 
+@pytest.mark.slow  # a `gwa train` run on each backend
 def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     jax_run = load_run(run_training(_tiny(tmp_path, "jax", epochs=2), progress=False))
     torch_run = load_run(
