@@ -157,9 +157,8 @@ class PreviewCollector:
         self._filled.zero_()
 
     def _harvest(self) -> None:
-        assert (
-            self._buffer is not None and self._slot is not None and self._filled is not None
-        )  # want() checked
+        # want() checked the buffer; _allocate() made all three together
+        assert self._buffer is not None and self._slot is not None and self._filled is not None
         filled = self._filled[:-1].cpu().numpy()
         if not filled.any():
             return
