@@ -229,3 +229,11 @@ def test_clear_errors(tmp_path):
         GWATrainerCallback(id_key=0)
     with pytest.raises(ValueError, match="patience"):
         GWATrainerCallback(patience=1.5)
+
+
+def test_a_tracker_state_before_training_is_refused_with_what_is_missing():
+    cb = GWATrainerCallback()  # on_train_begin has not built the tracker yet
+    with pytest.raises(ValueError, match=r"tracker to be built .* got tracker=None"):
+        cb.load_state_dict({"monitor": {"monitor": "gwa"}, "tracker": {"format": 2}})
+    cb.load_state_dict({"monitor": {"monitor": "gwa"}, "tracker": None})  # no tracker state: nothing to load
+    assert cb.tracker is None
