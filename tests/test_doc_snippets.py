@@ -197,6 +197,10 @@ SETUPS = {
 }
 
 
+#: Snippets that train with Flax or Hugging Face's Trainer: seconds each, so outside the fast loop.
+SLOW_SNIPPETS = {("README.md", "With Flax"), ("README.md", "With Hugging Face"), ("jax.md", "A train step")}
+
+
 def _snippets():
     out = []
     for doc in DOCS:
@@ -207,7 +211,8 @@ def _snippets():
                 continue
             n = seen[section] = seen.get(section, 0) + 1
             key = (doc.name, section if n == 1 else f"{section}#{n}")
-            out.append(pytest.param(key, block.group(2), id=f"{key[0]}:{key[1]}"))
+            marks = pytest.mark.slow if key in SLOW_SNIPPETS else ()
+            out.append(pytest.param(key, block.group(2), id=f"{key[0]}:{key[1]}", marks=marks))
     return out
 
 

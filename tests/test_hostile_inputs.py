@@ -116,6 +116,7 @@ def hostile_arrays(draw):
     return arr
 
 
+@pytest.mark.slow  # hypothesis: 150 hostile batches
 @pytest.mark.hostile("refused")
 @SETTINGS
 @given(st.data())

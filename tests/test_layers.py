@@ -1,4 +1,4 @@
-"""The import-layering contract of pyproject.toml (DESIGN.md's layers) holds, and fails on a wrong-way import."""
+"""The import-layering contract of pyproject.toml (ARCHITECTURE.md's layers) holds, and fails on a wrong-way import."""
 
 import shutil
 import subprocess

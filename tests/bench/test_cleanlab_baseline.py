@@ -52,6 +52,7 @@ def test_cleanlab_flags_exactly_the_confidently_contradicted_labels():
     assert quality[flipped] == pytest.approx(0.02) and np.delete(quality, flipped) == pytest.approx(0.94)
 
 
+@pytest.mark.slow  # trains the cross-validation folds
 def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     from sklearn.metrics import roc_auc_score
 

@@ -34,6 +34,7 @@ def reduced(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # `reduced` trains a small `gwa bench` grid
 def test_reduced_grid_writes_every_run_and_the_tables(reduced):
     jobs = grid.make_jobs("reduced")
     assert {j.variant for j in jobs} == {"full", "val10", "val1"}
@@ -46,6 +47,7 @@ def test_reduced_grid_writes_every_run_and_the_tables(reduced):
     assert meta["grid"] == "reduced" and meta["errors"] == []
 
 
+@pytest.mark.slow  # `reduced` trains a small `gwa bench` grid
 def test_table_cells_match_the_run_directories(reduced):
     results = {(r.setting, r.variant): r for r in collect(reduced, log=lambda m: None)}
     setting = ("digits", "mlp", "symmetric", 0.4, "cosine")
@@ -82,6 +84,7 @@ def test_table_cells_match_the_run_directories(reduced):
             )
 
 
+@pytest.mark.slow  # `reduced` trains a small `gwa bench` grid
 def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
     first = (reduced / "bench.md").read_text()
     report = tmp_path / "again.md"
@@ -93,6 +96,7 @@ def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
     assert lines == ["6 of 6 runs already complete; training 0 with 1 worker(s)"]
 
 
+@pytest.mark.slow  # `reduced` trains a small `gwa bench` grid
 def test_in_process_runs_leave_threads_and_the_loader_as_they_were(reduced, tmp_path):
     import torch
     from gwa.runner import data

@@ -70,6 +70,7 @@ def test_the_fine_tuning_rule_waits_for_the_first_minimum(finetune_rule):
     )  # never rises: the last
 
 
+@pytest.mark.slow  # trains runs end to end
 def test_finetune_experiment_end_to_end_tiny(finetune_rule, tmp_path):
     plan = finetune_rule.Plan(
         dataset="digits",
@@ -116,6 +117,7 @@ def test_finetune_experiment_end_to_end_tiny(finetune_rule, tmp_path):
     json.dumps(result)  # the raw result is JSON
 
 
+@pytest.mark.slow  # trains and compares runs end to end
 def test_model_ranking_end_to_end_tiny(model_ranking, tmp_path):
     plan = model_ranking.Plan(
         dataset="digits",

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gwa.bench.command import add_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +44,7 @@ def _declared_flags(script: Path) -> set[str]:
     return set(re.findall(r"(--[a-z][a-z-]*)", usage))
 
 
+@pytest.mark.slow  # `make -n` and every script's --help, each in a subprocess
 def test_every_part_is_planned_with_existing_scripts_and_flags(tmp_path):
     commands = _dry_run(tmp_path / "repro")
     parts = set()

@@ -11,6 +11,7 @@ from gwa import cli, policy
 from gwa.rundir import load_run
 
 
+@pytest.mark.slow  # `gwa demo --quick` end to end
 def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, capsys):
     def no_network(*args, **kwargs):
         raise OSError("network disabled in this test")
@@ -75,6 +76,7 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
     assert np.isfinite(run.series("test_acc")).all()
 
 
+@pytest.mark.slow  # `gwa demo --quick` end to end, twice
 def test_demo_replaces_its_own_run_but_not_other_directories(tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()

@@ -57,6 +57,7 @@ def _train(tmp_path, *extra):
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=True)
 
 
+@pytest.mark.slow  # `gwa train` end to end in a subprocess
 def test_train_prints_one_line_per_epoch_when_not_in_a_terminal(tmp_path):
     done = _train(tmp_path)
     lines = done.stderr.splitlines()
@@ -72,6 +73,7 @@ def test_train_prints_one_line_per_epoch_when_not_in_a_terminal(tmp_path):
     assert "run directory:" in done.stdout and "gwa " in done.stdout
 
 
+@pytest.mark.slow  # `gwa train` end to end in a subprocess
 def test_quiet_hides_the_epoch_lines_but_not_the_summary(tmp_path):
     done = _train(tmp_path, "-q")
     assert done.stderr == ""

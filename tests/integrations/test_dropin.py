@@ -191,6 +191,7 @@ def test_lightning_scores_class_ids_under_label_smoothing_and_warns_about_smooth
     assert fit(smoothing=0.0) == (0.0, [])
 
 
+@pytest.mark.slow  # two Lightning DDP processes
 def test_lightning_ddp_with_a_plain_loss_and_xy_batches_gives_the_numbers_of_one_process(tmp_path):
     S = _lightning()
     script = Path(__file__).with_name("_dropin_ddp_script.py")
@@ -367,6 +368,7 @@ def hf_run(tmp_path, epochs=4, **kwargs):
     return cb, keep.weights, model, items
 
 
+@pytest.mark.slow  # a Hugging Face Trainer fit
 def test_hf_keeps_the_best_model_on_disk_without_an_eval_set(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -437,6 +439,7 @@ def _check_complete_report(run_dir: Path, framework: str):
     return page
 
 
+@pytest.mark.slow  # Lightning and HF fits, then three reports
 def test_reports_of_lightning_hf_and_plain_loop_runs_are_complete(tmp_path):
     S = _lightning()
     from gwa.integrations.lightning import GWACallback

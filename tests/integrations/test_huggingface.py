@@ -147,6 +147,7 @@ class Recorder(TrainerCallback):
         return out
 
 
+@pytest.mark.slow  # a Hugging Face Trainer fit per model
 @pytest.mark.parametrize(
     ("kind", "head"), [("bert", "classifier"), ("roberta", "classifier.out_proj"), ("gpt2", "score")]
 )
@@ -175,6 +176,7 @@ def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, 
     assert run.summary["criteria"]["gwa"]["epoch"] == cb.best_epoch
 
 
+@pytest.mark.slow  # a Hugging Face Trainer fit
 def test_stops_itself_and_restores_the_best_weights(tmp_path):
     net = model()
     recorder = Recorder(net, net.classifier)
@@ -197,6 +199,7 @@ def test_stops_itself_and_restores_the_best_weights(tmp_path):
         torch.testing.assert_close(net.state_dict()[name], value)
 
 
+@pytest.mark.slow  # two Hugging Face Trainer fits
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     full = GWATrainerCallback(patience=2, restore_best_weights=True, run_dir=tmp_path / "run_full")
     train(full, tmp_path / "a", save_strategy="steps", save_steps=6)  # step 6 = mid epoch 2 (4 steps/epoch)
@@ -214,6 +217,7 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed.monitor.best_state[name], value)
 
 
+@pytest.mark.slow  # three short Hugging Face Trainer fits
 def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="sample_id"):
         train(GWATrainerCallback(run_dir=tmp_path / "run"), tmp_path / "x", with_ids=False, epochs=1)
@@ -248,3 +252,11 @@ def test_tensorboard_sees_gwa_with_the_callback_last(tmp_path, monkeypatch):
     np.testing.assert_allclose(
         [e.value for e in events.Scalars("train/gwa_paper")], [r["gwa_paper"] for r in cb.rows], rtol=1e-6
     )
+
+
+def test_a_tracker_state_before_training_is_refused_with_what_is_missing():
+    cb = GWATrainerCallback()  # on_train_begin has not built the tracker yet
+    with pytest.raises(ValueError, match=r"tracker to be built .* got tracker=None"):
+        cb.load_state_dict({"monitor": {"monitor": "gwa"}, "tracker": {"format": 2}})
+    cb.load_state_dict({"monitor": {"monitor": "gwa"}, "tracker": None})  # no tracker state: nothing to load
+    assert cb.tracker is None

@@ -373,6 +373,7 @@ def test_e_hugging_face_callback(tmp_path, synthetic_tracker):
     assert 1 + int(np.nanargmax(logged)) == BEST  # the highest logged value is the callback's choice
 
 
+@pytest.mark.slow  # a Hugging Face Trainer fit
 def test_e_hugging_face_metric_for_best_model_gwa(tmp_path, synthetic_tracker):
     """``metric_for_best_model="gwa"`` (documented to keep gwa's own choice) keeps the callback's best epoch."""
     pytest.importorskip("transformers")

@@ -28,6 +28,7 @@ def flax_loop():
         sys.modules.pop(spec.name, None)
 
 
+@pytest.mark.slow  # examples/flax_loop.py, two epochs
 def test_flax_loop_two_epochs(flax_loop, capsys):
     summaries, last_scores = flax_loop.main(["--epochs", "2", "--noise", "0.2"])
     out = capsys.readouterr().out.splitlines()
@@ -61,6 +62,7 @@ def test_flip_labels_flips_exactly_the_masked_ones(flax_loop):
     assert 0.25 < flipped.mean() < 0.35 and noisy.min() >= 0 and noisy.max() <= 9
 
 
+@pytest.mark.slow  # examples/flax_loop.py until it stops
 def test_flax_loop_stops_with_the_core_stopper(flax_loop, capsys):
     summaries, _ = flax_loop.main(["--epochs", "40", "--patience", "1", "--noise", "0.4", "--lr", "3e-3"])
     out = capsys.readouterr().out

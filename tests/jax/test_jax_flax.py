@@ -87,6 +87,7 @@ def _brute_force(params, x, y, include_bias):
     return -(g @ w) / (jnp.linalg.norm(g, axis=1) * jnp.linalg.norm(w))
 
 
+@pytest.mark.slow  # jit-compiles per-sample jax.grad
 @pytest.mark.parametrize("include_bias", [False, True])
 def test_linen_capture_under_jit_matches_brute_force(include_bias):
     x, y = _data()

@@ -77,6 +77,7 @@ def _brute_force_scores(logits_fn, params, embeddings, targets, soft, with_bias)
     return -(flat_g @ flat_w) / (jnp.linalg.norm(flat_g, axis=1) * jnp.linalg.norm(flat_w))
 
 
+@pytest.mark.slow  # jit-compiles per-sample jax.grad
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matches_brute_force_per_sample_gradients(soft, with_bias):

@@ -35,6 +35,7 @@ def _assert_close(m, values, rtol):
     np.testing.assert_allclose(m.excess_kurtosis, stats.kurtosis(values), rtol=rtol)
 
 
+@pytest.mark.slow  # jit compilation
 def test_float64_stream_under_jit_matches_scipy_and_core():
     values = _scores(0)
     with jax.enable_x64(True):
@@ -53,6 +54,7 @@ def test_float32_stream_matches_scipy():
     _assert_close(m, values.astype(np.float64), rtol=1e-5)
 
 
+@pytest.mark.slow  # jit compilation
 def test_mask_excludes_entries_even_nan_padding():
     values = _scores(2, n=64)
     mask = np.arange(64) % 3 != 0
@@ -64,6 +66,7 @@ def test_mask_excludes_entries_even_nan_padding():
     assert gj.to_moments(empty).n == 0
 
 
+@pytest.mark.slow  # jit compilation
 def test_merge_equals_union_and_empty_sides_are_exact():
     a, b = _scores(3, n=70), _scores(4, n=30) - 0.5
     with jax.enable_x64(True):
@@ -76,6 +79,7 @@ def test_merge_equals_union_and_empty_sides_are_exact():
     _assert_close(merged, np.r_[a, b], rtol=1e-10)
 
 
+@pytest.mark.slow  # jit compilation
 def test_to_moments_merges_a_leading_device_axis_on_the_host():
     parts = [_scores(5, n=40), _scores(6, n=25) + 0.2, _scores(7, n=10)]
     with jax.enable_x64(True):

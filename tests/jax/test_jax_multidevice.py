@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).with_name("multidevice_check.py")
+pytestmark = pytest.mark.slow  # a subprocess that starts jax with two devices
 
 
 @pytest.fixture(scope="module")

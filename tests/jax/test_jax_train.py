@@ -83,6 +83,7 @@ def test_signals_equal_the_torch_tracker_signals():
         )
 
 
+@pytest.mark.slow  # jit-compiles each Flax model
 @pytest.mark.parametrize(("name", "input_shape"), [("mlp", (8, 8, 1)), ("cnn", (8, 8, 1)), ("cnn", (40,))])
 def test_flax_models_have_the_torch_architecture_and_init_range(name, input_shape):
     kw = {"input_shape": input_shape, "num_classes": 10, "hidden": (32, 16), "width": 8}
@@ -150,6 +151,7 @@ def _rows_without_time(run):
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in run.metrics]
 
 
+@pytest.mark.slow  # three runs of `gwa train`'s jax backend
 def test_tiny_jax_run_writes_a_run_directory_that_resumes_exactly(tmp_path):
     run = load_run(run_training(_tiny(tmp_path, "full"), progress=False))
     assert run.complete and run.config["backend"] == "jax" and run.epochs == [1, 2, 3]
@@ -176,6 +178,7 @@ def test_tiny_jax_run_writes_a_run_directory_that_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(resumed.scores(3), run.scores(3))
 
 
+@pytest.mark.slow  # a `gwa train` run on each backend
 def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     jax_run = load_run(run_training(_tiny(tmp_path, "jax", epochs=2), progress=False))
     torch_run = load_run(

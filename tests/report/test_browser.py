@@ -20,9 +20,10 @@ from gwa.rundir import RunWriter
 
 pytest.importorskip("matplotlib")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)"
-)
+pytestmark = [
+    pytest.mark.slow,  # a headless Chromium per page
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)"),
+]
 WIDTH = 1400
 
 #: Injected first in <head>: records console errors and failed loads, then after the load event measures the

@@ -46,6 +46,7 @@ def test_reference_check_agrees_and_can_fail(gpu_check, precision, defer, monkey
     assert gpu_check.reference_check(model, tracker, x, y, torch.arange(8), precision) > 0.09
 
 
+@pytest.mark.slow  # the whole GPU check script on the CPU
 def test_dry_run_on_the_cpu(gpu_check, capsys):
     pytest.importorskip("torchvision")
     pytest.importorskip("timm")

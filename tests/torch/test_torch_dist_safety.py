@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 import torch
 from gwa.torch import GWATracker
 
+pytestmark = pytest.mark.slow  # spawns two gloo processes that import torch
+
 WORLD = 2
 
 

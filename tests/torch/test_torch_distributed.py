@@ -11,6 +11,8 @@ import torch.multiprocessing as mp
 import torch
 from gwa.torch import GWATracker
 
+pytestmark = pytest.mark.slow  # spawns two gloo processes that import torch
+
 NUM_SAMPLES, WORLD, BATCH = 13, 2, 3
 
 

@@ -143,6 +143,7 @@ def _compiles() -> bool:
         return False
 
 
+@pytest.mark.slow  # torch.compile
 @pytest.mark.skipif(not _compiles(), reason="torch.compile is not usable here (no C++ toolchain)")
 def test_compiled_tracker_matches_eager_and_reads_nothing_on_the_host(monkeypatch):
     torch.manual_seed(0)

@@ -76,7 +76,7 @@ def accuracy_tables(results: list[RunResult], rows=TABLE_ROWS) -> str:
                 vals = _values(by[s], variant, criterion)
                 cells.append(_mean_std(list(vals.values())))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        diff_cells = {label: [] for label, _, _ in rows}
+        diff_cells: dict[str, list[str]] = {label: [] for label, _, _ in rows}
         for s in settings:
             ref = _values(by[s], *REFERENCE)
             for label, variant, criterion in rows:
@@ -112,7 +112,10 @@ def summary_table(results: list[RunResult], rows=TABLE_ROWS) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, variant, criterion in rows:
-        diffs, regrets, noisy, clean = [], [], [], []
+        diffs: list[float] = []
+        regrets: list[float] = []
+        noisy: list[float] = []
+        clean: list[float] = []
         wins = losses = 0
         for s, runs in by.items():
             ref, vals = _values(runs, *REFERENCE), _values(runs, variant, criterion)
@@ -241,7 +244,7 @@ def curve_tables(results: list[RunResult]) -> str:
     """Per-epoch statistics of the first seed's full run of each setting: where the paper's ratio has its pole."""
     from gwa.rundir import load_run
 
-    firsts = {}
+    firsts: dict[tuple, RunResult] = {}
     for r in sorted(results, key=lambda r: r.seed):
         if r.variant == "full":
             firsts.setdefault(r.setting, r)
@@ -277,13 +280,14 @@ def curve_tables(results: list[RunResult]) -> str:
             g = a[i]
             seen = np.isfinite(g)
             kurt = row.get("align_excess_kurtosis")
+            kurt_cells = "– | –" if kurt is None else f"{kurt:.2f} | {kurt + 1.2:.2f}"  # None: undefined
             mean = row.get("align_mean")
             gwa_text = "∞" if row.get("gwa_paper") is None else f"{row['gwa_paper']:.3f}"
             noisy = f"{np.mean(g[seen & mask]):.4f}" if (seen & mask).any() else "–"
             pearson = "–" if row.get("gwa") is None else f"{row['gwa']:.4f}"
             lines.append(
                 f"| {row['epoch']} | {100 * row['test_acc']:.1f} | {mean:.4f} | {median[i]:.4f} | "
-                f"{kurt:.2f} | {kurt + 1.2:.2f} | {gwa_text} | {'yes' if row.get('gwa_paper_flagged') else ''} | "
+                f"{kurt_cells} | {gwa_text} | {'yes' if row.get('gwa_paper_flagged') else ''} | "
                 f"{pearson} | {np.mean(g[seen] < 0):.3f} | {np.mean(g[seen & ~mask]):.4f} | {noisy} |"
             )
         picks = ", ".join(f"{k.removeprefix('cand:')} → {e}" for k, e in r.chosen.items())

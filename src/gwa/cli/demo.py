@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 DEMO_NAME = "gwa-demo"
 #: The full demo and the --quick one (for tests and a first look).
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "full": {"mnist1d_samples": 4000, "epochs": 40, "width": 32, "lr": 3e-3},
     "quick": {"mnist1d_samples": 1000, "epochs": 6, "width": 8, "lr": 3e-3},
 }
@@ -113,6 +114,7 @@ def render_results(out: Path, *, elapsed: float | None = None, write_html: bool 
     from gwa.runner.train import trust_lines
 
     run = load_run(out)
+    assert run.summary is not None  # the demo's run has just written it
     criteria = run.summary["criteria"]
     lines = [
         f"\nrun directory: {out}" + (f"  ({elapsed:.0f} s)" if elapsed is not None else ""),

@@ -68,7 +68,7 @@ class LabelCollector:
                 else self._labels.to(device)
             )
             dist.all_reduce(mine, op=dist.ReduceOp.MAX)
-            out = mine.cpu().numpy()
+            out: np.ndarray | None = mine.cpu().numpy()
         else:
             out = None if self._labels is None else self._labels.cpu().numpy()
         return None if out is None or (out < 0).all() else out
@@ -115,6 +115,7 @@ class PreviewCollector:
         if tuple(inputs.shape[1:]) != self.shape:
             self.enabled = False  # variable-size inputs: no previews
             return
+        assert self._slot is not None and self._buffer is not None and self._filled is not None  # _allocate()
         with torch.no_grad():
             slots = self._slot[_ids_tensor(sample_ids, self._slot.device)]
             self._buffer[slots] = inputs.detach().to(self._buffer.device, torch.float32)
@@ -152,9 +153,12 @@ class PreviewCollector:
         slot = torch.full((self.num_samples,), k, dtype=torch.int64)
         slot[torch.from_numpy(wanted)] = torch.arange(wanted.size)
         self._slot = slot.to(self._buffer.device)
+        assert self._filled is not None  # allocated with the buffer
         self._filled.zero_()
 
     def _harvest(self) -> None:
+        # want() checked the buffer; _allocate() made all three together
+        assert self._buffer is not None and self._slot is not None and self._filled is not None
         filled = self._filled[:-1].cpu().numpy()
         if not filled.any():
             return

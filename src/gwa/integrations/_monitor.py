@@ -287,6 +287,7 @@ class EpochMonitor:
 
     def _load_pending(self) -> None:
         state, self._pending = self._pending, None
+        assert state is not None  # both callers check _pending first
         self.rows = [dict(r) for r in state["rows"]]
         # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
         self.stopper = EarlyStopper(

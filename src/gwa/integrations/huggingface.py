@@ -380,6 +380,11 @@ class GWATrainerCallback(TrainerCallback):
     def load_state_dict(self, state: dict) -> None:
         self.monitor.load_state_dict(state["monitor"])
         if state["tracker"] is not None:
+            if self.tracker is None:
+                raise ValueError(
+                    "Expected the callback's tracker to be built (on_train_begin builds it) before loading "
+                    "a tracker state; got tracker=None."
+                )
             self.tracker.load_state_dict(state["tracker"])
 
     def remove(self) -> None:

@@ -29,13 +29,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+from torch.utils.hooks import RemovableHandle
 
 import torch
 from gwa import DEFAULT_CRITERION, policy
 from gwa.integrations._collect import LabelCollector, PreviewCollector
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
-from gwa.torch import GWATracker
+from gwa.torch import EpochResult, GWATracker
 
 _TARGET_KEYS = ("targets", "labels", "label", "y")
 _ID_KEYS = ("sample_ids", "sample_id", "index", "idx")
@@ -139,8 +140,8 @@ class GWACallback(Callback):
         self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
         self.batch_to_targets_ids = batch_to_targets_ids or default_batch_to_targets_ids
         self.tracker: GWATracker | None = None
-        self.last_result = None
-        self._head_handle = None
+        self.last_result: EpochResult | None = None
+        self._head_handle: RemovableHandle | None = None
         self._head_output: torch.Tensor | None = None
         self._labels: LabelCollector | None = None
         self._previews: PreviewCollector | None = None
@@ -170,13 +171,16 @@ class GWACallback(Callback):
             label_smoothing=_label_smoothing(pl_module),
         )
         # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
+        assert self.tracker.head is not None  # a tracker built on the module has found its head
         self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)
         if self._pending_tracker is not None:
             self.tracker.load_state_dict(self._pending_tracker)
             self._pending_tracker = None
-        writing = self.monitor.run_dir is not None and num_samples is not None
-        self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
-        self._previews = PreviewCollector(num_samples) if writing and trainer.is_global_zero else None
+        written = num_samples if self.monitor.run_dir is not None else None  # samples the run dir holds
+        self._labels = (
+            LabelCollector(written) if written is not None and self.monitor.labels is None else None
+        )
+        self._previews = PreviewCollector(written) if written is not None and trainer.is_global_zero else None
         self._checked_smoothing = False
         for key, value in _run_facts(trainer, pl_module, self.tracker).items():
             self.monitor.run_config.setdefault(key, value)
@@ -195,6 +199,7 @@ class GWACallback(Callback):
         head_output, self._head_output = self._head_output, None  # never keep a step's graph alive longer
         if outputs is None:  # training_step returned None: Lightning skipped the step
             return
+        assert self.tracker is not None  # on_train_start built it
         logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
         if logits is None:
             logits = head_output
@@ -230,6 +235,7 @@ class GWACallback(Callback):
         without_ids, self._epoch_without_ids = self._epoch_without_ids, False
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="gwa: update\\(\\) got no sample_ids under")
+            assert self.tracker is not None  # on_train_start built it
             result = self.tracker.end_epoch()
         self.last_result = result
         if without_ids and self.monitor.run_dir is not None and result.epoch == 1:

@@ -85,6 +85,8 @@ class RunRow:
 
 @dataclass(frozen=True)
 class Correlation:
+    """Rank correlation of one per-run ``statistic`` with one ``target`` accuracy over ``n`` runs."""
+
     statistic: str
     target: str
     n: int
@@ -96,6 +98,8 @@ class Correlation:
 
 @dataclass(frozen=True)
 class CompareResult:
+    """The runs' rows (highest max mean alignment first) and the rank correlations over them."""
+
     rows: list[RunRow]
     correlations: list[Correlation]
 

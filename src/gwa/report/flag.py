@@ -244,7 +244,9 @@ def flag_samples(
     )
 
 
-def _quality(mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray):
+def _quality(
+    mask: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray
+) -> tuple[float | None, float | None, float | None, float | None]:
     """Precision, recall of the flagged set and AUROC, AUPRC of the suspicion score against the mask."""
     try:
         from sklearn.metrics import average_precision_score, roc_auc_score

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 
@@ -81,8 +82,8 @@ def table(
     headers: list[str],
     rows: list[list],
     *,
-    numeric: set[int] = frozenset(),
-    raw: set[int] = frozenset(),
+    numeric: AbstractSet[int] = frozenset(),
+    raw: AbstractSet[int] = frozenset(),
     sortable: bool = False,
 ) -> str:
     """An HTML table; cells are escaped except the columns in ``raw`` (already HTML, e.g. thumbnails);

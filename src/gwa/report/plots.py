@@ -194,7 +194,8 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
             )
         )
         span = hi - lo
-        gap, last_label = max(1.0, epochs.size / 12), {}  # labels closer than `gap` epochs would overlap
+        gap = max(1.0, epochs.size / 12)  # labels closer than `gap` epochs would overlap
+        last_label: dict[bool, float] = {}
         for e, v, y in zip(g_epochs, g_values, shown, strict=True):
             if not (lo <= v <= hi) and e - last_label.get(y >= hi, -np.inf) >= gap:
                 last_label[y >= hi] = e

@@ -161,7 +161,9 @@ def _config_value(value) -> str:
 def _config_table(run) -> str:
     """The settings that identify a run and what it recorded, then every config entry in a collapsed block."""
     config, summary = run.config, run.summary
-    rows = [[k, _config_value(config[k])] for k in HEADER_KEYS if k in config and config[k] is not None]
+    rows: list[list[str | int]] = [
+        [k, _config_value(config[k])] for k in HEADER_KEYS if k in config and config[k] is not None
+    ]
     rows.append(["training samples", int(config.get("num_samples", 0))])
     planned = config.get("epochs") or config.get("max_epochs")
     rows.append(["epochs run", f"{len(run.epochs)} of {planned}" if planned else len(run.epochs)])
@@ -331,7 +333,7 @@ def _sample_sections(run, out: Path, choices, top_samples: int) -> list[str]:
     order = seen_ids[np.argsort(stats.mean[seen_ids], kind="stable")][:top_samples]
     index = {int(i): k for k, i in enumerate(run.preview_ids)} if run.previews is not None else {}
     # Each column only when the run has it: a real dataset has no clean labels and no noise mask.
-    columns = [("rank", True, None), ("sample id", True, None)]
+    columns: list[tuple[str, bool, str | None]] = [("rank", True, None), ("sample id", True, None)]
     pred = analysis.last_seen_signal(run, "pred")
     loss = analysis.last_seen_signal(run, "loss")
     columns += [

@@ -31,7 +31,7 @@ def mark(run_dir, tag: str, *, epoch: int, backend: str, file: str) -> None:
 
 
 def commit(
-    run_dir, tag: str, *, epoch: int, backend: str, suffix: str, write: Callable[[IO[bytes]], None]
+    run_dir, tag: str, *, epoch: int, backend: str, suffix: str, write: Callable[[IO[bytes]], object]
 ) -> Path:
     """Save checkpoint ``tag`` of ``epoch``: ``write(fh)`` fills the file; returns its path."""
     folder = checkpoint_dir(run_dir)

@@ -15,7 +15,8 @@ from torch import nn
 class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int):
         super().__init__()
-        layers, width = [nn.Flatten()], in_features
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -185,5 +186,6 @@ def _cached_timm_weights(timm, name: str) -> str:
 def classifier_head(model: nn.Module) -> nn.Linear | None:
     """The head GWA should align with: ``model.head`` for ours, ``get_classifier()`` for timm; None = let the
     tracker search."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "head", None)
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else getattr(model, "head", None)
     return head if isinstance(head, nn.Linear) else None

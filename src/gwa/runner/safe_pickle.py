@@ -34,13 +34,13 @@ def _numpy_globals() -> dict[str, object]:
     try:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]  # numpy 1.x's path to the same modules
 
     allowed: dict[str, object] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
     for module in ("numpy.core", "numpy._core"):  # numpy 1.x wrote numpy.core, 2.x writes numpy._core
         allowed[f"{module}.multiarray._reconstruct"] = multiarray._reconstruct
         allowed[f"{module}.multiarray.scalar"] = multiarray.scalar  # numpy scalars (np.int64(3)) in lists
-        allowed[f"{module}.numeric._frombuffer"] = numeric._frombuffer
+        allowed[f"{module}.numeric._frombuffer"] = numeric._frombuffer  # type: ignore[attr-defined]  # private: not in numpy's stubs
     for t in _NUMERIC_DTYPES:  # numpy 2 restores a dtype as an instance of its class (np.dtypes.Int64DType)
         cls = type(np.dtype(t))
         allowed[f"{cls.__module__}.{cls.__qualname__}"] = cls
@@ -50,7 +50,7 @@ def _numpy_globals() -> dict[str, object]:
 class _ArrayUnpickler(pickle.Unpickler):
     """Admits dicts, lists, tuples, strings, bytes, numbers and numeric numpy arrays; nothing callable else."""
 
-    _allowed = None
+    _allowed: dict[str, object] | None = None
 
     def find_class(self, module: str, name: str):
         allowed = _ArrayUnpickler._allowed = _ArrayUnpickler._allowed or {

@@ -161,7 +161,9 @@ def _gradient_disparity(model, data, config, epoch: int, device) -> float:
 
 def _rng_state() -> dict:
     """Tensors and plain values only, so that resume loads the checkpoint with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - a user's global stream
+    state = np.random.get_state(legacy=True)  # noqa: NPY002 - a user's global stream
+    assert isinstance(state, tuple)  # legacy=True: the 5-tuple, never the dict
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
