@@ -1,11 +1,16 @@
 """Every ```python snippet of README.md and docs/*.md runs, on tiny data, with the names it assumes defined.
 
 Each snippet gets a prelude (imports and the user's own objects: a model, a loader, ...) chosen by the section it
-stands in; after it runs, a check asserts what the snippet promises.
+stands in; after it runs, a check asserts what the snippet promises. Each runs in a fresh interpreter, so a name
+that only an earlier test imported (``gwa.jax`` bound by ``import gwa.jax`` elsewhere) cannot hide a missing import.
 """
 
+import inspect
+import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +57,7 @@ epochs = 2
 )
 FLAX = """
 import jax, jax.numpy as jnp, optax, flax.linen as nn
-import gwa, gwa.jax
+import gwa
 """
 FLAX_STEP = (
     FLAX
@@ -112,6 +117,8 @@ def _check_loop(ns):
 
 
 def _check_lightning(ns):
+    import re
+
     ckpt, cb = ns["best_ckpt"], ns["gwa_cb"]
     lightning_epoch = (
         int(re.search(r"epoch=(\d+)", ckpt.best_model_path).group(1)) + 1
@@ -223,17 +230,50 @@ def test_every_snippet_has_a_setup():
     )
 
 
+def _script(key, code) -> str:
+    """The prelude, the snippet (compiled under its own name, for tracebacks) and its check, as one program."""
+    prelude, check = SETUPS[key]
+    return "\n".join(
+        [
+            prelude.replace("{port}", str(_free_port())),
+            f"exec(compile({code!r}, {f'{key[0]}:{key[1]}'!r}, 'exec'))",
+            inspect.getsource(check),
+            f"{check.__name__}(globals())",
+        ]
+    )
+
+
 @pytest.mark.parametrize(("key", "code"), _snippets())
-def test_snippet_runs(key, code, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_snippet_runs(key, code, tmp_path):
     if key[1].startswith("With Lightning"):
         pytest.importorskip("lightning")
     if key[1].startswith("With Hugging Face"):
         pytest.importorskip("transformers")
     if key[0] == "jax.md" or key[1] == "With Flax":
         pytest.importorskip("flax")
-    prelude, check = SETUPS[key]
-    ns: dict = {}
-    exec(prelude.replace("{port}", str(_free_port())), ns)
-    exec(compile(code, f"{key[0]}:{key[1]}", "exec"), ns)
-    check(ns)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _script(key, code)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{key[0]}:{key[1]} failed in a fresh interpreter:\n{proc.stderr[-4000:]}"
+
+
+@pytest.mark.slow
+def test_import_gwa_loads_no_framework_and_the_adapters_on_first_use():
+    code = (
+        "import sys, gwa\n"
+        "assert not {'torch', 'jax', 'gwa.torch', 'gwa.jax'} & set(sys.modules), sorted(sys.modules)\n"
+        "gwa.jax.alignment; gwa.torch.GWATracker\n"
+        "assert gwa.torch is sys.modules['gwa.torch'] and 'jax' in dir(gwa)\n"
+        "try:\n    gwa.nonexistent\nexcept AttributeError as e:\n    assert 'nonexistent' in str(e)\n"
+        "else:\n    raise AssertionError('no AttributeError')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
