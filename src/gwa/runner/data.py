@@ -334,6 +334,12 @@ class PreparedData:
     mean: np.ndarray
     std: np.ndarray
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    noise_pairs: dict[int, int] | None = None  # asymmetric noise: the flips used (source -> target class id)
+
+    @property
+    def realised_noise_rate(self) -> float:
+        """The share of training labels the noise changed (asymmetric 0.3 flips 30% of the paired classes only)."""
+        return noise_lib.realised_rate(self.noise_mask)
 
     @property
     def num_samples(self) -> int:
@@ -438,6 +444,7 @@ def prepare(config) -> PreparedData:
         if config.num_train < len(index):
             _, index = _stratified_pick(ds.y_train, config.num_train, config.seed, "training subset")
     clean = ds.y_train[index]
+    pairs: dict[int, int] | None = None
     if config.noise == "symmetric":
         noisy, mask = noise_lib.symmetric(clean, config.noise_rate, n_classes, seed=config.seed)
     elif config.noise == "asymmetric":
@@ -479,6 +486,7 @@ def prepare(config) -> PreparedData:
         y_train=noisy,
         y_train_clean=clean,
         noise_mask=mask,
+        noise_pairs=pairs,
         source_index=original_rows[index],
         x_val=norm(x_val),
         y_val=y_val,
