@@ -18,6 +18,8 @@ from gwa.torch import GWATracker
 
 torch.set_num_threads(1)
 N, C = 96, 4
+refused = pytest.mark.hostile("refused")
+accepted = pytest.mark.hostile("accepted")
 
 
 def _images():
@@ -71,6 +73,7 @@ def _mixup_loop(path, *, pass_labels: bool, epochs: int = 2):
     return y, x, wrong_argmax
 
 
+@accepted
 def test_a_mixup_loop_through_run_recorder_stores_the_dataset_labels_and_unmixed_previews(tmp_path):
     y, x, wrong_argmax = _mixup_loop(tmp_path / "run", pass_labels=True)
     assert wrong_argmax > 10  # the argmax of the mixed target would have been wrong for these
@@ -80,6 +83,7 @@ def test_a_mixup_loop_through_run_recorder_stores_the_dataset_labels_and_unmixed
     np.testing.assert_allclose(run.previews, x.numpy())  # the unmixed inputs
 
 
+@refused
 def test_soft_targets_without_labels_are_refused_not_guessed(tmp_path):
     with pytest.raises(
         ValueError, match=r"Expected `labels=` .* soft targets of shape \(16, 4\).*partner's label"
@@ -87,6 +91,7 @@ def test_soft_targets_without_labels_are_refused_not_guessed(tmp_path):
         _mixup_loop(tmp_path / "run", pass_labels=False)
 
 
+@accepted
 def test_with_labels_given_up_front_soft_batches_keep_no_mixed_previews(tmp_path):
     x, y = _images()
     model = _net()
@@ -103,6 +108,7 @@ def test_with_labels_given_up_front_soft_batches_keep_no_mixed_previews(tmp_path
     assert run.previews is None  # mixed inputs are not the samples' pictures
 
 
+@refused
 @pytest.mark.parametrize("bad", [torch.zeros(16, 4), torch.zeros(3, dtype=torch.long), torch.zeros(16)])
 def test_batch_labels_must_be_class_ids_of_the_batch(tmp_path, bad):
     model = _net()
@@ -116,6 +122,7 @@ def test_batch_labels_must_be_class_ids_of_the_batch(tmp_path, bad):
     tracker.remove()
 
 
+@accepted
 @pytest.mark.slow
 def test_lightning_with_mixup_in_training_step_stores_the_batch_labels(tmp_path):
     pytest.importorskip("lightning")
