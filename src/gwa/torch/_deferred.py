@@ -74,7 +74,7 @@ def score_pending(
     neg = cat([d.neg for d in pending])
     norm = join_norms([d.norm for d in pending])
     # One batch alone would be stored by reference until end_epoch, past the version check above: copy it.
-    ids = None if pending[0].ids is None else torch.cat([d.ids for d in pending])
+    ids = None if pending[0].ids is None else torch.cat([d.ids for d in pending if d.ids is not None])
     if soft:
         scores, undefined = fused_soft_scores(z, targets, neg, norm)
     else:
