@@ -39,7 +39,10 @@ def owned(t: torch.Tensor) -> torch.Tensor:
     refills each step (FFCV, DALI, hand-written loaders), whose writes do not bump the version counter that the
     in-place check reads. Torch's own storage is resizable; a worker's batch in shared memory is torch's too.
     Checking costs about 0.3 us per tensor; copying is paid only by such buffers."""
-    if t.untyped_storage().resizable() or t.is_shared():
+    try:
+        if t.untyped_storage().resizable() or t.is_shared():
+            return t
+    except (RuntimeError, NotImplementedError):  # a tensor without plain storage (a wrapper subclass): as given
         return t
     return t.clone()
 
