@@ -155,3 +155,36 @@ def test_lightning_with_mixup_in_training_step_stores_the_batch_labels(tmp_path)
     run = load_run(tmp_path / "run")
     np.testing.assert_array_equal(run.labels, y.numpy())
     np.testing.assert_allclose(run.previews, x.numpy())  # the batch's inputs, before training_step mixed them
+
+
+@accepted
+@pytest.mark.slow
+def test_lightning_with_soft_batch_targets_warns_and_stores_no_guessed_labels_or_mixed_previews(tmp_path):
+    pytest.importorskip("lightning")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _lightning_setup as S
+    import lightning as L
+
+    from gwa.integrations.lightning import GWACallback
+
+    class SoftBatches(S.Module):  # mixup done in the collate function: the batch's targets are already soft
+        def training_step(self, batch, batch_idx):
+            x, t = batch[0], batch[1]
+            logits = self.net(x)
+            return {"loss": torch.sum(-t * F.log_softmax(logits, 1), 1).mean(), "logits": logits}
+
+    x, y = S.data()
+    mixed_t = 0.3 * F.one_hot(y, S.C).float() + 0.7 * F.one_hot(y.flip(0), S.C).float()
+    loader = DataLoader(WithIndex(TensorDataset(x, mixed_t)), batch_size=16, shuffle=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[GWACallback(run_dir=tmp_path / "run")],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.warns(UserWarning, match=r"soft targets .* no labels were stored .* pass labels="):
+        trainer.fit(SoftBatches(), loader)
+    run = load_run(tmp_path / "run")
+    assert run.labels is None and run.previews is None
