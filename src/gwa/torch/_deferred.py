@@ -42,7 +42,10 @@ def owned(t: torch.Tensor) -> torch.Tensor:
     try:
         if t.untyped_storage().resizable() or t.is_shared():
             return t
-    except (RuntimeError, NotImplementedError):  # a tensor without plain storage (a wrapper subclass): as given
+    except (
+        RuntimeError,
+        NotImplementedError,
+    ):  # a tensor without plain storage (a wrapper subclass): as given
         return t
     return t.clone()
 
