@@ -1,11 +1,17 @@
 """Every ```python snippet of README.md and docs/*.md runs, on tiny data, with the names it assumes defined.
 
 Each snippet gets a prelude (imports and the user's own objects: a model, a loader, ...) chosen by the section it
-stands in; after it runs, a check asserts what the snippet promises.
+stands in; after it runs, a check asserts what the snippet promises. Each runs in a fresh interpreter, so a name
+that only an earlier test imported (``gwa.jax`` bound by ``import gwa.jax`` elsewhere) cannot hide a missing import.
 """
 
+import importlib.util
+import inspect
+import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +58,7 @@ epochs = 2
 )
 FLAX = """
 import jax, jax.numpy as jnp, optax, flax.linen as nn
-import gwa, gwa.jax
+import gwa
 """
 FLAX_STEP = (
     FLAX
@@ -112,6 +118,8 @@ def _check_loop(ns):
 
 
 def _check_lightning(ns):
+    import re
+
     ckpt, cb = ns["best_ckpt"], ns["gwa_cb"]
     lightning_epoch = (
         int(re.search(r"epoch=(\d+)", ckpt.best_model_path).group(1)) + 1
@@ -223,17 +231,85 @@ def test_every_snippet_has_a_setup():
     )
 
 
-@pytest.mark.parametrize(("key", "code"), _snippets())
-def test_snippet_runs(key, code, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    if key[1].startswith("With Lightning"):
-        pytest.importorskip("lightning")
-    if key[1].startswith("With Hugging Face"):
-        pytest.importorskip("transformers")
-    if key[0] == "jax.md" or key[1] == "With Flax":
-        pytest.importorskip("flax")
+def _program(key, code) -> str:
+    """The prelude, the snippet (compiled under its own name, for tracebacks) and its check, as one program."""
     prelude, check = SETUPS[key]
-    ns: dict = {}
-    exec(prelude.replace("{port}", str(_free_port())), ns)
-    exec(compile(code, f"{key[0]}:{key[1]}", "exec"), ns)
-    check(ns)
+    return "\n".join(
+        [
+            prelude.replace("{port}", str(_free_port())),
+            f"exec(compile({code!r}, {f'{key[0]}:{key[1]}'!r}, 'exec'))",
+            inspect.getsource(check),
+            f"{check.__name__}(globals())",
+        ]
+    )
+
+
+#: Runs one document's snippets in one interpreter (torch, jax, lightning are imported once per document, not once
+#: per snippet), each in a namespace of its own, its own folder, and with gwa imported afresh: an ``import gwa.x``
+#: that only an earlier snippet made would otherwise bind ``gwa.x`` for the later ones.
+_RUNNER = """
+import os, sys, traceback
+failed = []
+for i, (key, program) in enumerate(SNIPPETS):
+    for name in [m for m in sys.modules if m == "gwa" or m.startswith("gwa.")]:
+        del sys.modules[name]
+    os.makedirs(str(i)); os.chdir(str(i))
+    try:
+        exec(program, {"__name__": "__snippet__"})
+    except BaseException:
+        failed.append(key)
+        print(f"--- {key} failed:", file=sys.stderr)
+        traceback.print_exc()
+    os.chdir("..")
+sys.exit(1 if failed else 0)
+"""
+
+
+def _needs(key) -> tuple[str, ...]:
+    if key[1].startswith("With Lightning"):
+        return ("lightning",)
+    if key[1].startswith("With Hugging Face"):
+        return ("transformers",)
+    if key[0] == "jax.md" or key[1] == "With Flax":
+        return ("flax",)
+    return ()
+
+
+@pytest.mark.parametrize("doc", sorted({p.values[0][0] for p in _snippets()}))
+def test_snippets_run_in_a_fresh_interpreter(doc, tmp_path):
+    snippets = [p.values for p in _snippets() if p.values[0][0] == doc]
+    runnable = [(k, c) for k, c in snippets if all(importlib.util.find_spec(m) for m in _needs(k))]
+    if not runnable:
+        pytest.skip(f"{doc}: no snippet's framework is installed")
+    programs = [(f"{k[0]}:{k[1]}", _program(k, c)) for k, c in runnable]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run(
+        [sys.executable, "-c", f"SNIPPETS = {programs!r}\n{_RUNNER}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{doc}: snippets failed in a fresh interpreter:\n{proc.stderr[-6000:]}"
+    if len(runnable) < len(snippets):  # visible, as importorskip was: the others ran and passed
+        missing = sorted({m for k, _ in snippets for m in _needs(k) if not importlib.util.find_spec(m)})
+        pytest.skip(
+            f"{doc}: {len(snippets) - len(runnable)} snippet(s) not run, {', '.join(missing)} missing"
+        )
+
+
+@pytest.mark.slow
+def test_import_gwa_loads_no_framework_and_the_adapters_on_first_use():
+    code = (
+        "import sys, gwa\n"
+        "assert not {'torch', 'jax', 'gwa.torch', 'gwa.jax'} & set(sys.modules), sorted(sys.modules)\n"
+        "gwa.jax.alignment; gwa.torch.GWATracker\n"
+        "assert gwa.torch is sys.modules['gwa.torch'] and 'jax' in dir(gwa)\n"
+        "try:\n    gwa.nonexistent\nexcept AttributeError as e:\n    assert 'nonexistent' in str(e)\n"
+        "else:\n    raise AssertionError('no AttributeError')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]

@@ -474,15 +474,17 @@ def test_monitor_resumed_with_more_epochs_follows_the_new_plan():
     assert resumed.stopper.warmup == 2  # 10% of the new plan of 20 epochs
 
 
-def test_label_collector_takes_class_ids_or_the_argmax_of_soft_targets():
+def test_label_collector_takes_class_ids_and_skips_soft_targets():
     from gwa.integrations._collect import LabelCollector
 
     labels = LabelCollector(6)
     assert labels.labels() is None  # nothing seen yet
     labels.observe(torch.tensor([2, 0]), torch.tensor([4, 1]))
-    labels.observe(torch.tensor([[0.1, 0.7, 0.2]]), [0])  # soft: its argmax; ids as a list
+    labels.observe(torch.tensor([3]), [0])  # ids as a list
+    assert not labels.saw_soft
+    labels.observe(torch.tensor([[0.1, 0.7, 0.2]]), [2])  # soft (mixed): not a label, never its argmax
     labels.observe(torch.tensor([1]), None)  # no ids: nothing to record
-    assert labels.labels().tolist() == [1, 0, -1, -1, 2, -1]
+    assert labels.labels().tolist() == [3, 0, -1, -1, 2, -1] and labels.saw_soft
 
 
 @pytest.mark.parametrize(

@@ -36,23 +36,42 @@ def _ids_tensor(sample_ids, device: torch.device) -> torch.Tensor:
     return ids.to(device, torch.int64, non_blocking=True)
 
 
-class LabelCollector:
-    """The training label of every sample id, from the targets given with it (soft targets: their argmax).
+#: Said once when soft targets were skipped and no ``labels=`` was given: the run directory gets no labels from them.
+SOFT_TARGETS_WITHOUT_LABELS = (
+    "gwa: the batches carry soft targets (mixup/CutMix or smoothing in the collate function), whose argmax is "
+    "not the dataset's label (under mixup, the partner's label for lam < 0.5), so no labels were stored for "
+    "them; pass labels= (the training labels by sample id, e.g. train_set.targets) for the report and gwa flag."
+)
 
-    Unseen ids keep ``-1``. Under ``torch.distributed`` :meth:`labels` merges what every rank saw (a collective:
+
+def is_soft(targets) -> bool:
+    """Targets given as ``(B, C)`` rows (mixup/CutMix, label smoothing): not the dataset's labels, and their batch's
+    inputs may be mixed."""
+    return isinstance(targets, torch.Tensor) and targets.dim() == 2
+
+
+class LabelCollector:
+    """The training label of every sample id, from the class ids given with it.
+
+    Soft targets are skipped, never reduced to their argmax: under mixup or CutMix with ``lam < 0.5`` the argmax of
+    a mixed row is the partner's label (a third of the samples in a ResNet run); :attr:`saw_soft` says that some
+    were skipped, so the caller can ask for ``labels=``. Unseen ids keep ``-1``. Under ``torch.distributed`` :meth:`labels` merges what every rank saw (a collective:
     call it on every rank).
     """
 
     def __init__(self, num_samples: int):
         self.num_samples = int(num_samples)
         self._labels: torch.Tensor | None = None
+        self.saw_soft = False
 
     def observe(self, targets: torch.Tensor, sample_ids) -> None:
         if sample_ids is None or not isinstance(targets, torch.Tensor):
             return
+        if is_soft(targets):
+            self.saw_soft = True
+            return
         with torch.no_grad():
             labels = targets.detach()
-            labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
             if self._labels is None:
                 self._labels = torch.full((self.num_samples,), -1, dtype=torch.int64, device=labels.device)
             ids = _ids_tensor(sample_ids, self._labels.device)

@@ -30,7 +30,21 @@ class WithIndex:
         return len(self.dataset)
 
     def __getitem__(self, index):
-        item = self.dataset[index]
+        return self._with_index(self.dataset[index], index)
+
+    def __getitems__(self, indices: list) -> list:
+        """A batch of items, each with its index: what ``DataLoader`` calls when the dataset has ``__getitems__``
+        (``Subset``, ``random_split``, Hugging Face ``datasets``), which would otherwise bypass ``__getitem__``."""
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        if len(items) != len(indices):
+            raise ValueError(
+                f"Expected {type(self.dataset).__name__}.__getitems__ to return one item per index "
+                f"({len(indices)}); got {len(items)}."
+            )
+        return [self._with_index(item, i) for item, i in zip(items, indices)]
+
+    def _with_index(self, item, index):
         if isinstance(item, dict):
             return {**item, self.key: index}
         if isinstance(item, tuple):
@@ -40,6 +54,8 @@ class WithIndex:
         return item, index
 
     def __getattr__(self, name):
-        if name in ("dataset", "key"):  # not set yet (e.g. while unpickling): no recursion
+        # Not while unpickling (no recursion), and no special method: forwarding one (``__getitems__`` was the
+        # case) would hand the wrapped dataset's items out without their index.
+        if name in ("dataset", "key") or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
         return getattr(self.dataset, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from gwa import DEFAULT_CRITERION
-from gwa.integrations._collect import LabelCollector, PreviewCollector
+from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations.loggers import check_loggers, epoch_values
 
@@ -51,6 +51,11 @@ class RunRecorder:
                     recorder.update(logits, y, idx, inputs=x)     # tracker.update + labels + previews
                 if recorder.end_epoch(tracker.end_epoch(), train_loss=epoch_loss):
                     break                                         # recorder.message says why
+
+    With soft targets (mixup, CutMix, label smoothing) the target is not the dataset's label (the argmax of a mixed
+    row is the partner's label when ``lam < 0.5``) and the mixed inputs are not the sample's picture: pass the
+    batch's own labels and unmixed inputs, ``recorder.update(logits, mixed_targets, idx, labels=y, inputs=x)``,
+    or ``labels=`` (all N) when creating the recorder.
     """
 
     def __init__(
@@ -111,16 +116,36 @@ class RunRecorder:
         if self._previews is not None and inputs is not None:
             self._previews.observe(inputs, sample_ids)
 
-    def update(self, logits, targets, sample_ids, *, inputs=None) -> torch.Tensor | None:
+    def update(self, logits, targets, sample_ids, *, inputs=None, labels=None) -> torch.Tensor | None:
         """``tracker.update(logits, targets, sample_ids=...)``, then :meth:`observe`; returns what it returns (the
-        batch's scores with ``defer=0``, else None)."""
+        batch's scores with ``defer=0``, else None).
+
+        ``labels``: the batch's class ids as the dataset has them, needed with soft ``targets`` (mixup, CutMix,
+        smoothing) unless the recorder was created with ``labels=``; ``inputs`` are then taken to be the unmixed
+        ones. Soft targets without ``labels`` keep no previews, since their inputs are likely mixed.
+        """
         if sample_ids is None:
             raise ValueError(
                 "Expected `sample_ids` (the samples' indices in the training set) for a run directory; "
                 "got None. Wrap the dataset: gwa.integrations.WithIndex(train_set) yields (x, y, index)."
             )
+        soft = is_soft(targets)
+        if labels is None and soft and self._labels is not None:
+            raise ValueError(
+                f"Expected `labels=` (the batch's class ids in the dataset, before mixing) with soft targets of "
+                f"shape {tuple(targets.shape)}, or RunRecorder(labels=...); got none. The argmax of a mixup/CutMix "
+                "target is the partner's label when lam < 0.5, so gwa does not guess the labels from it."
+            )
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.dim() != 1 or labels.is_floating_point() or labels.shape[0] != targets.shape[0]:
+                raise ValueError(
+                    f"Expected `labels` as the batch's integer class ids of shape ({targets.shape[0]},); got "
+                    f"shape {tuple(labels.shape)}, dtype {labels.dtype}."
+                )
         scores = self.tracker.update(logits, targets, sample_ids=sample_ids)
-        self.observe(targets, sample_ids, inputs)
+        if labels is not None or not soft:
+            self.observe(targets if labels is None else labels, sample_ids, inputs)
         return scores
 
     def end_epoch(self, result, **metrics) -> bool:

@@ -37,13 +37,14 @@ import json
 import math
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import torch
-from gwa.integrations._collect import LabelCollector, PreviewCollector
+from gwa.integrations._collect import SOFT_TARGETS_WITHOUT_LABELS, LabelCollector, PreviewCollector, is_soft
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.policy import DEFAULT_CRITERION, Diagnostic
@@ -255,7 +256,7 @@ class GWATrainerCallback(TrainerCallback):
             )
         if self._labels is not None:
             self._labels.observe(labels, self._ids)
-        if self._previews is not None:
+        if self._previews is not None and not is_soft(labels):  # soft labels: the collator may have mixed
             self._previews.observe(self._inputs, self._ids)
         self._inputs = None
 
@@ -270,6 +271,8 @@ class GWATrainerCallback(TrainerCallback):
             self.monitor.write_labels(
                 self._labels.labels()
             )  # a collective when distributed: every rank calls it
+            if self._labels.saw_soft and result.epoch == 1:
+                warnings.warn(SOFT_TARGETS_WITHOUT_LABELS, UserWarning, stacklevel=2)
         if self._previews is not None:
             self._previews.want(result.scores)
         if self.monitor.best_epoch == result.epoch and state.is_world_process_zero:

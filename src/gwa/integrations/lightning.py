@@ -33,7 +33,7 @@ from torch.utils.hooks import RemovableHandle
 
 import torch
 from gwa import DEFAULT_CRITERION, policy
-from gwa.integrations._collect import LabelCollector, PreviewCollector
+from gwa.integrations._collect import SOFT_TARGETS_WITHOUT_LABELS, LabelCollector, PreviewCollector, is_soft
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import EpochResult, GWATracker
@@ -211,6 +211,7 @@ class GWACallback(Callback):
                 "produces the logits, or return {'loss': loss, 'logits': logits}."
             )
         targets, ids = self.batch_to_targets_ids(batch)
+        batch_targets = targets  # the dataset's labels, before a training_step's mixup replaces them
         if isinstance(outputs, Mapping):
             targets = outputs.get("targets", targets)
             ids = outputs.get("sample_ids", ids)
@@ -225,8 +226,8 @@ class GWACallback(Callback):
             return
         self.tracker.update(logits, targets, sample_ids=ids)
         if self._labels is not None:
-            self._labels.observe(targets, ids)
-        if self._previews is not None:
+            self._labels.observe(batch_targets, ids)  # soft (mixed in the collate function): skipped
+        if self._previews is not None and not is_soft(batch_targets):  # soft batch targets: mixed inputs
             x = batch[0] if isinstance(batch, (tuple, list)) and batch else None
             self._previews.observe(x, ids)
 
@@ -255,6 +256,8 @@ class GWACallback(Callback):
         )
         if self._labels is not None:
             self.monitor.write_labels(self._labels.labels())  # a collective under DDP: every rank calls it
+            if self._labels.saw_soft and result.epoch == 1:
+                warnings.warn(SOFT_TARGETS_WITHOUT_LABELS, UserWarning, stacklevel=2)
         if self._previews is not None:
             self._previews.want(result.scores)
         if self.log:

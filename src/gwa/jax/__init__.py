@@ -6,7 +6,7 @@ them to :func:`gwa.summarize`. See docs/jax.md and examples/flax_loop.py.
 
 Example:
     >>> import jax, jax.numpy as jnp, gwa, gwa.jax
-    >>> W = jnp.eye(2); x = jnp.array([[1.0, 0.0], [0.0, 2.0]]); y = jnp.array([0, 0])
+    >>> W = jnp.eye(2, 3); x = jnp.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]); y = jnp.array([0, 0])
     >>> scores = jax.jit(gwa.jax.alignment)(x @ W.T, y, x, W)
     >>> state = gwa.jax.moments_update(gwa.jax.moments_init(), scores)
     >>> gwa.jax.to_moments(state).n

@@ -127,7 +127,8 @@ def alignment_from_flax(
     """
     embeddings = sown_embeddings(intermediates, name=name)
     bias = head_bias(params, head) if include_bias else None
-    scores, defined = alignment_with_mask(logits, targets, embeddings, head_weight(params, head), bias)
+    weight = head_weight(params, head)
+    scores, defined = alignment_with_mask(logits, targets, embeddings, weight, bias, weight_layout="CD")
     return (scores, defined) if with_mask else scores
 
 

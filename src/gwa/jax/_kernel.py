@@ -22,8 +22,14 @@ import jax
 from gwa._kernel import UNDEFINED_SCORE
 from gwa._validation import check_class_ids, check_shapes, check_soft_targets, describe
 
+#: ``weight_layout`` values: torch's ``nn.Linear.weight`` layout ``(C, D)`` (what :func:`head_weight` returns), or a
+#: raw Flax ``Dense`` kernel ``(D, C)``.
+WEIGHT_LAYOUTS = ("CD", "DC")
+#: Logits within this relative distance of ``x @ W.T`` (eagerly, square heads) come from a ``(C, D)`` weight.
+_SAME_LOGITS_RTOL = 1e-3
 
-def alignment(logits, targets, embeddings, weight, bias=None):
+
+def alignment(logits, targets, embeddings, weight, bias=None, *, weight_layout=None):
     """Per-sample alignment between the negative loss gradient on the head and the head's weights.
 
     Args:
@@ -33,6 +39,9 @@ def alignment(logits, targets, embeddings, weight, bias=None):
         weight: ``(C, D)`` head weight used in that forward pass (torch layout). A Flax ``Dense`` kernel is
             ``(D, C)``: pass ``gwa.jax.head_weight(params)`` instead of transposing by hand.
         bias: optional ``(C,)`` head bias; when given it joins the cosine. The paper leaves it out.
+        weight_layout: ``"CD"`` (``weight`` is ``(C, D)``) or ``"DC"`` (a raw Flax kernel). Needed for a square
+            head (D == C) under ``jit``, where the two layouts cannot be told apart by shape; called eagerly, a
+            square weight is checked against the logits instead (a kernel passed as ``(C, D)`` is refused).
 
     Returns:
         ``(N,)`` scores in ``[-1, 1]`` in the inputs' floating dtype; undefined cosines are
@@ -45,21 +54,23 @@ def alignment(logits, targets, embeddings, weight, bias=None):
 
     Example:
         >>> import jax.numpy as jnp, gwa.jax
-        >>> W = jnp.eye(2); x = jnp.array([[1.0, 0.0]])
+        >>> W = jnp.eye(2, 3); x = jnp.array([[1.0, 0.0, 0.0]])
         >>> round(float(gwa.jax.alignment(x @ W.T, jnp.array([0]), x, W)[0]), 4)
         0.5
     """
-    scores, _ = alignment_with_mask(logits, targets, embeddings, weight, bias)
+    scores, _ = alignment_with_mask(logits, targets, embeddings, weight, bias, weight_layout=weight_layout)
     return scores
 
 
-def alignment_with_mask(logits, targets, embeddings, weight, bias=None):
+def alignment_with_mask(logits, targets, embeddings, weight, bias=None, *, weight_layout=None):
     """Like :func:`alignment`, and also return the ``(N,)`` boolean mask of defined cosines.
 
     ``~mask`` marks the samples given :data:`gwa.UNDEFINED_SCORE`; ``jnp.sum(~mask)`` is the epoch's
     ``n_undefined`` for :func:`gwa.summarize`.
     """
-    logits, targets, embeddings, weight, bias, soft = _check_inputs(logits, targets, embeddings, weight, bias)
+    logits, targets, embeddings, weight, bias, soft = _check_inputs(
+        logits, targets, embeddings, weight, bias, weight_layout
+    )
     return _alignment_jit(logits, targets, embeddings, weight, bias, soft)
 
 
@@ -135,12 +146,16 @@ def _row_scale(a):
     return jnp.where(scale > 0, scale, 1.0)
 
 
-def _check_inputs(logits, targets, embeddings, weight, bias):
+def _check_inputs(logits, targets, embeddings, weight, bias, weight_layout=None):
     logits = _float_array("logits", logits)
     embeddings = _float_array("embeddings", embeddings)
     weight = _float_array("weight", weight)
     bias = None if bias is None else _float_array("bias", bias)
-    targets = jnp.asarray(targets)
+    if weight_layout not in (None, *WEIGHT_LAYOUTS):
+        raise ValueError(f"Expected `weight_layout` to be one of None, 'CD', 'DC'; got {weight_layout!r}.")
+    if weight_layout == "DC":
+        weight = weight.T
+    targets = _class_ids_exact(targets, logits)
     try:
         soft = check_shapes(
             logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
@@ -152,6 +167,8 @@ def _check_inputs(logits, targets, embeddings, weight, bias):
                 f"{exc} A Flax Dense kernel is (D, C): use gwa.jax.head_weight(params) or pass kernel.T."
             ) from None
         raise
+    if weight_layout is None and weight.shape[0] == weight.shape[-1]:
+        _check_square_weight(logits, embeddings, weight, bias)
     if soft:
         targets = _float_array("targets", targets)
     elif not jnp.issubdtype(targets.dtype, jnp.integer):
@@ -171,6 +188,52 @@ def _check_inputs(logits, targets, embeddings, weight, bias):
     if not any(isinstance(a, jax.core.Tracer) for a in (logits, targets, embeddings, weight, bias)):
         _check_values(logits, targets, embeddings, weight, bias, soft)
     return logits, targets, embeddings, weight, bias, soft
+
+
+def _class_ids_exact(targets, logits):
+    """``targets`` as a jax array; host integer class ids are range-checked first, as they are.
+
+    With x64 off, ``jnp.asarray`` truncates int64 to int32: the id 2**32 + 3 would become class 3.
+    """
+    if isinstance(targets, (jax.Array, jax.core.Tracer)):
+        return targets
+    host = np.asarray(targets)
+    if host.ndim == 1 and host.size and np.issubdtype(host.dtype, np.integer) and logits.ndim == 2:
+        check_class_ids(host, logits.shape[1])
+    return jnp.asarray(host)
+
+
+def _check_square_weight(logits, embeddings, weight, bias):
+    """A square weight (D == C) is ``(C, D)`` or a Flax kernel ``(D, C)``: the shapes cannot say which.
+
+    Under ``jit`` it is refused without ``weight_layout``; eagerly the logits say: a kernel given as the weight
+    (``x @ W`` matches them, ``x @ W.T`` does not) is refused, anything else goes on as ``(C, D)``.
+    """
+    k = weight.shape[0]
+    if any(isinstance(a, jax.core.Tracer) for a in (logits, embeddings, weight)):
+        raise ValueError(
+            f"Expected `weight_layout='CD'` (weight is (C, D), as nn.Linear.weight and gwa.jax.head_weight give) or "
+            f"'DC' (a raw Flax Dense kernel) with a square head (D == C == {k}); got none, and under jit the "
+            "layout cannot be read from the shape."
+        )
+    z = np.asarray(logits, np.float64)
+    if bias is not None:
+        z = z - np.asarray(bias, np.float64)
+    x, w = np.asarray(embeddings, np.float64), np.asarray(weight, np.float64)
+
+    def near(a):  # also up to a per-class offset (a bias the caller left out): compare centred columns
+        tol = _SAME_LOGITS_RTOL * max(float(np.linalg.norm(z)), 1e-300)
+        centred = _SAME_LOGITS_RTOL * max(float(np.linalg.norm(z - z.mean(0))), 1e-300)
+        return float(np.linalg.norm(z - a)) <= tol or (
+            len(z) > 1 and float(np.linalg.norm((z - a) - (z - a).mean(0))) <= centred
+        )
+
+    if near(x @ w) and not near(x @ w.T):
+        raise ValueError(
+            f"Expected `weight` of shape (C, D) = ({k}, {k}); got a square weight whose transpose produced the "
+            "logits: a Flax Dense kernel is (D, C). Pass gwa.jax.head_weight(params), kernel.T, or "
+            "weight_layout='DC'."
+        )
 
 
 def _check_values(logits, targets, embeddings, weight, bias, soft):

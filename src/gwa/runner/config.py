@@ -16,6 +16,8 @@ NOISES = ("none", "symmetric", "asymmetric", "file")
 BACKENDS = ("torch", "jax")
 SIGNALS = ("loss", "margin", "p_gold", "el2n", "pred", "correct")
 DEFAULT_SIGNALS = ("loss", "margin", "p_gold", "el2n", "pred")
+#: The largest seed every seeded library accepts (numpy's RandomState, which scikit-learn's splits use: 2**32 - 1).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -168,6 +170,10 @@ def validate(c: RunConfig) -> None:
     _int_at_least("epochs", c.epochs, 1)
     _int_at_least("batch_size", c.batch_size, 1)
     _int_at_least("seed", c.seed, 0)
+    if (
+        c.seed > MAX_SEED
+    ):  # numpy's legacy seeding (scikit-learn's splits) and torch refuse larger seeds mid-run
+        raise ValueError(f"Expected `seed` in [0, {MAX_SEED}] (2**32 - 1); got {c.seed!r}.")
     _int_at_least("warmup_epochs", c.warmup_epochs, 0)
     _int_at_least("width", c.width, 1)
     _int_at_least("num_train", c.num_train, 2, optional=True)

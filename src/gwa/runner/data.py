@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gwa.runner import inputs
 from gwa.runner import noise as noise_lib
 from gwa.runner.safe_pickle import load_array_pickle
 
@@ -157,7 +158,12 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
         f = _find_file(folder, stem)
         if f is None:
             raise FileNotFoundError(f"{folder} has no {stem}.gz; {hint}.")
-        arrays[key] = read_idx(f)
+        raw = read_idx(f)
+        arrays[key] = (
+            inputs.class_ids(raw, len(FASHION_MNIST_CLASSES), f"the labels in {f}")
+            if key.startswith("y")
+            else inputs.uint8_pixels(raw, f"the images in {f}")
+        )
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
@@ -167,9 +173,9 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
     return Dataset(
         "fashion-mnist",
         (arrays["x_train"] / 255.0).astype(np.float32)[..., None],
-        arrays["y_train"].astype(np.int64),
+        arrays["y_train"],
         (arrays["x_test"] / 255.0).astype(np.float32)[..., None],
-        arrays["y_test"].astype(np.int64),
+        arrays["y_test"],
         FASHION_MNIST_CLASSES,
     )
 
@@ -201,8 +207,15 @@ def load_cifar10(data_dir=None, *, download: bool = False) -> Dataset:
                 f"'labels'); got {type(d).__name__}"
                 f"{' with keys ' + ', '.join(map(str, d)) if isinstance(d, dict) else ''}."
             )
-        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return x, np.asarray(d["labels"], dtype=np.int64)
+        # Checked here, naming the file: not as a traceback mid-epoch, and float pixels are not wrapped to bytes.
+        x = inputs.uint8_pixels(d["data"], f"'data' in {folder / name}")
+        y = inputs.class_ids(d["labels"], len(CIFAR10_CLASSES), f"'labels' in {folder / name}")
+        if x.size != len(y) * 3 * 32 * 32:
+            raise ValueError(
+                f"Expected 'data' in {folder / name} to hold {len(y)} images of 3x32x32 bytes (one per label); "
+                f"got shape {x.shape}."
+            )
+        return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
 
     parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
     x_test, y_test = batch("test_batch")
@@ -219,14 +232,15 @@ def load_cifar10(data_dir=None, *, download: bool = False) -> Dataset:
 
 
 def _read_image_split(folder: Path, classes: list[str] | None):
-    from PIL import Image
-
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{folder} does not exist; --data-dir for 'imagefolder' needs train/ and test/ "
             f"subfolders with one folder of images per class."
         )
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    folders, hidden = inputs.visible(p for p in folder.iterdir() if p.is_dir())
+    if hidden:  # .ipynb_checkpoints would become class 0 and shift every label
+        log.warning("%s: skipping hidden folder(s) %s", folder, ", ".join(sorted(p.name for p in hidden)))
+    found = sorted(p.name for p in folders)
     classes = classes or found
     if not classes:
         raise FileNotFoundError(f"{folder} has no class subfolders.")
@@ -235,10 +249,10 @@ def _read_image_split(folder: Path, classes: list[str] | None):
         raise ValueError(f"{folder} has classes {unknown} that train/ does not have.")
     images, labels = [], []
     for label, cls in enumerate(classes):
-        for f in sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []:
+        files, _ = inputs.visible(sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else [])
+        for f in files:
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(f) as im:
-                    images.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
+                images.append(inputs.read_image(f))
                 labels.append(label)
     if not images:
         raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
@@ -246,7 +260,10 @@ def _read_image_split(folder: Path, classes: list[str] | None):
 
 
 def load_imagefolder(data_dir) -> Dataset:
-    """Images in ``DIR/{train,test}/<class>/*.png``; all of one size; grey if every image is grey, else RGB."""
+    """Images in ``DIR/{train,test}/<class>/*.png``; all of one size; grey if every image is grey, else RGB.
+
+    8-bit images are scaled by 255, 16-bit greyscale ones by 65535; hidden folders and files are skipped.
+    """
     root = Path(data_dir).expanduser()
     train, y_train, classes = _read_image_split(root / "train", None)
     test, y_test, _ = _read_image_split(root / "test", classes)
@@ -258,11 +275,13 @@ def load_imagefolder(data_dir) -> Dataset:
             f"(resize them first)."
         )
     rgb = any(im.ndim == 3 for im in images)
+    (size,) = sizes
 
     def stack(ims):
-        ims = [np.repeat(im[..., None], 3, axis=2) if rgb and im.ndim == 2 else im for im in ims]
-        x = np.stack(ims).astype(np.float32) / 255.0
-        return x if rgb else x[..., None]
+        x = np.empty((len(ims), *size, 3 if rgb else 1), dtype=np.float32)
+        for i, im in enumerate(ims):  # each by its own full scale: 8- and 16-bit images may be mixed
+            x[i] = (im if im.ndim == 3 else im[..., None]) / np.float32(np.iinfo(im.dtype).max)
+        return x
 
     return Dataset("imagefolder", stack(train), y_train, stack(test), y_test, tuple(classes))
 
@@ -283,8 +302,14 @@ def load_dataset(name: str, *, data_dir=None, download: bool = False, mnist1d_sa
     )
 
 
-def load_eval_set(name: str, path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """An extra test set (e.g. one CIFAR-10-C corruption) from an .npz with ``x`` and ``y``; uint8 scaled to [0,1]."""
+def load_eval_set(
+    name: str, path, input_shape: tuple[int, ...], num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """An extra test set (e.g. one CIFAR-10-C corruption) from an .npz with ``x`` and ``y``.
+
+    Checked like the training set: ``y`` integer class ids in ``[0, num_classes)`` (1-based or float labels would
+    give a silent 0% or truncated accuracy), ``x`` uint8 (/255), uint16 (/65535) or finite floats.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Eval set {name!r}: {path} does not exist.")
@@ -297,8 +322,7 @@ def load_eval_set(name: str, path, input_shape: tuple[int, ...]) -> tuple[np.nda
         raise ValueError(
             f"Eval set {name!r}: cannot read {path} as an .npz of numeric arrays x, y: {exc}."
         ) from None
-    x = x / np.float32(255) if x.dtype == np.uint8 else x
-    x = x.astype(np.float32)
+    x = inputs.unit_pixels(x, f"x of eval set {name!r} ({path})")
     if x.shape[1:] != tuple(input_shape) and (*x.shape[1:], 1) == tuple(input_shape):
         x = x[..., None]
     if x.shape[1:] != tuple(input_shape) or y.shape != (len(x),):
@@ -306,7 +330,7 @@ def load_eval_set(name: str, path, input_shape: tuple[int, ...]) -> tuple[np.nda
             f"Eval set {name!r}: expected x of shape (M, {', '.join(map(str, input_shape))}) and y "
             f"(M,); got x {x.shape}, y {y.shape}."
         )
-    return x, y.astype(np.int64)
+    return x, inputs.class_ids(y, num_classes, f"y of eval set {name!r} ({path})")
 
 
 # ---------------------------------------------------------------------------------------------- one run's data
@@ -334,6 +358,12 @@ class PreparedData:
     mean: np.ndarray
     std: np.ndarray
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    noise_pairs: dict[int, int] | None = None  # asymmetric noise: the flips used (source -> target class id)
+
+    @property
+    def realised_noise_rate(self) -> float:
+        """The share of training labels the noise changed (asymmetric 0.3 flips 30% of the paired classes only)."""
+        return noise_lib.realised_rate(self.noise_mask)
 
     @property
     def num_samples(self) -> int:
@@ -438,6 +468,7 @@ def prepare(config) -> PreparedData:
         if config.num_train < len(index):
             _, index = _stratified_pick(ds.y_train, config.num_train, config.seed, "training subset")
     clean = ds.y_train[index]
+    pairs: dict[int, int] | None = None
     if config.noise == "symmetric":
         noisy, mask = noise_lib.symmetric(clean, config.noise_rate, n_classes, seed=config.seed)
     elif config.noise == "asymmetric":
@@ -471,7 +502,10 @@ def prepare(config) -> PreparedData:
     def norm(a):
         return None if a is None else ((a - mean) / std).astype(np.float32)
 
-    eval_sets = {name: load_eval_set(name, path, ds.input_shape) for name, path in config.eval_sets.items()}
+    eval_sets = {
+        name: load_eval_set(name, path, ds.input_shape, len(ds.classes) if relabel is None else relabel.size)
+        for name, path in config.eval_sets.items()
+    }
     if relabel is not None:
         eval_sets = {name: _relabelled(xe, ye, relabel) for name, (xe, ye) in eval_sets.items()}
     return PreparedData(
@@ -479,6 +513,7 @@ def prepare(config) -> PreparedData:
         y_train=noisy,
         y_train_clean=clean,
         noise_mask=mask,
+        noise_pairs=pairs,
         source_index=original_rows[index],
         x_val=norm(x_val),
         y_val=y_val,

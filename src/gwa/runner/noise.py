@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gwa.runner.inputs import class_ids
+
 #: Asymmetric flips (source class -> target class) per label space, as in Patrini et al. 2017 / Han et al. 2018.
 ASYMMETRIC_PAIRS = {
     # T-shirt(0) <-> shirt(6), pullover(2) <-> coat(4), sneaker(7) <-> ankle boot(9)
@@ -29,16 +31,8 @@ CIFAR10N_KEYS = (
 )
 
 
-def _check_labels(labels, num_classes: int | None) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"Expected `labels` as integer class ids of shape (N,); got shape={y.shape}, dtype={y.dtype}."
-        )
-    if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
-        upper = "" if num_classes is None else f", {num_classes - 1}"
-        raise ValueError(f"Expected class ids in [0{upper}]; got range [{y.min()}, {y.max()}].")
-    return y.astype(np.int64)
+def _check_labels(labels, num_classes: int | None, where: str = "`labels`") -> np.ndarray:
+    return class_ids(labels, num_classes, where)
 
 
 def symmetric(labels, rate: float, num_classes: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +64,48 @@ def asymmetric(labels, rate: float, pairs: dict[int, int], *, seed: int) -> tupl
     return noisy, noisy != y
 
 
+def realised_rate(mask) -> float:
+    """The share of training labels that differ from the clean ones: what the noise did, not what was asked.
+
+    Asymmetric noise flips ``rate`` of each *source class* of the pairs only, so on Fashion-MNIST ``0.3`` flips
+    18% of all labels (6 of 10 classes are sources); symmetric noise flips ``rate`` of all samples.
+    """
+    m = np.asarray(mask, dtype=bool)
+    return float(m.mean()) if m.size else 0.0
+
+
+def describe_realised(
+    kind: str,
+    rate: float,
+    mask,
+    *,
+    pairs: dict[int, int] | None = None,
+    class_names=None,
+    source: str | None = None,
+) -> str:
+    """One line for the user: the noise asked for, the share of labels it flipped, and how it chose them."""
+    m = np.asarray(mask, dtype=bool)
+    share = f"{realised_rate(m):.1%} of the {m.size:,} training labels"
+    done = f"flipped {share}"
+    if kind == "symmetric":
+        return f"label noise: symmetric {rate:g} {done} (each to a uniformly random other class)"
+    if kind == "asymmetric":
+
+        def name(k: int) -> str:
+            return str(class_names[k]) if class_names is not None and k < len(class_names) else str(k)
+
+        flips = ", ".join(f"{name(s)}->{name(t)}" for s, t in sorted((pairs or {}).items()))
+        return (
+            f"label noise: asymmetric {rate:g} {done} (only the paired classes flip, {rate:.0%} of each "
+            f"source class: {flips})"
+        )
+    if kind == "file":
+        return (
+            f"label noise: the labels of {source or 'the label file'} differ from the clean ones on {share}"
+        )
+    return f"label noise: none ({m.size:,} training labels as given)"
+
+
 def pairs_for(dataset: str) -> dict[int, int]:
     try:
         return ASYMMETRIC_PAIRS[dataset]
@@ -96,24 +132,28 @@ def load_label_file(path, *, key: str | None = None) -> np.ndarray:
         # CIFAR-10_human.pt is a dict of numpy arrays, downloaded from the internet: admit arrays, run nothing.
         obj = torch_load_arrays(path)
         if isinstance(obj, dict):
+            if key is None and len(obj) == 1:
+                key = next(iter(obj))  # one label set: nothing to choose
             if key is None:
                 raise ValueError(
-                    f"{path.name} holds several label sets; choose one with --noise-key "
+                    f"{path.name} holds {len(obj)} label sets; choose one with --noise-key "
                     f"({', '.join(str(k) for k in obj)})."
                 )
             if key not in obj:
                 raise ValueError(f"Expected --noise-key among {', '.join(str(k) for k in obj)}; got {key!r}.")
             obj = obj[key]
+        elif key is not None:
+            raise ValueError(
+                f"{path.name} holds one label array, not a dict of label sets; got --noise-key {key!r} "
+                "(drop it)."
+            )
         labels = obj.numpy() if hasattr(obj, "numpy") else np.asarray(obj)
     else:
         raise ValueError(f"Expected a .npy or .pt label file; got {path.name!r}.")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"Expected {path.name} to hold integer labels of shape (N,); got shape={labels.shape}, "
-            f"dtype={labels.dtype}."
-        )
-    return labels.astype(np.int64)
+    if path.suffix == ".npy" and key is not None:
+        raise ValueError(f"{path.name} is one .npy label array; got --noise-key {key!r} (drop it).")
+    # Range-checked on the values as stored: uint64 2**64-1 is refused as itself, not as -1 after a cast.
+    return _check_labels(labels, None, f"the labels in {path.name} (--noise-file)")
 
 
 def from_file(labels, path, num_classes: int, *, key: str | None = None, index=None):
@@ -126,5 +166,5 @@ def from_file(labels, path, num_classes: int, *, key: str | None = None, index=N
             f"{Path(path).name} has {file_labels.size} labels; the training set needs "
             f"{rows.max() + 1} (is it the label file of this dataset?)."
         )
-    noisy = _check_labels(file_labels[rows], num_classes)
+    noisy = _check_labels(file_labels[rows], num_classes, f"the labels in {Path(path).name} (--noise-file)")
     return noisy, noisy != y

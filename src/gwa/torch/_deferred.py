@@ -34,6 +34,22 @@ class Deferred(NamedTuple):
     versions: tuple  # in-place version counters of (logits, targets, ids) when kept
 
 
+def owned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of it when its memory is not torch's: ``torch.from_numpy(buf)`` of a buffer the loader
+    refills each step (FFCV, DALI, hand-written loaders), whose writes do not bump the version counter that the
+    in-place check reads. Torch's own storage is resizable; a worker's batch in shared memory is torch's too.
+    Checking costs about 0.3 us per tensor; copying is paid only by such buffers."""
+    try:
+        if t.untyped_storage().resizable() or t.is_shared():
+            return t
+    except (
+        RuntimeError,
+        NotImplementedError,
+    ):  # a tensor without plain storage (a wrapper subclass): as given
+        return t
+    return t.clone()
+
+
 def versions(logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | None) -> tuple:
     """In-place version counters of the tensors a deferred batch keeps by reference."""
     return (logits._version, targets._version, None if ids is None else ids._version)
@@ -63,7 +79,8 @@ def score_pending(
     targets = cat([d.targets for d in pending])
     neg = cat([d.neg for d in pending])
     norm = join_norms([d.norm for d in pending])
-    ids = None if pending[0].ids is None else cat([d.ids for d in pending])
+    # One batch alone would be stored by reference until end_epoch, past the version check above: copy it.
+    ids = None if pending[0].ids is None else torch.cat([d.ids for d in pending if d.ids is not None])
     if soft:
         scores, undefined = fused_soft_scores(z, targets, neg, norm)
     else:

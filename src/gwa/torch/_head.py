@@ -142,3 +142,41 @@ def _candidates(model: nn.Module) -> str:
         if isinstance(m, nn.Linear)
     ]
     return "nn.Linear layers in the model (name (C, D)): " + (", ".join(rows) if rows else "none") + "."
+
+
+#: How many autograd nodes :func:`is_stale_pairing` walks back from the logits looking for the head's output.
+_PAIRING_WALK_NODES = 16
+
+
+def is_stale_pairing(logits, output) -> bool:
+    """True when ``logits`` cannot come from the head's ``output`` of the pending forward pass.
+
+    Used when the logits given to ``update()`` are not the head's output tensor itself. Cheap answers first, no
+    host read: the output is gone (nothing to compare: not stale), the logits share its memory (``.detach()``, a
+    view) or derive from it within a few autograd nodes (``logits / T``, ``.float()``, a DDP output). Only then
+    are the values compared (one host read): the same up to a positive scale is the same forward pass.
+    """
+    import torch
+
+    if output is None or not isinstance(logits, torch.Tensor):
+        return False
+    if logits.data_ptr() == output.data_ptr() and logits.shape == output.shape:
+        return False
+    target = output.grad_fn
+    if target is not None and logits.grad_fn is not None:
+        frontier, seen = [logits.grad_fn], 0
+        while frontier and seen < _PAIRING_WALK_NODES:
+            node = frontier.pop(0)
+            seen += 1
+            if node is target:
+                return False
+            frontier.extend(n for n, _ in node.next_functions if n is not None)
+        if not frontier:  # the whole history was walked and the output is not in it
+            return True
+    if logits.shape != output.shape:
+        return True
+    with torch.no_grad():
+        o, z = output.detach().double().flatten(), logits.detach().double().flatten()
+        scale = float(o @ z) / max(float(o @ o), 1e-300)
+        off = float(torch.linalg.vector_norm(z - scale * o))
+        return not (scale > 0 and off <= 1e-3 * max(float(torch.linalg.vector_norm(z)), 1e-300))

@@ -75,7 +75,8 @@ class Storage:
             ids = chunk.ids
             num_samples = getattr(self, "num_samples", None)  # IndexedStore: ids below it may fit int32
             if ids is not None and num_samples is not None and num_samples < 2**31:
-                ids = ids.to(torch.int32)
+                # Saturate, not wrap: 2**32 + 3 stays out of range (reported at finish), never sample 3.
+                ids = ids.clamp(-(2**31), 2**31 - 1).to(torch.int32)
             chunk = chunk._replace(
                 ids=ids,
                 scores=chunk.scores.to(self.score_dtype),

@@ -32,8 +32,8 @@ from gwa._moments import Moments
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_finite, check_positive, check_shapes, describe
 from gwa.torch import _distributed
-from gwa.torch._deferred import DEFAULT_DEFER, DEFER_MAX_ELEMENTS, Deferred, score_pending, versions
-from gwa.torch._head import find_head, linear_candidates
+from gwa.torch._deferred import DEFAULT_DEFER, DEFER_MAX_ELEMENTS, Deferred, owned, score_pending, versions
+from gwa.torch._head import find_head, is_stale_pairing, linear_candidates
 from gwa.torch._kernel import (
     CaptureTerms,
     Scorer,
@@ -476,7 +476,8 @@ class GWATracker:
                     if not pending:
                         self._deferred_soft = False
                         self._deferred_offset = self._sightings
-                    ids = None if plan.positions or not plan.keeps_ids else sample_ids
+                    ids = None if plan.positions or not plan.keeps_ids else owned(sample_ids)
+                    targets = owned(targets)  # kept by reference: a refilled numpy buffer is copied
                     pending.append(Deferred(z, targets, neg, norm, ids, versions(z, targets, ids)))
                     self._sightings += z.shape[0]
                     self._deferred_rows += z.numel()
@@ -496,7 +497,7 @@ class GWATracker:
                 values = compute_signals(logits, targets, self.signals, soft=False) if plan.signals else {}
                 self._storage.add(
                     Chunk(
-                        None if plan.positions or not plan.keeps_ids else sample_ids,
+                        None if plan.positions or not plan.keeps_ids else self._keep_ids(sample_ids),
                         self._sightings,
                         scores,
                         norm,
@@ -557,7 +558,8 @@ class GWATracker:
                     raise class_id_error(IndexError("out of bounds"), num_classes)
             ids = self._resolve_ids(sample_ids, z.shape[0], device, first)
             self._dtype = neg.dtype
-            item = Deferred(z, t if soft else targets, neg, norm, ids, versions(z, targets, ids))
+            kept_targets, kept_ids = owned(t if soft else targets), None if ids is None else owned(ids)
+            item = Deferred(z, kept_targets, neg, norm, kept_ids, versions(z, kept_targets, kept_ids))
             self._defer(item, soft)
             self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
             return None
@@ -570,10 +572,17 @@ class GWATracker:
         ids = self._resolve_ids(sample_ids, scores.shape[0], device, first)
         self._dtype = neg.dtype
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
-        self._storage.add(Chunk(ids, self._sightings, scores, undefined, values))
+        kept_ids = None if ids is None else self._keep_ids(ids)
+        self._storage.add(Chunk(kept_ids, self._sightings, scores, undefined, values))
         self._sightings += scores.shape[0]
         self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
         return scores
+
+    def _keep_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Ids stored until end_epoch (``defer=0``): a numpy buffer's copied, a tensor's in-place version noted."""
+        ids = owned(ids)
+        self._kept_ids.append((ids, ids._version))
+        return ids
 
     def _set_plan(self, logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes) -> None:
         """Let the next call with the same signature take the fast path (hard labels, logits by identity)."""
@@ -719,7 +728,19 @@ class GWATracker:
                 return capture
         self._last_by_identity = False
         if len(self._captures) == 1:
-            return self._captures.popleft()
+            capture = self._captures.popleft()
+            if self._head_verified and is_stale_pairing(logits, capture.output()):  # first call: _verify_head
+                stale = (
+                    f"update() got logits that are not from the pending forward pass of the head "
+                    f"{self.head_name!r}: that pass's output is still alive and these logits neither derive "
+                    "from it nor equal it up to a scale (logits of an earlier forward?). Call update() with "
+                    "the logits of the latest forward, before the next one."
+                )
+                if self.unpaired == "skip":
+                    self._warn_once("stale", stale + " Skipping (unpaired='skip').")
+                    return None
+                raise RuntimeError(stale)
+            return capture
         pending = len(self._captures)
         self._captures.clear()  # none of them can be paired any more
         message = (
@@ -808,6 +829,13 @@ class GWATracker:
         """
         self._captures.clear()
         self._score_deferred()
+        if any(ids._version != version for ids, version in self._kept_ids):
+            self._reset_epoch()
+            raise RuntimeError(
+                "gwa: a sample_ids tensor given to update() was modified in place before end_epoch() (with "
+                "defer=0 the ids are kept by reference until then), so the epoch's scores cannot be placed. "
+                "Pass ids that are not refilled afterwards (e.g. ids.clone())."
+            )
         if self._soft_violations is not None:
             _raise_soft_target_violations(self._soft_violations.tolist(), epoch=self.epoch + 1)
         distributed = _distributed.is_active(self.process_group)
@@ -925,6 +953,7 @@ class GWATracker:
         self._deferred_rows = 0  # rows x classes pending
         self._deferred_soft = False
         self._deferred_offset = 0
+        self._kept_ids: list[tuple[torch.Tensor, int]] = []  # defer=0: stored ids and their in-place versions
 
     def state_dict(self) -> dict:
         """Plain values and CPU tensors: settings, epoch counter, history and the partial epoch."""
