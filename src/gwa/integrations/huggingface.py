@@ -37,6 +37,7 @@ import json
 import math
 import shutil
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -422,9 +423,9 @@ def _reporters_before(callback) -> list:
     ``CallbackHandler`` dispatching it (no event hands the handler over); none when it cannot be found."""
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     for _ in range(4):  # on_log <- CallbackHandler.call_event (<- on_log)
-        frame = frame.f_back
+        frame = frame.f_back if frame is not None else None
         if frame is None:
             return []
         callbacks = getattr(frame.f_locals.get("self"), "callbacks", None)

@@ -126,7 +126,7 @@ class WandbLogger:
         row: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in values.items()}}
         scores = _finite_scores(alignment)
         if scores is not None:
-            row["gwa/alignment"] = self._wandb.Histogram(scores)
+            row["gwa/alignment"] = self._wandb.Histogram(scores.tolist())
         self.run.log(row)
 
     def log_choice(self, best_epoch: int | None, diagnostics: Sequence[Any] = ()) -> None:
