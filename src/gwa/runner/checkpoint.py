@@ -9,7 +9,8 @@ moment leaves ``<tag>.json`` naming a complete file of the epoch it states. The 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -93,6 +94,29 @@ def marked_file(run_dir, tag: str = "last") -> Path:
 def marked_epoch(run_dir, tag: str = "last") -> int | None:
     info = read_mark(run_dir, tag)
     return None if info is None else int(info["epoch"])
+
+
+@contextlib.contextmanager
+def restoring(path) -> Iterator[None]:
+    """Restore a run's state from checkpoint ``path`` inside this block: a checkpoint that loads but does not fit
+    (a missing key, another model's shapes, a list instead of a dict, another RNG layout) becomes one
+    ``ValueError`` naming the file and the part, instead of a traceback from deep inside the framework."""
+    try:
+        yield
+    except KeyError as exc:
+        raise ValueError(
+            f"Cannot resume from {path}: the checkpoint has no {exc.args[0]!r} entry (a checkpoint of "
+            f"another program or gwa version?); start a new run or restore the file."
+        ) from None
+    except (TypeError, RuntimeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        if str(exc).startswith(("Cannot resume", "Refusing to load")):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ValueError(
+            f"Cannot resume from {path}: the checkpoint does not fit this run ({type(exc).__name__}: "
+            f"{first}); was the model or the software changed since it was written? Start a new run or "
+            f"restore the file."
+        ) from None
 
 
 def torch_writer(obj) -> Callable[[IO[bytes]], None]:
