@@ -99,9 +99,13 @@ def test_a_planted_torn_line_link_is_refused_not_written_through(run, victim):
     with open(run / "metrics.jsonl", "a") as fh:
         fh.write('touch "$HOME/PWNED" #')  # a torn last line: no newline
     (run / "metrics.jsonl.torn").symlink_to(victim)
-    with pytest.raises(RunDirError, match=r"metrics\.jsonl\.torn is a symbolic link; expected a regular file"):
+    with pytest.raises(
+        RunDirError, match=r"metrics\.jsonl\.torn is a symbolic link; expected a regular file"
+    ):
         RunWriter(run, {"name": "r"}, N, resume=True, resume_epoch=2)
-    (run / "metrics.jsonl.torn").unlink()  # once the link is gone, resume moves the line aside (a regular file)
+    (
+        run / "metrics.jsonl.torn"
+    ).unlink()  # once the link is gone, resume moves the line aside (a regular file)
     RunWriter(run, {"name": "r"}, N, resume=True, resume_epoch=2).close()
     assert (run / "metrics.jsonl.torn").read_text() == 'touch "$HOME/PWNED" #\n'
 
