@@ -176,6 +176,15 @@ def test_a_linked_run_file_is_refused(run, victim, name):
         RunWriter(run, {"name": "r"}, N, resume=True, resume_epoch=2)
 
 
+@pytest.mark.hostile("refused", cls="symlinks")
+def test_a_linked_score_file_is_not_read(run, tmp_path):
+    np.save(tmp_path / "elsewhere.npy", np.full(N, 0.5, np.float32))
+    (run / "scores" / "alignment_0002.npy").unlink()
+    (run / "scores" / "alignment_0002.npy").symlink_to(tmp_path / "elsewhere.npy")
+    with pytest.raises(RunDirError, match=r"alignment_0002\.npy: it is a symbolic link; expected a regular file"):
+        load_run(run).score_matrix()
+
+
 @pytest.mark.hostile("accepted", cls="symlinks")
 def test_report_and_flag_replace_planted_links_in_their_outputs(run, victim, tmp_path):
     pytest.importorskip("matplotlib")

@@ -10,6 +10,7 @@ size, checked with ``fstat`` on a descriptor opened with ``O_NONBLOCK`` (a FIFO 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ MAX_JSON_DEPTH = 200
 
 _FOLDERS = (SCORES_DIR, CHECKPOINT_DIR, REPORT_DIR)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _kind(mode: int) -> str:
@@ -69,16 +71,27 @@ def check_run_tree(path) -> None:
 
 
 @contextlib.contextmanager
-def open_regular(path, *, cap: int) -> Iterator[IO[bytes]]:
-    """``path`` opened for reading, after ``fstat`` shows a regular file (links to one are followed) of at most
-    ``cap`` bytes. The open itself cannot block: ``O_NONBLOCK`` makes a FIFO's open return at once.
+def open_regular(path, *, cap: int, follow_links: bool = False) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading, after ``fstat`` shows a regular file of at most ``cap`` bytes. The open itself
+    cannot block: ``O_NONBLOCK`` makes a FIFO's open return at once. A link at ``path`` (its last component) is
+    refused unless ``follow_links`` (a run's files are gwa's own, never links; a dataset's may be).
 
     Raises:
-        RunDirError: naming the file, when it is a FIFO, a device, a socket or a folder, or larger than ``cap``.
+        RunDirError: naming the file, when it is a link (unless followed), a FIFO, a device, a socket or a folder,
+            or larger than ``cap``.
         OSError: when it cannot be opened (missing, permissions).
     """
     path = Path(path)
-    fd = os.open(path, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    flags = os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags | (0 if follow_links else _NOFOLLOW))
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or follow_links:
+            raise
+        raise RunDirError(
+            f"Refusing to read {path}: it is a symbolic link; expected a regular file (gwa does not follow "
+            f"links in a run directory)."
+        ) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

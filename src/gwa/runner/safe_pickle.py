@@ -73,7 +73,8 @@ def load_array_pickle(path, *, encoding: str = "latin1"):
 
     path = Path(path)
     try:
-        with open_regular(path, cap=MAX_NPY_BYTES) as fh:  # a FIFO or a device is refused, not read forever
+        # A FIFO or a device is refused, not read forever; a dataset folder may link its files.
+        with open_regular(path, cap=MAX_NPY_BYTES, follow_links=True) as fh:
             obj = _ArrayUnpickler(fh, encoding=encoding).load()
     except (
         pickle.UnpicklingError,
