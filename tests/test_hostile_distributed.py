@@ -120,8 +120,6 @@ def test_torchrun_resume_of_a_finished_run_ends_on_every_rank(tmp_path):
         "8",
         "--epochs",
         "1",
-        "--signals",
-        "",
         "-q",
     ]
     args += ["--device", "cpu", "--out", str(tmp_path / "run")]

@@ -230,6 +230,8 @@ def _kill_anywhere_then_resume(tmp_path, backend_args, kills, seed):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+        logged = len(rundir.scan_metrics(out).rows)
+        print(f"kill {k}: {delay:.3f} s of {span:.3f} s into training, {logged} epoch(s) logged")
         resumed = subprocess.run(
             [sys.executable, "-m", "gwa.cli", "train", *KILL_ARGS, "-q", "--out", str(out), "--resume"],
             env=_env(),
