@@ -10,16 +10,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gwa.rundir._arrays import load_array, load_run_arrays
 from gwa.rundir._errors import RunDirError, RunDirWarning
 from gwa.rundir._format import FORMAT, READABLE_FORMATS, SCORES_DIR, own_score_epoch, score_file, upgrade_row
-from gwa.rundir._safety import (
-    MAX_JSON_BYTES,
-    MAX_JSON_DEPTH,
-    check_json_depth,
-    check_run_tree,
-    load_npy,
-    read_regular,
-)
+from gwa.rundir._safety import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json_depth, check_run_tree, read_regular
 
 
 def parse_json(text: str | bytes, where, what: str) -> Any:
@@ -257,38 +251,6 @@ class Run:
         return self._cache[key]
 
 
-_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"}
-
-
-def load_array(path, length: int | None = None, *, kinds: str = "biuf") -> np.ndarray:
-    """A ``.npy`` file of the run (never a pickle, never a special file); with ``length``, it must have shape
-    ``(length, ...)``; its dtype kind must be one of ``kinds`` (numpy's letters: b, i, u, f)."""
-    path = Path(path)
-    try:
-        arr = load_npy(path)
-    except (ValueError, OSError, EOFError) as exc:
-        if isinstance(exc, RunDirError):
-            raise
-        raise RunDirError(f"{path} is not a readable .npy array of numbers ({exc}).") from None
-    if arr.dtype.kind not in kinds:
-        wanted = " or ".join(dict.fromkeys(_KIND_NAMES[k] for k in kinds))
-        raise RunDirError(f"{path}: expected an array of {wanted}; got dtype {arr.dtype}.")
-    if length is not None and (arr.ndim == 0 or arr.shape[0] != length):
-        raise RunDirError(
-            f"{path}: expected {length} rows (num_samples in config.json); got shape {arr.shape}."
-        )
-    return arr
-
-
-def _integral(arr: np.ndarray, path: Path, what: str, *, low: int) -> np.ndarray:
-    """``arr`` as int64 when every value is an integer >= ``low`` (labels may be stored as floats)."""
-    if arr.dtype.kind == "f" and (not np.isfinite(arr).all() or (arr != np.round(arr)).any()):
-        raise RunDirError(f"{path}: expected {what} (integers); got non-integer or non-finite values.")
-    if arr.size and (arr.min() < low or (arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max)):
-        raise RunDirError(f"{path}: expected {what} >= {low}; got values from {arr.min()} to {arr.max()}.")
-    return arr.astype(np.int64)
-
-
 def _check_summary(path: Path, summary: Any, epochs: list[int], problems: list[str]) -> dict:
     where = path / "summary.json"
     if not isinstance(summary, dict):
@@ -347,37 +309,7 @@ def load_run(path) -> Run:
     n = config.get("num_samples")
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
-    def opt(name, length=n, kinds="biuf"):
-        f = path / f"{name}.npy"
-        arr = load_array(f, length, kinds=kinds) if f.exists() else None
-        if arr is not None and arr.ndim != 1 and name != "previews":
-            raise RunDirError(f"{f}: expected a 1-D array; got shape {arr.shape}.")
-        return arr
-
-    def labels(name):
-        arr = opt(name, kinds="iuf")
-        return None if arr is None else _integral(arr, path / f"{name}.npy", "class ids or -1", low=-1)
-
-    noise_mask = opt("noise_mask", kinds="biu")
-    if noise_mask is not None and noise_mask.dtype.kind != "b":
-        if not np.isin(noise_mask, (0, 1)).all():
-            raise RunDirError(f"{path / 'noise_mask.npy'}: expected booleans (or 0/1); got other values.")
-        noise_mask = noise_mask.astype(bool)
-    preview_ids = opt("preview_ids", None, kinds="iu")
-    if preview_ids is not None:
-        preview_ids = _integral(preview_ids, path / "preview_ids.npy", "sample ids", low=0)
-        if n is not None and preview_ids.size and preview_ids.max() >= n:
-            raise RunDirError(
-                f"{path / 'preview_ids.npy'}: expected sample ids below num_samples={n}; got {preview_ids.max()}."
-            )
-    previews = opt("previews", None if preview_ids is None else len(preview_ids), kinds="biuf")
-    if previews is not None and not (
-        previews.ndim in (2, 3) or (previews.ndim == 4 and previews.shape[-1] == 3)
-    ):
-        raise RunDirError(
-            f"{path / 'previews.npy'}: expected (K, L), (K, H, W) or (K, H, W, 3) inputs; got shape "
-            f"{previews.shape}."
-        )
+    arrays = load_run_arrays(path, n)
     for message in problems:
         warnings.warn(message, RunDirWarning, stacklevel=2)
     metrics = [upgrade_row(r, config["format"]) for r in scan.rows]
@@ -386,10 +318,6 @@ def load_run(path) -> Run:
         config=config,
         metrics=metrics,
         summary=summary,
-        labels=labels("labels"),
-        clean_labels=labels("clean_labels"),
-        noise_mask=noise_mask,
-        preview_ids=preview_ids,
-        previews=previews,
+        **arrays,
         problems=problems,
     )
