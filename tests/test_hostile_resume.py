@@ -221,7 +221,7 @@ def _kill_anywhere_then_resume(tmp_path, backend_args, kills, seed):
     span = _training_seconds(reference, *backend_args)
     expected = _contents(reference)
     rng = np.random.default_rng(seed)
-    delays = sorted(rng.uniform(0, span, kills))
+    delays = span * (np.arange(kills) + rng.uniform(0, 1, kills)) / kills  # one random moment per slice
     for k, delay in enumerate(delays):
         out = tmp_path / f"kill{k}"
         proc = _spawn(out, *backend_args)
