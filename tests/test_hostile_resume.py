@@ -190,15 +190,25 @@ def _spawn(out, *extra):
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _training_seconds(out, *extra) -> float:
-    """Seconds from the run's first commit (config.json) to the end of an uninterrupted run."""
+def _logged(out) -> int:
+    try:
+        return len(rundir.scan_metrics(out).rows)
+    except (OSError, rundir.RunDirError):  # between the writer's rename and our read: try again
+        return -1
+
+
+def _phase_seconds(out, *extra) -> list[float]:
+    """An uninterrupted run's phases: from its first commit (config.json) to epoch 1's row, from each epoch's
+    row to the next, and from the last row to the end of the process (summary, previews, the final commit)."""
     proc = _spawn(out, *extra)
-    while not (out / "config.json").exists():
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.01)
-    t0 = time.monotonic()
-    assert proc.wait(timeout=600) == 0
-    return time.monotonic() - t0
+    marks = []
+    while proc.poll() is None:
+        if (out / "config.json").exists() and _logged(out) >= len(marks):
+            marks.append(time.monotonic())
+        time.sleep(0.002)
+    assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
+    marks.append(time.monotonic())
+    return list(np.diff(marks))
 
 
 def _contents(path) -> dict:
@@ -217,21 +227,27 @@ def _contents(path) -> dict:
 
 
 def _kill_anywhere_then_resume(tmp_path, backend_args, kills, seed):
+    """Kill ``gwa train`` at ``kills`` random moments: each in a phase of its own (the run up to epoch 1's row,
+    an epoch, or the end after the last row), at a uniformly random time within that phase as long as the
+    uninterrupted run's, so the kills land anywhere, not only at gwa's write points. Then ``--resume``."""
     reference = tmp_path / "ref"
-    span = _training_seconds(reference, *backend_args)
+    phases = _phase_seconds(reference, *backend_args)
     expected = _contents(reference)
     rng = np.random.default_rng(seed)
-    delays = span * (np.arange(kills) + rng.uniform(0, 1, kills)) / kills  # one random moment per slice
-    for k, delay in enumerate(delays):
+    chosen = sorted(rng.permutation(len(phases))[:kills])
+    for k, phase in enumerate(chosen):
         out = tmp_path / f"kill{k}"
+        delay = rng.uniform(0, phases[phase])
         proc = _spawn(out, *backend_args)
-        while not (out / "config.json").exists() and proc.poll() is None:
-            time.sleep(0.005)
+        while proc.poll() is None and not ((out / "config.json").exists() and _logged(out) >= phase):
+            time.sleep(0.002)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        logged = len(rundir.scan_metrics(out).rows)
-        print(f"kill {k}: {delay:.3f} s of {span:.3f} s into training, {logged} epoch(s) logged")
+        ended = proc.wait(timeout=60)
+        print(
+            f"kill {k}: {delay:.3f} s into phase {phase} (of {phases[phase]:.3f} s), {_logged(out)} epoch(s) "
+            f"logged, {'SIGKILLed' if ended == -signal.SIGKILL else 'had already ended'}"
+        )
         resumed = subprocess.run(
             [sys.executable, "-m", "gwa.cli", "train", *KILL_ARGS, "-q", "--out", str(out), "--resume"],
             env=_env(),
@@ -239,15 +255,15 @@ def _kill_anywhere_then_resume(tmp_path, backend_args, kills, seed):
             text=True,
             timeout=600,
         )
-        assert resumed.returncode == 0, (delay, resumed.stderr[-2000:])
-        assert _contents(out) == expected, f"killed {delay:.3f} s into training"
-        assert not list(out.rglob("*.tmp")), delay
+        assert resumed.returncode == 0, (phase, delay, resumed.stderr[-2000:])
+        assert _contents(out) == expected, f"killed {delay:.3f} s into phase {phase}"
+        assert not list(out.rglob("*.tmp")), (phase, delay)
 
 
 @pytest.mark.slow
 @pytest.mark.hostile("accepted", cls="crash windows")
 def test_sigkill_at_random_moments_then_resume_equals_the_uninterrupted_run_torch(tmp_path):
-    _kill_anywhere_then_resume(tmp_path, [], kills=4, seed=20)
+    _kill_anywhere_then_resume(tmp_path, [], kills=5, seed=20)
 
 
 @pytest.mark.slow
