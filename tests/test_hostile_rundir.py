@@ -181,7 +181,9 @@ def test_a_linked_score_file_is_not_read(run, tmp_path):
     np.save(tmp_path / "elsewhere.npy", np.full(N, 0.5, np.float32))
     (run / "scores" / "alignment_0002.npy").unlink()
     (run / "scores" / "alignment_0002.npy").symlink_to(tmp_path / "elsewhere.npy")
-    with pytest.raises(RunDirError, match=r"alignment_0002\.npy: it is a symbolic link; expected a regular file"):
+    with pytest.raises(
+        RunDirError, match=r"alignment_0002\.npy: it is a symbolic link; expected a regular file"
+    ):
         load_run(run).score_matrix()
 
 
@@ -511,7 +513,7 @@ def test_json_values_of_the_wrong_type_are_named(run, file, changes, match):
         (
             "previews.npy",
             np.zeros((N, 4, 5, 5)),
-            r"previews\.npy: expected \(K, L\), \(K, H, W\) or \(K, H, W, 3\)",
+            r"previews\.npy: expected \(K, L\) signals or \(K, H, W\), \(K, H, W, C\) or \(K, C, H, W\) images",
         ),
         ("preview_ids.npy", np.arange(N) + 100, r"preview_ids\.npy: expected sample ids below num_samples=6"),
     ],

@@ -70,12 +70,16 @@ def load_run_arrays(path: Path, n: int | None) -> dict:
                 f"got {preview_ids.max()}."
             )
     previews = opt("previews", None if preview_ids is None else len(preview_ids), "biuf")
-    if previews is not None and not (
-        previews.ndim in (2, 3) or (previews.ndim == 4 and previews.shape[-1] == 3)
-    ):
+    # One preview per row as the report draws it: (L,) signals, (H, W) or (H, W, 1|3) or (1|3, H, W) images.
+    image = (
+        previews is not None
+        and previews.ndim == 4
+        and (previews.shape[1] in (1, 3) or previews.shape[-1] in (1, 3))
+    )
+    if previews is not None and not (previews.ndim in (2, 3) or image):
         raise RunDirError(
-            f"{path / 'previews.npy'}: expected (K, L), (K, H, W) or (K, H, W, 3) inputs; got shape "
-            f"{previews.shape}."
+            f"{path / 'previews.npy'}: expected (K, L) signals or (K, H, W), (K, H, W, C) or (K, C, H, W) images "
+            f"with C = 1 or 3; got shape {previews.shape}."
         )
     return {
         "labels": labels("labels"),
