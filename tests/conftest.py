@@ -13,7 +13,9 @@ def rng() -> np.random.Generator:
 # The hostile-input suite (docs/reliability.md): every test marked `hostile` is one case. A case passes only when
 # its assertions hold: the refused ones raise the expected error naming the file or argument, and none runs a
 # payload, loses a file, gives a wrong result or a traceback-type crash. The tally is printed at the end.
+# A case may name its class (`@pytest.mark.hostile("refused", cls="symlinks")`); the tally then also counts by class.
 _hostile: dict[tuple[str, str], dict[str, int]] = {}
+_hostile_classes: dict[tuple[str, str], dict[str, int]] = {}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -22,8 +24,13 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     marker = item.get_closest_marker("hostile")
     if marker is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
-        key = (item.path.name, marker.args[0] if marker.args else "refused")
-        _hostile.setdefault(key, {"passed": 0, "failed": 0, "skipped": 0})[report.outcome] += 1
+        kind = marker.args[0] if marker.args else "refused"
+        _hostile.setdefault((item.path.name, kind), {"passed": 0, "failed": 0, "skipped": 0})[
+            report.outcome
+        ] += 1
+        if "cls" in marker.kwargs:
+            key = (marker.kwargs["cls"], kind)
+            _hostile_classes.setdefault(key, {"passed": 0, "failed": 0, "skipped": 0})[report.outcome] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -36,3 +43,7 @@ def pytest_terminal_summary(terminalreporter):
     )
     for (name, kind), t in sorted(_hostile.items()):
         terminalreporter.write_line(f"  {name:<26} {kind:<9} {t['passed']}/{sum(t.values())} held")
+    if _hostile_classes:
+        terminalreporter.write_line("hostile-input suite by class (cases that name one):")
+        for (cls, kind), t in sorted(_hostile_classes.items()):
+            terminalreporter.write_line(f"  {cls:<26} {kind:<9} {t['passed']}/{sum(t.values())} held")

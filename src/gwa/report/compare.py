@@ -263,6 +263,20 @@ def _ranks(values: list[float]) -> list[str]:
     return out
 
 
+def markdown_cell(text: str) -> str:
+    """``text`` safe in one markdown table cell printed to a terminal: control characters (newlines that
+    would forge a row, ANSI/OSC escapes that would drive the terminal) shown as ``\\xNN``/``\\uNNNN``, HTML
+    as entities, ``|`` escaped. A run's name comes from its config.json, which a shared run directory sets."""
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0 or ch in "\u2028\u2029":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append({"<": "&lt;", ">": "&gt;", "&": "&amp;", "|": "\\|", "\\": "\\\\"}.get(ch, ch))
+    return "".join(out)
+
+
 def _markdown(result: CompareResult) -> str:
     from gwa.report.html import fmt
 
@@ -277,7 +291,7 @@ def _markdown(result: CompareResult) -> str:
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     align_ranks = _ranks([r.max_align for r in result.rows])
     for r, a_rank, g_rank in zip(result.rows, align_ranks, gwa_ranks, strict=True):
-        name = r.name if r.complete else f"{r.name} (incomplete)"
+        name = markdown_cell(r.name) + ("" if r.complete else " (incomplete)")
         lines.append(
             f"| {a_rank} | {name} | {r.epochs} | {at(r.max_align, r.align_epoch)} | {fmt(r.test_at_align)} "
             f"| {g_rank} | {at(r.gwa, r.gwa_epoch)} | {fmt(r.test_at_gwa)} "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -76,8 +75,10 @@ def png_bytes(fig) -> bytes:
 
 def save_png(fig, path) -> bytes:
     """Write the figure to ``path`` as PNG and return the bytes (for embedding); closes it."""
+    from gwa.rundir import write_atomic
+
     data = png_bytes(fig)
-    Path(path).write_bytes(data)
+    write_atomic(path, lambda fh: fh.write(data))  # never through a planted link, never a torn file
     return data
 
 

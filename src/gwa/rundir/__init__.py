@@ -28,7 +28,9 @@ Non-finite floats are written as ``null``.
 Safety (docs/reliability.md): a run directory is a gwa run when its ``config.json`` carries ``format`` and
 ``gwa_version``; ``overwrite`` replaces only such a run and deletes only the files gwa writes. One writer at a
 time holds ``gwa.lock``. Every file is written to a temporary name, synced and renamed, so a kill leaves each
-file either old or new. Nothing here reads or writes a pickle.
+file either old or new, through a temporary of a unique name that never follows a link. A run whose fixed
+entries are links or special files is refused, every read is capped and never blocks (``_safety``). Nothing here
+reads or writes a pickle.
 """
 
 from gwa.rundir._atomic import FAULT_ENV, save_npy_atomic, write_atomic, write_json_atomic
@@ -39,7 +41,9 @@ from gwa.rundir._format import (
     LOCK_FILE,
     OWN_FILES,
     READABLE_FORMATS,
+    REPORT_DIR,
     SCORES_DIR,
+    is_own_checkpoint,
     own_files,
     score_file,
     upgrade_row,
@@ -51,9 +55,18 @@ from gwa.rundir._reader import (
     Run,
     load_array,
     load_run,
+    parse_json,
     read_config,
     read_metrics,
     scan_metrics,
+)
+from gwa.rundir._safety import (
+    MAX_JSON_BYTES,
+    MAX_NPY_BYTES,
+    check_run_tree,
+    load_npy,
+    open_regular,
+    read_regular,
 )
 from gwa.rundir._target import check_directory, check_writable, is_gwa_run
 from gwa.rundir._writer import RunWriter
@@ -63,8 +76,11 @@ __all__ = [
     "FAULT_ENV",
     "FORMAT",
     "LOCK_FILE",
+    "MAX_JSON_BYTES",
+    "MAX_NPY_BYTES",
     "OWN_FILES",
     "READABLE_FORMATS",
+    "REPORT_DIR",
     "SCORES_DIR",
     "MetricsProblem",
     "MetricsScan",
@@ -74,13 +90,19 @@ __all__ = [
     "RunLock",
     "RunWriter",
     "check_directory",
+    "check_run_tree",
     "check_writable",
     "is_gwa_run",
+    "is_own_checkpoint",
     "load_array",
+    "load_npy",
     "load_run",
+    "open_regular",
     "own_files",
+    "parse_json",
     "read_config",
     "read_metrics",
+    "read_regular",
     "save_npy_atomic",
     "scan_metrics",
     "score_file",

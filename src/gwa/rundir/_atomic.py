@@ -1,10 +1,18 @@
-"""Atomic writes: a temporary file, synced, then renamed, so that a kill leaves each file old or new."""
+"""Atomic writes: a temporary file, synced, then renamed, so that a kill leaves each file old or new.
+
+Run directories are shared (a lab's NFS, a colleague's tarball), so a write never follows a link planted in one:
+the temporary file gets a fresh random name and is created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` next to its target
+(an existing file or link of that name makes the open fail instead of writing through it), and ``os.replace``
+swaps the directory entry itself, never a link's target. Unique names also keep two writers of one output from
+mixing their bytes: each commits a whole file of its own.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -59,17 +67,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """A new, empty file next to ``path`` with a random name, opened without following any link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return tmp, os.open(tmp, flags, 0o666)  # the umask applies, as for any file the user writes
+        except FileExistsError:  # pragma: no cover - 2**64 names: only a planted entry collides
+            continue
+    raise FileExistsError(f"Could not create a temporary file next to {path}.")  # pragma: no cover
+
+
 def write_atomic(path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` so that it is either its old or its new content after any crash.
 
-    ``write(fh)`` fills a temporary file next to ``path`` (``<name>.tmp``); it is synced, renamed over ``path``
-    and the directory entry synced. On an error (a full disk) the temporary file is removed and the error
-    raised; ``path`` is untouched.
+    ``write(fh)`` fills a new temporary file next to ``path`` (``<name>.<random>.tmp``, created with
+    ``O_EXCL|O_NOFOLLOW``); it is synced, renamed over ``path`` and the directory entry synced. A link at
+    ``path`` is replaced by the file, never followed. On an error (a full disk) the temporary file is removed
+    and the error raised; ``path`` is untouched.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, fd = _create_temporary(path)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -13,6 +13,7 @@ FORMAT = 2
 READABLE_FORMATS = (1, 2)
 SCORES_DIR = "scores"
 CHECKPOINT_DIR = "checkpoints"
+REPORT_DIR = "report"
 LOCK_FILE = "gwa.lock"
 #: Files gwa writes at the top of a run directory: ``overwrite`` deletes these and nothing else (besides the
 #: score and checkpoint files matching :data:`_OWN_SCORE` and :data:`_OWN_CHECKPOINT`).
@@ -28,8 +29,29 @@ OWN_FILES = (
     "preview_ids.npy",
     "config.json",
 )
-_OWN_SCORE = re.compile(r"[A-Za-z0-9_]+_\d{4,}\.npy(\.tmp|\.tmp\.npy)?")
-_OWN_CHECKPOINT = re.compile(r"(last|best_[A-Za-z0-9_]+)(-\d{4,})?\.(pt|msgpack|json)(\.tmp)?")
+#: A write's temporary file: ``<name>.<16 hex digits>.tmp`` (``<name>.tmp`` from older gwa); see ``_atomic``.
+_TEMP = r"(\.[0-9a-f]{16})?\.tmp"
+_OWN_SCORE = re.compile(rf"[A-Za-z0-9_]+_\d{{4,}}\.npy({_TEMP}|\.tmp\.npy)?")
+_OWN_CHECKPOINT = re.compile(rf"(last|best_[A-Za-z0-9_]+)(-\d{{4,}})?\.(pt|msgpack|json)({_TEMP})?")
+_OWN_TOP_TEMP = re.compile("(" + "|".join(re.escape(n) for n in OWN_FILES) + f"){_TEMP}")
+
+
+def is_own_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of a write gwa makes at the top of a run (left by a kill)."""
+    return _OWN_TOP_TEMP.fullmatch(name) is not None
+
+
+def own_score_epoch(name: str) -> int | None:
+    """The epoch of ``scores/<name>`` when it is a score file gwa writes (or its temporary), else None."""
+    if _OWN_SCORE.fullmatch(name) is None:
+        return None
+    return int(name.split(".", 1)[0].rsplit("_", 1)[1])
+
+
+def is_own_checkpoint(name: str, tag: str, suffix: str) -> bool:
+    """Whether ``checkpoints/<name>`` is a file gwa writes for checkpoint ``tag``: ``<tag>-NNNN<suffix>`` (or
+    the ``<tag><suffix>`` of older gwa); a user's ``last-backup.pt`` is not."""
+    return re.fullmatch(rf"{re.escape(tag)}(-\d{{4,}})?{re.escape(suffix)}", name) is not None
 
 
 def score_file(signal: str, epoch: int | np.integer) -> str:
@@ -40,9 +62,10 @@ def own_files(path) -> list[Path]:
     """The files in ``path`` that gwa writes (what ``overwrite`` deletes), sorted."""
     path = Path(path)
     found = [path / name for name in OWN_FILES if (path / name).is_file()]
-    found += [path / f"{name}.tmp" for name in OWN_FILES if (path / f"{name}.tmp").is_file()]
+    if path.is_dir():
+        found += [f for f in path.iterdir() if is_own_temporary(f.name) and f.is_file()]
     for folder, pattern in ((SCORES_DIR, _OWN_SCORE), (CHECKPOINT_DIR, _OWN_CHECKPOINT)):
-        if (path / folder).is_dir():
+        if (path / folder).is_dir() and not (path / folder).is_symlink():
             found += [f for f in (path / folder).iterdir() if f.is_file() and pattern.fullmatch(f.name)]
     return sorted(found)
 
@@ -63,9 +86,11 @@ def upgrade_row(row: dict, fmt: int) -> dict:
     message = out.pop("gwa_guard", None)
     codes = (("no scores", "no_scores"), ("constant", "constant_scores"), ("kurtosis pole", "kurtosis_pole"))
     out["gwa_guard"] = (
-        None if message is None else next((c for p, c in codes if message.startswith(p)), "kurtosis_pole")
+        None
+        if message is None
+        else next((c for p, c in codes if str(message).startswith(p)), "kurtosis_pole")
     )
-    out["gwa_guard_message"] = message
+    out["gwa_guard_message"] = None if message is None else str(message)
     mean, kurt = out.get("align_mean"), out.get("align_excess_kurtosis")
     value = None if mean is None or kurt is None else pearson_ratio(mean, kurt)
     out["gwa"] = value if value is not None and math.isfinite(value) else None

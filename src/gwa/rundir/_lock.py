@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 from pathlib import Path
 from types import ModuleType
 
 from gwa.rundir._errors import RunDirError
 from gwa.rundir._format import LOCK_FILE
+from gwa.rundir._safety import check_run_tree
 from gwa.rundir._target import check_directory
 
 fcntl: ModuleType | None  # None where the platform has no fcntl
@@ -48,7 +51,23 @@ class RunLock:
             self._fd, previous._fd, previous.superseded = previous._fd, None, True
             _held[key] = self
             return self
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a link (a planted gwa.lock -> ~/.bashrc would be truncated), never blocking on a FIFO.
+        check_run_tree(self.path)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path / LOCK_FILE, flags, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise RunDirError(
+                f"Refusing to use run directory {self.path}: {self.path / LOCK_FILE} is a symbolic link; "
+                f"expected a regular file (gwa never writes through links in a run directory)."
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(
+                f"Refusing to use run directory {self.path}: {self.path / LOCK_FILE} is not a regular file."
+            )
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,15 +10,40 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gwa.rundir._arrays import load_array, load_run_arrays
 from gwa.rundir._errors import RunDirError, RunDirWarning
-from gwa.rundir._format import FORMAT, READABLE_FORMATS, SCORES_DIR, score_file, upgrade_row
+from gwa.rundir._format import FORMAT, READABLE_FORMATS, SCORES_DIR, own_score_epoch, score_file, upgrade_row
+from gwa.rundir._safety import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json_depth, check_run_tree, read_regular
+
+
+def parse_json(text: str | bytes, where, what: str) -> Any:
+    """JSON ``text`` of file ``where``; invalid or absurdly nested JSON is a :class:`RunDirError` naming it."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise RunDirError(
+            f"{where} is nested too deeply to read (more than {MAX_JSON_DEPTH} levels); expected {what}."
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{where} is not valid JSON ({exc}); expected {what}.") from None
+    check_json_depth(value, where)
+    return value
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}); expected {what}.") from None
+    return parse_json(read_regular(path, cap=MAX_JSON_BYTES), path, what)
+
+
+def _check_config(cfg_path: Path, config: dict) -> None:
+    """Values the readers use must have their type: a crafted ``num_samples`` of 1e999 or a ``name`` list would
+    otherwise end in a traceback or a silently wrong table."""
+    n = config.get("num_samples")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+        raise RunDirError(f"{cfg_path}: expected 'num_samples' to be an integer > 0; got {n!r}.")
+    for key in ("name", "gwa_version", "status"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RunDirError(f"{cfg_path}: expected {key!r} to be a string; got {value!r}.")
 
 
 def read_config(path) -> dict:
@@ -37,6 +62,7 @@ def read_config(path) -> dict:
             f"{', '.join(map(str, READABLE_FORMATS))}. Re-run it with this version, or read it with "
             f"the gwa that wrote it ({config.get('gwa_version', 'unknown version')})."
         )
+    _check_config(cfg_path, config)
     return config
 
 
@@ -80,7 +106,7 @@ def scan_metrics(path) -> MetricsScan:
     problems: list[MetricsProblem] = []
     if not metrics_path.exists():
         return MetricsScan(metrics_path, rows, problems, 0)
-    raw = metrics_path.read_bytes().decode("utf-8", errors="replace")
+    raw = read_regular(metrics_path, cap=MAX_JSON_BYTES).decode("utf-8", errors="replace")
     lines = raw.split("\n")
     count = 0
     last_content = max((i for i, t in enumerate(lines) if t.strip()), default=-1)
@@ -91,7 +117,8 @@ def scan_metrics(path) -> MetricsScan:
         expected = "a JSON object with an integer 'epoch' >= 1"
         try:
             row = json.loads(text)
-        except ValueError:
+            check_json_depth(row, metrics_path)
+        except (ValueError, RecursionError):  # RunDirError (too deep) is a ValueError
             torn = i == last_content and not raw.endswith("\n")
             reason = (
                 f"torn by an interrupted write (expected {expected})"
@@ -185,13 +212,32 @@ class Run:
         return out
 
     def signals(self) -> list[str]:
-        return sorted({f.stem.rsplit("_", 1)[0] for f in (self.path / SCORES_DIR).glob("*.npy")})
+        folder = self.path / SCORES_DIR
+        return (
+            sorted(
+                {
+                    f.name.rsplit("_", 1)[0]
+                    for f in folder.iterdir()
+                    if own_score_epoch(f.name) is not None and f.name.endswith(".npy")
+                }
+            )
+            if folder.is_dir()
+            else []
+        )
 
     def scores(self, epoch: int, signal: str = "alignment") -> np.ndarray:
         f = self.path / score_file(signal, epoch)
         if not f.exists():
-            raise RunDirError(f"{self.path} has no {signal!r} scores for epoch {epoch} ({f.name}).")
-        return load_array(f, self.num_samples)
+            raise RunDirError(
+                f"{self.path} has no {signal!r} scores for epoch {epoch} ({f.name}); if the run was "
+                f"interrupted, `gwa train --resume` repairs it."
+            )
+        arr = load_array(f, self.num_samples, kinds="biuf")
+        if arr.ndim != 1:
+            raise RunDirError(
+                f"{f}: expected shape ({self.num_samples},), one score per sample; got {arr.shape}."
+            )
+        return arr.astype(np.float32, copy=False)
 
     def score_matrix(self, signal: str = "alignment") -> np.ndarray:
         """``(E, N)`` per-epoch scores for the logged epochs, NaN where a sample was not seen."""
@@ -203,20 +249,6 @@ class Run:
                 else np.empty((0, int(self.config.get("num_samples", 0))), dtype=np.float32)
             )
         return self._cache[key]
-
-
-def load_array(path, length: int | None = None) -> np.ndarray:
-    """A ``.npy`` file of the run (never a pickle); with ``length``, it must have shape ``(length, ...)``."""
-    path = Path(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise RunDirError(f"{path} is not a readable .npy array of numbers ({exc}).") from None
-    if length is not None and (arr.ndim == 0 or arr.shape[0] != length):
-        raise RunDirError(
-            f"{path}: expected {length} rows (num_samples in config.json); got shape {arr.shape}."
-        )
-    return arr
 
 
 def _check_summary(path: Path, summary: Any, epochs: list[int], problems: list[str]) -> dict:
@@ -240,6 +272,13 @@ def _check_summary(path: Path, summary: Any, epochs: list[int], problems: list[s
                 f"{where}: expected criteria[{name!r}] to be an object with an integer 'epoch' >= 1; "
                 f"got {info!r}."
             )
+        for key, value in info.items():
+            if key != "epoch" and not (
+                value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            ):
+                raise RunDirError(
+                    f"{where}: expected criteria[{name!r}][{key!r}] to be a number or null; got {value!r}."
+                )
         if epoch not in epochs:
             problems.append(
                 f"summary.json: criterion {name!r} chose epoch {epoch}, which metrics.jsonl does not hold."
@@ -258,6 +297,7 @@ def load_run(path) -> Run:
         raise RunDirError(f"{path} is a file, not a run directory.")
     if not path.is_dir():
         raise RunDirError(f"Run directory {path} does not exist.")
+    check_run_tree(path)
     config = read_config(path)
     scan = scan_metrics(path)
     problems = [scan.describe()] if scan.problems else []
@@ -269,12 +309,7 @@ def load_run(path) -> Run:
     n = config.get("num_samples")
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
-    def opt(name, length=n):
-        f = path / f"{name}.npy"
-        return load_array(f, length) if f.exists() else None
-
-    preview_ids = opt("preview_ids", None)
-    previews = opt("previews", None if preview_ids is None else len(preview_ids))
+    arrays = load_run_arrays(path, n)
     for message in problems:
         warnings.warn(message, RunDirWarning, stacklevel=2)
     metrics = [upgrade_row(r, config["format"]) for r in scan.rows]
@@ -283,10 +318,6 @@ def load_run(path) -> Run:
         config=config,
         metrics=metrics,
         summary=summary,
-        labels=opt("labels"),
-        clean_labels=opt("clean_labels"),
-        noise_mask=opt("noise_mask"),
-        preview_ids=preview_ids,
-        previews=previews,
+        **arrays,
         problems=problems,
     )

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from gwa.rundir._errors import RunDirError
-from gwa.rundir._format import LOCK_FILE, OWN_FILES, SCORES_DIR, own_files
+from gwa.rundir._format import LOCK_FILE, SCORES_DIR, is_own_temporary, own_files
+from gwa.rundir._safety import MAX_JSON_BYTES, check_run_tree, read_regular
 
 
 def check_directory(path) -> None:
@@ -19,8 +20,8 @@ def check_directory(path) -> None:
 def is_gwa_run(path) -> bool:
     """Whether ``path`` holds a gwa run: a ``config.json`` object with ``format`` and ``gwa_version``."""
     try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
+        config = json.loads(read_regular(Path(path) / "config.json", cap=MAX_JSON_BYTES))
+    except (OSError, ValueError, RecursionError):  # RunDirError is a ValueError
         return False
     return isinstance(config, dict) and "format" in config and "gwa_version" in config
 
@@ -30,11 +31,12 @@ def _entries(path: Path) -> list[str]:
     temporary files and an empty ``scores/``."""
     if not path.is_dir():
         return []
-    leftover = {LOCK_FILE, *(f"{name}.tmp" for name in OWN_FILES)}
     return sorted(
         p.name
         for p in path.iterdir()
-        if p.name not in leftover and not (p.name == SCORES_DIR and p.is_dir() and not any(p.iterdir()))
+        if p.name != LOCK_FILE
+        and not is_own_temporary(p.name)
+        and not (p.name == SCORES_DIR and p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
     )
 
 
@@ -51,6 +53,7 @@ def check_writable(
     """
     path = Path(path)
     check_directory(path)
+    check_run_tree(path)
     entries = _entries(path)
     if not entries:
         return

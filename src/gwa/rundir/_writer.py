@@ -10,9 +10,10 @@ import numpy as np
 
 from gwa.rundir._atomic import jsonable, save_npy_atomic, write_atomic, write_json_atomic
 from gwa.rundir._errors import RunDirError
-from gwa.rundir._format import FORMAT, SCORES_DIR, own_files, score_file
+from gwa.rundir._format import FORMAT, SCORES_DIR, own_files, own_score_epoch, score_file
 from gwa.rundir._lock import RunLock
 from gwa.rundir._reader import read_config, scan_metrics
+from gwa.rundir._safety import check_run_tree
 from gwa.rundir._target import check_writable
 
 log = logging.getLogger("gwa.rundir")  # the name the CLI's log lines have always shown
@@ -69,6 +70,7 @@ class RunWriter:
 
     def _check_target(self, resume: bool, overwrite: bool) -> None:
         if resume:
+            check_run_tree(self.path)
             if not (self.path / "config.json").exists():
                 raise RunDirError(f"Cannot resume: {self.path} holds no run (no config.json).")
             if read_config(self.path)["format"] != FORMAT:
@@ -102,7 +104,9 @@ class RunWriter:
         )  # first: from now on the folder is a gwa run
         (self.path / SCORES_DIR).mkdir(exist_ok=True)
         if resume:
+            # The metrics first, then the deletes: a kill in between leaves no row without its scores.
             self._rewrite_metrics()
+            self._drop_leftovers(resume_epoch)
         for name, arr, dtype in (
             ("labels", labels, np.int64),
             ("clean_labels", clean_labels, np.int64),
@@ -127,7 +131,10 @@ class RunWriter:
             )
         if scan.problems:  # a torn last line: an interrupted write of an epoch that resume will redo
             aside = self.path / "metrics.jsonl.torn"
-            aside.write_text(scan.problems[0].text + "\n")
+            torn = scan.problems[0].text + "\n"
+            write_atomic(
+                aside, lambda fh: fh.write(torn.encode())
+            )  # replaces a planted link, never follows it
             log.warning(
                 "gwa: %s: moved the torn last line of metrics.jsonl (line %d) to %s.",
                 self.path,
@@ -137,12 +144,16 @@ class RunWriter:
         rows = scan.rows
         if resume_epoch is not None:
             rows = [r for r in rows if r["epoch"] <= resume_epoch]
-        for f in (self.path / SCORES_DIR).glob("*"):
-            epoch = f.name.split(".", 1)[0].rsplit("_", 1)[-1]
-            interrupted = f.name.endswith((".tmp", ".tmp.npy"))  # a write that crashed before its rename
-            if interrupted or (resume_epoch is not None and epoch.isdigit() and int(epoch) > resume_epoch):
-                f.unlink()
         return rows
+
+    def _drop_leftovers(self, resume_epoch: int | None) -> None:
+        """Delete what a killed writer left: its temporary files, and the score files of epochs after
+        ``resume_epoch`` (redone now). Only names gwa writes are touched (``scores/notes_2024.txt`` stays)."""
+        for f in own_files(self.path):
+            epoch = own_score_epoch(f.name) if f.parent.name == SCORES_DIR else None
+            later = resume_epoch is not None and epoch is not None and epoch > resume_epoch
+            if ".tmp" in f.name or later:  # .tmp: a write that crashed before its rename
+                f.unlink(missing_ok=True)
 
     def _check_lock(self) -> None:
         if not self._lock.held:

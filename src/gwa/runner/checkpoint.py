@@ -9,16 +9,26 @@ moment leaves ``<tag>.json`` naming a complete file of the epoch it states. The 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from gwa.rundir import CHECKPOINT_DIR, RunDirError, write_atomic, write_json_atomic
+from gwa.rundir import (
+    CHECKPOINT_DIR,
+    RunDirError,
+    check_run_tree,
+    is_own_checkpoint,
+    parse_json,
+    read_regular,
+    write_atomic,
+    write_json_atomic,
+)
 
 
 def checkpoint_dir(run_dir) -> Path:
     d = Path(run_dir) / CHECKPOINT_DIR
+    check_run_tree(run_dir)  # a checkpoints/ link would send writes and deletes outside the run
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -38,8 +48,10 @@ def commit(
     name = f"{tag}-{int(epoch):04d}{suffix}"
     write_atomic(folder / name, write)
     mark(run_dir, tag, epoch=epoch, backend=backend, file=name)
-    for old in folder.glob(f"{tag}*{suffix}"):  # superseded (or pre-commit) files of this tag
-        if old.name != name and old.name.rsplit("-", 1)[0].removesuffix(suffix) == tag:
+    for (
+        old
+    ) in folder.iterdir():  # superseded (or pre-commit) files of this tag; a user's last-backup.pt stays
+        if old.name != name and is_own_checkpoint(old.name, tag, suffix):
             old.unlink(missing_ok=True)
     return folder / name
 
@@ -48,12 +60,7 @@ def read_mark(run_dir, tag: str) -> dict | None:
     path = Path(run_dir) / CHECKPOINT_DIR / f"{tag}.json"
     if not path.exists():
         return None
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as exc:
-        raise RunDirError(
-            f"{path} is not valid JSON ({exc}); expected the checkpoint's epoch and file."
-        ) from None
+    info = parse_json(read_regular(path), path, "the checkpoint's epoch and file")
     epoch = info.get("epoch") if isinstance(info, dict) else None
     file = info.get("file") if isinstance(info, dict) else None
     if (
@@ -87,6 +94,29 @@ def marked_file(run_dir, tag: str = "last") -> Path:
 def marked_epoch(run_dir, tag: str = "last") -> int | None:
     info = read_mark(run_dir, tag)
     return None if info is None else int(info["epoch"])
+
+
+@contextlib.contextmanager
+def restoring(path) -> Iterator[None]:
+    """Restore a run's state from checkpoint ``path`` inside this block: a checkpoint that loads but does not fit
+    (a missing key, another model's shapes, a list instead of a dict, another RNG layout) becomes one
+    ``ValueError`` naming the file and the part, instead of a traceback from deep inside the framework."""
+    try:
+        yield
+    except KeyError as exc:
+        raise ValueError(
+            f"Cannot resume from {path}: the checkpoint has no {exc.args[0]!r} entry (a checkpoint of "
+            f"another program or gwa version?); start a new run or restore the file."
+        ) from None
+    except (TypeError, RuntimeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        if str(exc).startswith(("Cannot resume", "Refusing to load")):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ValueError(
+            f"Cannot resume from {path}: the checkpoint does not fit this run ({type(exc).__name__}: "
+            f"{first}); was the model or the software changed since it was written? Start a new run or "
+            f"restore the file."
+        ) from None
 
 
 def torch_writer(obj) -> Callable[[IO[bytes]], None]:

@@ -69,9 +69,12 @@ def load_array_pickle(path, *, encoding: str = "latin1"):
     Raises:
         ValueError: naming the file when it holds anything else (the payload is refused, never called).
     """
+    from gwa.rundir import MAX_NPY_BYTES, open_regular
+
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        # A FIFO or a device is refused, not read forever; a dataset folder may link its files.
+        with open_regular(path, cap=MAX_NPY_BYTES, follow_links=True) as fh:
             obj = _ArrayUnpickler(fh, encoding=encoding).load()
     except (
         pickle.UnpicklingError,
@@ -112,13 +115,41 @@ def torch_load_arrays(path):
     return obj
 
 
+#: Containers and arrays a label or batch file may hold; more is refused (a crafted DAG has 2**60 paths).
+MAX_NODES = 1_000_000
+
+
 def _reject_object_arrays(obj, path: Path) -> None:
-    stack = [obj]
+    """Refuse object arrays anywhere in ``obj``, and any container that holds itself (a pickle may build
+    ``L = [L]``) or more than :data:`MAX_NODES` items. Iterative, each container visited once: no recursion,
+    no loop, no exponential walk of a DAG."""
+    on_path: set[int] = set()  # containers being walked: meeting one again is a cycle
+    done: set[int] = set()  # containers fully walked (a shared one is walked once)
+    stack: list[tuple[object, bool]] = [(obj, False)]
+    nodes = 0
     while stack:
-        item = stack.pop()
+        item, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(item))
+            done.add(id(item))
+            continue
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ValueError(
+                f"Refusing to read {path}: expected plain data; it holds more than {MAX_NODES} items."
+            )
         if isinstance(item, np.ndarray) and item.dtype.kind not in "biuf":
             raise ValueError(f"Refusing to read {path}: expected numeric arrays; got dtype {item.dtype}.")
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+        if not isinstance(item, (dict, list, tuple)):
+            continue
+        if id(item) in on_path:
+            raise ValueError(
+                f"Refusing to read {path}: expected plain data; it holds a {type(item).__name__} that "
+                f"contains itself."
+            )
+        if id(item) in done:
+            continue
+        on_path.add(id(item))
+        stack.append((item, True))
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, False) for child in children)

@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
 def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     """Train ``config`` with its backend and write the run directory; returns its path."""
     from gwa import rundir
-    from gwa.runner import checkpoint
+    from gwa.runner import checkpoint, resume_checks
     from gwa.runner.data import prepare
 
     out = config.out_dir
@@ -271,14 +271,21 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
             )
         backend = load_backend(config.backend)
         data = prepare(config)
+        if config.resume:  # on every rank, before anything in the run is written
+            resume_checks.check_same_data(out, rundir.read_config(out), data)
         if rank != 0:  # distributed: rank 0 alone writes the run directory
-            backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
+            if start_epoch < config.epochs:  # the same branch as rank 0's, or its peers wait forever
+                backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
             return out
         if progress and config.noise != "none":
             print(describe_noise(config, data), flush=True)
         writer = rundir.RunWriter(
             out,
-            {**config.to_dict(), "realised_noise_rate": data.realised_noise_rate},
+            {
+                **config.to_dict(),
+                "realised_noise_rate": data.realised_noise_rate,
+                resume_checks.FINGERPRINT_KEY: resume_checks.data_fingerprint(data),
+            },
             data.num_samples,
             labels=data.y_train,
             clean_labels=data.y_train_clean,
@@ -374,7 +381,7 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
     """summary.json: for each criterion, the chosen epoch and the accuracies there; the default criterion's
     choice with its trust diagnostics (:func:`gwa.policy.diagnose`)."""
     from gwa import DEFAULT_CRITERION, policy
-    from gwa.runner import checkpoint
+    from gwa.runner import checkpoint, resume_checks
 
     choices = policy.select_all(rows, finetune=config.finetune, total_epochs=config.epochs) if rows else {}
     by_epoch = {int(r["epoch"]): r for r in rows}
@@ -384,6 +391,10 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
         row = by_epoch.get(int(epoch), {})
         criteria[name] = {"epoch": int(epoch), **{k: row.get(k) for k in acc_keys if k in row}}
     best = checkpoint.read_mark(out, f"best_{DEFAULT_CRITERION}") if rows else None
+    stale = resume_checks.stale_best_note(best, criteria.get(DEFAULT_CRITERION, {}).get("epoch"))
+    if best is not None and stale is not None:
+        log.warning("%s: %s.", out, stale)
+        best = {**best, "stale": True, "note": stale}
     last = rows[-1] if rows else {}
     return {
         "default": DEFAULT_CRITERION,
@@ -457,6 +468,9 @@ def print_summary(out: Path, file=None) -> None:
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
+    best = summary.get("best_checkpoint")
+    if isinstance(best, dict) and best.get("stale"):
+        print(f"  warning: {best.get('note')}", file=file)
     for line in trust_lines(summary):
         print(line, file=file)
     print(

@@ -313,10 +313,10 @@ def train(
         params = init_params(model, data.input_shape, config.seed)
         opt_state = optimizer.init(params)
         if start_epoch > 0:
-            params, opt_state, loop_state = _load_last(
-                checkpoint.marked_file(run_dir, "last"), start_epoch, params, opt_state
-            )
-            loop.load_state_dict(loop_state)
+            last = checkpoint.marked_file(run_dir, "last")
+            with checkpoint.restoring(last):  # a checkpoint that does not fit: one line naming it
+                params, opt_state, loop_state = _load_last(last, start_epoch, params, opt_state)
+                loop.load_state_dict(loop_state)
             if loop.stopper.should_stop:
                 return
         predict = _compiled_predict(model)

@@ -290,14 +290,15 @@ def _train(
     if start_epoch > 0:
         last = checkpoint.marked_file(run_dir, "last")
         state = load_checkpoint(last, device)
-        if int(state["epoch"]) != start_epoch:
-            raise ValueError(f"{last} holds epoch {state['epoch']}, but last.json says {start_epoch}.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        tracker.load_state_dict(state["tracker"])
-        loop.load_state_dict(json.loads(state["loop"]))
-        _set_rng_state(state["rng"])
+        with checkpoint.restoring(last):  # a checkpoint that does not fit: one line naming it
+            if int(state["epoch"]) != start_epoch:
+                raise ValueError(f"{last} holds epoch {state['epoch']}, but last.json says {start_epoch}.")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            tracker.load_state_dict(state["tracker"])
+            loop.load_state_dict(json.loads(state["loop"]))
+            _set_rng_state(state["rng"])
         if loop.stopper.should_stop:
             return
     evaluator = _Evaluator(device, amp, max(256, 2 * config.batch_size))

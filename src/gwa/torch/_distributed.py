@@ -102,3 +102,22 @@ def gather_ints(values: list[int], group=None) -> list[list[int]]:
     gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, mine, group=group)
     return [t.cpu().tolist() for t in gathered]
+
+
+def raise_if_any_rank_failed(error: BaseException | None, failed_anywhere: bool, group=None) -> None:
+    """Raise on every rank when any rank found an error in its own data (``failed_anywhere``, learnt from an
+    all-gather every rank takes part in, e.g. :func:`gather_ints`).
+
+    A rank-local error raised before the epoch's collectives would leave the other ranks waiting in them until
+    the process group's timeout (30 min by default). Here the failing ranks' messages are gathered and every
+    rank raises the same ``ValueError``, naming the ranks.
+    """
+    if not failed_anywhere:
+        return
+    slots: list[str | None] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(slots, None if error is None else str(error), group=group)
+    failed = [(rank, message) for rank, message in enumerate(slots) if message is not None]
+    if error is not None and len(failed) == 1:
+        raise error
+    shown = "; ".join(f"rank {rank}: {message}" for rank, message in failed)
+    raise ValueError(f"gwa: {len(failed)} torch.distributed rank(s) found an error in their data: {shown}")

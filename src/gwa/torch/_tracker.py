@@ -829,19 +829,27 @@ class GWATracker:
         """
         self._captures.clear()
         self._score_deferred()
-        if any(ids._version != version for ids, version in self._kept_ids):
-            self._reset_epoch()
-            raise RuntimeError(
-                "gwa: a sample_ids tensor given to update() was modified in place before end_epoch() (with "
-                "defer=0 the ids are kept by reference until then), so the epoch's scores cannot be placed. "
-                "Pass ids that are not refilled afterwards (e.g. ids.clone())."
-            )
-        if self._soft_violations is not None:
-            _raise_soft_target_violations(self._soft_violations.tolist(), epoch=self.epoch + 1)
         distributed = _distributed.is_active(self.process_group)
+        local_error = None  # under torch.distributed, raised on every rank after the first all-gather
+        try:
+            if any(ids._version != version for ids, version in self._kept_ids):
+                self._reset_epoch()
+                raise RuntimeError(
+                    "gwa: a sample_ids tensor given to update() was modified in place before end_epoch() (with "
+                    "defer=0 the ids are kept by reference until then), so the epoch's scores cannot be placed. "
+                    "Pass ids that are not refilled afterwards (e.g. ids.clone())."
+                )
+            if self._soft_violations is not None:
+                _raise_soft_target_violations(self._soft_violations.tolist(), epoch=self.epoch + 1)
+            if distributed:
+                self._raise_bad_ids()
+        except (ValueError, RuntimeError) as exc:
+            if not distributed:
+                raise
+            local_error = exc
         positions = bool(self._positions)
         if distributed:
-            positions = self._check_ranks_agree()
+            positions = self._check_ranks_agree(local_error)
             if positions and self.store_scores and self._storage.keeps_ids:
                 self._warn_once(
                     "dist-positions",
@@ -850,12 +858,7 @@ class GWATracker:
                 )
         tally = self._storage.finish(distributed=distributed, positions=positions, group=self.process_group)
         if tally.bad_ids is not None:
-            assert self.num_samples is not None  # only the IndexedStore (num_samples given) checks the ids
-            count, lo, hi = tally.bad_ids
-            raise ValueError(
-                f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples={self.num_samples});"
-                f" got {count} id(s) out of range in epoch {self.epoch + 1} (min {lo}, max {hi})."
-            )
+            self._raise_bad_ids(tally.bad_ids)
         summary = summarize(
             Moments(tally.state),
             beta=self.beta,
@@ -891,10 +894,30 @@ class GWATracker:
         self._reset_epoch()
         return result
 
-    def _check_ranks_agree(self) -> bool:
+    def _raise_bad_ids(self, bad_ids: tuple[int, int, int] | None = None) -> None:
+        """Raise when the epoch's sample ids (of the indexed store) leave ``[0, num_samples)``; without
+        ``bad_ids`` they are checked here (one device sync), before any collective."""
+        if bad_ids is None and self._storage.name == "indexed" and self.num_samples is not None:
+            known = [c.ids for c in self._storage.chunks if c.ids is not None]
+            if known:
+                ids = torch.cat([i.reshape(-1).long() for i in known])
+                bad = (ids < 0) | (ids >= self.num_samples)
+                count = int(bad.sum())
+                if count:
+                    bad_ids = (count, int(ids[bad].min()), int(ids[bad].max()))
+        if bad_ids is not None:
+            assert self.num_samples is not None  # only the IndexedStore (num_samples given) checks the ids
+            count, lo, hi = bad_ids
+            raise ValueError(
+                f"Expected `sample_ids` in [0, {self.num_samples - 1}] (num_samples={self.num_samples});"
+                f" got {count} id(s) out of range in epoch {self.epoch + 1} (min {lo}, max {hi})."
+            )
+
+    def _check_ranks_agree(self, local_error: Exception | None = None) -> bool:
         """One small all-gather of the settings that decide the collectives; True if any rank used positions.
 
-        A rank without batches this epoch agrees with any choice of ids and dtype.
+        A rank without batches this epoch agrees with any choice of ids and dtype. It also carries whether a
+        rank found an error in its own data (``local_error``), so that every rank raises it, none waits.
         """
         dtype = 0 if self._dtype is None else {torch.float32: 32, torch.float64: 64}.get(self._dtype, 1)
         ids = {None: 0, False: 1, True: 2}[self._positions]
@@ -906,7 +929,8 @@ class GWATracker:
             "sample_ids (1: given, 2: None)": ids,
             "dtype (bits)": dtype,
         }
-        table = _distributed.gather_ints(list(fields.values()), self.process_group)
+        table = _distributed.gather_ints([*fields.values(), int(local_error is not None)], self.process_group)
+        _distributed.raise_if_any_rank_failed(local_error, any(row[-1] for row in table), self.process_group)
         problems = []
         for k, name in enumerate(fields):
             values = {rank: row[k] for rank, row in enumerate(table)}
