@@ -111,7 +111,6 @@ def analyse_run(run: dict) -> tuple[dict, list[dict]]:
     total = len(rows)
     truth = truth_matrix(run["labels"], run["clean_labels"])
     true_rate = float((run["labels"] != run["clean_labels"]).mean())
-    counts = np.bincount(run["labels"], minlength=C)
     true_per_class = truth.sum(axis=1)
     nm = policy.noise_map_of_run(rows, total_epochs=total)
     assert nm is not None
@@ -174,7 +173,6 @@ def analyse_run(run: dict) -> tuple[dict, list[dict]]:
         for name in CRITERIA_SHOWN
         if name in choices
     ]
-    del counts
     return out, crit_rows
 
 
@@ -217,13 +215,16 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
             g = [r for r in runs if r["family"] == fam and setting(r) == s]
 
             def err(key: str, g=g) -> str:
-                if key not in g[0]:
+                h = [r for r in g if r.get(key) not in (None, "")]
+                if not h:
                     return "n/a"
-                e = np.array([r[key] - r["true_rate"] for r in g])
-                return f"{100 * e.mean():+.1f} ({100 * np.abs(e).mean():.1f})"
+                e = np.array([r[key] - r["true_rate"] for r in h])
+                seeds = "" if len(h) == len(g) else f" n={len(h)}"
+                return f"{100 * e.mean():+.1f} ({100 * np.abs(e).mean():.1f}){seeds}"
 
             def pr(prefix: str, g=g) -> str:
-                if f"{prefix}_pairs_tp" not in g[0]:
+                g = [r for r in g if r.get(f"{prefix}_pairs_tp") not in (None, "")]
+                if not g:
                     return "n/a"
                 tp = sum(r[f"{prefix}_pairs_tp"] for r in g)
                 fp = sum(r[f"{prefix}_pairs_fp"] for r in g)
@@ -249,8 +250,8 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
         "| family | setting | runs | default loses | fires | fires where it loses | fires where it does not |"
     )
     out.append("|---|---|---|---|---|---|---|")
-    for fam in families + ["all"]:
-        for s in sorted({setting(r) for r in runs if fam in ("all", r["family"])}) + ["all"]:
+    for fam in [*families, "all"]:
+        for s in [*sorted({setting(r) for r in runs if fam in ("all", r["family"])}), "all"]:
             g = [r for r in runs if fam in ("all", r["family"]) and s in ("all", setting(r))]
             if not g or (fam != "all" and s != "all"):
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -159,11 +160,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("cache", type=Path)
     p.add_argument("--families", default="0,1,2", help="indices into FAMILIES, in order")
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds to train, in order")
     args = p.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     families = [FAMILIES[int(i)] for i in args.families.split(",")]
-    for seed in SEEDS:  # seed by seed, so that an interrupted grid has every family
+    for seed in (
+        int(i) for i in args.seeds.split(",")
+    ):  # seed by seed, so that an interrupted grid has every family
         for dataset, model_name, size, epochs, with_cl in families:
             for noise, rate in NOISES:
                 name = run_name(dataset, model_name, noise, rate, seed)
@@ -173,8 +177,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 # cleanlab's five folds cost five runs: on the first seed only (the machine is shared)
                 out = train_run(dataset, model_name, size, epochs, noise, rate, seed, with_cl and seed == 0)
-                np.savez_compressed(args.cache / f"{name}.tmp.npz", **out)
-                (args.cache / f"{name}.tmp.npz").rename(path)
+                tmp = args.cache / f"{name}.{os.getpid()}.tmp.npz"  # two processes may share a cache
+                np.savez_compressed(tmp, **out)
+                tmp.rename(path)
                 log(f"{name}: {time.perf_counter() - t0:.0f}s, final test acc {out['test_acc'][-1]:.3f}")
 
 
