@@ -7,6 +7,7 @@ use (``import gwa; gwa.jax.alignment``), so ``import gwa`` imports neither torch
 import importlib
 from typing import Any
 
+from gwa._class_evidence import ClassEvidence, class_evidence
 from gwa._kernel import UNDEFINED_SCORE, alignment
 from gwa._moments import Moments
 from gwa._summary import PAPER_BETA, EpochSummary, Guard, GuardCode, gwa_value, pearson_ratio, summarize
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_CRITERION",
     "PAPER_BETA",
     "UNDEFINED_SCORE",
+    "ClassEvidence",
     "EarlyStopper",
     "EpochSummary",
     "Guard",
@@ -40,6 +42,7 @@ __all__ = [
     "Moments",
     "StopReason",
     "alignment",
+    "class_evidence",
     "gwa_value",
     "pearson_ratio",
     "select_epoch",
