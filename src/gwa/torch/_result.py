@@ -25,6 +25,10 @@ class EpochResult:
         n_non_finite: samples skipped because their logits, embeddings or soft targets were NaN/Inf.
         n_unpaired: samples of ``update()`` calls skipped because their forward pass could not be identified
             (only with ``unpaired="skip"``).
+        predictions: int64 predicted class (argmax of the logits of the scored forward pass) per sample, same
+            layout as :attr:`scores`, -1 where unseen. None if scores are not stored.
+        labels: int64 given class per sample (the class id passed to ``update()``; the argmax of soft
+            targets), same layout as :attr:`scores`, -1 where unseen. None if scores are not stored.
     """
 
     epoch: int
@@ -35,6 +39,8 @@ class EpochResult:
     n_duplicates: int = 0
     n_non_finite: int = 0
     n_unpaired: int = 0
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def summary_state(summary: EpochSummary) -> dict:
