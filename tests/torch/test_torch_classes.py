@@ -28,8 +28,7 @@ def _run(tracker, model, x, y, batches, soft=False):
         logits = model(x[idx])
         targets = F.one_hot(y[idx], logits.shape[1]).double() * 0.9 + 0.02 if soft else y[idx]
         tracker.update(logits, targets.float() if soft else targets, sample_ids=idx)
-        for i, p in zip(idx.tolist(), logits.argmax(dim=1).tolist(), strict=True):
-            expected[i] = p
+        expected.update(zip(idx.tolist(), logits.argmax(dim=1).tolist(), strict=True))
     return expected
 
 
@@ -69,7 +68,7 @@ def test_soft_targets_give_their_argmax_as_the_label():
 
 def test_duplicate_ids_keep_the_first_sighting_class():
     model = _model()
-    x, y, _ = _batches()
+    x, _, _ = _batches()
     tracker = GWATracker(model, num_samples=40, defer=0)
     idx = torch.tensor([3, 4])
     first = model(x[idx])
@@ -108,18 +107,25 @@ def test_a_resumed_partial_epoch_keeps_its_classes(defer):
     np.testing.assert_array_equal(result.labels, y.numpy())
 
 
-def test_a_state_without_classes_still_loads_and_gives_none():
+def test_a_state_without_classes_still_loads_with_unknown_classes_there():
     model = _model()
     x, y, batches = _batches()
     tracker = GWATracker(model, num_samples=40, defer=0)
     _run(tracker, model, x, y, batches[:2])
     state = tracker.state_dict()
-    state["epoch_state"]["data"]["chunks"] = [c[:5] for c in state["epoch_state"]["data"]["chunks"]]  # older gwa
+    state["epoch_state"]["data"]["chunks"] = [
+        c[:5] for c in state["epoch_state"]["data"]["chunks"]
+    ]  # older gwa
     resumed = GWATracker(model, num_samples=40, defer=0)
     resumed.load_state_dict(state)
-    _run(resumed, model, x, y, batches[2:])
+    expected = _run(resumed, model, x, y, batches[2:])
     result = resumed.end_epoch()
-    assert result.predictions is None and result.summary.n == 40
+    before = torch.cat(batches[:2]).numpy()  # scored before the state was saved: classes not known
+    assert result.summary.n == 40 and (result.predictions[before] == -1).all()
+    assert (result.labels[before] == -1).all() and np.isfinite(result.scores[before]).all()
+    after = sorted(expected)
+    np.testing.assert_array_equal(result.predictions[after], [expected[i] for i in after])
+    np.testing.assert_array_equal(result.labels[after], y[after].numpy())
 
 
 def test_a_state_with_float_classes_is_rejected():

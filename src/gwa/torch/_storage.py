@@ -72,9 +72,10 @@ class Storage:
     name = "storage"
     keeps_ids = True
 
-    def __init__(self, signals: tuple[str, ...], score_dtype: torch.dtype):
+    def __init__(self, signals: tuple[str, ...], score_dtype: torch.dtype, classes: bool = False):
         self.signal_names = signals
         self.score_dtype = score_dtype
+        self.classes = classes  # keep the predicted and given classes (every rank alike: same collectives)
         self.chunks: list[Chunk] = []
 
     def add(self, chunk: Chunk) -> None:
@@ -112,13 +113,16 @@ class Storage:
     def _concatenate(self, device: torch.device):
         """The epoch's sightings on the device: ids, scores (float64), undefined, signals (float32).
 
-        The predicted and given classes join the signals (as float64, exact) under private keys when every
-        chunk has them; :func:`_pop_classes` takes them out again.
+        With ``classes``, the predicted and given classes join the signals (as float64, exact; NaN for a chunk
+        without them, from an older state) under private keys; :func:`_pop_classes` takes them out again.
         """
         chunks = self.chunks
         if not chunks:
             empty = torch.zeros(0, device=device)
-            return (empty.long(), empty.double(), empty.bool(), {k: empty.float() for k in self.signal_names})
+            signals = {k: empty.float() for k in self.signal_names}
+            if self.classes:
+                signals[_PREDICTION] = signals[_LABEL] = empty.double()
+            return (empty.long(), empty.double(), empty.bool(), signals)
         ids = torch.cat(
             [
                 c.ids.long()
@@ -130,9 +134,17 @@ class Storage:
         scores = torch.cat([c.scores for c in chunks]).double()
         undefined = torch.cat([_undefined_mask(c.undefined) for c in chunks])
         signals = {k: torch.cat([c.signals[k] for c in chunks]).float() for k in self.signal_names}
-        if all(c.predictions is not None and c.labels is not None for c in chunks):
-            signals[_PREDICTION] = torch.cat([c.predictions for c in chunks]).double()  # type: ignore[misc]
-            signals[_LABEL] = torch.cat([c.labels for c in chunks]).double()  # type: ignore[misc]
+        if self.classes:
+            for key, field_name in ((_PREDICTION, "predictions"), (_LABEL, "labels")):
+                parts = [getattr(c, field_name) for c in chunks]
+                signals[key] = torch.cat(
+                    [
+                        torch.full(c.scores.shape, float("nan"), dtype=torch.float64, device=c.scores.device)
+                        if p is None
+                        else p.double()
+                        for c, p in zip(chunks, parts, strict=True)
+                    ]
+                )
         return ids, scores, undefined, signals
 
     @staticmethod
@@ -182,8 +194,10 @@ class IndexedStore(Storage):
 
     name = "indexed"
 
-    def __init__(self, num_samples: int, signals: tuple[str, ...], score_dtype: torch.dtype):
-        super().__init__(signals, score_dtype)
+    def __init__(
+        self, num_samples: int, signals: tuple[str, ...], score_dtype: torch.dtype, classes: bool = False
+    ):
+        super().__init__(signals, score_dtype, classes)
         self.num_samples = num_samples
 
     def finish(self, *, distributed: bool, positions: bool, group=None) -> EpochTally:
@@ -339,10 +353,14 @@ def _merge_counts_across_ranks(tally: EpochTally, group) -> None:
 
 
 def make_storage(
-    num_samples: int | None, store_scores: bool, signals: tuple[str, ...], score_dtype: torch.dtype
+    num_samples: int | None,
+    store_scores: bool,
+    signals: tuple[str, ...],
+    score_dtype: torch.dtype,
+    classes: bool = False,
 ) -> Storage:
     if num_samples is not None:
-        return IndexedStore(num_samples, signals, score_dtype)
+        return IndexedStore(num_samples, signals, score_dtype, classes)
     if store_scores:
-        return SparseStore(signals, score_dtype)
+        return SparseStore(signals, score_dtype, classes)
     return MomentsOnly()

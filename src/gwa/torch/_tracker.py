@@ -278,7 +278,13 @@ class GWATracker:
                 self.head_name,
                 self.head_shape,
             )
-        self._storage_args = (num_samples, self.store_scores, self.signals, self.score_dtype)
+        self._storage_args = (
+            num_samples,
+            self.store_scores,
+            self.signals,
+            self.score_dtype,
+            self._keep_classes,
+        )
         self._device = None
         self._pending_state: dict | None = None
         self._reset_epoch()
