@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gwa.rundir._classes import read_class_rows
 from gwa.rundir._errors import RunDirError, RunDirWarning
 from gwa.rundir._format import FORMAT, READABLE_FORMATS, SCORES_DIR, score_file, upgrade_row
 
@@ -149,6 +150,8 @@ class Run:
     preview_ids: np.ndarray | None = None
     previews: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
+    #: The valid rows of ``classes.jsonl`` (per-class evidence by epoch, :mod:`gwa.rundir._classes`); [] if none.
+    classes: list[dict] = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -275,6 +278,8 @@ def load_run(path) -> Run:
 
     preview_ids = opt("preview_ids", None)
     previews = opt("previews", None if preview_ids is None else len(preview_ids))
+    class_rows, class_problems = read_class_rows(path, epochs)
+    problems += class_problems
     for message in problems:
         warnings.warn(message, RunDirWarning, stacklevel=2)
     metrics = [upgrade_row(r, config["format"]) for r in scan.rows]
@@ -289,4 +294,5 @@ def load_run(path) -> Run:
         preview_ids=preview_ids,
         previews=previews,
         problems=problems,
+        classes=class_rows,
     )
