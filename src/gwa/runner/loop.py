@@ -134,6 +134,10 @@ class EpochLoop:
             pred = predict(data.x_val)
             metrics["val_acc"] = float((pred == data.y_val).mean())
             metrics["val_acc_clean"] = float((pred == data.y_val_clean).mean())
+        if getattr(data, "x_veto", None) is not None:
+            pred = predict(data.x_veto)
+            metrics["veto_acc"] = float((pred == data.y_veto).mean())
+            metrics["veto_acc_clean"] = float((pred == data.y_veto_clean).mean())
         metrics["test_acc"] = float((predict(data.x_test) == data.y_test).mean())
         for name, (xe, ye) in data.eval_sets.items():
             metrics[f"eval_{name}_acc"] = float((predict(xe) == ye).mean())

@@ -92,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "validation split (e.g. 0.1; default 0 = none)",
     )
     data.add_argument(
+        "--veto-frac",
+        type=float,
+        nargs="?",
+        const=0.02,
+        metavar="F",
+        help="hold out F of the training set (default 0.02 when given without F) as a noisy-label split "
+        "whose accuracy (veto_acc) only chooses among gwa's own candidate epochs, never a free argmax",
+    )
+    data.add_argument(
         "--eval-set",
         type=_eval_set,
         action="append",
@@ -262,7 +271,8 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
             return out
         writer = rundir.RunWriter(
             out,
-            config.to_dict(),
+            # class names and the source set's size: gwa flag's names and its export by source index
+            {**config.to_dict(), "class_names": list(data.classes), "source_size": data.source_size},
             data.num_samples,
             labels=data.y_train,
             clean_labels=data.y_train_clean,
@@ -318,7 +328,13 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
 
     choices = policy.select_all(rows, finetune=config.finetune, total_epochs=config.epochs) if rows else {}
     by_epoch = {int(r["epoch"]): r for r in rows}
-    acc_keys = ["test_acc", "val_acc", "val_acc_clean", *(f"eval_{n}_acc" for n in config.eval_sets)]
+    acc_keys = [
+        "test_acc",
+        "val_acc",
+        "val_acc_clean",
+        "veto_acc",
+        *(f"eval_{n}_acc" for n in config.eval_sets),
+    ]
     criteria = {}
     for name, epoch in choices.items():
         row = by_epoch.get(int(epoch), {})
