@@ -31,6 +31,9 @@ class RunRecorder:
         noise_mask: ``(N,)`` bool mask of known mislabeled samples (for ``gwa flag``'s precision and recall).
         previews: keep some inputs (float tensors: images or 1-D signals) for the report's thumbnails.
         overwrite: allow replacing another run in ``run_dir``.
+        veto: the tiny-split veto (see :class:`EpochMonitor`): hold out a small noisy split of your training data
+            (e.g. 2%, stratified), and pass its accuracy each epoch: ``recorder.end_epoch(result,
+            veto_acc=accuracy)``; or a callable ``veto(model) -> accuracy`` called after each epoch.
 
     Under ``torch.distributed`` create it on every rank; rank 0 writes, and :meth:`end_epoch` is a collective.
 
@@ -60,6 +63,7 @@ class RunRecorder:
         noise_mask=None,
         previews: bool = True,
         overwrite: bool = False,
+        veto=False,
     ):
         num_samples = getattr(tracker, "num_samples", None)
         if not isinstance(num_samples, int):
@@ -81,6 +85,7 @@ class RunRecorder:
             overwrite=overwrite,
             labels=labels,
             noise_mask=noise_mask,
+            veto=veto,
         )
         self._labels = LabelCollector(num_samples) if labels is None else None
         self._previews = PreviewCollector(num_samples) if previews else None
@@ -116,7 +121,10 @@ class RunRecorder:
     def end_epoch(self, result, **metrics) -> bool:
         """Record the tracker's :class:`gwa.torch.EpochResult` with your epoch's scalars (``train_loss``,
         ``test_acc``, ``val_acc``, ...); returns True when the stop rule says to stop."""
-        _, stop = self.monitor.end_epoch(result, extra=metrics)
+        model_ref = getattr(self.tracker, "_model_ref", None)
+        _, stop = self.monitor.end_epoch(
+            result, extra=metrics, model=model_ref() if model_ref is not None else None
+        )
         if self._labels is not None:
             self.monitor.write_labels(self._labels.labels())
         if self._previews is not None:

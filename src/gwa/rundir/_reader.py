@@ -187,6 +187,17 @@ class Run:
                 ) from None
         return out
 
+    def class_evidence(self) -> list | None:
+        """The :class:`gwa.ClassEvidence` of every logged epoch from ``classes.jsonl``; None when an epoch has none."""
+        from gwa import ClassEvidence
+
+        by_epoch = {int(r["epoch"]): r for r in self.classes}
+        if not self.epochs or any(e not in by_epoch for e in self.epochs):
+            return None
+        return [
+            ClassEvidence.from_dict({k: v for k, v in by_epoch[e].items() if k != "epoch"}) for e in self.epochs
+        ]
+
     def signals(self) -> list[str]:
         return sorted({f.stem.rsplit("_", 1)[0] for f in (self.path / SCORES_DIR).glob("*.npy")})
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary
 from gwa.baselines import labelwave
+from gwa.integrations._classes import ClassLog, epoch_evidence
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,15 @@ class EpochLoop:
 
     def __init__(self, config, data, writer, *, echo: bool = False):
         self.config, self.data, self.writer, self.echo = config, data, writer, bool(echo)
+        self.veto = getattr(config, "veto_frac", 0) > 0  # --veto-frac: the split chooses among the candidates
         self.stopper = EarlyStopper(
             DEFAULT_CRITERION,
             patience=config.early_stop,
             total_epochs=config.epochs,
             finetune=config.finetune,
+            veto=self.veto,
         )
+        self.classes = ClassLog()
         self.prev_pred: np.ndarray | None = None
         self.wall_time = 0.0
 
@@ -120,7 +124,8 @@ class EpochLoop:
         predict: Callable[[np.ndarray], np.ndarray],
         grad_disparity: Callable[[], float] | None = None,
     ) -> EpochOutcome:
-        """Evaluate, write the metrics row and per-sample scores, and decide; see the module docstring."""
+        """Evaluate, write the metrics row, per-sample scores and per-class evidence (``classes.jsonl``, from the
+        epoch's alignment, labels and predictions ``pred_train``), and decide; see the module docstring."""
         data = self.data
         metrics = {
             "epoch": epoch,
@@ -151,7 +156,12 @@ class EpochLoop:
         self.wall_time += seconds
         metrics["wall_time"] = self.wall_time
         self.writer.log_epoch(metrics, scores)
-        stop = self.stopper.step(metrics)
+        evidence = epoch_evidence(scores.get("alignment"), data.y_train, pred_train, data.num_classes)
+        self.classes.add(epoch, evidence, self.writer)
+        stop = self.stopper.step(
+            self.classes.stopper_row(metrics, evidence),
+            veto_accuracy=metrics.get("veto_acc") if self.veto else None,
+        )
         if self.echo:
             print(
                 epoch_line(metrics, total_epochs=self.config.epochs, decision=self.stopper.message),
@@ -174,6 +184,7 @@ class EpochLoop:
             "stopper": self.stopper.state_dict(),
             "wall_time": self.wall_time,
             "prev_pred": pred,
+            "classes": self.classes.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -181,6 +192,8 @@ class EpochLoop:
             raise ValueError(f"Expected an epoch-loop state of format {STATE_FORMAT}; got {state!r:.80}.")
         self.stopper.load_state_dict(state["stopper"])
         self.wall_time = float(state["wall_time"])
+        if state.get("classes") is not None:  # absent in the state of a gwa before per-class evidence
+            self.classes.load_state_dict(state["classes"])
         pred = state["prev_pred"]
         self.prev_pred = (
             None if pred is None else np.array([np.nan if p is None else p for p in pred], np.float64)

@@ -312,6 +312,9 @@ class ReadOnlyWriter:
     def log_epoch(self, metrics: dict, scores=None) -> None:
         pass
 
+    def log_classes(self, row: dict) -> None:
+        pass
+
 
 def load_backend(name: str):
     module = {"torch": "gwa.runner.train_torch", "jax": "gwa.runner.train_jax"}.get(name)
@@ -324,9 +327,21 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
     """summary.json: for each criterion, the chosen epoch and the accuracies there; the default criterion's
     choice with its trust diagnostics (:func:`gwa.policy.diagnose`)."""
     from gwa import DEFAULT_CRITERION, policy
+    from gwa.integrations._classes import noise_estimate
     from gwa.runner import checkpoint
 
+    evidence = class_evidence_of(out, rows)
+    noise_map = policy.noise_map_of_run(rows, evidence, total_epochs=config.epochs) if evidence else None
     choices = policy.select_all(rows, finetune=config.finetune, total_epochs=config.epochs) if rows else {}
+    if (
+        rows and config.veto_frac > 0
+    ):  # the tiny-split veto's choice among gwa's candidates (as the stopper's)
+        veto_rows = (
+            [{**r, "class_evidence": e} for r, e in zip(rows, evidence, strict=True)] if evidence else rows
+        )
+        choices["veto"], _ = policy.choose_with_veto(
+            veto_rows, total_epochs=config.epochs, finetune=config.finetune
+        )
     by_epoch = {int(r["epoch"]): r for r in rows}
     acc_keys = [
         "test_acc",
@@ -348,7 +363,10 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
         "epochs_planned": config.epochs,
         "final_test_acc": last.get("test_acc"),
         "best_checkpoint": best,
-        "diagnostics": [dataclasses.asdict(d) for d in run_diagnostics(rows, config, out)],
+        "diagnostics": [
+            dataclasses.asdict(d) for d in run_diagnostics(rows, config, out, evidence, noise_map)
+        ],
+        **noise_estimate(noise_map, list(data.classes)),
         "num_samples": data.num_samples,
         "noise": {
             "kind": config.noise,
@@ -359,8 +377,16 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
     }
 
 
-def run_diagnostics(rows: list[dict], config: RunConfig, out: Path) -> list:
-    """:func:`gwa.policy.diagnose` of the default criterion's choice, with the run's per-sample alignment."""
+def class_evidence_of(out: Path, rows: list[dict]) -> list | None:
+    """The run's :class:`gwa.ClassEvidence` per logged epoch (``classes.jsonl``), None when an epoch has none."""
+    from gwa.rundir import load_run
+
+    return load_run(out).class_evidence() if rows else None
+
+
+def run_diagnostics(rows: list[dict], config: RunConfig, out: Path, evidence=None, noise_map=None) -> list:
+    """:func:`gwa.policy.diagnose` of the default criterion's choice, with the run's per-sample alignment and
+    per-class evidence (the noise map and ``class_conditional``)."""
     from gwa import DEFAULT_CRITERION, policy
     from gwa.rundir import RunDirError, load_run
 
@@ -371,7 +397,13 @@ def run_diagnostics(rows: list[dict], config: RunConfig, out: Path) -> list:
     except RunDirError:  # no per-sample scores stored
         alignment = None
     return policy.diagnose(
-        rows, DEFAULT_CRITERION, alignment=alignment, total_epochs=config.epochs, finetune=config.finetune
+        rows,
+        DEFAULT_CRITERION,
+        alignment=alignment,
+        total_epochs=config.epochs,
+        finetune=config.finetune,
+        evidence=evidence if noise_map is not None else None,
+        noise_map=noise_map,
     )
 
 
@@ -412,6 +444,9 @@ def print_summary(out: Path, file=None) -> None:
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
+    estimate = summary.get("noise_estimate")
+    if isinstance(estimate, dict) and estimate.get("description"):
+        print(f"  {estimate['description']}", file=file)
     for line in trust_lines(summary):
         print(line, file=file)
     print(

@@ -52,7 +52,7 @@ from gwa.torch._kernel import (
     fused_scores,
     fused_soft_scores,
 )
-from gwa.torch._result import EpochResult, summary_from_state, summary_state
+from gwa.torch._result import EpochResult, evidence_of_epoch, summary_from_state, summary_state
 from gwa.torch._signals import check_signal_names, compute_signals
 from gwa.torch._storage import (
     STATE_FORMAT,
@@ -885,6 +885,9 @@ class GWATracker:
             n_unpaired=self._n_unpaired,
             predictions=tally.predictions if self.store_scores else None,
             labels=tally.labels if self.store_scores else None,
+            class_evidence=evidence_of_epoch(tally.scores, tally.labels, tally.predictions, self.num_classes)
+            if self.store_scores
+            else None,
         )
         self._reset_epoch()
         return result
