@@ -195,7 +195,8 @@ class Run:
         if not self.epochs or any(e not in by_epoch for e in self.epochs):
             return None
         return [
-            ClassEvidence.from_dict({k: v for k, v in by_epoch[e].items() if k != "epoch"}) for e in self.epochs
+            ClassEvidence.from_dict({k: v for k, v in by_epoch[e].items() if k != "epoch"})
+            for e in self.epochs
         ]
 
     def signals(self) -> list[str]:

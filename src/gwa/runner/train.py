@@ -444,10 +444,7 @@ def print_summary(out: Path, file=None) -> None:
         acc = info.get("test_acc")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
         print(f"  {name:<12} epoch {info['epoch']:>4}   test acc {acc_text}", file=file)
-    estimate = summary.get("noise_estimate")
-    if isinstance(estimate, dict) and estimate.get("description"):
-        print(f"  {estimate['description']}", file=file)
-    for line in trust_lines(summary):
+    for line in noise_lines(summary) + trust_lines(summary):
         print(line, file=file)
     print(
         f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)",
@@ -455,8 +452,20 @@ def print_summary(out: Path, file=None) -> None:
     )
 
 
+def noise_lines(summary: dict) -> list[str]:
+    """The noise map of summary.json (``noise_estimate``: rate and likely swapped pairs) in one line, if any."""
+    estimate = summary.get("noise_estimate")
+    if isinstance(estimate, dict) and isinstance(estimate.get("description"), str):
+        return [f"  {estimate['description']}"]
+    return []
+
+
 def trust_lines(summary: dict) -> list[str]:
-    """One line per diagnostic of summary.json (:func:`gwa.policy.diagnose` on the default criterion's choice)."""
+    """One line per diagnostic of summary.json (:func:`gwa.policy.diagnose` on the default criterion's choice),
+    as :class:`gwa.policy.Diagnostic` prints itself (information marked ``(info)``)."""
     diagnostics = summary.get("diagnostics") or []
-    lines = [f"  trust: [{d['code']}] {d['message']} -> {d['action']}" for d in diagnostics]
+    lines = [
+        f"  trust: [{d['code']}] {'(info) ' if d.get('level') == 'info' else ''}{d['message']} -> {d['action']}"
+        for d in diagnostics
+    ]
     return lines or ["  trust: no diagnostic fired"]
