@@ -47,6 +47,7 @@ def swapped_run():
     return out, labels, truth
 
 
+@pytest.mark.slow  # the report's figures: about 7 s
 def test_two_swapped_pairs_reach_summary_classes_jsonl_diagnostics_and_report(tmp_path):
     results, labels, _ = swapped_run()
     m = EpochMonitor(run_dir=tmp_path / "run", run_config={"class_names": NAMES})

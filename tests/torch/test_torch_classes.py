@@ -138,3 +138,16 @@ def test_a_state_with_float_classes_is_rejected():
     state["epoch_state"]["data"]["chunks"][0] = (*chunk[:5], chunk[5].float(), chunk[6])
     with pytest.raises(ValueError, match=r"chunks\[0\]\.predictions` to hold integers"):
         GWATracker(model, num_samples=40, defer=0).load_state_dict(state)
+
+
+def test_the_epoch_result_carries_the_class_evidence_of_its_arrays():
+    import gwa
+
+    model = _model()
+    x, y, batches = _batches()
+    tracker = GWATracker(model, num_samples=50)  # ids 40-49 never seen: left out of the evidence
+    _run(tracker, model, x, y, batches)
+    result = tracker.end_epoch()
+    seen = np.arange(40)
+    expected = gwa.class_evidence(result.scores[seen], y.numpy(), result.predictions[seen], 5)
+    assert result.class_evidence == expected and int(result.class_evidence.count.sum()) == 40
