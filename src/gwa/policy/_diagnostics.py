@@ -11,9 +11,13 @@ known speaks against the choice). Checks, all from training-time quantities only
                              model learned the data, a transient seen in short runs (the digits CNN)
 ``still_rising``             the choice is the last epoch and the criterion rose over the last epochs:
                              training longer may choose a better epoch
-``label_noise``              the per-sample alignment is bimodal, with an estimated noise rate of at least
-                             :data:`NOISE_ALARM`: alignment criteria lose to a validation split on
-                             class-conditional noise in gwa's benchmarks
+``class_conditional``        the noise map (:func:`gwa.policy.estimate_noise_map`, from the rows'
+                             ``class_evidence``) holds swapped class pairs that carry at least
+                             :data:`CONCENTRATION_ALARM` of its off-diagonal mass: class-pair noise, where
+                             gwa's choice fell 10-14 points behind a noisy split on CNNs
+``label_noise``              (information, ``level="info"``) the estimated label-noise rate is at least
+                             :data:`NOISE_ALARM` and no class pair stands out (or no class evidence is
+                             logged): the noise looks spread over the classes, where gwa's choice held
 ``short_warmup``             the warm-up skips fewer than :data:`MIN_WARMUP_STEPS` optimizer steps (needs a
                              ``step`` key in the rows)
 ``paper_pole``               (criterion ``gwa_paper``) the paper's denominator is at or below 0 at some
@@ -40,6 +44,7 @@ from gwa.policy._criteria import (
     series,
     warmup_epochs,
 )
+from gwa.policy._noise_map import CONCENTRATION_ALARM, NoiseMap, noise_map_of_run
 from gwa.policy._noise_rate import estimate_noise_rate
 from gwa.policy._transient import TRANSIENT_ACC_GAP
 
@@ -57,9 +62,12 @@ class Diagnostic:
     message: str
     action: str
     evidence: dict = field(default_factory=dict)
+    #: ``"warning"`` (a reason to doubt the choice) or ``"info"`` (worth knowing; nothing to do about the choice).
+    level: str = "warning"
 
     def __str__(self) -> str:
-        return f"[{self.code}] {self.message} -> {self.action}"
+        info = "(info) " if self.level == "info" else ""
+        return f"[{self.code}] {info}{self.message} -> {self.action}"
 
 
 def diagnose(
@@ -70,6 +78,8 @@ def diagnose(
     alignment=None,
     total_epochs: int | None = None,
     finetune: bool = False,
+    evidence=None,
+    noise_map: NoiseMap | None = None,
 ) -> list[Diagnostic]:
     """The diagnostics that apply to ``criterion``'s choice in ``history``.
 
@@ -81,6 +91,9 @@ def diagnose(
         alignment: optional ``(E, N)`` per-sample alignment (NaN = unseen), for the noise-rate checks.
         total_epochs: the planned number of epochs (fixes the warm-up); default the history's length.
         finetune: the paper's fine-tuning rule, as for :func:`gwa.select_epoch`.
+        evidence: the run's :class:`gwa.ClassEvidence` per epoch (or their ``to_dict()``); default: the rows'
+            ``class_evidence`` key when every row has one.
+        noise_map: the run's noise map, when already computed (default: :func:`gwa.policy.noise_map_of_run`).
 
     Example:
         >>> rows = [{"gwa": g, "train_acc": a} for g, a in zip([.01, .05, .09, .06, .04, .03, .03, .03, .03, .03],
@@ -104,12 +117,20 @@ def diagnose(
     noise = None
     if alignment is not None:
         noise = estimate_noise_rate(alignment)
+    if noise_map is None:
+        noise_map = noise_map_of_run(rows, evidence, total_epochs=total)
     out: list[Diagnostic] = []
-    for check in (_early_transient, _still_rising, _label_noise, _short_warmup, _paper_pole):
+    for check in (_early_transient, _still_rising, _short_warmup, _paper_pole):
         d = check(rows, criterion, i, total, noise)
         if d is not None:
             out.append(d)
+    out.extend(_noise_diagnostics(noise, noise_map))
     return out
+
+
+def is_class_conditional(noise_map: NoiseMap) -> bool:
+    """Whether a noise map shows concentrated pair structure (what ``class_conditional`` fires on)."""
+    return bool(noise_map.pairs) and noise_map.concentration >= CONCENTRATION_ALARM
 
 
 def _early_transient(rows, criterion, i, total, noise) -> Diagnostic | None:
@@ -150,18 +171,42 @@ def _still_rising(rows, criterion, i, total, noise) -> Diagnostic | None:
     )
 
 
-def _label_noise(rows, criterion, i, total, noise) -> Diagnostic | None:
-    if noise is None or noise.rate < NOISE_ALARM:
-        return None
-    return Diagnostic(
-        "label_noise",
-        f"the per-sample alignment has a negatively aligned mode: estimated label-noise rate {noise.rate:.0%} "
-        f"(share of samples with mean alignment < 0)",
-        "inspect the flagged samples (gwa flag); if the noise may be class-conditional (labels swapped between "
-        "similar classes), keep a small validation split for this run: there gwa's default fell 10-14 points "
-        "behind one on CNNs in both held-out benchmarks (docs/benchmarks.md)",
-        {"noise_rate": noise.rate, "method": noise.method},
+def _noise_diagnostics(noise, noise_map: NoiseMap | None) -> list[Diagnostic]:
+    if noise_map is not None and is_class_conditional(noise_map):
+        shown = ", ".join(f"{g} -> {t} ({r:.0%})" for g, t, r in noise_map.pairs[:4])
+        return [
+            Diagnostic(
+                "class_conditional",
+                f"labels look swapped between a few class pairs (given -> likely true: {shown}); "
+                f"{noise_map.concentration:.0%} of the estimated noise ({noise_map.rate:.0%} of labels) lies in "
+                "them. Under such class-pair noise gwa's choice fell 10-14 points behind a noisy validation split "
+                "on CNNs in both held-out benchmarks (docs/benchmarks.md)",
+                "keep a small validation split (or use --veto-frac)",
+                {**noise_map.to_dict(), "noise_rate": noise_map.rate},
+            )
+        ]
+    rate = noise_map.rate if noise_map is not None else None if noise is None else noise.rate
+    if rate is None or rate < NOISE_ALARM:
+        return []
+    how = (
+        "the noise map (confidently negatively aligned samples)"
+        if noise_map is not None
+        else "the share of samples with mean alignment < 0"
     )
+    spread = "; no class pair stands out" if noise_map is not None else " (no class evidence logged)"
+    return [
+        Diagnostic(
+            "label_noise",
+            f"estimated label-noise rate {rate:.0%} ({how}){spread}",
+            "inspect the flagged samples (gwa flag); noise spread over the classes did not cost gwa's choice "
+            "against a validation split in gwa's benchmarks"
+            if noise_map is not None
+            else "inspect the flagged samples (gwa flag); log class evidence (gwa.class_evidence) to tell "
+            "class-pair noise, where a small validation split is needed, from noise spread over the classes",
+            {"noise_rate": rate, "method": "noise_map" if noise_map is not None else noise.method},
+            level="info",
+        )
+    ]
 
 
 def _short_warmup(rows, criterion, i, total, noise) -> Diagnostic | None:
