@@ -84,6 +84,7 @@ class RunWriter:
         from gwa import __version__
 
         self._check_target(resume, overwrite)  # again, now that no other writer can change the folder
+        self.class_rows: list[dict] = []  # classes.jsonl's rows (per-class evidence by epoch)
         if resume:
             self.rows = self._rows_to_resume(resume_epoch)
             self.class_rows = read_class_rows(self.path, [r["epoch"] for r in self.rows])[0]
@@ -91,7 +92,6 @@ class RunWriter:
             for stale in own_files(self.path):
                 stale.unlink()
             self.rows = []
-            self.class_rows: list[dict] = []
         contract = {
             "format": FORMAT,
             "gwa_version": __version__,
