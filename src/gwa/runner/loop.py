@@ -170,7 +170,9 @@ class EpochLoop:
             )
         if stop:  # a normal outcome, not a warning; the epoch line and the final summary show it
             log.info("early stop: %s", self.stopper.message)
-        return EpochOutcome(metrics, self.stopper.best_epoch == epoch, stop)
+        # best_<DEFAULT_CRITERION> stays the criterion's own epoch; the veto's epoch is in summary.json's criteria.
+        best = self.stopper.criterion_best if self.veto else self.stopper.best_epoch
+        return EpochOutcome(metrics, best == epoch, stop)
 
     def state_dict(self) -> dict:
         """JSON-safe plain values (predictions as a list, null where unseen), saved with the ``last`` checkpoint."""
