@@ -144,7 +144,9 @@ def _check_diagnostics(callback, caught, summary=None):
     alignment = None if last is None else np.asarray(last, np.float64)[None]
     evidence = callback.monitor.classes.evidence
     assert evidence is not None and len(evidence) == len(callback.rows)
-    expected = policy.diagnose(callback.rows, "gwa", alignment=alignment, total_epochs=TOTAL, evidence=evidence)
+    expected = policy.diagnose(
+        callback.rows, "gwa", alignment=alignment, total_epochs=TOTAL, evidence=evidence
+    )
     assert callback.diagnostics == expected and expected  # a tiny run: its warm-up is too short
     warned = [str(w.message) for w in caught if str(w.message).startswith("gwa: [")]
     assert warned == [f"gwa: {d}" for d in expected]

@@ -50,7 +50,9 @@ def test_classes_noise_map_and_veto_equal_the_core_over_the_run_directory(tmp_pa
         run.summary["criteria"]["veto"]["veto_acc"]
         == rows[run.summary["criteria"]["veto"]["epoch"] - 1]["veto_acc"]
     )
-    assert run.summary["best_checkpoint"]["epoch"] == run.summary["criteria"]["gwa"]["epoch"]  # the criterion's own
+    assert (
+        run.summary["best_checkpoint"]["epoch"] == run.summary["criteria"]["gwa"]["epoch"]
+    )  # the criterion's own
     assert run.config["class_names"] == names and run.config["source_size"] == load_digits().y_train.size
     codes = [d["code"] for d in run.summary["diagnostics"]]
     assert ("class_conditional" in codes) == policy.is_class_conditional(expected)
