@@ -144,3 +144,30 @@ def _tensor(value):
     import torch
 
     return torch.tensor(float(value))
+
+
+def test_run_recorder_passes_the_split_accuracy_to_the_veto(tmp_path):
+    import torch
+    from gwa.integrations import RunRecorder
+    from gwa.torch import GWATracker
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(48, 5), torch.randint(0, 3, (48,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = GWATracker(model, num_samples=48)
+    split = [0.3, 0.5, 0.9, 0.6, 0.4]
+    with RunRecorder(tmp_path / "run", tracker, total_epochs=5, veto=True, previews=False) as recorder:
+        for acc in split:
+            for ids in torch.arange(48).split(16):
+                loss = torch.nn.functional.cross_entropy(logits := model(x[ids]), y[ids])
+                optimizer.zero_grad()
+                loss.backward()
+                recorder.update(logits, y[ids], ids)
+                optimizer.step()
+            recorder.end_epoch(tracker.end_epoch(), veto_acc=acc)
+    run = load_run(tmp_path / "run")
+    assert [r["veto_acc"] for r in run.metrics] == split and len(run.classes) == 5
+    rows = [{**r, "class_evidence": e} for r, e in zip(run.metrics, run.class_evidence(), strict=True)]
+    assert recorder.best_epoch == policy.choose_with_veto(rows, total_epochs=5)[0]
+    assert run.summary["best_epoch"] == recorder.best_epoch and "noise_estimate" in run.summary
