@@ -221,7 +221,7 @@ class EpochMonitor:
             row["veto_acc"] = _split_accuracy(self.veto_accuracy, model)
         self.rows.append(row)
         self._last_scores = None if result.scores is None or not per_sample else result.scores
-        evidence = getattr(result, "class_evidence", None) if per_sample else None
+        evidence = getattr(result, "class_evidence", None)  # per epoch: needs no sample ids
         veto_acc = row.get("veto_acc") if self.veto else None
         self.stopper.step(self.classes.stopper_row(row, evidence), veto_accuracy=veto_acc)
         if self.restore_best_weights and model_state is not None:
