@@ -25,9 +25,11 @@ def test_per_class_values_by_hand():
     )
     np.testing.assert_allclose(ev.negative_share, [1 / 3, 0.0, 0.5])
     assert ev.negative_confusion.tolist() == [[0, 0, 1], [0, 0, 0], [0, 1, 0]]
-    # scale: mean of the positive scores 0.4, 0.1, 0.3, 0.2 = 0.25; confident: |s| >= 0.125
-    assert ev.scale == pytest.approx(0.25) and CONFIDENT_MARGIN == 0.5
-    assert ev.confident_confusion.tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 1]]  # 0.1 is not confident
+    # scale: per class the mean positive score; confident: |s| >= 0.5 * scale of the predicted (off the diagonal)
+    # or the given class (on it): -0.2 -> class 2 (<= -0.1) and -0.6 -> class 1 (<= -0.15) count, 0.1 (< 0.125) not
+    np.testing.assert_allclose(ev.scale, [0.25, 0.3, 0.2])
+    assert CONFIDENT_MARGIN == 0.5
+    assert ev.confident_confusion.tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 1]]
 
 
 def test_matches_a_per_class_loop_on_random_data():
@@ -65,7 +67,7 @@ def test_round_trip_through_json():
         ({"mean": [0.1, "x", 0.1, None]}, "`mean` as a list of finite numbers"),
         ({"negative_confusion": [[0, 0], [0, 0]]}, "`negative_confusion` as a C x C table"),
         ({"correct": [5, 0, 0, 0]}, "at most `count` per class"),
-        ({"scale": -1}, "`scale` as a finite number >= 0"),
+        ({"scale": [0.1, -1, 0.1, None]}, "`scale` as numbers >= 0"),
     ],
 )
 def test_from_dict_rejects_bad_fields(change, message):

@@ -10,10 +10,11 @@ a :class:`ClassEvidence`, per given label ``c``:
 - ``negative_confusion[c, k]``: how many of its negatively aligned samples the model predicts as class ``k``.
   A flipped sample (true class ``k``, given ``c``) is predicted ``k`` and negatively aligned until it is memorised;
 - ``confident_confusion[c, k]``: the same count among the *confidently* aligned samples only, with alignment at
-  most ``-CONFIDENT_MARGIN * scale`` (off the diagonal) or at least ``+CONFIDENT_MARGIN * scale`` (on it), where
-  ``scale`` is the epoch's mean positive alignment. A hard clean sample sits near 0 and drops out of both sides,
-  a flipped one mirrors a clean one of its true class: so the ratio of the two sides estimates the noise without
-  counting hard clean samples (the noise map's input; the idea of confident learning's per-class thresholds).
+  most ``-CONFIDENT_MARGIN * scale[k]`` for predicted class ``k != c`` (off the diagonal) or at least
+  ``+CONFIDENT_MARGIN * scale[c]`` (on it), where ``scale[c]`` is the mean positive alignment of class ``c``'s
+  samples in the epoch. A hard clean sample sits near 0 and drops out of both sides, a flipped one looks like a
+  clean one of its true class mirrored: so the ratio of the two sides estimates the noise with fewer hard clean
+  samples counted (the noise map's input; per-class thresholds as in confident learning).
 
 Samples whose score is NaN (unseen in the epoch) are skipped. The cost is O(N + C^2) per epoch (``bincount``s over
 the samples; nothing per step). ``to_dict``/``from_dict`` use plain JSON values and validate what they read.
@@ -23,8 +24,8 @@ Example:
     >>> ev = class_evidence([0.2, -0.2, 0.3, np.nan], labels=[0, 0, 1, 1], predictions=[0, 1, 1, 1], num_classes=2)
     >>> ev.count.tolist(), ev.negative_share.tolist(), ev.negative_confusion.tolist()
     ([2, 1], [0.5, 0.0], [[0, 1], [0, 0]])
-    >>> ev.scale, ev.confident_confusion.tolist()   # -0.2 <= -0.5 * 0.25: confidently negative
-    (0.25, [[1, 1], [0, 1]])
+    >>> ev.scale.tolist(), ev.confident_confusion.tolist()   # -0.2 <= -0.5 * 0.3: confidently negative
+    ([0.2, 0.3], [[1, 1], [0, 1]])
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ from gwa._validation import describe
 
 #: Version of :meth:`ClassEvidence.to_dict`'s layout.
 EVIDENCE_FORMAT = 1
-#: A sample counts as confidently aligned when ``|alignment| >= CONFIDENT_MARGIN * scale`` (see the module doc).
-#: Set on the development runs of issue 18 (docs/noise-map.md): 0.5 keeps 2% of a clean Fashion-MNIST MLP's
-#: samples on the negative side where the plain sign keeps 9%, and about 80% of the flipped ones.
+#: A sample counts as confidently aligned when ``|alignment| >= CONFIDENT_MARGIN * scale`` (see the module doc);
+#: set on the development runs of issue 18 (docs/noise-map.md).
 CONFIDENT_MARGIN = 0.5
-_FLOATS = ("mean", "std", "excess_kurtosis", "negative_share")
+_FLOATS = ("mean", "std", "excess_kurtosis", "negative_share", "scale")
 _VECTORS = ("count", "correct", *_FLOATS)
 _TABLES = ("negative_confusion", "confident_confusion")
 
@@ -61,8 +61,9 @@ class ClassEvidence:
         negative_share: ``(C,)`` float, the share with alignment < 0 (NaN for a class with no sample).
         negative_confusion: ``(C, C)`` int, negatively aligned samples by (given label, predicted class).
         confident_confusion: ``(C, C)`` int, confidently aligned samples: off the diagonal those at most
-            ``-CONFIDENT_MARGIN * scale`` by (given, predicted); on it those at least ``+CONFIDENT_MARGIN * scale``.
-        scale: the epoch's mean positive alignment (0 when no score is positive).
+            ``-CONFIDENT_MARGIN * scale[predicted]`` by (given, predicted); on it those at least
+            ``+CONFIDENT_MARGIN * scale[given]``.
+        scale: ``(C,)`` float, per given label the mean of its positive scores (NaN when it has none).
     """
 
     count: np.ndarray
@@ -73,7 +74,7 @@ class ClassEvidence:
     negative_share: np.ndarray
     negative_confusion: np.ndarray
     confident_confusion: np.ndarray
-    scale: float
+    scale: np.ndarray
 
     @property
     def num_classes(self) -> int:
@@ -96,7 +97,6 @@ class ClassEvidence:
             "format": EVIDENCE_FORMAT,
             **{k: plain(getattr(self, k)) for k in _VECTORS},
             **{k: [[int(x) for x in row] for row in getattr(self, k).tolist()] for k in _TABLES},
-            "scale": float(self.scale),
         }
 
     @classmethod
@@ -113,18 +113,17 @@ class ClassEvidence:
             raise ValueError(
                 f"Expected class evidence of format {EVIDENCE_FORMAT}; got format {data.get('format')!r}."
             )
-        missing = [k for k in (*_VECTORS, *_TABLES, "scale") if k not in data]
+        missing = [k for k in (*_VECTORS, *_TABLES) if k not in data]
         if missing:
             raise ValueError(f"Expected class evidence with {', '.join(missing)}; they are missing.")
         count = _counts("count", data["count"])
         c = count.size
         correct = _counts("correct", data["correct"], c)
-        floats = {k: _floats(k, data[k], c) for k in ("mean", "std", "excess_kurtosis", "negative_share")}
+        floats = {k: _floats(k, data[k], c) for k in _FLOATS}
         confusion = _counts("negative_confusion", data["negative_confusion"], c, square=True)
         confident = _counts("confident_confusion", data["confident_confusion"], c, square=True)
-        scale = data["scale"]
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 <= scale < math.inf):
-            raise ValueError(f"Expected `scale` as a finite number >= 0; got {scale!r}.")
+        if np.any(floats["scale"] < 0):
+            raise ValueError(f"Expected `scale` as numbers >= 0 (or null); got {data['scale']!r}.")
         share = floats["negative_share"]
         if np.any((share < 0) | (share > 1)):
             raise ValueError(
@@ -141,7 +140,6 @@ class ClassEvidence:
             correct,
             negative_confusion=confusion,
             confident_confusion=confident,
-            scale=float(scale),
             **floats,
         )
 
@@ -154,19 +152,13 @@ class ClassEvidence:
                 raise ValueError(f"Expected `{k}` of shape {expected} (C = len(count)); got shape={v.shape}.")
             v.setflags(write=False)
             object.__setattr__(self, k, v)
-        object.__setattr__(self, "scale", float(self.scale))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClassEvidence):
             return NotImplemented
-        return (
-            all(
-                np.array_equal(
-                    getattr(self, k), getattr(other, k), equal_nan=getattr(self, k).dtype.kind == "f"
-                )
-                for k in (*_VECTORS, *_TABLES)
-            )
-            and self.scale == other.scale
+        return all(
+            np.array_equal(getattr(self, k), getattr(other, k), equal_nan=getattr(self, k).dtype.kind == "f")
+            for k in (*_VECTORS, *_TABLES)
         )
 
     def __repr__(self) -> str:
@@ -260,9 +252,17 @@ def class_evidence(scores, labels, predictions, num_classes: int) -> ClassEviden
     ]
     negative = s < 0
     confusion = np.bincount(y[negative] * c + p[negative], minlength=c * c).reshape(c, c)
-    scale = float(s[s > 0].mean()) if (s > 0).any() else 0.0
-    margin = CONFIDENT_MARGIN * scale
-    low, high = (s <= -margin) & negative, (s >= margin) & ~negative
+    positive = s > 0
+    n_pos = np.bincount(y[positive], minlength=c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(
+            n_pos > 0, np.bincount(y[positive], weights=s[positive], minlength=c) / n_pos, np.nan
+        )
+    overall = float(s[positive].mean()) if positive.any() else 0.0
+    margin = CONFIDENT_MARGIN * np.where(
+        np.isfinite(scale), scale, overall
+    )  # a class with no positive: overall
+    low, high = (s <= -margin[p]) & negative, (s >= margin[y]) & ~negative
     confident = np.bincount(y[low] * c + p[low], minlength=c * c).reshape(c, c)
     np.fill_diagonal(confident, 0)  # a negatively aligned sample predicted as its own label is not a pair
     confident[np.diag_indices(c)] = np.bincount(y[high], minlength=c)

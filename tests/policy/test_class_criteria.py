@@ -17,7 +17,12 @@ FITTED = [0, 0, 0, 0, 0, 0.5, 0.8, 1, 1, 1]
 
 def test_class_memorisation_stops_before_the_flipped_labels_are_fitted():
     rows = run(SWAPS, fitted=FITTED)
-    assert gwa.select_epoch(rows, "class_memorisation") == 5  # alarm at epoch 6 (share 0.5 of its peak)
+    # class 1's confidently negative share: 0.3 through epoch 5, 0.12 at epoch 6 (< KEPT = 0.5 of its peak)
+    assert gwa.select_epoch(rows, "class_memorisation") == 5
+    slow = run(
+        SWAPS, fitted=[0, 0, 0, 0, 0, 0.3, 0.3, 0.3, 0.3, 0.3]
+    )  # 30% fitted: a share of 0.7 of the peak
+    assert gwa.select_epoch(slow, "class_memorisation") == 10
     assert gwa.select_epoch(run(SWAPS), "class_memorisation") == 10  # never fitted: the last epoch
 
 

@@ -66,8 +66,7 @@ class Diagnostic:
     level: str = "warning"
 
     def __str__(self) -> str:
-        info = "(info) " if self.level == "info" else ""
-        return f"[{self.code}] {info}{self.message} -> {self.action}"
+        return f"[{self.code}] {self.message} -> {self.action}"
 
 
 def diagnose(
