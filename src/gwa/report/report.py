@@ -253,7 +253,8 @@ def _trust_block(run) -> str:
     if not found:
         return "<h3>How far to trust the choice</h3><p>No diagnostic fired.</p>"
     items = "".join(
-        f"<li><b>{markup.esc(d.get('code'))}</b>: {markup.esc(d.get('message'))}. "
+        f"<li><b>{markup.esc(d.get('code'))}</b>{' (info)' if d.get('level') == 'info' else ''}: "
+        f"{markup.esc(d.get('message'))}. "
         f"<i>Action:</i> {markup.esc(d.get('action'))}.</li>"
         for d in found
     )
