@@ -9,8 +9,8 @@ policy (``gwa.class_evidence`` per epoch from the stored alignment, labels and t
 
 Every comparison is *selection-only*: each run trains on 90% of its subset and holds the other 10% (noisy labels)
 out, scored each epoch; the "2% split" is the first fifth of it. The veto reads the 2% split. Intervals: mean over
-seeds, with a percentile bootstrap that resamples seeds jointly across the settings of a group (the design is
-crossed: a seed fixes subset, noise and initialisation in every setting); with 3 seeds it is coarse.
+seeds with a Student t 95% interval over the per-seed means of a group's settings (the design is crossed: a seed
+fixes subset, noise and initialisation in every setting); with 2-3 seeds they are wide.
 """
 
 from __future__ import annotations
@@ -184,16 +184,23 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def seed_bootstrap(per_seed: dict[int, float], reps: int = 2000) -> tuple[float, float, float]:
-    """Mean over seeds and a 95% percentile interval resampling seeds (each seed's value is already the mean over
-    the group's settings, so the resampling is joint across settings)."""
+def seed_interval(per_seed: dict[int, float]) -> tuple[float, float, float]:
+    """Mean over seeds and a Student t 95% interval over the per-seed values. Each seed's value is already the
+    mean over the group's settings, so the interval is for "these settings" of a crossed design (a seed fixes the
+    subset, noise and initialisation in every setting; t over per-seed means covers there, a percentile bootstrap
+    over 3-5 seeds does not: docs/protocol.md section 8.3). NaN bounds for one seed."""
+    from scipy import stats
+
     v = np.array(list(per_seed.values()))
-    rng = np.random.default_rng(0)
-    boots = rng.choice(v, size=(reps, v.size)).mean(axis=1)
-    return float(v.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+    if v.size < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
 
 
 def fmt(mean: float, lo: float, hi: float, scale: float = 100.0) -> str:
+    if not np.isfinite(lo):
+        return f"{scale * mean:+.2f} (1 seed)"
     return f"{scale * mean:+.2f} [{scale * lo:+.2f}, {scale * hi:+.2f}]"
 
 
@@ -263,7 +270,8 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
                 f"{sum(r['class_conditional'] for r in keep)}/{len(keep)} |"
             )
     out.append(
-        "\n### Test accuracy of each criterion's choice, Δ to the 10% split's (points; mean [95% seed bootstrap])\n"
+        "\n### Test accuracy of each criterion's choice, Δ to the 10% split's (points; mean over seeds [t 95% interval "
+        "over the per-seed means of the family's settings])\n"
     )
     names = [n for n in CRITERIA_SHOWN if any(c["criterion"] == n for c in crit)]
     out.append("| family | noise | " + " | ".join(names) + " |")
@@ -281,11 +289,46 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
                     if (r["run"], n) in by:
                         per_seed.setdefault(r["seed"], []).append(by[(r["run"], n)] - by[(r["run"], "val")])
                 cells.append(
-                    fmt(*seed_bootstrap({k: float(np.mean(v)) for k, v in per_seed.items()}))
+                    fmt(*seed_interval({k: float(np.mean(v)) for k, v in per_seed.items()}))
                     if per_seed
                     else "n/a"
                 )
             out.append(f"| {fam} | {noise} | " + " | ".join(cells) + " |")
+    out.append("\n### The veto (2% split choosing among gwa's candidates): paired Δ in points\n")
+    out.append(
+        "| family | noise | runs | veto − 10% split | veto − 2% split alone | veto − default | worst setting (veto − 10% split) |"
+    )
+    out.append("|---|---|---|---|---|---|---|")
+    for fam in [*families, "all"]:
+        for noise in ("none", "symmetric", "pair", "all"):
+            g = [r for r in runs if fam in ("all", r["family"]) and noise in ("all", r["noise"])]
+            if not g or ((fam == "all") != (noise == "all") and fam == "all"):
+                continue
+            cells = []
+            for ref in ("val", "val2", "gwa"):
+                per_seed: dict[int, list[float]] = {}
+                for r in g:
+                    per_seed.setdefault(r["seed"], []).append(by[(r["run"], "veto")] - by[(r["run"], ref)])
+                cells.append(fmt(*seed_interval({k: float(np.mean(v)) for k, v in per_seed.items()})))
+
+            def veto_gap(key: tuple, g=g) -> float:
+                return float(
+                    np.mean(
+                        [
+                            by[(r["run"], "veto")] - by[(r["run"], "val")]
+                            for r in g
+                            if (r["family"], setting(r)) == key
+                        ]
+                    )
+                )
+
+            worst_key = min({(r["family"], setting(r)) for r in g}, key=veto_gap)
+            worst = (veto_gap(worst_key), " ".join(worst_key) if fam == "all" else worst_key[1])
+            out.append(
+                f"| {fam} | {noise} | {len(g)} | "
+                + " | ".join(cells)
+                + f" | {100 * worst[0]:+.2f} ({worst[1]}) |"
+            )
     out.append(
         "\n`veto`: the 2% split chooses among `gwa`, `class_memorisation`, `class_ceiling` and `last` (the default "
         "candidates); `veto_all`: among all six gwa candidates; `val2`: the 2% split's own argmax; `val`: the 10% "

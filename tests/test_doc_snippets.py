@@ -186,6 +186,35 @@ def _check_module(ns):
 
 
 #: (document, section heading) -> (prelude, check)
+NOISE_MAP = """
+import numpy as np
+import gwa
+E, num_classes, class_names = 10, 4, ["cat", "dog", "car", "bus"]
+_rng = np.random.default_rng(0)
+_truth = np.repeat(np.arange(4), 100)
+_labels = _truth.copy()
+_labels[:30], _labels[100:130] = 1, 0   # 30% of cats labelled dog and of dogs labelled cat
+
+
+def one_epoch(epoch):
+    fitted = _rng.random(_labels.size) < max(0.0, (epoch - 5) / 4)   # the flipped labels get memorised late
+    flipped = (_labels != _truth) & ~fitted
+    scores = np.where(flipped, -1, 1) * _rng.uniform(0.04, 0.08, _labels.size)
+    predictions = np.where(flipped, _truth, _labels)
+    split_acc = float(_rng.uniform(0.6, 0.9))
+    return scores, _labels, predictions, gwa.summarize(scores), float((predictions == _labels).mean()), split_acc
+"""
+
+
+def _check_noise_map(ns):
+    nm, policy = ns["nm"], ns["policy"]
+    # 15% of the labels are flipped; gwa's window here runs into the memorised epochs, so the map reads fewer
+    assert {(g, t) for g, t, _ in nm.pairs} == {(0, 1), (1, 0)} and 0.08 < nm.rate <= 0.15
+    assert "class_conditional" in ns["codes"] and ns["summary_json"]["noise_estimate"]["pairs"]
+    assert ns["kept"] == ns["stopper"].best_epoch
+    assert ns["kept"] in {policy.select_epoch(ns["rows"], c, total_epochs=10) for c in policy.VETO_CANDIDATES}
+
+
 SETUPS = {
     ("README.md", "In your PyTorch loop"): (TORCH, _check_loop),
     ("README.md", "Reports from your own loop"): (TORCH, _check_recorder),
@@ -199,6 +228,7 @@ SETUPS = {
     ("jax.md", "The one line in your model"): (FLAX, _check_module),
     ("jax.md", "A train step"): (FLAX_STEP, _check_flax_step),
     ("jax.md", "A train step#2"): (SHARD, _check_shard),
+    ("noise-map.md", "API"): (NOISE_MAP, _check_noise_map),
 }
 
 

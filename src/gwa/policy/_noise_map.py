@@ -238,8 +238,9 @@ def noise_map_window(
     the early transient (an epoch's training accuracy within 15 points of what the model fits, capped at one
     minus the run's mean negative share); through the last epoch when that rule cannot choose.
 
-    The same epochs as the ``window`` flag rule's, computed from the per-epoch records alone (no per-sample
-    scores), so a callback, the run directory and the report all read the same window.
+    The ``window`` flag rule's construction (:func:`gwa.policy.flag_window`), with the cap read from the per-epoch
+    records (the mean over epochs of the negatively aligned share) instead of per-sample means, so that a callback
+    that keeps no per-sample scores, the run directory and the report all read the same window.
     """
     rows = as_rows(history)
     if not rows:
