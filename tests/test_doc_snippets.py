@@ -222,7 +222,6 @@ def _check_noise_map(ns):
     assert ns["kept"] in {policy.select_epoch(ns["rows"], c, total_epochs=10) for c in policy.VETO_CANDIDATES}
 
 
-
 #: (document, section heading) -> (prelude, check); the pages under docs/guide/ are tests/test_site.py's
 SETUPS = {
     ("README.md", "In your PyTorch loop"): (TORCH, _check_loop),

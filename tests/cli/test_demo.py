@@ -64,8 +64,15 @@ def test_quick_demo_runs_offline_and_prints_the_table(tmp_path, monkeypatch, cap
     )
     # How far to trust the choice: gwa.policy.diagnose on the default criterion, one line each under the table.
     found = policy.diagnose(
-        run.metrics, alignment=run.score_matrix(), total_epochs=run.config["epochs"], finetune=False
+        run.metrics,
+        alignment=run.score_matrix(),
+        total_epochs=run.config["epochs"],
+        finetune=False,
+        evidence=run.class_evidence(),
     )
+    # The noise map of the run's per-class evidence, printed in one line above the trust lines.
+    noise_map = policy.noise_map_of_run(run.metrics, run.class_evidence(), total_epochs=run.config["epochs"])
+    assert f"  {noise_map.describe(run.config['class_names'])}" in text.splitlines()
     assert [(d["code"], d["message"]) for d in run.summary["diagnostics"]] == [
         (d.code, d.message) for d in found
     ]

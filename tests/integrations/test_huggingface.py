@@ -260,3 +260,22 @@ def test_a_tracker_state_before_training_is_refused_with_what_is_missing():
         cb.load_state_dict({"monitor": {"monitor": "gwa"}, "tracker": {"format": 2}})
     cb.load_state_dict({"monitor": {"monitor": "gwa"}, "tracker": None})  # no tracker state: nothing to load
     assert cb.tracker is None
+
+
+def test_veto_callable_is_called_each_epoch_and_keeps_the_candidates_epoch(tmp_path):
+    from gwa import policy
+
+    split = [0.2, 0.9, 0.4, 0.5]
+    calls = []
+
+    def split_accuracy(net):
+        assert not net.training and not torch.is_grad_enabled()  # eval mode, no gradients
+        calls.append(len(calls) + 1)
+        return split[len(calls) - 1]
+
+    cb = GWATrainerCallback(veto=split_accuracy)
+    train(cb, tmp_path, epochs=len(split))
+    assert calls == [1, 2, 3, 4] and [r["veto_acc"] for r in cb.monitor.rows] == split
+    evidence = cb.monitor.classes.evidence
+    rows = [{**r, "class_evidence": e} for r, e in zip(cb.monitor.rows, evidence, strict=True)]
+    assert cb.best_epoch == policy.choose_with_veto(rows, total_epochs=len(split))[0]

@@ -137,11 +137,16 @@ def _logged_gwa_expected():
 
 
 def _check_diagnostics(callback, caught, summary=None):
-    """The callback's diagnostics are gwa.policy.diagnose's on its rows (with the last epoch's alignment), each
-    warned once at the end of training and, with a run directory, written to summary.json."""
+    """The callback's diagnostics are gwa.policy.diagnose's on its rows (with the last epoch's alignment and every
+    epoch's class evidence), each warned once at the end of training and, with a run directory, written to
+    summary.json."""
     last = callback.last_result.scores
     alignment = None if last is None else np.asarray(last, np.float64)[None]
-    expected = policy.diagnose(callback.rows, "gwa", alignment=alignment, total_epochs=TOTAL)
+    evidence = callback.monitor.classes.evidence
+    assert evidence is not None and len(evidence) == len(callback.rows)
+    expected = policy.diagnose(
+        callback.rows, "gwa", alignment=alignment, total_epochs=TOTAL, evidence=evidence
+    )
     assert callback.diagnostics == expected and expected  # a tiny run: its warm-up is too short
     warned = [str(w.message) for w in caught if str(w.message).startswith("gwa: [")]
     assert warned == [f"gwa: {d}" for d in expected]

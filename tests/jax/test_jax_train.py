@@ -187,6 +187,13 @@ def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     assert [set(r) for r in jax_run.metrics] == [set(r) for r in torch_run.metrics]
     assert jax_run.signals() == torch_run.signals()
     assert set(jax_run.summary["criteria"]) == set(torch_run.summary["criteria"])
+    # Per-class evidence and the noise map: the same files and keys from either backend (one EpochLoop), each
+    # the core's evidence over the run's own scores, labels and predictions.
+    assert [r["epoch"] for r in jax_run.classes] == [r["epoch"] for r in torch_run.classes] == [1, 2]
+    assert set(jax_run.summary["noise_estimate"]) == set(torch_run.summary["noise_estimate"])
+    for epoch, record in zip(jax_run.epochs, jax_run.class_evidence(), strict=True):
+        pred = jax_run.scores(epoch, "pred").astype(np.int64)
+        assert record == gwa.class_evidence(jax_run.scores(epoch), jax_run.labels, pred, 10)
     np.testing.assert_array_equal(jax_run.labels, torch_run.labels)  # same data, noise and order
     for key in ("step", "lr", "n_scores"):
         assert jax_run.series(key).tolist() == torch_run.series(key).tolist()

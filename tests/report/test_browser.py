@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.rundir import RunWriter
+from gwa.rundir import RunWriter, class_row
 
 pytest.importorskip("matplotlib")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -94,7 +94,8 @@ def check_page(html_path, tmp_path) -> tuple[dict, list[str]]:
 
 
 def _run(path, *, noise: bool, previews: str, n=120, epochs=8, seed=0):
-    """A run directory as a trainer writes it: labels, per-sample alignment and predictions, previews."""
+    """A run directory as a trainer writes it: labels, per-sample alignment and predictions, previews; with noise,
+    the per-class evidence too (classes.jsonl: the report's per-class section)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 4, n)
     mask = np.zeros(n, bool)
@@ -119,6 +120,8 @@ def _run(path, *, noise: bool, previews: str, n=120, epochs=8, seed=0):
             },
             {"alignment": scores, "pred": pred},
         )
+        if noise:
+            writer.log_classes(class_row(e, gwa.class_evidence(scores, labels, pred, 4)))
     if previews == "image":
         writer.write_previews(np.arange(n), rng.normal(size=(n, 8, 8)).astype(np.float32))
     else:
@@ -140,7 +143,8 @@ def test_report_renders_in_chromium_offline_without_errors_at_1400px(tmp_path, n
     assert found["errors"] == [] and console == []
     figures = [img for img in found["images"] if img["cls"] == "figure"]
     thumbs = [img for img in found["images"] if img["cls"] == "thumb"]
-    assert len(figures) == 3 and all(img["decoded"] for img in found["images"])
+    # curves, distribution, data map; and with class evidence the per-class panel
+    assert len(figures) == (4 if noise else 3) and all(img["decoded"] for img in found["images"])
     assert len(thumbs) == (20 if previews == "image" else 0)  # 1-D signals are inline SVG sparklines
     # Laid out at 1400 px: no horizontal overflow, the content column uses its width, figures are readable.
     assert found["viewport"] == WIDTH and found["scrollWidth"] <= WIDTH and found["overflowing"] == []

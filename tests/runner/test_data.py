@@ -216,3 +216,31 @@ def test_classes_filter_and_relabel_the_eval_sets_too(tmp_path):
     keep = np.isin(d.y_test[:40], [9, 4])
     assert len(ye) == keep.sum() > 0 and np.array_equal(np.array([9, 4])[ye], d.y_test[:40][keep])
     np.testing.assert_allclose(p.raw(xe), d.x_test[:40][keep], atol=1e-5)
+
+
+def test_the_veto_split_is_a_stratified_noisy_share_of_the_whole_training_set():
+    c = RunConfig(
+        dataset="digits",
+        num_train=500,
+        noise="symmetric",
+        noise_rate=0.2,
+        val_frac=0.1,
+        veto_frac=0.04,
+        seed=1,
+    )
+    p = data.prepare(c)
+    assert len(p.y_val) == 50 and len(p.y_veto) == 20 and p.num_samples == 430  # 4% of 500, after validation
+    full = data.load_digits()
+    assert p.source_size == len(full.y_train)
+    # Disjoint from training (by source row) and noisy like it; every class is represented (stratified).
+    assert np.array_equal(p.y_train_clean, full.y_train[p.source_index])
+    assert np.bincount(p.y_veto, minlength=10).min() >= 1
+    total_noisy = p.noise_mask.sum() + (p.y_val != p.y_val_clean).sum() + (p.y_veto != p.y_veto_clean).sum()
+    assert total_noisy == 100
+    np.testing.assert_allclose(p.raw(p.x_veto).mean(), full.x_train.mean(), rtol=0.2)
+    with pytest.raises(ValueError, match="veto split"):
+        data.prepare(
+            RunConfig(dataset="digits", num_train=100, veto_frac=0.02, seed=1)
+        )  # 2 samples, 10 classes
+    with pytest.raises(ValueError, match="veto_frac"):
+        RunConfig(veto_frac=0.7)

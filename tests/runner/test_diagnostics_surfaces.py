@@ -106,7 +106,11 @@ def test_gwa_train_writes_and_prints_the_diagnostics_of_its_own_rows(tmp_path):
     )
     out = run_training(config, progress=False)
     run = load_run(out)
-    expected = policy.diagnose(run.metrics, "gwa", alignment=run.score_matrix("alignment"), total_epochs=3)
+    evidence = run.class_evidence()  # classes.jsonl: one record per epoch
+    assert evidence is not None and len(evidence) == 3
+    expected = policy.diagnose(
+        run.metrics, "gwa", alignment=run.score_matrix("alignment"), total_epochs=3, evidence=evidence
+    )
     stored = run.summary["diagnostics"]
     assert [(d["code"], d["message"], d["action"]) for d in stored] == [
         (d.code, d.message, d.action) for d in expected

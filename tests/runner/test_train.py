@@ -157,6 +157,8 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
     for signal in ("alignment", "loss", "pred"):
         np.testing.assert_array_equal(resumed.score_matrix(signal), full.score_matrix(signal))
     assert resumed.summary["criteria"] == full.summary["criteria"]
+    assert resumed.classes == full.classes and len(full.classes) == 4  # classes.jsonl: redone epochs replaced
+    assert resumed.summary["noise_estimate"] == full.summary["noise_estimate"]
 
 
 def test_early_stop_follows_the_stopper_on_the_default_criterion(tmp_path):

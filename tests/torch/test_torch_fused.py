@@ -237,9 +237,9 @@ def test_float16_storage_and_bytes_per_sample():
     _epoch(full)
     _epoch(half)
     # Held per sighting: int64 id + float32 score + float32 norm (undefined where 0), or, compact: int32 id +
-    # float16 score + bool undefined.
-    assert full.storage.nbytes() == 80 * (8 + 4 + 4)
-    assert half.storage.nbytes() == 80 * (4 + 2 + 1)
+    # float16 score + bool undefined; both + int16 predicted and given class (per-class evidence).
+    assert full.storage.nbytes() == 80 * (8 + 4 + 4 + 2 + 2)
+    assert half.storage.nbytes() == 80 * (4 + 2 + 1 + 2 + 2)
     a, b = full.end_epoch(), half.end_epoch()
     np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-3)  # float16: ~3 significant digits
     assert abs(a.summary.mean - b.summary.mean) < 1e-3 and abs(a.summary.gwa - b.summary.gwa) < 1e-2

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def render_results(out: Path, *, elapsed: float | None = None, write_html: bool = True) -> str:
     """The demo's closing text: stop rules and their test accuracy, flagged samples, where the report is."""
     from gwa.rundir import load_run
-    from gwa.runner.train import trust_lines
+    from gwa.runner.train import noise_lines, trust_lines
 
     run = load_run(out)
     assert run.summary is not None  # the demo's run has just written it
@@ -127,7 +127,7 @@ def render_results(out: Path, *, elapsed: float | None = None, write_html: bool 
             info = criteria[key]
             acc = info.get("test_acc")
             lines.append(f"{label:<28}{info['epoch']:>6}{'n/a' if acc is None else f'{100 * acc:.1f}%':>10}")
-    lines += trust_lines(run.summary)
+    lines += noise_lines(run.summary) + trust_lines(run.summary)
     lines += ["", _tracking_text(run), _flag_text(run), ""]
     lines.append(_report_text(out) if write_html else f"report: run `gwa report {out}`")
     return "\n".join(lines)

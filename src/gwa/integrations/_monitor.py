@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary, policy
+from gwa.integrations._classes import ClassLog, noise_estimate
 from gwa.rundir import RunWriter
 
 #: Criteria the integrations can follow (one value per epoch): ``gwa`` (the default), ``gwa_paper``, ``align_mean``.
@@ -56,6 +57,16 @@ class EpochMonitor:
         overwrite: allow ``run_dir`` to replace another run.
         labels: optional ``(N,)`` training labels by sample id, written to ``labels.npy`` (used by ``gwa flag``).
         noise_mask: optional ``(N,)`` bool mask of known mislabeled samples, for ``gwa flag`` / ``gwa report``.
+        veto: the tiny-split veto (``EarlyStopper(veto=True)``): the epoch kept is the one, among gwa's own
+            candidates' choices, with the best accuracy on a small noisy split of the training data that the model
+            does not train on. ``True``: the split's accuracy comes in each epoch's row as ``veto_acc`` (``extra=``
+            of :meth:`end_epoch`, a Lightning metric logged as ``veto_acc``, ``RunRecorder.end_epoch(result,
+            veto_acc=...)``); a callable ``veto(model) -> accuracy`` is called after each epoch instead (in eval
+            mode, without gradients; :meth:`end_epoch`'s ``model=``). False (default): no veto.
+
+    Each epoch's per-class evidence (:attr:`gwa.torch.EpochResult.class_evidence`) goes to ``classes.jsonl``
+    and, at the end, into the noise map (``summary.json``'s ``noise_estimate``, :attr:`noise_map`) and the
+    diagnostics (``class_conditional``).
     """
 
     def __init__(
@@ -70,7 +81,13 @@ class EpochMonitor:
         overwrite: bool = False,
         labels=None,
         noise_mask=None,
+        veto=False,
     ):
+        if not (isinstance(veto, bool) or callable(veto)):
+            raise TypeError(
+                f"Expected `veto` to be True, False or a callable veto(model) -> accuracy; got {veto!r}."
+            )
+        self.veto, self.veto_accuracy = bool(veto), veto if callable(veto) else None
         EarlyStopper(monitor, patience=patience, finetune=finetune)  # validates the options now
         if run_config is not None and not isinstance(run_config, dict):
             raise TypeError(f"Expected `run_config` to be a dict; got {type(run_config).__name__}.")
@@ -80,7 +97,10 @@ class EpochMonitor:
         self.labels, self.noise_mask = labels, noise_mask
         self.max_epochs: int | None = None
         self.rows: list[dict] = []
-        self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune, warn=False)
+        self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune, veto=self.veto, warn=False)
+        self.classes = ClassLog()
+        self.noise_map: policy.NoiseMap | None = None
+        self.kept_states: dict[int, dict] = {}  # with a veto: the weights of each candidate's epoch
         self.best_state: dict | None = None
         self.best_state_epoch: int | None = None
         self.writer: RunWriter | None = None
@@ -100,14 +120,11 @@ class EpochMonitor:
             self._load_pending()
         else:  # a new fit with the same callback starts from scratch
             self.rows = []
-            self.stopper = EarlyStopper(
-                self.monitor,
-                patience=self.patience,
-                total_epochs=self.max_epochs,
-                finetune=self.finetune,
-                warn=False,
-            )
+            self.stopper = self._new_stopper()
+            self.classes = ClassLog()
             self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
+            self.kept_states = {}
+        self.noise_map = None
         self.diagnostics, self._last_scores = [], None
         self._started = True
         if self.run_dir is not None and write:
@@ -136,6 +153,16 @@ class EpochMonitor:
             )
         self._t0 = time.perf_counter()
 
+    def _new_stopper(self) -> EarlyStopper:
+        return EarlyStopper(
+            self.monitor,
+            patience=self.patience,
+            total_epochs=self.max_epochs,
+            finetune=self.finetune,
+            veto=self.veto,
+            warn=False,
+        )
+
     @property
     def best_epoch(self) -> int | None:
         """The best epoch so far (1-based), by the monitored criterion."""
@@ -156,6 +183,7 @@ class EpochMonitor:
         extra: dict | None = None,
         model_state: Callable[[], dict] | None = None,
         per_sample: bool = True,
+        model=None,
     ) -> tuple[dict, bool]:
         """Record one :class:`gwa.torch.EpochResult`.
 
@@ -166,6 +194,7 @@ class EpochMonitor:
                 ``restore_best_weights`` is on.
             per_sample: write the per-sample scores; False when the batches carried no sample ids (scores by
                 position in the epoch would follow no sample across shuffled epochs).
+            model: the model, for a callable ``veto``.
 
         Returns:
             ``(row, stop)``: the run directory's metrics row and whether the stop rule fired.
@@ -189,12 +218,15 @@ class EpochMonitor:
                 f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}."
             )
         _add_train_metrics(row, result)
+        if self.veto_accuracy is not None and model is not None:
+            row["veto_acc"] = _split_accuracy(self.veto_accuracy, model)
         self.rows.append(row)
         self._last_scores = None if result.scores is None or not per_sample else result.scores
-        self.stopper.step(row)
-        if self.best_epoch == epoch and self.restore_best_weights and model_state is not None:
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
-            self.best_state_epoch = epoch
+        evidence = getattr(result, "class_evidence", None)  # per epoch: needs no sample ids
+        veto_acc = row.get("veto_acc") if self.veto else None
+        self.stopper.step(self.classes.stopper_row(row, evidence), veto_accuracy=veto_acc)
+        if self.restore_best_weights and model_state is not None:
+            self._keep_weights(epoch, model_state)
         if self.writer is not None:
             scores = (
                 None
@@ -202,7 +234,21 @@ class EpochMonitor:
                 else {"alignment": result.scores, **result.signals}
             )
             self.writer.log_epoch(row, scores)
+        self.classes.add(epoch, evidence, self.writer)
         return row, self.stopped_epoch is not None
+
+    def _keep_weights(self, epoch: int, model_state: Callable[[], dict]) -> None:
+        """The best epoch's weights; with a veto, also those of each candidate's epoch (it may keep any)."""
+        wanted = {self.best_epoch, *self.stopper.candidate_epochs.values()} - {None}
+        if epoch in wanted:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
+            if self.veto:
+                self.kept_states[epoch] = state
+            if self.best_epoch == epoch:
+                self.best_state, self.best_state_epoch = state, epoch
+        self.kept_states = {e: s for e, s in self.kept_states.items() if e in wanted}
+        if self.veto and self.best_epoch in self.kept_states and self.best_state_epoch != self.best_epoch:
+            self.best_state, self.best_state_epoch = self.kept_states[self.best_epoch], self.best_epoch
 
     def write_labels(self, labels) -> None:
         """Write the training labels by sample id (``-1`` where unseen) gathered from the batches, unless the user
@@ -233,6 +279,7 @@ class EpochMonitor:
         # The last epoch's per-sample alignment, (1, N), for the noise check (omitted when none was scored).
         scores = None if self._last_scores is None else np.asarray(self._last_scores, np.float64)[None]
         alignment = scores if scores is not None and np.isfinite(scores).any() else None
+        self.noise_map = self.classes.noise_map(self.rows, self.stopper.total_epochs) if self.rows else None
         self.diagnostics = (
             policy.diagnose(
                 self.rows,
@@ -240,6 +287,8 @@ class EpochMonitor:
                 alignment=alignment,
                 total_epochs=self.stopper.total_epochs,
                 finetune=self.finetune,
+                evidence=self.classes.evidence if self.noise_map is not None else None,
+                noise_map=self.noise_map,
             )
             if self.rows
             else []
@@ -258,6 +307,7 @@ class EpochMonitor:
                     "stopped_epoch": self.stopped_epoch,
                     "decision": self.stopper.message,
                     "diagnostics": [dataclasses.asdict(d) for d in self.diagnostics],
+                    **noise_estimate(self.noise_map, self.run_config.get("class_names")),
                     **(summary or {}),
                 }
             )
@@ -276,6 +326,8 @@ class EpochMonitor:
             "wall": self._wall,
             "best_state": self.best_state,
             "best_state_epoch": self.best_state_epoch,
+            "kept_states": self.kept_states,
+            "classes": self.classes.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -290,16 +342,13 @@ class EpochMonitor:
         assert state is not None  # both callers check _pending first
         self.rows = [dict(r) for r in state["rows"]]
         # The current plan (a resumed fit may plan more epochs); the stopper replays the stored values under it.
-        self.stopper = EarlyStopper(
-            self.monitor,
-            patience=self.patience,
-            total_epochs=self.max_epochs,
-            finetune=self.finetune,
-            warn=False,
-        )
+        self.stopper = self._new_stopper()
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])
         self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
+        self.kept_states = dict(state.get("kept_states") or {})
+        self.classes = ClassLog()
+        self.classes.load_state_dict(state.get("classes") or [None] * len(self.rows))
 
 
 def warn_diagnostics(diagnostics) -> None:
@@ -318,6 +367,22 @@ def _add_train_metrics(row: dict, result) -> None:
             finite = values[np.isfinite(values)]
             if finite.size:
                 row[key] = float(finite.mean())
+
+
+def _split_accuracy(veto: Callable, model) -> float:
+    """``veto(model)`` in eval mode without gradients, the model's mode restored; checked to be in [0, 1]."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            value = float(veto(model))
+    finally:
+        model.train(was_training)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected `veto(model)` to return an accuracy in [0, 1]; got {value!r}.")
+    return value
 
 
 def _has_run(path) -> bool:

@@ -32,6 +32,9 @@ class RunRecorder:
         noise_mask: ``(N,)`` bool mask of known mislabeled samples (for ``gwa flag``'s precision and recall).
         previews: keep some inputs (float tensors: images or 1-D signals) for the report's thumbnails.
         overwrite: allow replacing another run in ``run_dir``.
+        veto: the tiny-split veto (see :class:`EpochMonitor`): hold out a small noisy split of your training data
+            (e.g. 2%, stratified), and pass its accuracy each epoch: ``recorder.end_epoch(result,
+            veto_acc=accuracy)``; or a callable ``veto(model) -> accuracy`` called after each epoch.
         loggers: :class:`gwa.integrations.loggers.TensorBoardLogger`, :class:`~gwa.integrations.loggers.WandbLogger`
             (or a list of them) receiving each epoch's values, the stop decision and a histogram of the
             per-sample alignment, then the chosen epoch and the diagnostics; closed by :meth:`finish`.
@@ -73,6 +76,7 @@ class RunRecorder:
         previews: bool = True,
         overwrite: bool = False,
         loggers=None,
+        veto=False,
     ):
         self.loggers = check_loggers(loggers)
         num_samples = getattr(tracker, "num_samples", None)
@@ -95,6 +99,7 @@ class RunRecorder:
             overwrite=overwrite,
             labels=labels,
             noise_mask=noise_mask,
+            veto=veto,
         )
         self._labels = LabelCollector(num_samples) if labels is None else None
         self._previews = PreviewCollector(num_samples) if previews else None
@@ -151,7 +156,10 @@ class RunRecorder:
     def end_epoch(self, result, **metrics) -> bool:
         """Record the tracker's :class:`gwa.torch.EpochResult` with your epoch's scalars (``train_loss``,
         ``test_acc``, ``val_acc``, ...); returns True when the stop rule says to stop."""
-        _, stop = self.monitor.end_epoch(result, extra=metrics)
+        model_ref = getattr(self.tracker, "_model_ref", None)
+        _, stop = self.monitor.end_epoch(
+            result, extra=metrics, model=model_ref() if model_ref is not None else None
+        )
         if self.loggers and self._writes:
             values = epoch_values(
                 self.monitor.log_values(result.summary, int(result.epoch)),

@@ -70,6 +70,9 @@ class GWATrainerCallback(TrainerCallback):
         signals: per-sample companion signals to store (``loss, margin, p_gold, el2n, pred, correct``); default
             ``("loss", "pred", "correct")`` with ``run_dir``, else none.
         bias: include the head bias in the cosine.
+        veto: the tiny-split veto (see :class:`gwa.integrations.EpochMonitor`): a callable ``veto(model) ->
+            accuracy`` on a small noisy split held out of training, called at each epoch's end (the Trainer's own
+            evaluation comes after that hook). None (default): no veto.
         best_model_dir: where to save the best epoch's model (``save_pretrained``) as training goes; default
             ``output_dir/gwa-best`` when ``restore_best_weights=True``, else not saved. False: never save.
 
@@ -107,7 +110,13 @@ class GWATrainerCallback(TrainerCallback):
         signals=None,
         bias: bool = False,
         best_model_dir=None,
+        veto=None,
     ):
+        if veto is not None and not callable(veto):
+            raise TypeError(
+                f"Expected `veto` to be None or a callable veto(model) -> accuracy on the split; got {veto!r} "
+                "(the Trainer evaluates after on_epoch_end, so a logged metric would come an epoch late)."
+            )
         if not isinstance(id_key, str):
             raise TypeError(f"Expected `id_key` to be a str; got {type(id_key).__name__}.")
         if best_model_dir is True or not (
@@ -126,6 +135,7 @@ class GWATrainerCallback(TrainerCallback):
             overwrite=overwrite,
             labels=labels,
             noise_mask=noise_mask,
+            veto=veto if veto is not None else False,
         )
         self.head, self.id_key, self.num_samples, self.signals, self.bias = (
             head,
@@ -266,7 +276,7 @@ class GWATrainerCallback(TrainerCallback):
         self.last_result = result
         model_state = model.state_dict if self.monitor.restore_best_weights else None
         _, stop = self.monitor.end_epoch(
-            result, extra={"step": int(state.global_step)}, model_state=model_state
+            result, extra={"step": int(state.global_step)}, model_state=model_state, model=model
         )
         if self._labels is not None:
             self.monitor.write_labels(

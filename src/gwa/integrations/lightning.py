@@ -84,6 +84,10 @@ class GWACallback(Callback):
             ``("loss", "pred", "correct")`` with ``run_dir`` (the report's predictions, training loss and
             accuracy), else none.
         bias: include the head bias in the cosine.
+        veto: the tiny-split veto (see :class:`gwa.integrations.EpochMonitor`): ``True`` reads the accuracy on a
+            small noisy split held out of training from the metric ``veto_acc`` (log it in your
+            ``validation_step`` on that split: ``self.log("veto_acc", acc)``); or a callable
+            ``veto(pl_module) -> accuracy``. False (default): no veto.
         log: log ``gwa`` (the default criterion's value, NaN in the warm-up: ``ModelCheckpoint(monitor="gwa",
             mode="max")`` keeps gwa's own best epoch), ``gwa_paper`` (the paper's value verbatim),
             ``gwa_paper_flagged``, ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``.
@@ -119,6 +123,7 @@ class GWACallback(Callback):
         signals=None,
         bias: bool = False,
         log: bool = True,
+        veto=False,
     ):
         if batch_to_targets_ids is not None and not callable(batch_to_targets_ids):
             raise TypeError(
@@ -134,6 +139,7 @@ class GWACallback(Callback):
             overwrite=overwrite,
             labels=labels,
             noise_mask=noise_mask,
+            veto=veto,
         )
         if signals is None:
             signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
@@ -252,7 +258,7 @@ class GWACallback(Callback):
         extra = {"step": int(trainer.global_step), **_scalar_metrics(trainer.callback_metrics)}
         model_state = pl_module.state_dict if self.monitor.restore_best_weights else None
         _, stop = self.monitor.end_epoch(
-            result, extra=extra, model_state=model_state, per_sample=not without_ids
+            result, extra=extra, model_state=model_state, per_sample=not without_ids, model=pl_module
         )
         if self._labels is not None:
             self.monitor.write_labels(self._labels.labels())  # a collective under DDP: every rank calls it

@@ -203,9 +203,9 @@ def chosen_epochs(run: Run) -> dict[str, Choice]:
 
 
 def diagnostics(run: Run) -> list[dict]:
-    """Why not to trust the default criterion's choice, as ``{code, message, action, evidence}`` dicts: from
-    summary.json when it has them, else :func:`gwa.policy.diagnose` over the metric rows (with the per-sample
-    alignment when stored)."""
+    """Why not to trust the default criterion's choice, as ``{code, message, action, evidence, level}`` dicts:
+    from summary.json when it has them, else :func:`gwa.policy.diagnose` over the metric rows (with the per-sample
+    alignment and the per-class evidence when stored)."""
     summary = run.summary or {}
     stored = summary.get("diagnostics")
     if isinstance(stored, list):
@@ -231,8 +231,12 @@ def diagnostics(run: Run) -> list[dict]:
         alignment=alignment,
         total_epochs=total,
         finetune=bool(run.config.get("finetune")),
+        evidence=run.class_evidence(),  # classes.jsonl: the noise map and class_conditional (None: without)
     )
-    return [{"code": d.code, "message": d.message, "action": d.action, "evidence": d.evidence} for d in found]
+    return [
+        {"code": d.code, "message": d.message, "action": d.action, "evidence": d.evidence, "level": d.level}
+        for d in found
+    ]
 
 
 def run_notes(run: Run) -> list[str]:

@@ -4,9 +4,15 @@ The rules (``window``, the default; ``lastk``; ``mean``; ``frac``) are the core 
 rules); each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
 
 ``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
-``rank, sample_id, label, score, flagged`` (then ``is_noisy`` when the run's noise mask is known and
-``prediction`` when the run stored the ``pred`` signal), one row per seen sample, in rank order. When the mask is known, the command prints precision and recall of the flagged set
-and the AUROC / AUPRC of the ranking score (scikit-learn), against the mask.
+``rank, sample_id, label, score, flagged`` (then ``is_noisy`` when the run's noise mask is known,
+``prediction`` when the run stored the ``pred`` signal, ``source_index`` when the run has ``source_index.npy``,
+and ``label_name`` / ``prediction_name`` when its config names the classes), one row per seen sample, in rank
+order. When the mask is known, the command prints precision and recall of the flagged set and the AUROC / AUPRC
+of the ranking score (scikit-learn), against the mask.
+
+Beside the ranking the command writes a per-class summary (``flagged_classes.csv``) and a cleanlab-compatible
+export indexed by the source dataset (``label_issues.npy``, ``label_quality.npy``, ``label_issues.csv``); see
+:mod:`gwa.report.flag_export`.
 """
 
 from __future__ import annotations
@@ -64,16 +70,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the rule's threshold (defaults: window 0, lastk 0, mean 0, frac 0.5)",
     )
     parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN/flagged.csv)")
+    parser.add_argument(
+        "--export-dir",
+        metavar="DIR",
+        default=None,
+        help="folder for flagged_classes.csv and the cleanlab-compatible label_issues.npy, label_quality.npy "
+        "and label_issues.csv, indexed by the source dataset (default: the folder of --out)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    result = flag_samples(
-        args.run, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold
-    )
+    from gwa.report import _analysis as A
+    from gwa.report import flag_export
+
+    loaded = A.open_run(args.run)
+    result = flag_samples(loaded, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold)
+
     out = Path(args.out) if args.out is not None else Path(args.run) / "flagged.csv"
     result.to_csv(out)
     print(result.summary())
-    print(f"ranking written to {out}")
+    classes = flag_export.per_class_rows(result, result.class_names)
+    lines = flag_export.describe_classes(classes)
+    if lines:
+        print("classes with the most flags (given label: flagged share, where their predictions went):")
+        print("\n".join(lines))
+    folder = Path(args.export_dir) if args.export_dir is not None else out.parent
+    summary = flag_export.write_class_summary(classes, folder / "flagged_classes.csv")
+    export = flag_export.write_cleanlab_export(result, loaded, folder, result.class_names)
+    print(f"ranking written to {out}; per-class summary to {summary}")
+    print(
+        f"cleanlab-compatible export (by source-dataset index): {export['label_issues'].name} (mask), "
+        f"{export['label_quality'].name} (quality, lower = more suspect), {export['label_issues_csv'].name} "
+        f"in {folder}"
+    )
     return 0
 
 
@@ -100,6 +129,8 @@ class FlagResult:
     predictions: np.ndarray | None = (
         None  # the model's prediction at each sample's last seen epoch, when stored
     )
+    source_index: np.ndarray | None = None  # each sample's row in the source dataset, when the run has it
+    class_names: list[str] | None = None  # the run's class names, when its config has them
 
     @property
     def flagged_ids(self) -> np.ndarray:
@@ -115,6 +146,13 @@ class FlagResult:
                 ["rank", "sample_id", "label", "score", "flagged"]
                 + (["is_noisy"] if self.is_noisy is not None else [])
                 + (["prediction"] if self.predictions is not None else [])
+                + (["source_index"] if self.source_index is not None else [])
+                + (["label_name"] if self.class_names is not None and self.labels is not None else [])
+                + (
+                    ["prediction_name"]
+                    if self.class_names is not None and self.predictions is not None
+                    else []
+                )
             )
             for rank, i in enumerate(range(self.sample_ids.size), 1):
                 row = [
@@ -129,6 +167,12 @@ class FlagResult:
                 if self.predictions is not None:
                     pred = self.predictions[i]
                     row.append(int(pred) if np.isfinite(pred) else "")
+                if self.source_index is not None:
+                    row.append(int(self.source_index[i]))
+                if self.class_names is not None and self.labels is not None:
+                    row.append(_class_name(self.class_names, self.labels[i]))
+                if self.class_names is not None and self.predictions is not None:
+                    row.append(_class_name(self.class_names, self.predictions[i]))
                 writer.writerow(row)
             text = fh.getvalue()
         write_atomic(path, lambda out: out.write(text.encode()))  # an earlier ranking survives a crash
@@ -195,6 +239,7 @@ def flag_samples(
         >>> res.flagged_ids[:5], res.precision, res.recall  # doctest: +SKIP
     """
     from gwa.report import _analysis as A
+    from gwa.report.flag_export import class_names, source_index
 
     threshold = check_flag_options(rule, last_k, threshold, top)
     run = A.open_run(run)
@@ -230,6 +275,7 @@ def flag_samples(
     quality = _quality(mask, flagged, -key[ids]) if mask is not None else (None,) * 4
     pred = A.last_seen_signal(run, "pred")
     labels = None if run.labels is None else run.labels[ids]
+    source = source_index(run)
     return FlagResult(
         rule,
         desc,
@@ -241,7 +287,13 @@ def flag_samples(
         int(matrix.shape[1] - ids.size),
         *quality,
         predictions=None if pred is None else pred[ids],
+        source_index=None if source is None else source[ids],
+        class_names=class_names(run),
     )
+
+
+def _class_name(names: list[str], k) -> str:
+    return names[int(k)] if np.isfinite(k) and 0 <= int(k) < len(names) else ""
 
 
 def _quality(

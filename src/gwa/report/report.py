@@ -2,8 +2,9 @@
 
 The page has a header (run config, each stop criterion's epoch and test accuracy, the GWA guard explained when
 it fired, how far to trust the default criterion's choice: :func:`gwa.policy.diagnose`), the GWA and mean-alignment curves against accuracy, the per-epoch distribution of per-sample
-alignment, a data map (per-sample mean vs. std of alignment over epochs) and the most negatively aligned
-samples with thumbnails of their inputs. Images are embedded as base64 data URIs; the page loads nothing.
+alignment, the per-class evidence (which classes look swapped, :mod:`gwa.report.classes`), a data map
+(per-sample mean vs. std of alignment over epochs) and the most negatively aligned samples with thumbnails of
+their inputs. Images are embedded as base64 data URIs; the page loads nothing.
 Interrupted runs are reported as far as they got, with a note.
 """
 
@@ -137,6 +138,11 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         )
     )
 
+    from gwa.report.classes import class_section
+
+    per_class = class_section(run, out)  # None without classes.jsonl
+    if per_class is not None:
+        parts.append(per_class)
     if analysis.has_scores(run):
         parts += _sample_sections(run, out, choices, top_samples)
     else:
@@ -249,7 +255,8 @@ def _trust_block(run) -> str:
     if not found:
         return "<h3>How far to trust the choice</h3><p>No diagnostic fired.</p>"
     items = "".join(
-        f"<li><b>{markup.esc(d.get('code'))}</b>: {markup.esc(d.get('message'))}. "
+        f"<li><b>{markup.esc(d.get('code'))}</b>{' (info)' if d.get('level') == 'info' else ''}: "
+        f"{markup.esc(d.get('message'))}. "
         f"<i>Action:</i> {markup.esc(d.get('action'))}.</li>"
         for d in found
     )

@@ -5,6 +5,9 @@ Layout (``FORMAT`` = 2; format-1 runs are still read), all plain files::
     RUN/
       config.json            {"format": 2, "gwa_version": ..., "status": "running"|"complete", ...run config}
       metrics.jsonl          one JSON object per finished epoch (keys below), appended as epochs end
+      classes.jsonl          optional: per epoch, the per-class evidence {"epoch": e, **gwa.ClassEvidence.to_dict()}
+                             (per given label: count, alignment moments, negative share, and the C x C counts
+                             of negatively aligned samples by (given label, predicted class))
       labels.npy             int64 (N,): the training labels used, indexed by sample id
       clean_labels.npy       int64 (N,): the labels before noise injection (when known)
       noise_mask.npy         bool (N,): True where the training label was changed (when known)
@@ -34,6 +37,7 @@ reads or writes a pickle.
 """
 
 from gwa.rundir._atomic import FAULT_ENV, save_npy_atomic, write_atomic, write_json_atomic
+from gwa.rundir._classes import CLASSES_FILE, class_row
 from gwa.rundir._errors import RunDirError, RunDirWarning
 from gwa.rundir._format import (
     CHECKPOINT_DIR,
@@ -73,6 +77,7 @@ from gwa.rundir._writer import RunWriter
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "CLASSES_FILE",
     "FAULT_ENV",
     "FORMAT",
     "LOCK_FILE",
@@ -92,6 +97,7 @@ __all__ = [
     "check_directory",
     "check_run_tree",
     "check_writable",
+    "class_row",
     "is_gwa_run",
     "is_own_checkpoint",
     "load_array",

@@ -20,6 +20,7 @@ LOCK_FILE = "gwa.lock"
 OWN_FILES = (
     "metrics.jsonl",
     "metrics.jsonl.torn",
+    "classes.jsonl",
     "summary.json",
     "labels.npy",
     "clean_labels.npy",

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gwa.rundir._arrays import load_array, load_run_arrays
+from gwa.rundir._classes import read_class_rows
 from gwa.rundir._errors import RunDirError, RunDirWarning
 from gwa.rundir._format import FORMAT, READABLE_FORMATS, SCORES_DIR, own_score_epoch, score_file, upgrade_row
 from gwa.rundir._safety import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json_depth, check_run_tree, read_regular
@@ -176,6 +177,8 @@ class Run:
     preview_ids: np.ndarray | None = None
     previews: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
+    #: The valid rows of ``classes.jsonl`` (per-class evidence by epoch, :mod:`gwa.rundir._classes`); [] if none.
+    classes: list[dict] = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -210,6 +213,18 @@ class Run:
                     f"{r['epoch']}; got {value!r}."
                 ) from None
         return out
+
+    def class_evidence(self) -> list | None:
+        """The :class:`gwa.ClassEvidence` of every logged epoch from ``classes.jsonl``; None when an epoch has none."""
+        from gwa import ClassEvidence
+
+        by_epoch = {int(r["epoch"]): r for r in self.classes}
+        if not self.epochs or any(e not in by_epoch for e in self.epochs):
+            return None
+        return [
+            ClassEvidence.from_dict({k: v for k, v in by_epoch[e].items() if k != "epoch"})
+            for e in self.epochs
+        ]
 
     def signals(self) -> list[str]:
         folder = self.path / SCORES_DIR
@@ -310,6 +325,8 @@ def load_run(path) -> Run:
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
     arrays = load_run_arrays(path, n)
+    class_rows, class_problems = read_class_rows(path, epochs)
+    problems += class_problems
     for message in problems:
         warnings.warn(message, RunDirWarning, stacklevel=2)
     metrics = [upgrade_row(r, config["format"]) for r in scan.rows]
@@ -320,4 +337,5 @@ def load_run(path) -> Run:
         summary=summary,
         **arrays,
         problems=problems,
+        classes=class_rows,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gwa.rundir._atomic import jsonable, save_npy_atomic, write_atomic, write_json_atomic
+from gwa.rundir._classes import read_class_rows, write_class_rows
 from gwa.rundir._errors import RunDirError
 from gwa.rundir._format import FORMAT, SCORES_DIR, own_files, own_score_epoch, score_file
 from gwa.rundir._lock import RunLock
@@ -85,8 +86,10 @@ class RunWriter:
         from gwa import __version__
 
         self._check_target(resume, overwrite)  # again, now that no other writer can change the folder
+        self.class_rows: list[dict] = []  # classes.jsonl's rows (per-class evidence by epoch)
         if resume:
             self.rows = self._rows_to_resume(resume_epoch)
+            self.class_rows = read_class_rows(self.path, [r["epoch"] for r in self.rows])[0]
         else:
             for stale in own_files(self.path):
                 stale.unlink()
@@ -106,6 +109,8 @@ class RunWriter:
         if resume:
             # The metrics first, then the deletes: a kill in between leaves no row without its scores.
             self._rewrite_metrics()
+            if (self.path / "classes.jsonl").exists():
+                write_class_rows(self.path, self.class_rows)
             self._drop_leftovers(resume_epoch)
         for name, arr, dtype in (
             ("labels", labels, np.int64),
@@ -195,6 +200,19 @@ class RunWriter:
         except BaseException:
             self.rows.pop()
             raise
+
+    def log_classes(self, row: dict) -> None:
+        """Write the per-class evidence of the last logged epoch (``{"epoch": e, **ClassEvidence.to_dict()}``,
+        :func:`gwa.rundir.class_row`) to ``classes.jsonl``, after its metrics row."""
+        self._check_lock()
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if not self.rows or epoch != self.rows[-1]["epoch"]:
+            last = self.rows[-1]["epoch"] if self.rows else None
+            raise ValueError(
+                f"Expected the per-class row of the last logged epoch ({last}); got epoch {epoch!r}."
+            )
+        self.class_rows = [r for r in self.class_rows if r["epoch"] < epoch] + [jsonable(row)]
+        write_class_rows(self.path, self.class_rows)
 
     def write_array(self, name: str, array) -> None:
         """Write ``RUN/<name>.npy`` atomically (e.g. ``source_index``)."""

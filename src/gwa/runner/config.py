@@ -32,6 +32,8 @@ class RunConfig:
     classes: tuple[int, ...] | None = None  # keep only these class ids (train and test), relabelled 0..k-1
     mnist1d_samples: int = 5000  # mnist1d: samples to generate (80% train, 20% test)
     val_frac: float = 0.0  # stratified hold-out from training (same label noise); 0 = none
+    # stratified noisy hold-out whose accuracy only chooses among gwa's candidate epochs (the veto); 0 = none
+    veto_frac: float = 0.0
     eval_sets: dict[str, str] = field(default_factory=dict)  # NAME -> .npz with x, y, evaluated each epoch
     # label noise
     noise: str = "none"  # one of NOISES
@@ -189,6 +191,7 @@ def validate(c: RunConfig) -> None:
     _number_in("momentum", c.momentum, 0.0, 1.0, high_open=True)
     _number_in("weight_decay", c.weight_decay, 0.0, math.inf, high_open=True)
     _number_in("val_frac", c.val_frac, 0.0, 0.5, high_open=True)
+    _number_in("veto_frac", c.veto_frac, 0.0, 0.5, high_open=True)
     _number_in("noise_rate", c.noise_rate, 0.0, 1.0, high_open=True)
     if c.noise in ("symmetric", "asymmetric") and c.noise_rate == 0:
         raise ValueError(f"Expected `noise_rate` > 0 with noise={c.noise!r}; got 0.")

@@ -365,6 +365,12 @@ class PreparedData:
         """The share of training labels the noise changed (asymmetric 0.3 flips 30% of the paired classes only)."""
         return noise_lib.realised_rate(self.noise_mask)
 
+    # The veto split (--veto-frac): noisy labels like training; its accuracy only chooses among gwa's candidates.
+    x_veto: np.ndarray | None = None
+    y_veto: np.ndarray | None = None
+    y_veto_clean: np.ndarray | None = None
+    source_size: int | None = None  # rows of the source training set (what source_index indexes)
+
     @property
     def num_samples(self) -> int:
         return len(self.y_train)
@@ -455,6 +461,7 @@ def prepare(config) -> PreparedData:
     )
     relabel = _class_map(config.classes, len(ds.classes), ds.name)
     original_rows = np.arange(len(ds.y_train))
+    source_size = len(ds.y_train)
     if relabel is not None:
         ds, original_rows = _keep_classes(ds, relabel, config.classes)
     n_classes = len(ds.classes)
@@ -483,10 +490,23 @@ def prepare(config) -> PreparedData:
     else:
         noisy, mask = clean.copy(), np.zeros(clean.shape, dtype=bool)
     x = ds.x_train[index]
+    n_before_splits = len(index)
     x_val = y_val = y_val_clean = None
     if config.val_frac > 0:
         train_rows, val_rows = _stratified_pick(noisy, config.val_frac, config.seed, "validation split")
         x_val, y_val, y_val_clean = x[val_rows], noisy[val_rows], clean[val_rows]
+        x, noisy, clean, mask, index = (
+            x[train_rows],
+            noisy[train_rows],
+            clean[train_rows],
+            mask[train_rows],
+            index[train_rows],
+        )
+    x_veto = y_veto = y_veto_clean = None
+    if config.veto_frac > 0:  # a fraction of the whole training set, drawn after the validation split
+        size = round(config.veto_frac * n_before_splits)
+        train_rows, veto_rows = _stratified_pick(noisy, size, config.seed + 1, "veto split (--veto-frac)")
+        x_veto, y_veto, y_veto_clean = x[veto_rows], noisy[veto_rows], clean[veto_rows]
         x, noisy, clean, mask, index = (
             x[train_rows],
             noisy[train_rows],
@@ -524,4 +544,8 @@ def prepare(config) -> PreparedData:
         mean=mean,
         std=std,
         eval_sets={k: (norm(xe), ye) for k, (xe, ye) in eval_sets.items()},
+        x_veto=norm(x_veto),
+        y_veto=y_veto,
+        y_veto_clean=y_veto_clean,
+        source_size=source_size,
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary
 from gwa.baselines import labelwave
+from gwa.integrations._classes import ClassLog, epoch_evidence
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,16 @@ class EpochLoop:
     def __init__(self, config, data, writer, *, echo: bool = False, loggers: list | None = None):
         self.config, self.data, self.writer, self.echo = config, data, writer, bool(echo)
         self.loggers = list(loggers or [])
+        self.veto = getattr(config, "veto_frac", 0) > 0  # --veto-frac: the split chooses among the candidates
         self.stopper = EarlyStopper(
             DEFAULT_CRITERION,
             patience=config.early_stop,
             total_epochs=config.epochs,
             finetune=config.finetune,
             warn=False,  # gwa train prints a trust: line per diagnostic in its summary
+            veto=self.veto,
         )
+        self.classes = ClassLog()
         self.prev_pred: np.ndarray | None = None
         self.wall_time = 0.0
 
@@ -124,7 +128,8 @@ class EpochLoop:
         predict: Callable[[np.ndarray], np.ndarray],
         grad_disparity: Callable[[], float] | None = None,
     ) -> EpochOutcome:
-        """Evaluate, write the metrics row and per-sample scores, and decide; see the module docstring."""
+        """Evaluate, write the metrics row, per-sample scores and per-class evidence (``classes.jsonl``, from the
+        epoch's alignment, labels and predictions ``pred_train``), and decide; see the module docstring."""
         data = self.data
         metrics = {
             "epoch": epoch,
@@ -138,6 +143,10 @@ class EpochLoop:
             pred = predict(data.x_val)
             metrics["val_acc"] = float((pred == data.y_val).mean())
             metrics["val_acc_clean"] = float((pred == data.y_val_clean).mean())
+        if getattr(data, "x_veto", None) is not None:
+            pred = predict(data.x_veto)
+            metrics["veto_acc"] = float((pred == data.y_veto).mean())
+            metrics["veto_acc_clean"] = float((pred == data.y_veto_clean).mean())
         metrics["test_acc"] = float((predict(data.x_test) == data.y_test).mean())
         for name, (xe, ye) in data.eval_sets.items():
             metrics[f"eval_{name}_acc"] = float((predict(xe) == ye).mean())
@@ -151,7 +160,12 @@ class EpochLoop:
         self.wall_time += seconds
         metrics["wall_time"] = self.wall_time
         self.writer.log_epoch(metrics, scores)
-        stop = self.stopper.step(metrics)
+        evidence = epoch_evidence(scores.get("alignment"), data.y_train, pred_train, data.num_classes)
+        self.classes.add(epoch, evidence, self.writer)
+        stop = self.stopper.step(
+            self.classes.stopper_row(metrics, evidence),
+            veto_accuracy=metrics.get("veto_acc") if self.veto else None,
+        )
         if self.loggers:
             from gwa.integrations import log_values
             from gwa.integrations.loggers import epoch_values
@@ -168,7 +182,9 @@ class EpochLoop:
             )
         if stop:  # a normal outcome, not a warning; the epoch line and the final summary show it
             log.info("early stop: %s", self.stopper.message)
-        return EpochOutcome(metrics, self.stopper.best_epoch == epoch, stop)
+        # best_<DEFAULT_CRITERION> stays the criterion's own epoch; the veto's epoch is in summary.json's criteria.
+        best = self.stopper.criterion_best if self.veto else self.stopper.best_epoch
+        return EpochOutcome(metrics, best == epoch, stop)
 
     def state_dict(self) -> dict:
         """JSON-safe plain values (predictions as a list, null where unseen), saved with the ``last`` checkpoint."""
@@ -182,6 +198,7 @@ class EpochLoop:
             "stopper": self.stopper.state_dict(),
             "wall_time": self.wall_time,
             "prev_pred": pred,
+            "classes": self.classes.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -189,6 +206,8 @@ class EpochLoop:
             raise ValueError(f"Expected an epoch-loop state of format {STATE_FORMAT}; got {state!r:.80}.")
         self.stopper.load_state_dict(state["stopper"])
         self.wall_time = float(state["wall_time"])
+        if state.get("classes") is not None:  # absent in the state of a gwa before per-class evidence
+            self.classes.load_state_dict(state["classes"])
         pred = state["prev_pred"]
         self.prev_pred = (
             None if pred is None else np.array([np.nan if p is None else p for p in pred], np.float64)

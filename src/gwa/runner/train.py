@@ -92,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "validation split (e.g. 0.1; default 0 = none)",
     )
     data.add_argument(
+        "--veto-frac",
+        type=float,
+        nargs="?",
+        const=0.02,
+        metavar="F",
+        help="hold out F of the training set (default 0.02 when given without F) as a noisy-label split "
+        "whose accuracy (veto_acc) only chooses among gwa's own candidate epochs, never a free argmax",
+    )
+    data.add_argument(
         "--eval-set",
         type=_eval_set,
         action="append",
@@ -285,6 +294,9 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
                 **config.to_dict(),
                 "realised_noise_rate": data.realised_noise_rate,
                 resume_checks.FINGERPRINT_KEY: resume_checks.data_fingerprint(data),
+                # class names and the source set's size: gwa flag's names and its export by source index
+                "class_names": list(data.classes),
+                "source_size": data.source_size,
             },
             data.num_samples,
             labels=data.y_train,
@@ -369,6 +381,9 @@ class ReadOnlyWriter:
     def log_epoch(self, metrics: dict, scores=None) -> None:
         pass
 
+    def log_classes(self, row: dict) -> None:
+        pass
+
 
 def load_backend(name: str):
     module = {"torch": "gwa.runner.train_torch", "jax": "gwa.runner.train_jax"}.get(name)
@@ -381,11 +396,29 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
     """summary.json: for each criterion, the chosen epoch and the accuracies there; the default criterion's
     choice with its trust diagnostics (:func:`gwa.policy.diagnose`)."""
     from gwa import DEFAULT_CRITERION, policy
+    from gwa.integrations._classes import noise_estimate
     from gwa.runner import checkpoint, resume_checks
 
+    evidence = class_evidence_of(out, rows)
+    noise_map = policy.noise_map_of_run(rows, evidence, total_epochs=config.epochs) if evidence else None
     choices = policy.select_all(rows, finetune=config.finetune, total_epochs=config.epochs) if rows else {}
+    if (
+        rows and config.veto_frac > 0
+    ):  # the tiny-split veto's choice among gwa's candidates (as the stopper's)
+        veto_rows = (
+            [{**r, "class_evidence": e} for r, e in zip(rows, evidence, strict=True)] if evidence else rows
+        )
+        choices["veto"], _ = policy.choose_with_veto(
+            veto_rows, total_epochs=config.epochs, finetune=config.finetune
+        )
     by_epoch = {int(r["epoch"]): r for r in rows}
-    acc_keys = ["test_acc", "val_acc", "val_acc_clean", *(f"eval_{n}_acc" for n in config.eval_sets)]
+    acc_keys = [
+        "test_acc",
+        "val_acc",
+        "val_acc_clean",
+        "veto_acc",
+        *(f"eval_{n}_acc" for n in config.eval_sets),
+    ]
     criteria = {}
     for name, epoch in choices.items():
         row = by_epoch.get(int(epoch), {})
@@ -403,7 +436,10 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
         "epochs_planned": config.epochs,
         "final_test_acc": last.get("test_acc"),
         "best_checkpoint": best,
-        "diagnostics": [dataclasses.asdict(d) for d in run_diagnostics(rows, config, out)],
+        "diagnostics": [
+            dataclasses.asdict(d) for d in run_diagnostics(rows, config, out, evidence, noise_map)
+        ],
+        **noise_estimate(noise_map, list(data.classes)),
         "num_samples": data.num_samples,
         "realised_noise_rate": data.realised_noise_rate,
         "noise": {
@@ -415,8 +451,16 @@ def build_summary(rows: list[dict], config: RunConfig, data, out: Path) -> dict:
     }
 
 
-def run_diagnostics(rows: list[dict], config: RunConfig, out: Path) -> list:
-    """:func:`gwa.policy.diagnose` of the default criterion's choice, with the run's per-sample alignment."""
+def class_evidence_of(out: Path, rows: list[dict]) -> list | None:
+    """The run's :class:`gwa.ClassEvidence` per logged epoch (``classes.jsonl``), None when an epoch has none."""
+    from gwa.rundir import load_run
+
+    return load_run(out).class_evidence() if rows else None
+
+
+def run_diagnostics(rows: list[dict], config: RunConfig, out: Path, evidence=None, noise_map=None) -> list:
+    """:func:`gwa.policy.diagnose` of the default criterion's choice, with the run's per-sample alignment and
+    per-class evidence (the noise map and ``class_conditional``)."""
     from gwa import DEFAULT_CRITERION, policy
     from gwa.rundir import RunDirError, load_run
 
@@ -427,7 +471,13 @@ def run_diagnostics(rows: list[dict], config: RunConfig, out: Path) -> list:
     except RunDirError:  # no per-sample scores stored
         alignment = None
     return policy.diagnose(
-        rows, DEFAULT_CRITERION, alignment=alignment, total_epochs=config.epochs, finetune=config.finetune
+        rows,
+        DEFAULT_CRITERION,
+        alignment=alignment,
+        total_epochs=config.epochs,
+        finetune=config.finetune,
+        evidence=evidence if noise_map is not None else None,
+        noise_map=noise_map,
     )
 
 
@@ -471,7 +521,7 @@ def print_summary(out: Path, file=None) -> None:
     best = summary.get("best_checkpoint")
     if isinstance(best, dict) and best.get("stale"):
         print(f"  warning: {best.get('note')}", file=file)
-    for line in trust_lines(summary):
+    for line in noise_lines(summary) + trust_lines(summary):
         print(line, file=file)
     print(
         f"next: gwa report {out}   (figures and HTML)   gwa flag {out}   (likely mislabeled samples)",
@@ -479,8 +529,20 @@ def print_summary(out: Path, file=None) -> None:
     )
 
 
+def noise_lines(summary: dict) -> list[str]:
+    """The noise map of summary.json (``noise_estimate``: rate and likely swapped pairs) in one line, if any."""
+    estimate = summary.get("noise_estimate")
+    if isinstance(estimate, dict) and isinstance(estimate.get("description"), str):
+        return [f"  {estimate['description']}"]
+    return []
+
+
 def trust_lines(summary: dict) -> list[str]:
-    """One line per diagnostic of summary.json (:func:`gwa.policy.diagnose` on the default criterion's choice)."""
+    """One line per diagnostic of summary.json (:func:`gwa.policy.diagnose` on the default criterion's choice),
+    as :class:`gwa.policy.Diagnostic` prints itself (information marked ``(info)``)."""
     diagnostics = summary.get("diagnostics") or []
-    lines = [f"  trust: [{d['code']}] {d['message']} -> {d['action']}" for d in diagnostics]
+    lines = [
+        f"  trust: [{d['code']}] {'(info) ' if d.get('level') == 'info' else ''}{d['message']} -> {d['action']}"
+        for d in diagnostics
+    ]
     return lines or ["  trust: no diagnostic fired"]

@@ -23,6 +23,11 @@ DEFAULT_DEFER = 32
 DEFER_MAX_ELEMENTS = 1 << 22
 
 
+def class_dtype(num_classes: int) -> torch.dtype:
+    """Storage of the per-sample class ids: int16 (2 bytes a sighting each) up to 32767 classes, else int32."""
+    return torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32
+
+
 class Deferred(NamedTuple):
     """One ``update()`` whose scoring is deferred: what the kernel needs, all detached."""
 
@@ -55,10 +60,24 @@ def versions(logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | No
     return (logits._version, targets._version, None if ids is None else ids._version)
 
 
+class Scored(NamedTuple):
+    """The kept batches scored: what goes into one storage chunk."""
+
+    scores: torch.Tensor
+    undefined: torch.Tensor
+    signals: dict
+    ids: torch.Tensor | None
+    predictions: torch.Tensor | None  # argmax of the logits (class_dtype); None when ``classes`` is False
+    labels: torch.Tensor | None  # the given class ids (argmax of soft targets), class_dtype
+
+
 def score_pending(
-    pending: list[Deferred], *, soft: bool, scorer: Scorer, signals
-) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor | None]:
-    """Scores, undefined marks, signal values and ids of the kept batches, in one pass of the kernel.
+    pending: list[Deferred], *, soft: bool, scorer: Scorer, signals, classes: bool = False
+) -> Scored:
+    """Scores, undefined marks, signal values, ids and (``classes``) predicted/given classes of the kept batches.
+
+    One pass of the kernel; with ``classes``, one argmax (and one for soft targets) and two casts to
+    :func:`class_dtype` over the concatenated rows: per ``defer`` steps, not per step.
 
     Raises:
         RuntimeError: a kept logits, targets or ids tensor was changed in place after its ``update()``.
@@ -87,4 +106,9 @@ def score_pending(
         scores = scorer.score_ids(z, targets, neg, norm)
         undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op here)
     values = compute_signals(z, targets, signals, soft=soft) if signals else {}
-    return scores, undefined, values, ids
+    predictions = labels = None
+    if classes:
+        dtype = class_dtype(z.shape[1])
+        predictions = z.argmax(dim=1).to(dtype)
+        labels = (targets.argmax(dim=1) if soft else targets).to(dtype)
+    return Scored(scores, undefined, values, ids, predictions, labels)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gwa import ClassEvidence, class_evidence
 from gwa._summary import EpochSummary
 
 
@@ -25,6 +26,14 @@ class EpochResult:
         n_non_finite: samples skipped because their logits, embeddings or soft targets were NaN/Inf.
         n_unpaired: samples of ``update()`` calls skipped because their forward pass could not be identified
             (only with ``unpaired="skip"``).
+        predictions: int64 predicted class (argmax of the logits of the scored forward pass) per sample, same
+            layout as :attr:`scores`, -1 where unseen. None if scores are not stored.
+        labels: int64 given class per sample (the class id passed to ``update()``; the argmax of soft
+            targets), same layout as :attr:`scores`, -1 where unseen. None if scores are not stored.
+        class_evidence: the epoch's :class:`gwa.ClassEvidence` (per given label: the alignment's moments, the
+            negative share, the (given, predicted) counts of negatively aligned samples), from :attr:`scores`,
+            :attr:`labels` and :attr:`predictions` of the samples seen; None if scores are not stored. Under
+            ``torch.distributed`` without sample ids, of this rank's samples only.
     """
 
     epoch: int
@@ -35,6 +44,17 @@ class EpochResult:
     n_duplicates: int = 0
     n_non_finite: int = 0
     n_unpaired: int = 0
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    class_evidence: ClassEvidence | None = None
+
+
+def evidence_of_epoch(scores, labels, predictions, num_classes: int | None) -> ClassEvidence | None:
+    """:func:`gwa.class_evidence` over the samples seen (finite score, known label and prediction); O(N + C^2)."""
+    if scores is None or labels is None or predictions is None or num_classes is None or num_classes < 2:
+        return None
+    seen = np.isfinite(scores) & (labels >= 0) & (predictions >= 0)
+    return class_evidence(scores[seen], labels[seen], predictions[seen], num_classes)
 
 
 def summary_state(summary: EpochSummary) -> dict:

@@ -111,11 +111,16 @@ def validate_state(state, tracker) -> dict | None:
         _fail("`data.chunks` to be a list", type(chunks).__name__)
     total = 0
     for k, chunk in enumerate(chunks):
-        if not isinstance(chunk, (tuple, list)) or len(chunk) != 5:
-            _fail(f"chunk {k} to be (ids, offset, scores, undefined, signals)", type(chunk).__name__)
-        ids, offset, scores, undefined, signals = chunk
+        if not isinstance(chunk, (tuple, list)) or len(chunk) not in (5, 7):
+            _fail(
+                f"chunk {k} to be (ids, offset, scores, undefined, signals[, predictions, labels])",
+                type(chunk).__name__ if not isinstance(chunk, (tuple, list)) else f"{len(chunk)} items",
+            )
+        ids, offset, scores, undefined, signals = chunk[:5]
         n = _vector(f"chunks[{k}].scores", scores, floating=True)
         _vector(f"chunks[{k}].undefined", undefined, length=n)
+        for name, classes in zip(("predictions", "labels"), chunk[5:], strict=False):
+            _vector(f"chunks[{k}].{name}", classes, floating=False, length=n)
         if ids is not None:
             _vector(f"chunks[{k}].ids", ids, floating=False, length=n)
             if (

@@ -32,7 +32,15 @@ from gwa._moments import Moments
 from gwa._summary import MIN_DENOMINATOR, PAPER_BETA, EpochSummary, summarize
 from gwa._validation import check_finite, check_positive, check_shapes, describe
 from gwa.torch import _distributed
-from gwa.torch._deferred import DEFAULT_DEFER, DEFER_MAX_ELEMENTS, Deferred, owned, score_pending, versions
+from gwa.torch._deferred import (
+    DEFAULT_DEFER,
+    DEFER_MAX_ELEMENTS,
+    Deferred,
+    class_dtype,
+    owned,
+    score_pending,
+    versions,
+)
 from gwa.torch._head import find_head, is_stale_pairing, linear_candidates
 from gwa.torch._kernel import (
     CaptureTerms,
@@ -45,7 +53,7 @@ from gwa.torch._kernel import (
     fused_scores,
     fused_soft_scores,
 )
-from gwa.torch._result import EpochResult, summary_from_state, summary_state
+from gwa.torch._result import EpochResult, evidence_of_epoch, summary_from_state, summary_state
 from gwa.torch._signals import check_signal_names, compute_signals
 from gwa.torch._storage import (
     STATE_FORMAT,
@@ -122,7 +130,7 @@ class GWATracker:
             epoch's moments (O(1) memory; repeated ids then count each time); with ``num_samples`` the epoch
             still keeps its sightings to count each sample once, and returns no per-sample arrays.
         score_dtype: ``torch.float32`` (default) or ``torch.float16``: storage of the per-sample scores and
-            signals during the epoch (float16: 11 instead of 13 bytes per sighting; scores rounded to about 3
+            signals during the epoch (float16: 11 instead of 20 bytes per sighting; scores rounded to about 3
             significant digits, and the epoch's moments are taken from the rounded scores).
         compile: run the fused scorer through ``torch.compile`` (falls back to the eager path, with a warning,
             where compiling fails). Off by default: on a CPU it was slower than the eager kernel in every run of
@@ -235,6 +243,9 @@ class GWATracker:
         self.signals = check_signal_names(signals)
         self.label_smoothing = check_finite("label_smoothing", label_smoothing, low=0.0, high=1.0)
         self.store_scores = bool(store_scores)
+        # Per-sample predicted and given classes (per-class evidence) go with the per-sample scores.
+        self._keep_classes = self.store_scores
+        self.num_classes: int | None = None  # the logits' C, known from the first update()
         self.score_dtype = _SCORE_DTYPES[score_dtype]
         self.unpaired = unpaired
         self.defer = defer
@@ -274,7 +285,13 @@ class GWATracker:
                 self.head_name,
                 self.head_shape,
             )
-        self._storage_args = (num_samples, self.store_scores, self.signals, self.score_dtype)
+        self._storage_args = (
+            num_samples,
+            self.store_scores,
+            self.signals,
+            self.score_dtype,
+            self._keep_classes,
+        )
         self._device = None
         self._pending_state: dict | None = None
         self._reset_epoch()
@@ -502,6 +519,7 @@ class GWATracker:
                         scores,
                         norm,
                         values,
+                        *(_classes(z, targets, soft=False) if self._keep_classes else ()),
                     )
                 )
                 self._sightings += scores.shape[0]
@@ -542,6 +560,7 @@ class GWATracker:
         if z.dtype != neg.dtype:
             z = z.to(neg.dtype)
         num_classes = z.shape[1]
+        self.num_classes = num_classes
         if soft:
             t = targets.detach().to(neg.dtype)
             violations = _soft_target_violations(t)
@@ -573,7 +592,8 @@ class GWATracker:
         self._dtype = neg.dtype
         values = compute_signals(logits, targets, self.signals, soft=soft) if self.store_scores else {}
         kept_ids = None if ids is None else self._keep_ids(ids)
-        self._storage.add(Chunk(kept_ids, self._sightings, scores, undefined, values))
+        classes = _classes(z, t if soft else targets, soft=soft) if self._keep_classes else ()
+        self._storage.add(Chunk(kept_ids, self._sightings, scores, undefined, values, *classes))
         self._sightings += scores.shape[0]
         self._set_plan(logits, targets, sample_ids, ids, soft, embeddings, weight, num_classes)
         return scores
@@ -634,13 +654,24 @@ class GWATracker:
             return
         self._deferred = []
         self._deferred_rows = 0
-        scores, undefined, values, ids = score_pending(
+        scored = score_pending(
             pending,
             soft=self._deferred_soft,
             scorer=self._scorer,
             signals=self.signals if self.store_scores else (),
+            classes=self._keep_classes,
         )
-        self._storage.add(Chunk(ids, self._deferred_offset, scores, undefined, values))
+        self._storage.add(
+            Chunk(
+                scored.ids,
+                self._deferred_offset,
+                scored.scores,
+                scored.undefined,
+                scored.signals,
+                scored.predictions,
+                scored.labels,
+            )
+        )
 
     def _terms_for(self, logits, targets, embeddings, weight, bias) -> CaptureTerms | SplitTerms | None:
         if embeddings is not None or weight is not None:
@@ -890,6 +921,11 @@ class GWATracker:
             n_duplicates=int(tally.n_duplicates),
             n_non_finite=int(tally.n_non_finite),
             n_unpaired=self._n_unpaired,
+            predictions=tally.predictions if self.store_scores else None,
+            labels=tally.labels if self.store_scores else None,
+            class_evidence=evidence_of_epoch(tally.scores, tally.labels, tally.predictions, self.num_classes)
+            if self.store_scores
+            else None,
         )
         self._reset_epoch()
         return result
@@ -1043,6 +1079,17 @@ class GWATracker:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(f"gwa: {message}", UserWarning, stacklevel=3)
+
+
+def _classes(z: torch.Tensor, targets: torch.Tensor, *, soft: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted (argmax of the logits) and given (argmax of soft targets) class ids, copies in class_dtype.
+
+    Used where each batch is scored in its own ``update()`` (``defer=0``); the deferred default takes them
+    in :func:`gwa.torch._deferred.score_pending`, once per ``defer`` steps.
+    """
+    labels = targets.argmax(dim=1) if soft else targets
+    dtype = class_dtype(z.shape[1])
+    return z.argmax(dim=1).to(dtype), labels.to(dtype)
 
 
 def _signal_code(signals) -> int:
