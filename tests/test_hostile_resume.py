@@ -148,7 +148,12 @@ def test_a_best_checkpoint_chosen_under_another_plan_is_marked_stale(tmp_path, c
     assert _main("--dataset", "digits", *SMALL, "--epochs", "3", "--out", str(out)) == 0
     rows = rundir.read_metrics(out)
     config = RunConfig.from_dict(rundir.read_config(out))
-    data = types.SimpleNamespace(num_samples=100, noise_mask=np.zeros(100, bool), realised_noise_rate=0.0)
+    data = types.SimpleNamespace(
+        num_samples=100,
+        noise_mask=np.zeros(100, bool),
+        realised_noise_rate=0.0,
+        classes=[str(k) for k in range(10)],
+    )
     chosen = train.build_summary(rows, config, data, out)["criteria"]["gwa"]["epoch"]
     other = 1 if chosen != 1 else 2  # what a resume with a longer plan leaves: the old plan's best
     checkpoint.mark(out, "best_gwa", epoch=other, backend="torch", file=f"best_gwa-{other:04d}.pt")
