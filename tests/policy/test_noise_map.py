@@ -67,7 +67,7 @@ def test_window_average_over_a_run_and_the_window():
 def test_to_dict_round_trip_and_describe():
     nm = estimate_noise_map(epoch(SWAPS)[0])
     d = json.loads(json.dumps(nm.to_dict()))
-    assert set(d) == {"rate", "per_class", "pairs", "concentration", "count", "window"}
+    assert set(d) == {"rate", "per_class", "pairs", "concentration", "count", "window", "reliable", "reason"}
     assert d["pairs"][0] in ([0, 1, 0.3], [1, 0, 0.3])
     back = NoiseMap.from_dict(d)
     assert back.pairs == nm.pairs and back.rate == pytest.approx(nm.rate, abs=1e-6)

@@ -129,7 +129,7 @@ def diagnose(
 
 def is_class_conditional(noise_map: NoiseMap) -> bool:
     """Whether a noise map shows concentrated pair structure (what ``class_conditional`` fires on)."""
-    return bool(noise_map.pairs) and noise_map.concentration >= CONCENTRATION_ALARM
+    return noise_map.reliable and bool(noise_map.pairs) and noise_map.concentration >= CONCENTRATION_ALARM
 
 
 def _early_transient(rows, criterion, i, total, noise) -> Diagnostic | None:
@@ -171,6 +171,8 @@ def _still_rising(rows, criterion, i, total, noise) -> Diagnostic | None:
 
 
 def _noise_diagnostics(noise, noise_map: NoiseMap | None) -> list[Diagnostic]:
+    if noise_map is not None and not noise_map.reliable:
+        noise_map = None  # an abstaining map reads as no map: no finding from it (issue 18)
     if noise_map is not None and is_class_conditional(noise_map):
         shown = ", ".join(f"{g} -> {t} ({r:.0%})" for g, t, r in noise_map.pairs[:4])
         return [
