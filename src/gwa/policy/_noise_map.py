@@ -16,7 +16,7 @@ both sides of the ratio, so that clean data reads near 0 (the plain negative sha
 
 A run's map (:func:`noise_map_of_run`) *abstains* (``reliable=False`` with a ``reason``; no diagnostic reads it)
 when the run cannot tell flipped labels from hard clean samples yet: a run of fewer than 10 planned epochs (its
-warm-up, a tenth of the run, skips no epoch of the early transient), a window that ends in the transient, the model
+warm-up, a tenth of the run, skips no epoch of the early transient; the window itself ends past it), the model
 leaves more than :data:`MAX_UNEXPLAINED` of the samples neither fitted nor counted as noise at the window's end
 (under-fitted), or a class has fewer than :data:`MIN_CLASS_COUNT` samples.
 
@@ -332,13 +332,6 @@ def abstain_reason(
     acc = np.array([r.correct.sum() / max(int(r.count.sum()), 1) for r in records])
     logged = series(rows, "train_acc")
     acc = np.where(np.isfinite(logged), logged, acc)
-    negative = float(np.mean([r.negative.sum() / max(int(r.count.sum()), 1) for r in records]))
-    reachable = min(float(acc.max()), 1.0 - negative)
-    if acc[last - 1] < reachable - _TRANSIENT_GAP:
-        return (
-            f"the window ends at epoch {last}, still in the early transient (training accuracy "
-            f"{acc[last - 1]:.0%}, the run reaches {reachable:.0%}); train longer"
-        )
     unexplained = 1.0 - float(acc[last - 1]) - rate
     if unexplained > MAX_UNEXPLAINED:
         return (
