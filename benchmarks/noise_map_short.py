@@ -74,6 +74,35 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(results: list[dict]) -> str:
+    """Per family and cut: abstentions, the clean runs' reading and class_conditional by noise family."""
+    lines = [
+        (
+            "| family | epochs | runs | abstains | clean runs' map reads | class_conditional before (clean / "
+            "symmetric / pair) | after (clean / symmetric / pair) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fam in sorted({r["family"] for r in results}):
+        g = [r for r in results if r["family"] == fam]
+        for e in sorted({r["epochs"] for r in g}):
+            v = [r for r in g if r["epochs"] == e]
+
+            def fired(key: str, v=v) -> str:
+                return " / ".join(
+                    f"{sum(r[key] for r in v if r['noise'] == n)}/{sum(r['noise'] == n for r in v)}"
+                    for n in ("none", "symmetric", "pair")
+                )
+
+            clean = [r["map_rate"] for r in v if r["noise"] == "none"]
+            lines.append(
+                f"| {fam} | {e} | {len(v)} | {sum(1 - r['reliable'] for r in v)}/{len(v)} | "
+                f"{100 * np.mean(clean):.1f} | {fired('class_conditional_before')} | "
+                f"{fired('class_conditional_after')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path)
@@ -82,8 +111,9 @@ def main() -> None:
     results = [r for path in sorted(args.runs.glob("*.npz")) for r in analyse(load(path))]
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "short_runs.csv", results)
-    (args.out / "short_runs.md").write_text(table(results))
-    print(table(results))
+    text = summary(results) + "\n" + table(results)
+    (args.out / "short_runs.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
