@@ -140,6 +140,8 @@ def analyse_run(run: dict) -> tuple[dict, list[dict]]:
         "gwa_pairs_fn": fn,
         "concentration": round(nm.concentration, 4),
         "window": f"{nm.window[0]}-{nm.window[1]}" if nm.window else "",
+        "gwa_reliable": int(nm.reliable),
+        "gwa_abstain_reason": nm.reason,
         "class_conditional": int("class_conditional" in codes),
         "label_noise": int("label_noise" in codes),
         "default_lost_to_split": round(lost, 4),

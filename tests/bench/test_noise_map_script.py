@@ -93,3 +93,27 @@ def test_the_veto_table_is_paired_per_run(nm):
         "| -2.00 [-2.00, -2.00] | +0.00 [+0.00, +0.00] | +3.00 [+3.00, +3.00] | -2.00 (symmetric 0.2) |"
         in row
     )
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_runs_abstain_below_ten_epochs_and_read_at_twelve():
+    short = _module("noise_map_short")
+    run = {**_run(0, "none", 3, 3, epochs=12, n=400), "name": "x_mlp_none00_s0"}
+    run.update(dataset="x", model="mlp", noise="none", rate=0.0, seed=0, test_acc=np.full(12, 0.7))
+    rows = short.analyse(run)
+    assert [r["epochs"] for r in rows] == [3, 5, 8, 12, 12]
+    assert [r["reliable"] for r in rows] == [0, 0, 0, 1, 1]
+    assert all(r["class_conditional_after"] == 0 and r["map_rate"] == 0 for r in rows)
+    assert "at least 10 epochs" in rows[0]["reason"] and rows[3]["reason"] == ""
+
+
+def test_flag_f1_counts_true_positives_against_both_sides():
+    flags = _module("noise_map_flags")
+    assert flags.f1(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == 0.5
+    assert flags.f1(np.zeros(3, bool), np.zeros(3, bool)) == 0.0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from tests.policy._noisy_runs import SWAPS, SYMMETRIC, C, epoch, run
 
+import gwa
 from gwa import policy
 from gwa.policy import NoiseMap, estimate_noise_map
 
@@ -67,7 +68,7 @@ def test_window_average_over_a_run_and_the_window():
 def test_to_dict_round_trip_and_describe():
     nm = estimate_noise_map(epoch(SWAPS)[0])
     d = json.loads(json.dumps(nm.to_dict()))
-    assert set(d) == {"rate", "per_class", "pairs", "concentration", "count", "window"}
+    assert set(d) == {"rate", "per_class", "pairs", "concentration", "count", "window", "reliable", "reason"}
     assert d["pairs"][0] in ([0, 1, 0.3], [1, 0, 0.3])
     back = NoiseMap.from_dict(d)
     assert back.pairs == nm.pairs and back.rate == pytest.approx(nm.rate, abs=1e-6)
@@ -108,3 +109,47 @@ def test_bad_input():
     with pytest.raises(TypeError, match=r"`evidence\[0\]` to be a gwa.ClassEvidence"):
         estimate_noise_map([3])
     assert policy.noise_map_of_run([{"gwa": 0.1}]) is None  # no class evidence: no map
+
+
+def test_a_short_run_abstains_even_where_its_evidence_looks_like_swapped_pairs():
+    # A weak model's hard clean confusions can look exactly like swapped pairs; 5 epochs leave no warm-up epoch.
+    rows = run(SWAPS, epochs=5)
+    nm = policy.noise_map_of_run(rows)
+    assert not nm.reliable and "at least 10 epochs" in nm.reason
+    assert not policy.is_class_conditional(nm)
+    codes = [d.code for d in policy.diagnose(rows)]
+    assert "class_conditional" not in codes and "label_noise" not in codes
+    assert nm.describe().startswith("noise map: not enough evidence yet (the run's 5 planned epochs")
+    assert policy.noise_map_of_run(run(SWAPS, epochs=10)).reliable  # the same evidence over 10 epochs reads
+
+
+def test_a_clean_under_fitted_run_with_hard_samples_does_not_raise_class_conditional():
+    rows = run(SWAPS, epochs=10)
+    for r in rows:
+        r["train_acc"] = 0.40  # 1 - 0.40 - 0.18: 42% of the samples neither fitted nor counted as noise
+    nm = policy.noise_map_of_run(rows)
+    assert not nm.reliable and nm.reason.startswith("under-fitted: at epoch 5 42% of the samples")
+    assert "class_conditional" not in [d.code for d in policy.diagnose(rows)]
+    rows[4]["train_acc"] = 1 - 1.1 / 6 - 0.2  # 20% unexplained at the window's end: reads
+    assert policy.noise_map_of_run(rows).reliable
+
+
+def test_too_few_samples_per_class_abstains():
+    y = np.repeat(np.arange(3), [100, 100, 12])
+    pred = y.copy()
+    pred[:30] = 1
+    ev = gwa.class_evidence(np.where(pred != y, -0.05, 0.06), y, pred, 3)
+    rows = [{"gwa": 0.03 - 0.001 * abs(e - 4), "train_acc": 0.86, "class_evidence": ev} for e in range(10)]
+    nm = policy.noise_map_of_run(rows)
+    assert not nm.reliable and nm.reason.startswith("class 2 has 12 samples per epoch")
+    assert estimate_noise_map(ev).reliable and estimate_noise_map(ev).pairs  # the bare estimate still reads
+
+
+def test_an_abstaining_map_round_trips_and_old_summaries_read_as_reliable():
+    nm = policy.noise_map_of_run(run(SWAPS, epochs=5))
+    back = NoiseMap.from_dict(json.loads(json.dumps(nm.to_dict())))
+    assert not back.reliable and back.reason == nm.reason
+    old = {k: v for k, v in nm.to_dict().items() if k not in ("reliable", "reason")}
+    assert NoiseMap.from_dict(old).reliable
+    with pytest.raises(ValueError, match="Expected `reliable` as true/false"):
+        NoiseMap.from_dict({**nm.to_dict(), "reliable": "no"})

@@ -72,3 +72,19 @@ def test_veto_frac_on_the_command_line_defaults_to_two_percent():
     assert config_from_args(parser.parse_args(["--veto-frac"])).veto_frac == 0.02
     assert config_from_args(parser.parse_args(["--veto-frac", "0.05"])).veto_frac == 0.05
     assert config_from_args(parser.parse_args([])).veto_frac == 0.0
+
+
+@pytest.mark.slow  # trains 3 epochs of the default digits MLP: about 5-10 s
+def test_a_clean_three_epoch_digits_run_abstains_and_raises_no_class_conditional(tmp_path, capsys):
+    # Issue 18: `gwa train --dataset digits --epochs 3` once read 63% noise on clean data and raised
+    # class_conditional from its early transient.
+    from gwa import cli
+
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "3", "--out", str(out)]) == 0
+    run = load_run(out)
+    estimate = run.summary["noise_estimate"]
+    assert estimate["reliable"] is False and "at least 10 epochs" in estimate["reason"]
+    codes = [d["code"] for d in run.summary["diagnostics"]]
+    assert "class_conditional" not in codes and "label_noise" not in codes
+    assert "  noise map: not enough evidence yet (" in capsys.readouterr().out

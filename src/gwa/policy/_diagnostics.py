@@ -14,7 +14,9 @@ known speaks against the choice). Checks, all from training-time quantities only
 ``class_conditional``        the noise map (:func:`gwa.policy.estimate_noise_map`, from the rows'
                              ``class_evidence``) holds swapped class pairs that carry at least
                              :data:`CONCENTRATION_ALARM` of its off-diagonal mass: class-pair noise, where
-                             gwa's choice fell 10-14 points behind a noisy split on CNNs
+                             gwa's choice fell 10-14 points behind a noisy split on CNNs. Neither noise
+                             code fires while the run's map abstains (``NoiseMap.reliable`` False: too short,
+                             under-fitted or too few samples per class to tell noise from hard samples)
 ``label_noise``              (information, ``level="info"``) the estimated label-noise rate is at least
                              :data:`NOISE_ALARM` and no class pair stands out (or no class evidence is
                              logged): the noise looks spread over the classes, where gwa's choice held
@@ -129,7 +131,7 @@ def diagnose(
 
 def is_class_conditional(noise_map: NoiseMap) -> bool:
     """Whether a noise map shows concentrated pair structure (what ``class_conditional`` fires on)."""
-    return bool(noise_map.pairs) and noise_map.concentration >= CONCENTRATION_ALARM
+    return noise_map.reliable and bool(noise_map.pairs) and noise_map.concentration >= CONCENTRATION_ALARM
 
 
 def _early_transient(rows, criterion, i, total, noise) -> Diagnostic | None:
@@ -171,6 +173,8 @@ def _still_rising(rows, criterion, i, total, noise) -> Diagnostic | None:
 
 
 def _noise_diagnostics(noise, noise_map: NoiseMap | None) -> list[Diagnostic]:
+    if noise_map is not None and not noise_map.reliable:
+        return []  # the run cannot tell noise from hard samples yet: no noise finding at all (issue 18)
     if noise_map is not None and is_class_conditional(noise_map):
         shown = ", ".join(f"{g} -> {t} ({r:.0%})" for g, t, r in noise_map.pairs[:4])
         return [

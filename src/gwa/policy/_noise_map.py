@@ -14,6 +14,12 @@ both sides of the ratio, so that clean data reads near 0 (the plain negative sha
 - ``concentration``: the share of the off-diagonal mass that lies in ``pairs`` (near 0 for symmetric noise, near 1
   for class-pair noise): what the ``class_conditional`` diagnostic reads.
 
+A run's map (:func:`noise_map_of_run`) *abstains* (``reliable=False`` with a ``reason``; no diagnostic reads it)
+when the run cannot tell flipped labels from hard clean samples yet: a run of fewer than 10 planned epochs (its
+warm-up, a tenth of the run, skips no epoch of the early transient; the window itself ends past it), the model
+leaves more than :data:`MAX_UNEXPLAINED` of the samples neither fitted nor counted as noise at the window's end
+(under-fitted), or a class has fewer than :data:`MIN_CLASS_COUNT` samples.
+
 Example:
     >>> import numpy as np
     >>> from gwa import class_evidence
@@ -27,7 +33,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +47,11 @@ PAIR_MIN_RATE = 0.08
 CONCENTRATION_ALARM = 0.5
 #: Training-accuracy gap that marks an epoch as part of the early transient (as :data:`TRANSIENT_ACC_GAP`).
 _TRANSIENT_GAP = 0.15
+#: A run's map abstains when more than this share of the samples is neither fitted (training accuracy) nor counted
+#: as noise at the window's end: the model has not learned the clean samples yet (the development runs: <= 0.21).
+MAX_UNEXPLAINED = 0.25
+#: ... or when a class has fewer samples per epoch than this (too few for a per-class share).
+MIN_CLASS_COUNT = 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +65,9 @@ class NoiseMap:
         concentration: share of the off-diagonal mass in ``pairs`` (0 when there is none).
         count: ``(C,)`` samples per given label the estimate rests on.
         window: the epochs (1-based, inclusive) it averaged, or None for a single evidence record.
+        reliable: False when the run cannot tell noise from hard samples yet (the map abstains; see the module
+            docstring): its numbers are then no estimate and no diagnostic reads them.
+        reason: why it abstains ("" when reliable).
     """
 
     rate: float
@@ -62,6 +76,8 @@ class NoiseMap:
     concentration: float
     count: np.ndarray
     window: tuple[int, int] | None = None
+    reliable: bool = True
+    reason: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -76,6 +92,8 @@ class NoiseMap:
             "concentration": round(float(self.concentration), 6),
             "count": [int(x) for x in self.count],
             "window": None if self.window is None else [int(self.window[0]), int(self.window[1])],
+            "reliable": bool(self.reliable),
+            "reason": self.reason,
         }
 
     @classmethod
@@ -120,6 +138,14 @@ class NoiseMap:
             and all(isinstance(x, int) and x >= 1 for x in window)
         ):
             raise ValueError(f"Expected `window` as [first, last] epochs (>= 1) or null; got {window!r}.")
+        reliable, reason = (
+            data.get("reliable", True),
+            data.get("reason", ""),
+        )  # absent in summaries before 0.3
+        if not isinstance(reliable, bool) or not isinstance(reason, str):
+            raise ValueError(
+                f"Expected `reliable` as true/false and `reason` as text; got {reliable!r} and {reason!r}."
+            )
         return cls(
             rate,
             shares,
@@ -127,6 +153,8 @@ class NoiseMap:
             _share("concentration", data["concentration"]),
             np.array(count, dtype=np.int64),
             None if window is None else (window[0], window[1]),
+            reliable,
+            reason,
         )
 
     def describe(self, class_names: Sequence[str] | None = None, *, max_pairs: int = 4) -> str:
@@ -135,6 +163,8 @@ class NoiseMap:
         def name(k: int) -> str:
             return str(class_names[k]) if class_names is not None and k < len(class_names) else str(k)
 
+        if not self.reliable:
+            return f"noise map: not enough evidence yet ({self.reason})"
         head = f"noise map: ~{self.rate:.0%} of labels look wrong"
         if not self.pairs:
             return f"{head}; no class pair stands out"
@@ -271,8 +301,41 @@ def window_after_warmup(rows: list, records: list[ClassEvidence] | None, warmup:
 def noise_map_of_run(
     history: Sequence[Entry], evidence=None, *, total_epochs: int | None = None
 ) -> NoiseMap | None:
-    """:func:`estimate_noise_map` over :func:`noise_map_window`; None when the run holds no class evidence."""
+    """:func:`estimate_noise_map` over :func:`noise_map_window`, abstaining (``reliable=False``) where the run
+    cannot tell noise from hard samples yet (:func:`abstain_reason`); None when the run holds no class evidence."""
     records = evidence_of(history, evidence)
     if records is None:
         return None
-    return estimate_noise_map(records, window=noise_map_window(history, records, total_epochs=total_epochs))
+    window = noise_map_window(history, records, total_epochs=total_epochs)
+    nm = estimate_noise_map(records, window=window)
+    rows = as_rows(history)
+    reason = abstain_reason(rows, records, window, nm.rate, warmup_epochs(total_epochs or len(rows)))
+    return replace(nm, reliable=False, reason=reason) if reason else nm
+
+
+def abstain_reason(
+    rows: list, records: list[ClassEvidence], window: tuple[int, int], rate: float, warmup: int
+) -> str:
+    """Why a run's map cannot tell noise from hard samples yet ("" when it can); see the module docstring."""
+    first, last = window
+    count = np.mean([r.count for r in records[first - 1 : last]], axis=0)
+    if count.min() < MIN_CLASS_COUNT:
+        return (
+            f"class {int(np.argmin(count))} has {count.min():.0f} samples per epoch; the map needs at least "
+            f"{MIN_CLASS_COUNT} per class"
+        )
+    if warmup < 1:
+        return (
+            f"the run's {len(rows)} planned epochs leave no warm-up epoch (a tenth of the run) to skip the early "
+            "transient; the map needs at least 10 epochs"
+        )
+    acc = np.array([r.correct.sum() / max(int(r.count.sum()), 1) for r in records])
+    logged = series(rows, "train_acc")
+    acc = np.where(np.isfinite(logged), logged, acc)
+    unexplained = 1.0 - float(acc[last - 1]) - rate
+    if unexplained > MAX_UNEXPLAINED:
+        return (
+            f"under-fitted: at epoch {last} {unexplained:.0%} of the samples are neither fitted nor counted as "
+            f"noise (at most {MAX_UNEXPLAINED:.0%}); train longer"
+        )
+    return ""

@@ -104,6 +104,8 @@ def swapped_table(run, noise_map, names: list[str]) -> str:
         return "<p>No noise map (the run's per-class evidence does not cover every epoch).</p>"
     truth = true_flip_rates(run, len(names))
     actual = None if run.noise_mask is None else float(np.asarray(run.noise_mask, bool).mean())
+    if not noise_map.reliable:  # an abstaining map shows no estimate (issue 18)
+        return f"<p>Noise map: not enough evidence yet ({markup.esc(noise_map.reason)}).</p>"
     head = f"<p>Estimated share of labels that look wrong: <b>{noise_map.rate:.1%}</b>"
     head += "" if actual is None else f" (actual: {actual:.1%})"
     head += f"; {noise_map.concentration:.0%} of it lies in the pairs below.</p>"
