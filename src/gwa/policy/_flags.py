@@ -67,12 +67,13 @@ def choose_flag_rule(noise_map: NoiseMap | None) -> tuple[str, str]:
         )
     shown = ", ".join(f"{g}->{t} {r:.0%}" for g, t, r in noise_map.pairs[:4])
     more = f" and {len(noise_map.pairs) - 4} more" if len(noise_map.pairs) > 4 else ""
-    return "pair_aware", f"the run's noise map reports swapped class pairs (given->likely true: {shown}{more})"
+    return (
+        "pair_aware",
+        f"the run's noise map reports swapped class pairs (given->likely true: {shown}{more})",
+    )
 
 
-def pair_slack(
-    window_mean: np.ndarray, labels, predictions, noise_map: NoiseMap | None
-) -> np.ndarray:
+def pair_slack(window_mean: np.ndarray, labels, predictions, noise_map: NoiseMap | None) -> np.ndarray:
     """``(N,)`` the ``pair_aware`` rule's slack per sample: ``PAIR_SLACK`` times its given class's alignment scale
     in a swapped-pair cell of the map (given label, majority prediction over the window), 0 elsewhere.
 
