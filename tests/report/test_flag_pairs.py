@@ -57,10 +57,10 @@ def test_flag_chooses_pair_aware_under_swapped_pairs_and_says_why(tmp_path, comm
     with open(run / "flagged.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["rule"] for r in rows} == {"pair_aware"}
-    assert sorted(int(r["sample_id"]) for r in rows if r["flagged"] == "1") == [
-        *range(30, 40),
-        *range(110, 120),
-    ]
+    flagged = sorted(int(r["sample_id"]) for r in rows if r["flagged"] == "1")
+    assert flagged == [*range(30, 40), *range(110, 120)]
+    # The cleanlab-compatible export carries the chosen rule's flags (no source index: the run's own ids).
+    assert np.flatnonzero(np.load(run / "label_issues.npy")).tolist() == flagged
     # --rule still forces a rule: window misses the 10 flipped samples with a positive window mean.
     forced = flag_samples(run, rule="window")
     assert forced.rule == "window" and forced.rule_reason == "chosen by the caller"
