@@ -9,12 +9,13 @@ variants that read the run's noise map (:func:`gwa.policy.noise_map_of_run`) and
   the ranking (AUROC) can differ;
 - ``class_quota``: per given class ``c``, the ``round(per_class[c] * n_c)`` lowest scaled means are flagged (the
   map's per-class rate as the quota); ranked as ``class_scaled``;
-- ``pair_aware``: flags ``window``'s samples plus, in a cell the map names as a swapped pair (given ``c``, majority
-  prediction ``k`` over the window), those with mean below ``+PAIR_SLACK * scale[c]``; ranked by the mean minus
-  that slack (the ``window`` ranking elsewhere).
+- ``pair_aware``: the core's rule (``gwa.policy.flag_scores(rule="pair_aware")``, now in ``FLAG_RULES``): flags
+  ``window``'s samples plus, in a cell the map names as a swapped pair (given ``c``, majority prediction ``k`` over
+  the window), those with mean below ``+PAIR_SLACK * scale[c]``; ranked by the mean minus that slack (the
+  ``window`` ranking elsewhere).
 
 An abstaining map (``reliable=False``) leaves every variant equal to ``window``. All of it is in-sample
-(``PAIR_SLACK`` set on these runs). Writes ``flags_runs.csv`` and ``flags.md``:
+(``gwa.policy.PAIR_SLACK`` set on these runs). Writes ``flags_runs.csv`` and ``flags.md``:
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/noise_map_flags.py runs/noise_map docs/data/issue18
 """
@@ -33,7 +34,6 @@ from noise_map import C, load, rows_of, setting, write_csv
 
 from gwa import policy
 
-PAIR_SLACK = 0.5  # tried 0.25 / 0.5 / 1.0 on these runs (docs/noise-map.md): in-sample
 RULES = ("window", "class_scaled", "class_quota", "pair_aware")
 
 
@@ -50,9 +50,6 @@ def rules_of(run: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     score, flagged, _ = policy.flag_scores(a, history=rows, total_epochs=total)
     out = {"window": (flagged.astype(bool), -score)}
     nm = policy.noise_map_of_run(rows, total_epochs=total)
-    first, last = policy.flag_window(rows, a, total_epochs=total)
-    pred = run["pred"][first - 1 : last].astype(np.int64)
-    majority = np.array([np.bincount(pred[:, i], minlength=C).argmax() for i in range(pred.shape[1])])
     scale = np.array(
         [np.mean(score[(y == c) & (score > 0)]) if np.any((y == c) & (score > 0)) else 1.0 for c in range(C)]
     )
@@ -66,13 +63,16 @@ def rules_of(run: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         k = round(float(nm.per_class[c]) * members.size)
         quota[members[np.argsort(scaled[members])[:k]]] = True
     out["class_quota"] = (quota, -scaled)
-    in_pair = np.zeros(y.size, dtype=bool)
-    for g, t, _ in nm.pairs:
-        in_pair |= (y == g) & (majority == t)
-    slack = (
-        PAIR_SLACK * scale[y] * in_pair
-    )  # in a swapped-pair cell, a mildly positive mean counts as suspicious
-    out["pair_aware"] = ((score < 0) | (score < slack), -(score - slack))
+    pair_score, pair_flagged, _ = policy.flag_scores(
+        a,
+        rule="pair_aware",
+        history=rows,
+        total_epochs=total,
+        labels=y,
+        predictions=run["pred"],
+        noise_map=nm,
+    )
+    out["pair_aware"] = (pair_flagged.astype(bool), -pair_score)
     return out
 
 

@@ -39,7 +39,7 @@ def test_mean_and_frac_rules():
 def test_options_are_checked():
     assert check_flag_options("frac", 3, None, None) == 0.5
     with pytest.raises(
-        ValueError, match=r"`rule` to be one of \['frac', 'lastk', 'mean', 'window'\]; got 'x'"
+        ValueError, match=r"`rule` to be one of \['frac', 'lastk', 'mean', 'pair_aware', 'window'\]; got 'x'"
     ):
         flag_scores(M, rule="x")
     with pytest.raises(ValueError, match="`last_k` to be an integer >= 1; got 0"):

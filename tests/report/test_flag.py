@@ -104,7 +104,8 @@ def test_cli_writes_ranked_csv(hand_run, tmp_path, commands, capsys):
     assert "flagged 3 of 6 samples" in printed and "precision 0.667, recall 0.667" in printed
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["rank", "sample_id", "label", "score", "flagged", "is_noisy"]
+    assert list(rows[0]) == ["rank", "sample_id", "label", "score", "flagged", "rule", "is_noisy"]
+    assert {r["rule"] for r in rows} == {"mean"} and "flag rule: mean (chosen by the caller)" in printed
     assert [int(r["sample_id"]) for r in rows] == [3, 2, 1, 5, 6, 0]
     assert [int(r["rank"]) for r in rows] == list(range(1, 7))
     assert [int(r["flagged"]) for r in rows] == [1, 1, 1, 0, 0, 0]
@@ -139,7 +140,7 @@ def test_cli_top_and_threshold_are_exclusive(hand_run, commands):
     [
         (
             {"rule": "median"},
-            r"Expected `rule` to be one of \['frac', 'lastk', 'mean', 'window'\]; got 'median'",
+            r"Expected `rule` to be one of \['frac', 'lastk', 'mean', 'pair_aware', 'window'\]; got 'median'",
         ),
         ({"last_k": 0}, r"Expected `last_k` to be an integer >= 1; got 0"),
         ({"top": 0}, r"Expected `top` to be an integer >= 1; got 0"),

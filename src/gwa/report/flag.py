@@ -1,10 +1,14 @@
 """``gwa flag RUN``: training samples ranked as likely mislabeled, exported as CSV.
 
-The rules (``window``, the default; ``lastk``; ``mean``; ``frac``) are the core policy's (:mod:`gwa.policy`, flag
+The rules (``window``; ``pair_aware``; ``lastk``; ``mean``; ``frac``) are the core policy's (:mod:`gwa.policy`, flag
 rules); each sample is judged on the logged epochs in which it was seen, and samples never seen are left out.
+Without ``--rule`` the core chooses (:func:`gwa.policy.choose_flag_rule`): ``pair_aware`` where the run's noise map
+(``summary.json``'s ``noise_estimate``, else recomputed from ``classes.jsonl``) is reliable and shows swapped class
+pairs (the ``class_conditional`` situation) and the run stored its predictions, else ``window``; the command
+prints which rule it used and why.
 
 ``--top K`` flags the first K samples of the ranking instead of applying the threshold. The CSV has the columns
-``rank, sample_id, label, score, flagged`` (then ``is_noisy`` when the run's noise mask is known,
+``rank, sample_id, label, score, flagged, rule`` (then ``is_noisy`` when the run's noise mask is known,
 ``prediction`` when the run stored the ``pred`` signal, ``source_index`` when the run has ``source_index.npy``,
 and ``label_name`` / ``prediction_name`` when its config names the classes), one row per seen sample, in rank
 order. When the mask is known, the command prints precision and recall of the flagged set and the AUROC / AUPRC
@@ -29,7 +33,9 @@ from gwa.policy import (
     DEFAULT_FLAG_RULE,
     DEFAULT_LAST_K,
     FLAG_RULES,
+    PAIR_SLACK,
     check_flag_options,
+    choose_flag_rule,
     flag_scores,
     flag_window,
 )
@@ -40,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         f"{parser.description}. Rules: 'window' (default): mean alignment below T (default 0) over the "
         "epochs after the warm-up through the epoch gwa's default rule chooses past the early transient, "
-        "ranked by that mean; 'lastk': alignment below T (default 0) in each "
+        "ranked by that mean; 'pair_aware' (chosen instead of 'window' when the run's noise map reports "
+        f"swapped class pairs): 'window' minus {PAIR_SLACK:g} x the class's alignment scale for samples in a "
+        "swapped pair's cell (given label, majority prediction); 'lastk': alignment below T (default 0) in each "
         "of the last k epochs where the sample was seen, ranked by its mean over those epochs; "
         "'mean': mean alignment over all epochs below T (default 0); 'frac': fraction of epochs "
         "with alignment < 0 at least T (default 0.5). --top K flags the first K of the ranking "
@@ -50,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rule",
         choices=FLAG_RULES,
-        default=DEFAULT_FLAG_RULE,
-        help=f"flagging rule (default {DEFAULT_FLAG_RULE}; see above)",
+        default=None,
+        help=f"force a flagging rule (default: pair_aware under class-pair noise, else {DEFAULT_FLAG_RULE}; "
+        "see above)",
     )
     parser.add_argument(
         "--last-k",
@@ -67,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="T",
-        help="the rule's threshold (defaults: window 0, lastk 0, mean 0, frac 0.5)",
+        help="the rule's threshold (defaults: window 0, pair_aware 0, lastk 0, mean 0, frac 0.5)",
     )
     parser.add_argument("--out", metavar="CSV", default=None, help="output CSV (default RUN/flagged.csv)")
     parser.add_argument(
@@ -131,6 +140,7 @@ class FlagResult:
     )
     source_index: np.ndarray | None = None  # each sample's row in the source dataset, when the run has it
     class_names: list[str] | None = None  # the run's class names, when its config has them
+    rule_reason: str = ""  # why this rule: forced by the caller, or what the noise map showed
 
     @property
     def flagged_ids(self) -> np.ndarray:
@@ -143,7 +153,7 @@ class FlagResult:
         with io.StringIO(newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(
-                ["rank", "sample_id", "label", "score", "flagged"]
+                ["rank", "sample_id", "label", "score", "flagged", "rule"]
                 + (["is_noisy"] if self.is_noisy is not None else [])
                 + (["prediction"] if self.predictions is not None else [])
                 + (["source_index"] if self.source_index is not None else [])
@@ -161,6 +171,7 @@ class FlagResult:
                     "" if self.labels is None else int(self.labels[i]),
                     f"{self.scores[i]:.6g}",
                     int(self.flagged[i]),
+                    self.rule,
                 ]
                 if self.is_noisy is not None:
                     row.append(int(self.is_noisy[i]))
@@ -181,7 +192,8 @@ class FlagResult:
     def summary(self) -> str:
         """A few lines for the terminal: what was flagged and, when the mask is known, how well."""
         n = self.sample_ids.size
-        lines = [
+        lines = [f"flag rule: {self.rule} ({self.rule_reason})"] if self.rule_reason else []
+        lines += [
             f"rule {self.description}: flagged {int(self.flagged.sum())} of {n} samples"
             + (f" ({self.n_unseen} never seen, left out)" if self.n_unseen else "")
         ]
@@ -213,7 +225,7 @@ class FlagResult:
 def flag_samples(
     run,
     *,
-    rule: str = DEFAULT_FLAG_RULE,
+    rule: str | None = None,
     last_k: int = DEFAULT_LAST_K,
     threshold: float | None = None,
     top: int | None = None,
@@ -222,7 +234,9 @@ def flag_samples(
 
     Args:
         run: a run directory path or a loaded :class:`gwa.rundir.Run`.
-        rule: ``"window"`` (default), ``"lastk"``, ``"mean"`` or ``"frac"`` (see :mod:`gwa.policy`'s flag rules).
+        rule: ``"window"``, ``"pair_aware"``, ``"lastk"``, ``"mean"`` or ``"frac"`` (see :mod:`gwa.policy`'s flag
+            rules); None (default): ``pair_aware`` where the run's noise map reports swapped class pairs and the
+            run stored its predictions, else ``window`` (:func:`gwa.policy.choose_flag_rule`).
         last_k: epochs the ``lastk`` rule looks at.
         threshold: the rule's threshold (default 0 for ``window``/``lastk``/``mean``, 0.5 for ``frac``).
         top: flag the first ``top`` samples of the ranking instead of applying the threshold.
@@ -241,9 +255,10 @@ def flag_samples(
     from gwa.report import _analysis as A
     from gwa.report.flag_export import class_names, source_index
 
-    threshold = check_flag_options(rule, last_k, threshold, top)
     run = A.open_run(run)
     matrix = A.alignment_matrix(run)
+    rule, reason, noise_map, predictions = _rule_and_inputs(run, rule)
+    threshold = check_flag_options(rule, last_k, threshold, top)
     score, decision, key = flag_scores(
         matrix,
         rule=rule,
@@ -251,9 +266,14 @@ def flag_samples(
         threshold=threshold,
         history=run.metrics,
         total_epochs=A.planned_epochs(run),
+        labels=run.labels,
+        predictions=predictions,
+        noise_map=noise_map,
     )
     window = (
-        flag_window(run.metrics, matrix, total_epochs=A.planned_epochs(run)) if rule == "window" else (1, 1)
+        flag_window(run.metrics, matrix, total_epochs=A.planned_epochs(run))
+        if rule in ("window", "pair_aware")
+        else (1, 1)
     )
     ids = np.flatnonzero(np.isfinite(key))
     # Sort by the suspicion key; frac ties go to the lower mean alignment; remaining ties by sample id.
@@ -269,6 +289,11 @@ def flag_samples(
         "lastk": f"lastk (alignment < {threshold:g} in each of the last {last_k} epochs seen)",
         "mean": f"mean (mean alignment over epochs < {threshold:g})",
         "frac": f"frac (fraction of epochs with alignment < 0 >= {threshold:g})",
+        "pair_aware": (
+            f"pair_aware (mean alignment over epochs {window[0]}-{window[1]}, minus {PAIR_SLACK:g} x the "
+            f"class's alignment scale in the noise map's swapped-pair cells, < {threshold:g})"
+            + ("" if noise_map is not None else "; no usable noise map: the same as window")
+        ),
     }[rule]
     if top is not None:
         desc = f"{rule} ranking, top {top}"
@@ -289,7 +314,33 @@ def flag_samples(
         predictions=None if pred is None else pred[ids],
         source_index=None if source is None else source[ids],
         class_names=class_names(run),
+        rule_reason=reason,
     )
+
+
+def _rule_and_inputs(run, rule: str | None):
+    """The rule to use and why, with what ``pair_aware`` reads (the noise map, ``(E, N)`` predictions); the map
+    is None where that rule is not used or cannot read it (then ``pair_aware`` equals ``window``)."""
+    from gwa.report import _analysis as A
+    from gwa.report.classes import noise_map_of
+
+    if rule is not None and rule != "pair_aware":
+        check_flag_options(rule, DEFAULT_LAST_K, None, None)  # an unknown name fails here, naming `rule`
+        return rule, "chosen by the caller", None, None
+    noise_map = noise_map_of(run)
+    predictions = (
+        np.asarray(run.score_matrix("pred"), dtype=np.float64) if A.has_scores(run, "pred") else None
+    )
+    if rule is None:
+        rule, reason = choose_flag_rule(noise_map)
+        if rule == "pair_aware" and (predictions is None or run.labels is None):
+            rule = DEFAULT_FLAG_RULE
+            reason += ", but the run stored no per-sample predictions or labels, which pair_aware reads"
+    else:
+        reason = "chosen by the caller"
+    if noise_map is None or predictions is None or run.labels is None:
+        return rule, reason, None, None
+    return rule, reason, noise_map, predictions
 
 
 def _class_name(names: list[str], k) -> str:
