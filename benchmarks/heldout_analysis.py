@@ -83,7 +83,9 @@ def delta_tables(data: Rows, which: str) -> list[str]:
     out = [
         f"### Δ {title}: per setting, mean over seeds [t 95%] (points)",
         "",
-        "| criterion | " + " | ".join(f"{setting_label(s)} (n={len(data.seeds(s))})" for s in settings) + " |",
+        "| criterion | "
+        + " | ".join(f"{setting_label(s)} (n={len(data.seeds(s))})" for s in settings)
+        + " |",
         "|" + "---|" * (len(settings) + 1),
     ]
     ref = [
@@ -214,11 +216,17 @@ def render(data: Rows, rerun: Rows | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="?", help="a folder of run directories (read with gwa.bench.results.collect)")
-    p.add_argument("--per-run", metavar="CSV", help="read the per-run results file instead of run directories")
+    p.add_argument(
+        "runs", nargs="?", help="a folder of run directories (read with gwa.bench.results.collect)"
+    )
+    p.add_argument(
+        "--per-run", metavar="CSV", help="read the per-run results file instead of run directories"
+    )
     p.add_argument("--export", metavar="CSV", help="write the per-run results file of RUNS and stop")
     p.add_argument("--grid", help="grid name written to --export (default from the seeds: H, H', dev)")
-    p.add_argument("--rerun", metavar="CSV", help="per-run file of a perturbed re-execution: mark flipped verdicts")
+    p.add_argument(
+        "--rerun", metavar="CSV", help="per-run file of a perturbed re-execution: mark flipped verdicts"
+    )
     p.add_argument("--only", metavar="DATASET:MODEL", help="one block, e.g. fashion-mnist:cnn")
     args = p.parse_args(argv)
     if (args.runs is None) == (args.per_run is None):

@@ -101,7 +101,10 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     table = tables.flag_table([result])
     assert "| cleanlab find_label_issues" in table and "4.0x" in table
     # early-stopped folds: each fold at its best accuracy on its held-out fold's noisy labels, epochs 1-2 scored
-    assert res["fold_acc"].shape == (5, 2) and res["es_epochs"].tolist() == (res["fold_acc"].argmax(axis=1) + 1).tolist()
+    assert (
+        res["fold_acc"].shape == (5, 2)
+        and res["es_epochs"].tolist() == (res["fold_acc"].argmax(axis=1) + 1).tolist()
+    )
     assert result.flags["cleanlab_es"]["f1"] == pytest.approx(cb.flag_quality(res["flagged_es"], mask)["f1"])
     assert int(res["eval_passes"]) == 2 * 400 and "early-stopped" in table
     # resumable: a second call trains nothing (the stored file is untouched)
@@ -156,5 +159,7 @@ def test_fold_models_train_every_epoch_and_stop_at_their_best_noisy_fold_accurac
     assert fold["fold_acc"].shape == (3,)
     best = int(np.argmax(fold["fold_acc"]))
     assert fold["epoch"] == best + 1
-    assert float((fold["early_stopped"].argmax(axis=1) == data.y_train[held]).mean()) == fold["fold_acc"][best]
+    assert (
+        float((fold["early_stopped"].argmax(axis=1) == data.y_train[held]).mean()) == fold["fold_acc"][best]
+    )
     assert float((fold["last"].argmax(axis=1) == data.y_train[held]).mean()) == fold["fold_acc"][-1]

@@ -98,7 +98,12 @@ def _train_and_predict(config, x_tr, y_tr, x_te, y_te, num_classes: int, input_s
         fold_acc.append(acc)
         if acc > best["acc"]:
             best = {"acc": acc, "probs": probs, "epoch": epoch}
-    return {"last": probs, "early_stopped": best["probs"], "epoch": best["epoch"], "fold_acc": np.array(fold_acc)}
+    return {
+        "last": probs,
+        "early_stopped": best["probs"],
+        "epoch": best["epoch"],
+        "fold_acc": np.array(fold_acc),
+    }
 
 
 def out_of_fold_probs(config, *, k: int = K_FOLDS) -> dict:

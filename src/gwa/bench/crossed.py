@@ -158,7 +158,9 @@ def seed_bootstrap(
     _check_level(level)
     settings, seeds, d = crossed_table(diffs)
     if not seeds:
-        return Interval(float("nan"), float("nan"), float("nan"), level, "these settings", "seed bootstrap", 0, 0)
+        return Interval(
+            float("nan"), float("nan"), float("nan"), level, "these settings", "seed bootstrap", 0, 0
+        )
     per_seed = d.mean(axis=0)
     draws = np.random.default_rng(seed).integers(0, per_seed.size, size=(resamples, per_seed.size))
     boot = per_seed[draws].mean(axis=1)
@@ -207,7 +209,13 @@ def coverage(
     """
     rng = np.random.default_rng(seed)
     d, a = simulate_crossed(
-        replicates, n_settings, n_seeds, setting_sd=setting_sd, seed_sd=seed_sd, residual_sd=residual_sd, rng=rng
+        replicates,
+        n_settings,
+        n_seeds,
+        setting_sd=setting_sd,
+        seed_sd=seed_sd,
+        residual_sd=residual_sd,
+        rng=rng,
     )
     truth = a.mean(axis=1)
     if method == "settings_t":

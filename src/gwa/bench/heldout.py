@@ -72,7 +72,9 @@ def criterion_source(variant: str, criterion: str, which: str) -> tuple[str, str
     return ("val10", criterion) if variant == "full" else None
 
 
-def deltas(data: Rows, variant: str, criterion: str, which: str = "deployed") -> dict[Setting, dict[int, float]]:
+def deltas(
+    data: Rows, variant: str, criterion: str, which: str = "deployed"
+) -> dict[Setting, dict[int, float]]:
     """``{setting: {seed: Δ in points}}`` for the seeds that have both the criterion's and the reference's run."""
     source = criterion_source(variant, criterion, which)
     out: dict[Setting, dict[int, float]] = {}
@@ -104,7 +106,9 @@ def s3a(interval: crossed.Interval, threshold: float = S3A_THRESHOLD) -> str:
     return "met; demonstrated" if interval.low >= threshold else "met"
 
 
-def s3b(d: Mapping[Setting, Mapping[int, float]], threshold: float = S3B_THRESHOLD) -> tuple[str, list[Setting]]:
+def s3b(
+    d: Mapping[Setting, Mapping[int, float]], threshold: float = S3B_THRESHOLD
+) -> tuple[str, list[Setting]]:
     """S3b: ``(verdict, settings whose mean Δ is below the threshold)``."""
     below = [s for s, v in d.items() if float(np.mean(list(v.values()))) < threshold]
     return ("met" if not below else "missed"), below
@@ -145,7 +149,9 @@ def noise_rate_errors(data: Rows, estimator: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in err.items()}
 
 
-def diagnostic_firing(data: Rows, loss_threshold: float = -2.0) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+def diagnostic_firing(
+    data: Rows, loss_threshold: float = -2.0
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """How often each diagnostic fires on the full runs where the default's deployed Δ is below
     ``loss_threshold`` (``loses``) and on the others: ``({code: {group: count}}, {group: runs})``."""
     d = deltas(data, "full", "gwa")

@@ -71,7 +71,9 @@ def load_result(path: Path) -> RunResult | None:
         test_at=test_at,
         chosen=chosen,
         val_at={k: float(val[index[e]]) for k, e in chosen.items() if np.isfinite(val[index[e]])},
-        val_clean_at={k: float(val_clean[index[e]]) for k, e in chosen.items() if np.isfinite(val_clean[index[e]])},
+        val_clean_at={
+            k: float(val_clean[index[e]]) for k, e in chosen.items() if np.isfinite(val_clean[index[e]])
+        },
     )
     mask = run.noise_mask
     if variant == "full" and "alignment" in run.signals():
