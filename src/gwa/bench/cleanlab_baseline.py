@@ -55,8 +55,9 @@ def _train_and_predict(config, x_tr, y_tr, x_te, y_te, num_classes: int, input_s
     import torch.nn.functional as F
 
     import torch
+    from gwa.runner import augment
     from gwa.runner.loop import epoch_batches
-    from gwa.runner.models import build_model
+    from gwa.runner.models import build_model, perturb_parameters
     from gwa.runner.train_torch import build_optimizer, lr_factor, resolve_device, to_model_input
 
     device = resolve_device(config.device)
@@ -67,7 +68,10 @@ def _train_and_predict(config, x_tr, y_tr, x_te, y_te, num_classes: int, input_s
         num_classes=num_classes,
         hidden=config.hidden,
         width=config.width,
-    ).to(device)
+    )
+    if getattr(config, "init_perturb", 0.0):
+        perturb_parameters(model, config.init_perturb, seed=config.seed)
+    model = model.to(device)
     optimizer = build_optimizer(config, model.parameters())
     n = len(y_tr)
     steps = len(epoch_batches(n, config.batch_size, config.seed, 1))
@@ -86,9 +90,13 @@ def _train_and_predict(config, x_tr, y_tr, x_te, y_te, num_classes: int, input_s
     fold_acc = []
     probs = np.zeros((len(x_te), num_classes))
     for epoch in range(1, config.epochs + 1):
+        aug_rng = augment.epoch_generator(config.seed, epoch) if getattr(config, "augment", False) else None
         for ids in epoch_batches(n, config.batch_size, config.seed, epoch):
             idx = torch.from_numpy(ids)
-            loss = F.cross_entropy(model(to_model_input(x_tr_t[idx].to(device))), y_tr_t[idx].to(device))
+            xb = to_model_input(x_tr_t[idx].to(device))
+            if aug_rng is not None:
+                xb = augment.augment_batch(xb, aug_rng)
+            loss = F.cross_entropy(model(xb), y_tr_t[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -100,7 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     noise = parser.add_argument_group("label noise")
     noise.add_argument("--noise", help=f"{' | '.join(NOISES)} (default {d.noise})")
-    noise.add_argument("--noise-rate", type=float, help="fraction of labels to flip (symmetric, asymmetric)")
+    noise.add_argument(
+        "--noise-rate", type=float, help="fraction of labels to flip (symmetric, asymmetric, instance)"
+    )
     noise.add_argument("--noise-file", help="labels to train on: .npy, or CIFAR-10-N's CIFAR-10_human.pt")
     noise.add_argument(
         "--noise-key", help="label set in a .pt file: aggre_label, random_label1, worse_label, ..."
@@ -134,6 +136,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=int, help=f"(default {d.seed})")
     opt.add_argument("--device", help=f"{' | '.join(DEVICES)} (default {d.device}: cuda > mps > cpu)")
     opt.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (GPU only)")
+    opt.add_argument(
+        "--augment",
+        action="store_true",
+        default=None,
+        help="random shifts of up to 2 pixels and left-right flips of the training batches (1-D: shifts)",
+    )
+    opt.add_argument(
+        "--init-perturb",
+        type=float,
+        metavar="REL",
+        help="re-execution check: multiply the initial weights by 1 + REL * N(0, 1), e.g. 1e-6 (default 0)",
+    )
+    opt.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     track = parser.add_argument_group("tracking")
     track.add_argument(
         "--signals",
