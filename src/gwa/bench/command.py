@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report", metavar="MD", help="write the markdown tables here (default OUT/bench.md)"
     )
+    parser.add_argument(
+        "--per-run",
+        metavar="CSV",
+        help="also write the per-run results file (one row per run x criterion, gwa.bench.perrun) that "
+        "benchmarks/heldout_analysis.py --per-run reads",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the grid's)")
@@ -133,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
     results = collect(root, log=lambda m: print(m, file=sys.stderr))
     if not results:
         raise ValueError(f"No complete bench run directories under {root}.")
+    if getattr(args, "per_run", None):
+        from gwa.bench import perrun
+
+        path = perrun.write_csv(perrun.rows_from_runs(results), Path(args.per_run))
+        print(f"per-run results written to {path}", file=sys.stderr)
     text = render(results, meta)
     out = Path(args.report) if args.report else root / "bench.md"
     out.parent.mkdir(parents=True, exist_ok=True)
