@@ -41,8 +41,13 @@ def blocks_of(grid: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys((j.dataset, j.model) for j in make_jobs(grid)))
 
 
-def block_jobs(block: tuple[str, str], grid: str = "heldout", perturb: bool = False):
+def block_jobs(
+    block: tuple[str, str], grid: str = "heldout", perturb: bool = False, noise: str | None = None
+):
     jobs = [j for j in make_jobs(grid) if (j.dataset, j.model) == block]
+    if noise:  # "asymmetric:0.4": one noise setting of the block
+        kind, rate = noise.split(":")
+        jobs = [j for j in jobs if j.noise == kind and j.noise_rate == float(rate)]
     if perturb:
         jobs = [dataclasses.replace(j, options=tuple(sorted({**dict(j.options), **dict(PERTURBATION)}.items()))) for j in jobs]  # fmt: skip
     return jobs
@@ -75,6 +80,8 @@ def main() -> None:
     )
     p.add_argument("--only", metavar="DATASET:MODEL", help="one block, e.g. fashion-mnist:mlp")
     p.add_argument("--perturb", action="store_true", help="re-execution check: 2 threads, weights +1e-6 rel.")
+    p.add_argument("--noise", metavar="KIND:RATE", help="one noise setting only, e.g. asymmetric:0.4")
+    p.add_argument("--no-cleanlab", action="store_true", help="train the runs only")
     args = p.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -86,13 +93,16 @@ def main() -> None:
         if args.only:
             blocks = [b for b in blocks if b == tuple(args.only.split(":"))]
         order = [(what, b) for b in blocks for what in ("train", "cleanlab")]
+    if args.no_cleanlab:
+        order = [(what, b) for what, b in order if what == "train"]
     else:
         order = [(what, BLOCKS[i]) for what, i in ORDER]
     for what, block in order:
         log(f"{what} {block}")
         if what == "train":
             threads = 2 if args.perturb else 1
-            run_jobs(block_jobs(block, args.grid, args.perturb), root, workers=1, threads=threads, log=log)
+            jobs = block_jobs(block, args.grid, args.perturb, args.noise)
+            run_jobs(jobs, root, workers=1, threads=threads, log=log)
         else:
             cleanlab_block(root, block, args.grid, args.perturb)
     log("done")
