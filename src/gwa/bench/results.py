@@ -55,7 +55,7 @@ def load_result(path: Path) -> RunResult | None:
         rows, finetune=bool(c.get("finetune")), total_epochs=int(c.get("epochs") or len(rows))
     )
     chosen.update(candidate_choices(rows))
-    if variant == "full" and "alignment" in run.signals():
+    if "alignment" in run.signals():  # split runs too: the selection-only Δ applies every criterion there
         chosen.update(score_candidate_choices(run))
     test = policy.series(rows, "test_acc")
     index = {int(r["epoch"]): i for i, r in enumerate(rows)}
