@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reduced: seconds, keeps the code path alive; full: the development grid of "
         "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout, heldout2: "
         "the pre-registered held-out grids H and H' of docs/protocol.md; heldout3: grid H'' (section 8, 840 "
-        "runs, about 30 CPU-hours on an idle CPU) (default reduced)",
+        "runs, about 80 CPU-hours on an idle CPU) (default reduced)",
     )
     parser.add_argument(
         "--out", default="runs/bench", help="folder for the run directories (default runs/bench)"
