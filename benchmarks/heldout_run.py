@@ -93,10 +93,10 @@ def main() -> None:
         if args.only:
             blocks = [b for b in blocks if b == tuple(args.only.split(":"))]
         order = [(what, b) for b in blocks for what in ("train", "cleanlab")]
-    if args.no_cleanlab:
-        order = [(what, b) for what, b in order if what == "train"]
     else:
         order = [(what, BLOCKS[i]) for what, i in ORDER]
+    if args.no_cleanlab:
+        order = [(what, b) for what, b in order if what == "train"]
     for what, block in order:
         log(f"{what} {block}")
         if what == "train":
