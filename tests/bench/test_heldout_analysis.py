@@ -219,3 +219,24 @@ def test_a_file_without_the_schema_is_refused(tmp_path):
     bad.write_text("setting,seed\nx,1\n")
     with pytest.raises(ValueError, match="lacks grid, dataset"):
         perrun.read_csv(bad)
+
+
+def test_heldout_run_selects_a_block_a_setting_and_the_perturbation():
+    run = _script("heldout_run")
+    assert run.blocks_of("heldout3") == [
+        ("mnist1d", "cnn"),
+        ("fashion-mnist", "mlp"),
+        ("fashion-mnist", "cnn"),
+        ("fashion-mnist", "resnet"),
+    ]
+    jobs = run.block_jobs(("fashion-mnist", "mlp"), "heldout2", perturb=True, noise="asymmetric:0.4")
+    assert [(j.seed, j.variant) for j in jobs][:2] == [(105, "full"), (105, "val10")] and len(jobs) == 10
+    config = jobs[0].config(Path("/tmp/unused"))
+    assert (config.init_perturb, config.threads, config.noise, config.noise_rate) == (
+        1e-6,
+        2,
+        "asymmetric",
+        0.4,
+    )
+    plain = run.block_jobs(("fashion-mnist", "mlp"), "heldout2")[0].config(Path("/tmp/unused"))
+    assert (plain.init_perturb, plain.threads) == (0.0, None)
