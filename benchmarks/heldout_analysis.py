@@ -1,302 +1,256 @@
-"""Tables of docs/protocol.md (section 4 and 5) from the held-out run directories and cleanlab results alone.
+"""Every held-out table (docs/protocol.md, sections 4, 5 and H″) from a per-run results file alone.
 
-    PYTHONPATH=src python benchmarks/heldout_analysis.py /work/evid_runs/heldout > heldout.md
+    PYTHONPATH=src python benchmarks/heldout_analysis.py --per-run docs/data/heldout/h2.csv > tables.md
+    PYTHONPATH=src python benchmarks/heldout_analysis.py RUNS --export h2.csv     # run directories -> file
+    PYTHONPATH=src python benchmarks/heldout_analysis.py --per-run a.csv --rerun b.csv   # re-execution check
 
-Reads every complete run under RUNS (``gwa.bench.results.collect``); pairs each full run with the val10 run of the
-same setting and seed; prints per-setting and pooled paired differences to the noisy 10% split with two-level
-bootstrap intervals, the success criteria S3a/S3b/S5a-c, flag quality against cleanlab, the noise-rate errors and
-how often each trust diagnostic fires.
+The per-run file (:mod:`gwa.bench.perrun`) holds one row per run x criterion; the numbers come from
+:mod:`gwa.bench.heldout` (both Δs to the noisy 10% split, flags against both cleanlab recipes, noise-rate errors,
+diagnostic firing) with crossed-seed intervals (:mod:`gwa.bench.crossed`). With ``--rerun`` every verdict is
+computed on both files and one that flips is printed as *unsettled*.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from gwa import policy
-from gwa.bench import paired
-from gwa.bench.grid import HELDOUT2_SEEDS, HELDOUT_SEEDS
-from gwa.bench.results import collect
-from gwa.rundir import load_run
+from gwa.bench import crossed, heldout, perrun
+from gwa.bench.heldout import Rows
 
+#: Table rows: (variant the criterion chooses in, criterion, label). ``cand:`` and other stop criteria found in
+#: the file are added after the registered ones.
 CRITERIA = (
-    ("gwa", "gwa default"),
-    ("cand:gwa_warmup100", "candidate gwa_warmup100 (registered for H)"),
-    ("cand:gwa_after_transient", "candidate gwa_after_transient (registered for H3)"),
-    ("cand:gwa_memorisation", "candidate gwa_memorisation (registered for H')"),
-    ("gwa_paper", "GWA paper verbatim"),
-    ("align_mean", "mean alignment"),
-    ("labelwave", "LabelWave"),
-    ("grad_disparity", "Gradient Disparity"),
-    ("last", "last epoch"),
-    ("val_clean", "val 10% clean labels"),
-    ("oracle", "oracle (bound)"),
+    ("full", "gwa", "gwa default"),
+    ("full", "gwa_paper", "GWA paper verbatim"),
+    ("full", "veto", "gwa with the 2% veto"),
+    ("full", "align_mean", "mean alignment"),
+    ("full", "labelwave", "LabelWave"),
+    ("full", "grad_disparity", "Gradient Disparity"),
+    ("full", "last", "last epoch"),
+    ("val10", "val_clean", "val 10% clean labels"),
+    ("val2", "val", "val 2% noisy labels"),
+    ("full", "oracle", "oracle (bound)"),
 )
-#: Flag rows of the table: gwa's rules from one run, cleanlab.
-FLAG_ROWS = ("window", "lastk", "mean", "frac", "cleanlab")
-#: Flag rules judged against cleanlab (S5a/S5b): the default, the default before H' and the rules registered for
-#: H' (``window`` was registered as ``cand:window_mean`` and promoted after H').
-FLAG_VERDICTS = ("window", "lastk", "frac")
-FLAG_LABELS = {
-    "window": "window (gwa default; registered for H' as cand:window_mean)",
-    "lastk": "lastk (the default until H')",
-    "mean": "mean (all epochs)",
-    "frac": "frac (registered for H')",
-    "cleanlab": "cleanlab (5-fold)",
-}
-NOISE_ESTIMATORS = (
-    ("negative_share", "negative_share (gwa default)"),
-    ("cand:window_share", "cand:window_share (registered for H')"),
-)
+#: Criteria judged by S3a/S3b.
+VERDICT_CRITERIA = ("gwa", "gwa_paper", "veto")
+FLAG_RULES = ("window", "lastk", "frac")
+CLEANLAB = ("cleanlab", "cleanlab_es")
+NOISE_ESTIMATORS = ("negative_share", "cand:window_share")
 BLOCK = {
-    ("mnist1d", "cnn"): "H1 MNIST-1D CNN",
-    ("fashion-mnist", "mlp"): "H2 FMNIST MLP",
-    ("fashion-mnist", "cnn"): "H3 FMNIST CNN",
+    ("mnist1d", "cnn"): "MNIST-1D CNN",
+    ("fashion-mnist", "mlp"): "FMNIST MLP",
+    ("fashion-mnist", "cnn"): "FMNIST CNN",
+    ("fashion-mnist", "resnet"): "FMNIST ResNet",
 }
-
-
-def noise_label(noise: str, rate: float) -> str:
-    return "clean" if noise == "none" else f"{noise[:3]} {100 * rate:g}%"
+NOISE_WORD = {"none": "clean", "symmetric": "symmetric", "asymmetric": "class-pair", "instance": "instance"}
 
 
 def setting_label(s: tuple) -> str:
+    noise = "clean" if s[2] == "none" else f"{s[2][:3]} {100 * s[3]:g}%"
     schedule = "" if s[4] == "constant" else f", {s[4]}"
-    return f"{BLOCK.get((s[0], s[1]), s[0] + ' ' + s[1])}, {noise_label(s[2], s[3])}{schedule}"
+    return f"{BLOCK.get((s[0], s[1]), s[0] + ' ' + s[1])}, {noise}{schedule}"
 
 
-def pairs(results) -> dict[tuple, dict[int, dict]]:
-    """``{setting: {seed: {"full": RunResult, "val10": RunResult}}}`` for complete pairs only."""
-    by: dict[tuple, dict[int, dict]] = defaultdict(lambda: defaultdict(dict))
-    for r in results:
-        by[r.setting][r.seed][r.variant] = r
-    return {
-        s: {k: v for k, v in seeds.items() if {"full", "val10"} <= set(v)}
-        for s, seeds in by.items()
-        if any({"full", "val10"} <= set(v) for v in seeds.values())
-    }
+def criteria(data: Rows) -> list[tuple[str, str, str]]:
+    present = {(v, c) for (_s, _k, v, c) in data.test}
+    rows = [c for c in CRITERIA if (c[0], c[1]) in present]
+    extra = sorted({c for v, c in present if v == "full"} - {c[1] for c in CRITERIA})
+    return rows[:2] + [("full", c, c) for c in extra if c.startswith("cand:")] + rows[2:]
 
 
-def delta(run_pair: dict, criterion: str) -> float:
-    variant = "val10" if criterion.startswith("val") else "full"
-    return 100 * (run_pair[variant].test_at[criterion] - run_pair["val10"].test_at["val"])
+def groups(settings: list[tuple]) -> dict[str, list[tuple]]:
+    """Pooled groups: each (noise family, model) present, all noisy settings, clean."""
+    out: dict[str, list[tuple]] = {}
+    for noise in ("symmetric", "asymmetric", "instance"):
+        for model in sorted({s[1] for s in settings}):
+            members = [s for s in settings if s[2] == noise and s[1] == model]
+            if members:
+                out[f"{NOISE_WORD[noise]}, {model.upper()}"] = members
+    out["all noisy"] = [s for s in settings if s[2] != "none"]
+    out["clean"] = [s for s in settings if s[2] == "none"]
+    return {k: v for k, v in out.items() if v}
 
 
-def criterion_tables(by) -> list[str]:
-    settings = sorted(by, key=lambda s: (s[0], s[1], s[2], s[3]))
+def delta_tables(data: Rows, which: str) -> list[str]:
+    settings = data.settings
+    title = {
+        "deployed": "deployed (the criterion's own run, 100% data for gwa, against the 10% split's run)",
+        "selection": "selection-only (the criterion applied inside the 10% split's own run)",
+    }[which]
     out = [
-        "### Per setting: Δ test accuracy vs the noisy 10% split (points), mean over seeds [seed-bootstrap 95%]",
-        "",
-        "| criterion | " + " | ".join(f"{setting_label(s)} (n={len(by[s])})" for s in settings) + " |",
-        "|" + "---|" * (len(settings) + 1),
-    ]
-    val_acc = [f"{100 * np.mean([p['val10'].test_at['val'] for p in by[s].values()]):.1f}" for s in settings]
-    out.append("| val 10% noisy: test accuracy (%) | " + " | ".join(val_acc) + " |")
-    for key, label in CRITERIA:
-        cells = [
-            paired.format_interval(
-                paired.two_level_bootstrap({s: [delta(p, key) for p in by[s].values()]}), digits=1
-            )
-            for s in settings
-        ]
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
-    groups = {
-        "symmetric, MLP": lambda s: s[2] == "symmetric" and s[1] == "mlp",
-        "symmetric, CNN": lambda s: s[2] == "symmetric" and s[1] == "cnn",
-        "asymmetric, MLP": lambda s: s[2] == "asymmetric" and s[1] == "mlp",
-        "asymmetric, CNN": lambda s: s[2] == "asymmetric" and s[1] == "cnn",
-        "all noisy": lambda s: s[2] != "none",
-        "clean": lambda s: s[2] == "none",
-        "all": lambda s: True,
-    }
-    out += [
-        "",
-        "### Pooled: Δ vs the noisy 10% split (points), mean of setting means [two-level bootstrap 95%]",
+        f"### Δ {title}: per setting, mean over seeds [t 95%] (points)",
         "",
         "| criterion | "
-        + " | ".join(f"{g} ({sum(map(f, settings))} settings)" for g, f in groups.items())
+        + " | ".join(f"{setting_label(s)} (n={len(data.seeds(s))})" for s in settings)
         + " |",
-        "|" + "---|" * (len(groups) + 1),
+        "|" + "---|" * (len(settings) + 1),
     ]
-    for key, label in CRITERIA:
-        cells = []
-        for f in groups.values():
-            d = {s: [delta(p, key) for p in by[s].values()] for s in settings if f(s)}
-            cells.append(paired.format_interval(paired.two_level_bootstrap(d)))
+    ref = [
+        np.mean([v for (s2, _k, var, c), v in data.test.items() if s2 == s and (var, c) == heldout.REFERENCE])
+        for s in settings
+    ]
+    out.append("| val 10% noisy: test accuracy (%) | " + " | ".join(f"{100 * x:.1f}" for x in ref) + " |")
+    for variant, key, label in criteria(data):
+        d = heldout.deltas(data, variant, key, which)
+        cells = [crossed.setting_interval(d[s].values()).format(1) if s in d else "–" for s in settings]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
-    # success criteria of item 3, for the default, the candidates and (for reference) the paper's rule
-    for key, label in (
-        ("gwa", "gwa default"),
-        *[(k, v) for k, v in CRITERIA if k.startswith("cand:")],
-        ("gwa_paper", "GWA paper verbatim (reference)"),
-    ):
-        out += ["", f"### Item 3 success criteria: {label}", ""]
-        for g in ("symmetric, MLP", "symmetric, CNN", "asymmetric, MLP", "asymmetric, CNN"):
-            d = {s: [delta(p, key) for p in by[s].values()] for s in settings if groups[g](s)}
-            est = paired.two_level_bootstrap(d)
-            verdict = (
-                "not evaluated (no run)"
-                if not d
-                else ("met" if est[0] >= -1 else f"missed by {-1 - est[0]:.2f}")
-                + ("; demonstrated (low >= -1)" if d and est[1] >= -1 else "")
-            )
-            out.append(f"- S3a {g}: {paired.format_interval(est)} -> {verdict}")
-        per_setting = {s: float(np.mean([delta(p, key) for p in by[s].values()])) for s in settings}
-        if per_setting:
-            worst = min(per_setting, key=per_setting.get)
-            below = [setting_label(s) for s in settings if per_setting[s] < -3]
-            out.append(
-                f"- S3b: worst setting {setting_label(worst)} at {per_setting[worst]:+.2f}; settings below -3: "
-                f"{len(below)} of {len(settings)} ({', '.join(below) or 'none'}) -> "
-                f"{'met' if not below else 'missed'}"
-            )
-    return out
-
-
-def flag_tables(by) -> list[str]:
-    runs = {(s, k): p["full"] for s, seeds in by.items() for k, p in seeds.items() if s[2] != "none"}
-    with_cl = {key: r for key, r in runs.items() if "cleanlab" in r.flags}
-    out = [
-        "",
-        f"### Mislabel flags: {len(with_cl)} of {len(runs)} noisy full runs have a cleanlab result",
-        "",
-    ]
-    if with_cl:
-        out += ["| method | precision | recall | F1 | AUROC | sample-passes |", "|---|---|---|---|---|---|"]
-        for m in FLAG_ROWS:
-            v = {
-                k: np.array([r.flags[m][k] for r in with_cl.values()], float)
-                for k in with_cl[next(iter(with_cl))].flags[m]
-            }
-            out.append(
-                f"| {FLAG_LABELS.get(m, m)} | {np.nanmean(v['precision']):.3f} | "
-                f"{np.nanmean(v['recall']):.3f} | {np.nanmean(v['f1']):.3f} | {np.nanmean(v['auroc']):.3f} | "
-                f"{np.mean(v['sample_passes']):.0f} |"
-            )
-        mean_auroc = [r.detection["alignment_mean"][0] for r in with_cl.values()]
-        out.append(
-            f"| ranking: mean alignment over all epochs (gwa, secondary) | | | | {np.mean(mean_auroc):.3f} | |"
-        )
-        for rule in FLAG_VERDICTS:
-            out += ["", f"Item 5 success criteria: {FLAG_LABELS[rule]} against cleanlab", ""]
-            for metric, code in (("f1", "S5a"), ("auroc", "S5b")):
-                d = defaultdict(list)
-                for (s, _k), r in with_cl.items():
-                    d[s].append(r.flags[rule][metric] - r.flags["cleanlab"][metric])
-                est = paired.two_level_bootstrap(d)
-                shown = "; demonstrated (interval above 0)" if est[1] > 0 else ""
-                out.append(
-                    f"- {code}: {rule} minus cleanlab, {metric}: {paired.format_interval(est, digits=3)} -> "
-                    f"{'met' if est[0] > 0 else 'missed'}{shown} ({len(d)} settings)"
-                )
-        names = (*FLAG_VERDICTS, "cleanlab")
-        by_group = defaultdict(list)
-        for (s, _k), r in with_cl.items():
-            by_group[f"{BLOCK.get((s[0], s[1]))}, {s[2]}"].append(
-                [r.flags[m]["f1"] for m in names] + [r.flags[m]["auroc"] for m in names]
-            )
+    grouped = groups(settings)
+    for estimand, fn in (("these settings", crossed.settings_interval), ("family", crossed.family_interval)):
         out += [
             "",
-            "| block, noise | runs | "
-            + " | ".join(f"F1 {m}" for m in names)
-            + " | "
-            + " | ".join(f"AUROC {m}" for m in names)
-            + " |",
-            "|" + "---|" * (2 + 2 * len(names)),
+            f"### Δ {which}, pooled: mean of setting means [95% crossed-seed interval; estimand: {estimand}]",
+            "",
+            "| criterion | " + " | ".join(f"{g} ({len(m)} settings)" for g, m in grouped.items()) + " |",
+            "|" + "---|" * (len(grouped) + 1),
         ]
-        for g, v in sorted(by_group.items()):
-            a = np.array(v)
-            out.append(f"| {g} | {len(v)} | " + " | ".join(f"{x:.3f}" for x in a.mean(axis=0)) + " |")
-    out += [
-        "",
-        "### Noise-rate estimates minus the truth (points), full runs",
-        "",
-        "| estimator | noise | runs | mean error | mean absolute error | S5c (MAE <= 3, symmetric) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for estimator, label in NOISE_ESTIMATORS:
-        err = defaultdict(list)
-        for s, seeds in by.items():
-            for p in seeds.values():
-                r = p["full"]
-                if estimator in r.noise_estimates:
-                    err[s[2]].append(100 * (r.noise_estimates[estimator] - r.noise_fraction))
-        for kind in ("symmetric", "asymmetric", "none"):
-            e = np.array(err.get(kind, []), float)
-            if not e.size:
-                continue
-            mae = float(np.mean(np.abs(e)))
-            verdict = ("met" if mae <= 3 else f"missed by {mae - 3:.2f}") if kind == "symmetric" else ""
-            out.append(
-                f"| {label} | {noise_label(kind, 0) if kind == 'none' else kind} | {e.size} | {e.mean():+.2f} | "
-                f"{mae:.2f} | {verdict} |"
-            )
+        for variant, key, label in criteria(data):
+            d = heldout.deltas(data, variant, key, which)
+            cells = [fn({s: d[s] for s in members if s in d}).format() for members in grouped.values()]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
 
 
-def diagnostic_table(by) -> list[str]:
-    fired = {"loses > 2": defaultdict(int), "others": defaultdict(int)}
-    count = {"loses > 2": 0, "others": 0}
-    for seeds in by.values():
-        for p in seeds.values():
-            run = load_run(p["full"].path)
-            diags = policy.diagnose(run.metrics, alignment=run.score_matrix("alignment"))
-            group = "loses > 2" if delta(p, "gwa") < -2 else "others"
-            count[group] += 1
-            for code in {d.code for d in diags} | ({"any"} if diags else set()):
-                fired[group][code] += 1
-    codes = sorted({c for g in fired.values() for c in g})
+def verdicts(data: Rows) -> dict[str, str]:
+    """Every registered verdict: S3a per group and Δ, S3b per Δ, S5a/S5b per flag rule against each cleanlab."""
+    out = {}
+    grouped = {g: m for g, m in groups(data.settings).items() if g not in ("all noisy", "clean")}
+    for key in VERDICT_CRITERIA:
+        for which in heldout.DELTAS:
+            d = heldout.deltas(data, "full", key, which)
+            if not d:
+                continue
+            for g, members in grouped.items():
+                interval = crossed.settings_interval({s: d[s] for s in members if s in d})
+                out[f"S3a {key} {which} {g}"] = f"{heldout.s3a(interval)} ({interval.format()})"
+            verdict, below = heldout.s3b(d)
+            out[f"S3b {key} {which}"] = f"{verdict} ({len(below)} of {len(d)} settings below -3)"
+    for rule in FLAG_RULES:
+        for baseline in CLEANLAB:
+            for metric, code in (("f1", "S5a"), ("auroc", "S5b")):
+                d = heldout.flag_diffs(data, rule, baseline, metric)
+                if d:
+                    interval = crossed.settings_interval(d)
+                    out[f"{code} {rule} vs {baseline}"] = f"{heldout.beats(interval)} ({interval.format(3)})"
+    return out
+
+
+def flag_tables(data: Rows) -> list[str]:
+    methods = [m for m in (*FLAG_RULES, "mean", *CLEANLAB) if heldout.flag_values(data, m, "f1")]
+    if not methods:
+        return ["", "### Mislabel flags: no flag rows in this file"]
     out = [
         "",
-        "### Trust diagnostics on the full runs (share of runs where each fires)",
+        "### Mislabel flags on the noisy full runs (mean over runs)",
         "",
-        "| diagnostic | runs where gwa loses > 2 points to val10 | other runs |",
-        "|---|---|---|",
+        "| method | runs | precision | recall | F1 | AUROC | training sample-passes |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for c in codes:
-        cells = [f"{fired[g][c]}/{count[g]}" for g in ("loses > 2", "others")]
-        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    for m in methods:
+        cols = {k: np.array(list(heldout.flag_values(data, m, k).values()), float) for k in ("precision", "recall", "f1", "auroc", "sample_passes")}  # fmt: skip
+        out.append(
+            f"| {m} | {cols['f1'].size} | {np.nanmean(cols['precision']):.3f} | {np.nanmean(cols['recall']):.3f} | "
+            f"{np.nanmean(cols['f1']):.3f} | {np.nanmean(cols['auroc']):.3f} | {np.mean(cols['sample_passes']):.0f} |"
+        )
+    out += [
+        "",
+        "cleanlab_es shares cleanlab's trainings and adds one forward pass of each held-out fold per epoch.",
+        "",
+        "Rule minus cleanlab, same runs [95% crossed-seed interval, these settings]:",
+        "",
+    ]
+    for rule in FLAG_RULES:
+        for baseline in CLEANLAB:
+            for metric in ("f1", "auroc"):
+                d = heldout.flag_diffs(data, rule, baseline, metric)
+                if d:
+                    out.append(f"- {rule} − {baseline}, {metric}: {crossed.settings_interval(d).format(3)}")
     return out
 
 
-def provenance(seeds: set[int]) -> str:
-    """Which grid these seeds are, and for which rules its numbers are held-out (docs/protocol.md)."""
-    if seeds and seeds <= set(HELDOUT2_SEEDS):
-        return (
-            f"Grid H' (seeds {sorted(seeds)}): held-out for the default, the paper's rule, the baselines and every "
-            "candidate registered in docs/protocol.md before H' was read."
-        )
-    if seeds and seeds <= set(HELDOUT_SEEDS):
-        return (
-            f"Grid H (seeds {sorted(seeds)}): held-out for the default, the paper's rule, the baselines and "
-            "gwa_warmup100 (gwa_after_transient: H3 only); in-sample for every rule registered for H' "
-            "(gwa_memorisation, window_mean, frac as a registered rule, window_share), which were designed on it."
-        )
-    return f"Seeds {sorted(seeds)}: not a pre-registered held-out grid (in-sample for every rule)."
-
-
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("runs")
-    p.add_argument("--only", metavar="DATASET:MODEL", help="one block, e.g. fashion-mnist:cnn (H3)")
-    args = p.parse_args()
-    results = collect(Path(args.runs), log=lambda m: None)
-    if args.only:
-        dataset, model = args.only.split(":")
-        results = [r for r in results if r.setting[:2] == (dataset, model)]
-    by = pairs(results)
-    n = sum(len(v) for v in by.values())
-    lines = [
-        provenance({k for seeds in by.values() for k in seeds}),
+def noise_rate_table(data: Rows) -> list[str]:
+    out = [
         "",
-        f"Complete (full, val10) pairs: {n} over {len(by)} settings; seeds per setting: "
-        + ", ".join(f"{setting_label(s)}: {sorted(v)}" for s, v in sorted(by.items())),
+        "### Noise-rate estimate minus the truth (points), full runs",
+        "",
+        "| estimator | noise | runs | mean error | mean absolute error |",
+        "|---|---|---|---|---|",
+    ]
+    for estimator in NOISE_ESTIMATORS:
+        for kind, e in sorted(heldout.noise_rate_errors(data, estimator).items()):
+            out.append(f"| {estimator} | {NOISE_WORD.get(kind, kind)} | {e.size} | {e.mean():+.2f} | {np.abs(e).mean():.2f} |")  # fmt: skip
+    return out
+
+
+def diagnostic_table(data: Rows) -> list[str]:
+    counts, runs = heldout.diagnostic_firing(data)
+    out = [
+        "",
+        "### Trust diagnostics on the full runs (runs where each fires)",
+        "",
+        "| diagnostic | runs where gwa loses > 2 points (deployed) | other runs |",
+        "|---|---|---|",
+    ]
+    for code in sorted(counts):
+        out.append(f"| {code} | {counts[code]['loses']}/{runs['loses']} | {counts[code]['others']}/{runs['others']} |")  # fmt: skip
+    return out
+
+
+def render(data: Rows, rerun: Rows | None = None) -> str:
+    seeds = sorted({k for s in data.settings for k in data.seeds(s)})
+    grids = sorted({r["grid"] for r in data.rows})
+    lines = [
+        f"Grid(s) {', '.join(grids)}: {len(data.settings)} settings, seeds {seeds}.",
+        "",
+        *delta_tables(data, "deployed"),
+        "",
+        *delta_tables(data, "selection"),
+        *flag_tables(data),
+        *noise_rate_table(data),
+        *diagnostic_table(data),
+        "",
+        "### Verdicts" + (" (with the re-execution check)" if rerun is not None else ""),
         "",
     ]
-    lines += criterion_tables(by) + flag_tables(by) + diagnostic_table(by)
-    print("\n".join(lines))
+    mine = verdicts(data)
+    shown = heldout.settle(mine, verdicts(rerun)) if rerun is not None else mine
+    lines += [f"- {k}: {v}" for k, v in shown.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "runs", nargs="?", help="a folder of run directories (read with gwa.bench.results.collect)"
+    )
+    p.add_argument(
+        "--per-run", metavar="CSV", help="read the per-run results file instead of run directories"
+    )
+    p.add_argument("--export", metavar="CSV", help="write the per-run results file of RUNS and stop")
+    p.add_argument("--grid", help="grid name written to --export (default from the seeds: H, H', dev)")
+    p.add_argument(
+        "--rerun", metavar="CSV", help="per-run file of a perturbed re-execution: mark flipped verdicts"
+    )
+    p.add_argument("--only", metavar="DATASET:MODEL", help="one block, e.g. fashion-mnist:cnn")
+    args = p.parse_args(argv)
+    if (args.runs is None) == (args.per_run is None):
+        p.error("Expected exactly one of RUNS and --per-run.")
+    if args.per_run:
+        rows = perrun.read_csv(Path(args.per_run))
+    else:
+        from gwa.bench.results import collect
+
+        rows = perrun.rows_from_runs(collect(Path(args.runs), log=lambda m: None), grid=args.grid)
+        if args.export:
+            perrun.write_csv(rows, Path(args.export))
+            return
+    if args.only:
+        dataset, model = args.only.split(":")
+        rows = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
+    rerun = Rows(perrun.read_csv(Path(args.rerun))) if args.rerun else None
+    print(render(Rows(rows), rerun), end="")
 
 
 if __name__ == "__main__":

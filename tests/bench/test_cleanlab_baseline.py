@@ -86,7 +86,7 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     assert roc_auc_score(mask, -res["quality"]) > 0.8
     # the bench reads the stored result: cleanlab's numbers recomputed by hand, gwa's rules beside it
     result = results.load_result(root / "digits_mlp_sym0.3")
-    assert set(result.flags) == {"window", "lastk", "mean", "frac", "cleanlab"}
+    assert set(result.flags) == {"window", "lastk", "mean", "frac", "cleanlab", "cleanlab_es"}
     # the default flag rule and the registered noise-rate estimator, recomputed from the run directory
     from gwa.policy import flag_scores
     from gwa.rundir import load_run
@@ -101,8 +101,66 @@ def test_reduced_cross_validation_beside_gwa_flag_rules(tmp_path):
     assert 0.0 < result.noise_estimate < 1.0
     table = tables.flag_table([result])
     assert "| cleanlab find_label_issues" in table and "4.0x" in table
+    # early-stopped folds: each fold at its best accuracy on its held-out fold's noisy labels, epochs 1-2 scored
+    assert (
+        res["fold_acc"].shape == (5, 2)
+        and res["es_epochs"].tolist() == (res["fold_acc"].argmax(axis=1) + 1).tolist()
+    )
+    assert result.flags["cleanlab_es"]["f1"] == pytest.approx(cb.flag_quality(res["flagged_es"], mask)["f1"])
+    assert int(res["eval_passes"]) == 2 * 400 and "early-stopped" in table
     # resumable: a second call trains nothing (the stored file is untouched)
     before = cb.result_path(root, "digits_mlp_sym0.3").stat().st_mtime_ns
     command.run_cleanlab_all(root, log=lambda m: None)
     assert cb.result_path(root, "digits_mlp_sym0.3").stat().st_mtime_ns == before
     assert json.loads((root / "digits_mlp_sym0.3" / "config.json").read_text())["noise_rate"] == 0.3
+
+
+def test_cleanlab_flags_rank_the_suspicious_end_and_keep_both_recipes():
+    # quality perfectly separates the flipped labels (low = suspicious): AUROC 1 for the last-epoch folds; the
+    # early-stopped recipe's quality is reversed, AUROC 0: the sign of the ranking is pinned both ways
+    mask = np.array([True, True, False, False, False, False])
+    quality = np.array([0.1, 0.2, 0.7, 0.8, 0.9, 0.95])
+    stored = {
+        "flagged": mask.copy(),
+        "quality": quality,
+        "flagged_es": np.array([True, False, False, False, False, True]),
+        "quality_es": 1.0 - quality,
+        "sample_passes": np.int64(24),
+    }
+    out = cb.cleanlab_flags(stored, mask)
+    assert out["cleanlab"] == pytest.approx(
+        {"precision": 1.0, "recall": 1.0, "f1": 1.0, "auroc": 1.0, "sample_passes": 24.0}
+    )
+    assert out["cleanlab_es"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "auroc": 0.0, "sample_passes": 24.0}
+    )
+    del stored["flagged_es"], stored["quality_es"]
+    assert set(cb.cleanlab_flags(stored, mask)) == {"cleanlab"}  # results stored before fold-ES existed
+
+
+def test_fold_models_train_every_epoch_and_stop_at_their_best_noisy_fold_accuracy(monkeypatch):
+    # The folds train config.epochs epochs (a 1-epoch fold would pass the other tests); the early-stopped
+    # probabilities are those of the epoch with the best held-out accuracy on the noisy labels.
+    from gwa.runner import loop
+    from gwa.runner.config import RunConfig
+    from gwa.runner.data import prepare
+
+    config = RunConfig(dataset="digits", model="mlp", hidden=(16,), num_train=200, epochs=3, batch_size=50,
+                       lr=1e-2, seed=1, quiet=True)  # fmt: skip
+    data = prepare(config)
+    seen = []
+    real = loop.epoch_batches
+    monkeypatch.setattr(loop, "epoch_batches", lambda n, b, s, e: seen.append(e) or real(n, b, s, e))
+    held = np.arange(40)
+    fold = cb._train_and_predict(
+        config, data.x_train[40:], data.y_train[40:], data.x_train[held], data.y_train[held],
+        data.num_classes, data.input_shape,
+    )  # fmt: skip
+    assert sorted(set(seen) - {1}) == [2, 3] and seen.count(1) >= 2  # steps-per-epoch probe, then epochs 1..3
+    assert fold["fold_acc"].shape == (3,)
+    best = int(np.argmax(fold["fold_acc"]))
+    assert fold["epoch"] == best + 1
+    assert (
+        float((fold["early_stopped"].argmax(axis=1) == data.y_train[held]).mean()) == fold["fold_acc"][best]
+    )
+    assert float((fold["last"].argmax(axis=1) == data.y_train[held]).mean()) == fold["fold_acc"][-1]

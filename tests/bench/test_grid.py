@@ -117,3 +117,58 @@ def test_errors():
         command.run(_args(workers=0))
     with pytest.raises(FileNotFoundError, match="--from-runs"):
         command.run(_args(from_runs="/nonexistent/bench"))
+
+
+def test_per_run_file_from_the_bench_feeds_the_held_out_analysis(reduced, tmp_path):
+    from gwa.bench import heldout, perrun
+
+    path = tmp_path / "per_run.csv"
+    assert command.run(_args(from_runs=str(reduced), report=str(tmp_path / "t.md"), per_run=str(path))) == 0
+    rows = perrun.read_csv(path)
+    results = {(r.setting, r.variant): r for r in collect(reduced, log=lambda m: None)}
+    setting = ("digits", "mlp", "symmetric", 0.4, "cosine")
+    val = load_run(reduced / grid.make_jobs("reduced")[-2].name)
+    pick = int(np.argmax(val.series("val_acc")))
+    row = next(
+        r for r in rows if r["variant"] == "val10" and r["criterion"] == "val" and r["noise"] == "symmetric"
+    )
+    assert (row["epoch"], row["val_acc"]) == (pick + 1, pytest.approx(val.series("val_acc")[pick]))
+    assert row["val_clean_acc"] == pytest.approx(val.series("val_acc_clean")[pick])
+    data = heldout.Rows(rows)
+    deployed = heldout.deltas(data, "full", "gwa")[setting][0]
+    selection = heldout.deltas(data, "full", "gwa", "selection")[setting][0]
+    assert deployed == pytest.approx(
+        100 * (results[(setting, "full")].test_at["gwa"] - val.series("test_acc")[pick])
+    )
+    assert selection == pytest.approx(
+        100 * (results[(setting, "val10")].test_at["gwa"] - val.series("test_acc")[pick])
+    )
+    flags = {r["criterion"] for r in rows if r["kind"] == "flag"}
+    assert {"window", "lastk", "frac"} <= flags
+    truth = next(r["truth"] for r in rows if r["kind"] == "noise_rate" and r["noise"] == "symmetric")
+    assert truth == pytest.approx(load_run(reduced / grid.make_jobs("reduced")[-3].name).noise_mask.mean())
+
+
+def test_the_third_held_out_grid_is_crossed_and_has_a_paper_regime_family():
+    jobs = grid.make_jobs("heldout3")
+    assert len(jobs) == 4 * 7 * 10 * 3
+    assert {j.seed for j in jobs} == set(range(110, 120)) and {j.variant for j in jobs} == {
+        "full",
+        "val10",
+        "val2",
+    }
+    assert {(j.noise, j.noise_rate) for j in jobs} >= {
+        ("instance", 0.2),
+        ("instance", 0.4),
+        ("asymmetric", 0.2),
+    }
+    resnet = [j for j in jobs if j.model == "resnet"]
+    config = resnet[0].config(grid.Path("/tmp/unused"))
+    assert (config.schedule, config.augment, config.optimizer) == ("warmup_cosine", True, "sgd")
+    steps = -(-config.num_train // config.batch_size) * config.epochs
+    h_longest = max(-(-4000 // 128) * 30, -(-3000 // 128) * 20)  # H1: 4,000 samples x 30 epochs at 128
+    assert steps >= 10 * h_longest
+    assert resnet[0].name.endswith("_warmup_cosine_seed110_full")
+    # the development grids keep their variants (the 2% split is H''s only)
+    assert {j.variant for j in grid.make_jobs("full")} == {"full", "val10", "val1"}
+    assert grid.variant_of(0.02) == "val2"

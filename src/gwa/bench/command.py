@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="reduced",
         help="reduced: seconds, keeps the code path alive; full: the development grid of "
         "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout, heldout2: "
-        "the pre-registered held-out grids H and H' of docs/protocol.md (default reduced)",
+        "the pre-registered held-out grids H and H' of docs/protocol.md; heldout3: grid H'' (section 8, 840 "
+        "runs, about 80 CPU-hours on an idle CPU) (default reduced)",
     )
     parser.add_argument(
         "--out", default="runs/bench", help="folder for the run directories (default runs/bench)"
@@ -33,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--report", metavar="MD", help="write the markdown tables here (default OUT/bench.md)"
+    )
+    parser.add_argument(
+        "--per-run",
+        metavar="CSV",
+        help="also write the per-run results file (one row per run x criterion, gwa.bench.perrun) that "
+        "benchmarks/heldout_analysis.py --per-run reads",
     )
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
@@ -133,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
     results = collect(root, log=lambda m: print(m, file=sys.stderr))
     if not results:
         raise ValueError(f"No complete bench run directories under {root}.")
+    if getattr(args, "per_run", None):
+        from gwa.bench import perrun
+
+        path = perrun.write_csv(perrun.rows_from_runs(results), Path(args.per_run))
+        print(f"per-run results written to {path}", file=sys.stderr)
     text = render(results, meta)
     out = Path(args.report) if args.report else root / "bench.md"
     out.parent.mkdir(parents=True, exist_ok=True)

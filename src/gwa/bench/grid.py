@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Held-out fraction of each run variant.
-VARIANTS = {"full": 0.0, "val10": 0.1, "val1": 0.01}
+VARIANTS = {"full": 0.0, "val10": 0.1, "val2": 0.02, "val1": 0.01}
+#: The variants of the development grids (the 2% split belongs to H″ only).
+DEV_VARIANTS = ("full", "val10", "val1")
 #: Label-noise settings: (kind, rate).
 NOISE_SETTINGS = (("none", 0.0), ("symmetric", 0.2), ("symmetric", 0.4), ("asymmetric", 0.4))
-GRIDS = ("reduced", "full", "case", "heldout", "heldout2")
+GRIDS = ("reduced", "full", "case", "heldout", "heldout2", "heldout3")
 #: The held-out grid's label noise and seeds (docs/protocol.md): different seeds from the development grid's 0-2.
 HELDOUT_NOISE = (
     ("none", 0.0),
@@ -36,6 +38,25 @@ HELDOUT_NOISE = (
 )
 HELDOUT_SEEDS = (100, 101, 102, 103, 104)
 HELDOUT2_SEEDS = (105, 106, 107, 108, 109)  # the second held-out grid H' (docs/protocol.md section 7)
+#: The third held-out grid H″ (docs/protocol.md, "Grid H″"): new seeds, ten per setting.
+HELDOUT3_SEEDS = tuple(range(110, 120))
+HELDOUT3_NOISE = (*HELDOUT_NOISE, ("instance", 0.2), ("instance", 0.4))
+#: H″'s paper-regime family: a small ResNet on Fashion-MNIST, SGD with momentum and weight decay, a cosine
+#: schedule after a linear warm-up, shifted and flipped batches; 20,000 samples x 32 epochs at batch 64 = 10,016
+#: steps, over 10x the longest H run (MNIST-1D CNN: 4,000 samples x 30 epochs at 128 = 960 steps).
+PAPER_REGIME = {
+    "num_train": 20000,
+    "width": 16,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "warmup_cosine",
+    "warmup_epochs": 2,
+    "augment": True,
+}
+PAPER_REGIME_EPOCHS = 32
 
 
 def variant_of(val_frac: float) -> str | None:
@@ -108,12 +129,12 @@ def grid_plans(
     small = {"mlp": {"hidden": (256, 256)}, "cnn": {"width": 16}}
     if grid == "reduced":  # keeps the code path alive in the test suite: seconds, not a measurement
         plans = [DatasetPlan("digits", ("mlp",), 5, {}, {"mlp": {"hidden": (32,)}})]
-        return plans, (("none", 0.0), ("symmetric", 0.4)), ("cosine",), (0,), tuple(VARIANTS)
+        return plans, (("none", 0.0), ("symmetric", 0.4)), ("cosine",), (0,), DEV_VARIANTS
     if grid == "case":  # the issue's Fashion-MNIST failure case: MLP 784-512-512-10, Adam 1e-3 constant, 10k
         plans = [
             DatasetPlan("fashion-mnist", ("mlp",), 30, {"num_train": 10000}, {"mlp": {"hidden": (512, 512)}})
         ]
-        return plans, (("none", 0.0), ("symmetric", 0.4)), ("constant",), (0, 1, 2), tuple(VARIANTS)
+        return plans, (("none", 0.0), ("symmetric", 0.4)), ("constant",), (0, 1, 2), DEV_VARIANTS
     if grid in ("heldout", "heldout2"):  # issue 12's pre-registered held-out grids (docs/protocol.md)
         plans = [
             DatasetPlan("mnist1d", ("cnn",), 30, {"mnist1d_samples": 5000}, {"cnn": {"width": 32}}),
@@ -121,6 +142,20 @@ def grid_plans(
         ]
         seeds = HELDOUT_SEEDS if grid == "heldout" else HELDOUT2_SEEDS
         return plans, HELDOUT_NOISE, ("constant",), seeds, ("full", "val10")
+    if grid == "heldout3":  # issue 19's H″: H's two families plus one in the paper's regime, new seeds
+        paper = {k: v for k, v in PAPER_REGIME.items() if k != "num_train"}
+        plans = [
+            DatasetPlan("mnist1d", ("cnn",), 30, {"mnist1d_samples": 5000}, {"cnn": {"width": 32}}),
+            DatasetPlan("fashion-mnist", ("mlp", "cnn"), 20, {"num_train": 3000}, small),
+            DatasetPlan(
+                "fashion-mnist",
+                ("resnet",),
+                PAPER_REGIME_EPOCHS,
+                {"num_train": PAPER_REGIME["num_train"]},
+                {"resnet": paper},
+            ),
+        ]
+        return plans, HELDOUT3_NOISE, ("constant",), HELDOUT3_SEEDS, ("full", "val10", "val2")
     if grid != "full":
         raise ValueError(f"Expected `grid` to be one of {', '.join(GRIDS)}; got {grid!r}.")
     # Sized for a 2-core CPU (about 40 minutes with two workers): small subsets, small models, 20 epochs.
@@ -132,7 +167,7 @@ def grid_plans(
         plans.append(DatasetPlan("fashion-mnist", ("mlp",), 20, {"num_train": 4000}, small))
     if cuda and _cifar10_present():
         plans.append(DatasetPlan("cifar10", ("cnn",), 30, {"num_train": 20000}, {"cnn": {"width": 32}}))
-    return plans, NOISE_SETTINGS, ("cosine", "constant"), (0, 1, 2), tuple(VARIANTS)
+    return plans, NOISE_SETTINGS, ("cosine", "constant"), (0, 1, 2), DEV_VARIANTS
 
 
 def _cifar10_present() -> bool:
@@ -156,6 +191,7 @@ def make_jobs(grid: str, *, cuda: bool = False, seeds: int | None = None) -> lis
         for plan in plans:
             for model in plan.models:
                 options = {**plan.options, **plan.model_options.get(model, {})}
+                run_schedule = options.pop("schedule", schedule)  # a family with its own schedule
                 for seed in seed_list:
                     for noise, rate in noises:
                         for variant in variants:
@@ -165,7 +201,7 @@ def make_jobs(grid: str, *, cuda: bool = False, seeds: int | None = None) -> lis
                                     model,
                                     noise,
                                     rate,
-                                    schedule,
+                                    run_schedule,
                                     seed,
                                     variant,
                                     plan.epochs,

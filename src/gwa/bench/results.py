@@ -25,6 +25,9 @@ class RunResult:
     wall_time: float
     test_at: dict[str, float]  # criterion -> test accuracy at its chosen epoch
     chosen: dict[str, int]  # criterion -> epoch
+    #: criterion -> accuracy on the run's held-out split at its chosen epoch, noisy / clean labels (split runs)
+    val_at: dict[str, float] = field(default_factory=dict)
+    val_clean_at: dict[str, float] = field(default_factory=dict)
     detection: dict[str, tuple[float, float]] = field(default_factory=dict)  # score -> (AUROC, AUPRC)
     noise_fraction: float = 0.0
     #: method -> {"precision", "recall", "f1", "auroc", "sample_passes"}: gwa's flag rules and, when its result
@@ -52,11 +55,12 @@ def load_result(path: Path) -> RunResult | None:
         rows, finetune=bool(c.get("finetune")), total_epochs=int(c.get("epochs") or len(rows))
     )
     chosen.update(candidate_choices(rows))
-    if variant == "full" and "alignment" in run.signals():
+    if "alignment" in run.signals():  # split runs too: the selection-only Δ applies every criterion there
         chosen.update(score_candidate_choices(run))
     test = policy.series(rows, "test_acc")
     index = {int(r["epoch"]): i for i, r in enumerate(rows)}
     test_at = {k: float(test[index[e]]) for k, e in chosen.items()}
+    val, val_clean = policy.series(rows, "val_acc"), policy.series(rows, "val_acc_clean")
     result = RunResult(
         path=path,
         setting=(c["dataset"], c["model"], c["noise"], float(c["noise_rate"]), c["schedule"]),
@@ -66,6 +70,10 @@ def load_result(path: Path) -> RunResult | None:
         wall_time=float(rows[-1].get("wall_time") or 0.0),
         test_at=test_at,
         chosen=chosen,
+        val_at={k: float(val[index[e]]) for k, e in chosen.items() if np.isfinite(val[index[e]])},
+        val_clean_at={
+            k: float(val_clean[index[e]]) for k, e in chosen.items() if np.isfinite(val_clean[index[e]])
+        },
     )
     mask = run.noise_mask
     if variant == "full" and "alignment" in run.signals():
@@ -119,11 +127,7 @@ def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
         }
     cl = cleanlab_baseline.load_result(root, name)
     if cl is not None:
-        out["cleanlab"] = {
-            **cleanlab_baseline.flag_quality(cl["flagged"], mask),
-            "auroc": float(roc_auc_score(mask, -cl["quality"])),
-            "sample_passes": float(cl["sample_passes"]),
-        }
+        out.update(cleanlab_baseline.cleanlab_flags(cl, mask))
     return out
 
 

@@ -209,11 +209,15 @@ def flag_table(results: list[RunResult]) -> str:
         "lastk": f"gwa: alignment < 0 in each of the last {FLAG_LAST_K} epochs (1 run)",
         "mean": "gwa: mean alignment over epochs < 0 (1 run)",
         "frac": "gwa: alignment < 0 in at least half the epochs (1 run)",
-        "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities (5 runs)",
+        "cleanlab": "cleanlab find_label_issues, 5-fold out-of-sample probabilities, folds at their last epoch "
+        "(5 runs)",
+        "cleanlab_es": "cleanlab, folds early-stopped on their held-out fold's noisy labels (5 runs; the same "
+        "trainings, scored every epoch)",
     }
     header = ["method", "runs", "precision", "recall", "F1", "AUROC", "training sample-passes (relative)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method in (*FLAG_METHODS, "cleanlab"):
+    early_stopped = ("cleanlab_es",) if all("cleanlab_es" in r.flags for r in runs) else ()
+    for method in (*FLAG_METHODS, "cleanlab", *early_stopped):
         vals = {k: np.array([r.flags[method][k] for r in runs], dtype=float) for k in runs[0].flags[method]}
 
         def cell(v):

@@ -12,7 +12,7 @@ MODELS = ("mlp", "cnn", "resnet")  # plus "timm:<name>"
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-NOISES = ("none", "symmetric", "asymmetric", "file")
+NOISES = ("none", "symmetric", "asymmetric", "instance", "file")
 BACKENDS = ("torch", "jax")
 SIGNALS = ("loss", "margin", "p_gold", "el2n", "pred", "correct")
 DEFAULT_SIGNALS = ("loss", "margin", "p_gold", "el2n", "pred")
@@ -37,7 +37,7 @@ class RunConfig:
     eval_sets: dict[str, str] = field(default_factory=dict)  # NAME -> .npz with x, y, evaluated each epoch
     # label noise
     noise: str = "none"  # one of NOISES
-    noise_rate: float = 0.0  # symmetric/asymmetric: fraction of samples (or of source classes)
+    noise_rate: float = 0.0  # symmetric/asymmetric/instance: fraction of samples (or of source classes)
     noise_file: str | None = None  # noise="file": .npy labels or CIFAR-10-N's CIFAR-10_human.pt
     noise_key: str | None = None  # key inside a .pt label file (aggre_label, random_label1, worse_label)
     # model
@@ -59,6 +59,9 @@ class RunConfig:
     seed: int = 0  # seeds model init, subset, noise, split and shuffling
     device: str = "auto"  # one of DEVICES; auto = cuda > mps > cpu
     amp: bool = False  # bf16 autocast (GPU only)
+    augment: bool = False  # random shifts (and flips for images) of the training batches, the paper's regime
+    init_perturb: float = 0.0  # re-execution check: initial weights times 1 + init_perturb * N(0, 1)
+    threads: int | None = None  # torch CPU threads (None = torch's default): another summation order
     # tracking
     signals: tuple[str, ...] = DEFAULT_SIGNALS  # companion per-sample signals to store besides alignment
     align_bias: bool = False  # include the head bias in the alignment (paper: no)
@@ -181,6 +184,12 @@ def validate(c: RunConfig) -> None:
     _int_at_least("num_train", c.num_train, 2, optional=True)
     _int_at_least("mnist1d_samples", c.mnist1d_samples, 20)
     _int_at_least("early_stop", c.early_stop, 1, optional=True)
+    _int_at_least("threads", c.threads, 1, optional=True)
+    _number_in("init_perturb", c.init_perturb, 0.0, 1.0, high_open=True)
+    if c.backend != "torch" and (c.augment or c.init_perturb or c.threads):
+        raise ValueError(
+            f"`augment`, `init_perturb` and `threads` need backend 'torch'; got backend={c.backend!r}."
+        )
     _check_classes(c)
     if not c.hidden or any(h < 1 for h in c.hidden):
         raise ValueError(f"Expected `hidden` to be one or more widths >= 1; got {c.hidden!r}.")
@@ -193,7 +202,7 @@ def validate(c: RunConfig) -> None:
     _number_in("val_frac", c.val_frac, 0.0, 0.5, high_open=True)
     _number_in("veto_frac", c.veto_frac, 0.0, 0.5, high_open=True)
     _number_in("noise_rate", c.noise_rate, 0.0, 1.0, high_open=True)
-    if c.noise in ("symmetric", "asymmetric") and c.noise_rate == 0:
+    if c.noise in ("symmetric", "asymmetric", "instance") and c.noise_rate == 0:
         raise ValueError(f"Expected `noise_rate` > 0 with noise={c.noise!r}; got 0.")
     if c.noise in ("none", "file") and c.noise_rate != 0:
         raise ValueError(

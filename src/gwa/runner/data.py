@@ -483,6 +483,9 @@ def prepare(config) -> PreparedData:
         if relabel is not None:
             pairs = _pairs_within(pairs, relabel, config.classes)
         noisy, mask = noise_lib.asymmetric(clean, config.noise_rate, pairs, seed=config.seed)
+    elif config.noise == "instance":
+        probs = noise_lib.reference_probabilities(ds.x_train[index], clean, n_classes, seed=config.seed)
+        noisy, mask = noise_lib.instance_dependent(clean, config.noise_rate, probs, seed=config.seed)
     elif config.noise == "file":
         noisy, mask = noise_lib.from_file(
             clean, config.noise_file, n_classes, key=config.noise_key, index=index

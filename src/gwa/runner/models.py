@@ -189,3 +189,15 @@ def classifier_head(model: nn.Module) -> nn.Linear | None:
     get_classifier = getattr(model, "get_classifier", None)
     head = get_classifier() if callable(get_classifier) else getattr(model, "head", None)
     return head if isinstance(head, nn.Linear) else None
+
+
+def perturb_parameters(model: nn.Module, relative: float, *, seed: int) -> None:
+    """Multiply every parameter by ``1 + relative * N(0, 1)`` (in place, seeded): a re-execution check that
+    stands in for another machine's floating-point rounding (``relative`` 1e-6) without changing the recipe."""
+    if not (0 <= relative < 1):
+        raise ValueError(f"Expected `relative` in [0, 1); got {relative!r}.")
+    generator = torch.Generator().manual_seed(int(seed) + 7_919)
+    with torch.no_grad():
+        for p in model.parameters():
+            noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            p.mul_((1.0 + relative * noise).to(p.dtype).to(p.device))

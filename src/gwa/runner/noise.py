@@ -168,3 +168,66 @@ def from_file(labels, path, num_classes: int, *, key: str | None = None, index=N
         )
     noisy = _check_labels(file_labels[rows], num_classes, f"the labels in {Path(path).name} (--noise-file)")
     return noisy, noisy != y
+
+
+# --- instance-dependent noise (issue 19) ---------------------------------------------------------------------------
+#: Principal components and folds of the reference model that decides which samples are hard and what they look like.
+REFERENCE_COMPONENTS = 32
+REFERENCE_FOLDS = 2
+
+
+def reference_probabilities(x, labels, num_classes: int, *, seed: int) -> np.ndarray:
+    """``(N, C)`` out-of-fold class probabilities of a linear reference model trained on the *clean* labels.
+
+    Multinomial logistic regression on the first :data:`REFERENCE_COMPONENTS` principal components of the inputs,
+    :data:`REFERENCE_FOLDS`-fold cross-validated (stratified, shuffled with ``seed``), so that each sample's
+    probabilities come from a model that did not see it. Deterministic for a seed.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    y = _check_labels(labels, num_classes)
+    flat = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+    if len(flat) != y.size:
+        raise ValueError(f"Expected one input per label; got {len(flat)} inputs and {y.size} labels.")
+    components = min(REFERENCE_COMPONENTS, flat.shape[1], y.size - 1)
+    features = PCA(n_components=components, svd_solver="full").fit_transform(flat - flat.mean(axis=0))
+    features /= max(float(features[:, 0].std()), 1e-12)
+    probs = np.zeros((y.size, num_classes))
+    folds = StratifiedKFold(n_splits=REFERENCE_FOLDS, shuffle=True, random_state=seed)
+    for train, held in folds.split(features, y):
+        model = LogisticRegression(max_iter=300).fit(features[train], y[train])
+        probs[np.ix_(held, model.classes_)] = model.predict_proba(features[held])
+    return probs
+
+
+def instance_dependent(labels, rate: float, probs, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Instance-dependent noise: flip exactly ``round(rate * N)`` samples, drawn without replacement with a
+    probability proportional to their difficulty (``1 - p(clean label)`` under the reference model ``probs``),
+    each to the *other* class the reference model finds most likely: the class it is confused with.
+
+    The standard synthetic stand-in for human label noise (Chen et al., AAAI 2021; Xia et al., NeurIPS 2020): hard
+    samples are mislabelled more often, and towards the classes they resemble, so the flips concentrate on the
+    confusable pairs without a fixed pair table. ``probs`` is ``(N, C)``, e.g. :func:`reference_probabilities`.
+    """
+    y = _check_labels(labels, None)
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != y.size or p.shape[1] < 2 or (y.size and y.max() >= p.shape[1]):
+        raise ValueError(
+            f"Expected `probs` of shape (N, C) = ({y.size}, C >= {max(2, int(y.max(initial=0)) + 1)}); "
+            f"got {p.shape}."
+        )
+    if not 0 <= rate < 1:
+        raise ValueError(f"Expected `rate` in [0, 1); got {rate!r}.")
+    rows = np.arange(y.size)
+    other = p.copy()
+    other[rows, y] = -np.inf
+    target = other.argmax(axis=1)
+    # A small floor keeps every sample drawable (rng.choice needs as many non-zero weights as draws).
+    difficulty = np.clip(1.0 - p[rows, y], 0.0, 1.0) + 1e-6
+    rng = np.random.default_rng(seed)
+    flip = rng.choice(y.size, size=round(rate * y.size), replace=False, p=difficulty / difficulty.sum())
+    noisy = y.copy()
+    noisy[flip] = target[flip]
+    return noisy, noisy != y

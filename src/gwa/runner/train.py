@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="symmetric: fraction of all labels to flip; asymmetric: fraction of each source class of the "
         "dataset's class pairs (e.g. fashion-mnist T-shirt<->shirt, pullover<->coat, sneaker<->ankle boot), so "
-        "fewer labels flip overall (0.3 flips about 18%% of fashion-mnist); the realised rate is printed and saved",
+        "fewer labels flip overall (0.3 flips about 18%% of fashion-mnist); instance: fraction of all labels, each flipped towards the class a reference model confuses it with; the realised rate is printed and saved",
     )
     noise.add_argument("--noise-file", help="labels to train on: .npy, or CIFAR-10-N's CIFAR-10_human.pt")
     noise.add_argument(
@@ -149,6 +149,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=int, help=f"(default {d.seed})")
     opt.add_argument("--device", help=f"{' | '.join(DEVICES)} (default {d.device}: cuda > mps > cpu)")
     opt.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (GPU only)")
+    opt.add_argument(
+        "--augment",
+        action="store_true",
+        default=None,
+        help="random shifts of up to 2 pixels and left-right flips of the training batches (1-D: shifts)",
+    )
+    opt.add_argument(
+        "--init-perturb",
+        type=float,
+        metavar="REL",
+        help="re-execution check: multiply the initial weights by 1 + REL * N(0, 1), e.g. 1e-6 (default 0)",
+    )
+    opt.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     track = parser.add_argument_group("tracking")
     track.add_argument(
         "--signals",

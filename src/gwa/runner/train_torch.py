@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import torch
 from gwa import DEFAULT_CRITERION
-from gwa.runner import checkpoint
+from gwa.runner import augment, checkpoint
 from gwa.runner.loop import EpochLoop, epoch_batches, progress_bar
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,12 @@ def _train(
     )
     if config.init_checkpoint:
         load_init_checkpoint(model, config.init_checkpoint)
+    if config.init_perturb:
+        from gwa.runner.models import perturb_parameters
+
+        perturb_parameters(model, config.init_perturb, seed=config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     model.to(device)
     n = data.num_samples
     steps_per_epoch = len(epoch_batches(n, config.batch_size, config.seed, 1))
@@ -313,10 +319,13 @@ def _train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         batches = epoch_batches(n, config.batch_size, config.seed, epoch)
+        aug_rng = augment.epoch_generator(config.seed, epoch) if config.augment else None
         with progress_bar(len(batches), desc=f"epoch {epoch}/{config.epochs}", enabled=progress) as bar:
             for b, global_ids in enumerate(batches):
                 ids_t = torch.from_numpy(global_ids[rank::world])
                 xb = to_model_input(x_train[ids_t].to(device, non_blocking=True))
+                if aug_rng is not None:
+                    xb = augment.augment_batch(xb, aug_rng)
                 yb = y_train[ids_t].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = forward(xb)
