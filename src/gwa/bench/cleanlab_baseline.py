@@ -86,7 +86,7 @@ def _train_and_predict(config, x_tr, y_tr, x_te, y_te, num_classes: int, input_s
     )
     x_tr_t, y_tr_t = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     model.train()
-    best = {"acc": -1.0, "probs": None, "epoch": 0}
+    best_acc, best_probs, best_epoch = -1.0, None, 0  # the fold model at its best noisy held-out accuracy
     fold_acc = []
     probs = np.zeros((len(x_te), num_classes))
     for epoch in range(1, config.epochs + 1):
@@ -104,12 +104,12 @@ def _train_and_predict(config, x_tr, y_tr, x_te, y_te, num_classes: int, input_s
         probs = _probabilities(model, x_te, device)
         acc = float((probs.argmax(axis=1) == y_te).mean())
         fold_acc.append(acc)
-        if acc > best["acc"]:
-            best = {"acc": acc, "probs": probs, "epoch": epoch}
+        if acc > best_acc:
+            best_acc, best_probs, best_epoch = acc, probs, epoch
     return {
         "last": probs,
-        "early_stopped": best["probs"],
-        "epoch": best["epoch"],
+        "early_stopped": best_probs,
+        "epoch": best_epoch,
         "fold_acc": np.array(fold_acc),
     }
 
