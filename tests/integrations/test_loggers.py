@@ -79,6 +79,12 @@ def test_tensorboard_event_file_holds_gwa_the_choice_and_histograms(tmp_path):
     assert hists[-1].histogram_value.sum == pytest.approx(scores[-1].mean * N, rel=1e-5)
     text = events.Tensors("gwa/diagnostics/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "short_warmup" in text
+    # The noise map of summary.json: its line as text; its rate as a scalar only when the map does not abstain.
+    estimate = json.loads((tmp_path / "run" / "summary.json").read_text())["noise_estimate"]
+    text = events.Tensors("gwa/noise_map/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text == estimate["description"] and text.startswith("noise map:")
+    rates = [e.value for e in events.Scalars("gwa/noise_rate")] if estimate["reliable"] else []
+    assert rates == ([pytest.approx(estimate["rate"], rel=1e-6)] if estimate["reliable"] else [])
 
 
 def _wandb_records(path: Path):
@@ -138,6 +144,11 @@ def test_wandb_offline_run_holds_gwa_the_choice_and_histograms(tmp_path, monkeyp
     )
     assert summary["gwa/chosen_epoch"] == recorder.best_epoch
     assert any("short_warmup" in d for d in summary["gwa/diagnostics"])
+    estimate = json.loads((tmp_path / "run" / "summary.json").read_text())["noise_estimate"]
+    logged = summary.get("gwa/noise_map") or {
+        k.removeprefix("gwa/noise_map/"): v for k, v in summary.items() if k.startswith("gwa/noise_map/")
+    }
+    assert logged["description"] == estimate["description"] and logged["reliable"] == estimate["reliable"]
 
 
 def test_recorder_raises_each_diagnostic_once_and_keeps_them(tmp_path):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from gwa import DEFAULT_CRITERION
+from gwa.integrations._classes import noise_estimate
 from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
 from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
-from gwa.integrations.loggers import check_loggers, epoch_values
+from gwa.integrations.loggers import check_loggers, epoch_values, log_noise_map
 
 #: Per-sample signals the report and ``gwa flag`` use: the loss, the prediction and whether it was right.
 RECOMMENDED_SIGNALS = ("loss", "pred", "correct")
@@ -184,8 +185,10 @@ class RunRecorder:
         self.monitor.finish()
         if self._writes:
             warn_diagnostics(self.diagnostics)
+            estimate = noise_estimate(self.monitor.noise_map, self.monitor.run_config.get("class_names"))
             for logger in self.loggers:
                 logger.log_choice(self.best_epoch, self.diagnostics)
+                log_noise_map(logger, estimate.get("noise_estimate"))
                 logger.close()
 
     def __enter__(self) -> RunRecorder:

@@ -32,6 +32,15 @@ class EpochLogger(Protocol):
     def close(self) -> None: ...
 
 
+def log_noise_map(logger, noise_estimate: Mapping[str, Any] | None) -> None:
+    """Send the run's noise map (``summary.json``'s ``noise_estimate``) to a logger that takes it: an optional
+    ``log_noise_map(noise_map)`` method, so that a custom logger with only :class:`EpochLogger`'s methods still
+    works."""
+    method = getattr(logger, "log_noise_map", None)
+    if noise_estimate and callable(method):
+        method(noise_estimate)
+
+
 def _finite_scores(alignment) -> np.ndarray | None:
     """The seen samples' alignment (NaN marks a sample not seen this epoch), or None when there is none."""
     if alignment is None:
@@ -93,6 +102,16 @@ class TensorBoardLogger:
         self.writer.add_text("gwa/diagnostics", text, global_step=self._last_epoch)
         self.writer.flush()
 
+    def log_noise_map(self, noise_map: Mapping[str, Any]) -> None:
+        """The run's noise map (``summary.json``'s ``noise_estimate``): its line as text ``gwa/noise_map`` and,
+        when it does not abstain, its overall rate as the scalar ``gwa/noise_rate``."""
+        if noise_map.get("reliable", True) and noise_map.get("rate") is not None:
+            self.writer.add_scalar("gwa/noise_rate", float(noise_map["rate"]), global_step=self._last_epoch)
+        self.writer.add_text(
+            "gwa/noise_map", str(noise_map.get("description", "")), global_step=self._last_epoch
+        )
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -132,6 +151,10 @@ class WandbLogger:
     def log_choice(self, best_epoch: int | None, diagnostics: Sequence[Any] = ()) -> None:
         self.run.summary["gwa/chosen_epoch"] = best_epoch
         self.run.summary["gwa/diagnostics"] = [str(d) for d in diagnostics]
+
+    def log_noise_map(self, noise_map: Mapping[str, Any]) -> None:
+        """The run's noise map (``summary.json``'s ``noise_estimate``) as the run summary's ``gwa/noise_map``."""
+        self.run.summary["gwa/noise_map"] = dict(noise_map)
 
     def close(self) -> None:
         if self._owns_run:

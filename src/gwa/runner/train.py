@@ -253,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
 def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     """Train ``config`` with its backend and write the run directory; returns its path."""
     from gwa import rundir
+    from gwa.integrations.loggers import log_noise_map
     from gwa.runner import checkpoint, resume_checks
     from gwa.runner.data import prepare
 
@@ -333,6 +334,7 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
             for logger in loggers:  # the default criterion's choice and what speaks against it
                 chosen = summary["criteria"].get(summary["default"], {}).get("epoch")
                 logger.log_choice(chosen, [policy_diagnostic(d) for d in summary["diagnostics"]])
+                log_noise_map(logger, summary.get("noise_estimate"))
                 logger.close()
             write_previews(writer, data)
             writer.finish()
