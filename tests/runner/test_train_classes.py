@@ -58,7 +58,10 @@ def test_classes_noise_map_and_veto_equal_the_core_over_the_run_directory(tmp_pa
     assert ("class_conditional" in codes) == policy.is_class_conditional(expected)
     printed = io.StringIO()
     print_summary(run.path, file=printed)
-    assert f"  {expected.describe(names)}\n" in printed.getvalue()
+    # the noise gwa added (its realised rate) printed right above the map's estimate of it
+    realised = f"  label noise added: asymmetric 0.3, {100 * run.summary['realised_noise_rate']:.1f}% of labels flipped\n"
+    assert f"{realised}  {expected.describe(names)}\n" in printed.getvalue()
+    assert run.summary["realised_noise_rate"] == pytest.approx(float(run.noise_mask.mean()))
     assert "  veto " in printed.getvalue()
 
 

@@ -545,11 +545,19 @@ def print_summary(out: Path, file=None) -> None:
 
 
 def noise_lines(summary: dict) -> list[str]:
-    """The noise map of summary.json (``noise_estimate``: rate and likely swapped pairs) in one line, if any."""
+    """The label noise gwa train added (its realised rate) and the noise map of summary.json (``noise_estimate``:
+    rate and likely swapped pairs), a line each, where known: the truth beside the estimate."""
+    lines = []
+    noise = summary.get("noise")
+    rate = summary.get("realised_noise_rate")
+    if isinstance(noise, dict) and noise.get("kind") not in (None, "none") and isinstance(rate, (int, float)):
+        lines.append(
+            f"  label noise added: {noise['kind']} {noise.get('rate_requested')}, {100 * rate:.1f}% of labels flipped"
+        )
     estimate = summary.get("noise_estimate")
     if isinstance(estimate, dict) and isinstance(estimate.get("description"), str):
-        return [f"  {estimate['description']}"]
-    return []
+        lines.append(f"  {estimate['description']}")
+    return lines
 
 
 def trust_lines(summary: dict) -> list[str]:
