@@ -141,7 +141,8 @@ def test_resume_from_a_malformed_checkpoint_is_one_line_naming_it(tmp_path, caps
 
 @pytest.mark.hostile("accepted", cls="crash windows")
 def test_a_best_checkpoint_chosen_under_another_plan_is_marked_stale(tmp_path, capsys):
-    from gwa.runner import checkpoint, train
+    from gwa.runner import checkpoint
+    from gwa.runner import summary as train_summary
     from gwa.runner.config import RunConfig
 
     out = tmp_path / "run"
@@ -154,10 +155,10 @@ def test_a_best_checkpoint_chosen_under_another_plan_is_marked_stale(tmp_path, c
         realised_noise_rate=0.0,
         classes=[str(k) for k in range(10)],
     )
-    chosen = train.build_summary(rows, config, data, out)["criteria"]["gwa"]["epoch"]
+    chosen = train_summary.build_summary(rows, config, data, out)["criteria"]["gwa"]["epoch"]
     other = 1 if chosen != 1 else 2  # what a resume with a longer plan leaves: the old plan's best
     checkpoint.mark(out, "best_gwa", epoch=other, backend="torch", file=f"best_gwa-{other:04d}.pt")
-    summary = train.build_summary(rows, config, data, out)
+    summary = train_summary.build_summary(rows, config, data, out)
     assert summary["best_checkpoint"]["stale"] is True
     assert (
         f"holds epoch {other}, but the default criterion now chooses epoch {chosen}"
@@ -165,7 +166,7 @@ def test_a_best_checkpoint_chosen_under_another_plan_is_marked_stale(tmp_path, c
     )
     rundir.write_json_atomic(out / "summary.json", summary)
     capsys.readouterr()
-    train.print_summary(out)
+    train_summary.print_summary(out)
     assert "warning: the best checkpoint holds epoch" in capsys.readouterr().out
 
 

@@ -92,7 +92,8 @@ def test_gwa_train_writes_and_prints_the_diagnostics_of_its_own_rows(tmp_path):
     pytest.importorskip("torch")
     from gwa.rundir import load_run
     from gwa.runner.config import RunConfig
-    from gwa.runner.train import print_summary, run_training
+    from gwa.runner.summary import print_summary
+    from gwa.runner.train import run_training
 
     config = RunConfig(
         dataset="digits",
@@ -125,7 +126,7 @@ def test_gwa_train_writes_and_prints_the_diagnostics_of_its_own_rows(tmp_path):
 
 
 def test_print_summary_says_when_no_diagnostic_fired(tmp_path):
-    from gwa.runner.train import print_summary
+    from gwa.runner.summary import print_summary
 
     (tmp_path / "summary.json").write_text(
         json.dumps({"criteria": {"gwa": {"epoch": 4, "test_acc": 0.9}}, "diagnostics": []})

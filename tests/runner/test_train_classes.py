@@ -15,7 +15,8 @@ from gwa import policy
 from gwa.rundir import load_run
 from gwa.runner.config import RunConfig
 from gwa.runner.data import load_digits
-from gwa.runner.train import print_summary, run_training
+from gwa.runner.summary import print_summary
+from gwa.runner.train import run_training
 
 TINY = {
     "dataset": "digits",

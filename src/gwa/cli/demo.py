@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def render_results(out: Path, *, elapsed: float | None = None, write_html: bool = True) -> str:
     """The demo's closing text: stop rules and their test accuracy, flagged samples, where the report is."""
     from gwa.rundir import load_run
-    from gwa.runner.train import noise_lines, trust_lines
+    from gwa.runner.summary import noise_lines, trust_lines
 
     run = load_run(out)
     assert run.summary is not None  # the demo's run has just written it

@@ -498,25 +498,13 @@ def prepare(config) -> PreparedData:
     if config.val_frac > 0:
         train_rows, val_rows = _stratified_pick(noisy, config.val_frac, config.seed, "validation split")
         x_val, y_val, y_val_clean = x[val_rows], noisy[val_rows], clean[val_rows]
-        x, noisy, clean, mask, index = (
-            x[train_rows],
-            noisy[train_rows],
-            clean[train_rows],
-            mask[train_rows],
-            index[train_rows],
-        )
+        x, noisy, clean, mask, index = (a[train_rows] for a in (x, noisy, clean, mask, index))
     x_veto = y_veto = y_veto_clean = None
     if config.veto_frac > 0:  # a fraction of the whole training set, drawn after the validation split
         size = round(config.veto_frac * n_before_splits)
         train_rows, veto_rows = _stratified_pick(noisy, size, config.seed + 1, "veto split (--veto-frac)")
         x_veto, y_veto, y_veto_clean = x[veto_rows], noisy[veto_rows], clean[veto_rows]
-        x, noisy, clean, mask, index = (
-            x[train_rows],
-            noisy[train_rows],
-            clean[train_rows],
-            mask[train_rows],
-            index[train_rows],
-        )
+        x, noisy, clean, mask, index = (a[train_rows] for a in (x, noisy, clean, mask, index))
     # Normalise with the training inputs' statistics: per channel for images, one scalar for 1-D signals.
     axes = tuple(range(x.ndim - 1)) if x.ndim == 4 else tuple(range(x.ndim))
     mean = x.mean(axis=axes, dtype=np.float64).astype(np.float32)
