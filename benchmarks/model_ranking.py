@@ -2,7 +2,7 @@
 
 Trains several architectures and widths on one dataset (clean labels), each with several seeds, once on all
 training samples (``full``) and once with a 10% stratified split held out (``val10``). ``gwa compare`` (its API,
-:func:`gwa.report.compare.compare_runs`) reads the full runs; each architecture's statistic is the mean over its
+:func:`gwa.report.compare_runs`) reads the full runs; each architecture's statistic is the mean over its
 seeds, and Kendall's tau between that ranking and the architectures' mean test accuracy comes with a bootstrap
 interval that resamples each architecture's seeds (:func:`gwa.bench.ranking.kendall_tau_interval`). The baseline
 ranks the architectures by their split's best accuracy (the val10 runs), against the same test accuracies.
@@ -130,7 +130,7 @@ def train_all(plan: Plan, out: Path, log=print) -> float:
 def run_values(plan: Plan, out: Path) -> dict[str, dict[int, dict[str, float]]]:
     """``{arch: {seed: {statistic or target: value}}}`` for every seed whose full and val10 runs are complete;
     the alignment statistics come from ``gwa compare`` over all those full runs at once."""
-    from gwa.report.compare import compare_runs
+    from gwa.report import compare_runs
 
     done = {
         (arch, seed): (run_config(plan, arch, seed, "full", out), run_config(plan, arch, seed, "val10", out))
@@ -169,7 +169,7 @@ def run_values(plan: Plan, out: Path) -> dict[str, dict[int, dict[str, float]]]:
 def analyse(plan: Plan, out: Path, *, resamples: int = RESAMPLES) -> dict:
     """Per architecture the seed means; per (statistic, target) pair tau over architectures with its interval;
     and what ``gwa compare`` itself prints over all full runs (tau over runs, scipy's p-value)."""
-    from gwa.report.compare import compare_runs
+    from gwa.report import compare_runs
 
     values = run_values(plan, out)
     seeds = {arch: sorted(v) for arch, v in values.items()}

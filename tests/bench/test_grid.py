@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 import gwa
 from gwa.bench import command, grid
 from gwa.bench.results import collect
-from gwa.report.flag import flag_samples
+from gwa.report import flag_samples
 from gwa.rundir import load_run
 
 

@@ -17,9 +17,9 @@ COMMANDS = {
     "demo": ("gwa.cli.demo", "train a small model on embedded data with label noise and show GWA at work"),
     "train": ("gwa.runner.train", "train a model on a dataset and write a run directory"),
     "bench": ("gwa.bench.command", "benchmark stop criteria and mislabel scores over a grid of runs"),
-    "report": ("gwa.report.report", "write figures and an HTML report for a run directory"),
-    "flag": ("gwa.report.flag", "export training samples ranked as likely mislabeled, as CSV"),
-    "compare": ("gwa.report.compare", "rank runs by alignment and GWA next to their test accuracy"),
+    "report": ("gwa.report._page", "write figures and an HTML report for a run directory"),
+    "flag": ("gwa.report._flag", "export training samples ranked as likely mislabeled, as CSV"),
+    "compare": ("gwa.report._compare", "rank runs by alignment and GWA next to their test accuracy"),
 }
 
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from gwa import policy
 from gwa.report import _analysis as analysis
-from gwa.report import html as markup
-from gwa.report import plots
+from gwa.report import _html as markup
+from gwa.report import _plots as plots
 
 
 def noise_map_of(run):

@@ -16,7 +16,7 @@ of the ranking score (scikit-learn), against the mask.
 
 Beside the ranking the command writes a per-class summary (``flagged_classes.csv``) and a cleanlab-compatible
 export indexed by the source dataset (``label_issues.npy``, ``label_quality.npy``, ``label_issues.csv``); see
-:mod:`gwa.report.flag_export`.
+:mod:`gwa.report._flag_export`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gwa.report import _analysis as A
-    from gwa.report import flag_export
+    from gwa.report import _flag_export as flag_export
 
     loaded = A.open_run(args.run)
     result = flag_samples(loaded, rule=args.rule, last_k=args.last_k, top=args.top, threshold=args.threshold)
@@ -253,7 +253,7 @@ def flag_samples(
         >>> res.flagged_ids[:5], res.precision, res.recall  # doctest: +SKIP
     """
     from gwa.report import _analysis as A
-    from gwa.report.flag_export import class_names, source_index
+    from gwa.report._flag_export import class_names, source_index
 
     run = A.open_run(run)
     matrix = A.alignment_matrix(run)
@@ -322,7 +322,7 @@ def _rule_and_inputs(run, rule: str | None):
     """The rule to use and why, with what ``pair_aware`` reads (the noise map, ``(E, N)`` predictions); the map
     is None where that rule is not used or cannot read it (then ``pair_aware`` equals ``window``)."""
     from gwa.report import _analysis as A
-    from gwa.report.classes import noise_map_of
+    from gwa.report._classes import noise_map_of
 
     if rule is not None and rule != "pair_aware":
         check_flag_options(rule, DEFAULT_LAST_K, None, None)  # an unknown name fails here, naming `rule`

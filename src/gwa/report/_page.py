@@ -2,7 +2,7 @@
 
 The page has a header (run config, each stop criterion's epoch and test accuracy, the GWA guard explained when
 it fired, how far to trust the default criterion's choice: :func:`gwa.policy.diagnose`), the GWA and mean-alignment curves against accuracy, the per-epoch distribution of per-sample
-alignment, the per-class evidence (which classes look swapped, :mod:`gwa.report.classes`), a data map
+alignment, the per-class evidence (which classes look swapped, :mod:`gwa.report._classes`), a data map
 (per-sample mean vs. std of alignment over epochs) and the most negatively aligned samples with thumbnails of
 their inputs. Images are embedded as base64 data URIs; the page loads nothing.
 Interrupted runs are reported as far as they got, with a note.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from gwa.report import _analysis as analysis
-from gwa.report import html as markup
-from gwa.report import plots
+from gwa.report import _html as markup
+from gwa.report import _plots as plots
 from gwa.rundir import write_atomic
 
 DEFAULT_TOP_SAMPLES = 20
@@ -138,7 +138,7 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         )
     )
 
-    from gwa.report.classes import class_section
+    from gwa.report._classes import class_section
 
     per_class = class_section(run, out)  # None without classes.jsonl
     if per_class is not None:

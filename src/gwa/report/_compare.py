@@ -107,7 +107,7 @@ class CompareResult:
         return _markdown(self)
 
     def plot(self, path) -> Path:
-        from gwa.report import plots
+        from gwa.report import _plots as plots
 
         names = [r.name for r in self.rows]
 
@@ -278,7 +278,7 @@ def markdown_cell(text: str) -> str:
 
 
 def _markdown(result: CompareResult) -> str:
-    from gwa.report.html import fmt
+    from gwa.report._html import fmt
 
     def at(value, epoch):
         return f"{fmt(value)} (ep {epoch})" if epoch is not None else fmt(value)
