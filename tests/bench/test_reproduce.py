@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gwa.bench.command import add_arguments
+from gwa.cli.bench import add_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKEFILE = ROOT / "benchmarks" / "reproduce.mk"

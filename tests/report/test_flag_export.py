@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.report import _flag as flag_cmd
+from gwa.cli import flag as flag_cmd
 from gwa.report import flag_samples
 from gwa.report._flag_export import label_quality, per_class_rows
 from gwa.rundir import RunWriter

@@ -1,4 +1,4 @@
-"""``gwa compare RUN [RUN ...]``: rank runs by alignment statistics next to their test accuracy.
+"""What ``gwa compare RUN [RUN ...]`` computes: runs ranked by alignment statistics next to their test accuracy.
 
 Two train-time statistics, neither needing held-out data:
 
@@ -16,15 +16,12 @@ exact method for tau).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from gwa.rundir import write_atomic
 
 MIN_RUNS_FOR_CORRELATION = 3
 #: Printed under every comparison: what our own benchmark says about the ranking (docs/benchmarks.md, item 7).
@@ -35,33 +32,6 @@ TRUST_NOTE = (
     "(docs/benchmarks.md, 'Model ranking')."
 )
 EXACT_SPEARMAN_MAX_RUNS = 8  # 8! = 40320 pairings: well under a second
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories to compare")
-    parser.add_argument(
-        "--out", metavar="MD", default=None, help="also write the markdown tables to this file"
-    )
-    parser.add_argument(
-        "--plot",
-        metavar="PNG",
-        default=None,
-        help="also draw each statistic against test accuracy into this PNG",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    result = compare_runs(args.runs)
-    text = result.to_markdown()
-    print(text)
-    if args.out is not None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out, lambda fh: fh.write((text + "\n").encode()))
-        print(f"tables written to {args.out}")
-    if args.plot is not None:
-        result.plot(args.plot)
-        print(f"figure written to {args.plot}")
-    return 0
 
 
 @dataclass(frozen=True)

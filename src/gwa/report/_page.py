@@ -1,4 +1,4 @@
-"""``gwa report RUN [--out DIR]``: figures (PNG) and one self-contained HTML page for a run directory.
+"""What ``gwa report`` writes: figures (PNG) and one self-contained HTML page for a run directory.
 
 The page has a header (run config, each stop criterion's epoch and test accuracy, the GWA guard explained when
 it fired, how far to trust the default criterion's choice: :func:`gwa.policy.diagnose`), the GWA and mean-alignment curves against accuracy, the per-epoch distribution of per-sample
@@ -10,7 +10,6 @@ Interrupted runs are reported as far as they got, with a note.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -43,34 +42,6 @@ HEADER_KEYS = (
     "backend",
 )
 HIDDEN_KEYS = {"format", "gwa_version", "status"}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "run", metavar="RUN", help="the run directory (written by `gwa train` or an integration)"
-    )
-    parser.add_argument(
-        "--out",
-        metavar="DIR",
-        default=None,
-        help="where to write report.html and the PNG figures (default: RUN/report)",
-    )
-    parser.add_argument(
-        "--top-samples",
-        type=int,
-        default=DEFAULT_TOP_SAMPLES,
-        metavar="K",
-        help=f"rows in the table of most negatively aligned samples (default {DEFAULT_TOP_SAMPLES})",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    run_dir = analysis.open_run(args.run)
-    path = write_report(run_dir, args.out, top_samples=args.top_samples)
-    for note in analysis.run_notes(run_dir):
-        print(f"note: {note}")
-    print(f"report written to {path}")
-    return 0
 
 
 def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -> Path:
