@@ -130,7 +130,7 @@ def test_too_few_runs_for_correlation(four_runs):
     res = compare_runs(four_runs[:2])
     assert res.correlations == []
     assert "Rank correlations need at least 3 runs" in res.to_markdown()
-    assert res.to_markdown().endswith("(docs/benchmarks.md, 'Model ranking').")
+    assert res.to_markdown().endswith("(docs/results.md, 'Model ranking').")
 
 
 def test_incomplete_run_is_marked(tmp_path, write_run):

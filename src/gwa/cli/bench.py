@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=GRIDS,
         default="reduced",
         help="reduced: seconds, keeps the code path alive; full: the development grid of "
-        "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout, heldout2: "
+        "docs/results.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout, heldout2: "
         "the pre-registered held-out grids H and H' of docs/protocol.md; heldout3: grid H'' (section 8, 840 "
         "runs, about 80 CPU-hours on an idle CPU) (default reduced)",
     )
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-run",
         metavar="CSV",
         help="also write the per-run results file (one row per run x criterion, gwa.bench.perrun) that "
-        "benchmarks/heldout_analysis.py --per-run reads",
+        "experiments/heldout_analysis.py --per-run reads",
     )
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")

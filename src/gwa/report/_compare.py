@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 MIN_RUNS_FOR_CORRELATION = 3
-#: Printed under every comparison: what our own benchmark says about the ranking (docs/benchmarks.md, item 7).
+#: Printed under every comparison: what our own benchmark says about the ranking (docs/results.md, item 7).
 TRUST_NOTE = (
     "How far to trust the ranking: in gwa's benchmark the max mean alignment did not rank 7 MNIST-1D "
     "architectures by test accuracy (Kendall tau -0.52 [-0.62, -0.14] at 20 epochs, -0.14 [-0.43, +0.05] at 40; "
     "a 10% validation split: +1.00). To choose between architectures, rank by held-out accuracy "
-    "(docs/benchmarks.md, 'Model ranking')."
+    "(docs/results.md, 'Model ranking')."
 )
 EXACT_SPEARMAN_MAX_RUNS = 8  # 8! = 40320 pairings: well under a second
 

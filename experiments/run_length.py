@@ -6,9 +6,9 @@ runs: to the first 10% (epochs 1-20, warm-up 2 epochs, i.e. the dev grid's run l
 (warm-up 20 epochs). With a constant learning rate the first 20 epochs are bit-identical to a 20-epoch run (the
 batch order depends on (seed, epoch) only); with cosine they are not (the schedule is stretched).
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/run_length.py --out /work/evid_runs/run_length \
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/run_length.py --out /work/evid_runs/run_length \
         --schedules constant --seeds 0,1,2
-    PYTHONPATH=src python benchmarks/run_length.py --out /work/evid_runs/run_length --analyse-only
+    PYTHONPATH=src python experiments/run_length.py --out /work/evid_runs/run_length --analyse-only
 """
 
 from __future__ import annotations

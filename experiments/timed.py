@@ -1,7 +1,7 @@
-"""Run one part of benchmarks/reproduce.mk and record its wall time; or summarise the recorded times.
+"""Run one part of experiments/reproduce.mk and record its wall time; or summarise the recorded times.
 
-    python benchmarks/timed.py TIMINGS_DIR PART -- COMMAND ...   # runs COMMAND, writes TIMINGS_DIR/PART.json
-    python benchmarks/timed.py TIMINGS_DIR --summary              # markdown table of every recorded part
+    python experiments/timed.py TIMINGS_DIR PART -- COMMAND ...   # runs COMMAND, writes TIMINGS_DIR/PART.json
+    python experiments/timed.py TIMINGS_DIR --summary              # markdown table of every recorded part
 
 The command's output passes through unchanged and its exit status is returned, so make stops on a failure.
 """
@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+# benchmarks/_machine.py: one machine line for the performance scripts and the experiments
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _machine import cpu_model
 
 

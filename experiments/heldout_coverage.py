@@ -1,6 +1,6 @@
-"""Coverage of each interval method on synthetic crossed designs (docs/protocol.md, grid H″; docs/benchmarks.md).
+"""Coverage of each interval method on synthetic crossed designs (docs/protocol.md, grid H″; docs/results.md).
 
-    PYTHONPATH=src python benchmarks/heldout_coverage.py > coverage.md
+    PYTHONPATH=src python experiments/heldout_coverage.py > coverage.md
 
 d[s, k] = a_s + b_k + e_sk with setting effects a (sd 1), a seed effect b shared by every setting (sd 1.5) and
 residuals e (sd 0.5), true mean 0; 2,000 replicates per cell (Monte Carlo sd about 0.005), 1,000 bootstrap

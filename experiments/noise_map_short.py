@@ -1,12 +1,12 @@
 """Issue 18: does the noise map abstain where a run is too short to tell noise from hard samples?
 
-Re-reads the 45 development runs of ``benchmarks/noise_map_train.py`` cut to their first K epochs (Adam at a
+Re-reads the 45 development runs of ``experiments/noise_map_train.py`` cut to their first K epochs (Adam at a
 constant learning rate, so a cut run is exactly the run a user who asked for K epochs would have), and reports per
 family, setting and K: the map's reading, whether it abstains, and whether ``class_conditional`` fires with the
 abstention (``after``) and without it (``before``: the map's own pairs and concentration, as before issue 18's
 abstention). Writes ``short_runs.csv`` and ``short_runs.md``:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/noise_map_short.py runs/noise_map docs/data/issue18
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_short.py runs/noise_map docs/data/issue18
 """
 
 from __future__ import annotations

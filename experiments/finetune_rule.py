@@ -7,10 +7,10 @@ all training samples (``full``) and once with a 10% stratified split held out (`
 rule picks an epoch; the split picks one in its own run; each is scored by the clean test accuracy there and
 compared with the split, seed by seed (paired bootstrap over seeds, ``gwa.bench.paired``).
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/finetune_rule.py --plan cnn \
-        --out /work/evid_runs/finetune --json docs/data/issue12/finetune_rule.json
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/finetune_rule.py --plan mlp \
-        --out /work/evid_runs/finetune_mlp --json docs/data/issue12/finetune_rule.json
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/finetune_rule.py --plan cnn \
+        --out /work/evid_runs/finetune --json docs/data/experiments/finetune_rule.json
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/finetune_rule.py --plan mlp \
+        --out /work/evid_runs/finetune_mlp --json docs/data/experiments/finetune_rule.json
     (add --analyse-only to rebuild the tables from the run directories, --plot PNG for the curves)
 """
 
@@ -47,7 +47,7 @@ REFERENCE = "val10 split (noisy labels)"
 
 @dataclass(frozen=True)
 class Plan:
-    """The experiment's recipe; :data:`PLANS` are what docs/benchmarks.md reports, tests use a tiny one."""
+    """The experiment's recipe; :data:`PLANS` are what docs/results.md reports, tests use a tiny one."""
 
     dataset: str = "fashion-mnist"
     model: str = "cnn"

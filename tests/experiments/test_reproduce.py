@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.mk and benchmarks/timed.py: the one command that regenerates docs/benchmarks.md's tables.
+"""experiments/reproduce.mk and experiments/timed.py: the one command that regenerates docs/results.md's tables.
 
 The parts take minutes to hours, so the suite checks what can break without running them: make resolves every
 target, every script the makefile calls exists and accepts every flag it is given, and the timing wrapper
@@ -20,8 +20,8 @@ import pytest
 from gwa.cli.bench import add_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
-MAKEFILE = ROOT / "benchmarks" / "reproduce.mk"
-TIMED = ROOT / "benchmarks" / "timed.py"
+MAKEFILE = ROOT / "experiments" / "reproduce.mk"
+TIMED = ROOT / "experiments" / "timed.py"
 
 
 def _dry_run(out: Path) -> list[list[str]]:
@@ -51,7 +51,7 @@ def test_every_part_is_planned_with_existing_scripts_and_flags(tmp_path):
     gwa_parser = argparse.ArgumentParser()
     add_arguments(gwa_parser)
     for argv in commands:
-        if argv[1] == "benchmarks/timed.py" and "--" in argv:
+        if argv[1] == "experiments/timed.py" and "--" in argv:
             parts.add(argv[3])
             argv = argv[argv.index("--") + 1 :]
         if argv[1:3] == ["-m", "gwa.cli"]:

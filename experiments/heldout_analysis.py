@@ -1,8 +1,8 @@
 """Every held-out table (docs/protocol.md, sections 4, 5 and H″) from a per-run results file alone.
 
-    PYTHONPATH=src python benchmarks/heldout_analysis.py --per-run docs/data/heldout/h2.csv > tables.md
-    PYTHONPATH=src python benchmarks/heldout_analysis.py RUNS --export h2.csv     # run directories -> file
-    PYTHONPATH=src python benchmarks/heldout_analysis.py --per-run a.csv --rerun b.csv   # re-execution check
+    PYTHONPATH=src python experiments/heldout_analysis.py --per-run docs/data/heldout/h2.csv > tables.md
+    PYTHONPATH=src python experiments/heldout_analysis.py RUNS --export h2.csv     # run directories -> file
+    PYTHONPATH=src python experiments/heldout_analysis.py --per-run a.csv --rerun b.csv   # re-execution check
 
 The per-run file (:mod:`gwa.bench.perrun`) holds one row per run x criterion; the numbers come from
 :mod:`gwa.bench.heldout` (both Δs to the noisy 10% split, flags against both cleanlab recipes, noise-rate errors,

@@ -1,4 +1,4 @@
-"""benchmarks/finetune_rule.py and benchmarks/model_ranking.py: their rules on hand-built curves, and each
+"""experiments/finetune_rule.py and experiments/model_ranking.py: their rules on hand-built curves, and each
 experiment end to end at tiny size (digits, 2-3 epochs, seconds)."""
 
 import importlib.util
@@ -14,11 +14,11 @@ torch = pytest.importorskip("torch")
 
 from gwa.rundir import load_run
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)

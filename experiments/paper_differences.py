@@ -15,7 +15,7 @@ Measured:
    a digits MLP trained 15 epochs (Adam 5e-3, batch 64, float32, seeds 0-2).
 4. the per-epoch value: gwa's ``gwa_paper`` vs the official expression on the scores of run 3.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/paper_differences.py --out docs/data/issue20/paper_differences.json``
+Usage: ``OMP_NUM_THREADS=1 python experiments/paper_differences.py --out docs/data/paper-differences/paper_differences.json``
 """
 
 from __future__ import annotations
@@ -204,7 +204,9 @@ def main() -> None:
     warnings.simplefilter("ignore", RuntimeWarning)  # the x / 0 of the epsilon-free float32 column, counted
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/data/issue20/paper_differences.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs/data/paper-differences/paper_differences.json")
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     result = {"by_margin": by_margin(), "post_step_runs": post_step_runs()}

@@ -7,10 +7,10 @@ seeds, and Kendall's tau between that ranking and the architectures' mean test a
 interval that resamples each architecture's seeds (:func:`gwa.bench.ranking.kendall_tau_interval`). The baseline
 ranks the architectures by their split's best accuracy (the val10 runs), against the same test accuracies.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/model_ranking.py --plan short \
-        --out /work/evid_runs/ranking --json docs/data/issue12/model_ranking.json
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/model_ranking.py --plan long \
-        --out /work/evid_runs/ranking_long --json docs/data/issue12/model_ranking.json
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/model_ranking.py --plan short \
+        --out /work/evid_runs/ranking --json docs/data/experiments/model_ranking.json
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/model_ranking.py --plan long \
+        --out /work/evid_runs/ranking_long --json docs/data/experiments/model_ranking.json
     (add --analyse-only to rebuild the tables from the run directories, --plot PNG for the scatter plots)
 """
 
@@ -67,7 +67,7 @@ LABELS = {
 
 @dataclass(frozen=True)
 class Plan:
-    """The experiment's recipe; :data:`PLANS` are what docs/benchmarks.md reports, tests use a tiny one."""
+    """The experiment's recipe; :data:`PLANS` are what docs/results.md reports, tests use a tiny one."""
 
     dataset: str = "mnist1d"
     data_options: tuple = (("mnist1d_samples", 5000),)

@@ -8,7 +8,7 @@ and logs, per epoch, the alignment statistics of two estimators over the same tr
 
 If the offline curve has the same early peak, the transient is training dynamics, not the estimator.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/estimator_bias.py --out runs/estimator_bias.json
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/estimator_bias.py --out runs/estimator_bias.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""benchmarks/noise_map.py (issue 18's development analysis): its truth, pair scores, intervals and veto table on
+"""experiments/noise_map.py (issue 18's development analysis): its truth, pair scores, intervals and veto table on
 hand-built runs with known answers, so that a mutation of the analysis fails here."""
 
 import importlib.util
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 @pytest.fixture(scope="module")
 def nm():
-    spec = importlib.util.spec_from_file_location("noise_map_bench", BENCHMARKS / "noise_map.py")
+    spec = importlib.util.spec_from_file_location("noise_map_bench", EXPERIMENTS / "noise_map.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["noise_map_bench"] = module
     spec.loader.exec_module(module)
@@ -96,7 +96,7 @@ def test_the_veto_table_is_paired_per_run(nm):
 
 
 def _module(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

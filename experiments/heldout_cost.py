@@ -1,6 +1,6 @@
 """Cost of grid H″ on this machine: one timed epoch of each model family's full run, extrapolated to the grid.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/heldout_cost.py OUT > cost.md
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/heldout_cost.py OUT > cost.md
 
 Each family's full-variant configuration of ``gwa bench --grid heldout3`` (tracker, companion signals, Gradient
 Disparity, test evaluation) is trained for two epochs on a subset of ``--steps`` batches; the second epoch's time,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def run_plans(
     plot: Callable[[object, Path, dict, str], None],
     argv=None,
 ) -> int:
+    # benchmarks/_machine.py: one machine line for the performance scripts and the experiments
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from _machine import cpu_model
 
     p = argparse.ArgumentParser(description=(doc or "").split("\n")[0])

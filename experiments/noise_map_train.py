@@ -10,7 +10,7 @@ CNN's folds would cost five CNN runs each; left out).
 
 Resumable: a finished run (``<cache>/<name>.npz``) is skipped. Run with nice and one thread:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/noise_map_train.py runs/noise_map
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_train.py runs/noise_map
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Part 1 starts the JAX run from the torch run's initial weights: what is left is 
 ATen kernels), so the curves should agree closely and drift slowly. Part 2 lets each backend draw its own
 initial weights (the normal case) and compares the backend gap with the seed-to-seed spread of torch alone.
 
-    python benchmarks/jax_vs_torch.py            # digits, MLP, 20% symmetric noise, 20 epochs, seeds 0-2
+    python experiments/jax_vs_torch.py            # digits, MLP, 20% symmetric noise, 20 epochs, seeds 0-2
 """
 
 from __future__ import annotations

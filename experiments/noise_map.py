@@ -1,11 +1,11 @@
 """Issue 18's development measurements: the noise map against the truth and cleanlab, the ``class_conditional``
 diagnostic against the runs where the default loses to a noisy 10% split, and the tiny-split veto.
 
-Reads the raw runs of ``benchmarks/noise_map_train.py`` (train them first), recomputes everything through the core
+Reads the raw runs of ``experiments/noise_map_train.py`` (train them first), recomputes everything through the core
 policy (``gwa.class_evidence`` per epoch from the stored alignment, labels and train-pass predictions; then
 ``gwa.policy``), and writes per-run CSVs and the tables of docs/noise-map.md:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/noise_map.py runs/noise_map docs/data/issue18
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map.py runs/noise_map docs/data/issue18
 
 Every comparison is *selection-only*: each run trains on 90% of its subset and holds the other 10% (noisy labels)
 out, scored each epoch; the "2% split" is the first fifth of it. The veto reads the 2% split. Intervals: mean over

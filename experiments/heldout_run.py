@@ -4,12 +4,12 @@ Order: per block (dataset x model family, cheapest first) its runs, then the cle
 (H and H': H1, H2, cleanlab H1, cleanlab H2, H3, cleanlab H3, as registered). A finished run or cleanlab result is
 skipped when started again.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python benchmarks/heldout_run.py /work/evid_runs/heldout
-    PYTHONPATH=src python benchmarks/heldout_run.py OUT --grid heldout3 --only fashion-mnist:mlp --perturb
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 19 python experiments/heldout_run.py /work/evid_runs/heldout
+    PYTHONPATH=src python experiments/heldout_run.py OUT --grid heldout3 --only fashion-mnist:mlp --perturb
 
 ``--perturb`` retrains as on another machine (the re-execution check of grid H″): two torch threads instead of one
 and the initial weights multiplied by 1 + 1e-6 N(0, 1); write it to another folder and compare the two per-run
-files with ``benchmarks/heldout_analysis.py --per-run A --rerun B``.
+files with ``experiments/heldout_analysis.py --per-run A --rerun B``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Issue 18, item 6 (development): does per-class evidence make better flags under class-pair noise?
 
-Re-reads the 45 development runs of ``benchmarks/noise_map_train.py`` and compares, against the true flipped labels,
+Re-reads the 45 development runs of ``experiments/noise_map_train.py`` and compares, against the true flipped labels,
 the current ``window`` flag rule (mean alignment over gwa's window < 0; ranked by that mean) with per-class
 variants that read the run's noise map (:func:`gwa.policy.noise_map_of_run`) and each class's alignment scale:
 
@@ -17,7 +17,7 @@ variants that read the run's noise map (:func:`gwa.policy.noise_map_of_run`) and
 An abstaining map (``reliable=False``) leaves every variant equal to ``window``. All of it is in-sample
 (``gwa.policy.PAIR_SLACK`` set on these runs). Writes ``flags_runs.csv`` and ``flags.md``:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/noise_map_flags.py runs/noise_map docs/data/issue18
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_flags.py runs/noise_map docs/data/issue18
 """
 
 from __future__ import annotations

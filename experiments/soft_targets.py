@@ -13,8 +13,8 @@ MNIST-1D MLP (5,000 generated samples), Fashion-MNIST MLP (4,000 training sample
 
 Usage (resumable: finished runs are read back from their JSON files)::
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/soft_targets.py --out docs/data/issue20/soft_targets
-    python benchmarks/soft_targets.py --out docs/data/issue20/soft_targets --table   # tables only
+    OMP_NUM_THREADS=1 nice -n 10 python experiments/soft_targets.py --out docs/data/soft-targets/runs
+    python experiments/soft_targets.py --out docs/data/soft-targets/runs --table   # tables only
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def tables(runs: list[dict]) -> str:
 
     def crossed(cells) -> tuple[float, float, float]:
         # seeds are crossed with settings (a seed fixes subset, noise and init in every setting): t over the
-        # per-seed means, estimand "these settings" (gwa.bench.crossed; coverage in docs/benchmarks.md)
+        # per-seed means, estimand "these settings" (gwa.bench.crossed; coverage in docs/results.md)
         i = settings_interval(cells)
         return i.mean, i.low, i.high
 
@@ -273,7 +273,7 @@ def tables(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/data/issue20/soft_targets"))
+    parser.add_argument("--out", type=Path, default=Path("docs/data/soft-targets/runs"))
     parser.add_argument("--table", action="store_true", help="only print the tables of the runs in --out")
     args = parser.parse_args()
     if not args.table:
