@@ -190,8 +190,7 @@ def test_a_linked_score_file_is_not_read(run, tmp_path):
 @pytest.mark.hostile("accepted", cls="symlinks")
 def test_report_and_flag_replace_planted_links_in_their_outputs(run, victim, tmp_path):
     pytest.importorskip("matplotlib")
-    from gwa.report.flag import flag_samples
-    from gwa.report.report import write_report
+    from gwa.report import flag_samples, write_report
 
     (run / "report").mkdir()
     for name in ("curves.png", "report.html", "report.html.tmp"):

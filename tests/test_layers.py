@@ -42,7 +42,7 @@ def test_the_tree_keeps_its_layers():
     ("module", "line", "contract"),
     [
         ("_summary.py", "    from gwa.torch import GWATracker\n", "The core"),  # function-level
-        ("report/flag.py", "from gwa.runner import data\n", "The report reads only"),
+        ("report/_flag.py", "from gwa.runner import data\n", "The report reads only"),
         ("rundir/_writer.py", "import gwa.integrations\n", "The run directory depends"),
         ("policy/_criteria.py", "from gwa.rundir import load_run\n", "The core"),
     ],

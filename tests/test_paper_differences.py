@@ -1,6 +1,6 @@
 """gwa against the paper's code (hlzl/gwa), formula written out here: where they agree, where and why they part.
 
-docs/paper-differences.md has the measurements; benchmarks/paper_differences.py reproduces them.
+docs/paper-differences.md has the measurements; experiments/paper_differences.py reproduces them.
 """
 
 from __future__ import annotations

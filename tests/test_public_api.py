@@ -88,7 +88,7 @@ def test_import_gwa_with_frameworks_blocked():
         assert gwa.select_epoch([0.1, 0.3, 0.2]) == 2 and gwa.select_epoch([summary, summary]) == 1
         stopper = gwa.EarlyStopper(patience=1, total_epochs=3)
         assert [stopper.step(v) for v in (0.1, 0.3, 0.2)] == [False, False, True] and stopper.best_epoch == 2
-        import gwa.policy, gwa.report.report, gwa.report.flag, gwa.report.compare
+        import gwa.policy, gwa.report._page, gwa.report._flag, gwa.report._compare
         gwa.cli.build_parser()
         loaded = sorted({{m.split(".")[0] for m, mod in sys.modules.items() if mod is not None}} & set(HEAVY))
         assert not loaded, loaded

@@ -12,15 +12,16 @@ pytest.importorskip("sklearn")
 from sklearn.metrics import roc_auc_score
 
 import gwa
-from gwa.bench import command, grid
+from gwa.bench import grid
 from gwa.bench.results import collect
-from gwa.report.flag import flag_samples
+from gwa.cli import bench as bench_cli
+from gwa.report import flag_samples
 from gwa.rundir import load_run
 
 
 def _args(**kw):
     parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
+    bench_cli.add_arguments(parser)
     args = parser.parse_args([])
     for k, v in kw.items():
         setattr(args, k, v)
@@ -30,7 +31,7 @@ def _args(**kw):
 @pytest.fixture(scope="module")
 def reduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "runs"
-    assert command.run(_args(grid="reduced", out=str(out))) == 0
+    assert bench_cli.run(_args(grid="reduced", out=str(out))) == 0
     return out
 
 
@@ -88,7 +89,7 @@ def test_table_cells_match_the_run_directories(reduced):
 def test_from_runs_rebuilds_the_same_tables_without_training(reduced, tmp_path):
     first = (reduced / "bench.md").read_text()
     report = tmp_path / "again.md"
-    assert command.run(_args(from_runs=str(reduced), report=str(report))) == 0
+    assert bench_cli.run(_args(from_runs=str(reduced), report=str(report))) == 0
     assert report.read_text() == first
     # starting the grid again trains nothing: every run is complete
     lines = []
@@ -114,16 +115,16 @@ def test_errors():
     with pytest.raises(ValueError, match="`grid`"):
         grid.make_jobs("huge")
     with pytest.raises(ValueError, match="--workers"):
-        command.run(_args(workers=0))
+        bench_cli.run(_args(workers=0))
     with pytest.raises(FileNotFoundError, match="--from-runs"):
-        command.run(_args(from_runs="/nonexistent/bench"))
+        bench_cli.run(_args(from_runs="/nonexistent/bench"))
 
 
 def test_per_run_file_from_the_bench_feeds_the_held_out_analysis(reduced, tmp_path):
     from gwa.bench import heldout, perrun
 
     path = tmp_path / "per_run.csv"
-    assert command.run(_args(from_runs=str(reduced), report=str(tmp_path / "t.md"), per_run=str(path))) == 0
+    assert bench_cli.run(_args(from_runs=str(reduced), report=str(tmp_path / "t.md"), per_run=str(path))) == 0
     rows = perrun.read_csv(path)
     results = {(r.setting, r.variant): r for r in collect(reduced, log=lambda m: None)}
     setting = ("digits", "mlp", "symmetric", 0.4, "cosine")

@@ -1,6 +1,6 @@
 """The held-out analysis pinned on hand-built per-run files with known answers: both Δs and their reference, the
 verdict thresholds, the interval level, flags against both cleanlab recipes, diagnostics, the re-execution
-check, the registered transient threshold, and benchmarks/heldout_analysis.py end to end from the file alone."""
+check, the registered transient threshold, and experiments/heldout_analysis.py end to end from the file alone."""
 
 import importlib.util
 import sys
@@ -12,7 +12,7 @@ import pytest
 from gwa.bench import crossed, heldout, perrun
 from gwa.bench.heldout import Rows
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 SYM = ("fashion-mnist", "mlp", "symmetric", 0.2, "constant")
 ASY = ("fashion-mnist", "mlp", "asymmetric", 0.4, "constant")
 CLEAN = ("fashion-mnist", "mlp", "none", 0.0, "constant")
@@ -162,7 +162,7 @@ def test_the_registered_transient_threshold_is_fifteen_points_of_training_accura
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

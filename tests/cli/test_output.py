@@ -112,7 +112,7 @@ def test_compare_says_how_many_runs_have_what_a_correlation_needs(tmp_path, caps
 def test_flag_on_a_clean_run_says_precision_is_undefined(tmp_path, capsys):
     pytest.importorskip("sklearn")
     from gwa.cli import main
-    from gwa.report.flag import flag_samples
+    from gwa.report import flag_samples
 
     clean = _run(tmp_path / "clean", test_acc=False, noise_mask=np.zeros(40, bool))
     result = flag_samples(clean, top=5)

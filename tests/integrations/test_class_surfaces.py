@@ -70,7 +70,7 @@ def test_two_swapped_pairs_reach_summary_classes_jsonl_diagnostics_and_report(tm
     # The same map as the core's over the run's rows and records.
     expected = policy.noise_map_of_run(run.metrics, run.class_evidence(), total_epochs=len(results))
     assert estimate == {**expected.to_dict(), "description": expected.describe(NAMES)}
-    from gwa.report.report import write_report
+    from gwa.report import write_report
 
     html = write_report(tmp_path / "run").read_text()
     assert "which classes look swapped" in html

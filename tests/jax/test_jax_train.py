@@ -198,8 +198,7 @@ def test_jax_and_torch_backends_write_the_same_contract(tmp_path):
     for key in ("step", "lr", "n_scores"):
         assert jax_run.series(key).tolist() == torch_run.series(key).tolist()
     # The analysis side reads a jax run like a torch run.
-    from gwa.report.compare import compare_runs
-    from gwa.report.flag import flag_samples
+    from gwa.report import compare_runs, flag_samples
 
     assert len(compare_runs([jax_run, torch_run]).rows) == 2
     flagged = flag_samples(jax_run, top=20)

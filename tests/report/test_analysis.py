@@ -126,9 +126,9 @@ def test_metric_at_missing_is_nan(run_dir):
 
 
 def test_ranges_and_html_helpers():
-    from gwa.report.html import fmt, sparkline_svg, table
-    from gwa.report.plots import pick_epochs
-    from gwa.report.report import _ranges
+    from gwa.report._html import fmt, sparkline_svg, table
+    from gwa.report._page import _ranges
+    from gwa.report._plots import pick_epochs
 
     assert _ranges([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7–8"
     assert fmt(None) == fmt(float("nan")) == "–" and fmt(3) == "3" and fmt(0.12345) == "0.123"
@@ -148,7 +148,7 @@ def test_ranges_and_html_helpers():
 
 def test_command_modules_import_without_matplotlib():
     code = (
-        "import sys, gwa.report.report, gwa.report.flag, gwa.report.compare; "
+        "import sys, gwa.report._page, gwa.report._flag, gwa.report._compare; "
         "assert not {'matplotlib', 'sklearn', 'scipy'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -163,14 +163,14 @@ def test_image_thumbnail_layouts(shape, size):
 
     from PIL import Image
 
-    from gwa.report.plots import image_thumbnail
+    from gwa.report._plots import image_thumbnail
 
     img = Image.open(io.BytesIO(image_thumbnail(np.arange(np.prod(shape), dtype=float).reshape(shape))))
     assert img.format == "PNG" and img.size == size
 
 
 def test_image_thumbnail_rejects_other_shapes():
-    from gwa.report.plots import image_thumbnail
+    from gwa.report._plots import image_thumbnail
 
     with pytest.raises(
         ValueError,

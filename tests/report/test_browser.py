@@ -133,7 +133,7 @@ def _run(path, *, noise: bool, previews: str, n=120, epochs=8, seed=0):
 
 @pytest.mark.parametrize(("noise", "previews"), [(True, "image"), (False, "signal")])
 def test_report_renders_in_chromium_offline_without_errors_at_1400px(tmp_path, noise, previews):
-    from gwa.report.report import write_report
+    from gwa.report import write_report
 
     html_path = write_report(_run(tmp_path / "run", noise=noise, previews=previews))
     page = html_path.read_text(encoding="utf-8")
@@ -155,7 +155,7 @@ def test_report_renders_in_chromium_offline_without_errors_at_1400px(tmp_path, n
 
 
 def test_screenshot_at_1400px(tmp_path):
-    from gwa.report.report import write_report
+    from gwa.report import write_report
 
     html_path = write_report(_run(tmp_path / "run", noise=True, previews="image"))
     shot = tmp_path / "shot.png"

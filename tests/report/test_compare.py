@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gwa.report.compare import compare_runs, run_row
+from gwa.report._compare import compare_runs, run_row
 from gwa.rundir import load_run
 
 # name: (max mean alignment at epoch 3, best test acc at epoch 2, gwa (the default value) at the gwa epoch 4,
@@ -117,7 +117,7 @@ def test_duplicate_names_show_paths(tmp_path, write_run):
 
 
 def test_exact_spearman_pvalue_for_a_perfect_ranking():
-    from gwa.report.compare import rank_correlation
+    from gwa.report._compare import rank_correlation
 
     c = rank_correlation([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], statistic="s", target="t")
     assert (c.spearman, c.spearman_p, c.kendall, c.kendall_p) == pytest.approx((1, 2 / 24, 1, 2 / 24))
@@ -130,7 +130,7 @@ def test_too_few_runs_for_correlation(four_runs):
     res = compare_runs(four_runs[:2])
     assert res.correlations == []
     assert "Rank correlations need at least 3 runs" in res.to_markdown()
-    assert res.to_markdown().endswith("(docs/benchmarks.md, 'Model ranking').")
+    assert res.to_markdown().endswith("(docs/results.md, 'Model ranking').")
 
 
 def test_incomplete_run_is_marked(tmp_path, write_run):
@@ -147,6 +147,6 @@ def test_errors(tmp_path, commands, capsys):
 
 
 def test_rank_helper_handles_nan():
-    from gwa.report.compare import _ranks
+    from gwa.report._compare import _ranks
 
     assert _ranks([0.1, np.nan, 0.3]) == ["2", "–", "1"]

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gwa.report.flag import flag_samples
+from gwa.report import flag_samples
 from gwa.rundir import RunDirError
 
 nan = np.nan

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import gwa
-from gwa.report import flag as flag_cmd
-from gwa.report.flag import flag_samples
-from gwa.report.flag_export import label_quality, per_class_rows
+from gwa.cli import flag as flag_cmd
+from gwa.report import flag_samples
+from gwa.report._flag_export import label_quality, per_class_rows
 from gwa.rundir import RunWriter
 
 # Six samples over two epochs; samples 1 and 3 are negative (their labels look swapped: 0 <-> 1).

@@ -9,7 +9,7 @@ import numpy as np
 
 from gwa import class_evidence
 from gwa.policy import estimate_noise_map
-from gwa.report.flag import flag_samples
+from gwa.report import flag_samples
 from gwa.rundir import RunWriter
 
 C, PER_CLASS = 4, 40

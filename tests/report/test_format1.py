@@ -18,7 +18,7 @@ import pytest
 import gwa
 from gwa.policy import flag_scores
 from gwa.report import _analysis as A
-from gwa.report.flag import flag_samples
+from gwa.report import flag_samples
 from gwa.rundir import FORMAT, RunDirError, RunWriter, load_run, read_metrics, upgrade_row
 
 N, EPOCHS = 40, 10
@@ -228,7 +228,7 @@ def test_gwa_report_on_a_format1_run(old_run, tmp_path, commands, capsys):
     assert "not trusted at epoch(s) 3–4, 6, 8 (4 of 10)" in html
     assert "kurtosis pole at 3–4, 8; constant scores at 6" in html
     # The summary row of the default criterion shows the recomputed default value and the paper's value.
-    from gwa.report.html import fmt
+    from gwa.report._html import fmt
 
     best = written["rows"][json.loads((path / "summary.json").read_text())["criteria"]["gwa"]["epoch"] - 1]
     s = written["summaries"][best["epoch"] - 1]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import gwa.report
-from gwa.report import compare, flag, report
+from gwa.report import _compare as compare
+from gwa.report import _flag as flag
+from gwa.report import _page as report
 
 PUBLIC = {
     "write_report": report.write_report,

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import gwa
-from gwa.report.html import fmt
-from gwa.report.report import write_report
+from gwa.report import write_report
+from gwa.report._html import fmt
 from gwa.rundir import RunDirError, load_run
 
 SECTIONS = ["config", "summary", "curves", "distribution", "datamap", "negative"]

@@ -69,7 +69,7 @@ def test_classes_noise_map_and_veto_equal_the_core_over_the_run_directory(tmp_pa
 def test_veto_frac_on_the_command_line_defaults_to_two_percent():
     from argparse import ArgumentParser
 
-    from gwa.runner.train import add_arguments, config_from_args
+    from gwa.cli.train import add_arguments, config_from_args
 
     parser = ArgumentParser()
     add_arguments(parser)

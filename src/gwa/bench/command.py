@@ -1,8 +1,7 @@
-"""``gwa bench``: its arguments, and the command: train the grid (unless ``--from-runs``), tabulate it."""
+"""What ``gwa bench`` runs: train the grid (unless ``from_runs``), tabulate it (the options: :mod:`gwa.cli.bench`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -11,45 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from gwa.bench.grid import GRIDS, is_complete, make_jobs, run_jobs, variant_of
+from gwa.bench.grid import is_complete, make_jobs, run_jobs, variant_of
 from gwa.bench.results import collect
 from gwa.bench.tables import render
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--grid",
-        choices=GRIDS,
-        default="reduced",
-        help="reduced: seconds, keeps the code path alive; full: the development grid of "
-        "docs/benchmarks.md; case: the Fashion-MNIST 40%% failure case of the issue; heldout, heldout2: "
-        "the pre-registered held-out grids H and H' of docs/protocol.md; heldout3: grid H'' (section 8, 840 "
-        "runs, about 80 CPU-hours on an idle CPU) (default reduced)",
-    )
-    parser.add_argument(
-        "--out", default="runs/bench", help="folder for the run directories (default runs/bench)"
-    )
-    parser.add_argument(
-        "--from-runs", metavar="DIR", help="only rebuild the tables from the run directories in DIR"
-    )
-    parser.add_argument(
-        "--report", metavar="MD", help="write the markdown tables here (default OUT/bench.md)"
-    )
-    parser.add_argument(
-        "--per-run",
-        metavar="CSV",
-        help="also write the per-run results file (one row per run x criterion, gwa.bench.perrun) that "
-        "benchmarks/heldout_analysis.py --per-run reads",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    parser.add_argument("--seeds", type=int, help="number of seeds (default: the grid's)")
-    parser.add_argument(
-        "--cleanlab",
-        action="store_true",
-        help="also run the cleanlab baseline (5-fold cross-validated trainings of each noisy full "
-        "run's recipe; needs `pip install cleanlab`) and tabulate it beside gwa's flag rules",
-    )
 
 
 def run_cleanlab_all(root: Path, log=print) -> None:
@@ -90,19 +53,32 @@ def machine_description() -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    for name in ("workers", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"Expected `--{name}` >= 1; got {getattr(args, name)}.")
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"Expected `--seeds` >= 1; got {args.seeds}.")
-    command = (
-        "gwa bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if sys.argv[1:2] == ["bench"]
-        else "gwa bench (called from Python)"
-    )
-    if args.from_runs:
-        root = Path(args.from_runs)
+def run_bench(
+    *,
+    grid: str = "reduced",
+    out: str | Path = "runs/bench",
+    from_runs: str | Path | None = None,
+    report: str | Path | None = None,
+    per_run: str | Path | None = None,
+    workers: int = 1,
+    threads: int = 1,
+    seeds: int | None = None,
+    cleanlab: bool = False,
+    command: str = "gwa bench (called from Python)",
+) -> int:
+    """Train ``grid``'s runs into ``out`` (or read the finished ones in ``from_runs``), tabulate them into
+    ``report`` (default ``OUT/bench.md``) and print the tables; returns 1 when a run of the grid failed, else 0.
+
+    ``per_run`` also writes the per-run results file (:mod:`gwa.bench.perrun`); ``cleanlab`` also runs the
+    cleanlab baseline; ``command`` is the command line recorded in ``bench.json``.
+    """
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value < 1:
+            raise ValueError(f"Expected `--{name}` >= 1; got {value}.")
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"Expected `--seeds` >= 1; got {seeds}.")
+    if from_runs:
+        root = Path(from_runs)
         if not root.is_dir():
             raise FileNotFoundError(f"--from-runs {root} is not a directory.")
         meta_path = root / "bench.json"
@@ -110,22 +86,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         import torch
 
-        root = Path(args.out)
+        root = Path(out)
         root.mkdir(parents=True, exist_ok=True)
-        jobs = make_jobs(args.grid, cuda=torch.cuda.is_available(), seeds=args.seeds)
+        jobs = make_jobs(grid, cuda=torch.cuda.is_available(), seeds=seeds)
         t0 = time.perf_counter()
         errors = run_jobs(
             jobs,
             root,
-            workers=args.workers,
-            threads=args.threads,
+            workers=workers,
+            threads=threads,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
         meta = {
             "command": command,
-            "grid": args.grid,
-            "workers": args.workers,
-            "threads": args.threads,
+            "grid": grid,
+            "workers": workers,
+            "threads": threads,
             "elapsed_s": time.perf_counter() - t0,
             "machine": machine_description(),
             "errors": errors,
@@ -134,21 +110,21 @@ def run(args: argparse.Namespace) -> int:
         (root / "bench.json").write_text(json.dumps(meta, indent=2) + "\n")
         if errors:
             print(f"{len(errors)} run(s) failed:\n  " + "\n  ".join(errors), file=sys.stderr)
-    if args.cleanlab:
+    if cleanlab:
         run_cleanlab_all(root, log=lambda m: print(m, file=sys.stderr, flush=True))
     meta = {**meta, "aggregate_command": f"gwa bench --from-runs {shlex.quote(str(root))}"}
     results = collect(root, log=lambda m: print(m, file=sys.stderr))
     if not results:
         raise ValueError(f"No complete bench run directories under {root}.")
-    if getattr(args, "per_run", None):
+    if per_run:
         from gwa.bench import perrun
 
-        path = perrun.write_csv(perrun.rows_from_runs(results), Path(args.per_run))
+        path = perrun.write_csv(perrun.rows_from_runs(results), Path(per_run))
         print(f"per-run results written to {path}", file=sys.stderr)
     text = render(results, meta)
-    out = Path(args.report) if args.report else root / "bench.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    tables = Path(report) if report else root / "bench.md"
+    tables.parent.mkdir(parents=True, exist_ok=True)
+    tables.write_text(text)
     print(text)
-    print(f"tables written to {out}", file=sys.stderr)
-    return 1 if (not args.from_runs and meta.get("errors")) else 0
+    print(f"tables written to {tables}", file=sys.stderr)
+    return 1 if (not from_runs and meta.get("errors")) else 0

@@ -16,7 +16,7 @@ Two estimands, each with its interval:
 
 One setting's seeds get a Student t interval (:func:`setting_interval`). The joint-seed percentile bootstrap
 (:func:`seed_bootstrap`: a resample draws seeds, the same draw in every setting) estimates the right quantity but
-undercovers at 5-10 seeds; :mod:`benchmarks.heldout_coverage` measures every method at 5 and 10 seeds.
+undercovers at 5-10 seeds; ``experiments/heldout_coverage.py`` measures every method at 5 and 10 seeds.
 """
 
 from __future__ import annotations

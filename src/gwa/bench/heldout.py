@@ -1,6 +1,6 @@
 """The held-out analysis on per-run rows (:mod:`gwa.bench.perrun`): paired differences, intervals, verdicts.
 
-Every number of the held-out tables comes from here; ``benchmarks/heldout_analysis.py`` only renders them.
+Every number of the held-out tables comes from here; ``experiments/heldout_analysis.py`` only renders them.
 
 - **Δ (points)** of a criterion = its test accuracy minus that of the noisy 10% split's choice (``val`` in the
   ``val10`` run) for the same setting and seed. Two Δs:

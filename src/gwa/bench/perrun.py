@@ -1,7 +1,7 @@
 """The per-run results file of a held-out grid: one CSV row per run x criterion, the only input of the analysis.
 
 Written from finished run directories (``gwa bench --from-runs DIR --per-run FILE`` or
-``benchmarks/heldout_analysis.py RUNS --export FILE``); ``benchmarks/heldout_analysis.py --per-run FILE`` rebuilds
+``experiments/heldout_analysis.py RUNS --export FILE``); ``experiments/heldout_analysis.py --per-run FILE`` rebuilds
 every held-out table from it alone. Columns (:data:`COLUMNS`; empty = not applicable):
 
 - the run: ``grid`` (H, H', H'' or a name), ``dataset``, ``model``, ``noise``, ``noise_rate``, ``schedule``,

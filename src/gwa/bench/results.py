@@ -99,7 +99,7 @@ def flag_comparison(run, root: Path, name: str) -> dict[str, dict[str, float]]:
 
     from gwa.bench import cleanlab_baseline
     from gwa.bench.candidates import FLAG_CANDIDATES
-    from gwa.report.flag import flag_samples
+    from gwa.report import flag_samples
 
     mask = run.noise_mask.astype(bool)
     passes = float(len(run.epochs) * mask.size)

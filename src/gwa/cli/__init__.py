@@ -1,7 +1,9 @@
 """The ``gwa`` command line: ``gwa demo | train | bench | report | flag | compare``.
 
-Each command lives in its own module, which defines ``add_arguments(parser)`` and ``run(args) -> int``;
-this file only dispatches, so ``gwa --help`` stays fast and a missing extra breaks only its own command.
+Each command lives in its own module here (``gwa/cli/<command>.py``), which defines ``add_arguments(parser)``
+and ``run(args) -> int`` and calls the library's plain functions (:func:`gwa.runner.train.run_training`,
+:func:`gwa.report.write_report`, ...); argument parsing lives nowhere else. This file only dispatches, so
+``gwa --help`` stays fast and a missing extra breaks only its own command.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import warnings
 
 COMMANDS = {
     "demo": ("gwa.cli.demo", "train a small model on embedded data with label noise and show GWA at work"),
-    "train": ("gwa.runner.train", "train a model on a dataset and write a run directory"),
-    "bench": ("gwa.bench.command", "benchmark stop criteria and mislabel scores over a grid of runs"),
-    "report": ("gwa.report.report", "write figures and an HTML report for a run directory"),
-    "flag": ("gwa.report.flag", "export training samples ranked as likely mislabeled, as CSV"),
-    "compare": ("gwa.report.compare", "rank runs by alignment and GWA next to their test accuracy"),
+    "train": ("gwa.cli.train", "train a model on a dataset and write a run directory"),
+    "bench": ("gwa.cli.bench", "benchmark stop criteria and mislabel scores over a grid of runs"),
+    "report": ("gwa.cli.report", "write figures and an HTML report for a run directory"),
+    "flag": ("gwa.cli.flag", "export training samples ranked as likely mislabeled, as CSV"),
+    "compare": ("gwa.cli.compare", "rank runs by alignment and GWA next to their test accuracy"),
 }
 
 

@@ -154,7 +154,7 @@ def _tracking_text(run) -> str:
 
 
 def _flag_text(run) -> str:
-    from gwa.report.flag import flag_samples
+    from gwa.report import flag_samples
 
     result = flag_samples(run)  # the documented default rule
 
@@ -171,7 +171,7 @@ def _flag_text(run) -> str:
 
 def _report_text(out: Path) -> str:
     try:
-        from gwa.report.report import write_report
+        from gwa.report import write_report
     except ModuleNotFoundError as exc:  # matplotlib missing: the run directory is still complete
         return f"report: not written ({exc}); install gwa-alignment[cli] and run `gwa report {out}`"
     return f"report: {write_report(out)}"

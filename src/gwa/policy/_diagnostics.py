@@ -183,7 +183,7 @@ def _noise_diagnostics(noise, noise_map: NoiseMap | None) -> list[Diagnostic]:
                 f"labels look swapped between a few class pairs (given -> likely true: {shown}); "
                 f"{noise_map.concentration:.0%} of the estimated noise ({noise_map.rate:.0%} of labels) lies in "
                 "them. Under such class-pair noise gwa's choice fell 10-14 points behind a noisy validation split "
-                "on CNNs in both held-out benchmarks (docs/benchmarks.md)",
+                "on CNNs in both held-out benchmarks (docs/results.md)",
                 "keep a small validation split (or use --veto-frac)",
                 {**noise_map.to_dict(), "noise_rate": noise_map.rate},
             )

@@ -8,7 +8,7 @@ which it was seen (an ``(E, N)`` matrix, NaN where unseen):
   epochs after the warm-up through the epoch gwa's default rule chooses among those past the early transient
   (:func:`flag_window`; needs the run's history). Score: that mean; most negative first. Flipped samples are
   negatively aligned until the model memorises them, so the window leaves the memorised epochs of a run that
-  overfits out (chosen on the held-out grid H'; docs/benchmarks.md).
+  overfits out (chosen on the held-out grid H'; docs/results.md).
 - ``lastk``: flagged when its alignment is below the threshold (default 0) in **each** of the last ``k`` (default 3)
   epochs in which it was seen. Score: its mean over those epochs; most negative first.
 - ``mean``: flagged when its mean alignment over all epochs is below the threshold (default 0).
@@ -19,7 +19,7 @@ which it was seen (an ``(E, N)`` matrix, NaN where unseen):
   window means): under class-pair noise a flipped sample's mean sits just above 0 once the model starts to fit
   it, so a mildly positive mean in a swapped cell counts as suspicious. Flagged when that score is below the
   threshold (default 0); elsewhere (and for a map that abstains or names no pair) it equals ``window``.
-  Developed on 45 runs (``benchmarks/noise_map_flags.py``; in-sample, docs/noise-map.md).
+  Developed on 45 runs (``experiments/noise_map_flags.py``; in-sample, docs/noise-map.md).
 
 :func:`choose_flag_rule` picks ``pair_aware`` where the map shows concentrated pair structure (the
 ``class_conditional`` situation), else ``window``.
@@ -43,7 +43,7 @@ DEFAULT_FLAG_RULE = "window"
 DEFAULT_THRESHOLDS = {"window": 0.0, "lastk": 0.0, "mean": 0.0, "frac": 0.5, "pair_aware": 0.0}
 DEFAULT_LAST_K = 3
 #: ``pair_aware``'s slack in a swapped-pair cell, in units of the class's alignment scale (tried 0.25 / 0.5 / 1.0
-#: on the 45 development runs of ``benchmarks/noise_map_flags.py``: in-sample).
+#: on the 45 development runs of ``experiments/noise_map_flags.py``: in-sample).
 PAIR_SLACK = 0.5
 
 

@@ -11,11 +11,10 @@ matplotlib (``pip install 'gwa-alignment[plot]'``) is imported only when a figur
 when a number needs them.
 """
 
-# The implementation modules keep their names for now (report.py, flag.py, compare.py, ...); ARCHITECTURE.md
-# has the plan that makes them private. Import from here, not from them.
-from gwa.report.compare import CompareResult, Correlation, RunRow, compare_runs
-from gwa.report.flag import FlagResult, flag_samples
-from gwa.report.report import write_report
+# The implementation modules are private (_page.py, _flag.py, _compare.py, ...): import from here, not from them.
+from gwa.report._compare import CompareResult, Correlation, RunRow, compare_runs
+from gwa.report._flag import FlagResult, flag_samples
+from gwa.report._page import write_report
 
 __all__ = [
     "CompareResult",

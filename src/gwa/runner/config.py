@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DATASETS = ("digits", "mnist1d", "fashion-mnist", "cifar10", "imagefolder")
 MODELS = ("mlp", "cnn", "resnet")  # plus "timm:<name>"
@@ -18,6 +20,8 @@ SIGNALS = ("loss", "margin", "p_gold", "el2n", "pred", "correct")
 DEFAULT_SIGNALS = ("loss", "margin", "p_gold", "el2n", "pred")
 #: The largest seed every seeded library accepts (numpy's RandomState, which scikit-learn's splits use: 2**32 - 1).
 MAX_SEED = 2**32 - 1
+#: Options that may differ from the saved config when resuming.
+RESUMABLE_CHANGES = ("epochs", "quiet", "device", "resume", "overwrite", "tensorboard", "wandb")
 
 
 @dataclass
@@ -110,6 +114,32 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def resolve_config(given: Mapping[str, Any]) -> RunConfig:
+    """The run's config from the options given (``RunConfig`` field names; an option not given is absent):
+    the defaults, then ``given``; when ``given`` resumes a run, its saved config, then the options that may
+    change (:data:`RESUMABLE_CHANGES`). Any other option that differs from the saved one is refused."""
+    if not given.get("resume"):
+        return RunConfig(**given)
+    from gwa.rundir import read_config
+
+    out = Path(given.get("out") or RunConfig(**{**given, "resume": False}).out_dir)
+    saved = read_config(out)
+    saved_config = RunConfig.from_dict({**saved, "resume": False, "overwrite": False})
+    for key, value in given.items():
+        if key in RESUMABLE_CHANGES or key == "out":
+            continue
+        if _normalise(value) != _normalise(getattr(saved_config, key)):
+            raise ValueError(
+                f"Cannot change `{key}` when resuming {out}: it was {getattr(saved_config, key)!r}, "
+                f"got {value!r} (drop the option, or start a new run)."
+            )
+    return saved_config.replace(**{k: v for k, v in given.items() if k in RESUMABLE_CHANGES}, out=str(out))
+
+
+def _normalise(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _choice(name: str, value, choices) -> None:
