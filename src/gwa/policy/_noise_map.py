@@ -45,8 +45,11 @@ import numpy as np
 from gwa._class_evidence import ClassEvidence
 from gwa.policy._criteria import Entry, as_rows, choose, series, warmup_epochs
 
-#: A (given, predicted) cell holding at least this share of its given class counts as a swapped pair.
+#: A (given, predicted) cell holding at least this share of its given class counts as a swapped pair ...
 PAIR_MIN_RATE = 0.08
+#: ... when it also holds at least this many times its class's mean off-diagonal cell (``per_class[c] / (C - 1)``):
+#: symmetric noise spreads evenly, so with few classes or much noise its cells pass ``PAIR_MIN_RATE`` by chance.
+PAIR_STANDOUT = 2.0
 #: The ``class_conditional`` diagnostic fires when the pairs hold at least this share of the off-diagonal mass.
 #: Chosen on the 45 development runs to separate the runs where the default lost > 2 points to a noisy split
 #: (recall minus false-firing rate, each left-out family choosing 0.10 from the other two; 0.5 before).
@@ -243,7 +246,9 @@ def estimate_noise_map(
     per_class = q.sum(axis=1)
     total = float(count.sum())
     rate = float((per_class * count).sum() / total) if total else 0.0
-    cells = [(int(g), int(t), float(q[g, t])) for g, t in zip(*np.nonzero(q >= PAIR_MIN_RATE))]
+    even = per_class / max(c - 1, 1)  # each off-diagonal cell's share were the class's noise spread evenly
+    standout = (q >= PAIR_MIN_RATE) & (q >= PAIR_STANDOUT * even[:, None])
+    cells = [(int(g), int(t), float(q[g, t])) for g, t in zip(*np.nonzero(standout))]
     pairs = tuple(sorted(cells, key=lambda x: (-x[2], x[0], x[1])))
     mass = float((q * count[:, None]).sum())
     in_pairs = sum(q[g, t] * count[g] for g, t, _ in pairs)
