@@ -332,7 +332,10 @@ def firing_oracle(runs: list[dict]) -> str:
 def tables(runs: list[dict], crit: list[dict]) -> str:
     out = []
     families = sorted({r["family"] for r in runs})
-    out.append("### Noise map against the truth (mean over seeds; rates in points)\n")
+    out.append(
+        "### Noise map against the truth (mean over seeds; rates in points; in-sample: `MAX_AMBIGUOUS` chosen on "
+        "these runs)\n"
+    )
     out.append(
         "| family | setting | seeds | true rate | gwa rate | gwa error | gwa reliable | gwa error where reliable | "
         "cleanlab (last) error | cleanlab (early) error | gwa per-class MAE | gwa pairs P / R | gwa pairs P / R where "
@@ -405,7 +408,8 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
         "confidently off the diagonal, the map's abstention signal (`MAX_AMBIGUOUS`)."
     )
     out.append(
-        "\n### `class_conditional` against the runs where the default loses > 2 points to the 10% split\n"
+        "\n### `class_conditional` against the runs where the default loses > 2 points to the 10% split (in-sample: "
+        "`CONCENTRATION_ALARM` chosen on these runs; left-out numbers below)\n"
     )
     out.append(
         "| family | setting | runs | default loses | fires | fires where it loses | fires where it does not |"
