@@ -106,6 +106,36 @@ def cleanlab_map(labels: np.ndarray, probs: np.ndarray) -> tuple[float, np.ndarr
     return float(1 - np.trace(joint)), per_class, pairs
 
 
+def rows_evidence(rows: list[dict], window: tuple[int, int] | None) -> list:
+    first, last = window or (1, len(rows))
+    return [r["class_evidence"] for r in rows[first - 1 : last]]
+
+
+def abstain_kind(nm) -> str:
+    if nm.reliable:
+        return ""
+    return "ambiguous" if policy.is_ambiguous(nm) else nm.reason.split(" ")[0].rstrip(":")
+
+
+def decomposition(run: dict, rows: list[dict], window: tuple[int, int]) -> dict[str, float]:
+    """Over the map's window, with the truth: the share of flipped samples the map counts (confidently off the
+    diagonal), of clean samples it counts as clean (confidently on it) and of clean samples it counts as noise
+    (confidently off it). The map's ratio is unbiased when the first two match and the third is 0."""
+    from gwa._class_evidence import CONFIDENT_MARGIN
+
+    y, flipped = run["labels"], run["labels"] != run["clean_labels"]
+    out: dict[str, list[float]] = {"flip_counted": [], "clean_counted_clean": [], "clean_counted_noise": []}
+    for e in range(window[0] - 1, window[1]):
+        s, p = run["alignment"][e].astype(np.float64), run["pred"][e].astype(np.int64)
+        scale = np.nan_to_num(rows[e]["class_evidence"].scale, nan=np.inf)
+        off = (p != y) & (s <= -CONFIDENT_MARGIN * scale[p])
+        on = (p == y) & (s >= CONFIDENT_MARGIN * scale[y])
+        out["flip_counted"].append(float(off[flipped].mean()) if flipped.any() else float("nan"))
+        out["clean_counted_clean"].append(float(on[~flipped].mean()))
+        out["clean_counted_noise"].append(float(off[~flipped].mean()))
+    return {k: round(float(np.mean(v)), 4) for k, v in out.items()}
+
+
 def analyse_run(run: dict) -> tuple[dict, list[dict]]:
     rows = rows_of(run)
     total = len(rows)
@@ -139,10 +169,14 @@ def analyse_run(run: dict) -> tuple[dict, list[dict]]:
         "gwa_pairs_fp": fp,
         "gwa_pairs_fn": fn,
         "concentration": round(nm.concentration, 4),
+        "ambiguous": round(policy.ambiguous_share(rows_evidence(rows, nm.window)), 4),
+        "abstain_kind": abstain_kind(nm),
+        **decomposition(run, rows, nm.window or (1, total)),
         "window": f"{nm.window[0]}-{nm.window[1]}" if nm.window else "",
         "gwa_reliable": int(nm.reliable),
         "gwa_abstain_reason": nm.reason,
         "class_conditional": int("class_conditional" in codes),
+        "usable_pairs": int(nm.reliable or policy.is_ambiguous(nm)),
         "label_noise": int("label_noise" in codes),
         "default_lost_to_split": round(lost, 4),
         "loses": int(lost > LOSS),
@@ -210,15 +244,104 @@ def setting(r: dict) -> str:
     return "clean" if r["noise"] == "none" else f"{r['noise']} {r['rate']:.1f}"
 
 
+def reliable_err(g: list[dict]) -> str:
+    h = [r for r in g if r["gwa_reliable"]]
+    if not h:
+        return "abstains"
+    e = np.array([r["gwa_rate"] - r["true_rate"] for r in h])
+    return f"{100 * e.mean():+.1f} ({100 * np.abs(e).mean():.1f})"
+
+
+#: Candidate values for the two constants chosen on these runs (docs/noise-map.md): the ambiguity cap of the map's
+#: abstention and the concentration at which ``class_conditional`` fires.
+AMBIGUOUS_GRID = tuple(round(x, 3) for x in np.arange(0.05, 0.1501, 0.005))
+CONCENTRATION_GRID = tuple(round(x, 2) for x in np.arange(0.05, 0.7501, 0.05))
+GOAL_ERROR = 0.03  # issue 18: the overall rate within 3 points
+
+
+def choose_max_ambiguous(runs: list[dict]) -> float:
+    """The largest cap whose reliable runs read within ``GOAL_ERROR`` on average (the smallest cap when none)."""
+    ok = []
+    for cap in AMBIGUOUS_GRID:
+        kept = [abs(r["gwa_rate"] - r["true_rate"]) for r in runs if r["ambiguous"] <= cap]
+        if kept and np.mean(kept) <= GOAL_ERROR:
+            ok.append(cap)
+    return max(ok) if ok else min(AMBIGUOUS_GRID)
+
+
+def firing(runs: list[dict], alarm: float) -> tuple[int, int, int, int]:
+    """(fires where the default loses, losing runs, fires elsewhere, other runs) at a concentration ``alarm``,
+    on maps that are reliable or ambiguous (what ``class_conditional`` reads)."""
+    fires = [r["usable_pairs"] and r["concentration"] >= alarm for r in runs]
+    lose = [bool(r["loses"]) for r in runs]
+    a = sum(f and lo for f, lo in zip(fires, lose))
+    c = sum(f and not lo for f, lo in zip(fires, lose))
+    return a, sum(lose), c, len(runs) - sum(lose)
+
+
+def choose_concentration(runs: list[dict]) -> float:
+    """The alarm with the largest recall minus false-firing rate (Youden's J); the larger alarm on a tie."""
+
+    def j(alarm: float) -> float:
+        a, n_lose, c, n_keep = firing(runs, alarm)
+        return (a / n_lose if n_lose else 0.0) - (c / n_keep if n_keep else 0.0)
+
+    return max(CONCENTRATION_GRID, key=lambda x: (round(j(x), 9), x))
+
+
+def leave_out_tables(runs: list[dict]) -> str:
+    """Both constants chosen with each model family left out, and their numbers on the left-out family."""
+    families = sorted({r["family"] for r in runs})
+    out = ["\n### Choosing the constants, in-sample and with one family left out\n"]
+    out.append(
+        "| left out | `MAX_AMBIGUOUS` chosen | reliable runs | their error (MAE; worst) | `CONCENTRATION_ALARM` "
+        "chosen | fires where it loses | fires where it does not |"
+    )
+    out.append("|---|---|---|---|---|---|---|")
+    totals = [0, 0, 0, 0]
+    for fam in [*families, "none (in-sample)"]:
+        train = [r for r in runs if r["family"] != fam]
+        test = [r for r in runs if r["family"] == fam] or runs
+        cap, alarm = choose_max_ambiguous(train), choose_concentration(train)
+        kept = [r["gwa_rate"] - r["true_rate"] for r in test if r["ambiguous"] <= cap]
+        error = f"{100 * np.mean(np.abs(kept)):.1f}; {100 * max(kept, key=abs):+.1f}" if kept else "-"
+        a, n_lose, c, n_keep = firing(test, alarm)
+        if fam in families:
+            totals = [t + x for t, x in zip(totals, (a, n_lose, c, n_keep))]
+        out.append(
+            f"| {fam} | {cap} | {len(kept)}/{len(test)} | {error} | {alarm} | {a}/{n_lose} | {c}/{n_keep} |"
+        )
+    out.append(f"| all, each family left out | | | | | {totals[0]}/{totals[1]} | {totals[2]}/{totals[3]} |")
+    out.append(
+        "\n`MAX_AMBIGUOUS`: the largest cap (grid 0.050-0.150) whose reliable runs read within 3 points on average on "
+        "the other families; `CONCENTRATION_ALARM`: the alarm (grid 0.05-0.75) with the largest recall minus "
+        "false-firing rate on them. A *noise-type oracle* that fired on exactly the class-pair runs would score "
+        f"{firing_oracle(runs)} on these 45 runs."
+    )
+    return "\n".join(out) + "\n"
+
+
+def firing_oracle(runs: list[dict]) -> str:
+    lose = [r for r in runs if r["loses"]]
+    keep = [r for r in runs if not r["loses"]]
+    a = sum(r["noise"] == "pair" for r in lose)
+    c = sum(r["noise"] == "pair" for r in keep)
+    return f"{a}/{len(lose)} where the default loses and {c}/{len(keep)} elsewhere"
+
+
 def tables(runs: list[dict], crit: list[dict]) -> str:
     out = []
     families = sorted({r["family"] for r in runs})
-    out.append("### Noise map against the truth (mean over seeds; rates in points)\n")
     out.append(
-        "| family | setting | seeds | true rate | gwa rate | gwa error | cleanlab (last) error | cleanlab (early) "
-        "error | gwa per-class MAE | gwa pairs P / R | cleanlab (early) pairs P / R |"
+        "### Noise map against the truth (mean over seeds; rates in points; in-sample: `MAX_AMBIGUOUS` chosen on "
+        "these runs)\n"
     )
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append(
+        "| family | setting | seeds | true rate | gwa rate | gwa error | gwa reliable | gwa error where reliable | "
+        "cleanlab (last) error | cleanlab (early) error | gwa per-class MAE | gwa pairs P / R | gwa pairs P / R where "
+        "reliable | cleanlab (early) pairs P / R |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for fam in families:
         for s in sorted({setting(r) for r in runs if r["family"] == fam}):
             g = [r for r in runs if r["family"] == fam and setting(r) == s]
@@ -232,6 +355,8 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
                 return f"{100 * e.mean():+.1f} ({100 * np.abs(e).mean():.1f}){seeds}"
 
             def pr(prefix: str, g=g) -> str:
+                if prefix == "gwa_reliable":
+                    prefix, g = "gwa", [r for r in g if r["gwa_reliable"]]
                 g = [r for r in g if r.get(f"{prefix}_pairs_tp") not in (None, "")]
                 if not g:
                     return "n/a"
@@ -244,16 +369,47 @@ def tables(runs: list[dict], crit: list[dict]) -> str:
 
             out.append(
                 f"| {fam} | {s} | {len(g)} | {100 * np.mean([r['true_rate'] for r in g]):.1f} | "
-                f"{100 * np.mean([r['gwa_rate'] for r in g]):.1f} | {err('gwa_rate')} | {err('cl_last_rate')} | "
+                f"{100 * np.mean([r['gwa_rate'] for r in g]):.1f} | {err('gwa_rate')} | "
+                f"{sum(r['gwa_reliable'] for r in g)}/{len(g)} | {reliable_err(g)} | {err('cl_last_rate')} | "
                 f"{err('cl_early_rate')} | {100 * np.mean([r['gwa_class_mae'] for r in g]):.1f} | {pr('gwa')} | "
-                f"{pr('cl_early')} |"
+                f"{pr('gwa_reliable')} | {pr('cl_early')} |"
             )
     out.append(
-        "\nError: mean signed error (mean absolute error) in points. Pairs: precision / recall over the runs' "
+        "\nError: mean signed error (mean absolute error) in points. `gwa rate` / `gwa error`: the number the map "
+        "computes on every run, also where it abstains (what a user would have read before the abstention); `gwa "
+        "reliable`: runs where the map gives it (`reliable=True`), the others abstain, almost all as *ambiguous* "
+        f"(`MAX_AMBIGUOUS` = {policy._noise_map.MAX_AMBIGUOUS}). Pairs: precision / recall over the runs' "
         "(given, true) cells with a true flip rate >= 10% (true positives / found / true)."
     )
     out.append(
-        "\n### `class_conditional` against the runs where the default loses > 2 points to the 10% split\n"
+        "\n### Why the map misses: what it counts over its window, against the truth (mean over seeds)\n"
+    )
+    out.append(
+        "| family | setting | flipped counted as noise | clean counted as clean | clean counted as noise | "
+        "ambiguous share |"
+    )
+    out.append("|---|---|---|---|---|---|")
+    for fam in families:
+        for s in sorted({setting(r) for r in runs if r["family"] == fam}):
+            g = [r for r in runs if r["family"] == fam and setting(r) == s]
+            cells = [
+                "-" if s == "clean" else f"{np.mean([r['flip_counted'] for r in g]):.2f}",
+                *(
+                    f"{np.mean([r[k] for r in g]):.2f}"
+                    for k in ("clean_counted_clean", "clean_counted_noise")
+                ),
+                f"{np.mean([r['ambiguous'] for r in g]):.3f}",
+            ]
+            out.append(f"| {fam} | {s} | " + " | ".join(cells) + " |")
+    out.append(
+        "\nShares of each group's samples, averaged over the map's window (confidently off the diagonal: alignment "
+        "<= -0.5 x the predicted class's scale; on it: >= +0.5 x the given class's scale). The map's ratio is "
+        "unbiased when the first two columns match and the third is 0. Ambiguous: negatively aligned and not "
+        "confidently off the diagonal, the map's abstention signal (`MAX_AMBIGUOUS`)."
+    )
+    out.append(
+        "\n### `class_conditional` against the runs where the default loses > 2 points to the 10% split (in-sample: "
+        "`CONCENTRATION_ALARM` chosen on these runs; left-out numbers below)\n"
     )
     out.append(
         "| family | setting | runs | default loses | fires | fires where it loses | fires where it does not |"
@@ -352,7 +508,7 @@ def main() -> None:
         crit.extend(c)
     write_csv(args.out / "noise_map_runs.csv", runs)
     write_csv(args.out / "criteria_runs.csv", crit)
-    text = tables(runs, crit)
+    text = tables(runs, crit) + leave_out_tables(runs)
     (args.out / "tables.md").write_text(text)
     print(text)
 

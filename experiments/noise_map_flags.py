@@ -14,7 +14,7 @@ variants that read the run's noise map (:func:`gwa.policy.noise_map_of_run`) and
   the window), those with mean below ``+PAIR_SLACK * scale[c]``; ranked by the mean minus that slack (the
   ``window`` ranking elsewhere).
 
-An abstaining map (``reliable=False``) leaves every variant equal to ``window``. All of it is in-sample
+A map that abstains for another reason than ambiguity (``policy.is_ambiguous``) leaves every variant equal to ``window``. All of it is in-sample
 (``gwa.policy.PAIR_SLACK`` set on these runs). Writes ``flags_runs.csv`` and ``flags.md``:
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_flags.py runs/noise_map docs/data/issue18
@@ -54,7 +54,7 @@ def rules_of(run: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         [np.mean(score[(y == c) & (score > 0)]) if np.any((y == c) & (score > 0)) else 1.0 for c in range(C)]
     )
     scaled = score / scale[y]
-    if nm is None or not nm.reliable:
+    if nm is None or not (nm.reliable or policy.is_ambiguous(nm)):  # pairs read on ambiguous maps too
         return dict.fromkeys(RULES, out["window"])
     out["class_scaled"] = (scaled < 0, -scaled)
     quota = np.zeros(y.size, dtype=bool)

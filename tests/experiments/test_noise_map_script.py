@@ -117,3 +117,32 @@ def test_flag_f1_counts_true_positives_against_both_sides():
     flags = _module("noise_map_flags")
     assert flags.f1(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == 0.5
     assert flags.f1(np.zeros(3, bool), np.zeros(3, bool)) == 0.0
+
+
+def _lofo_run(family, noise, ambiguous, err, concentration, loses, usable=1):
+    return {
+        "family": family,
+        "noise": noise,
+        "ambiguous": ambiguous,
+        "gwa_rate": 0.2 + err,
+        "true_rate": 0.2,
+        "concentration": concentration,
+        "loses": loses,
+        "usable_pairs": usable,
+    }
+
+
+def test_the_constants_are_chosen_by_their_stated_rules(nm):
+    runs = [
+        _lofo_run("a", "none", 0.05, 0.01, 0.0, 0),
+        _lofo_run("a", "pair", 0.07, -0.02, 0.3, 1),
+        _lofo_run("b", "symmetric", 0.09, 0.08, 0.0, 0),  # off by 8 points: a cap >= 0.09 lets it in
+        _lofo_run("b", "pair", 0.12, 0.01, 0.2, 1, usable=0),  # abstains for another reason: never fires
+    ]
+    # mean |error| of the kept runs: 0.010 (cap 0.05), 0.015 (0.07), 0.037 (0.09): the largest within 3 points
+    assert nm.choose_max_ambiguous(runs) == 0.085
+    assert nm.choose_max_ambiguous(runs[2:3]) == 0.05  # none within 3 points: the smallest cap
+    assert nm.firing(runs, 0.25) == (1, 2, 0, 2) and nm.firing(runs, 0.35) == (0, 2, 0, 2)
+    # J = 1/2 for every alarm in (0, 0.3]; the larger alarm wins the tie
+    assert nm.choose_concentration(runs) == 0.3
+    assert nm.firing_oracle(runs) == "2/2 where the default loses and 0/2 elsewhere"

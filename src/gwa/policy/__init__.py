@@ -38,7 +38,9 @@ from gwa.policy._flags import (
 )
 from gwa.policy._noise_map import (
     NoiseMap,
+    ambiguous_share,
     estimate_noise_map,
+    is_ambiguous,
     noise_map_of_run,
     noise_map_window,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "NoiseRateEstimate",
     "StopReason",
     "after_transient_epoch",
+    "ambiguous_share",
     "as_rows",
     "candidate_epochs",
     "check_flag_options",
@@ -77,6 +80,7 @@ __all__ = [
     "estimate_noise_rate",
     "flag_scores",
     "flag_window",
+    "is_ambiguous",
     "is_class_conditional",
     "monitor_value",
     "noise_map_of_run",

@@ -34,8 +34,7 @@ import numpy as np
 
 from gwa._validation import check_choice
 from gwa.policy._criteria import Entry, as_rows, warmup_epochs
-from gwa.policy._diagnostics import is_class_conditional
-from gwa.policy._noise_map import NoiseMap
+from gwa.policy._noise_map import NoiseMap, has_flag_pairs, is_ambiguous
 from gwa.policy._transient import after_transient_epoch
 
 FLAG_RULES = ("window", "lastk", "mean", "frac", "pair_aware")
@@ -57,9 +56,9 @@ def choose_flag_rule(noise_map: NoiseMap | None) -> tuple[str, str]:
     """
     if noise_map is None:
         return DEFAULT_FLAG_RULE, "the run has no per-class evidence (no noise map)"
-    if not noise_map.reliable:
+    if not (noise_map.reliable or is_ambiguous(noise_map)):
         return DEFAULT_FLAG_RULE, f"the run's noise map abstains ({noise_map.reason})"
-    if not is_class_conditional(noise_map):
+    if not has_flag_pairs(noise_map):
         return DEFAULT_FLAG_RULE, (
             "the run's noise map shows no concentrated class-pair structure"
             if noise_map.pairs
@@ -84,7 +83,7 @@ def pair_slack(window_mean: np.ndarray, labels, predictions, noise_map: NoiseMap
         noise_map: the run's map; no slack when None, abstaining or without pairs.
     """
     n = window_mean.size
-    if noise_map is None or not noise_map.reliable or not noise_map.pairs:
+    if noise_map is None or not (noise_map.reliable or is_ambiguous(noise_map)) or not noise_map.pairs:
         return np.zeros(n)
     c = noise_map.num_classes
     y = np.asarray(labels)
