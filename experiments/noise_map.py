@@ -5,7 +5,7 @@ Reads the raw runs of ``experiments/noise_map_train.py`` (train them first), rec
 policy (``gwa.class_evidence`` per epoch from the stored alignment, labels and train-pass predictions; then
 ``gwa.policy``), and writes per-run CSVs and the tables of docs/noise-map.md:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map.py runs/noise_map docs/data/issue18
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map.py runs/noise_map docs/data/noise-map
 
 Every comparison is *selection-only*: each run trains on 90% of its subset and holds the other 10% (noisy labels)
 out, scored each epoch; the "2% split" is the first fifth of it. The veto reads the 2% split. Intervals: mean over

@@ -17,7 +17,7 @@ variants that read the run's noise map (:func:`gwa.policy.noise_map_of_run`) and
 A map that abstains for another reason than ambiguity (``policy.is_ambiguous``) leaves every variant equal to ``window``. All of it is in-sample
 (``gwa.policy.PAIR_SLACK`` set on these runs). Writes ``flags_runs.csv`` and ``flags.md``:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_flags.py runs/noise_map docs/data/issue18
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_flags.py runs/noise_map docs/data/noise-map
 """
 
 from __future__ import annotations

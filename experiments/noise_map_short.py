@@ -6,7 +6,7 @@ family, setting and K: the map's reading, whether it abstains, and whether ``cla
 abstention (``after``) and without it (``before``: the map's own pairs and concentration, as before issue 18's
 abstention). Writes ``short_runs.csv`` and ``short_runs.md``:
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_short.py runs/noise_map docs/data/issue18
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python experiments/noise_map_short.py runs/noise_map docs/data/noise-map
 """
 
 from __future__ import annotations

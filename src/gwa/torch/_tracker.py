@@ -125,7 +125,7 @@ class GWATracker:
         label_smoothing: the loss's label smoothing (``F.cross_entropy(..., label_smoothing=eps)``), recorded in
             :attr:`label_smoothing`. Pass :meth:`update` the targets the loss is given (class ids, or mixup rows),
             not the smoothed distribution: scores against them gave the better stop choice and flags in
-            ``benchmarks/soft_targets.py`` (docs/soft-targets.md).
+            ``experiments/soft_targets.py`` (docs/soft-targets.md).
         store_scores: keep per-sample scores (and signals). False without ``num_samples`` keeps only the
             epoch's moments (O(1) memory; repeated ids then count each time); with ``num_samples`` the epoch
             still keeps its sightings to count each sample once, and returns no per-sample arrays.
