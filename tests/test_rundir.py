@@ -67,7 +67,11 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(run.scores(3, "loss"), np.arange(N) * 3)
     matrix = run.score_matrix()
     assert matrix.shape == (3, N) and np.isnan(matrix[0, 3:]).all() and not np.isnan(matrix[2, :5]).any()
-    assert run.summary == {"format": 2, "criteria": {"paper": {"epoch": 3, "test_acc": 0.9}}}
+    # Written in the one RunSummary schema: the fields not given are there, null (or what the others imply).
+    assert tuple(run.summary) == gwa.rundir.SUMMARY_KEYS
+    assert run.summary["criteria"] == {"paper": {"epoch": 3, "test_acc": 0.9}}
+    assert (run.summary["format"], run.summary["summary_format"], run.summary["default"]) == (2, 2, "gwa")
+    assert run.summary["best_epoch"] is None and run.summary["noise"] is None and run.summary["epochs_run"] == 0
     np.testing.assert_array_equal(run.preview_ids, [5, 1])
     assert run.previews.shape == (2, 4, 4) and run.previews.dtype == np.uint8
 
