@@ -71,7 +71,9 @@ def test_round_trip(tmp_path):
     assert tuple(run.summary) == gwa.rundir.SUMMARY_KEYS
     assert run.summary["criteria"] == {"paper": {"epoch": 3, "test_acc": 0.9}}
     assert (run.summary["format"], run.summary["summary_format"], run.summary["default"]) == (2, 2, "gwa")
-    assert run.summary["best_epoch"] is None and run.summary["noise"] is None and run.summary["epochs_run"] == 0
+    assert (
+        run.summary["best_epoch"] is None and run.summary["noise"] is None and run.summary["epochs_run"] == 0
+    )
     np.testing.assert_array_equal(run.preview_ids, [5, 1])
     assert run.previews.shape == (2, 4, 4) and run.previews.dtype == np.uint8
 

@@ -76,7 +76,6 @@ from gwa.rundir._safety import (
 from gwa.rundir._summary import (
     SUMMARY_FORMAT,
     SUMMARY_KEYS,
-    CriterionChoice,
     RunSummary,
     run_summary,
     upgrade_summary,
@@ -98,7 +97,6 @@ __all__ = [
     "SCORES_DIR",
     "SUMMARY_FORMAT",
     "SUMMARY_KEYS",
-    "CriterionChoice",
     "MetricsProblem",
     "MetricsScan",
     "Run",

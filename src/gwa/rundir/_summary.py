@@ -16,12 +16,6 @@ from typing import Any, TypedDict
 SUMMARY_FORMAT = 2
 
 
-class CriterionChoice(TypedDict, total=False):
-    """One criterion's chosen epoch (1-based) and the accuracies logged there (``test_acc``, ``val_acc``, ...)."""
-
-    epoch: int
-
-
 class RunSummary(TypedDict):
     """The run's ``summary.json`` (see docs/run-directory.md for each field).
 
@@ -32,7 +26,7 @@ class RunSummary(TypedDict):
     summary_format: int  # SUMMARY_FORMAT
     default: str  # gwa's default criterion (gwa.DEFAULT_CRITERION)
     monitor: str  # the criterion the stop rule followed
-    criteria: dict[str, CriterionChoice]  # every criterion's chosen epoch (and the accuracies there)
+    criteria: dict[str, dict[str, Any]]  # {name: {"epoch": e (1-based), "test_acc": ..., ...}}: each choice
     best_epoch: (
         int | None
     )  # the epoch the run keeps: the monitor's choice (or the veto's among its candidates)
@@ -89,7 +83,8 @@ def run_summary(fields: Mapping[str, Any]) -> RunSummary:
     if out["best_epoch"] is None and "best_epoch" not in fields:
         out["best_epoch"] = (out["criteria"].get(out["monitor"]) or {}).get("epoch")
     out["epochs_run"] = int(out["epochs_run"] or 0)
-    out["diagnostics"] = list(out["diagnostics"] or [])
+    if out["diagnostics"] is not None:
+        out["diagnostics"] = list(out["diagnostics"])
     return out  # type: ignore[return-value]  # every key of RunSummary is set above
 
 

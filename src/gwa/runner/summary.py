@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gwa.runner.config import RunConfig
+
+if TYPE_CHECKING:
+    from gwa.rundir import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def print_summary(out: Path, file=None) -> None:
     )
 
 
-def noise_lines(summary: dict) -> list[str]:
+def noise_lines(summary: RunSummary) -> list[str]:
     """The label noise gwa train added (its realised rate) and the noise map of summary.json (``noise_estimate``:
     rate and likely swapped pairs), a line each, where known: the truth beside the estimate."""
     lines = []
@@ -82,10 +86,10 @@ def noise_lines(summary: dict) -> list[str]:
     return lines
 
 
-def trust_lines(summary: dict) -> list[str]:
+def trust_lines(summary: RunSummary) -> list[str]:
     """One line per diagnostic of summary.json (:func:`gwa.policy.diagnose` on the default criterion's choice),
     as :class:`gwa.policy.Diagnostic` prints itself (information marked ``(info)``)."""
-    diagnostics = summary["diagnostics"]
+    diagnostics = summary["diagnostics"] or []
     lines = [
         f"  trust: [{d['code']}] {'(info) ' if d.get('level') == 'info' else ''}{d['message']} -> {d['action']}"
         for d in diagnostics
