@@ -88,7 +88,7 @@ class MonitoredCallback:
             self.monitor.write_previews(self._previews.previews())
         self.monitor.finish(load_state, summary=summary)
         if main:
-            warn_diagnostics(self.diagnostics)
+            warn_diagnostics(self.diagnostics, stacklevel=4)  # at the trainer calling on_train_end
 
     # ----------------------------------------------------------------------------------------------- results
     @property

@@ -24,21 +24,26 @@ from gwa.rundir import RunSummary, RunWriter
 MONITORS = policy.MONITORABLE
 
 
+#: The keys of :func:`log_values`: the names of the same numbers in ``metrics.jsonl`` (one name per metric).
+LOG_KEYS = ("gwa", "gwa_paper", "gwa_paper_flagged", "align_mean", "align_std", "align_excess_kurtosis")
+
+
 def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -> dict[str, float]:
-    """The scalars a trainer's loggers receive each epoch.
+    """The scalars a trainer's loggers receive each epoch, under their ``metrics.jsonl`` names (:data:`LOG_KEYS`).
 
     ``gwa`` is the value gwa's default criterion ranks epochs by (:attr:`gwa.EpochSummary.gwa`), NaN in the warm-up
     epochs the criterion never picks: so ``ModelCheckpoint(monitor="gwa", mode="max")`` in Lightning and
     ``metric_for_best_model="gwa"`` in Hugging Face keep gwa's own choice. ``gwa_paper`` is the paper's Eq. 2
-    verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired.
+    verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired; ``align_mean``, ``align_std`` and
+    ``align_excess_kurtosis`` are the moments of the epoch's per-sample alignment.
     """
     return {
         "gwa": policy.monitor_value(summary.gwa, epoch=epoch, total_epochs=total_epochs),
         "gwa_paper": float(summary.gwa_paper),
         "gwa_paper_flagged": float(summary.flagged),
-        "gwa/align_mean": float(summary.mean),
-        "gwa/align_std": float(summary.std),
-        "gwa/excess_kurtosis": float(summary.excess_kurtosis),
+        "align_mean": float(summary.mean),
+        "align_std": float(summary.std),
+        "align_excess_kurtosis": float(summary.excess_kurtosis),
     }
 
 
@@ -430,10 +435,11 @@ class EpochMonitor:
         self.classes.load_state_dict(state.get("classes") or [None] * len(self.rows))
 
 
-def warn_diagnostics(diagnostics) -> None:
-    """One ``RuntimeWarning`` per diagnostic, at the end of training (on the writing rank)."""
+def warn_diagnostics(diagnostics, stacklevel: int = 3) -> None:
+    """One ``RuntimeWarning`` per diagnostic, at the end of training (on the writing rank), pointing at the caller
+    of the caller (the trainer calling a callback's hook, a loop leaving ``RunRecorder``'s ``with``)."""
     for d in diagnostics:
-        warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=stacklevel)
 
 
 def _signal_mean(values) -> float | None:

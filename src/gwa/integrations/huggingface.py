@@ -85,8 +85,8 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
     report's run table (model class, head, learning rate, batch size, seed).
 
     Logged (through ``on_log``, into ``state.log_history`` and every reporting callback, TensorBoard, W&B, ...,
-    wherever this callback sits in the list): ``gwa``, ``gwa/align_mean``, ``gwa/align_std``,
-    ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``.
+    wherever this callback sits in the list): ``gwa``, ``gwa_paper``, ``gwa_paper_flagged``, ``align_mean``,
+    ``align_std``, ``align_excess_kurtosis`` (the names of ``metrics.jsonl``).
 
     After training, :attr:`diagnostics` says why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is
     also warned (``RuntimeWarning``) on the main process and written to the run directory's summary.json.

@@ -35,6 +35,7 @@ import torch
 from gwa import policy
 from gwa.integrations._callback import MonitoredCallback
 from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
+from gwa.integrations._monitor import LOG_KEYS
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import EpochResult, GWATracker
 
@@ -95,7 +96,8 @@ class GWACallback(MonitoredCallback, Callback):
             ``veto(pl_module) -> accuracy``. False (default): no veto.
         log: log ``gwa`` (the default criterion's value, NaN in the warm-up: ``ModelCheckpoint(monitor="gwa",
             mode="max")`` keeps gwa's own best epoch), ``gwa_paper`` (the paper's value verbatim),
-            ``gwa_paper_flagged``, ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``.
+            ``gwa_paper_flagged``, ``align_mean``, ``align_std``, ``align_excess_kurtosis`` (the names of
+            ``metrics.jsonl``).
 
     Attributes:
         tracker: the :class:`gwa.torch.GWATracker` (after ``fit`` starts); ``tracker.history`` has the summaries.
@@ -295,7 +297,7 @@ def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
     """The trainer's logged scalars (e.g. ``train_loss``, ``val_acc``), without the callback's own keys."""
     out = {}
     for name, value in metrics.items():
-        if name in ("gwa", "gwa_paper", "gwa_paper_flagged", "epoch", "step") or name.startswith("gwa/"):
+        if name in LOG_KEYS or name in ("epoch", "step"):
             continue
         if (isinstance(value, torch.Tensor) and value.numel() == 1) or (
             isinstance(value, (int, float)) and not isinstance(value, bool)
