@@ -20,7 +20,15 @@ from gwa.integrations._monitor import LOG_KEYS, MONITORS, EpochMonitor, log_valu
 if TYPE_CHECKING:  # imported on first use (torch); named here for type checkers and the API reference
     from gwa.integrations._recorder import RECOMMENDED_SIGNALS, RunRecorder
 
-__all__ = ["LOG_KEYS", "MONITORS", "RECOMMENDED_SIGNALS", "EpochMonitor", "RunRecorder", "WithIndex", "log_values"]
+__all__ = [
+    "LOG_KEYS",
+    "MONITORS",
+    "RECOMMENDED_SIGNALS",
+    "EpochMonitor",
+    "RunRecorder",
+    "WithIndex",
+    "log_values",
+]
 
 
 def __getattr__(name):
