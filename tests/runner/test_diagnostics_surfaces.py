@@ -76,7 +76,7 @@ def test_epoch_monitor_without_run_dir_or_scores():
 
 
 def test_warn_diagnostics_one_runtime_warning_each():
-    from gwa.integrations._monitor import warn_diagnostics
+    from gwa.integrations._epoch_values import warn_diagnostics
 
     found = policy.diagnose([{"gwa": g, "train_acc": a} for g, a in zip(GWA_VALUES, TRAIN_ACC, strict=True)])
     with warnings.catch_warnings(record=True) as caught:

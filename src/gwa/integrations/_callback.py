@@ -15,7 +15,8 @@ from typing import Any, TypedDict
 
 from gwa import policy
 from gwa.integrations._collect import SOFT_TARGETS_WITHOUT_LABELS, LabelCollector, PreviewCollector
-from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
+from gwa.integrations._epoch_values import warn_diagnostics
+from gwa.integrations._monitor import EpochMonitor
 from gwa.rundir import RunSummary
 
 

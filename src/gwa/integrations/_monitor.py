@@ -17,34 +17,9 @@ import numpy as np
 from gwa import DEFAULT_CRITERION, ClassEvidence, EarlyStopper, EpochSummary, policy
 from gwa.integrations._classes import ClassLog
 from gwa.integrations._conclude import alignment_history, conclude
+from gwa.integrations._epoch_values import log_values, signal_mean, split_accuracy
 from gwa.integrations.loggers import check_loggers, epoch_values, log_noise_map
 from gwa.rundir import RunSummary, RunWriter
-
-#: Criteria the integrations can follow (one value per epoch): ``gwa`` (the default), ``gwa_paper``, ``align_mean``.
-MONITORS = policy.MONITORABLE
-
-
-#: The keys of :func:`log_values`: the names of the same numbers in ``metrics.jsonl`` (one name per metric).
-LOG_KEYS = ("gwa", "gwa_paper", "gwa_paper_flagged", "align_mean", "align_std", "align_excess_kurtosis")
-
-
-def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -> dict[str, float]:
-    """The scalars a trainer's loggers receive each epoch, under their ``metrics.jsonl`` names (:data:`LOG_KEYS`).
-
-    ``gwa`` is the value gwa's default criterion ranks epochs by (:attr:`gwa.EpochSummary.gwa`), NaN in the warm-up
-    epochs the criterion never picks: so ``ModelCheckpoint(monitor="gwa", mode="max")`` in Lightning and
-    ``metric_for_best_model="gwa"`` in Hugging Face keep gwa's own choice. ``gwa_paper`` is the paper's Eq. 2
-    verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired; ``align_mean``, ``align_std`` and
-    ``align_excess_kurtosis`` are the moments of the epoch's per-sample alignment.
-    """
-    return {
-        "gwa": policy.monitor_value(summary.gwa, epoch=epoch, total_epochs=total_epochs),
-        "gwa_paper": float(summary.gwa_paper),
-        "gwa_paper_flagged": float(summary.flagged),
-        "align_mean": float(summary.mean),
-        "align_std": float(summary.std),
-        "align_excess_kurtosis": float(summary.excess_kurtosis),
-    }
 
 
 class EpochMonitor:
@@ -230,12 +205,12 @@ class EpochMonitor:
         """
         extra = dict(extra or {})
         for key, signal in (("train_loss", "loss"), ("train_acc", "correct")):
-            if extra.get(key) is None and (value := _signal_mean(result.signals.get(signal))) is not None:
+            if extra.get(key) is None and (value := signal_mean(result.signals.get(signal))) is not None:
                 extra[key] = (
                     value  # the mean over the samples seen (at their forward pass, as gwa train logs)
                 )
         if self.veto_accuracy is not None and model is not None:
-            extra["veto_acc"] = _split_accuracy(self.veto_accuracy, model)
+            extra["veto_acc"] = split_accuracy(self.veto_accuracy, model)
         scores = (
             None
             if result.scores is None or not per_sample
@@ -433,38 +408,6 @@ class EpochMonitor:
         self.kept_states = dict(state.get("kept_states") or {})
         self.classes = ClassLog()
         self.classes.load_state_dict(state.get("classes") or [None] * len(self.rows))
-
-
-def warn_diagnostics(diagnostics, stacklevel: int = 3) -> None:
-    """One ``RuntimeWarning`` per diagnostic, at the end of training (on the writing rank), pointing at the caller
-    of the caller (the trainer calling a callback's hook, a loop leaving ``RunRecorder``'s ``with``)."""
-    for d in diagnostics:
-        warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=stacklevel)
-
-
-def _signal_mean(values) -> float | None:
-    """The mean of a per-sample signal over the samples seen (finite), or None when there is none."""
-    if values is None:
-        return None
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else None
-
-
-def _split_accuracy(veto: Callable, model) -> float:
-    """``veto(model)`` in eval mode without gradients, the model's mode restored; checked to be in [0, 1]."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            value = float(veto(model))
-    finally:
-        model.train(was_training)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected `veto(model)` to return an accuracy in [0, 1]; got {value!r}.")
-    return value
 
 
 def _has_run(path) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from gwa import DEFAULT_CRITERION
 from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
-from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
+from gwa.integrations._epoch_values import warn_diagnostics
+from gwa.integrations._monitor import EpochMonitor
 from gwa.integrations.loggers import check_loggers
 
 #: Per-sample signals the report and ``gwa flag`` use: the loss, the prediction and whether it was right.

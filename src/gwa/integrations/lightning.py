@@ -35,7 +35,7 @@ import torch
 from gwa import policy
 from gwa.integrations._callback import MonitoredCallback
 from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
-from gwa.integrations._monitor import LOG_KEYS
+from gwa.integrations._epoch_values import LOG_KEYS
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import EpochResult, GWATracker
 
