@@ -1,8 +1,11 @@
-"""What every integration does once an epoch's alignment is known: metrics, stop decision, best epoch, run directory.
+"""The one after-epoch path: what every surface does once an epoch's alignment is known.
 
-The trainer-specific callbacks only find logits, targets and sample ids and call :class:`GWATracker`; the decision
-is the core policy's :class:`gwa.EarlyStopper`, so Lightning, Hugging Face, a plain loop and ``gwa train`` keep the
-same epoch and stop at the same one, and write the same run directory (:mod:`gwa.rundir`).
+:class:`EpochMonitor` turns each epoch into a metrics row, a stop decision (the core policy's
+:class:`gwa.EarlyStopper`, the veto included), the run directory's writes and the loggers' values, and at the end
+into the run's :class:`gwa.rundir.RunSummary` (``summary.json``). ``gwa train`` (torch and jax, through
+:class:`gwa.runner.loop.EpochLoop`), ``RunRecorder``, the Lightning and Hugging Face callbacks and the examples
+all hand it their epochs; they only find logits, targets and sample ids (and evaluate, for ``gwa train``), so they
+keep the same epoch, stop at the same one and write the same run directory (:mod:`gwa.rundir`).
 """
 
 from __future__ import annotations
