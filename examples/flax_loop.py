@@ -1,13 +1,16 @@
 """GWA in a plain Flax/optax loop: an MLP on sklearn's digits with noisy labels, no validation split.
 
 The train step is jitted and returns the loss, the per-sample alignment scores and the epoch's running
-moments; nothing leaves the device until the epoch ends. The epoch to keep (and, with ``--patience``, when to stop)
-is gwa's default criterion, online (:class:`gwa.EarlyStopper`) and post hoc (:func:`gwa.select_epoch`): the same
-epoch, counted from 1. The test split is only printed, never used.
+moments; nothing leaves the device until the epoch ends. Each epoch then goes to :class:`gwa.integrations.EpochMonitor`,
+the after-epoch step of every gwa surface: the epoch to keep (and, with ``--patience``, when to stop) is gwa's
+default criterion, online (its :class:`gwa.EarlyStopper`) and post hoc (:func:`gwa.select_epoch`): the same epoch,
+counted from 1; with ``--out`` it also writes the run directory that ``gwa train`` and the callbacks write (``gwa
+report``, ``gwa flag`` read it). The test split is only printed, never used.
 
     python examples/flax_loop.py                # 30 epochs, 20% of the training labels flipped
     python examples/flax_loop.py --epochs 2 --noise 0
     python examples/flax_loop.py --patience 5   # stop once gwa has had no new best for 5 epochs
+    python examples/flax_loop.py --out runs/flax && gwa report runs/flax
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sklearn.model_selection import train_test_split
 import gwa
 import gwa.jax
 import jax
+from gwa.integrations import EpochMonitor
 
 
 class MLP(nn.Module):
@@ -84,6 +88,7 @@ def main(argv=None):
     parser.add_argument(
         "--patience", type=int, default=None, help="stop when gwa has no new best for this long"
     )
+    parser.add_argument("--out", default=None, help="also write a run directory here (gwa report reads it)")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -99,8 +104,9 @@ def main(argv=None):
     train_step = make_train_step(model, optimizer)
     predict = jax.jit(lambda params, x: model.apply({"params": params}, x).argmax(axis=1))
 
-    stopper = gwa.EarlyStopper(patience=args.patience, total_epochs=args.epochs)  # gwa's default criterion
     summaries, test_accs, n = [], [], len(y_train)
+    monitor = EpochMonitor(patience=args.patience, run_dir=args.out, labels=y_noisy, noise_mask=flipped)
+    monitor.start(max_epochs=args.epochs, num_samples=n, write=True, framework="flax")
     print(f"{'epoch':>5} {'loss':>7} {'test_acc':>8} {'align':>7} {'gwa':>7} {'paper':>9}")
     for epoch in range(1, args.epochs + 1):
         moments, epoch_scores = gwa.jax.moments_init(), jnp.full(n, jnp.nan)
@@ -121,19 +127,28 @@ def main(argv=None):
         summaries.append(summary)
         test_acc = float(np.mean(np.asarray(predict(params, x_test)) == y_test))
         test_accs.append(test_acc)
+        loss = float(np.mean(jax.device_get(losses)))
         note = f"  (paper's value not trusted: {summary.guard.message})" if summary.flagged else ""
         print(
-            f"{epoch:5d} {np.mean(jax.device_get(losses)):7.4f} {test_acc:8.3f} {summary.mean:7.4f} "
+            f"{epoch:5d} {loss:7.4f} {test_acc:8.3f} {summary.mean:7.4f} "
             f"{summary.gwa:7.4f} {summary.gwa_paper:9.4f}{note}"
         )
-        if stopper.step(summary):  # stopper.message says why
-            print(stopper.message)
+        # The metrics row, the stop decision, and with --out the run directory's writes.
+        _, stop = monitor.record(
+            epoch,
+            summary,
+            extra={"train_loss": loss, "test_acc": test_acc},
+            scores={"alignment": np.asarray(epoch_scores)} if args.out else None,
+        )
+        if stop:  # monitor.stopper.message says why
+            print(monitor.stopper.message)
             break
+    monitor.finish()  # summary.json (with --out) and the diagnostics (monitor.diagnostics)
 
-    if stopper.best_epoch is not None:
+    if monitor.best_epoch is not None:
         # Post hoc, over the same history and the planned epochs: the epoch the online stopper holds.
         pick = gwa.select_epoch(summaries, total_epochs=args.epochs)
-        assert pick == stopper.best_epoch
+        assert pick == monitor.best_epoch
         print(
             f"gwa picks epoch {pick} (test acc {test_accs[pick - 1]:.3f}); the best test acc was "
             f"{max(test_accs):.3f} at epoch {int(np.argmax(test_accs)) + 1}"

@@ -5,8 +5,10 @@ Run:
     python examples/torchrun_ddp.py --out runs/single                       # the same run in one process
     gwa report runs/ddp
 
-Every rank gets the same merged epoch summary, so every rank's :class:`gwa.EarlyStopper` (gwa's default criterion)
-makes the same decision: with ``--patience`` all ranks stop at the same epoch without exchanging anything.
+Every rank gets the same merged epoch summary, so every rank's :class:`gwa.integrations.RunRecorder` (its
+:class:`gwa.EarlyStopper` on gwa's default criterion) makes the same decision: with ``--patience`` all ranks stop
+at the same epoch without exchanging anything. The recorder is the after-epoch step of every gwa surface: rank 0's
+writes the run directory and its ``summary.json`` as ``gwa train`` and the callbacks do.
 
 What makes the two runs give the same numbers: ``--batch-size`` is the *global* batch; each of the W ranks
 takes ``batch_size / W`` samples of it through a ``DistributedSampler`` (the same seeded permutation for every
@@ -31,10 +33,8 @@ from sklearn.datasets import load_digits
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-import gwa
 import torch
-from gwa import policy
-from gwa.rundir import RunWriter
+from gwa.integrations import RunRecorder
 from gwa.torch import GWATracker
 from torch import nn
 
@@ -83,25 +83,22 @@ def main(argv=None) -> None:
     tracker = GWATracker(model, num_samples=n)  # hooks the head (the last Linear) before DDP wraps the model
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
-    writer = None
-    if rank == 0:
-        writer = RunWriter(
-            args.out,
-            {
-                "name": "torchrun_ddp",
-                "framework": "torch",
-                "world_size": world,
-                **{k: v for k, v in vars(args).items() if k not in ("out", "overwrite")},
-            },
-            n,
-            labels=y[train_ids].numpy(),
-            overwrite=args.overwrite,
-        )
-
-    stopper = gwa.EarlyStopper(
-        patience=args.patience, total_epochs=args.epochs
-    )  # the default criterion, online
-    rows, step = [], 0
+    recorder = RunRecorder(  # on every rank; rank 0 writes
+        args.out,
+        tracker,
+        total_epochs=args.epochs,
+        patience=args.patience,
+        config={
+            "name": "torchrun_ddp",
+            "framework": "torch",
+            "world_size": world,
+            **{k: v for k, v in vars(args).items() if k not in ("out", "overwrite")},
+        },
+        labels=y[train_ids].numpy(),
+        previews=False,
+        overwrite=args.overwrite,
+    )
+    step = 0
     for epoch in range(1, args.epochs + 1):
         sampler.set_epoch(epoch)
         model.train()
@@ -111,7 +108,7 @@ def main(argv=None) -> None:
             loss = F.cross_entropy(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            tracker.update(logits, yb, sample_ids=ids)  # head weights were captured in the forward
+            recorder.update(logits, yb, ids)  # tracker.update: head weights were captured in the forward
             optimizer.step()
             loss_sum += loss.detach().double() * len(yb)
             step += 1
@@ -121,39 +118,19 @@ def main(argv=None) -> None:
         model.eval()
         with torch.no_grad():
             test_acc = (model(x[test_ids]).argmax(1) == y[test_ids]).double().mean().item()
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": loss_sum.item() / n,
-            "test_acc": test_acc,
-            **result.summary.metrics(),
-        }
-        rows.append(row)
-        stop = stopper.step(result.summary)  # the same on every rank: the summary is merged across ranks
-        if writer is not None:
-            writer.log_epoch(row, {"alignment": result.scores})
+        # The same on every rank: the summary is merged across ranks.
+        stop = recorder.end_epoch(result, step=step, train_loss=loss_sum.item() / n, test_acc=test_acc)
+        if rank == 0:
             print(
                 f"epoch {epoch}: gwa {result.summary.gwa:.4f} (paper {result.summary.gwa_paper:.4f}) "
-                f"align_mean {result.summary.mean:.4f} test_acc {test_acc:.3f}; {stopper.message}",
+                f"align_mean {result.summary.mean:.4f} test_acc {test_acc:.3f}; {recorder.message}",
                 flush=True,
             )
         if stop:
             break
-    if writer is not None:
-        choices = policy.select_all(rows, total_epochs=args.epochs)
-        writer.write_summary(
-            {
-                "default": gwa.DEFAULT_CRITERION,
-                "best_epoch": stopper.best_epoch,
-                "stopped_epoch": stopper.stopped_epoch,
-                "decision": stopper.message,
-                "criteria": {
-                    name: {"epoch": e, "test_acc": rows[e - 1]["test_acc"]} for name, e in choices.items()
-                },
-            }
-        )
-        print(f"best epoch by gwa's default criterion: {stopper.best_epoch}", flush=True)
-        writer.finish()
+    recorder.finish()  # summary.json (rank 0) and the diagnostics as warnings
+    if rank == 0:
+        print(f"best epoch by gwa's default criterion: {recorder.best_epoch}", flush=True)
     if distributed:
         dist.barrier()  # tear the group down together: gloo can abort a rank whose peer left first
         dist.destroy_process_group()

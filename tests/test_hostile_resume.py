@@ -155,10 +155,10 @@ def test_a_best_checkpoint_chosen_under_another_plan_is_marked_stale(tmp_path, c
         realised_noise_rate=0.0,
         classes=[str(k) for k in range(10)],
     )
-    chosen = train_summary.build_summary(rows, config, data, out)["criteria"]["gwa"]["epoch"]
+    chosen = rundir.load_run(out).summary["criteria"]["gwa"]["epoch"]
     other = 1 if chosen != 1 else 2  # what a resume with a longer plan leaves: the old plan's best
     checkpoint.mark(out, "best_gwa", epoch=other, backend="torch", file=f"best_gwa-{other:04d}.pt")
-    summary = train_summary.build_summary(rows, config, data, out)
+    summary = {**rundir.load_run(out).summary, **train_summary.summary_fields(rows, config, data, out)}
     assert summary["best_checkpoint"]["stale"] is True
     assert (
         f"holds epoch {other}, but the default criterion now chooses epoch {chosen}"

@@ -67,7 +67,13 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(run.scores(3, "loss"), np.arange(N) * 3)
     matrix = run.score_matrix()
     assert matrix.shape == (3, N) and np.isnan(matrix[0, 3:]).all() and not np.isnan(matrix[2, :5]).any()
-    assert run.summary == {"format": 2, "criteria": {"paper": {"epoch": 3, "test_acc": 0.9}}}
+    # Written in the one RunSummary schema: the fields not given are there, null (or what the others imply).
+    assert tuple(run.summary) == gwa.rundir.SUMMARY_KEYS
+    assert run.summary["criteria"] == {"paper": {"epoch": 3, "test_acc": 0.9}}
+    assert (run.summary["format"], run.summary["summary_format"], run.summary["default"]) == (2, 2, "gwa")
+    assert (
+        run.summary["best_epoch"] is None and run.summary["noise"] is None and run.summary["epochs_run"] == 0
+    )
     np.testing.assert_array_equal(run.preview_ids, [5, 1])
     assert run.previews.shape == (2, 4, 4) and run.previews.dtype == np.uint8
 
@@ -451,3 +457,66 @@ def test_metrics_are_never_torn_by_the_writer(tmp_path, monkeypatch):
     assert read_metrics(tmp_path / "run") == [{"epoch": 1, "gwa": 0.5}]
     writer.log_epoch({"epoch": 2, "gwa": 0.6})  # the failed epoch can be logged again
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------ summary.json schema
+
+# gwa 0.2's two shapes of summary.json: the callbacks' (EpochMonitor) and gwa train's.
+SUMMARY_0_2_CALLBACK = {
+    "format": 2,
+    "criteria": {"gwa": {"epoch": 2}, "last": {"epoch": 3}},
+    "monitor": "gwa_paper",
+    "best_epoch": 2,
+    "stopped_epoch": None,
+    "decision": "epoch 3: no new best",
+    "diagnostics": [],
+    "best_model_dir": "out/gwa-best",
+}
+SUMMARY_0_2_TRAIN = {
+    "format": 2,
+    "default": "gwa",
+    "criteria": {"gwa": {"epoch": 2, "test_acc": 0.8}},
+    "epochs_run": 3,
+    "epochs_planned": 5,
+    "final_test_acc": 0.7,
+    "best_checkpoint": {"epoch": 2, "backend": "torch", "file": "best_gwa-0002.pt"},
+    "diagnostics": [],
+    "num_samples": 6,
+    "realised_noise_rate": 0.25,
+    "noise": {"kind": "symmetric", "rate_requested": 0.2, "rate_actual": 0.25, "num_noisy": 2},
+}
+
+
+@pytest.mark.parametrize("old", [SUMMARY_0_2_CALLBACK, SUMMARY_0_2_TRAIN], ids=["callback", "gwa train"])
+def test_a_0_2_summary_is_upgraded_on_read(tmp_path, old):
+    write_run(tmp_path / "run").finish()
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(old))
+    summary = load_run(tmp_path / "run").summary
+    assert (
+        tuple(summary) == gwa.rundir.SUMMARY_KEYS and summary["summary_format"] == gwa.rundir.SUMMARY_FORMAT
+    )
+    for key, value in old.items():  # what the old shape said is kept, under the same key
+        if key != "noise":
+            assert summary[key] == value, key
+    assert summary["default"] == "gwa" and summary["epochs_run"] == old.get("epochs_run", 3)
+    if "monitor" in old:  # the callback's: what only gwa train knows is null
+        assert (
+            summary["best_epoch"] == 2 and summary["noise"] is None and summary["realised_noise_rate"] is None
+        )
+        assert summary["epochs_planned"] is None and summary["best_checkpoint"] is None
+    else:  # gwa train's: the monitor was the default, its choice the kept epoch; the noise rate once
+        assert summary["monitor"] == "gwa" and summary["best_epoch"] == 2 and summary["decision"] is None
+        assert summary["noise"] == {"kind": "symmetric", "rate_requested": 0.2, "num_noisy": 2}
+        assert summary["realised_noise_rate"] == 0.25 and summary["best_model_dir"] is None
+
+
+def test_write_summary_refuses_a_key_outside_the_schema(tmp_path):
+    writer = write_run(tmp_path / "run")
+    with pytest.raises(
+        ValueError, match=r"Expected summary.json's keys among the RunSummary fields .*got 'acc'"
+    ):
+        writer.write_summary({"criteria": {}, "acc": 0.9})
+    assert not (tmp_path / "run" / "summary.json").exists()
+    written = writer.write_summary({"criteria": {"gwa": {"epoch": 3}}, "monitor": "align_mean"})
+    assert written["best_epoch"] is None  # the monitor chose nothing in criteria: no epoch is implied
+    assert gwa.rundir.run_summary({"criteria": {"gwa": {"epoch": 3}}})["best_epoch"] == 3

@@ -171,7 +171,7 @@ def test_scores_match_the_numpy_core_and_the_run_dir_is_written(tmp_path, kind, 
     assert [h["gwa"] for h in logged] == pytest.approx([r["gwa"] for r in run.metrics])
     assert [h["gwa_paper"] for h in logged] == pytest.approx([r["gwa_paper"] for r in run.metrics])
     assert [h["gwa_paper_flagged"] for h in logged] == [float(r["gwa_paper_flagged"]) for r in run.metrics]
-    assert {"gwa/align_mean", "gwa/align_std", "gwa/excess_kurtosis"} <= set(logged[0])
+    assert {"align_mean", "align_std", "align_excess_kurtosis"} <= set(logged[0])
     assert cb.best_epoch == gwa.select_epoch(run.metrics, total_epochs=2) == run.summary["best_epoch"]
     assert run.summary["criteria"]["gwa"]["epoch"] == cb.best_epoch
 
@@ -185,7 +185,7 @@ def test_stops_itself_and_restores_the_best_weights(tmp_path):
         cb, tmp_path, net=net, extra=[recorder], epochs=12, learning_rate=5e-2, logging_strategy="no"
     )
     values = [s.mean for s in cb.tracker.history]
-    assert [h["gwa/align_mean"] for h in trainer.state.log_history if "gwa" in h] == pytest.approx(values)
+    assert [h["align_mean"] for h in trainer.state.log_history if "gwa" in h] == pytest.approx(values)
     stopper = gwa.EarlyStopper(
         "align_mean", patience=1, total_epochs=12
     )  # warm-up: the first 10% of 12 epochs

@@ -65,12 +65,14 @@ def test_tensorboard_event_file_holds_gwa_the_choice_and_histograms(tmp_path):
         [e.value for e in gwa_events[1:]], [r["gwa"] for r in recorder.rows[1:]], rtol=1e-6
     )
     np.testing.assert_allclose(
-        [e.value for e in events.Scalars("gwa/align_mean")],
+        [e.value for e in events.Scalars("align_mean")],
         [r["align_mean"] for r in recorder.rows],
         rtol=1e-6,
     )
-    assert [e.value for e in events.Scalars("gwa/chosen_epoch")] == [recorder.best_epoch]
-    assert events.Scalars("gwa/best_epoch")[-1].value == recorder.best_epoch
+    # best_epoch: summary.json's name, each epoch (the best so far), then the choice at the last epoch's step.
+    best = events.Scalars("best_epoch")
+    assert [e.step for e in best] == [*range(1, EPOCHS + 1), EPOCHS]
+    assert best[-1].value == best[-2].value == recorder.best_epoch
     assert [e.value for e in events.Scalars("gwa/stop")] == [0.0] * EPOCHS
     hists = events.Histograms("gwa/alignment")
     assert [h.step for h in hists] == list(range(1, EPOCHS + 1))
@@ -142,7 +144,7 @@ def test_wandb_offline_run_holds_gwa_the_choice_and_histograms(tmp_path, monkeyp
     assert all(
         h["gwa/alignment/_type"] == "histogram" and sum(h["gwa/alignment/values"]) == N for h in history
     )
-    assert summary["gwa/chosen_epoch"] == recorder.best_epoch
+    assert summary["best_epoch"] == recorder.best_epoch
     assert any("short_warmup" in d for d in summary["gwa/diagnostics"])
     estimate = json.loads((tmp_path / "run" / "summary.json").read_text())["noise_estimate"]
     logged = summary.get("gwa/noise_map") or {
@@ -176,7 +178,7 @@ def test_recorder_raises_each_diagnostic_once_and_keeps_them(tmp_path):
     assert memory.closed and memory.choice == (recorder.best_epoch, recorder.diagnostics)
     assert [e for e, _, _ in memory.epochs] == list(range(1, EPOCHS + 1))
     assert all(a is not None and a.shape == (N,) for _, _, a in memory.epochs)
-    assert memory.epochs[-1][1]["gwa/best_epoch"] == recorder.best_epoch
+    assert memory.epochs[-1][1]["best_epoch"] == recorder.best_epoch
 
 
 def test_loggers_are_checked():

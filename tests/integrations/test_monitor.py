@@ -80,9 +80,9 @@ def test_log_values_are_the_default_value_nan_in_the_warm_up():
             "gwa",
             "gwa_paper",
             "gwa_paper_flagged",
-            "gwa/align_mean",
-            "gwa/align_std",
-            "gwa/excess_kurtosis",
+            "align_mean",
+            "align_std",
+            "align_excess_kurtosis",
         ]
         if result.epoch <= 2:
             assert math.isnan(logged["gwa"])
@@ -92,7 +92,7 @@ def test_log_values_are_the_default_value_nan_in_the_warm_up():
             logged["gwa"], m.stopper.logged_value()
         )  # the core's own logged value (NaN == NaN)
         assert logged["gwa_paper"] == s.gwa_paper and logged["gwa_paper_flagged"] == float(s.flagged)
-        assert (logged["gwa/align_mean"], logged["gwa/align_std"], logged["gwa/excess_kurtosis"]) == (
+        assert (logged["align_mean"], logged["align_std"], logged["align_excess_kurtosis"]) == (
             s.mean,
             s.std,
             s.excess_kurtosis,

@@ -222,6 +222,9 @@ def test_jax_runner_logs_to_tensorboard(tmp_path):
     np.testing.assert_allclose(
         [e.value for e in events.Scalars("gwa")[1:]], [r["gwa"] for r in run.metrics[1:]], rtol=1e-6
     )
-    assert [e.value for e in events.Scalars("gwa/chosen_epoch")] == [run.summary["criteria"]["gwa"]["epoch"]]
+    # best_epoch (summary.json's name): the best so far each epoch, then the choice at the last epoch's step.
+    best = events.Scalars("best_epoch")
+    assert [e.step for e in best] == [*range(1, 11), 10]
+    assert best[-1].value == run.summary["best_epoch"] == run.summary["criteria"]["gwa"]["epoch"]
     hists = events.Histograms("gwa/alignment")
     assert len(hists) == 10 and all(h.histogram_value.num == 300 for h in hists)

@@ -83,7 +83,8 @@ def _simulate_run(
         writer.write_summary(
             {
                 "default": "gwa",
-                "noise": {"kind": "symmetric", "rate_actual": noise.mean(), "num_noisy": int(noise.sum())},
+                "noise": {"kind": "symmetric", "rate_requested": 0.3, "num_noisy": int(noise.sum())},
+                "realised_noise_rate": float(noise.mean()),
                 "criteria": {
                     "gwa": {"epoch": g, "test_acc": test_accs[g - 1]},
                     "oracle": {"epoch": o, "test_acc": test_accs[o - 1]},

@@ -89,7 +89,7 @@ def test_summary_choices_fill_missing_test_acc(tmp_path, write_run):
     assert list(got) == ["x"] and got["x"].test_acc == pytest.approx(0.2) and got["x"].source == "summary"
 
 
-def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
+def test_gwa_paper_curve_flags_guard_and_non_finite(tmp_path, write_run):
     rows = [
         {"gwa": 0.05, "gwa_paper": 0.1},
         {
@@ -103,7 +103,7 @@ def test_gwa_curve_flags_guard_and_non_finite(tmp_path, write_run):
         {"gwa": 0.08, "gwa_paper": 0.4, "gwa_guard": "constant_scores"},
     ]
     run = load_run(write_run(tmp_path / "r", metrics=rows))
-    curve, guarded = A.gwa_curve(run)
+    curve, guarded = A.gwa_paper_curve(run)
     np.testing.assert_array_equal(curve, [0.1, 0.2, np.nan, 0.3, 0.4])  # the paper's value, not the default
     assert guarded.tolist() == [False, True, True, True, True]
     assert A.guard_reasons(run) == {

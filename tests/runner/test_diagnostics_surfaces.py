@@ -51,8 +51,9 @@ def test_epoch_monitor_diagnoses_its_choice_and_writes_it(tmp_path, spread, code
         m.end_epoch(r, extra={"train_acc": acc})
     assert m.diagnostics == []  # computed at the end of training
     m.finish()
-    last = np.asarray(results[-1].scores, np.float64)[None]
-    expected = policy.diagnose(m.rows, "gwa", alignment=last, total_epochs=10)
+    # The run directory's whole alignment history, as gwa train's summary and the report read it.
+    history = np.stack([np.asarray(r.scores, np.float32) for r in results]).astype(np.float64)
+    expected = policy.diagnose(m.rows, "gwa", alignment=history, total_epochs=10)
     assert m.diagnostics == expected
     if codes is not None:
         assert [d.code for d in expected] == codes
@@ -75,7 +76,7 @@ def test_epoch_monitor_without_run_dir_or_scores():
 
 
 def test_warn_diagnostics_one_runtime_warning_each():
-    from gwa.integrations._monitor import warn_diagnostics
+    from gwa.integrations._epoch_values import warn_diagnostics
 
     found = policy.diagnose([{"gwa": g, "train_acc": a} for g, a in zip(GWA_VALUES, TRAIN_ACC, strict=True)])
     with warnings.catch_warnings(record=True) as caught:

@@ -159,6 +159,12 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
     assert resumed.summary["criteria"] == full.summary["criteria"]
     assert resumed.classes == full.classes and len(full.classes) == 4  # classes.jsonl: redone epochs replaced
     assert resumed.summary["noise_estimate"] == full.summary["noise_estimate"]
+    assert resumed.summary == full.summary  # the whole RunSummary: decision, diagnostics, best checkpoint
+    # Resumed at its end (no epoch left): the monitor replays the logged rows, and the summary stays the same.
+    again = load_run(
+        run_training(RunConfig(**common, out=str(tmp_path / "cut"), resume=True), progress=False)
+    )
+    assert again.summary == full.summary and _without_time(again.metrics) == _without_time(full.metrics)
 
 
 def test_early_stop_follows_the_stopper_on_the_default_criterion(tmp_path):

@@ -15,12 +15,21 @@ and writes the same run directory.
 from typing import TYPE_CHECKING
 
 from gwa.integrations._dataset import WithIndex
-from gwa.integrations._monitor import MONITORS, EpochMonitor, log_values
+from gwa.integrations._epoch_values import LOG_KEYS, MONITORS, log_values
+from gwa.integrations._monitor import EpochMonitor
 
 if TYPE_CHECKING:  # imported on first use (torch); named here for type checkers and the API reference
     from gwa.integrations._recorder import RECOMMENDED_SIGNALS, RunRecorder
 
-__all__ = ["MONITORS", "RECOMMENDED_SIGNALS", "EpochMonitor", "RunRecorder", "WithIndex", "log_values"]
+__all__ = [
+    "LOG_KEYS",
+    "MONITORS",
+    "RECOMMENDED_SIGNALS",
+    "EpochMonitor",
+    "RunRecorder",
+    "WithIndex",
+    "log_values",
+]
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
 """Per-class evidence through the after-epoch paths, in one place for every surface.
 
-:class:`gwa.integrations.EpochMonitor` (the Lightning and Hugging Face callbacks, ``RunRecorder``) and ``gwa train``'s
-:class:`gwa.runner.loop.EpochLoop` both hand each epoch's :class:`gwa.ClassEvidence` to a :class:`ClassLog`: it
+:class:`gwa.integrations.EpochMonitor`, the after-epoch step of every surface (``gwa train``, the Lightning and
+Hugging Face callbacks, ``RunRecorder``), hands each epoch's :class:`gwa.ClassEvidence` to a :class:`ClassLog`: it
 writes the epoch's row of ``classes.jsonl``, gives the stopper its rows with the evidence (the class-aware candidates
 of the veto read it), and at the end gives the noise map (:func:`gwa.policy.noise_map_of_run`) and its
 ``summary.json`` entry. :func:`epoch_evidence` computes the evidence from per-sample arrays (the JAX backend; the

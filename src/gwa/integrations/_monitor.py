@@ -1,13 +1,15 @@
-"""What every integration does once an epoch's alignment is known: metrics, stop decision, best epoch, run directory.
+"""The one after-epoch path: what every surface does once an epoch's alignment is known.
 
-The trainer-specific callbacks only find logits, targets and sample ids and call :class:`GWATracker`; the decision
-is the core policy's :class:`gwa.EarlyStopper`, so Lightning, Hugging Face, a plain loop and ``gwa train`` keep the
-same epoch and stop at the same one, and write the same run directory (:mod:`gwa.rundir`).
+:class:`EpochMonitor` turns each epoch into a metrics row, a stop decision (the core policy's
+:class:`gwa.EarlyStopper`, the veto included), the run directory's writes and the loggers' values, and at the end
+into the run's :class:`gwa.rundir.RunSummary` (``summary.json``). ``gwa train`` (torch and jax, through
+:class:`gwa.runner.loop.EpochLoop`), ``RunRecorder``, the Lightning and Hugging Face callbacks and the examples
+all hand it their epochs; they only find logits, targets and sample ids (and evaluate, for ``gwa train``), so they
+keep the same epoch, stop at the same one and write the same run directory (:mod:`gwa.rundir`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -15,30 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary, policy
-from gwa.integrations._classes import ClassLog, noise_estimate
-from gwa.rundir import RunWriter
-
-#: Criteria the integrations can follow (one value per epoch): ``gwa`` (the default), ``gwa_paper``, ``align_mean``.
-MONITORS = policy.MONITORABLE
-
-
-def log_values(summary: EpochSummary, *, epoch: int, total_epochs: int | None) -> dict[str, float]:
-    """The scalars a trainer's loggers receive each epoch.
-
-    ``gwa`` is the value gwa's default criterion ranks epochs by (:attr:`gwa.EpochSummary.gwa`), NaN in the warm-up
-    epochs the criterion never picks: so ``ModelCheckpoint(monitor="gwa", mode="max")`` in Lightning and
-    ``metric_for_best_model="gwa"`` in Hugging Face keep gwa's own choice. ``gwa_paper`` is the paper's Eq. 2
-    verbatim (pole included) and ``gwa_paper_flagged`` 1.0 where its guard fired.
-    """
-    return {
-        "gwa": policy.monitor_value(summary.gwa, epoch=epoch, total_epochs=total_epochs),
-        "gwa_paper": float(summary.gwa_paper),
-        "gwa_paper_flagged": float(summary.flagged),
-        "gwa/align_mean": float(summary.mean),
-        "gwa/align_std": float(summary.std),
-        "gwa/excess_kurtosis": float(summary.excess_kurtosis),
-    }
+from gwa import DEFAULT_CRITERION, ClassEvidence, EarlyStopper, EpochSummary, policy
+from gwa.integrations._classes import ClassLog
+from gwa.integrations._conclude import alignment_history, conclude
+from gwa.integrations._epoch_values import log_values, signal_mean, split_accuracy
+from gwa.integrations.loggers import check_loggers, epoch_values, log_noise_map
+from gwa.rundir import RunSummary, RunWriter
 
 
 class EpochMonitor:
@@ -63,6 +47,9 @@ class EpochMonitor:
             of :meth:`end_epoch`, a Lightning metric logged as ``veto_acc``, ``RunRecorder.end_epoch(result,
             veto_acc=...)``); a callable ``veto(model) -> accuracy`` is called after each epoch instead (in eval
             mode, without gradients; :meth:`end_epoch`'s ``model=``). False (default): no veto.
+        loggers: :class:`gwa.integrations.loggers.TensorBoardLogger`, ``WandbLogger`` (or objects with their three
+            methods) receiving each epoch's values, the decision and the alignment histogram, then the choice;
+            closed by :meth:`finish`. Give them on the writing rank only.
 
     Each epoch's per-class evidence (:attr:`gwa.torch.EpochResult.class_evidence`) goes to ``classes.jsonl``
     and, at the end, into the noise map (``summary.json``'s ``noise_estimate``, :attr:`noise_map`) and the
@@ -82,7 +69,9 @@ class EpochMonitor:
         labels=None,
         noise_mask=None,
         veto=False,
+        loggers=None,
     ):
+        self.loggers = check_loggers(loggers)
         if not (isinstance(veto, bool) or callable(veto)):
             raise TypeError(
                 f"Expected `veto` to be True, False or a callable veto(model) -> accuracy; got {veto!r}."
@@ -105,6 +94,9 @@ class EpochMonitor:
         self.best_state_epoch: int | None = None
         self.writer: RunWriter | None = None
         self.diagnostics: list[policy.Diagnostic] = []
+        #: The run's :class:`gwa.rundir.RunSummary` once :meth:`finish` concluded it (written or not).
+        self.summary: RunSummary | None = None
+        self.num_samples: int | None = None
         self._last_scores: np.ndarray | None = None
         self._pending: dict | None = None
         self._started = False
@@ -112,8 +104,21 @@ class EpochMonitor:
         self._t0: float | None = None
 
     # ------------------------------------------------------------------------------------------------ lifecycle
-    def start(self, *, max_epochs: int | None, num_samples: int | None, write: bool, framework: str) -> None:
-        """Begin (or resume) training: open the run directory on the writing rank."""
+    def start(
+        self,
+        *,
+        max_epochs: int | None,
+        num_samples: int | None,
+        write: bool,
+        framework: str,
+        writer=None,
+    ) -> None:
+        """Begin (or resume) training: open the run directory on the writing rank.
+
+        ``writer``: a run directory the caller opened itself (``gwa train``: a :class:`gwa.rundir.RunWriter`, or
+        a stand-in that writes nothing on the other ranks); the monitor then writes into it and opens none.
+        """
+        self.num_samples = num_samples
         self.max_epochs = max_epochs if max_epochs and max_epochs > 0 else None
         resumed = self._pending is not None
         if resumed:
@@ -125,9 +130,11 @@ class EpochMonitor:
             self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
             self.kept_states = {}
         self.noise_map = None
-        self.diagnostics, self._last_scores = [], None
+        self.diagnostics, self._last_scores, self.summary = [], None, None
         self._started = True
-        if self.run_dir is not None and write:
+        if writer is not None:
+            self.writer = writer
+        elif self.run_dir is not None and write:
             if num_samples is None:
                 raise ValueError(
                     "Expected `num_samples` (the dataset size) to write `run_dir`; got None and could "
@@ -185,7 +192,7 @@ class EpochMonitor:
         per_sample: bool = True,
         model=None,
     ) -> tuple[dict, bool]:
-        """Record one :class:`gwa.torch.EpochResult`.
+        """Record one :class:`gwa.torch.EpochResult` (:meth:`record` with its summary, scores and evidence).
 
         Args:
             result: the tracker's epoch result.
@@ -199,43 +206,104 @@ class EpochMonitor:
         Returns:
             ``(row, stop)``: the run directory's metrics row and whether the stop rule fired.
         """
+        extra = dict(extra or {})
+        for key, signal in (("train_loss", "loss"), ("train_acc", "correct")):
+            if extra.get(key) is None and (value := signal_mean(result.signals.get(signal))) is not None:
+                extra[key] = (
+                    value  # the mean over the samples seen (at their forward pass, as gwa train logs)
+                )
+        if self.veto_accuracy is not None and model is not None:
+            extra["veto_acc"] = split_accuracy(self.veto_accuracy, model)
+        scores = (
+            None
+            if result.scores is None or not per_sample
+            else {"alignment": result.scores, **result.signals}
+        )
+        return self.record(
+            int(result.epoch),
+            result.summary,
+            extra=extra,
+            scores=scores,
+            evidence=getattr(result, "class_evidence", None),  # per epoch: needs no sample ids
+            n_duplicates=int(result.n_duplicates),
+            n_non_finite=int(result.n_non_finite),
+            model_state=model_state,
+        )
+
+    def record(
+        self,
+        epoch: int,
+        summary: EpochSummary,
+        *,
+        extra: dict | None = None,
+        scores: dict | None = None,
+        evidence: ClassEvidence | None = None,
+        n_duplicates: int = 0,
+        n_non_finite: int = 0,
+        seconds: float | None = None,
+        model_state: Callable[[], dict] | None = None,
+    ) -> tuple[dict, bool]:
+        """The after-epoch step of every surface: the metrics row, the stop decision, the kept weights, the run
+        directory's writes (row, per-sample ``scores``, ``classes.jsonl``) and the loggers.
+
+        Args:
+            epoch: the 1-based epoch, the one after the last recorded.
+            summary: the epoch's :class:`gwa.EpochSummary`.
+            extra: the row's further scalars (``step``, ``lr``, ``train_loss``, ``test_acc``, ``veto_acc``, ...).
+            scores: per-sample arrays by sample id (``alignment`` and the signals) to write; None: none.
+            evidence: the epoch's :class:`gwa.ClassEvidence` (``classes.jsonl``, the noise map, the veto).
+            n_duplicates, n_non_finite: the tracker's counts for the row.
+            seconds: the epoch's duration for ``wall_time``; default: the time since the last call (or start).
+            model_state: see :meth:`end_epoch`.
+
+        Returns:
+            ``(row, stop)``: the metrics row and whether the stop rule fired.
+        """
         if not self._started:
             raise RuntimeError("EpochMonitor.end_epoch() before start().")
-        now = time.perf_counter()
-        self._wall += now - (self._t0 or now)
-        self._t0 = now
-        epoch = int(result.epoch)
-        row = {
-            "epoch": epoch,
-            **(extra or {}),
-            **result.summary.metrics(),
-            "n_duplicates": int(result.n_duplicates),
-            "n_non_finite": int(result.n_non_finite),
-            "wall_time": self._wall,
-        }
         if epoch != self.stopper.epoch + 1:
             raise ValueError(
                 f"Expected epoch {self.stopper.epoch + 1} next; got an EpochResult of epoch {epoch}."
             )
-        _add_train_metrics(row, result)
-        if self.veto_accuracy is not None and model is not None:
-            row["veto_acc"] = _split_accuracy(self.veto_accuracy, model)
+        now = time.perf_counter()
+        self._wall += now - (self._t0 or now) if seconds is None else seconds
+        self._t0 = now
+        row = {
+            "epoch": epoch,
+            **(extra or {}),
+            **summary.metrics(),
+            "n_duplicates": int(n_duplicates),
+            "n_non_finite": int(n_non_finite),
+            "wall_time": self._wall,
+        }
         self.rows.append(row)
-        self._last_scores = None if result.scores is None or not per_sample else result.scores
-        evidence = getattr(result, "class_evidence", None)  # per epoch: needs no sample ids
+        self._last_scores = None if scores is None else scores.get("alignment")
         veto_acc = row.get("veto_acc") if self.veto else None
-        self.stopper.step(self.classes.stopper_row(row, evidence), veto_accuracy=veto_acc)
+        stop = self.stopper.step(self.classes.stopper_row(row, evidence), veto_accuracy=veto_acc)
         if self.restore_best_weights and model_state is not None:
             self._keep_weights(epoch, model_state)
         if self.writer is not None:
-            scores = (
-                None
-                if result.scores is None or not per_sample
-                else {"alignment": result.scores, **result.signals}
-            )
             self.writer.log_epoch(row, scores)
         self.classes.add(epoch, evidence, self.writer)
-        return row, self.stopped_epoch is not None
+        if self.loggers:
+            values = epoch_values(self.log_values(summary, epoch), best_epoch=self.best_epoch, stop=stop)
+            for logger in self.loggers:
+                logger.log_epoch(epoch, values, alignment=self._last_scores)
+        return row, stop
+
+    def replay(self, rows: list[dict], evidence: list[ClassEvidence | None]) -> None:
+        """Take ``rows`` (already in the run directory) as the history and make their decisions again, writing
+        nothing: for a run resumed with no epoch left to train (the stopper gives the same answers on the same
+        rows)."""
+        if not self._started:
+            raise RuntimeError("EpochMonitor.replay() before start().")
+        self.rows, self.stopper, self.classes = [], self._new_stopper(), ClassLog()
+        for row, record in zip(rows, evidence, strict=True):
+            self.rows.append(dict(row))
+            veto_acc = row.get("veto_acc") if self.veto else None
+            self.stopper.step(self.classes.stopper_row(row, record), veto_accuracy=veto_acc)
+            self.classes.add(int(row["epoch"]), record)
+        self._wall = float(rows[-1].get("wall_time") or 0.0) if rows else 0.0
 
     def _keep_weights(self, epoch: int, model_state: Callable[[], dict]) -> None:
         """The best epoch's weights; with a veto, also those of each candidate's epoch (it may keep any)."""
@@ -263,9 +331,14 @@ class EpochMonitor:
 
     def finish(
         self, load_state: Callable[[dict], object] | None = None, *, summary: dict | None = None
-    ) -> None:
-        """End of training: load the best weights (when kept), judge the monitored criterion's choice
-        (:attr:`diagnostics`, by :func:`gwa.policy.diagnose`) and close the run directory with both."""
+    ) -> RunSummary:
+        """End of training: load the best weights (when kept), conclude (:func:`gwa.integrations._conclude.conclude`:
+        each criterion's choice, the noise map, :attr:`diagnostics` by :func:`gwa.policy.diagnose`), write
+        ``summary.json`` and close the run directory, then hand the choice to the loggers and close them.
+
+        ``summary``: fields of :class:`gwa.rundir.RunSummary` only this surface knows (``best_model_dir``,
+        ``gwa train``'s ``noise``). Returns the summary (also :attr:`summary`), written or not.
+        """
         if self.best_state is not None and load_state is not None:
             if self.best_state_epoch != self.best_epoch:
                 warnings.warn(
@@ -276,42 +349,31 @@ class EpochMonitor:
                     stacklevel=2,
                 )
             load_state(self.best_state)
-        # The last epoch's per-sample alignment, (1, N), for the noise check (omitted when none was scored).
-        scores = None if self._last_scores is None else np.asarray(self._last_scores, np.float64)[None]
-        alignment = scores if scores is not None and np.isfinite(scores).any() else None
-        self.noise_map = self.classes.noise_map(self.rows, self.stopper.total_epochs) if self.rows else None
-        self.diagnostics = (
-            policy.diagnose(
-                self.rows,
-                self.monitor,
-                alignment=alignment,
-                total_epochs=self.stopper.total_epochs,
-                finetune=self.finetune,
-                evidence=self.classes.evidence if self.noise_map is not None else None,
-                noise_map=self.noise_map,
-            )
-            if self.rows
-            else []
+        conclusion = conclude(
+            self.rows,
+            self.classes,
+            self.stopper,
+            monitor=self.monitor,
+            finetune=self.finetune,
+            veto=self.veto,
+            alignment=alignment_history(self.writer, self._last_scores),
+            num_samples=self.num_samples,
+            class_names=self.run_config.get("class_names"),
+            extra=summary,
         )
-        if self.writer is not None:
-            choices = (
-                policy.select_all(self.rows, finetune=self.finetune, total_epochs=self.stopper.total_epochs)
-                if self.rows
-                else {}
-            )
-            self.writer.write_summary(
-                {
-                    "criteria": {name: {"epoch": e} for name, e in choices.items()},
-                    "monitor": self.monitor,
-                    "best_epoch": self.best_epoch,
-                    "stopped_epoch": self.stopped_epoch,
-                    "decision": self.stopper.message,
-                    "diagnostics": [dataclasses.asdict(d) for d in self.diagnostics],
-                    **noise_estimate(self.noise_map, self.run_config.get("class_names")),
-                    **(summary or {}),
-                }
-            )
+        self.noise_map, self.diagnostics, self.summary = (
+            conclusion.noise_map,
+            conclusion.diagnostics,
+            conclusion.summary,
+        )
+        if self.writer is not None and hasattr(self.writer, "write_summary"):
+            self.summary = self.writer.write_summary(conclusion.summary)
             self.writer.finish()
+        for logger in self.loggers:  # the choice and what speaks against it
+            logger.log_choice(self.best_epoch, self.diagnostics)
+            log_noise_map(logger, self.summary["noise_estimate"])
+            logger.close()
+        return self.summary
 
     # ------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -349,40 +411,6 @@ class EpochMonitor:
         self.kept_states = dict(state.get("kept_states") or {})
         self.classes = ClassLog()
         self.classes.load_state_dict(state.get("classes") or [None] * len(self.rows))
-
-
-def warn_diagnostics(diagnostics) -> None:
-    """One ``RuntimeWarning`` per diagnostic, at the end of training (on the writing rank)."""
-    for d in diagnostics:
-        warnings.warn(f"gwa: {d}", RuntimeWarning, stacklevel=3)
-
-
-def _add_train_metrics(row: dict, result) -> None:
-    """Training loss and accuracy of the epoch from the per-sample signals, when stored and not logged already:
-    the mean over the samples seen (at their forward pass, as ``gwa train`` logs them)."""
-    for key, signal in (("train_loss", "loss"), ("train_acc", "correct")):
-        values = result.signals.get(signal)
-        if row.get(key) is None and values is not None:
-            values = np.asarray(values, dtype=np.float64)
-            finite = values[np.isfinite(values)]
-            if finite.size:
-                row[key] = float(finite.mean())
-
-
-def _split_accuracy(veto: Callable, model) -> float:
-    """``veto(model)`` in eval mode without gradients, the model's mode restored; checked to be in [0, 1]."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            value = float(veto(model))
-    finally:
-        model.train(was_training)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected `veto(model)` to return an accuracy in [0, 1]; got {value!r}.")
-    return value
 
 
 def _has_run(path) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from gwa import DEFAULT_CRITERION
-from gwa.integrations._classes import noise_estimate
 from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
-from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
-from gwa.integrations.loggers import check_loggers, epoch_values, log_noise_map
+from gwa.integrations._epoch_values import warn_diagnostics
+from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations.loggers import check_loggers
 
 #: Per-sample signals the report and ``gwa flag`` use: the loss, the prediction and whether it was right.
 RECOMMENDED_SIGNALS = ("loss", "pred", "correct")
@@ -79,7 +79,7 @@ class RunRecorder:
         loggers=None,
         veto=False,
     ):
-        self.loggers = check_loggers(loggers)
+        loggers = check_loggers(loggers)
         num_samples = getattr(tracker, "num_samples", None)
         if not isinstance(num_samples, int):
             raise TypeError(
@@ -91,6 +91,12 @@ class RunRecorder:
         ):
             raise ValueError(f"Expected `total_epochs` to be a positive int or None; got {total_epochs!r}.")
         self.tracker = tracker
+        rank = (
+            torch.distributed.get_rank()
+            if (torch.distributed.is_available() and torch.distributed.is_initialized())
+            else 0
+        )
+        self._writes = rank == 0
         self.monitor = EpochMonitor(
             monitor=monitor,
             patience=patience,
@@ -101,15 +107,10 @@ class RunRecorder:
             labels=labels,
             noise_mask=noise_mask,
             veto=veto,
+            loggers=loggers if self._writes else None,  # the writing rank logs, the others decide alike
         )
         self._labels = LabelCollector(num_samples) if labels is None else None
         self._previews = PreviewCollector(num_samples) if previews else None
-        rank = (
-            torch.distributed.get_rank()
-            if (torch.distributed.is_available() and torch.distributed.is_initialized())
-            else 0
-        )
-        self._writes = rank == 0
         self.monitor.start(
             max_epochs=total_epochs, num_samples=num_samples, write=self._writes, framework="loop"
         )
@@ -161,14 +162,6 @@ class RunRecorder:
         _, stop = self.monitor.end_epoch(
             result, extra=metrics, model=model_ref() if model_ref is not None else None
         )
-        if self.loggers and self._writes:
-            values = epoch_values(
-                self.monitor.log_values(result.summary, int(result.epoch)),
-                best_epoch=self.best_epoch,
-                stop=stop,
-            )
-            for logger in self.loggers:
-                logger.log_epoch(int(result.epoch), values, alignment=result.scores)
         if self._labels is not None:
             self.monitor.write_labels(self._labels.labels())
         if self._previews is not None:
@@ -182,14 +175,9 @@ class RunRecorder:
         self._finished = True
         if self._previews is not None:
             self.monitor.write_previews(self._previews.previews())
-        self.monitor.finish()
+        self.monitor.finish()  # the summary, then the loggers' choice
         if self._writes:
             warn_diagnostics(self.diagnostics)
-            estimate = noise_estimate(self.monitor.noise_map, self.monitor.run_config.get("class_names"))
-            for logger in self.loggers:
-                logger.log_choice(self.best_epoch, self.diagnostics)
-                log_noise_map(logger, estimate.get("noise_estimate"))
-                logger.close()
 
     def __enter__(self) -> RunRecorder:
         return self

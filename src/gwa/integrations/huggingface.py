@@ -38,18 +38,22 @@ import math
 import shutil
 import sys
 import types
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import torch
-from gwa.integrations._collect import SOFT_TARGETS_WITHOUT_LABELS, LabelCollector, PreviewCollector, is_soft
-from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
+from gwa.integrations._callback import MonitoredCallback
+from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
-from gwa.policy import DEFAULT_CRITERION, Diagnostic
 from gwa.torch import GWATracker, find_head
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from gwa.integrations._callback import MonitorOptions
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
 STATE_FILE = "gwa_callback_rank{rank}.pt"
@@ -57,7 +61,7 @@ STATE_FILE = "gwa_callback_rank{rank}.pt"
 BEST_DIR = "gwa-best"
 
 
-class GWATrainerCallback(TrainerCallback):
+class GWATrainerCallback(MonitoredCallback, TrainerCallback):
     """Track gradient-weight alignment in ``Trainer.train``; log it, stop on it, pick the best epoch by it.
 
     Args:
@@ -81,8 +85,8 @@ class GWATrainerCallback(TrainerCallback):
     report's run table (model class, head, learning rate, batch size, seed).
 
     Logged (through ``on_log``, into ``state.log_history`` and every reporting callback, TensorBoard, W&B, ...,
-    wherever this callback sits in the list): ``gwa``, ``gwa/align_mean``, ``gwa/align_std``,
-    ``gwa/excess_kurtosis``, ``gwa_paper``, ``gwa_paper_flagged``.
+    wherever this callback sits in the list): ``gwa``, ``gwa_paper``, ``gwa_paper_flagged``, ``align_mean``,
+    ``align_std``, ``align_excess_kurtosis`` (the names of ``metrics.jsonl``).
 
     After training, :attr:`diagnostics` says why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is
     also warned (``RuntimeWarning``) on the main process and written to the run directory's summary.json.
@@ -98,19 +102,11 @@ class GWATrainerCallback(TrainerCallback):
         head=None,
         id_key: str = "sample_id",
         num_samples: int | None = None,
-        monitor: str = DEFAULT_CRITERION,
-        patience: int | None = None,
-        finetune: bool = False,
-        restore_best_weights: bool = False,
-        run_dir=None,
-        run_config: dict | None = None,
-        overwrite: bool = False,
-        labels=None,
-        noise_mask=None,
         signals=None,
         bias: bool = False,
         best_model_dir=None,
         veto=None,
+        **options: Unpack[MonitorOptions],
     ):
         if veto is not None and not callable(veto):
             raise TypeError(
@@ -123,20 +119,9 @@ class GWATrainerCallback(TrainerCallback):
             best_model_dir is None or best_model_dir is False or isinstance(best_model_dir, (str, Path))
         ):
             raise TypeError(f"Expected `best_model_dir` to be a path, None or False; got {best_model_dir!r}.")
+        self._init_monitor("GWATrainerCallback", veto if veto is not None else False, dict(options))
         if signals is None:
-            signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
-        self.monitor = EpochMonitor(
-            monitor=monitor,
-            patience=patience,
-            finetune=finetune,
-            restore_best_weights=restore_best_weights,
-            run_dir=run_dir,
-            run_config=run_config,
-            overwrite=overwrite,
-            labels=labels,
-            noise_mask=noise_mask,
-            veto=veto if veto is not None else False,
-        )
+            signals = RECOMMENDED_SIGNALS if self.monitor.run_dir is not None else ()
         self.head, self.id_key, self.num_samples, self.signals, self.bias = (
             head,
             id_key,
@@ -275,17 +260,9 @@ class GWATrainerCallback(TrainerCallback):
         result = self.tracker.end_epoch()
         self.last_result = result
         model_state = model.state_dict if self.monitor.restore_best_weights else None
-        _, stop = self.monitor.end_epoch(
+        stop = self._record_epoch(
             result, extra={"step": int(state.global_step)}, model_state=model_state, model=model
         )
-        if self._labels is not None:
-            self.monitor.write_labels(
-                self._labels.labels()
-            )  # a collective when distributed: every rank calls it
-            if self._labels.saw_soft and result.epoch == 1:
-                warnings.warn(SOFT_TARGETS_WITHOUT_LABELS, UserWarning, stacklevel=2)
-        if self._previews is not None:
-            self._previews.want(result.scores)
         if self.monitor.best_epoch == result.epoch and state.is_world_process_zero:
             self._save_best(
                 args, model, result.epoch, kwargs.get("processing_class") or kwargs.get("tokenizer")
@@ -337,12 +314,10 @@ class GWATrainerCallback(TrainerCallback):
             )
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if self._previews is not None:
-            self.monitor.write_previews(self._previews.previews())
-        best = {} if self.best_model_dir is None else {"best_model_dir": str(self.best_model_dir)}
-        self.monitor.finish(model.load_state_dict, summary=best)
-        if state.is_world_process_zero:
-            warn_diagnostics(self.diagnostics)
+        best = None if self.best_model_dir is None else str(self.best_model_dir)
+        self._finish_run(
+            model.load_state_dict, main=state.is_world_process_zero, summary={"best_model_dir": best}
+        )
 
     def _save_best(self, args, model, epoch: int, processor) -> None:
         """Save the model of the new best epoch with ``save_pretrained`` (replacing the previous best)."""
@@ -408,24 +383,6 @@ class GWATrainerCallback(TrainerCallback):
         self._handles = []
         if self.tracker is not None:
             self.tracker.remove()
-
-    # ----------------------------------------------------------------------------------------------- results
-    @property
-    def rows(self) -> list[dict]:
-        return self.monitor.rows
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self.monitor.best_epoch
-
-    @property
-    def stopped_epoch(self) -> int | None:
-        return self.monitor.stopped_epoch
-
-    @property
-    def diagnostics(self) -> list[Diagnostic]:
-        """Why not to trust the best epoch (:func:`gwa.policy.diagnose`), after training; empty: none known."""
-        return self.monitor.diagnostics
 
 
 def _reporters_before(callback) -> list:

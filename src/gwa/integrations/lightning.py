@@ -26,17 +26,23 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import Callback
 from torch.utils.hooks import RemovableHandle
 
 import torch
-from gwa import DEFAULT_CRITERION, policy
-from gwa.integrations._collect import SOFT_TARGETS_WITHOUT_LABELS, LabelCollector, PreviewCollector, is_soft
-from gwa.integrations._monitor import EpochMonitor, warn_diagnostics
+from gwa import policy
+from gwa.integrations._callback import MonitoredCallback
+from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
+from gwa.integrations._epoch_values import LOG_KEYS
 from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.torch import EpochResult, GWATracker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from gwa.integrations._callback import MonitorOptions
 
 _TARGET_KEYS = ("targets", "labels", "label", "y")
 _ID_KEYS = ("sample_ids", "sample_id", "index", "idx")
@@ -61,7 +67,7 @@ def default_batch_to_targets_ids(batch) -> tuple[torch.Tensor, torch.Tensor | No
     )
 
 
-class GWACallback(Callback):
+class GWACallback(MonitoredCallback, Callback):
     """Track gradient-weight alignment in a Lightning ``fit``; log it, stop on it, pick the best epoch by it.
 
     Args:
@@ -90,7 +96,8 @@ class GWACallback(Callback):
             ``veto(pl_module) -> accuracy``. False (default): no veto.
         log: log ``gwa`` (the default criterion's value, NaN in the warm-up: ``ModelCheckpoint(monitor="gwa",
             mode="max")`` keeps gwa's own best epoch), ``gwa_paper`` (the paper's value verbatim),
-            ``gwa_paper_flagged``, ``gwa/align_mean``, ``gwa/align_std``, ``gwa/excess_kurtosis``.
+            ``gwa_paper_flagged``, ``align_mean``, ``align_std``, ``align_excess_kurtosis`` (the names of
+            ``metrics.jsonl``).
 
     Attributes:
         tracker: the :class:`gwa.torch.GWATracker` (after ``fit`` starts); ``tracker.history`` has the summaries.
@@ -99,6 +106,7 @@ class GWACallback(Callback):
         last_result: the last :class:`gwa.torch.EpochResult`.
         diagnostics: after training, why not to trust the best epoch (:func:`gwa.policy.diagnose`); each is also
             warned (``RuntimeWarning``) on rank 0 and written to the run directory's summary.json.
+        summary: after training, the run's :class:`gwa.rundir.RunSummary` (summary.json's content).
 
     Example:
         >>> trainer = L.Trainer(max_epochs=30, callbacks=[GWACallback(patience=5, restore_best_weights=True)])
@@ -111,38 +119,19 @@ class GWACallback(Callback):
         head=None,
         num_samples: int | None = None,
         batch_to_targets_ids: Callable[[Any], tuple] | None = None,
-        monitor: str = DEFAULT_CRITERION,
-        patience: int | None = None,
-        finetune: bool = False,
-        restore_best_weights: bool = False,
-        run_dir=None,
-        run_config: dict | None = None,
-        overwrite: bool = False,
-        labels=None,
-        noise_mask=None,
         signals=None,
         bias: bool = False,
         log: bool = True,
         veto=False,
+        **options: Unpack[MonitorOptions],
     ):
         if batch_to_targets_ids is not None and not callable(batch_to_targets_ids):
             raise TypeError(
                 f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}."
             )
-        self.monitor = EpochMonitor(
-            monitor=monitor,
-            patience=patience,
-            finetune=finetune,
-            restore_best_weights=restore_best_weights,
-            run_dir=run_dir,
-            run_config=run_config,
-            overwrite=overwrite,
-            labels=labels,
-            noise_mask=noise_mask,
-            veto=veto,
-        )
+        self._init_monitor("GWACallback", veto, dict(options))
         if signals is None:
-            signals = RECOMMENDED_SIGNALS if run_dir is not None else ()
+            signals = RECOMMENDED_SIGNALS if self.monitor.run_dir is not None else ()
         self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
         self.batch_to_targets_ids = batch_to_targets_ids or default_batch_to_targets_ids
         self.tracker: GWATracker | None = None
@@ -257,15 +246,9 @@ class GWACallback(Callback):
             result = dataclasses.replace(result, scores=None)
         extra = {"step": int(trainer.global_step), **_scalar_metrics(trainer.callback_metrics)}
         model_state = pl_module.state_dict if self.monitor.restore_best_weights else None
-        _, stop = self.monitor.end_epoch(
-            result, extra=extra, model_state=model_state, per_sample=not without_ids, model=pl_module
+        stop = self._record_epoch(
+            result, extra=extra, model_state=model_state, model=pl_module, per_sample=not without_ids
         )
-        if self._labels is not None:
-            self.monitor.write_labels(self._labels.labels())  # a collective under DDP: every rank calls it
-            if self._labels.saw_soft and result.epoch == 1:
-                warnings.warn(SOFT_TARGETS_WITHOUT_LABELS, UserWarning, stacklevel=2)
-        if self._previews is not None:
-            self._previews.want(result.scores)
         if self.log:
             # The values are already global (merged across ranks); sync_dist averages equal values and keeps
             # Lightning from warning that epoch-level values are not synchronised.
@@ -277,11 +260,7 @@ class GWACallback(Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self._previews is not None:
-            self.monitor.write_previews(self._previews.previews())
-        self.monitor.finish(pl_module.load_state_dict)
-        if trainer.is_global_zero:
-            warn_diagnostics(self.diagnostics)
+        self._finish_run(pl_module.load_state_dict, main=trainer.is_global_zero)
         self._remove_hooks(keep_tracker=True)
 
     def _remove_hooks(self, keep_tracker: bool = False) -> None:
@@ -304,24 +283,6 @@ class GWACallback(Callback):
         else:
             self._pending_tracker = state_dict["tracker"]
 
-    # ----------------------------------------------------------------------------------------------- results
-    @property
-    def rows(self) -> list[dict]:
-        return self.monitor.rows
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self.monitor.best_epoch
-
-    @property
-    def stopped_epoch(self) -> int | None:
-        return self.monitor.stopped_epoch
-
-    @property
-    def diagnostics(self) -> list[policy.Diagnostic]:
-        """Why not to trust the best epoch (:func:`gwa.policy.diagnose`), after training; empty: none known."""
-        return self.monitor.diagnostics
-
 
 def _dataset_size(trainer) -> int | None:
     loader = trainer.train_dataloader
@@ -336,7 +297,7 @@ def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
     """The trainer's logged scalars (e.g. ``train_loss``, ``val_acc``), without the callback's own keys."""
     out = {}
     for name, value in metrics.items():
-        if name in ("gwa", "gwa_paper", "gwa_paper_flagged", "epoch", "step") or name.startswith("gwa/"):
+        if name in LOG_KEYS or name in ("epoch", "step"):
             continue
         if (isinstance(value, torch.Tensor) and value.numel() == 1) or (
             isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -3,9 +3,9 @@
 Lightning and the Hugging Face ``Trainer`` forward the callbacks' values to their own loggers; a plain PyTorch or
 Flax loop has none, so :class:`gwa.integrations.RunRecorder` takes ``loggers=`` (and any loop may call them
 directly). Each epoch a logger receives the scalars of :func:`gwa.integrations.log_values` (``gwa``, ``gwa_paper``,
-``gwa_paper_flagged``, ``gwa/align_mean``, ...), the stop decision (``gwa/best_epoch``, ``gwa/stop``) and a
-histogram of the per-sample alignment; at the end, the chosen epoch (``gwa/chosen_epoch``) and one line per
-diagnostic.
+``gwa_paper_flagged``, ``align_mean``, ...: the names of ``metrics.jsonl``), the stop decision (``best_epoch``, as in
+``summary.json``, and ``gwa/stop``) and a histogram of the per-sample alignment (``gwa/alignment``); at the end,
+the chosen epoch (``best_epoch``) and one line per diagnostic (``gwa/diagnostics``).
 
 The logger packages are optional: ``TensorBoardLogger`` imports ``torch.utils.tensorboard`` (extra
 ``tensorboard``), ``WandbLogger`` imports ``wandb`` (extra ``wandb``), each when it is created.
@@ -64,9 +64,9 @@ class TensorBoardLogger:
         log_dir: the event files' directory; or pass ``writer=`` an existing ``SummaryWriter``.
         writer: a ``SummaryWriter`` the loop already has (gwa's values then sit beside the loop's own).
 
-    Scalars go under their own names (``gwa``, ``gwa_paper``, ``gwa/align_mean``, ...) at step ``epoch``, the
-    per-sample alignment as the histogram ``gwa/alignment``, the choice as ``gwa/chosen_epoch`` and the diagnostics
-    as the text ``gwa/diagnostics``.
+    Scalars go under their ``metrics.jsonl`` names (``gwa``, ``gwa_paper``, ``align_mean``, ...) at step ``epoch``,
+    the per-sample alignment as the histogram ``gwa/alignment``, the choice as ``best_epoch`` (at the last epoch's
+    step) and the diagnostics as the text ``gwa/diagnostics``.
     """
 
     def __init__(self, log_dir=None, *, writer=None):
@@ -94,7 +94,7 @@ class TensorBoardLogger:
 
     def log_choice(self, best_epoch: int | None, diagnostics: Sequence[Any] = ()) -> None:
         chosen = math.nan if best_epoch is None else float(best_epoch)
-        self.writer.add_scalar("gwa/chosen_epoch", chosen, global_step=self._last_epoch)
+        self.writer.add_scalar("best_epoch", chosen, global_step=self._last_epoch)
         text = (
             "\n\n".join(str(d) for d in diagnostics)
             or "no diagnostic: nothing known speaks against the choice"
@@ -124,7 +124,7 @@ class WandbLogger:
         **init_kwargs: passed to ``wandb.init`` (``project=``, ``dir=``, ``mode="offline"``, ...).
 
     Each epoch is one ``run.log`` call with the scalars, ``epoch`` and the histogram ``gwa/alignment``; the
-    chosen epoch and the diagnostics go into the run's summary (``gwa/chosen_epoch``, ``gwa/diagnostics``).
+    chosen epoch and the diagnostics go into the run's summary (``best_epoch``, ``gwa/diagnostics``).
     :meth:`close` finishes the run only when this logger started it.
     """
 
@@ -149,7 +149,7 @@ class WandbLogger:
         self.run.log(row)
 
     def log_choice(self, best_epoch: int | None, diagnostics: Sequence[Any] = ()) -> None:
-        self.run.summary["gwa/chosen_epoch"] = best_epoch
+        self.run.summary["best_epoch"] = best_epoch
         self.run.summary["gwa/diagnostics"] = [str(d) for d in diagnostics]
 
     def log_noise_map(self, noise_map: Mapping[str, Any]) -> None:
@@ -162,10 +162,10 @@ class WandbLogger:
 
 
 def epoch_values(values: Mapping[str, float], *, best_epoch: int | None, stop: bool) -> dict[str, float]:
-    """The logged scalars plus the stop decision: ``gwa/best_epoch`` (NaN before one exists) and ``gwa/stop``."""
+    """The logged scalars plus the stop decision: ``best_epoch`` (NaN before one exists) and ``gwa/stop``."""
     return {
         **values,
-        "gwa/best_epoch": math.nan if best_epoch is None else float(best_epoch),
+        "best_epoch": math.nan if best_epoch is None else float(best_epoch),
         "gwa/stop": float(stop),
     }
 

@@ -105,17 +105,17 @@ def sample_stats(matrix: np.ndarray) -> SampleStats:
     )
 
 
-def gwa_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+def gwa_paper_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """The paper's verbatim per-epoch GWA (``gwa_paper``) and a boolean mask of the epochs whose value is guarded.
 
     An epoch counts as guarded when the trainer logged ``gwa_paper_flagged`` true or a ``gwa_guard`` code, or when
     its value is missing or not finite.
     """
-    gwa = run.series("gwa_paper")
+    gwa_paper = run.series("gwa_paper")
     flagged = np.array(
         [bool(r.get("gwa_paper_flagged")) or r.get("gwa_guard") is not None for r in run.metrics], dtype=bool
     )
-    return gwa, flagged | ~np.isfinite(gwa)
+    return gwa_paper, flagged | ~np.isfinite(gwa_paper)
 
 
 #: Readable names of the guard codes (:class:`gwa.GuardCode`), for grouping epochs in the report.
@@ -190,11 +190,11 @@ def recompute_choices(run: Run) -> dict[str, Choice]:
 
 def chosen_epochs(run: Run) -> dict[str, Choice]:
     """Each criterion's chosen epoch: from summary.json when present, else :func:`recompute_choices`."""
-    criteria = (run.summary or {}).get("criteria") or {}
+    criteria = run.summary["criteria"] if run.summary is not None else {}
     out = {}
     for name, entry in criteria.items():
-        epoch = entry.get("epoch") if isinstance(entry, dict) else None
-        if epoch is None:
+        epoch = entry.get("epoch")
+        if epoch is None:  # a criterion that could not choose
             continue
         test_acc = entry.get("test_acc")
         test_acc = metric_at(run, "test_acc", epoch) if test_acc is None else float(test_acc)
@@ -206,12 +206,12 @@ def diagnostics(run: Run) -> list[dict]:
     """Why not to trust the default criterion's choice, as ``{code, message, action, evidence, level}`` dicts:
     from summary.json when it has them, else :func:`gwa.policy.diagnose` over the metric rows (with the per-sample
     alignment and the per-class evidence when stored)."""
-    summary = run.summary or {}
-    stored = summary.get("diagnostics")
-    if isinstance(stored, list):
-        return [d for d in stored if isinstance(d, dict) and "code" in d]
+    summary = run.summary
+    if summary is not None and summary["diagnostics"] is not None:
+        return [d for d in summary["diagnostics"] if isinstance(d, dict) and "code" in d]
     require_epochs(run)
-    criterion = summary.get("default") or summary.get("monitor") or run.config.get("monitor")
+    # The criterion the writer's stop rule followed (and diagnosed); without a summary, the callbacks' config says.
+    criterion = summary["monitor"] if summary is not None else run.config.get("monitor")
     criterion = criterion if criterion in policy.CRITERIA else policy.DEFAULT_CRITERION
     total = planned_epochs(run)
     choice = chosen_epochs(run).get(criterion)

@@ -22,7 +22,7 @@ from gwa.report import _plots as plots
 def noise_map_of(run):
     """The run's noise map: ``summary.json``'s ``noise_estimate`` when there, else recomputed; None without
     per-class evidence."""
-    estimate = (run.summary or {}).get("noise_estimate")
+    estimate = run.summary["noise_estimate"] if run.summary is not None else None
     if isinstance(estimate, dict) and estimate:
         try:
             return policy.NoiseMap.from_dict({k: v for k, v in estimate.items() if k != "description"})

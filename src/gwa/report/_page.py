@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gwa import policy
 from gwa.report import _analysis as analysis
 from gwa.report import _html as markup
 from gwa.report import _plots as plots
@@ -68,7 +69,7 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
     choices = list(analysis.chosen_epochs(run).values())
     notes = analysis.run_notes(run)
     epochs = np.asarray(run.epochs)
-    gwa, guarded = analysis.gwa_curve(run)
+    gwa_paper, guarded = analysis.gwa_paper_curve(run)
 
     subtitle = (
         f"{run.path.resolve()} · {len(epochs)} epoch(s) · {int(run.config.get('num_samples', 0))} "
@@ -85,12 +86,12 @@ def write_report(run_dir, out=None, *, top_samples: int = DEFAULT_TOP_SAMPLES) -
         accuracies["train_acc"] = run.series("train_acc")
     curves = plots.plot_curves(
         epochs,
-        gwa,
+        gwa_paper,
         guarded,
         analysis.mean_alignment_curve(run),
         accuracies,
         choices,
-        default=run.series("gwa"),
+        gwa=run.series("gwa"),
     )
     png = plots.save_png(curves, out / "curves.png")
     caption = "Dashed vertical lines: each criterion's chosen epoch."
@@ -144,11 +145,11 @@ def _config_table(run) -> str:
     rows.append(["training samples", int(config.get("num_samples", 0))])
     planned = config.get("epochs") or config.get("max_epochs")
     rows.append(["epochs run", f"{len(run.epochs)} of {planned}" if planned else len(run.epochs)])
-    stopped = (summary or {}).get("stopped_epoch")
+    stopped, decision = (
+        (summary["stopped_epoch"], summary["decision"]) if summary is not None else (None, None)
+    )
     if stopped is not None:
-        rows.append(
-            ["stopped early", f"at epoch {stopped}: {(summary or {}).get('decision', '')}".rstrip(": ")]
-        )
+        rows.append(["stopped early", f"at epoch {stopped}: {decision or ''}".rstrip(": ")])
     signals = [s for s in run.signals() if s != analysis.ALIGNMENT]
     rows.append(
         [
@@ -163,9 +164,9 @@ def _config_table(run) -> str:
     if run.labels is not None:
         known = int((run.labels >= 0).sum())
         rows.append(["labels", "stored" if known == run.labels.size else f"stored for {known} seen samples"])
-    noise = (summary or {}).get("noise")
-    if isinstance(noise, dict) and noise.get("rate_actual") is not None:
-        flipped = f"{noise.get('num_noisy', '?')} ({float(noise['rate_actual']):.1%} of the training set)"
+    noise, rate = (summary["noise"], summary["realised_noise_rate"]) if summary is not None else (None, None)
+    if rate is not None:
+        flipped = f"{(noise or {}).get('num_noisy', '?')} ({float(rate):.1%} of the training set)"
         rows.append(["flipped labels", flipped])
     elif run.noise_mask is None:
         rows.append(["flipped labels", "not known (no noise mask: a real dataset)"])
@@ -191,7 +192,7 @@ def _ranges(values: list[int]) -> str:
 
 def _summary_block(run, choices, guarded) -> str:
     source = "summary.json" if choices and choices[0].source == "summary" else "recomputed from metrics.jsonl"
-    default = (run.summary or {}).get("default")
+    default = run.summary["default"] if run.summary is not None else policy.DEFAULT_CRITERION
 
     def at(key, choice):
         return markup.fmt(analysis.metric_at(run, key, choice.epoch))
@@ -241,7 +242,7 @@ def _guard_sentence(run, guarded) -> str:
     reasons = analysis.guard_reasons(run)
     by_reason: dict[str, list[int]] = {}
     for epoch, g in zip(run.epochs, guarded, strict=True):
-        if g:  # guarded without a logged reason means no finite GWA (see gwa_curve)
+        if g:  # guarded without a logged reason means no finite GWA (see gwa_paper_curve)
             code = reasons[epoch][0] if epoch in reasons else None
             why = (
                 analysis.GUARD_LABELS.get(code, "flagged by the trainer") if code else "no finite GWA logged"

@@ -143,30 +143,30 @@ def _mark_criteria(axes, choices) -> list:
     return handles
 
 
-def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarray], choices, default=None):
+def plot_curves(epochs, gwa_paper, guarded, align_mean, accuracies: dict[str, np.ndarray], choices, gwa=None):
     """The paper's GWA (verbatim), mean alignment and gwa's default value over epochs, against accuracy, with each
     criterion's epoch marked.
 
     Args:
         epochs: ``(E,)`` epoch numbers.
-        gwa: ``(E,)`` the paper's GWA as logged (``gwa_paper``; may be huge or infinite at guarded epochs).
+        gwa_paper: ``(E,)`` the paper's GWA as logged (``gwa_paper``; may be huge or infinite at guarded epochs).
         guarded: ``(E,)`` bool, True where the GWA value is not to be trusted (kurtosis pole).
         align_mean: ``(E,)`` mean per-sample alignment.
         accuracies: ``{"test_acc": (E,), "val_acc": (E,), "train_acc": (E,)}``; missing or all-NaN curves are
             left out.
         choices: :class:`gwa.report._analysis.Choice` objects to mark as vertical lines.
-        default: ``(E,)`` gwa's default value (``gwa``: mean / Pearson kurtosis), drawn with the mean alignment.
+        gwa: ``(E,)`` gwa's default value (``gwa``: mean / Pearson kurtosis), drawn with the mean alignment.
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = np.asarray(epochs)
-    gwa, guarded = np.asarray(gwa, dtype=np.float64), np.asarray(guarded, dtype=bool)
+    gwa_paper, guarded = np.asarray(gwa_paper, dtype=np.float64), np.asarray(guarded, dtype=bool)
     fig, (ax_gwa, ax_mean) = plt.subplots(2, 1, figsize=(9, 7.2), sharex=True, layout="constrained")
 
     # Markers shrink as epochs grow, so long runs stay legible.
     ms = 4 if epochs.size <= 30 else 2 if epochs.size <= 100 else 0
-    trusted = np.where(guarded, np.nan, gwa)
+    trusted = np.where(guarded, np.nan, gwa_paper)
     (h_gwa,) = ax_gwa.plot(
         epochs,
         trusted,
@@ -176,11 +176,11 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
         ms=ms,
         label="GWA, paper's Eq. 2 (trusted epochs)",
     )
-    lo, hi = _gwa_limits(trusted, gwa[guarded])
+    lo, hi = _gwa_limits(trusted, gwa_paper[guarded])
     handles = [h_gwa]
     if guarded.any():
         # Guarded values can sit anywhere near the pole: far ones are drawn at the edge, with their value.
-        g_epochs, g_values = epochs[guarded], gwa[guarded]
+        g_epochs, g_values = epochs[guarded], gwa_paper[guarded]
         shown = np.clip(np.nan_to_num(g_values, nan=0.0, posinf=hi, neginf=lo), lo, hi)
         handles.append(
             ax_gwa.scatter(
@@ -218,10 +218,10 @@ def plot_curves(epochs, gwa, guarded, align_mean, accuracies: dict[str, np.ndarr
         epochs, align_mean, color=COLORS["align"], lw=2, marker="o", ms=ms, label="mean alignment"
     )
     mean_handles = [h_mean]
-    if default is not None and np.isfinite(np.asarray(default, dtype=np.float64)).any():
+    if gwa is not None and np.isfinite(np.asarray(gwa, dtype=np.float64)).any():
         (h_default,) = ax_mean.plot(
             epochs,
-            default,
+            gwa,
             color=COLORS["gwa"],
             lw=2,
             marker="s",

@@ -16,7 +16,8 @@ Layout (``FORMAT`` = 2; format-1 runs are still read), all plain files::
       source_index.npy       int64 (N,): each sample id's index in the source dataset (written by gwa train)
       previews.npy, preview_ids.npy   optional inputs of some samples for the report's thumbnails:
                              (K, H, W), (K, H, W, 3) images or (K, L) 1-D signals, and their sample ids (K,)
-      summary.json           {"format": 2, "criteria": {name: {"epoch": e, "test_acc": a, ...}}, ...} at the end
+      summary.json           at the end: a :class:`RunSummary` (``summary_format`` SUMMARY_FORMAT; every surface writes
+                             the same keys, null where unknown; gwa 0.2's two shapes are upgraded on read)
       checkpoints/           framework checkpoints: last.json names the file resume reads (last-0005.pt),
                              best_<criterion>.json its file; never read by the analysis side
       gwa.lock               advisory lock held by the one process writing the run (holds its pid)
@@ -72,6 +73,13 @@ from gwa.rundir._safety import (
     open_regular,
     read_regular,
 )
+from gwa.rundir._summary import (
+    SUMMARY_FORMAT,
+    SUMMARY_KEYS,
+    RunSummary,
+    run_summary,
+    upgrade_summary,
+)
 from gwa.rundir._target import check_directory, check_writable, is_gwa_run
 from gwa.rundir._writer import RunWriter
 
@@ -87,12 +95,15 @@ __all__ = [
     "READABLE_FORMATS",
     "REPORT_DIR",
     "SCORES_DIR",
+    "SUMMARY_FORMAT",
+    "SUMMARY_KEYS",
     "MetricsProblem",
     "MetricsScan",
     "Run",
     "RunDirError",
     "RunDirWarning",
     "RunLock",
+    "RunSummary",
     "RunWriter",
     "check_directory",
     "check_run_tree",
@@ -109,10 +120,12 @@ __all__ = [
     "read_config",
     "read_metrics",
     "read_regular",
+    "run_summary",
     "save_npy_atomic",
     "scan_metrics",
     "score_file",
     "upgrade_row",
+    "upgrade_summary",
     "write_atomic",
     "write_json_atomic",
 ]

@@ -15,6 +15,7 @@ from gwa.rundir._classes import read_class_rows
 from gwa.rundir._errors import RunDirError, RunDirWarning
 from gwa.rundir._format import FORMAT, READABLE_FORMATS, SCORES_DIR, own_score_epoch, score_file, upgrade_row
 from gwa.rundir._safety import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json_depth, check_run_tree, read_regular
+from gwa.rundir._summary import RunSummary, upgrade_summary
 
 
 def parse_json(text: str | bytes, where, what: str) -> Any:
@@ -170,7 +171,7 @@ class Run:
     path: Path
     config: dict
     metrics: list[dict]
-    summary: dict | None
+    summary: RunSummary | None  # summary.json in the current schema (older ones upgraded on read)
     labels: np.ndarray | None
     clean_labels: np.ndarray | None
     noise_mask: np.ndarray | None
@@ -320,7 +321,8 @@ def load_run(path) -> Run:
     summary_path = path / "summary.json"
     summary = None
     if summary_path.exists():
-        summary = _check_summary(path, _read_json(summary_path, "the run's summary"), epochs, problems)
+        checked = _check_summary(path, _read_json(summary_path, "the run's summary"), epochs, problems)
+        summary = upgrade_summary(checked, epochs_run=len(epochs))
     n = config.get("num_samples")
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 

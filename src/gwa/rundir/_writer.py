@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from gwa.rundir._format import FORMAT, SCORES_DIR, own_files, own_score_epoch, s
 from gwa.rundir._lock import RunLock
 from gwa.rundir._reader import read_config, scan_metrics
 from gwa.rundir._safety import check_run_tree
+from gwa.rundir._summary import RunSummary, run_summary
 from gwa.rundir._target import check_writable
 
 log = logging.getLogger("gwa.rundir")  # the name the CLI's log lines have always shown
@@ -240,9 +243,13 @@ class RunWriter:
         save_npy_atomic(self.path / "preview_ids.npy", ids)
         save_npy_atomic(self.path / "previews.npy", inputs)
 
-    def write_summary(self, summary: dict) -> None:
+    def write_summary(self, summary: Mapping[str, Any]) -> RunSummary:
+        """Write ``summary.json``: ``summary``'s fields of :class:`gwa.rundir.RunSummary`, the others filled
+        (:func:`gwa.rundir.run_summary`); returns what was written. An unknown key raises ``ValueError``."""
         self._check_lock()
-        write_json_atomic(self.path / "summary.json", {"format": FORMAT, **summary})
+        complete = run_summary({**summary, "format": FORMAT})
+        write_json_atomic(self.path / "summary.json", complete)
+        return complete
 
     def finish(self) -> None:
         """Mark the run complete and release its lock."""

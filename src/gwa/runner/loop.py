@@ -1,9 +1,10 @@
-"""What both training backends do around their steps: the epoch's batches, and everything after an epoch's
-training (evaluation, the metrics row, the run directory, the stop decision).
+"""What both training backends of ``gwa train`` do around their steps: the epoch's batches, the evaluation after
+an epoch, its line in the log, and the loop's checkpointed state.
 
-A backend runs its own optimizer steps and hands each finished epoch to :meth:`EpochLoop.end_epoch`; so the
-metrics, the stop rule and the best-checkpoint choice are written once, for torch and jax alike, and decided by
-the core policy (:class:`gwa.EarlyStopper` on :data:`gwa.DEFAULT_CRITERION`).
+A backend runs its own optimizer steps and hands each finished epoch to :meth:`EpochLoop.end_epoch`, which
+evaluates and passes the epoch to :class:`gwa.integrations.EpochMonitor`: the metrics row, the stop rule, the run
+directory's writes and the summary are the monitor's, for torch and jax alike and for every other surface, and
+decided by the core policy (:class:`gwa.EarlyStopper` on :data:`gwa.DEFAULT_CRITERION`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from gwa import DEFAULT_CRITERION, EarlyStopper, EpochSummary
 from gwa.baselines import labelwave
-from gwa.integrations._classes import ClassLog, epoch_evidence
+from gwa.integrations._classes import epoch_evidence
 
 log = logging.getLogger(__name__)
 
@@ -84,32 +85,44 @@ class EpochOutcome:
 
 
 class EpochLoop:
-    """The after-epoch half of the training loop, shared by the torch and jax backends.
+    """``gwa train``'s side of the after-epoch step, shared by the torch and jax backends: evaluation, the epoch
+    line, the best-checkpoint mark and the loop's checkpointed state; the row, the decision, the run directory's
+    writes, the loggers and the summary are :class:`gwa.integrations.EpochMonitor`'s, as for every surface.
 
     Args:
         config: the run's :class:`gwa.runner.config.RunConfig`.
         data: the prepared data (evaluation sets, number of samples).
         writer: the run directory's writer (a :class:`gwa.runner.train.ReadOnlyWriter` on ranks > 0).
         echo: print :func:`epoch_line` to stderr after every epoch (off with ``--quiet`` and on ranks > 0).
-        loggers: :mod:`gwa.integrations.loggers` receiving each epoch's values, decision and alignment histogram
-            (``gwa train --tensorboard/--wandb``; the caller logs the choice and closes them).
+        loggers: :mod:`gwa.integrations.loggers` receiving each epoch's values, decision and alignment histogram,
+            then the choice (``gwa train --tensorboard/--wandb``; closed by :meth:`finish`).
     """
 
     def __init__(self, config, data, writer, *, echo: bool = False, loggers: list | None = None):
+        from gwa.integrations import EpochMonitor
+
         self.config, self.data, self.writer, self.echo = config, data, writer, bool(echo)
-        self.loggers = list(loggers or [])
         self.veto = getattr(config, "veto_frac", 0) > 0  # --veto-frac: the split chooses among the candidates
-        self.stopper = EarlyStopper(
-            DEFAULT_CRITERION,
+        self.monitor = EpochMonitor(
+            monitor=DEFAULT_CRITERION,
             patience=config.early_stop,
-            total_epochs=config.epochs,
             finetune=config.finetune,
-            warn=False,  # gwa train prints a trust: line per diagnostic in its summary
             veto=self.veto,
+            loggers=loggers,
+            run_config={"class_names": list(data.classes)},  # the noise map's description names them
         )
-        self.classes = ClassLog()
+        self.monitor.start(
+            max_epochs=config.epochs,
+            num_samples=data.num_samples,
+            write=False,
+            framework=config.backend,
+            writer=writer,
+        )
         self.prev_pred: np.ndarray | None = None
-        self.wall_time = 0.0
+
+    @property
+    def stopper(self) -> EarlyStopper:
+        return self.monitor.stopper
 
     def end_epoch(
         self,
@@ -128,17 +141,11 @@ class EpochLoop:
         predict: Callable[[np.ndarray], np.ndarray],
         grad_disparity: Callable[[], float] | None = None,
     ) -> EpochOutcome:
-        """Evaluate, write the metrics row, per-sample scores and per-class evidence (``classes.jsonl``, from the
-        epoch's alignment, labels and predictions ``pred_train``), and decide; see the module docstring."""
+        """Evaluate, then hand the epoch to :meth:`gwa.integrations.EpochMonitor.record` (the metrics row,
+        per-sample scores, per-class evidence from the epoch's alignment, labels and predictions ``pred_train``,
+        the decision); see the module docstring."""
         data = self.data
-        metrics = {
-            "epoch": epoch,
-            "step": step,
-            "lr": lr,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            **summary.metrics(),
-        }
+        metrics: dict = {"step": step, "lr": lr, "train_loss": train_loss, "train_acc": train_acc}
         if data.x_val is not None:
             pred = predict(data.x_val)
             metrics["val_acc"] = float((pred == data.y_val).mean())
@@ -156,27 +163,19 @@ class EpochLoop:
         self.prev_pred = np.asarray(pred_train)
         if grad_disparity is not None:
             metrics["grad_disparity"] = grad_disparity()
-        metrics["n_duplicates"], metrics["n_non_finite"] = int(n_duplicates), int(n_non_finite)
-        self.wall_time += seconds
-        metrics["wall_time"] = self.wall_time
-        self.writer.log_epoch(metrics, scores)
-        evidence = epoch_evidence(scores.get("alignment"), data.y_train, pred_train, data.num_classes)
-        self.classes.add(epoch, evidence, self.writer)
-        stop = self.stopper.step(
-            self.classes.stopper_row(metrics, evidence),
-            veto_accuracy=metrics.get("veto_acc") if self.veto else None,
+        row, stop = self.monitor.record(
+            epoch,
+            summary,
+            extra=metrics,
+            scores=scores,
+            evidence=epoch_evidence(scores.get("alignment"), data.y_train, pred_train, data.num_classes),
+            n_duplicates=n_duplicates,
+            n_non_finite=n_non_finite,
+            seconds=seconds,
         )
-        if self.loggers:
-            from gwa.integrations import log_values
-            from gwa.integrations.loggers import epoch_values
-
-            values = log_values(summary, epoch=epoch, total_epochs=self.config.epochs)
-            values = epoch_values(values, best_epoch=self.stopper.best_epoch, stop=stop)
-            for logger in self.loggers:
-                logger.log_epoch(epoch, values, alignment=scores.get("alignment"))
         if self.echo:
             print(
-                epoch_line(metrics, total_epochs=self.config.epochs, decision=self.stopper.message),
+                epoch_line(row, total_epochs=self.config.epochs, decision=self.stopper.message),
                 file=sys.stderr,
                 flush=True,
             )
@@ -184,7 +183,24 @@ class EpochLoop:
             log.info("early stop: %s", self.stopper.message)
         # best_<DEFAULT_CRITERION> stays the criterion's own epoch; the veto's epoch is in summary.json's criteria.
         best = self.stopper.criterion_best if self.veto else self.stopper.best_epoch
-        return EpochOutcome(metrics, best == epoch, stop)
+        return EpochOutcome(row, best == epoch, stop)
+
+    def replay(self) -> None:
+        """No epoch left to train (a run resumed at its end): the decisions again from the rows and per-class
+        evidence its run directory holds."""
+        from gwa import ClassEvidence
+
+        evidence = {
+            int(r["epoch"]): ClassEvidence.from_dict({k: v for k, v in r.items() if k != "epoch"})
+            for r in getattr(self.writer, "class_rows", [])
+        }
+        rows = list(getattr(self.writer, "rows", []))
+        self.monitor.replay(rows, [evidence.get(int(r["epoch"])) for r in rows])
+
+    def finish(self, extra: dict | None = None):
+        """Conclude the run (:meth:`gwa.integrations.EpochMonitor.finish`): ``summary.json`` with ``extra``'s
+        fields, the run marked complete, the loggers told the choice and closed. Returns the summary."""
+        return self.monitor.finish(summary=extra)
 
     def state_dict(self) -> dict:
         """JSON-safe plain values (predictions as a list, null where unseen), saved with the ``last`` checkpoint."""
@@ -193,21 +209,31 @@ class EpochLoop:
             if self.prev_pred is None
             else [None if not np.isfinite(p) else int(p) for p in np.asarray(self.prev_pred, np.float64)]
         )
+        state = self.monitor.state_dict()
         return {
             "format": STATE_FORMAT,
-            "stopper": self.stopper.state_dict(),
-            "wall_time": self.wall_time,
+            "stopper": state["stopper"],
+            "wall_time": state["wall"],
             "prev_pred": pred,
-            "classes": self.classes.state_dict(),
+            "classes": state["classes"],
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume: the monitor's stopper, wall time and class log from ``state``, its rows from the run directory
+        (those the writer kept: the epochs up to the checkpoint's)."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"Expected an epoch-loop state of format {STATE_FORMAT}; got {state!r:.80}.")
-        self.stopper.load_state_dict(state["stopper"])
-        self.wall_time = float(state["wall_time"])
-        if state.get("classes") is not None:  # absent in the state of a gwa before per-class evidence
-            self.classes.load_state_dict(state["classes"])
+        rows = [dict(r) for r in getattr(self.writer, "rows", [])]  # none on ranks > 0, which only decide
+        classes = state.get("classes")  # absent in the state of a gwa before per-class evidence
+        self.monitor.load_state_dict(
+            {
+                "monitor": self.monitor.monitor,
+                "rows": rows,
+                "stopper": state["stopper"],
+                "wall": float(state["wall_time"]),
+                "classes": classes if classes is not None else [None] * len(rows),
+            }
+        )
         pred = state["prev_pred"]
         self.prev_pred = (
             None if pred is None else np.array([np.nan if p is None else p for p in pred], np.float64)

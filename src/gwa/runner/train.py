@@ -1,18 +1,20 @@
 """What ``gwa train`` runs: the backend-independent runner, which trains a model and writes a run directory.
 
-The runner prepares the data (subset, label noise, validation split), opens the run directory, hands the
-epochs to a backend, then writes ``summary.json`` (every stop criterion's epoch and the accuracies there) and
-the previews. A backend is a module with one function::
+The runner prepares the data (subset, label noise, validation split), opens the run directory and the epoch loop
+(:class:`gwa.runner.loop.EpochLoop`, whose :class:`gwa.integrations.EpochMonitor` records every epoch), hands the
+epochs to a backend, then writes the previews and concludes the run through the monitor (``summary.json``, a
+:class:`gwa.rundir.RunSummary` with what only ``gwa train`` knows: the label noise it added, its best checkpoint).
+A backend is a module with one function::
 
-    train(config: RunConfig, data: PreparedData, writer: gwa.rundir.RunWriter, *,
-          start_epoch: int, progress: bool) -> None
+    train(config: RunConfig, data: PreparedData, loop: EpochLoop, *, start_epoch: int, progress: bool) -> None
 
 It must, for epochs ``start_epoch + 1 .. config.epochs``: train one epoch, hand it to
-:meth:`gwa.runner.loop.EpochLoop.end_epoch` (evaluation, the metrics row and scores in the run directory, the
-stop decision of the core policy), save ``best_<DEFAULT_CRITERION>`` when the outcome says the epoch is the best
-so far and ``checkpoints/last.*`` (with the loop's state), commit each with :func:`gwa.runner.checkpoint.commit`,
-and stop when the outcome says so. With ``start_epoch > 0`` it first restores its ``last`` checkpoint, which holds
-epoch ``start_epoch``. Backends: ``gwa.runner.train_torch`` and ``gwa.runner.train_jax``.
+:meth:`gwa.runner.loop.EpochLoop.end_epoch` (evaluation, then the monitor: the metrics row and scores in the run
+directory, the stop decision of the core policy), save ``best_<DEFAULT_CRITERION>`` when the outcome says the
+epoch is the best so far and ``checkpoints/last.*`` (with the loop's state), commit each with
+:func:`gwa.runner.checkpoint.commit`, and stop when the outcome says so. With ``start_epoch > 0`` it first
+restores its ``last`` checkpoint, which holds epoch ``start_epoch``, and the loop's state. Backends:
+``gwa.runner.train_torch`` and ``gwa.runner.train_jax``.
 
 Distributed (``torchrun``, torch backend): every rank runs the runner and the backend; ranks other than 0 get
 a :class:`ReadOnlyWriter` and must leave the run directory (checkpoints included) to rank 0.
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gwa.runner.config import BACKENDS, RunConfig
-from gwa.runner.summary import build_summary, policy_diagnostic
+from gwa.runner.summary import summary_fields
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,9 @@ PREVIEW_COUNT = 256
 def run_training(config: RunConfig, *, progress: bool = True) -> Path:
     """Train ``config`` with its backend and write the run directory; returns its path."""
     from gwa import rundir
-    from gwa.integrations.loggers import log_noise_map
     from gwa.runner import checkpoint, resume_checks
     from gwa.runner.data import prepare
+    from gwa.runner.loop import EpochLoop
 
     out = config.out_dir
     rank = process_rank()
@@ -88,7 +90,8 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
             resume_checks.check_same_data(out, rundir.read_config(out), data)
         if rank != 0:  # distributed: rank 0 alone writes the run directory
             if start_epoch < config.epochs:  # the same branch as rank 0's, or its peers wait forever
-                backend.train(config, data, ReadOnlyWriter(out), start_epoch=start_epoch, progress=False)
+                loop = EpochLoop(config, data, ReadOnlyWriter(out))
+                backend.train(config, data, loop, start_epoch=start_epoch, progress=False)
             return out
         if progress and config.noise != "none":
             print(describe_noise(config, data), flush=True)
@@ -113,21 +116,13 @@ def run_training(config: RunConfig, *, progress: bool = True) -> Path:
         )
         try:
             writer.write_array("source_index", data.source_index)
-            loggers = make_loggers(config)
+            loop = EpochLoop(config, data, writer, echo=progress, loggers=make_loggers(config))
             if start_epoch < config.epochs:
-                backend.train(
-                    config, data, writer, start_epoch=start_epoch, progress=progress, loggers=loggers
-                )
-            rows = rundir.read_metrics(out)
-            summary = build_summary(rows, config, data, out)
-            writer.write_summary(summary)
-            for logger in loggers:  # the default criterion's choice and what speaks against it
-                chosen = summary["criteria"].get(summary["default"], {}).get("epoch")
-                logger.log_choice(chosen, [policy_diagnostic(d) for d in summary["diagnostics"]])
-                log_noise_map(logger, summary.get("noise_estimate"))
-                logger.close()
+                backend.train(config, data, loop, start_epoch=start_epoch, progress=progress)
+            else:  # resumed at its end: the decisions again from what the run directory holds
+                loop.replay()
             write_previews(writer, data)
-            writer.finish()
+            loop.finish(summary_fields(loop.monitor.rows, config, data, out))  # summary.json, status complete
         finally:
             writer.close()
     finally:

@@ -279,9 +279,7 @@ def _load_last(path: Path, start_epoch: int, params, opt_state):
     return params, opt_state, json.loads(state["loop"])
 
 
-def train(
-    config, data, writer, *, start_epoch: int = 0, progress: bool = True, loggers: list | None = None
-) -> None:
+def train(config, data, loop: EpochLoop, *, start_epoch: int = 0, progress: bool = True) -> None:
     """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.runner.train` for the contract."""
     from gwa.runner.models_jax import build_model, init_params
 
@@ -306,8 +304,7 @@ def train(
     train_step, optimizer = _compiled_step(
         model, _optimizer_key(config, steps_per_epoch), config.align_bias, signals, device.platform != "cpu"
     )
-    loop = EpochLoop(config, data, writer, echo=progress, loggers=loggers)
-    run_dir = writer.path
+    run_dir = loop.writer.path
     ckpt_dir = checkpoint.checkpoint_dir(run_dir)
     with jax.default_device(device):
         params = init_params(model, data.input_shape, config.seed)

@@ -188,9 +188,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(
-    config, data, writer, *, start_epoch: int = 0, progress: bool = True, loggers: list | None = None
-) -> None:
+def train(config, data, loop: EpochLoop, *, start_epoch: int = 0, progress: bool = True) -> None:
     """Train epochs ``start_epoch + 1 .. config.epochs``; see :mod:`gwa.runner.train` for the contract."""
     device = resolve_device(config.device)
     rank, world, created_group = init_distributed(device)
@@ -198,13 +196,12 @@ def train(
         _train(
             config,
             data,
-            writer,
+            loop,
             start_epoch=start_epoch,
             progress=progress,
             device=device,
             rank=rank,
             world=world,
-            loggers=loggers,
         )
     except BaseException:
         if created_group:  # no barrier: the other ranks may be gone; leave without waiting for them
@@ -224,14 +221,13 @@ def train(
 def _train(
     config,
     data,
-    writer,
+    loop: EpochLoop,
     *,
     start_epoch: int,
     progress: bool,
     device: torch.device,
     rank: int,
     world: int,
-    loggers: list | None = None,
 ) -> None:
     from gwa.runner.models import build_model, classifier_head
     from gwa.torch import GWATracker
@@ -290,8 +286,7 @@ def _train(
         bias=config.align_bias,
         signals=tuple(dict.fromkeys((*config.signals, "pred"))),
     )
-    loop = EpochLoop(config, data, writer, echo=progress and rank == 0, loggers=loggers)
-    run_dir = writer.path
+    run_dir = loop.writer.path
     ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
     if start_epoch > 0:
         last = checkpoint.marked_file(run_dir, "last")
