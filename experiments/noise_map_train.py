@@ -161,10 +161,14 @@ def main() -> None:
     p.add_argument("cache", type=Path)
     p.add_argument("--families", default="0,1,2", help="indices into FAMILIES, in order")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds to train, in order")
+    p.add_argument(
+        "--cleanlab-seeds", default="0", help="seeds whose MLP runs also train cleanlab's five folds"
+    )
     args = p.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     families = [FAMILIES[int(i)] for i in args.families.split(",")]
+    cleanlab_seeds = {int(i) for i in args.cleanlab_seeds.split(",") if i}
     for seed in (
         int(i) for i in args.seeds.split(",")
     ):  # seed by seed, so that an interrupted grid has every family
@@ -175,8 +179,10 @@ def main() -> None:
                 if path.exists():
                     continue
                 t0 = time.perf_counter()
-                # cleanlab's five folds cost five runs: on the first seed only (the machine is shared)
-                out = train_run(dataset, model_name, size, epochs, noise, rate, seed, with_cl and seed == 0)
+                # cleanlab's five folds cost five runs: on the chosen seeds only (the machine is shared)
+                out = train_run(
+                    dataset, model_name, size, epochs, noise, rate, seed, with_cl and seed in cleanlab_seeds
+                )
                 tmp = args.cache / f"{name}.{os.getpid()}.tmp.npz"  # two processes may share a cache
                 np.savez_compressed(tmp, **out)
                 tmp.rename(path)
