@@ -169,6 +169,20 @@ def test_prepare_rejects_oversized_subset_and_reads_eval_sets(tmp_path):
         data.load_eval_set("wrong", tmp_path / "wrong.npz", (8, 8, 1))
 
 
+def test_prepare_loads_through_data_load_dataset_so_a_cache_put_there_applies(monkeypatch):
+    # `gwa bench` wraps `data.load_dataset` in a cache per worker; prepare() must call that name, not a copy.
+    digits = data.load_digits()
+    calls = []
+
+    def counted(name, **kwargs):
+        calls.append(name)
+        return digits
+
+    monkeypatch.setattr(data, "load_dataset", counted)
+    p = data.prepare(RunConfig(dataset="digits", num_train=100))
+    assert calls == ["digits"] and p.num_samples == 100
+
+
 def test_prepare_keeps_only_the_given_classes_relabelled_in_their_order():
     full = data.load_digits()
     p = data.prepare(RunConfig(dataset="digits", classes=(7, 2, 5), num_train=150, seed=3))

@@ -62,13 +62,19 @@ def test_imagefolder_scales_8_and_16_bit_images_in_one_set_each_by_its_own_range
 
 
 @accepted
-def test_imagefolder_skips_hidden_folders_and_files(tmp_path):
+def test_imagefolder_skips_hidden_folders_and_files(tmp_path, caplog):
     img = np.zeros((3, 3), np.uint8)
     _folder(tmp_path, {(s, c): [img] for s in ("train", "test") for c in ("cat", "dog")})
     _folder(tmp_path, {("train", ".ipynb_checkpoints"): [img], ("test", ".ipynb_checkpoints"): [img]})
     (tmp_path / "train" / "cat" / ".hidden.png").write_bytes(b"not an image")
-    ds = data.load_imagefolder(tmp_path)
+    with caplog.at_level("WARNING", logger="gwa.runner.data"):
+        ds = data.load_imagefolder(tmp_path)
     assert ds.classes == ("cat", "dog") and ds.y_train.tolist() == [0, 1] and ds.y_test.tolist() == [0, 1]
+    # Said once per split, under the logger name the CLI's lines have always shown.
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("gwa.runner.data", f"{tmp_path / split}: skipping hidden folder(s) .ipynb_checkpoints")
+        for split in ("train", "test")
+    ]
 
 
 @refused
