@@ -94,9 +94,12 @@ class MonitoredCallback:
         if self._pending_tracker is not None:
             tracker.load_state_dict(self._pending_tracker)
             self._pending_tracker = None
-        writing = self.monitor.run_dir is not None and num_samples is not None
-        self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
-        self._previews = PreviewCollector(num_samples) if writing and main else None
+        self._labels, self._previews = None, None
+        if (
+            self.monitor.run_dir is not None and num_samples is not None
+        ):  # the samples the run directory holds
+            self._labels = LabelCollector(num_samples) if self.monitor.labels is None else None
+            self._previews = PreviewCollector(num_samples) if main else None
         for key, value in facts.items():
             self.monitor.run_config.setdefault(key, value)
         self.monitor.start(max_epochs=max_epochs, num_samples=num_samples, write=main, framework=framework)
