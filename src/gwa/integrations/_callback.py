@@ -95,9 +95,7 @@ class MonitoredCallback:
             tracker.load_state_dict(self._pending_tracker)
             self._pending_tracker = None
         self._labels, self._previews = None, None
-        if (
-            self.monitor.run_dir is not None and num_samples is not None
-        ):  # the samples the run directory holds
+        if self.monitor.run_dir is not None and num_samples is not None:  # collect what the run dir holds
             self._labels = LabelCollector(num_samples) if self.monitor.labels is None else None
             self._previews = PreviewCollector(num_samples) if main else None
         for key, value in facts.items():

@@ -329,8 +329,17 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
 
 
 def _reporters_before(callback) -> list:
-    """The Trainer's reporting callbacks that received the current ``on_log`` before ``callback``: found on the
-    ``CallbackHandler`` dispatching it (no event hands the handler over); none when it cannot be found."""
+    """The Trainer's reporting callbacks (``report_to``: TensorBoard, W&B, ...) that received the current
+    ``on_log`` before ``callback``; none when they cannot be found.
+
+    Why frame inspection: the ``Trainer`` puts the reporting callbacks before the user's, builds the logged values
+    inside ``Trainer.log`` and hands them to every callback in turn. No event hands a callback the ``Trainer`` or
+    its ``CallbackHandler`` (``call_event`` passes ``model``, ``processing_class``, ``optimizer``,
+    ``lr_scheduler`` and the dataloaders), and no event comes between the values being built and the first
+    ``on_log``. So the callback list is read from the ``CallbackHandler.call_event`` frame dispatching this
+    ``on_log``. If transformers changes that dispatch, the reporters before ``callback`` stop getting gwa's values
+    (those after it still do): ``test_reporters_before_the_callback_get_its_values`` fails then.
+    """
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
     frame: types.FrameType | None = sys._getframe(1)
