@@ -254,6 +254,41 @@ def test_tensorboard_sees_gwa_with_the_callback_last(tmp_path, monkeypatch):
     )
 
 
+def test_reporters_before_the_callback_get_its_values(tmp_path):
+    """The hand-off to the reporting callbacks that saw an ``on_log`` before gwa's (the Trainer's order) finds
+    them through transformers' own ``CallbackHandler``: this fails if transformers changes how it dispatches."""
+    from transformers.integrations import TensorBoardCallback, WandbCallback
+    from transformers.trainer_callback import CallbackHandler, TrainerControl, TrainerState
+
+    class Reporter:  # a reporting callback, without its logging library
+        def __init__(self):
+            self.logged: list[dict] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logged.append(dict(logs))
+
+    class Before(Reporter, TensorBoardCallback):
+        pass
+
+    class After(Reporter, WandbCallback):
+        pass
+
+    cb = GWATrainerCallback()
+    before, after = Before(), After()
+    handler = CallbackHandler([before, cb, after], None, None, None, None)
+    state = TrainerState(global_step=4)
+    state.log_history.append({"loss": 1.0, "step": 4})  # what Trainer.log appends before on_log
+    values = {"gwa": 0.25, "gwa_paper": 0.5}
+    cb._to_log = dict(values)  # what on_epoch_end hands to the next on_log
+    handler.on_log(TrainingArguments(output_dir=str(tmp_path)), state, TrainerControl(), {"loss": 1.0})
+    assert before.logged == [{"loss": 1.0}, values]  # the Trainer's log, then gwa's values, once
+    assert after.logged == [{"loss": 1.0, **values}]  # after gwa's: in the same log
+    assert state.log_history == [{"loss": 1.0, "step": 4, **values}]
+    cb._to_log = None  # no values pending: nothing more to anyone
+    handler.on_log(TrainingArguments(output_dir=str(tmp_path)), state, TrainerControl(), {"loss": 0.5})
+    assert before.logged[-1] == {"loss": 0.5} and len(before.logged) == 3
+
+
 def test_a_tracker_state_before_training_is_refused_with_what_is_missing():
     cb = GWATrainerCallback()  # on_train_begin has not built the tracker yet
     with pytest.raises(ValueError, match=r"tracker to be built .* got tracker=None"):

@@ -1,5 +1,7 @@
 """What the Lightning and Hugging Face callbacks share: the options they forward to their :class:`EpochMonitor`
-(declared once, :class:`MonitorOptions`), the recording after an epoch and at the end of training, and the result
+(declared once, :class:`MonitorOptions`), their common arguments (``head``, ``num_samples``, ``signals``,
+``bias``), the start of training (tracker, collectors, run facts, the monitor's start), the recording after an
+epoch and at the end of training, the checkpoint state (``state_dict``/``load_state_dict``) and the result
 properties (``rows``, ``best_epoch``, ``stopped_epoch``, ``diagnostics``, ``summary``).
 
 A callback only finds the logits, targets and sample ids of its trainer's steps; everything after an epoch is the
@@ -11,13 +13,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from os import PathLike
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from gwa import policy
 from gwa.integrations._collect import SOFT_TARGETS_WITHOUT_LABELS, LabelCollector, PreviewCollector
 from gwa.integrations._epoch_values import warn_diagnostics
 from gwa.integrations._monitor import EpochMonitor
+from gwa.integrations._recorder import RECOMMENDED_SIGNALS
 from gwa.rundir import RunSummary
+
+if TYPE_CHECKING:
+    from gwa.torch import EpochResult, GWATracker
 
 
 class MonitorOptions(TypedDict, total=False):
@@ -46,10 +52,17 @@ class MonitoredCallback:
     result, finishes the run, and exposes the monitor's results."""
 
     monitor: EpochMonitor
+    tracker: GWATracker | None
+    last_result: EpochResult | None
     _labels: LabelCollector | None = None
     _previews: PreviewCollector | None = None
+    _pending_tracker: dict | None = None
 
-    def _init_monitor(self, owner: str, veto, options: dict[str, Any]) -> None:
+    def _init_callback(
+        self, owner: str, *, head, num_samples: int | None, signals, bias: bool, veto, options: dict[str, Any]
+    ) -> None:
+        """The arguments every callback takes: the monitor from ``options`` (:class:`MonitorOptions` only), and
+        ``signals`` defaulting to ``("loss", "pred", "correct")`` with ``run_dir``, else none."""
         unknown = sorted(set(options) - set(MONITOR_OPTIONS))
         if unknown:
             raise TypeError(
@@ -57,6 +70,37 @@ class MonitoredCallback:
                 f"callback's own or {', '.join(MONITOR_OPTIONS)}."
             )
         self.monitor = EpochMonitor(**options, veto=veto)
+        if signals is None:
+            signals = RECOMMENDED_SIGNALS if self.monitor.run_dir is not None else ()
+        self.head, self.num_samples, self.signals, self.bias = head, num_samples, signals, bias
+        self.tracker = None
+        self.last_result = None
+
+    def _start(
+        self,
+        tracker: GWATracker,
+        *,
+        num_samples: int | None,
+        max_epochs: int | None,
+        main: bool,
+        facts: dict[str, Any],
+        framework: str,
+    ) -> None:
+        """The start of training, once the callback built its ``tracker``: a tracker state loaded before (see
+        :meth:`_hold_tracker_state`), the label and preview collectors (with ``run_dir``; previews on the ``main``
+        process), the run ``facts`` for the report's run table (the user's ``run_config`` wins), the monitor's
+        start."""
+        self.tracker = tracker
+        if self._pending_tracker is not None:
+            tracker.load_state_dict(self._pending_tracker)
+            self._pending_tracker = None
+        self._labels, self._previews = None, None
+        if self.monitor.run_dir is not None and num_samples is not None:  # collect what the run dir holds
+            self._labels = LabelCollector(num_samples) if self.monitor.labels is None else None
+            self._previews = PreviewCollector(num_samples) if main else None
+        for key, value in facts.items():
+            self.monitor.run_config.setdefault(key, value)
+        self.monitor.start(max_epochs=max_epochs, num_samples=num_samples, write=main, framework=framework)
 
     def _record_epoch(
         self,
@@ -91,6 +135,24 @@ class MonitoredCallback:
         if main:
             warn_diagnostics(self.diagnostics, stacklevel=4)  # at the trainer calling on_train_end
 
+    # ------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """The tracker's and the monitor's state (a tracker state loaded before training: that one)."""
+        tracker = self.tracker.state_dict() if self.tracker is not None else self._pending_tracker
+        return {"tracker": tracker, "monitor": self.monitor.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.monitor.load_state_dict(state_dict["monitor"])
+        if self.tracker is not None and state_dict["tracker"] is not None:
+            self.tracker.load_state_dict(state_dict["tracker"])
+        elif self.tracker is None:
+            self._hold_tracker_state(state_dict["tracker"])
+
+    def _hold_tracker_state(self, state: dict | None) -> None:
+        """A tracker state loaded before training built the tracker: kept for :meth:`_start` (Lightning restores
+        a callback's state before ``on_train_start``)."""
+        self._pending_tracker = state
+
     # ----------------------------------------------------------------------------------------------- results
     @property
     def rows(self) -> list[dict]:
@@ -116,3 +178,12 @@ class MonitoredCallback:
     def summary(self) -> RunSummary | None:
         """The run's :class:`gwa.rundir.RunSummary` after training (what ``summary.json`` holds), else None."""
         return self.monitor.summary
+
+
+def dataset_size(loader) -> int | None:
+    """``len(loader.dataset)``; None without a loader or a dataset, or for an ``IterableDataset`` without
+    ``__len__``."""
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return None

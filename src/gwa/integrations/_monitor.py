@@ -11,7 +11,6 @@ keep the same epoch, stop at the same one and write the same run directory (:mod
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from gwa import DEFAULT_CRITERION, ClassEvidence, EarlyStopper, EpochSummary, po
 from gwa.integrations._classes import ClassLog
 from gwa.integrations._conclude import alignment_history, conclude
 from gwa.integrations._epoch_values import log_values, signal_mean, split_accuracy
+from gwa.integrations._kept_weights import KeptWeights
 from gwa.integrations.loggers import check_loggers, epoch_values, log_noise_map
 from gwa.rundir import RunSummary, RunWriter
 
@@ -89,9 +89,7 @@ class EpochMonitor:
         self.stopper = EarlyStopper(monitor, patience=patience, finetune=finetune, veto=self.veto, warn=False)
         self.classes = ClassLog()
         self.noise_map: policy.NoiseMap | None = None
-        self.kept_states: dict[int, dict] = {}  # with a veto: the weights of each candidate's epoch
-        self.best_state: dict | None = None
-        self.best_state_epoch: int | None = None
+        self.weights = KeptWeights(veto=self.veto)  # with restore_best_weights
         self.writer: RunWriter | None = None
         self.diagnostics: list[policy.Diagnostic] = []
         #: The run's :class:`gwa.rundir.RunSummary` once :meth:`finish` concluded it (written or not).
@@ -127,8 +125,7 @@ class EpochMonitor:
             self.rows = []
             self.stopper = self._new_stopper()
             self.classes = ClassLog()
-            self.best_state, self.best_state_epoch, self._wall = None, None, 0.0
-            self.kept_states = {}
+            self.weights, self._wall = KeptWeights(veto=self.veto), 0.0
         self.noise_map = None
         self.diagnostics, self._last_scores, self.summary = [], None, None
         self._started = True
@@ -178,6 +175,11 @@ class EpochMonitor:
     @property
     def stopped_epoch(self) -> int | None:
         return self.stopper.stopped_epoch
+
+    @property
+    def best_state(self) -> dict | None:
+        """The CPU copy of the best epoch's weights kept for ``restore_best_weights`` (None: none kept)."""
+        return self.weights.best_state
 
     def log_values(self, summary: EpochSummary, epoch: int) -> dict[str, float]:
         """The epoch's scalars for the trainer's loggers (:func:`log_values`)."""
@@ -281,7 +283,8 @@ class EpochMonitor:
         veto_acc = row.get("veto_acc") if self.veto else None
         stop = self.stopper.step(self.classes.stopper_row(row, evidence), veto_accuracy=veto_acc)
         if self.restore_best_weights and model_state is not None:
-            self._keep_weights(epoch, model_state)
+            candidates = self.stopper.candidate_epochs.values()
+            self.weights.keep(epoch, model_state, best_epoch=self.best_epoch, candidates=candidates)
         if self.writer is not None:
             self.writer.log_epoch(row, scores)
         self.classes.add(epoch, evidence, self.writer)
@@ -305,19 +308,6 @@ class EpochMonitor:
             self.classes.add(int(row["epoch"]), record)
         self._wall = float(rows[-1].get("wall_time") or 0.0) if rows else 0.0
 
-    def _keep_weights(self, epoch: int, model_state: Callable[[], dict]) -> None:
-        """The best epoch's weights; with a veto, also those of each candidate's epoch (it may keep any)."""
-        wanted = {self.best_epoch, *self.stopper.candidate_epochs.values()} - {None}
-        if epoch in wanted:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in model_state().items()}
-            if self.veto:
-                self.kept_states[epoch] = state
-            if self.best_epoch == epoch:
-                self.best_state, self.best_state_epoch = state, epoch
-        self.kept_states = {e: s for e, s in self.kept_states.items() if e in wanted}
-        if self.veto and self.best_epoch in self.kept_states and self.best_state_epoch != self.best_epoch:
-            self.best_state, self.best_state_epoch = self.kept_states[self.best_epoch], self.best_epoch
-
     def write_labels(self, labels) -> None:
         """Write the training labels by sample id (``-1`` where unseen) gathered from the batches, unless the user
         gave ``labels=``."""
@@ -339,16 +329,8 @@ class EpochMonitor:
         ``summary``: fields of :class:`gwa.rundir.RunSummary` only this surface knows (``best_model_dir``,
         ``gwa train``'s ``noise``). Returns the summary (also :attr:`summary`), written or not.
         """
-        if self.best_state is not None and load_state is not None:
-            if self.best_state_epoch != self.best_epoch:
-                warnings.warn(
-                    f"gwa: the best epoch is {self.best_epoch}, but the weights kept are those of epoch "
-                    f"{self.best_state_epoch} (the criterion moved back to an epoch not kept, e.g. with "
-                    "finetune=True); loading them.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            load_state(self.best_state)
+        if load_state is not None:
+            self.weights.load_best(load_state, self.best_epoch)
         conclusion = conclude(
             self.rows,
             self.classes,
@@ -386,9 +368,7 @@ class EpochMonitor:
             "stopper": self.stopper.state_dict(),
             "max_epochs": self.max_epochs,
             "wall": self._wall,
-            "best_state": self.best_state,
-            "best_state_epoch": self.best_state_epoch,
-            "kept_states": self.kept_states,
+            **self.weights.state_dict(),
             "classes": self.classes.state_dict(),
         }
 
@@ -407,8 +387,8 @@ class EpochMonitor:
         self.stopper = self._new_stopper()
         self.stopper.load_state_dict(state["stopper"])
         self._wall = float(state["wall"])
-        self.best_state, self.best_state_epoch = state.get("best_state"), state.get("best_state_epoch")
-        self.kept_states = dict(state.get("kept_states") or {})
+        self.weights = KeptWeights(veto=self.veto)
+        self.weights.load_state_dict(state)
         self.classes = ClassLog()
         self.classes.load_state_dict(state.get("classes") or [None] * len(self.rows))
 

@@ -33,9 +33,7 @@ from JSON arguments, which would leave the user's reference stale and the old ho
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
 import types
 from pathlib import Path
@@ -45,20 +43,15 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import torch
-from gwa.integrations._callback import MonitoredCallback
-from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
-from gwa.integrations._recorder import RECOMMENDED_SIGNALS
+from gwa.integrations._callback import MonitoredCallback, dataset_size
+from gwa.integrations._collect import is_soft
+from gwa.integrations._hf_files import BEST_DIR, STATE_FILE, read_state, save_best_model, write_state
 from gwa.torch import GWATracker, find_head
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from gwa.integrations._callback import MonitorOptions
-
-#: File name (per rank) of the callback's state inside a checkpoint folder.
-STATE_FILE = "gwa_callback_rank{rank}.pt"
-#: Folder (in ``output_dir``) of the best epoch's model, by default.
-BEST_DIR = "gwa-best"
 
 
 class GWATrainerCallback(MonitoredCallback, TrainerCallback):
@@ -119,18 +112,16 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
             best_model_dir is None or best_model_dir is False or isinstance(best_model_dir, (str, Path))
         ):
             raise TypeError(f"Expected `best_model_dir` to be a path, None or False; got {best_model_dir!r}.")
-        self._init_monitor("GWATrainerCallback", veto if veto is not None else False, dict(options))
-        if signals is None:
-            signals = RECOMMENDED_SIGNALS if self.monitor.run_dir is not None else ()
-        self.head, self.id_key, self.num_samples, self.signals, self.bias = (
-            head,
-            id_key,
-            num_samples,
-            signals,
-            bias,
+        self._init_callback(
+            "GWATrainerCallback",
+            head=head,
+            num_samples=num_samples,
+            signals=signals,
+            bias=bias,
+            veto=veto if veto is not None else False,
+            options=dict(options),
         )
-        self.tracker: GWATracker | None = None
-        self.last_result = None
+        self.id_key = id_key
         self._handles: list = []
         self.head_name: str | None = None
         self._head_input = None
@@ -141,8 +132,6 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
         self._best_model_dir = best_model_dir
         #: The folder holding the best epoch's model (``from_pretrained`` reads it), once one was saved.
         self.best_model_dir: Path | None = None
-        self._labels: LabelCollector | None = None
-        self._previews: PreviewCollector | None = None
         self._inputs = None
 
     # ------------------------------------------------------------------------------------------------- hooks
@@ -156,14 +145,15 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
                 "passes `labels` on to the model (the callback then scores the hard labels, which measured better "
                 "than the smoothed targets): see docs/soft-targets.md."
             )
-        num_samples = self.num_samples or _dataset_size(train_dataloader)
+        num_samples = self.num_samples or dataset_size(train_dataloader)
         self.head_name, head = find_head(model, self.head)
         if self.bias and head.bias is None:
             raise ValueError(
                 f"Expected the head {self.head_name!r} to have a bias because bias=True; it has none."
             )
         # Explicit path (embeddings= and weight= in update): the head input may need pooling (see the module doc).
-        self.tracker = GWATracker(None, num_samples=num_samples, bias=self.bias, signals=self.signals)
+        tracker = GWATracker(None, num_samples=num_samples, bias=self.bias, signals=self.signals)
+        self.tracker = tracker  # built before a resumed state loads into it
         self._handles = [
             model.register_forward_pre_hook(self._take_ids, with_kwargs=True),
             head.register_forward_hook(self._take_head_input),
@@ -180,10 +170,7 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
                     "the alignment state of the interrupted run is unknown. Call callback.load_checkpoint(<the "
                     "checkpoint folder>) before trainer.train(resume_from_checkpoint=...)."
                 )
-            self.load_state_dict(_load_state(path))
-        writing = self.monitor.run_dir is not None and num_samples is not None
-        self._labels = LabelCollector(num_samples) if writing and self.monitor.labels is None else None
-        self._previews = PreviewCollector(num_samples) if writing and state.is_world_process_zero else None
+            self.load_state_dict(read_state(path))
         facts = {
             "model": type(model).__name__,
             "head": self.head_name,
@@ -194,13 +181,12 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
             "seed": args.seed,
             "world_size": args.world_size,
         }
-        for key, value in facts.items():
-            self.monitor.run_config.setdefault(key, value)
-        max_epochs = math.ceil(state.num_train_epochs) if state.num_train_epochs else None
-        self.monitor.start(
-            max_epochs=max_epochs,
+        self._start(
+            tracker,
             num_samples=num_samples,
-            write=state.is_world_process_zero,
+            max_epochs=math.ceil(state.num_train_epochs) if state.num_train_epochs else None,
+            main=state.is_world_process_zero,
+            facts=facts,
             framework="huggingface",
         )
 
@@ -301,17 +287,7 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if folder.is_dir():
-            import io
-
-            from gwa.rundir import write_atomic
-
-            buffer = (
-                io.BytesIO()
-            )  # serialised first: a full disk then fails as OSError, not torch's RuntimeError
-            torch.save(self.state_dict(), buffer)
-            write_atomic(
-                folder / STATE_FILE.format(rank=args.process_index), lambda fh: fh.write(buffer.getbuffer())
-            )
+            write_state(folder / STATE_FILE.format(rank=args.process_index), self.state_dict())
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         best = None if self.best_model_dir is None else str(self.best_model_dir)
@@ -326,33 +302,8 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
         ):
             return
         folder = Path(self._best_model_dir) if self._best_model_dir else Path(args.output_dir) / BEST_DIR
-        # Written beside the folder, then swapped in: a crash while saving leaves the previous best intact
-        # (in ``folder`` or, between the two renames, in ``<folder>.old``).
-        staging, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            if hasattr(model, "save_pretrained"):
-                model.save_pretrained(staging)
-            else:
-                torch.save(model.state_dict(), staging / "pytorch_model.bin")
-            if processor is not None and hasattr(processor, "save_pretrained"):
-                processor.save_pretrained(staging)
-            value = self.monitor.stopper.best_value
-            record = {
-                "epoch": epoch,
-                "monitor": self.monitor.monitor,
-                "value": value if math.isfinite(value) else None,
-            }
-            (staging / "gwa_best.json").write_text(json.dumps(record) + "\n")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        value = self.monitor.stopper.best_value
+        save_best_model(folder, model, processor, epoch=epoch, monitor=self.monitor.monitor, value=value)
         self.best_model_dir = folder
 
     # ------------------------------------------------------------------------------------------------- state
@@ -360,21 +311,13 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
         """Read the state from this checkpoint folder when training resumes (for non-default layouts)."""
         self._resume_from = Path(folder)
 
-    def state_dict(self) -> dict:
-        return {
-            "tracker": None if self.tracker is None else self.tracker.state_dict(),
-            "monitor": self.monitor.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.monitor.load_state_dict(state["monitor"])
-        if state["tracker"] is not None:
-            if self.tracker is None:
-                raise ValueError(
-                    "Expected the callback's tracker to be built (on_train_begin builds it) before loading "
-                    "a tracker state; got tracker=None."
-                )
-            self.tracker.load_state_dict(state["tracker"])
+    def _hold_tracker_state(self, state: dict | None) -> None:
+        # Refused, not kept: a resumed train() reads the tracker's state from the checkpoint folder itself.
+        if state is not None:
+            raise ValueError(
+                "Expected the callback's tracker to be built (on_train_begin builds it) before loading "
+                "a tracker state; got tracker=None."
+            )
 
     def remove(self) -> None:
         """Remove the hooks from the model (done again at the next ``train()``)."""
@@ -386,8 +329,17 @@ class GWATrainerCallback(MonitoredCallback, TrainerCallback):
 
 
 def _reporters_before(callback) -> list:
-    """The Trainer's reporting callbacks that received the current ``on_log`` before ``callback``: found on the
-    ``CallbackHandler`` dispatching it (no event hands the handler over); none when it cannot be found."""
+    """The Trainer's reporting callbacks (``report_to``: TensorBoard, W&B, ...) that received the current
+    ``on_log`` before ``callback``; none when they cannot be found.
+
+    Why frame inspection: the ``Trainer`` puts the reporting callbacks before the user's, builds the logged values
+    inside ``Trainer.log`` and hands them to every callback in turn. No event hands a callback the ``Trainer`` or
+    its ``CallbackHandler`` (``call_event`` passes ``model``, ``processing_class``, ``optimizer``,
+    ``lr_scheduler`` and the dataloaders), and no event comes between the values being built and the first
+    ``on_log``. So the callback list is read from the ``CallbackHandler.call_event`` frame dispatching this
+    ``on_log``. If transformers changes that dispatch, the reporters before ``callback`` stop getting gwa's values
+    (those after it still do): ``test_reporters_before_the_callback_get_its_values`` fails then.
+    """
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
     frame: types.FrameType | None = sys._getframe(1)
@@ -422,27 +374,3 @@ def _pooled_head_input(model, x, logits, weight, bias, args, kwargs, head_name) 
                 "logits are not those of the last non-padding token; this pooling is not supported."
             )
     return pooled
-
-
-def _load_state(path: Path) -> dict:
-    """The callback's state, loaded with ``weights_only=True``: a shared checkpoint folder cannot run code."""
-    import pickle
-
-    from gwa import GuardCode
-
-    try:  # the tracker's history names guarded epochs by GuardCode, an enum of three strings
-        with torch.serialization.safe_globals([GuardCode]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ValueError(
-            f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values "
-            f"(torch.load with weights_only=True); {lines[-1][:300]}"
-        ) from None
-
-
-def _dataset_size(loader) -> int | None:
-    try:
-        return len(loader.dataset)
-    except (AttributeError, TypeError):
-        return None

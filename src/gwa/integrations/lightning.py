@@ -33,11 +33,10 @@ from torch.utils.hooks import RemovableHandle
 
 import torch
 from gwa import policy
-from gwa.integrations._callback import MonitoredCallback
-from gwa.integrations._collect import LabelCollector, PreviewCollector, is_soft
+from gwa.integrations._callback import MonitoredCallback, dataset_size
+from gwa.integrations._collect import is_soft
 from gwa.integrations._epoch_values import LOG_KEYS
-from gwa.integrations._recorder import RECOMMENDED_SIGNALS
-from gwa.torch import EpochResult, GWATracker
+from gwa.torch import GWATracker
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -129,20 +128,21 @@ class GWACallback(MonitoredCallback, Callback):
             raise TypeError(
                 f"Expected `batch_to_targets_ids` to be callable; got {type(batch_to_targets_ids).__name__}."
             )
-        self._init_monitor("GWACallback", veto, dict(options))
-        if signals is None:
-            signals = RECOMMENDED_SIGNALS if self.monitor.run_dir is not None else ()
-        self.head, self.num_samples, self.signals, self.bias, self.log = head, num_samples, signals, bias, log
+        self._init_callback(
+            "GWACallback",
+            head=head,
+            num_samples=num_samples,
+            signals=signals,
+            bias=bias,
+            veto=veto,
+            options=dict(options),
+        )
+        self.log = log
         self.batch_to_targets_ids = batch_to_targets_ids or default_batch_to_targets_ids
-        self.tracker: GWATracker | None = None
-        self.last_result: EpochResult | None = None
         self._head_handle: RemovableHandle | None = None
         self._head_output: torch.Tensor | None = None
-        self._labels: LabelCollector | None = None
-        self._previews: PreviewCollector | None = None
         self._epoch_without_ids = False
         self._checked_smoothing = False
-        self._pending_tracker: dict | None = None
         self._state_key: str | None = None
 
     @property
@@ -155,9 +155,9 @@ class GWACallback(MonitoredCallback, Callback):
     # ------------------------------------------------------------------------------------------------- hooks
     def on_train_start(self, trainer, pl_module) -> None:
         _check_early_stopping(trainer)
-        num_samples = self.num_samples or _dataset_size(trainer)
+        num_samples = self.num_samples or dataset_size(trainer.train_dataloader)
         self._remove_hooks()
-        self.tracker = GWATracker(
+        tracker = GWATracker(
             pl_module,
             head=self.head,
             num_samples=num_samples,
@@ -166,23 +166,15 @@ class GWACallback(MonitoredCallback, Callback):
             label_smoothing=_label_smoothing(pl_module),
         )
         # The head's own output of the step's forward: what the tracker pairs its capture with, by identity.
-        assert self.tracker.head is not None  # a tracker built on the module has found its head
-        self._head_handle = self.tracker.head.register_forward_hook(self._keep_head_output)
-        if self._pending_tracker is not None:
-            self.tracker.load_state_dict(self._pending_tracker)
-            self._pending_tracker = None
-        written = num_samples if self.monitor.run_dir is not None else None  # samples the run dir holds
-        self._labels = (
-            LabelCollector(written) if written is not None and self.monitor.labels is None else None
-        )
-        self._previews = PreviewCollector(written) if written is not None and trainer.is_global_zero else None
+        assert tracker.head is not None  # a tracker built on the module has found its head
+        self._head_handle = tracker.head.register_forward_hook(self._keep_head_output)
         self._checked_smoothing = False
-        for key, value in _run_facts(trainer, pl_module, self.tracker).items():
-            self.monitor.run_config.setdefault(key, value)
-        self.monitor.start(
-            max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
+        self._start(
+            tracker,
             num_samples=num_samples,
-            write=trainer.is_global_zero,
+            max_epochs=trainer.max_epochs,
+            main=trainer.is_global_zero,
+            facts=_run_facts(trainer, pl_module, tracker),
             framework="lightning",
         )
 
@@ -270,27 +262,6 @@ class GWACallback(MonitoredCallback, Callback):
         self._head_output = None
         if self.tracker is not None and not keep_tracker:
             self.tracker.remove()
-
-    # ------------------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict:
-        tracker = self.tracker.state_dict() if self.tracker is not None else self._pending_tracker
-        return {"tracker": tracker, "monitor": self.monitor.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.monitor.load_state_dict(state_dict["monitor"])
-        if self.tracker is not None and state_dict["tracker"] is not None:
-            self.tracker.load_state_dict(state_dict["tracker"])
-        else:
-            self._pending_tracker = state_dict["tracker"]
-
-
-def _dataset_size(trainer) -> int | None:
-    loader = trainer.train_dataloader
-    dataset = getattr(loader, "dataset", None)
-    try:
-        return len(dataset) if dataset is not None else None
-    except TypeError:  # an IterableDataset without __len__
-        return None
 
 
 def _scalar_metrics(metrics: Mapping) -> dict[str, float]:
