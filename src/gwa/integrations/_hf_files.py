@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from gwa.rundir import write_atomic
+from gwa.torch._safe_load import load_weights_only
 
 #: File name (per rank) of the callback's state inside a checkpoint folder.
 STATE_FILE = "gwa_callback_rank{rank}.pt"
@@ -30,19 +31,9 @@ def write_state(path: Path, state: dict) -> None:
 
 def read_state(path: Path) -> dict:
     """The callback's state, loaded with ``weights_only=True``: a shared checkpoint folder cannot run code."""
-    import pickle
-
-    from gwa import GuardCode
-
-    try:  # the tracker's history names guarded epochs by GuardCode, an enum of three strings
-        with torch.serialization.safe_globals([GuardCode]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ValueError(
-            f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values "
-            f"(torch.load with weights_only=True); {lines[-1][:300]}"
-        ) from None
+    return load_weights_only(
+        path, "cpu", refusal=f"GWATrainerCallback: refusing to load {path}: expected tensors and plain values"
+    )
 
 
 def save_best_model(folder: Path, model, processor, *, epoch: int, monitor: str, value: float) -> None:

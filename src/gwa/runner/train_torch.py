@@ -23,6 +23,7 @@ import torch
 from gwa import DEFAULT_CRITERION
 from gwa.runner import augment, checkpoint
 from gwa.runner.loop import EpochLoop, epoch_batches, progress_bar
+from gwa.torch._safe_load import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -397,16 +398,6 @@ def _save_checkpoints(
 
 def load_checkpoint(path, device="cpu") -> dict:
     """A checkpoint of this backend, loaded with ``weights_only=True``: a crafted file cannot run code."""
-    import pickle
-
-    from gwa import GuardCode
-
-    try:  # the tracker's history names guarded epochs by GuardCode, an enum of three strings
-        with torch.serialization.safe_globals([GuardCode]):
-            return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise ValueError(
-            f"Refusing to load {path}: expected a checkpoint of tensors and plain values "
-            f"(torch.load with weights_only=True); {lines[-1][:300]}"
-        ) from None
+    return load_weights_only(
+        path, device, refusal=f"Refusing to load {path}: expected a checkpoint of tensors and plain values"
+    )
