@@ -316,7 +316,7 @@ def leave_out_tables(runs: list[dict]) -> str:
         "\n`MAX_AMBIGUOUS`: the largest cap (grid 0.050-0.150) whose reliable runs read within 3 points on average on "
         "the other families; `CONCENTRATION_ALARM`: the alarm (grid 0.05-0.75) with the largest recall minus "
         "false-firing rate on them. A *noise-type oracle* that fired on exactly the class-pair runs would score "
-        f"{firing_oracle(runs)} on these 45 runs."
+        f"{firing_oracle(runs)} on these {len(runs)} runs."
     )
     return "\n".join(out) + "\n"
 
