@@ -1,9 +1,10 @@
-"""Pooled Δ to the 10% split per noise family, from the committed per-run file of a noise-map grid.
+"""Pooled tables of a noise-map grid from its committed per-run files: no raw run needed.
 
-Reads ``criteria_runs.csv`` (written by ``experiments/noise_map.py``) and prints, per noise family and for all runs,
-each criterion's test accuracy minus the 10% split's choice, in points: the mean over seeds with a Student t 95%
-interval over the per-seed means of the group's settings (a seed fixes subset, noise and initialisation in every
-setting: the design is crossed). Needs no raw run, so every number recomputes from the repository:
+From ``criteria_runs.csv`` (``experiments/noise_map.py``): per noise family and for all runs, each criterion's test
+accuracy minus the 10% split's choice, in points. From ``flags_runs.csv`` (``experiments/noise_map_flags.py``), where
+it holds cleanlab's rows: gwa's flag rules minus cleanlab's two recipes, F1 and AUROC, paired run by run. Every cell
+is the mean over seeds with a Student t 95% interval over the per-seed means of the group's settings (a seed fixes
+subset, noise and initialisation in every setting: the design is crossed):
 
     python experiments/noise_map_pooled.py docs/data/noise-map-replication
 """
@@ -21,12 +22,12 @@ from scipy import stats
 SHOWN = ("gwa", "gwa_paper", "gwa_memorisation", "veto", "val2", "last")
 
 
-def crossed_t(per_seed: list[float]) -> str:
+def crossed_t(per_seed: list[float], digits: int = 2) -> str:
     m = float(np.mean(per_seed))
     if len(per_seed) < 2:
-        return f"{m:+.2f} (1 seed)"
+        return f"{m:+.{digits}f} (1 seed)"
     h = stats.t.ppf(0.975, len(per_seed) - 1) * np.std(per_seed, ddof=1) / np.sqrt(len(per_seed))
-    return f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]"
+    return f"{m:+.{digits}f} [{m - h:+.{digits}f}, {m + h:+.{digits}f}]"
 
 
 def pooled_table(path: Path) -> str:
@@ -52,10 +53,53 @@ def pooled_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+FLAG_PAIRS = (("pair_aware", "cleanlab_early"), ("pair_aware", "cleanlab_last"), ("window", "cleanlab_early"))
+
+
+def flags_table(path: Path) -> str | None:
+    """gwa's flag rules minus cleanlab's, paired on the runs that carry cleanlab's folds; None where none do."""
+    score: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (run, rule) -> metric
+    meta: dict[str, tuple[str, str, int]] = {}
+    with open(path / "flags_runs.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["f1"]:
+                score[(row["run"], row["rule"])] = {m: float(row[m]) for m in ("f1", "auroc")}
+                meta[row["run"]] = (row["family"], row["noise"], int(row["seed"]))
+    runs = sorted({r for r, rule in score if rule == "cleanlab_early"})
+    if not runs:
+        return None
+    seeds = sorted({meta[r][2] for r in runs})
+    lines = [
+        f"gwa's flag rules minus cleanlab's (paired per run; seeds {', '.join(map(str, seeds))}):",
+        "",
+        "| family | noise | runs | "
+        + " | ".join(f"{a} − {b} {m}" for a, b in FLAG_PAIRS for m in ("F1", "AUROC"))
+        + " |",
+        "|---|---|---|" + "---|" * (2 * len(FLAG_PAIRS)),
+    ]
+    families = sorted({meta[r][0] for r in runs})
+    for family in [*families, "all"]:
+        for noise in ("symmetric", "pair"):
+            group = [r for r in runs if meta[r][1] == noise and family in ("all", meta[r][0])]
+            cells = []
+            for a, b in FLAG_PAIRS:
+                for m in ("f1", "auroc"):
+                    by_seed: dict[int, list[float]] = defaultdict(list)
+                    for r in group:
+                        by_seed[meta[r][2]].append(score[(r, a)][m] - score[(r, b)][m])
+                    cells.append(crossed_t([float(np.mean(v)) for v in by_seed.values()], digits=3))
+            lines.append(f"| {family} | {noise} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="a folder holding criteria_runs.csv")
-    print(pooled_table(p.parse_args().folder))
+    p.add_argument("folder", type=Path, help="a folder holding criteria_runs.csv (and flags_runs.csv)")
+    folder = p.parse_args().folder
+    print(pooled_table(folder))
+    flags = flags_table(folder) if (folder / "flags_runs.csv").exists() else None
+    if flags:
+        print("\n" + flags)
 
 
 if __name__ == "__main__":
