@@ -155,6 +155,9 @@ def analyse_run(run: dict) -> tuple[dict, list[dict]]:
     choices["veto_all"] = policy.choose_with_veto(rows, candidates=everything, total_epochs=total)[0]
     test = np.array([r["test_acc"] for r in rows])
     codes = [d.code for d in policy.diagnose(rows, "gwa", alignment=run["alignment"], total_epochs=total)]
+    # split_disagrees as a user with only the 2% split would see it (its accuracy logged as val_acc)
+    tiny = [{**r, "val_acc": r["veto_acc"]} for r in rows]
+    codes_2pct = [d.code for d in policy.diagnose(tiny, "gwa", total_epochs=total)]
     lost = float(test[choices["val"] - 1] - test[choices["gwa"] - 1])
     out = {
         "run": run["name"],
@@ -178,6 +181,8 @@ def analyse_run(run: dict) -> tuple[dict, list[dict]]:
         "class_conditional": int("class_conditional" in codes),
         "usable_pairs": int(nm.reliable or policy.is_ambiguous(nm)),
         "label_noise": int("label_noise" in codes),
+        "split_disagrees": int("split_disagrees" in codes),
+        "split_disagrees_2pct": int("split_disagrees" in codes_2pct),
         "default_lost_to_split": round(lost, 4),
         "loses": int(lost > LOSS),
     }

@@ -92,6 +92,25 @@ def flags_table(path: Path) -> str | None:
     return "\n".join(lines)
 
 
+def firing_table(path: Path) -> str | None:
+    """How often each warning fires where the default loses more than 2 points to the 10% split and elsewhere."""
+    with open(path / "noise_map_runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    codes = [c for c in ("class_conditional", "split_disagrees", "split_disagrees_2pct") if c in runs[0]]
+    if "split_disagrees" not in codes:
+        return None
+    lines = [
+        "| warning | fires where the default loses | fires where it does not |",
+        "|---|---|---|",
+    ]
+    lost = [r for r in runs if r["loses"] == "1"]
+    kept = [r for r in runs if r["loses"] == "0"]
+    for code in codes:
+        a, b = sum(r[code] == "1" for r in lost), sum(r[code] == "1" for r in kept)
+        lines.append(f"| `{code}` | {a}/{len(lost)} | {b}/{len(kept)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path, help="a folder holding criteria_runs.csv (and flags_runs.csv)")
@@ -100,6 +119,9 @@ def main() -> None:
     flags = flags_table(folder) if (folder / "flags_runs.csv").exists() else None
     if flags:
         print("\n" + flags)
+    firing = firing_table(folder) if (folder / "noise_map_runs.csv").exists() else None
+    if firing:
+        print("\n" + firing)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,51 @@ def test_early_transient_accounts_for_the_noise_plateau():
     assert "early_transient" not in codes and "label_noise" in codes
 
 
+# gwa chooses epoch 6 on this curve (late enough and fitted: no other diagnostic fires)
+GWA_PEAK6 = [0.01, 0.02, 0.03, 0.04, 0.05, 0.09, 0.06, 0.05, 0.04, 0.03]
+
+
+def test_split_disagrees_names_the_splits_better_epoch():
+    val = [
+        0.50,
+        0.55,
+        0.60,
+        0.62,
+        0.64,
+        0.66,
+        0.68,
+        0.71,
+        0.70,
+        0.69,
+    ]  # best at epoch 8, 5 points above epoch 6
+    diags = policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val))
+    assert _codes(diags) == ["split_disagrees"]
+    d = diags[0]
+    assert d.evidence == pytest.approx(
+        {"split_epoch": 8, "split_acc": 0.71, "chosen_split_acc": 0.66, "gap": 0.05}
+    )
+    assert "epoch 8 at 71.0%" in d.message and "epoch 6 at 66.0%" in d.message and "5.0 points" in d.message
+    assert "--veto-frac" in d.action and d.level == "warning"
+
+
+def test_split_disagrees_stays_quiet_within_two_points_and_without_a_split():
+    close = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.67, 0.679, 0.67, 0.66]  # 1.9 points: no finding
+    assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=close)) == []
+    exactly = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.67, 0.68, 0.67, 0.66]  # 2.0 points: fires
+    assert _codes(policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=exactly))) == [
+        "split_disagrees"
+    ]
+    assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED)) == []  # no split at all
+    missing = [0.50, 0.55, 0.60, 0.62, 0.64, float("nan"), 0.68, 0.71, 0.70, 0.69]  # not scored at the choice
+    assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=missing)) == []
+    # the split's own criterion is never told to prefer the split
+    val = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.68, 0.71, 0.70, 0.69]
+    rows = _rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val)
+    assert policy.diagnose(rows, "val") == []
+    # judging another epoch than the default's: epoch 8 is the split's best, nothing to say
+    assert policy.diagnose(rows, epoch=8) == []
+
+
 def test_still_rising_at_the_last_epoch():
     rising = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10]
     diags = policy.diagnose(_rows(gwa=rising, train_acc=ACC_FITTED))

@@ -2,7 +2,8 @@
 
 :func:`diagnose` looks at a finished (or partial) history, the epoch a criterion chose in it and, optionally, the
 per-sample alignment matrix, and returns the :class:`Diagnostic` objects that apply (an empty list: nothing
-known speaks against the choice). Checks, all from training-time quantities only:
+known speaks against the choice). Checks, from training-time quantities and, for ``split_disagrees``, the run's
+own validation split where it logs one:
 
 ============================ =============================================================================
 ``early_transient``          the choice lies in the first :data:`TRANSIENT_FRACTION` of training while the
@@ -21,6 +22,10 @@ known speaks against the choice). Checks, all from training-time quantities only
 ``label_noise``              (information, ``level="info"``) the estimated label-noise rate is at least
                              :data:`NOISE_ALARM` and no class pair stands out (or no class evidence is
                              logged): the noise looks spread over the classes, where gwa's choice held
+``split_disagrees``          the run has a validation split (``val_acc``, noisy labels) whose best epoch scores
+                             at least :data:`SPLIT_GAP` above the chosen epoch: the one selector with theory
+                             under class-conditional noise prefers another epoch, and gwa says so instead of
+                             keeping its choice silently
 ``short_warmup``             the warm-up skips fewer than :data:`MIN_WARMUP_STEPS` optimizer steps (needs a
                              ``step`` key in the rows)
 ``paper_pole``               (criterion ``gwa_paper``) the paper's denominator is at or below 0 at some
@@ -55,6 +60,9 @@ TRANSIENT_FRACTION = 0.3
 RISING_EPOCHS = 3
 NOISE_ALARM = 0.10
 MIN_WARMUP_STEPS = 50
+#: ``split_disagrees`` fires when the split's best epoch scores this much above the chosen one (2 points: the
+#: margin by which issue 18 counts a choice as lost to a split; not tuned).
+SPLIT_GAP = 0.02
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ def diagnose(
     if noise_map is None:
         noise_map = noise_map_of_run(rows, evidence, total_epochs=total)
     out: list[Diagnostic] = []
-    for check in (_early_transient, _still_rising, _short_warmup, _paper_pole):
+    for check in (_early_transient, _still_rising, _split_disagrees, _short_warmup, _paper_pole):
         d = check(rows, criterion, i, total, noise)
         if d is not None:
             out.append(d)
@@ -221,6 +229,27 @@ def _noise_diagnostics(noise, noise_map: NoiseMap | None) -> list[Diagnostic]:
             level="info",
         )
     ]
+
+
+def _split_disagrees(rows, criterion, i, total, noise) -> Diagnostic | None:
+    if criterion in ("val", "val_clean"):
+        return None  # the split's own choice
+    acc = series(rows, "val_acc")
+    if not np.isfinite(acc[i]) or np.isfinite(acc).sum() < 2:
+        return None
+    j = int(np.nanargmax(acc))  # the first epoch at the split's best, as the `val` criterion chooses
+    gap = float(acc[j] - acc[i])
+    if gap < SPLIT_GAP - 1e-12:
+        return None
+    chosen, best = int(rows[i]["epoch"]), int(rows[j]["epoch"])
+    return Diagnostic(
+        "split_disagrees",
+        f"the run's validation split (noisy labels) scores epoch {best} at {acc[j]:.1%} and the chosen epoch "
+        f"{chosen} at {acc[i]:.1%}, {100 * gap:.1f} points lower",
+        "prefer the split's epoch (criterion 'val'), or let the split choose among gwa's candidates "
+        "(--veto-frac, veto=)",
+        {"split_epoch": best, "split_acc": float(acc[j]), "chosen_split_acc": float(acc[i]), "gap": gap},
+    )
 
 
 def _short_warmup(rows, criterion, i, total, noise) -> Diagnostic | None:
