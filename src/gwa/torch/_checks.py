@@ -1,4 +1,5 @@
-"""The tracker's checks: its arguments, each ``update()``'s inputs, what the device records per step, state dicts.
+"""The torch adapter's checks: :func:`gwa.torch.alignment`'s inputs (eager), and the tracker's: its arguments,
+each ``update()``'s inputs, what the device records per step, state-dict counts.
 
 :class:`gwa.torch.GWATracker` runs these on its checked path (the epoch's first ``update()``, and any call unlike
 the last checked one); a call with the same shapes, dtypes and devices skips them (``_tracker.py``). Checks that
@@ -11,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 import torch
-from gwa._validation import describe
-from gwa.torch._kernel import class_id_error
+from gwa._validation import check_class_id_range, check_shapes, describe
 
 #: Tolerance of the soft-target checks (rows >= -tol, |row sum - 1| <= tol), as in :func:`gwa.alignment`.
 SOFT_TARGET_ATOL = 1e-4
@@ -150,3 +150,119 @@ def state_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         invalid_state(f"`{name}` to be a non-negative int", value)
     return value
+
+
+# ------------------------------------------------------------------------------ alignment()'s eager checks
+def check_tensor_inputs(logits, targets, embeddings, weight, bias=None, head_output=None) -> bool:
+    """Eager validation of one :func:`alignment` call (may synchronise); returns True for soft targets."""
+    named = (
+        ("logits", logits),
+        ("targets", targets),
+        ("embeddings", embeddings),
+        ("weight", weight),
+        ("bias", bias),
+        ("head_output", head_output),
+    )
+    for name, t in named:
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"Expected `{name}` to be a torch.Tensor; got {type(t).__name__}.")
+    floats = (
+        ("logits", logits),
+        ("embeddings", embeddings),
+        ("weight", weight),
+        ("bias", bias),
+        ("head_output", head_output),
+    )
+    for name, t in floats:
+        if t is not None and not t.is_floating_point():
+            raise TypeError(f"Expected `{name}` to be a floating-point tensor; got {describe(t)}.")
+    devices = {t.device for _, t in named if t is not None}
+    if len(devices) > 1:
+        where = ", ".join(f"{name}: {t.device}" for name, t in named if t is not None)
+        raise ValueError(f"Expected all inputs on one device; got {where}.")
+    soft = check_shapes(
+        logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
+    )
+    if soft:
+        check_soft_target_tensor(targets)
+    else:
+        check_class_id_tensor(targets, logits.shape[1])
+    if head_output is not None and tuple(head_output.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"Expected `head_output` of shape (N, C) = {tuple(logits.shape)} like `logits`; got "
+            f"shape={tuple(head_output.shape)}."
+        )
+    for name, t in floats:
+        if t is not None and not _all_finite(t):
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise ValueError(f"Expected finite `{name}`; got {bad} NaN/Inf value(s) in {describe(t)}.")
+    if head_output is not None and head_output.shape[0]:
+        _check_head_output_row(head_output, embeddings, weight, bias)
+    return soft
+
+
+#: Classes of the first row of ``head_output`` that :func:`alignment` checks against ``W x_0 (+ b)``.
+HEAD_OUTPUT_CHECKED_CLASSES = 16
+
+
+def _check_head_output_row(head_output, embeddings, weight, bias) -> None:
+    """``head_output[0, :k]`` must be ``W[:k] x_0`` (``+ b[:k]``): k dot products, not the N x C product."""
+    k = HEAD_OUTPUT_CHECKED_CLASSES
+    x0 = embeddings[0].detach().double()
+    expected = weight[:k].detach().double() @ x0
+    if bias is not None:
+        expected = expected + bias[:k].detach().double()
+    got = head_output[0, :k].detach().double()
+    error = float(torch.linalg.vector_norm(got - expected))
+    scale = float(torch.linalg.vector_norm(expected))
+    if error > 1e-2 * scale + 1e-30:
+        with_bias = " + bias" if bias is not None else " (without the head's bias: pass logits - head.bias)"
+        raise ValueError(
+            f"Expected `head_output` to be embeddings @ weight.T{with_bias} from the same forward pass; got a "
+            f"first row {error:.3g} away from that product (norm {scale:.3g}, first {k} classes)."
+        )
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """True if every entry is finite: one reduction, no temporary; confirmed entrywise if the sum overflows."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def check_class_id_tensor(targets: torch.Tensor, num_classes: int) -> None:
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}."
+        )
+    check_class_id_range(int(targets.min()), int(targets.max()), num_classes)
+
+
+def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
+    if not targets.is_floating_point():
+        raise TypeError(
+            f"Expected soft `targets` of shape (N, C) to be floating point; got {describe(targets)}."
+        )
+    t = targets.detach().double()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"Expected finite soft `targets`; got NaN/Inf in {describe(targets)}.")
+    if float(t.min()) < -atol:
+        raise ValueError(
+            f"Expected soft `targets` to be probabilities (>= 0); got minimum {float(t.min()):.6g}."
+        )
+    sums = t.sum(dim=1)
+    worst = int((sums - 1.0).abs().argmax())
+    if abs(float(sums[worst]) - 1.0) > atol:
+        raise ValueError(
+            "Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); "
+            f"got a row summing to {float(sums[worst]):.6g}."
+        )
+
+
+def class_id_error(error: Exception, num_classes: int) -> Exception:
+    """The kernel's indexing error for a class id out of range, as a ``ValueError`` naming `targets`."""
+    if "out of bounds" not in str(error) and "out of range" not in str(error):
+        return error
+    return ValueError(
+        f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
+        "an id out of range."
+    )

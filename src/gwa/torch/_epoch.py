@@ -51,6 +51,27 @@ class Plan(NamedTuple):
     signals: bool  # signals are computed and stored
 
 
+def admits(plan: Plan, logits: torch.Tensor, targets, sample_ids) -> bool:
+    """True when a call's inputs are like those of the checked call that recorded ``plan`` in everything its
+    checks read (shapes, dtypes, devices, ids given or not), so that the checks would pass again."""
+    return (
+        logits.shape == plan.logits_shape
+        and targets.shape == plan.targets_shape
+        and targets.dtype is plan.targets_dtype
+        and targets.get_device() == plan.device_index
+        and (
+            sample_ids is None
+            if plan.positions
+            else (
+                type(sample_ids) is torch.Tensor
+                and sample_ids.dtype is torch.int64
+                and sample_ids.shape == plan.targets_shape
+                and sample_ids.get_device() == plan.device_index
+            )
+        )
+    )
+
+
 def _check_positions(value) -> None:
     if value not in (None, True, False):
         invalid_state("`epoch_state.positions` None/True/False", value)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 from gwa._kernel import UNDEFINED_SCORE
-from gwa._validation import check_class_id_range, check_shapes, describe
+from gwa.torch._checks import check_tensor_inputs, class_id_error
 
 
 class HeadTerms(NamedTuple):
@@ -207,111 +207,6 @@ def _row_scale(a: torch.Tensor) -> torch.Tensor:
     return a.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
 
 
-def check_tensor_inputs(logits, targets, embeddings, weight, bias=None, head_output=None) -> bool:
-    """Eager validation of one :func:`alignment` call (may synchronise); returns True for soft targets."""
-    named = (
-        ("logits", logits),
-        ("targets", targets),
-        ("embeddings", embeddings),
-        ("weight", weight),
-        ("bias", bias),
-        ("head_output", head_output),
-    )
-    for name, t in named:
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise TypeError(f"Expected `{name}` to be a torch.Tensor; got {type(t).__name__}.")
-    floats = (
-        ("logits", logits),
-        ("embeddings", embeddings),
-        ("weight", weight),
-        ("bias", bias),
-        ("head_output", head_output),
-    )
-    for name, t in floats:
-        if t is not None and not t.is_floating_point():
-            raise TypeError(f"Expected `{name}` to be a floating-point tensor; got {describe(t)}.")
-    devices = {t.device for _, t in named if t is not None}
-    if len(devices) > 1:
-        where = ", ".join(f"{name}: {t.device}" for name, t in named if t is not None)
-        raise ValueError(f"Expected all inputs on one device; got {where}.")
-    soft = check_shapes(
-        logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
-    )
-    if soft:
-        check_soft_target_tensor(targets)
-    else:
-        check_class_id_tensor(targets, logits.shape[1])
-    if head_output is not None and tuple(head_output.shape) != tuple(logits.shape):
-        raise ValueError(
-            f"Expected `head_output` of shape (N, C) = {tuple(logits.shape)} like `logits`; got "
-            f"shape={tuple(head_output.shape)}."
-        )
-    for name, t in floats:
-        if t is not None and not _all_finite(t):
-            bad = int((~torch.isfinite(t)).sum())
-            if bad:
-                raise ValueError(f"Expected finite `{name}`; got {bad} NaN/Inf value(s) in {describe(t)}.")
-    if head_output is not None and head_output.shape[0]:
-        _check_head_output_row(head_output, embeddings, weight, bias)
-    return soft
-
-
-#: Classes of the first row of ``head_output`` that :func:`alignment` checks against ``W x_0 (+ b)``.
-HEAD_OUTPUT_CHECKED_CLASSES = 16
-
-
-def _check_head_output_row(head_output, embeddings, weight, bias) -> None:
-    """``head_output[0, :k]`` must be ``W[:k] x_0`` (``+ b[:k]``): k dot products, not the N x C product."""
-    k = HEAD_OUTPUT_CHECKED_CLASSES
-    x0 = embeddings[0].detach().double()
-    expected = weight[:k].detach().double() @ x0
-    if bias is not None:
-        expected = expected + bias[:k].detach().double()
-    got = head_output[0, :k].detach().double()
-    error = float(torch.linalg.vector_norm(got - expected))
-    scale = float(torch.linalg.vector_norm(expected))
-    if error > 1e-2 * scale + 1e-30:
-        with_bias = " + bias" if bias is not None else " (without the head's bias: pass logits - head.bias)"
-        raise ValueError(
-            f"Expected `head_output` to be embeddings @ weight.T{with_bias} from the same forward pass; got a "
-            f"first row {error:.3g} away from that product (norm {scale:.3g}, first {k} classes)."
-        )
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """True if every entry is finite: one reduction, no temporary; confirmed entrywise if the sum overflows."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
-
-
-def check_class_id_tensor(targets: torch.Tensor, num_classes: int) -> None:
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(
-            f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}."
-        )
-    check_class_id_range(int(targets.min()), int(targets.max()), num_classes)
-
-
-def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
-    if not targets.is_floating_point():
-        raise TypeError(
-            f"Expected soft `targets` of shape (N, C) to be floating point; got {describe(targets)}."
-        )
-    t = targets.detach().double()
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"Expected finite soft `targets`; got NaN/Inf in {describe(targets)}.")
-    if float(t.min()) < -atol:
-        raise ValueError(
-            f"Expected soft `targets` to be probabilities (>= 0); got minimum {float(t.min()):.6g}."
-        )
-    sums = t.sum(dim=1)
-    worst = int((sums - 1.0).abs().argmax())
-    if abs(float(sums[worst]) - 1.0) > atol:
-        raise ValueError(
-            "Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); "
-            f"got a row summing to {float(sums[worst]):.6g}."
-        )
-
-
 # ------------------------------------------------------------------------------------------ fused tracker path
 # The tracker's per-step path: the fewest tensor operations that give the reference's numbers. On a CPU each
 # operation costs a few microseconds of dispatch whatever its size, and much more inside a training step, where
@@ -469,16 +364,6 @@ def _fused_scores_functional(logits, index, neg_head_out, norm):
     numerator = (g * neg_head_out).sum(dim=1)
     denominator = (g * g).sum(dim=1).sqrt() * norm
     return (numerator / denominator).clamp(-1.0, 1.0)
-
-
-def class_id_error(error: Exception, num_classes: int) -> Exception:
-    """The kernel's indexing error for a class id out of range, as a ``ValueError`` naming `targets`."""
-    if "out of bounds" not in str(error) and "out of range" not in str(error):
-        return error
-    return ValueError(
-        f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
-        "an id out of range."
-    )
 
 
 class Scorer:

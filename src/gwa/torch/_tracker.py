@@ -1,22 +1,12 @@
 """GWATracker: per-epoch gradient-weight alignment of a torch model, captured at forward time.
 
-A forward hook on the classifier head takes, while the head is in training mode, what the cosine needs from
-the head with the weights *of that forward pass* (``-W x`` and ``||x|| ||W||_F``, :mod:`gwa.torch._pairing`);
-:meth:`GWATracker.update` then needs only the logits and the targets, so its scores are the same before or after
-``optimizer.step()``.
-
-By default ``update`` keeps the batch (detached references) and every 32nd call scores the kept batches in one
-pass of the fused kernel (:func:`gwa.torch._kernel.fused_scores`): three tensor operations in the hook per step
-and none in ``update``; with ``defer=0`` each ``update`` runs the kernel and returns the batch's scores
-(:mod:`gwa.torch._epoch`). No host synchronisation, and no per-step bookkeeping of repeated sample ids: each
-step's scores are kept as they are and duplicates are resolved once, at ``end_epoch`` (:mod:`gwa.torch._storage`).
-Checks that can wait (sample-id range, soft-target rows after the first batch) run on the device and are read at
-``end_epoch``.
-
-One path scores a batch, :meth:`EpochBuffer.add`. ``update()`` reaches it through its checks
-(:mod:`gwa.torch._checks`), which record what they saw in a :class:`Plan`; a later call with the same shapes,
-dtypes and devices, whose logits are the head's output, is the same call with those checks already done and goes
-to it directly.
+The tracker wires three parts: the head's forward hook and the pairing of each ``update()`` with its forward
+pass (:mod:`gwa.torch._pairing`), the checks of ``update()``'s inputs (:mod:`gwa.torch._checks`) and the epoch's
+buffer (:mod:`gwa.torch._epoch`: deferral, scoring, storage, the ranks' agreement). One path scores a batch,
+:meth:`EpochBuffer.add`: ``update()`` reaches it through the checks, which record what they saw in a
+:class:`Plan`; a later call with the same shapes, dtypes and devices, whose logits are the head's output, is the
+same call with those checks already done and goes to it directly (on a CPU, Python and dispatch cost more per
+step than the arithmetic).
 """
 
 from __future__ import annotations
@@ -39,11 +29,11 @@ from gwa.torch._checks import (
     soft_target_violations,
 )
 from gwa.torch._deferred import DEFAULT_DEFER
-from gwa.torch._epoch import EpochBuffer, EpochSettings, Plan
+from gwa.torch._epoch import EpochBuffer, EpochSettings, Plan, admits
 from gwa.torch._head import find_head
 from gwa.torch._kernel import Scorer
 from gwa.torch._pairing import Pairing
-from gwa.torch._result import EpochResult, evidence_of_epoch, summary_from_state, summary_state
+from gwa.torch._result import EpochResult, epoch_result, summary_from_state, summary_state
 from gwa.torch._signals import check_signal_names
 from gwa.torch._state import validate_state
 from gwa.torch._storage import STATE_FORMAT, IndexedStore, MomentsOnly, SparseStore, Storage
@@ -285,20 +275,7 @@ class GWATracker:
             if (
                 capture.output() is logits
                 and capture.error is None
-                and logits.shape == plan.logits_shape
-                and targets.shape == plan.targets_shape
-                and targets.dtype is plan.targets_dtype
-                and targets.get_device() == plan.device_index
-                and (
-                    sample_ids is None
-                    if plan.positions
-                    else (
-                        type(sample_ids) is torch.Tensor
-                        and sample_ids.dtype is torch.int64
-                        and sample_ids.shape == plan.targets_shape
-                        and sample_ids.get_device() == plan.device_index
-                    )
-                )
+                and admits(plan, logits, targets, sample_ids)
             ):
                 captures.popleft()
                 assert capture.terms is not None  # a capture without an error has its terms
@@ -397,22 +374,7 @@ class GWATracker:
             )
         self.epoch += 1
         self.history.append(summary)
-        stored = self.store_scores
-        result = EpochResult(
-            epoch=self.epoch,
-            summary=summary,
-            scores=tally.scores if stored else None,
-            sample_ids=tally.sample_ids,
-            signals=tally.signals if stored else {},
-            n_duplicates=int(tally.n_duplicates),
-            n_non_finite=int(tally.n_non_finite),
-            n_unpaired=n_unpaired,
-            predictions=tally.predictions if stored else None,
-            labels=tally.labels if stored else None,
-            class_evidence=evidence_of_epoch(tally.scores, tally.labels, tally.predictions, self.num_classes)
-            if stored
-            else None,
-        )
+        result = epoch_result(self.epoch, summary, tally, n_unpaired, self.store_scores, self.num_classes)
         self._new_epoch()
         return result
 
