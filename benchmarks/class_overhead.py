@@ -11,6 +11,7 @@ The deferred pass is the one place the classes cost anything during an epoch (on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -30,8 +31,8 @@ def deferred_pass(repeats: int, batch: int = 128, classes: int = 10, dim: int = 
         w = torch.randn(classes, dim, generator=g) / dim**0.5
         out, y = x @ w.T, torch.randint(0, classes, (batch,), generator=g)
         ids = torch.randint(0, 50_000, (batch,), generator=g)
-        neg, norm = capture_split_terms(x, w, None, out)
-        pending.append(Deferred(out, y, neg, norm, ids, versions(out, y, ids)))
+        terms = capture_split_terms(x, w, None, out)
+        pending.append(Deferred(out, y, terms, ids, versions(out, y, ids)))
     scorer = Scorer(False)
 
     def once(keep: bool) -> float:
@@ -55,9 +56,8 @@ def end_of_epoch(n: int = 50_000, batch: int = 128) -> tuple[float, float]:
     for keep in (False, True):
         tracker = GWATracker(model, num_samples=n)
         if not keep:  # the tracker before per-class evidence: no classes in the storage
-            tracker._keep_classes = False
-            tracker._storage_args = (*tracker._storage_args[:4], False)
-            tracker._reset_epoch()
+            tracker._settings = dataclasses.replace(tracker._settings, keep_classes=False)
+            tracker._new_epoch()
         perm = torch.randperm(n)
         for b in range(n // batch):
             tracker.update(

@@ -86,7 +86,7 @@ def kernel_vs_autograd(n: int, c: int, d: int, repeats: int) -> dict:
 
     def tracker_kernel():  # what the tracker runs per step: W x read off the head's output (hook + update)
         terms = capture_terms(x, w, b, logits, include_bias=False, dtype=torch.float32)
-        return fused_scores(logits, index, *terms)
+        return fused_scores(logits, index, terms)
 
     reference = brute()
     err = float((reference - kernel()).abs().max())
@@ -265,14 +265,15 @@ def profile_tracker(make_model, shape, batch: int, defer: int, steps: int = 200)
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tracker = GWATracker(model, num_samples=50_000, defer=defer)
-    tracker._handle.remove()
-    capture = tracker._capture
+    pairing = tracker._pairing
+    pairing.handle.remove()
+    capture = pairing.hook
 
     def hook(module, inputs, output):
         with record_function("gwa hook"):
             capture(module, inputs, output)
 
-    tracker._handle = tracker.head.register_forward_hook(hook)
+    pairing.handle = tracker.head.register_forward_hook(hook)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
     ids = torch.randperm(50_000)[:batch]
 

@@ -60,8 +60,8 @@ def _backend(name: str):
                 torch.from_numpy(x), torch.from_numpy(w), None, None, include_bias=False, dtype=torch.float32
             )
             if t_t.ndim == 1:
-                return fused_scores(z_t, t_t.long()[:, None], *terms).numpy()
-            return fused_soft_scores(z_t, t_t, *terms)[0].numpy()
+                return fused_scores(z_t, t_t.long()[:, None], terms).numpy()
+            return fused_soft_scores(z_t, t_t, terms)[0].numpy()
 
         return tracker_path
     jnp = pytest.importorskip("jax.numpy")

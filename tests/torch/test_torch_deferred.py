@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import gwa
 import torch
 from gwa.torch import DEFAULT_DEFER, GWATracker
-from gwa.torch import _tracker as tracker_module
+from gwa.torch import _epoch as epoch_module
 from gwa.torch._kernel import _softmax_rows
 from torch import nn
 
@@ -166,7 +166,7 @@ def test_deferred_positions_soft_targets_and_temperature():
 
 def test_deferred_chunks_also_close_on_the_element_budget(monkeypatch):
     """Above DEFER_MAX_ELEMENTS pending logits, the batches are scored before `defer` of them are pending."""
-    monkeypatch.setattr(tracker_module, "DEFER_MAX_ELEMENTS", 2 * 8 * C)  # two batches of 8 x 4
+    monkeypatch.setattr(epoch_module, "DEFER_MAX_ELEMENTS", 2 * 8 * C)  # two batches of 8 x 4
     model = mlp(torch.float64)
     tracker = GWATracker(model, num_samples=40, defer=100)
     expected = train(model, [tracker], data(5))

@@ -58,7 +58,7 @@ def test_fused_hard_labels_match_the_numpy_core(dtype, include_bias, n, c, d, sc
     x, w, b, y = problem(n, c, d, dtype, seed=n + c + d, scale=scale)
     logits = x @ w.T + b
     terms = capture_terms(x, w, b, logits if from_output else None, include_bias=include_bias, dtype=dtype)
-    got = fused_scores(logits, y[:, None], *terms)
+    got = fused_scores(logits, y[:, None], terms)
     undefined = undefined_from_norm(terms.norm)
     expected, expected_undefined = reference(logits, y, x, w, b if include_bias else None)
     assert got.dtype == dtype
@@ -73,7 +73,7 @@ def test_fused_hard_labels_match_the_numpy_core(dtype, include_bias, n, c, d, sc
 def test_fused_soft_targets_match_the_numpy_core(dtype):
     x, w, b, t = problem(32, 6, 8, dtype, seed=3, target="smooth")
     logits = x @ w.T + b
-    got, _ = fused_soft_scores(logits, t, *capture_terms(x, w, b, logits, include_bias=False, dtype=dtype))
+    got, _ = fused_soft_scores(logits, t, capture_terms(x, w, b, logits, include_bias=False, dtype=dtype))
     expected, _ = reference(logits, t, x, w)
     assert float((got.double() - expected).abs().max()) <= TOL[dtype]
 
@@ -85,7 +85,7 @@ def test_fused_zero_embedding_is_undefined_and_non_finite_is_nan():
     logits[1, y[1]] = float("nan")  # the label's own logit: must not be masked away
     logits[2, (y[2] + 1) % 3] = float("inf")
     terms = capture_terms(x, w, b, None, include_bias=False, dtype=torch.float64)
-    got, undefined = fused_scores(logits, y[:, None], *terms), undefined_from_norm(terms.norm)
+    got, undefined = fused_scores(logits, y[:, None], terms), undefined_from_norm(terms.norm)
     assert got[0] == gwa.UNDEFINED_SCORE and bool(undefined[0])
     assert torch.isnan(got[1:3]).all() and not undefined[1:3].any() and torch.isfinite(got[3])
 
@@ -103,7 +103,7 @@ def test_split_norms_join_to_the_capture_norms(sizes):
             torch.randn(3, 6, generator=g, dtype=torch.float64),
         )
         out = x @ w.T
-        splits.append(capture_split_terms(x, w, None, out).norm)
+        splits.append(capture_split_terms(x, w, None, out))
         whole.append(capture_terms(x, w, None, out, include_bias=False, dtype=torch.float64).norm)
     joined = join_norms(splits)
     assert joined.shape == (sum(sizes),)
@@ -115,8 +115,8 @@ def test_functional_form_for_compile_matches_the_eager_kernel():
         x, w, b, y = problem(50, 7, 9, dtype, seed=5, scale=20.0)
         logits = x @ w.T + b
         terms = capture_terms(x, w, b, logits, include_bias=False, dtype=dtype)
-        a = fused_scores(logits, y[:, None], *terms)
-        f = _fused_scores_functional(logits, y[:, None], *terms)
+        a = fused_scores(logits, y[:, None], terms)
+        f = _fused_scores_functional(logits, y[:, None], terms.neg_head_out, terms.norm)
         assert float((a - f).abs().max()) <= TOL[dtype] / 10
 
 
@@ -130,9 +130,9 @@ def test_compile_failure_falls_back_to_the_eager_path(monkeypatch):
     logits = x @ w.T + b
     terms = capture_terms(x, w, b, logits, include_bias=False, dtype=torch.float32)
     with pytest.warns(RuntimeWarning, match="torch.compile of the fused scorer failed.*no compiler here"):
-        got = scorer(logits, y[:, None], *terms)
+        got = scorer(logits, y[:, None], terms)
     assert scorer.failed.startswith("RuntimeError")
-    torch.testing.assert_close(got, fused_scores(logits, y[:, None], *terms), rtol=0, atol=0)
+    torch.testing.assert_close(got, fused_scores(logits, y[:, None], terms), rtol=0, atol=0)
 
 
 def _compiles() -> bool:
@@ -236,9 +236,9 @@ def test_float16_storage_and_bytes_per_sample():
     )
     _epoch(full)
     _epoch(half)
-    # Held per sighting: int64 id + float32 score + float32 norm (undefined where 0), or, compact: int32 id +
-    # float16 score + bool undefined; both + int16 predicted and given class (per-class evidence).
-    assert full.storage.nbytes() == 80 * (8 + 4 + 4 + 2 + 2)
+    # Held per sighting: int64 id + float32 score + bool undefined, or, compact: int32 id + float16 score + bool
+    # undefined; both + int16 predicted and given class (per-class evidence).
+    assert full.storage.nbytes() == 80 * (8 + 4 + 1 + 2 + 2)
     assert half.storage.nbytes() == 80 * (4 + 2 + 1 + 2 + 2)
     a, b = full.end_epoch(), half.end_epoch()
     np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-3)  # float16: ~3 significant digits
@@ -290,7 +290,7 @@ def test_steady_state_fast_path_keeps_every_check_that_can_fail():
             fused_scores(
                 logits.detach(),
                 y[:, None],
-                *capture_terms(
+                capture_terms(
                     model[:-1](x),
                     model[-1].weight,
                     model[-1].bias,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from gwa.torch._kernel import Scorer, SplitNorm, fused_soft_scores, join_norms
+from gwa.torch._kernel import HeadTerms, Scorer, fused_soft_scores, join_norms, undefined_from_norm
 from gwa.torch._signals import compute_signals
 
 #: ``GWATracker(defer=...)`` by default: the batches of 32 consecutive ``update()`` calls are scored together.
@@ -33,8 +33,7 @@ class Deferred(NamedTuple):
 
     logits: torch.Tensor  # (B, C) in the compute dtype
     targets: torch.Tensor  # (B,) class ids or (B, C) probabilities in the compute dtype
-    neg: torch.Tensor
-    norm: torch.Tensor | SplitNorm
+    terms: HeadTerms  # from the forward hook (or the explicit path)
     ids: torch.Tensor | None
     versions: tuple  # in-place version counters of (logits, targets, ids) when kept
 
@@ -64,7 +63,7 @@ class Scored(NamedTuple):
     """The kept batches scored: what goes into one storage chunk."""
 
     scores: torch.Tensor
-    undefined: torch.Tensor
+    undefined: torch.Tensor  # bool
     signals: dict
     ids: torch.Tensor | None
     predictions: torch.Tensor | None  # argmax of the logits (class_dtype); None when ``classes`` is False
@@ -96,15 +95,13 @@ def score_pending(
 
     z = cat([d.logits for d in pending])
     targets = cat([d.targets for d in pending])
-    neg = cat([d.neg for d in pending])
-    norm = join_norms([d.norm for d in pending])
+    terms = HeadTerms(cat([d.terms.neg_head_out for d in pending]), join_norms([d.terms for d in pending]))
     # One batch alone would be stored by reference until end_epoch, past the version check above: copy it.
     ids = None if pending[0].ids is None else torch.cat([d.ids for d in pending if d.ids is not None])
     if soft:
-        scores, undefined = fused_soft_scores(z, targets, neg, norm)
+        scores, undefined = fused_soft_scores(z, targets, terms)
     else:
-        scores = scorer.score_ids(z, targets, neg, norm)
-        undefined = norm  # undefined where norm <= tiny, resolved at end_epoch (no op here)
+        scores, undefined = scorer.score_ids(z, targets, terms), undefined_from_norm(terms.norm)
     values = compute_signals(z, targets, signals, soft=soft) if signals else {}
     predictions = labels = None
     if classes:

@@ -3,9 +3,12 @@ r"""The closed-form alignment kernel in torch: same math and checks as the numpy
 The kernel is split in two halves so that the tracker can take the head's half at forward time, with the
 weights of that forward pass, and the loss's half later from the logits alone:
 
-* :func:`head_terms` — from embeddings ``x`` and the head ``(W, b)``: ``W x`` (rows rescaled), ``||x||^2``
-  and ``||W||_F^2`` (plus the bias terms).
-* :func:`scores_from_head_terms` — from logits and targets: ``d = softmax(z) - y`` and the cosine.
+* the head's half, :class:`HeadTerms` — from embeddings ``x`` and the head ``(W, b)``: ``-W x`` and the product
+  of the norms ``||x|| ||W||_F`` (plus the bias terms). :func:`head_terms` for :func:`alignment`,
+  :func:`capture_terms` and :func:`capture_split_terms` for the tracker's forward hook.
+* the loss's half — from logits and targets: the loss gradient and the cosine. :func:`scores_from_head_terms` for
+  :func:`alignment` (the numpy reference's arithmetic), :func:`fused_scores` and :func:`fused_soft_scores` for
+  the tracker (fewer operations, the same numbers up to rounding).
 
 Both halves run on the inputs' device without a host synchronisation. The public :func:`alignment`
 validates eagerly (it may synchronise); the tracker calls the unchecked halves.
@@ -13,25 +16,33 @@ validates eagerly (it may synchronise); the tracker calls the unchecked halves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from gwa._kernel import UNDEFINED_SCORE
-from gwa._validation import check_class_id_range, check_shapes, describe
+from gwa.torch._checks import check_tensor_inputs, class_id_error
 
 
 class HeadTerms(NamedTuple):
-    """What the cosine needs from the head, captured with the weights of one forward pass.
+    """The head's half of the cosine, captured with the weights of one forward pass.
 
-    With ``s`` the max-abs of each row of ``x`` (at least 1 with bias, so that ``1 / s`` cannot overflow):
+    The cosine of sample ``i`` is ``g_i . neg_head_out[i] / (||g_i|| norm[i])`` for its loss gradient ``g_i``; both
+    fields may carry the same positive factor per row (:func:`head_terms` divides ``x`` by its max-abs).
 
     Attributes:
-        neg_head_out: ``(N, C)`` ``-W x / s`` (``-(W x + b) / s`` with bias).
-        norm_sq: ``(N,)`` ``||x / s||^2 ||W||_F^2`` (``(||x / s||^2 + 1 / s^2)(||W||_F^2 + ||b||^2)`` with bias).
+        neg_head_out: ``(N, C)`` ``-W x`` (``-(W x + b)`` when the bias joins the cosine), compute dtype.
+        norm: ``(N,)`` ``||x|| ||W||_F`` (``||[x, 1]|| ||[W b]||_F`` with the bias), compute dtype. The tracker's
+            terms add ``tiny`` (the dtype's smallest normal number), so that an undefined cosine is ``0 / tiny = 0``
+            without a mask: undefined where ``norm <= tiny`` (:func:`undefined_from_norm`). With
+            :attr:`weight_norm`, ``||x||`` alone.
+        weight_norm: None, or ``()`` ``||W||_F`` not yet multiplied into :attr:`norm` (:func:`capture_split_terms`:
+            the deferred tracker multiplies it in for many batches at once, :func:`join_norms`).
     """
 
     neg_head_out: torch.Tensor
-    norm_sq: torch.Tensor
+    norm: torch.Tensor
+    weight_norm: torch.Tensor | None = None
 
 
 def compute_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.dtype:
@@ -130,24 +141,19 @@ def head_terms(
             neg_head_out = torch.addcmul(neg_head_out, inv_scale, b[None, :], value=-1.0)
         emb_norm_sq = emb_norm_sq + inv_scale[:, 0].square()
         weight_norm_sq = weight_norm_sq + torch.dot(b, b)
-    return HeadTerms(neg_head_out, emb_norm_sq.mul_(weight_norm_sq))
+    return HeadTerms(neg_head_out, emb_norm_sq.mul_(weight_norm_sq).sqrt_())
 
 
-def loss_gradient_wrt_logits(logits: torch.Tensor, targets: torch.Tensor, *, soft: bool) -> torch.Tensor:
-    """``softmax(logits) - targets``; the target entry (for soft targets: of a target >= 3/4) is ``-sum`` of the
+def soft_loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits) - targets`` for ``(N, C)`` probabilities; the entry of a target >= 3/4 is ``-sum`` of the
     others, as in the numpy core: no cancellation when ``p`` and the target both round to 1."""
     probs = torch.softmax(logits, dim=1)
-    if soft:
-        targets = targets.to(probs.dtype)
-        diff = probs - targets
-        # As the numpy core: an entry within rounding of its operands is zero, so a target equal to the
-        # prediction is a zero gradient (undefined), not rounding noise rescaled into a direction.
-        tol = 4 * torch.finfo(probs.dtype).eps * torch.maximum(probs, targets.abs())
-        return _largest_target_entry_exact(diff.masked_fill_(diff.abs() <= tol, 0.0), targets)
-    index = targets.long()[:, None]
-    diff = probs.scatter_(1, index, 0.0)
-    # p_y - 1 = -sum_{k != y} p_k: exact even when p_y rounds to 1.
-    return diff.scatter_(1, index, diff.sum(dim=1, keepdim=True).neg_())
+    targets = targets.to(probs.dtype)
+    diff = probs - targets
+    # As the numpy core: an entry within rounding of its operands is zero, so a target equal to the
+    # prediction is a zero gradient (undefined), not rounding noise rescaled into a direction.
+    tol = 4 * torch.finfo(probs.dtype).eps * torch.maximum(probs, targets.abs())
+    return _largest_target_entry_exact(diff.masked_fill_(diff.abs() <= tol, 0.0), targets)
 
 
 def _largest_target_entry_exact(diff: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -172,10 +178,11 @@ def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: H
     """
     z = _as(logits.detach(), terms.neg_head_out.dtype)
     if soft:
-        diff = loss_gradient_wrt_logits(z, targets.detach(), soft=True)
+        diff = soft_loss_gradient(z, targets.detach())
         scale = _row_scale(diff)
     else:
-        # As loss_gradient_wrt_logits, keeping rest = sum_{k != y} p_k = |p_y - 1|: the max-abs entry of the row.
+        # p_y - 1 = -sum_{k != y} p_k (exact even when p_y rounds to 1), keeping rest = sum_{k != y} p_k =
+        # |p_y - 1|: the max-abs entry of the row, as in the numpy core.
         index = targets.detach().long()[:, None]
         diff = torch.softmax(z, dim=1).scatter_(1, index, 0.0)
         rest = diff.sum(dim=1, keepdim=True)
@@ -184,7 +191,7 @@ def scores_from_head_terms(logits: torch.Tensor, targets: torch.Tensor, terms: H
     # Rescale so that the tiny gradients of confident samples do not underflow in the norm.
     diff = diff.div_(scale)
     numerator = torch.linalg.vecdot(diff, terms.neg_head_out)
-    denominator = torch.linalg.vecdot(diff, diff).mul_(terms.norm_sq).sqrt_()
+    denominator = torch.linalg.vector_norm(diff, dim=1).mul_(terms.norm)
     # NaN/Inf inputs give a NaN ratio, which stays NaN; zero vectors give 0/0 and are undefined.
     undefined = denominator == 0
     scores = numerator.div_(denominator).clamp_(-1.0, 1.0).masked_fill_(undefined, UNDEFINED_SCORE)
@@ -200,111 +207,6 @@ def _row_scale(a: torch.Tensor) -> torch.Tensor:
     return a.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
 
 
-def check_tensor_inputs(logits, targets, embeddings, weight, bias=None, head_output=None) -> bool:
-    """Eager validation of one :func:`alignment` call (may synchronise); returns True for soft targets."""
-    named = (
-        ("logits", logits),
-        ("targets", targets),
-        ("embeddings", embeddings),
-        ("weight", weight),
-        ("bias", bias),
-        ("head_output", head_output),
-    )
-    for name, t in named:
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise TypeError(f"Expected `{name}` to be a torch.Tensor; got {type(t).__name__}.")
-    floats = (
-        ("logits", logits),
-        ("embeddings", embeddings),
-        ("weight", weight),
-        ("bias", bias),
-        ("head_output", head_output),
-    )
-    for name, t in floats:
-        if t is not None and not t.is_floating_point():
-            raise TypeError(f"Expected `{name}` to be a floating-point tensor; got {describe(t)}.")
-    devices = {t.device for _, t in named if t is not None}
-    if len(devices) > 1:
-        where = ", ".join(f"{name}: {t.device}" for name, t in named if t is not None)
-        raise ValueError(f"Expected all inputs on one device; got {where}.")
-    soft = check_shapes(
-        logits.shape, targets.shape, embeddings.shape, weight.shape, None if bias is None else bias.shape
-    )
-    if soft:
-        check_soft_target_tensor(targets)
-    else:
-        check_class_id_tensor(targets, logits.shape[1])
-    if head_output is not None and tuple(head_output.shape) != tuple(logits.shape):
-        raise ValueError(
-            f"Expected `head_output` of shape (N, C) = {tuple(logits.shape)} like `logits`; got "
-            f"shape={tuple(head_output.shape)}."
-        )
-    for name, t in floats:
-        if t is not None and not _all_finite(t):
-            bad = int((~torch.isfinite(t)).sum())
-            if bad:
-                raise ValueError(f"Expected finite `{name}`; got {bad} NaN/Inf value(s) in {describe(t)}.")
-    if head_output is not None and head_output.shape[0]:
-        _check_head_output_row(head_output, embeddings, weight, bias)
-    return soft
-
-
-#: Classes of the first row of ``head_output`` that :func:`alignment` checks against ``W x_0 (+ b)``.
-HEAD_OUTPUT_CHECKED_CLASSES = 16
-
-
-def _check_head_output_row(head_output, embeddings, weight, bias) -> None:
-    """``head_output[0, :k]`` must be ``W[:k] x_0`` (``+ b[:k]``): k dot products, not the N x C product."""
-    k = HEAD_OUTPUT_CHECKED_CLASSES
-    x0 = embeddings[0].detach().double()
-    expected = weight[:k].detach().double() @ x0
-    if bias is not None:
-        expected = expected + bias[:k].detach().double()
-    got = head_output[0, :k].detach().double()
-    error = float(torch.linalg.vector_norm(got - expected))
-    scale = float(torch.linalg.vector_norm(expected))
-    if error > 1e-2 * scale + 1e-30:
-        with_bias = " + bias" if bias is not None else " (without the head's bias: pass logits - head.bias)"
-        raise ValueError(
-            f"Expected `head_output` to be embeddings @ weight.T{with_bias} from the same forward pass; got a "
-            f"first row {error:.3g} away from that product (norm {scale:.3g}, first {k} classes)."
-        )
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """True if every entry is finite: one reduction, no temporary; confirmed entrywise if the sum overflows."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
-
-
-def check_class_id_tensor(targets: torch.Tensor, num_classes: int) -> None:
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(
-            f"Expected `targets` of shape (N,) to hold integer class ids; got {describe(targets)}."
-        )
-    check_class_id_range(int(targets.min()), int(targets.max()), num_classes)
-
-
-def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
-    if not targets.is_floating_point():
-        raise TypeError(
-            f"Expected soft `targets` of shape (N, C) to be floating point; got {describe(targets)}."
-        )
-    t = targets.detach().double()
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"Expected finite soft `targets`; got NaN/Inf in {describe(targets)}.")
-    if float(t.min()) < -atol:
-        raise ValueError(
-            f"Expected soft `targets` to be probabilities (>= 0); got minimum {float(t.min()):.6g}."
-        )
-    sums = t.sum(dim=1)
-    worst = int((sums - 1.0).abs().argmax())
-    if abs(float(sums[worst]) - 1.0) > atol:
-        raise ValueError(
-            "Expected soft `targets` rows to sum to 1 (probabilities, e.g. label smoothing or mixup); "
-            f"got a row summing to {float(sums[worst]):.6g}."
-        )
-
-
 # ------------------------------------------------------------------------------------------ fused tracker path
 # The tracker's per-step path: the fewest tensor operations that give the reference's numbers. On a CPU each
 # operation costs a few microseconds of dispatch whatever its size, and much more inside a training step, where
@@ -317,20 +219,6 @@ def check_soft_target_tensor(targets: torch.Tensor, atol: float = 1e-4) -> None:
 # p_y rounds to 1). Where the float gradient itself would underflow to zero (the label logit ahead of all others
 # by more than ~100 in float32, ~740 in float64), g still gives the limit direction: the reference calls such a
 # sample undefined, the fused path scores it.
-
-
-class CaptureTerms(NamedTuple):
-    """What the fused path keeps from one forward pass of the head.
-
-    Attributes:
-        neg_head_out: ``(N, C)`` ``-W x`` (``-(W x + b)`` when the bias joins the cosine), compute dtype.
-        norm: ``(N,)`` ``||x|| ||W||_F + tiny`` (``||[x, 1]|| ||[W b]||_F`` with bias), compute dtype; ``tiny``
-            (the dtype's smallest normal number) makes an undefined cosine ``0 / tiny = 0`` without a mask:
-            the sample is undefined where ``norm <= tiny``.
-    """
-
-    neg_head_out: torch.Tensor
-    norm: torch.Tensor
 
 
 _TINY: dict = {}
@@ -351,7 +239,7 @@ def capture_terms(
     *,
     include_bias: bool,
     dtype: torch.dtype,
-) -> CaptureTerms:
+) -> HeadTerms:
     """The head's half for the fused path (four operations, no host sync, no autograd graph).
 
     ``output`` is the head's own output ``W x + b`` when it is exact in ``dtype`` (not autocast, same dtype):
@@ -378,37 +266,18 @@ def capture_terms(
             # ||[x, 1]|| ||[W b]||: the bias is one more weight column whose input is 1.
             x_norm = torch.linalg.vecdot(x, x).add_(1.0).sqrt_()
             w_norm = torch.sqrt(torch.linalg.vector_norm(w).square() + torch.dot(b, b))
-            return CaptureTerms(neg, torch.addcmul(tiny, x_norm, w_norm))
-        return CaptureTerms(
+            return HeadTerms(neg, torch.addcmul(tiny, x_norm, w_norm))
+        return HeadTerms(
             neg, torch.addcmul(tiny, torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(w))
         )
     finally:
         torch._C._set_grad_enabled(grad)
 
 
-class SplitNorm(NamedTuple):
-    """:attr:`CaptureTerms.norm` in two parts, multiplied later (``GWATracker(defer=...)``): one op less per step.
-
-    Attributes:
-        x_norm: ``(N,)`` ``||x||`` of each row, compute dtype.
-        weight_norm: ``()`` ``||W||_F`` of the forward's weights.
-    """
-
-    x_norm: torch.Tensor
-    weight_norm: torch.Tensor
-
-
-class SplitTerms(NamedTuple):
-    """:class:`CaptureTerms` whose norm is a :class:`SplitNorm`."""
-
-    neg_head_out: torch.Tensor
-    norm: SplitNorm
-
-
 def capture_split_terms(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, output: torch.Tensor
-) -> SplitTerms:
-    """:func:`capture_terms` with the norm left as a :class:`SplitNorm` (three operations instead of four).
+) -> HeadTerms:
+    """:func:`capture_terms` with ``||W||_F`` left in :attr:`HeadTerms.weight_norm` (three operations, not four).
 
     For heads whose bias stays out of the cosine, with ``x``, ``weight`` and ``output`` in the compute dtype and
     ``output`` exact (not autocast). :func:`join_norms` later gives the same numbers as :func:`capture_terms`.
@@ -417,33 +286,31 @@ def capture_split_terms(
     torch._C._set_grad_enabled(False)
     try:
         neg = output.neg() if bias is None else torch.sub(bias, output)
-        return SplitTerms(
-            neg, SplitNorm(torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(weight))
-        )
+        return HeadTerms(neg, torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(weight))
     finally:
         torch._C._set_grad_enabled(grad)
 
 
-def join_norms(norms: list) -> torch.Tensor:
-    """The ``(N,)`` :attr:`CaptureTerms.norm` of several captures (tensors or :class:`SplitNorm`), concatenated."""
-    if all(type(n) is SplitNorm for n in norms):
-        if len(norms) == 1:
-            x_norm, w_norm = norms[0]
-            return torch.addcmul(_tiny(x_norm.dtype, x_norm.device), x_norm, w_norm)
-        x_norm = torch.cat([n.x_norm for n in norms])
-        w_norm = torch.stack([n.weight_norm for n in norms])
-        rows = norms[0].x_norm.shape[0]
-        if all(n.x_norm.shape[0] == rows for n in norms):  # equal batches: one broadcast, no per-batch op
-            tiny = _tiny(x_norm.dtype, x_norm.device)
-            return torch.addcmul(tiny, x_norm.view(len(norms), rows), w_norm.view(-1, 1)).view(-1)
-        w_rows = torch.cat([n.weight_norm.expand(n.x_norm.shape[0]) for n in norms])
-        return torch.addcmul(_tiny(x_norm.dtype, x_norm.device), x_norm, w_rows)
-    parts = [join_norms([n]) if type(n) is SplitNorm else n for n in norms]
+def join_norms(terms: list[HeadTerms]) -> torch.Tensor:
+    """The ``(N,)`` :attr:`HeadTerms.norm` of several captures, ``weight_norm`` multiplied in, concatenated."""
+    weight_norms = [t.weight_norm for t in terms if t.weight_norm is not None]
+    if len(weight_norms) == len(terms):
+        tiny = _tiny(terms[0].norm.dtype, terms[0].norm.device)
+        if len(terms) == 1:
+            return torch.addcmul(tiny, terms[0].norm, weight_norms[0])
+        x_norm = torch.cat([t.norm for t in terms])
+        w_norm = torch.stack(weight_norms)
+        rows = terms[0].norm.shape[0]
+        if all(t.norm.shape[0] == rows for t in terms):  # equal batches: one broadcast, no per-batch op
+            return torch.addcmul(tiny, x_norm.view(len(terms), rows), w_norm.view(-1, 1)).view(-1)
+        w_rows = torch.cat([w.expand(t.norm.shape[0]) for t, w in zip(terms, weight_norms, strict=True)])
+        return torch.addcmul(tiny, x_norm, w_rows)
+    parts = [t.norm if t.weight_norm is None else join_norms([t]) for t in terms]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def undefined_from_norm(norm: torch.Tensor) -> torch.Tensor:
-    """Undefined cosines (zero embedding or head) from :attr:`CaptureTerms.norm`."""
+    """Undefined cosines (zero embedding or head) from a joined :attr:`HeadTerms.norm` of the tracker's terms."""
     return norm <= torch.finfo(norm.dtype).tiny
 
 
@@ -461,28 +328,28 @@ def _softmax_rows(z: torch.Tensor) -> torch.Tensor:
     return torch.softmax(z, dim=1)
 
 
-def fused_scores(
-    logits: torch.Tensor, index: torch.Tensor, neg_head_out: torch.Tensor, norm: torch.Tensor
-) -> torch.Tensor:
-    """Hard-label scores from the logits, ``(N, 1)`` int64 class ids and the captured terms (eight operations).
+def fused_scores(logits: torch.Tensor, index: torch.Tensor, terms: HeadTerms) -> torch.Tensor:
+    """Hard-label scores from the logits, ``(N, 1)`` int64 class ids and the captured terms, norms joined (eight
+    operations).
 
     Undefined cosines come out as ``0 = UNDEFINED_SCORE`` (see :func:`undefined_from_norm`); NaN/Inf in any
     input give NaN (``z_y + (-inf)`` stays NaN when ``z_y`` is NaN or +inf, so a non-finite label logit is not
     masked away). No host sync. Needs C >= 2.
     """
     g = _softmax_rows(logits.scatter(1, index, float("-inf"), reduce="add")).scatter_(1, index, -1.0)
-    numerator = torch.linalg.vecdot(g, neg_head_out)
-    return numerator.div_(torch.linalg.vector_norm(g, dim=1).mul_(norm)).clamp_(-1.0, 1.0)
+    numerator = torch.linalg.vecdot(g, terms.neg_head_out)
+    return numerator.div_(torch.linalg.vector_norm(g, dim=1).mul_(terms.norm)).clamp_(-1.0, 1.0)
 
 
 def fused_soft_scores(
-    logits: torch.Tensor, targets: torch.Tensor, neg_head_out: torch.Tensor, norm: torch.Tensor
+    logits: torch.Tensor, targets: torch.Tensor, terms: HeadTerms
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-target scores (``(N, C)`` probabilities): ``softmax(z) - t`` with its largest-target entry exact (as
-    :func:`loss_gradient_wrt_logits`), rescaled by its row max-abs."""
+    """Soft-target scores (``(N, C)`` probabilities) and the undefined mask: ``softmax(z) - t`` with its
+    largest-target entry exact (as :func:`soft_loss_gradient`), rescaled by its row max-abs; norms joined."""
+    norm = terms.norm
     g = _largest_target_entry_exact(_softmax_rows(logits).sub_(targets), targets)
     g = g.div_(_row_scale(g))  # tiny gradients of confident samples must not underflow in ||g||
-    numerator = torch.linalg.vecdot(g, neg_head_out)
+    numerator = torch.linalg.vecdot(g, terms.neg_head_out)
     denominator = torch.linalg.vector_norm(g, dim=1).mul_(norm)
     # g = 0 (softmax equal to the targets) or a zero embedding or head: undefined.
     undefined = (denominator == 0) | undefined_from_norm(norm)
@@ -499,16 +366,6 @@ def _fused_scores_functional(logits, index, neg_head_out, norm):
     return (numerator / denominator).clamp(-1.0, 1.0)
 
 
-def class_id_error(error: Exception, num_classes: int) -> Exception:
-    """The kernel's indexing error for a class id out of range, as a ``ValueError`` naming `targets`."""
-    if "out of bounds" not in str(error) and "out of range" not in str(error):
-        return error
-    return ValueError(
-        f"Expected `targets` class ids in [0, {num_classes - 1}] (C={num_classes} from logits); got "
-        "an id out of range."
-    )
-
-
 class Scorer:
     """The hard-label fused scorer, eager or through ``torch.compile``.
 
@@ -519,10 +376,10 @@ class Scorer:
 
     def __init__(self, compile: bool = False):
         self.compile = bool(compile)
-        self._compiled = None
+        self._compiled: Callable | None = None
         self.failed: str | None = None
 
-    def score_ids(self, logits, targets, neg_head_out, norm) -> torch.Tensor:
+    def score_ids(self, logits, targets, terms: HeadTerms) -> torch.Tensor:
         """Scores for ``(N,)`` integer class ids; an id out of range raises a ``ValueError`` naming `targets`.
 
         On a CPU the eager kernel's indexing raises at once; elsewhere (and compiled) the range is asserted on the
@@ -538,16 +395,16 @@ class Scorer:
                 f"gwa: `targets` class ids out of range [0, {num_classes - 1}]",
             )
         try:
-            return self(logits, index, neg_head_out, norm)
+            return self(logits, index, terms)
         except (RuntimeError, IndexError) as error:
             raise class_id_error(error, num_classes) from None
 
-    def __call__(self, logits, index, neg_head_out, norm):
+    def __call__(self, logits, index, terms: HeadTerms):
         if self.compile and self.failed is None:
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(_fused_scores_functional, dynamic=None, fullgraph=True)
-                return self._compiled(logits, index, neg_head_out, norm)
+                return self._compiled(logits, index, terms.neg_head_out, terms.norm)
             except Exception as error:
                 self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                 import warnings
@@ -558,4 +415,4 @@ class Scorer:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-        return fused_scores(logits, index, neg_head_out, norm)
+        return fused_scores(logits, index, terms)

@@ -9,6 +9,7 @@ import numpy as np
 
 from gwa import ClassEvidence, class_evidence
 from gwa._summary import EpochSummary
+from gwa.torch._storage import EpochTally
 
 
 @dataclass
@@ -47,6 +48,32 @@ class EpochResult:
     predictions: np.ndarray | None = None
     labels: np.ndarray | None = None
     class_evidence: ClassEvidence | None = None
+
+
+def epoch_result(
+    epoch: int,
+    summary: EpochSummary,
+    tally: EpochTally,
+    n_unpaired: int,
+    stored: bool,
+    num_classes: int | None,
+) -> EpochResult:
+    """The :class:`EpochResult` of a storage's tally; the per-sample arrays only when scores are ``stored``."""
+    return EpochResult(
+        epoch=epoch,
+        summary=summary,
+        scores=tally.scores if stored else None,
+        sample_ids=tally.sample_ids,
+        signals=tally.signals if stored else {},
+        n_duplicates=int(tally.n_duplicates),
+        n_non_finite=int(tally.n_non_finite),
+        n_unpaired=n_unpaired,
+        predictions=tally.predictions if stored else None,
+        labels=tally.labels if stored else None,
+        class_evidence=evidence_of_epoch(tally.scores, tally.labels, tally.predictions, num_classes)
+        if stored
+        else None,
+    )
 
 
 def evidence_of_epoch(scores, labels, predictions, num_classes: int | None) -> ClassEvidence | None:

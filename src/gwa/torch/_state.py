@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import torch
+from gwa.torch._checks import invalid_state as _fail
+from gwa.torch._checks import state_count as _count
+from gwa.torch._epoch import EpochCounts
+from gwa.torch._kernel import undefined_from_norm
 from gwa.torch._storage import STATE_FORMAT
-
-_STORAGES = ("indexed", "sparse", "moments")
-
-
-def _fail(what: str, got) -> None:
-    raise ValueError(f"Invalid GWATracker state: expected {what}; got {got!r}.")
-
-
-def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        _fail(f"`{name}` to be a non-negative int", value)
-    return value
 
 
 def _vector(name: str, t, *, floating: bool | None = None, length: int | None = None) -> int:
@@ -34,7 +26,11 @@ def _vector(name: str, t, *, floating: bool | None = None, length: int | None = 
 
 
 def validate_state(state, tracker) -> dict | None:
-    """Check format, settings, counts and shapes; return the epoch state to load (format 2) or None."""
+    """Check format, settings, counts and shapes; return the epoch state to load (format 2) or None.
+
+    A chunk's ``undefined`` written by gwa up to 9db5a86 may be the captured norm (float) rather than a mask: it
+    is returned as the mask it stands for, so that the storage holds masks only.
+    """
     if not isinstance(state, dict):
         _fail("a dict from GWATracker.state_dict()", type(state).__name__)
     fmt = state.get("format")
@@ -73,19 +69,8 @@ def validate_state(state, tracker) -> dict | None:
             f"a partial epoch of the {expected!r} storage (this tracker's settings)",
             epoch_state.get("storage"),
         )
-    sightings = _count("epoch_state.sightings", epoch_state.get("sightings"))
-    _count("epoch_state.n_unpaired", epoch_state.get("n_unpaired"))
-    if epoch_state.get("positions") not in (None, True, False):
-        _fail("`epoch_state.positions` None/True/False", epoch_state.get("positions"))
-    if epoch_state.get("dtype") not in (None, "float32", "float64"):
-        _fail("`epoch_state.dtype` None, 'float32' or 'float64'", epoch_state.get("dtype"))
-    violations = epoch_state.get("soft_violations")
-    if violations is not None and (
-        not isinstance(violations, list)
-        or len(violations) != 3
-        or any(_count("soft_violations", v) is None for v in violations)
-    ):
-        _fail("`epoch_state.soft_violations` None or 3 counts", violations)
+    EpochCounts.check_state(epoch_state)
+    sightings = epoch_state["sightings"]
     data = epoch_state.get("data")
     if not isinstance(data, dict):
         _fail("`epoch_state.data` to be a dict", type(data).__name__)
@@ -138,4 +123,8 @@ def validate_state(state, tracker) -> dict | None:
         total += n
     if total != sightings:
         _fail(f"`epoch_state.sightings` == {total} (the chunks' rows)", sightings)
-    return epoch_state
+    masks = [
+        (*chunk[:3], chunk[3] if chunk[3].dtype == torch.bool else undefined_from_norm(chunk[3]), *chunk[4:])
+        for chunk in chunks
+    ]
+    return {**epoch_state, "data": {**data, "chunks": masks}}

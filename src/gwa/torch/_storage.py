@@ -22,7 +22,6 @@ import torch
 from gwa._moments import EMPTY, MomentState, batch_state
 from gwa.torch import _distributed
 from gwa.torch._accumulate import EpochSums
-from gwa.torch._kernel import undefined_from_norm
 
 #: Version of :meth:`Storage.state_dict` (and of the tracker's state dict that embeds it).
 STATE_FORMAT = 2
@@ -46,12 +45,9 @@ class EpochTally:
 
 
 class Chunk(NamedTuple):
-    """One ``update()``: the ids (None: running positions from ``offset``), scores, undefined, signals, and
-    (when per-class evidence is kept) the predicted and given class ids.
-
-    ``undefined`` is a bool mask, or the captured ``norm`` (float), undefined where ``norm <= tiny``: the hard-label
-    path reads it off at the end of the epoch instead of computing a mask per step.
-    """
+    """One ``update()`` (or the deferred batches scored together): the ids (None: running positions from
+    ``offset``), scores, the bool mask of undefined cosines, signals, and (when per-class evidence is kept) the
+    predicted and given class ids."""
 
     ids: torch.Tensor | None
     offset: int
@@ -81,7 +77,7 @@ class Storage:
     def add(self, chunk: Chunk) -> None:
         if (
             self.score_dtype == torch.float16
-        ):  # compact storage: 11 instead of 20 bytes per sighting, 3 ops per step
+        ):  # compact storage: 11 instead of 17 bytes per sighting, 3 ops per step
             ids = chunk.ids
             num_samples = getattr(self, "num_samples", None)  # IndexedStore: ids below it may fit int32
             if ids is not None and num_samples is not None and num_samples < 2**31:
@@ -90,7 +86,6 @@ class Storage:
             chunk = chunk._replace(
                 ids=ids,
                 scores=chunk.scores.to(self.score_dtype),
-                undefined=_undefined_mask(chunk.undefined),
                 signals={k: v.to(self.score_dtype) for k, v in chunk.signals.items()},
             )
         self.chunks.append(chunk)
@@ -133,7 +128,7 @@ class Storage:
             ]
         )
         scores = torch.cat([c.scores for c in chunks]).double()
-        undefined = torch.cat([_undefined_mask(c.undefined) for c in chunks])
+        undefined = torch.cat([c.undefined for c in chunks])
         signals = {k: torch.cat([c.signals[k] for c in chunks]).float() for k in self.signal_names}
         if self.classes:
             for key, field_name in ((_PREDICTION, "predictions"), (_LABEL, "labels")):
@@ -303,7 +298,7 @@ class MomentsOnly(Storage):
     def add(self, chunk: Chunk) -> None:
         nonfinite = chunk.scores.isnan()
         assert self.sums is not None  # the tracker binds the storage before its first add()
-        self.sums.add(chunk.scores, _undefined_mask(chunk.undefined), ~nonfinite, nonfinite)
+        self.sums.add(chunk.scores, chunk.undefined, ~nonfinite, nonfinite)
 
     def finish(self, *, distributed: bool, positions: bool, group=None) -> EpochTally:
         if self.sums is None:
@@ -339,10 +334,6 @@ def _pop_classes(host: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
         values = host.pop(key, None)
         out.append(None if values is None else np.where(np.isnan(values), -1, values).astype(np.int64))
     return out[0], out[1]
-
-
-def _undefined_mask(undefined: torch.Tensor) -> torch.Tensor:
-    return undefined if undefined.dtype == torch.bool else undefined_from_norm(undefined)
 
 
 def _merge_counts_across_ranks(tally: EpochTally, group) -> None:
