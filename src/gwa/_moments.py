@@ -85,16 +85,13 @@ def batch_state(values) -> MomentState:
     )
 
 
-def merge_states(a: MomentState, b: MomentState) -> MomentState:
-    """Combine the moments of two disjoint sets (Pébay 2008, eqs. 2.1-2.3)."""
-    if b.n == 0:
-        return a
-    if a.n == 0:
-        return b
+def pairwise_moments(a, b, n_divisor):
+    """Pébay's (2008, eqs. 2.1-2.3) merged ``(mean, m2, m3, m4)`` of two disjoint sets, on any array type: numpy
+    floats here, jax arrays in :func:`gwa.jax.moments_merge` (one formula for both). ``a`` and ``b`` have ``n``,
+    ``mean``, ``m2``, ``m3``, ``m4``; ``n_divisor`` is ``a.n + b.n``, or a safe stand-in where both may be empty."""
     na, nb = a.n, b.n
-    n = na + nb
     delta = b.mean - a.mean
-    delta_n = delta / n
+    delta_n = delta / n_divisor
     mean = a.mean + nb * delta_n
     m2 = a.m2 + b.m2 + delta * delta_n * na * nb
     m3 = (
@@ -110,7 +107,17 @@ def merge_states(a: MomentState, b: MomentState) -> MomentState:
         + 6.0 * delta_n * delta_n * (na * na * b.m2 + nb * nb * a.m2)
         + 4.0 * delta_n * (na * b.m3 - nb * a.m3)
     )
-    return MomentState(n, mean, m2, m3, m4)
+    return mean, m2, m3, m4
+
+
+def merge_states(a: MomentState, b: MomentState) -> MomentState:
+    """Combine the moments of two disjoint sets (Pébay 2008, eqs. 2.1-2.3)."""
+    if b.n == 0:
+        return a
+    if a.n == 0:
+        return b
+    n = a.n + b.n
+    return MomentState(n, *pairwise_moments(a, b, n))
 
 
 class Moments:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jax
-from gwa._moments import Moments, MomentState, check_state, merge_states
+from gwa._moments import Moments, MomentState, check_state, merge_states, pairwise_moments
 from gwa._validation import describe
 
 
@@ -106,28 +106,10 @@ def moments_update(state: MomentsState, scores, mask=None) -> MomentsState:
 @jax.jit
 def moments_merge(a: MomentsState, b: MomentsState) -> MomentsState:
     """Moments of the union of two disjoint sets (Pébay 2008, eqs. 2.1-2.3); either may be empty."""
-    na, nb = a.n, b.n
-    n = na + nb
-    delta = b.mean - a.mean
-    delta_n = delta / jnp.where(n > 0, n, 1.0)
-    mean = a.mean + nb * delta_n
-    m2 = a.m2 + b.m2 + delta * delta_n * na * nb
-    m3 = (
-        a.m3
-        + b.m3
-        + delta * delta_n * delta_n * na * nb * (na - nb)
-        + 3.0 * delta_n * (na * b.m2 - nb * a.m2)
-    )
-    m4 = (
-        a.m4
-        + b.m4
-        + delta * delta_n**3 * na * nb * (na * na - na * nb + nb * nb)
-        + 6.0 * delta_n * delta_n * (na * na * b.m2 + nb * nb * a.m2)
-        + 4.0 * delta_n * (na * b.m3 - nb * a.m3)
-    )
-    merged = MomentsState(n, mean, m2, m3, m4)
+    n = a.n + b.n
+    merged = MomentsState(n, *pairwise_moments(a, b, jnp.where(n > 0, n, 1.0)))
     # An empty side returns the other one bit for bit, as the numpy core does.
-    return jax.tree.map(lambda va, vb, vm: jnp.where(nb == 0, va, jnp.where(na == 0, vb, vm)), a, b, merged)
+    return jax.tree.map(lambda va, vb, vm: jnp.where(b.n == 0, va, jnp.where(a.n == 0, vb, vm)), a, b, merged)
 
 
 def moments_allgather_merge(state: MomentsState, axis_name) -> MomentsState:
