@@ -84,6 +84,9 @@ def test_split_disagrees_stays_quiet_within_two_points_and_without_a_split():
     assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED)) == []  # no split at all
     missing = [0.50, 0.55, 0.60, 0.62, 0.64, float("nan"), 0.68, 0.71, 0.70, 0.69]  # not scored at the choice
     assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=missing)) == []
+    # an accuracy logged in percent is not read as one (nothing to compare it with)
+    percent = [100 * v for v in [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.68, 0.71, 0.70, 0.69]]
+    assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=percent)) == []
     # the split's own criterion is never told to prefer the split
     val = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.68, 0.71, 0.70, 0.69]
     rows = _rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val)

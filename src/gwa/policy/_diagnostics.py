@@ -22,7 +22,7 @@ own validation split where it logs one:
 ``label_noise``              (information, ``level="info"``) the estimated label-noise rate is at least
                              :data:`NOISE_ALARM` and no class pair stands out (or no class evidence is
                              logged): the noise looks spread over the classes, where gwa's choice held
-``split_disagrees``          the run has a validation split (``val_acc``, noisy labels) whose best epoch scores
+``split_disagrees``          the run logs a validation split's accuracy (``val_acc``, in [0, 1]) whose best epoch scores
                              at least :data:`SPLIT_GAP` above the chosen epoch: the one selector with theory
                              under class-conditional noise prefers another epoch, and gwa says so instead of
                              keeping its choice silently
@@ -235,8 +235,9 @@ def _split_disagrees(rows, criterion, i, total, noise) -> Diagnostic | None:
     if criterion in ("val", "val_clean"):
         return None  # the split's own choice
     acc = series(rows, "val_acc")
-    if not np.isfinite(acc[i]) or np.isfinite(acc).sum() < 2:
-        return None
+    seen = acc[np.isfinite(acc)]
+    if not np.isfinite(acc[i]) or seen.size < 2 or seen.min() < 0 or seen.max() > 1:
+        return None  # no split at the choice, or not an accuracy in [0, 1] (a percentage: nothing to compare)
     j = int(np.nanargmax(acc))  # the first epoch at the split's best, as the `val` criterion chooses
     gap = float(acc[j] - acc[i])
     if gap < SPLIT_GAP - 1e-12:
@@ -244,7 +245,7 @@ def _split_disagrees(rows, criterion, i, total, noise) -> Diagnostic | None:
     chosen, best = int(rows[i]["epoch"]), int(rows[j]["epoch"])
     return Diagnostic(
         "split_disagrees",
-        f"the run's validation split (noisy labels) scores epoch {best} at {acc[j]:.1%} and the chosen epoch "
+        f"the run's validation split (val_acc) scores epoch {best} at {acc[j]:.1%} and the chosen epoch "
         f"{chosen} at {acc[i]:.1%}, {100 * gap:.1f} points lower",
         "prefer the split's epoch (criterion 'val'), or let the split choose among gwa's candidates "
         "(--veto-frac, veto=)",
