@@ -31,25 +31,31 @@ def crossed_t(per_seed: list[float], digits: int = 2) -> str:
 
 
 def pooled_table(path: Path) -> str:
+    """Per noise family (and, for the README's rows, per noise family and model type), Δ to the 10% split."""
     acc: dict[str, dict[str, float]] = defaultdict(dict)
-    meta: dict[str, tuple[str, int]] = {}
+    meta: dict[str, tuple[str, int, str]] = {}
     with open(path / "criteria_runs.csv", newline="") as f:
         for row in csv.DictReader(f):
             acc[row["run"]][row["criterion"]] = float(row["test_acc"])
-            meta[row["run"]] = (row["noise"], int(row["seed"]))
-    lines = [
-        "| noise | runs | " + " | ".join(SHOWN) + " |",
-        "|---|---|" + "---|" * len(SHOWN),
-    ]
-    for noise in ("none", "symmetric", "pair", "all"):
-        runs = [r for r in acc if noise == "all" or meta[r][0] == noise]
-        cells = []
+            meta[row["run"]] = (row["noise"], int(row["seed"]), row["family"].split()[-1])
+
+    def cells(runs: list[str]) -> str:
+        out = []
         for crit in SHOWN:
             by_seed: dict[int, list[float]] = defaultdict(list)
             for r in runs:
                 by_seed[meta[r][1]].append(100 * (acc[r][crit] - acc[r]["val"]))
-            cells.append(crossed_t([float(np.mean(v)) for v in by_seed.values()]))
-        lines.append(f"| {noise} | {len(runs)} | " + " | ".join(cells) + " |")
+            out.append(crossed_t([float(np.mean(v)) for v in by_seed.values()]))
+        return " | ".join(out)
+
+    lines = ["| noise | model | runs | " + " | ".join(SHOWN) + " |", "|---|---|---|" + "---|" * len(SHOWN)]
+    for noise in ("none", "symmetric", "pair", "all"):
+        runs = [r for r in acc if noise == "all" or meta[r][0] == noise]
+        lines.append(f"| {noise} | all | {len(runs)} | {cells(runs)} |")
+        if noise in ("symmetric", "pair"):
+            for model in sorted({meta[r][2] for r in runs}):
+                some = [r for r in runs if meta[r][2] == model]
+                lines.append(f"| {noise} | {model} | {len(some)} | {cells(some)} |")
     return "\n".join(lines)
 
 
