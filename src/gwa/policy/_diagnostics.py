@@ -197,10 +197,9 @@ def _noise_diagnostics(noise, noise_map: NoiseMap | None) -> list[Diagnostic]:
         return [
             Diagnostic(
                 "class_conditional",
-                f"{what}. This says how the labels look, not whether the chosen epoch lost: where it fired, gwa's "
-                "choice lost more than 2 points to a noisy 10% split in 24 of 64 development and replication runs "
-                "(and in 18 of the 86 where it did not), and under class-pair noise fell 10-14 points behind it on "
-                "CNNs in both held-out benchmarks (docs/noise-map.md, docs/results.md)",
+                f"{what}. This describes the labels, not the choice: where it fired, gwa's choice lost 2+ points "
+                "to a noisy 10% split in 24 of 64 development and replication runs (18 of 86 where it did not), "
+                "and 10-14 points on CNNs in both held-out benchmarks (docs/noise-map.md, docs/results.md)",
                 "keep a small validation split (or use --veto-frac)",
                 {**noise_map.to_dict(), "noise_rate": noise_map.rate if noise_map.reliable else None},
             )
