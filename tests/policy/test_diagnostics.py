@@ -74,6 +74,31 @@ def test_split_disagrees_names_the_splits_better_epoch():
     assert "--veto-frac" in d.action and d.level == "warning"
 
 
+def test_split_disagrees_says_when_the_gap_is_within_a_small_splits_noise():
+    val = [
+        0.50,
+        0.55,
+        0.60,
+        0.62,
+        0.64,
+        0.66,
+        0.68,
+        0.71,
+        0.70,
+        0.69,
+    ]  # best at epoch 8, 5 points above epoch 6
+    small = policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val, val_size=[80] * 10))[0]
+    se = np.sqrt(0.71 * 0.29 / 80)  # 5.1 points: a 5-point gap is within two of them
+    assert small.evidence["standard_error"] == pytest.approx(se) and small.evidence["split_size"] == 80
+    assert (
+        "on 80 samples" in small.message
+        and f"{100 * se:.1f} points" in small.message
+        and "chance" in small.message
+    )
+    large = policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val, val_size=[5000] * 10))[0]
+    assert large.evidence["split_size"] == 5000 and "chance" not in large.message  # SE 0.6 points: no caveat
+
+
 def test_split_disagrees_stays_quiet_within_two_points_and_without_a_split():
     close = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.67, 0.679, 0.67, 0.66]  # 1.9 points: no finding
     assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=close)) == []

@@ -242,13 +242,29 @@ def _split_disagrees(rows, criterion, i, total, noise) -> Diagnostic | None:
     if gap < SPLIT_GAP - 1e-12:
         return None
     chosen, best = int(rows[i]["epoch"]), int(rows[j]["epoch"])
+    evidence = {
+        "split_epoch": best,
+        "split_acc": float(acc[j]),
+        "chosen_split_acc": float(acc[i]),
+        "gap": gap,
+    }
+    size = series(rows, "val_size")[j]  # logged by gwa train; a loop that records val_acc alone has none
+    noise = ""
+    if np.isfinite(size) and size > 0:
+        se = float(np.sqrt(acc[j] * (1 - acc[j]) / size))  # the split's accuracy's binomial standard error
+        evidence |= {"split_size": int(size), "standard_error": se}
+        if gap < 2 * se:
+            noise = (
+                f"; on {int(size)} samples the split's accuracy has a standard error of about {100 * se:.1f} "
+                "points, so a gap this small can be chance"
+            )
     return Diagnostic(
         "split_disagrees",
         f"the run's validation split (val_acc) scores epoch {best} at {acc[j]:.1%} and the chosen epoch "
-        f"{chosen} at {acc[i]:.1%}, {100 * gap:.1f} points lower",
+        f"{chosen} at {acc[i]:.1%}, {100 * gap:.1f} points lower{noise}",
         "prefer the split's epoch (criterion 'val'), or let the split choose among gwa's candidates "
         "(--veto-frac, veto=)",
-        {"split_epoch": best, "split_acc": float(acc[j]), "chosen_split_acc": float(acc[i]), "gap": gap},
+        evidence,
     )
 
 

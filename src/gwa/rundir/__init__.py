@@ -25,7 +25,7 @@ Layout (``FORMAT`` = 2; format-1 runs are still read), all plain files::
 Epochs are numbered from 1. Metric keys written by gwa's trainers (absent or ``null`` when not measured):
 ``epoch, step, lr, train_loss, train_acc``, the alignment keys of :meth:`gwa.EpochSummary.metrics` (``align_mean,
 align_std, align_excess_kurtosis, gwa`` (the default criterion's value), ``gwa_paper, gwa_paper_flagged, gwa_guard``
-(a :class:`gwa.GuardCode` value), ``gwa_guard_message, n_scores, n_undefined``), n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean,
+(a :class:`gwa.GuardCode` value), ``gwa_guard_message, n_scores, n_undefined``), n_duplicates, n_non_finite, val_acc (noisy-label split), val_acc_clean, val_size,
 test_acc, eval_<name>_acc, prediction_changes, grad_disparity, wall_time`` plus any extra scalar a trainer logs.
 Non-finite floats are written as ``null``.
 

@@ -150,6 +150,7 @@ class EpochLoop:
             pred = predict(data.x_val)
             metrics["val_acc"] = float((pred == data.y_val).mean())
             metrics["val_acc_clean"] = float((pred == data.y_val_clean).mean())
+            metrics["val_size"] = len(data.y_val)  # how far to trust val_acc (diagnose's split_disagrees)
         if getattr(data, "x_veto", None) is not None:
             pred = predict(data.x_veto)
             metrics["veto_acc"] = float((pred == data.y_veto).mean())
