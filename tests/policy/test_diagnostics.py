@@ -49,21 +49,12 @@ def test_early_transient_accounts_for_the_noise_plateau():
 
 # gwa chooses epoch 6 on this curve (late enough and fitted: no other diagnostic fires)
 GWA_PEAK6 = [0.01, 0.02, 0.03, 0.04, 0.05, 0.09, 0.06, 0.05, 0.04, 0.03]
+# a split whose best epoch is 8, 5 points above epoch 6
+VAL_BEST8 = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.68, 0.71, 0.70, 0.69]
 
 
 def test_split_disagrees_names_the_splits_better_epoch():
-    val = [
-        0.50,
-        0.55,
-        0.60,
-        0.62,
-        0.64,
-        0.66,
-        0.68,
-        0.71,
-        0.70,
-        0.69,
-    ]  # best at epoch 8, 5 points above epoch 6
+    val = VAL_BEST8
     diags = policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val))
     assert _codes(diags) == ["split_disagrees"]
     d = diags[0]
@@ -75,18 +66,7 @@ def test_split_disagrees_names_the_splits_better_epoch():
 
 
 def test_split_disagrees_says_when_the_gap_is_within_a_small_splits_noise():
-    val = [
-        0.50,
-        0.55,
-        0.60,
-        0.62,
-        0.64,
-        0.66,
-        0.68,
-        0.71,
-        0.70,
-        0.69,
-    ]  # best at epoch 8, 5 points above epoch 6
+    val = VAL_BEST8
     small = policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val, val_size=[80] * 10))[0]
     se = np.sqrt(0.71 * 0.29 / 80)  # 5.1 points: a 5-point gap is within two of them
     assert small.evidence["standard_error"] == pytest.approx(se) and small.evidence["split_size"] == 80
@@ -110,10 +90,10 @@ def test_split_disagrees_stays_quiet_within_two_points_and_without_a_split():
     missing = [0.50, 0.55, 0.60, 0.62, 0.64, float("nan"), 0.68, 0.71, 0.70, 0.69]  # not scored at the choice
     assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=missing)) == []
     # an accuracy logged in percent is not read as one (nothing to compare it with)
-    percent = [100 * v for v in [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.68, 0.71, 0.70, 0.69]]
+    percent = [100 * v for v in VAL_BEST8]
     assert policy.diagnose(_rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=percent)) == []
     # the split's own criterion is never told to prefer the split
-    val = [0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.68, 0.71, 0.70, 0.69]
+    val = VAL_BEST8
     rows = _rows(gwa=GWA_PEAK6, train_acc=ACC_FITTED, val_acc=val)
     assert policy.diagnose(rows, "val") == []
     # judging another epoch than the default's: epoch 8 is the split's best, nothing to say
