@@ -1,6 +1,6 @@
 """A tracker state saved by gwa at commit 9db5a86 (before the tracker's split) resumes with today's code.
 
-``data/state_9db5a86.pt`` was written by ``data/make_state_9db5a86.py`` with that commit's code: the model's
+``tests/data/state_9db5a86.pt`` was written by ``tests/data/make_state_9db5a86.py`` with that commit's code: the model's
 weights and the tracker's state mid-epoch, the batches that followed, the state after the first of them and the
 epoch's result. Today's code must resume the state and give that result bit for bit, and write the same state.
 """
@@ -15,7 +15,7 @@ import torch
 from gwa.torch import GWATracker
 from torch import nn
 
-SAVED = torch.load(Path(__file__).with_name("data") / "state_9db5a86.pt", weights_only=True)
+SAVED = torch.load(Path(__file__).parents[1] / "data" / "state_9db5a86.pt", weights_only=True)
 SETTINGS = {
     "default": {"num_samples": 40, "signals": ("loss", "margin", "pred")},
     "defer0_sparse": {"defer": 0},

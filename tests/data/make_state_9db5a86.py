@@ -1,6 +1,6 @@
 """Write ``state_9db5a86.pt``: a GWATracker state saved mid-epoch by gwa at commit 9db5a86, and what that code did next.
 
-Run with that commit's code (``PYTHONPATH=<checkout of 9db5a86>/src python tests/torch/data/make_state_9db5a86.py``).
+Run with that commit's code (``PYTHONPATH=<checkout of 9db5a86>/src python tests/data/make_state_9db5a86.py``).
 For two trackers (the default: indexed, deferred, signals; and ``defer=0`` without ``num_samples``) it saves
 the model's weights and the tracker's state at the same moment, the batches that followed, the state after the
 first of them, and the epoch's result once they were all given, so that ``tests/torch/test_torch_state_compat.py``
