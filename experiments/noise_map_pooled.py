@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from gwa.policy._noise_map import MAX_AMBIGUOUS
+
 SHOWN = ("gwa", "gwa_paper", "gwa_memorisation", "veto", "val2", "last")
 
 
@@ -109,11 +111,31 @@ def firing_table(path: Path) -> str | None:
         "| warning | fires where the default loses | fires where it does not |",
         "|---|---|---|",
     ]
+    # Two post-hoc signals, neither a gwa warning: gwa's own candidates disagree by 5+ epochs; the noise map's
+    # ambiguous share above its cap (MAX_AMBIGUOUS).
+    epochs: dict[str, dict[str, int]] = defaultdict(dict)
+    with open(path / "criteria_runs.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            epochs[row["run"]][row["criterion"]] = int(row["epoch"])
+    candidates = ("gwa", "class_memorisation", "class_ceiling", "last")
+    for r in runs:
+        chosen = [epochs[r["run"]][c] for c in candidates]
+        r["spread of 5+ epochs among gwa's candidates"] = str(int(max(chosen) - min(chosen) >= 5))
+        r["ambiguous share above the cap"] = str(int(float(r["ambiguous"]) > MAX_AMBIGUOUS))
     lost = [r for r in runs if r["loses"] == "1"]
     kept = [r for r in runs if r["loses"] == "0"]
-    for code in codes:
+    for code in (*codes, "spread of 5+ epochs among gwa's candidates", "ambiguous share above the cap"):
         a, b = sum(r[code] == "1" for r in lost), sum(r[code] == "1" for r in kept)
-        lines.append(f"| `{code}` | {a}/{len(lost)} | {b}/{len(kept)} |")
+        shown = f"`{code}`" if code in codes else f"{code} (post hoc)"
+        lines.append(f"| {shown} | {a}/{len(lost)} | {b}/{len(kept)} |")
+    by_setting: dict[tuple[str, str], int] = defaultdict(int)
+    for r in lost:
+        by_setting[(r["family"], r["noise"])] += 1
+    lines.append("")
+    lines.append(
+        "Runs where the default loses, by family and noise: "
+        + ", ".join(f"{fam} {noise} {n}" for (fam, noise), n in sorted(by_setting.items()))
+    )
     return "\n".join(lines)
 
 
