@@ -148,3 +148,18 @@ def test_model_ranking_end_to_end_tiny(model_ranking, tmp_path):
     assert {c["n"] for c in result["gwa_compare_over_runs"]} == {6}
     assert "| ranking by | against |" in model_ranking.tables(result)
     json.dumps(result)
+
+
+def test_the_replications_pooled_tables_recompute_from_the_committed_csvs():
+    """docs/noise-map.md quotes these R′ numbers; they come from the committed per-run files alone."""
+    pooled = _script("noise_map_pooled")
+    folder = EXPERIMENTS.parent / "docs" / "data" / "noise-map-replication"
+    table = pooled.pooled_table(folder)
+    assert "| all | all | 105 | -1.13 [-1.80, -0.45] |" in table
+    assert "| -0.88 [-1.54, -0.23] |" in table.splitlines()[-1]  # the veto over all 105 runs
+    firing = pooled.firing_table(folder)
+    assert "| `class_conditional` | 12/28 | 31/77 |" in firing
+    assert "| `split_disagrees` | 25/28 | 27/77 |" in firing
+    assert "| spread of 5+ epochs among gwa's candidates (post hoc) | 27/28 | 54/77 |" in firing
+    flags = pooled.flags_table(folder)
+    assert "| all | pair | 28 | +0.069 [+0.059, +0.079] | +0.064 [+0.056, +0.072] |" in flags
